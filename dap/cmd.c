@@ -1,0 +1,616 @@
+/* cmd.c -- the command handlers: session (auth, deauth, ping, probe) and the
+ * deployment commands (rrext_deploy_*).
+ *
+ * Design: each handler validates its arguments in the order PROTOCOL §4 gives
+ * (that order decides which message the caller sees), talks to the store, and
+ * writes its body as compact JSON into res->body. Pipelines are handled as raw
+ * text (util/jraw) so they come back exactly as sent. Handlers never fail
+ * silently: every path ends in a body or a dap__fail with a wire code.
+ * Thread: service thread only. */
+#include "dap/dap_internal.h"
+
+#include <math.h>
+#include <sodium.h>
+#include <string.h>
+
+#include "scheduler/scheduler.h"
+
+#define PROJECT_ID_MAX 256
+#define DEV_KEY_ID "dev"
+#define DEV_USER "local"
+#define PREVIEW_MAX 1000
+
+/* ---------------------------------------------------------------- helpers */
+
+/* Python truthiness of a JSON value, as the reference server tests args. */
+static bool truthy(const json_t *v)
+{
+    if (!v)
+        return false;
+    switch (json_typeof(v)) {
+    case JSON_NULL:
+    case JSON_FALSE: return false;
+    case JSON_TRUE: return true;
+    case JSON_STRING: return json_string_length(v) > 0;
+    case JSON_INTEGER:
+    case JSON_REAL: return json_number_value(v) != 0;
+    case JSON_OBJECT: return json_object_size(v) > 0;
+    case JSON_ARRAY: return json_array_size(v) > 0;
+    }
+    return false;
+}
+
+/* The `projectId` argument: required, a string, a plausible id. */
+static int arg_project_id(struct dap_req *req, struct dap_res *res,
+                          const char **out)
+{
+    json_t *v = json_object_get(req->args, "projectId");
+    if (!truthy(v))
+        return dap__fail(res, DAP_BAD_REQUEST, "projectId is required");
+    if (!json_is_string(v))
+        return dap__fail(res, DAP_BAD_REQUEST, "projectId must be a string");
+    *out = json_string_value(v);
+    return 0;
+}
+
+/* Check a project id taken from a pipeline (name is for messages). */
+static int check_project_id(const json_t *v, const char *name,
+                            struct dap_res *res)
+{
+    if (!truthy(v))
+        return dap__fail(res, DAP_BAD_REQUEST, "%s is required", name);
+    if (!json_is_string(v))
+        return dap__fail(res, DAP_BAD_REQUEST, "%s must be a string", name);
+    const char *s = json_string_value(v);
+    size_t n = json_string_length(v);
+    if (n > PROJECT_ID_MAX)
+        return dap__fail(res, DAP_TOO_LARGE, "%s is longer than %d bytes",
+                         name, PROJECT_ID_MAX);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f)
+            return dap__fail(res, DAP_BAD_REQUEST,
+                             "%s must not contain control characters", name);
+    }
+    return 0;
+}
+
+/* The `schedule` argument when present: a string that parses. *cx receives
+ * the parsed schedule (caller frees). */
+static int parse_schedule(struct dap_app *app, const json_t *v,
+                          struct dap_res *res, struct cronx **cx)
+{
+    if (!json_is_string(v))
+        return dap__fail(res, DAP_BAD_REQUEST, "schedule must be a string");
+    const char *s = json_string_value(v);
+    struct err e = {0};
+    if (strlen(s) != json_string_length(v))
+        return dap__fail(res, DAP_BAD_REQUEST,
+                         "Invalid schedule: contains a NUL character");
+    if (cronx_parse(s, app->cfg->default_zone, cx, &e) != 0)
+        return dap__fail(res, DAP_BAD_REQUEST, "Invalid schedule '%s': %s", s,
+                         e.msg);
+    return 0;
+}
+
+/* Next fire after now for an active schedule, 0 when none. */
+static double next_run(const struct cronx *cx, enum store_state st, double now)
+{
+    if (st != STORE_ACTIVE || cronx_is_manual(cx))
+        return 0;
+    int64_t t = cronx_next(cx, (int64_t)floor(now));
+    return t == CRONX_NEVER ? 0 : (double)t;
+}
+
+/* The raw text of arguments.pipeline, compacted into out. The tree has
+ * already been checked to hold an object there. */
+static int raw_pipeline(struct dap_app *app, struct dap_req *req,
+                        struct dap_res *res, struct buf *out)
+{
+    struct jraw_span sp;
+    if (!req->raw_args.p ||
+        !jraw_member(req->raw_args.p, req->raw_args.n, "pipeline", &sp, NULL))
+        return dap__fail(res, DAP_INTERNAL, "Internal error: pipeline text lost");
+    jraw_compact(out, sp.p, sp.n);
+    if (out->len > app->cfg->max_pipeline)
+        return dap__fail(res, DAP_TOO_LARGE,
+                         "pipeline is too large: %zu bytes, the limit is %zu",
+                         out->len, app->cfg->max_pipeline);
+    return 0;
+}
+
+static const char *owner_key_id(const struct dap_session *ss)
+{
+    return ss->dev ? DEV_KEY_ID : ss->key.id;
+}
+
+/* Write a deployment record: the reference server's field names, the aliases
+ * of the published docs, and rrdeploy's additions. */
+static void write_record(struct buf *b, const struct store_dep *d)
+{
+    buf_puts(b, "{\"pipeline\":");
+    buf_puts(b, d->pipeline);
+    buf_puts(b, ",\"schedule\":");
+    buf_json_cstr(b, d->schedule);
+    buf_puts(b, ",\"state\":");
+    buf_json_cstr(b, store_state_name(d->state));
+    buf_puts(b, ",\"created_by\":");
+    buf_json_cstr(b, d->created_by);
+    buf_puts(b, ",\"created_at\":");
+    buf_json_time(b, d->created_at);
+    buf_puts(b, ",\"updated_at\":");
+    buf_json_time(b, d->updated_at);
+    buf_puts(b, ",\"userId\":");
+    buf_json_cstr(b, d->user);
+    buf_puts(b, ",\"createdAt\":");
+    buf_json_time(b, d->created_at);
+    buf_puts(b, ",\"updatedAt\":");
+    buf_json_time(b, d->updated_at);
+    buf_puts(b, ",\"next_run_at\":");
+    if (d->next_run_at > 0)
+        buf_json_time(b, d->next_run_at);
+    else
+        buf_puts(b, "null");
+    buf_puts(b, ",\"last_run\":null,\"error\":");
+    buf_json_cstr(b, d->error);
+    buf_puts(b, ",\"owner_key_id\":");
+    buf_json_cstr(b, d->owner_key_id);
+    buf_putc(b, '}');
+}
+
+static int fail_store(struct dap_res *res, int rc, const char *project_id)
+{
+    if (rc == RR_E_NOTFOUND)
+        return dap__fail(res, DAP_NOT_FOUND, "Deployment not found: %s",
+                         project_id);
+    return dap__fail(res, DAP_INTERNAL, "Internal error: %s", err_str(rc));
+}
+
+/* ---------------------------------------------------------------- session */
+
+static void write_perm_list(struct buf *b, unsigned perms)
+{
+    bool first = true;
+    buf_putc(b, '[');
+    if (perms & STORE_PERM_CONTROL) {
+        buf_puts(b, "\"task.control\"");
+        first = false;
+    }
+    if (perms & STORE_PERM_MONITOR)
+        buf_puts(b, first ? "\"task.monitor\"" : ",\"task.monitor\"");
+    buf_putc(b, ']');
+}
+
+/* ConnectResult (PROTOCOL §3.4) with rrdeploy's identity model: one
+ * organization, one team `default` carrying the key's permissions. userToken
+ * is empty so a reconnecting client re-sends its original key. */
+static void write_connect_result(struct buf *b, const struct store_key *k)
+{
+    buf_puts(b, "{\"userToken\":\"\",\"userId\":");
+    buf_json_cstr(b, k->user);
+    buf_puts(b, ",\"displayName\":");
+    buf_json_cstr(b, k->user);
+    buf_puts(b, ",\"givenName\":\"\",\"familyName\":\"\",\"preferredUsername\":");
+    buf_json_cstr(b, k->user);
+    buf_puts(b, ",\"email\":\"\",\"emailVerified\":false,\"phoneNumber\":\"\","
+                "\"phoneNumberVerified\":false,\"locale\":\"\","
+                "\"defaultTeam\":\"default\",\"organizations\":[{\"id\":"
+                "\"rrdeploy\",\"name\":\"rrdeploy\",\"permissions\":");
+    buf_puts(b, (k->perms & STORE_PERM_ORG_ADMIN) ? "[\"org.admin\"]" : "[]");
+    buf_puts(b, ",\"teams\":[{\"id\":\"default\",\"name\":\"Default\","
+                "\"permissions\":");
+    write_perm_list(b, k->perms);
+    buf_puts(b, "}]}],\"apps\":[],\"capabilities\":[\"rrdeploy\"]}");
+}
+
+static int auth_fail(struct dap_session *ss, struct dap_res *res, const char *msg)
+{
+    ss->authed = false;
+    res->close = true;
+    log_info("auth failed: %s", msg);
+    return dap__fail(res, DAP_UNAUTHORIZED, "%s", msg);
+}
+
+static int cmd_auth(struct dap_app *app, struct dap_session *ss,
+                    struct dap_req *req, struct dap_res *res)
+{
+    if (++ss->auth_attempts > 5)
+        return auth_fail(ss, res, "Too many authentication attempts");
+    json_t *v = json_object_get(req->args, "auth");
+    if (v && !json_is_string(v) && !json_is_null(v))
+        return auth_fail(ss, res, "auth must be a string");
+    const char *cred = json_is_string(v) ? json_string_value(v) : "";
+    size_t len = json_is_string(v) ? json_string_length(v) : 0;
+    if (len >= 7 && strncmp(cred, "Bearer ", 7) == 0)
+        cred += 7, len -= 7;
+    if (len == 0)
+        return auth_fail(ss, res, "No authorization provided");
+
+    const char *dev = app->cfg->dev_key;
+    struct store_key k;
+    if (dev && strlen(dev) == len && sodium_memcmp(dev, cred, len) == 0) {
+        memset(&k, 0, sizeof k);
+        snprintf(k.id, sizeof k.id, "%s", DEV_KEY_ID);
+        snprintf(k.user, sizeof k.user, "%s", DEV_USER);
+        snprintf(k.label, sizeof k.label, "ROCKETRIDE_APIKEY");
+        k.perms = STORE_PERM_ALL;
+        ss->dev = true;
+    } else {
+        if (strlen(cred) != len)
+            return auth_fail(ss, res, "Invalid API key");
+        int rc = store_key_auth(app->store, cred, app->now(), &k);
+        if (rc == RR_E_NOTFOUND)
+            return auth_fail(ss, res, "Invalid API key");
+        if (rc == RR_E_REVOKED)
+            return auth_fail(ss, res, "API key revoked");
+        if (rc == RR_E_EXPIRED)
+            return auth_fail(ss, res, "API key expired");
+        if (rc != 0)
+            return auth_fail(ss, res, "Authentication failed");
+        ss->dev = false;
+    }
+    ss->key = k;
+    ss->authed = true;
+    ss->revoked = false;
+    log_info("auth ok: user=%s key=%s", k.user, k.id);
+    write_connect_result(&res->body, &k);
+    return 0;
+}
+
+static int cmd_deauth(struct dap_app *app, struct dap_session *ss,
+                      struct dap_req *req, struct dap_res *res)
+{
+    ss->authed = false;
+    ss->dev = false;
+    memset(&ss->key, 0, sizeof ss->key);
+    buf_puts(&res->body, "{}");
+    return 0;
+}
+
+static int cmd_ping(struct dap_app *app, struct dap_session *ss,
+                    struct dap_req *req, struct dap_res *res)
+{
+    buf_puts(&res->body, "{\"pong\":true}");
+    return 0;
+}
+
+static int cmd_probe(struct dap_app *app, struct dap_session *ss,
+                     struct dap_req *req, struct dap_res *res)
+{
+    buf_puts(&res->body, "{\"version\":\"" RRDEPLOY_VERSION
+                         "\",\"capabilities\":[\"rrdeploy\"],"
+                         "\"platform\":\"linux\",\"apps\":[]}");
+    return 0;
+}
+
+/* Task monitors belong to a pipeline engine; rrdeploy has none to report, but
+ * accepts the subscription so that reconnecting SDK clients replay cleanly. */
+static int cmd_monitor(struct dap_app *app, struct dap_session *ss,
+                       struct dap_req *req, struct dap_res *res)
+{
+    return 0;
+}
+
+/* ---------------------------------------------------------------- deploy */
+
+static int cmd_add(struct dap_app *app, struct dap_session *ss,
+                   struct dap_req *req, struct dap_res *res)
+{
+    json_t *pipe = json_object_get(req->args, "pipeline");
+    if (!truthy(pipe))
+        return dap__fail(res, DAP_BAD_REQUEST, "pipeline is required");
+    if (!json_is_object(pipe))
+        return dap__fail(res, DAP_BAD_REQUEST, "pipeline must be an object");
+    json_t *pid = json_object_get(pipe, "project_id");
+    if (check_project_id(pid, "pipeline.project_id", res))
+        return -1;
+    const char *project_id = json_string_value(pid);
+
+    struct cronx *cx = NULL;
+    json_t *jsched = json_object_get(req->args, "schedule");
+    json_t *manual = NULL;
+    if (!jsched)
+        jsched = manual = json_string("manual");
+    int rc = parse_schedule(app, jsched, res, &cx);
+    if (rc)
+        goto out;
+
+    struct buf text;
+    buf_init(&text, 0);
+    if ((rc = raw_pipeline(app, req, res, &text)) != 0) {
+        buf_free(&text);
+        goto out;
+    }
+    struct store_dep d = {0};
+    d.user = ss->key.user;
+    d.project_id = (char *)project_id;
+    d.pipeline = (char *)buf_cstr(&text);
+    d.schedule = (char *)json_string_value(jsched);
+    d.state = STORE_ACTIVE;
+    d.created_by = ss->key.user;
+    d.owner_key_id = (char *)owner_key_id(ss);
+    d.created_at = app->now();
+    d.updated_at = app->now();
+    d.next_run_at = next_run(cx, d.state, d.created_at);
+
+    rc = store_dep_insert(app->store, &d, app->cfg->max_deployments);
+    if (rc == RR_E_EXISTS)
+        rc = dap__fail(res, DAP_CONFLICT, "Deployment already exists: %s",
+                       project_id);
+    else if (rc == RR_E_LIMIT)
+        rc = dap__fail(res, DAP_TOO_LARGE,
+                       "Deployment limit reached: at most %lld per user",
+                       (long long)app->cfg->max_deployments);
+    else if (rc)
+        rc = fail_store(res, rc, project_id);
+    else
+        write_record(&res->body, &d);
+    buf_free(&text);
+out:
+    cronx_free(cx);
+    json_decref(manual);
+    return rc;
+}
+
+static int cmd_remove(struct dap_app *app, struct dap_session *ss,
+                      struct dap_req *req, struct dap_res *res)
+{
+    const char *project_id;
+    if (arg_project_id(req, res, &project_id))
+        return -1;
+    int rc = store_dep_delete(app->store, ss->key.user, project_id);
+    if (rc)
+        return fail_store(res, rc, project_id);
+    buf_puts(&res->body, "{}");
+    return 0;
+}
+
+static int cmd_status(struct dap_app *app, struct dap_session *ss,
+                      struct dap_req *req, struct dap_res *res)
+{
+    const char *project_id;
+    if (arg_project_id(req, res, &project_id))
+        return -1;
+    struct store_dep d;
+    int rc = store_dep_get(app->store, ss->key.user, project_id, &d);
+    if (rc)
+        return fail_store(res, rc, project_id);
+    write_record(&res->body, &d);
+    store_dep_clear(&d);
+    return 0;
+}
+
+struct list_ctx {
+    struct buf *b;
+    bool first;
+};
+
+static int list_one(const struct store_dep *d, void *ud)
+{
+    struct list_ctx *lc = ud;
+    if (!lc->first)
+        buf_putc(lc->b, ',');
+    lc->first = false;
+    write_record(lc->b, d);
+    return 0;
+}
+
+static int cmd_list(struct dap_app *app, struct dap_session *ss,
+                    struct dap_req *req, struct dap_res *res)
+{
+    struct list_ctx lc = {&res->body, true};
+    buf_puts(&res->body, "{\"deployments\":[");
+    int rc = store_dep_list(app->store, ss->key.user, list_one, &lc);
+    if (rc) {
+        buf_reset(&res->body);
+        return fail_store(res, rc, "");
+    }
+    buf_puts(&res->body, "]}");
+    return 0;
+}
+
+/* Replace (or add) pipeline.project_id in compact pipeline text, as the
+ * reference server does on update; an equal value is kept byte for byte. */
+static void force_project_id(struct buf *out, const char *text, size_t n,
+                             const json_t *pipe, const char *project_id)
+{
+    const json_t *cur = json_object_get(pipe, "project_id");
+    struct jraw_span v;
+    if (json_is_string(cur) && strcmp(json_string_value(cur), project_id) == 0 &&
+        strlen(project_id) == json_string_length(cur)) {
+        buf_append(out, text, n);
+    } else if (jraw_member(text, n, "project_id", &v, NULL)) {
+        size_t at = (size_t)(v.p - text);
+        buf_append(out, text, at);
+        buf_json_cstr(out, project_id);
+        buf_append(out, v.p + v.n, n - at - v.n);
+    } else {
+        buf_append(out, text, n - 1); /* all but the closing '}' */
+        if (json_object_size(pipe) > 0)
+            buf_putc(out, ',');
+        buf_puts(out, "\"project_id\":");
+        buf_json_cstr(out, project_id);
+        buf_putc(out, '}');
+    }
+}
+
+static int cmd_update(struct dap_app *app, struct dap_session *ss,
+                      struct dap_req *req, struct dap_res *res)
+{
+    const char *project_id;
+    if (arg_project_id(req, res, &project_id))
+        return -1;
+    struct store_dep d;
+    int rc = store_dep_get(app->store, ss->key.user, project_id, &d);
+    if (rc)
+        return fail_store(res, rc, project_id);
+
+    struct cronx *cx = NULL;
+    struct buf text, forced;
+    buf_init(&text, 0);
+    buf_init(&forced, 0);
+    json_t *pipe = json_object_get(req->args, "pipeline");
+    json_t *jsched = json_object_get(req->args, "schedule");
+    json_t *jstate = json_object_get(req->args, "state");
+    enum store_state new_state = d.state;
+
+    rc = -1;
+    if (pipe) {
+        if (!json_is_object(pipe)) {
+            dap__fail(res, DAP_BAD_REQUEST, "pipeline must be an object");
+            goto out;
+        }
+        if (raw_pipeline(app, req, res, &text))
+            goto out;
+        force_project_id(&forced, buf_data(&text), text.len, pipe, project_id);
+    }
+    if (jsched) {
+        if (parse_schedule(app, jsched, res, &cx))
+            goto out;
+    } else {
+        struct err e = {0};
+        if (cronx_parse(d.schedule, app->cfg->default_zone, &cx, &e) != 0) {
+            dap__fail(res, DAP_INTERNAL,
+                      "Internal error: stored schedule '%s': %s", d.schedule,
+                      e.msg);
+            goto out;
+        }
+    }
+    if (jstate) {
+        if (!json_is_string(jstate) ||
+            store_state_parse(json_string_value(jstate), &new_state) != 0 ||
+            new_state == STORE_ERRORED) {
+            dap__fail(res, DAP_BAD_REQUEST, "state must be 'active' or 'paused'");
+            goto out;
+        }
+        if (d.state == STORE_ERRORED) {
+            dap__fail(res, DAP_CONFLICT,
+                      "Deployment '%s' is errored (%s): remove it and add it again",
+                      project_id, d.error ? d.error : "no reason recorded");
+            goto out;
+        }
+    }
+
+    if (pipe) {
+        free(d.pipeline);
+        d.pipeline = buf_take(&forced, NULL);
+    }
+    if (jsched) {
+        free(d.schedule);
+        d.schedule = xstrdup(json_string_value(jsched));
+    }
+    d.state = new_state;
+    d.updated_at = app->now();
+    d.next_run_at = next_run(cx, d.state, d.updated_at);
+    rc = store_dep_update(app->store, &d);
+    if (rc) {
+        fail_store(res, rc, project_id);
+        goto out;
+    }
+    buf_puts(&res->body, "{}");
+out:
+    cronx_free(cx);
+    buf_free(&text);
+    buf_free(&forced);
+    store_dep_clear(&d);
+    return rc;
+}
+
+static int cmd_preview(struct dap_app *app, struct dap_session *ss,
+                       struct dap_req *req, struct dap_res *res)
+{
+    json_t *jsched = json_object_get(req->args, "schedule");
+    if (!jsched || json_is_null(jsched))
+        return dap__fail(res, DAP_BAD_REQUEST, "schedule is required");
+    int64_t count = 5;
+    json_t *jcount = json_object_get(req->args, "count");
+    if (jcount && !json_is_null(jcount)) {
+        double c = json_is_number(jcount) ? json_number_value(jcount) : -1;
+        if (c != floor(c) || c < 1 || c > PREVIEW_MAX)
+            return dap__fail(res, DAP_BAD_REQUEST,
+                             "count must be an integer from 1 to %d",
+                             PREVIEW_MAX);
+        count = (int64_t)c;
+    }
+    double from = app->now();
+    json_t *jfrom = json_object_get(req->args, "from");
+    if (jfrom && !json_is_null(jfrom)) {
+        /* 0001-01-01 .. 9999-12-31: beyond that no calendar answer makes sense */
+        if (!json_is_number(jfrom) || !isfinite(json_number_value(jfrom)) ||
+            json_number_value(jfrom) < -62135596800.0 ||
+            json_number_value(jfrom) > 253402300799.0)
+            return dap__fail(res, DAP_BAD_REQUEST,
+                             "from must be a number of Unix seconds");
+        from = json_number_value(jfrom);
+    }
+    struct cronx *cx = NULL;
+    if (parse_schedule(app, jsched, res, &cx))
+        return -1;
+
+    int64_t *at = xcalloc((size_t)count, sizeof *at);
+    struct cronx_preview pv;
+    cronx_preview(cx, (int64_t)floor(from), (int)count, at, &pv);
+    struct buf *b = &res->body;
+    buf_puts(b, "{\"schedule\":");
+    buf_json_cstr(b, json_string_value(jsched));
+    buf_puts(b, ",\"timezone\":");
+    buf_json_cstr(b, cronx_zone_name(cx));
+    buf_puts(b, ",\"next\":[");
+    for (int i = 0; i < pv.count; i++) {
+        char local[CRONX_LOCAL_MAX];
+        cronx_format_local(cx, at[i], local);
+        buf_printf(b, "%s{\"at\":%lld.0,\"local\":", i ? "," : "",
+                   (long long)at[i]);
+        buf_json_cstr(b, local);
+        buf_putc(b, '}');
+    }
+    buf_puts(b, "],\"warnings\":[");
+    for (int i = 0; i < pv.nwarnings; i++) {
+        if (i)
+            buf_putc(b, ',');
+        buf_json_cstr(b, pv.warnings[i]);
+    }
+    buf_puts(b, "]}");
+    free(at);
+    cronx_free(cx);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- table */
+
+static const struct dap_cmd commands[] = {
+    {"auth", cmd_auth, true, 0},
+    {"deauth", cmd_deauth, false, 0},
+    {"rrext_ping", cmd_ping, false, 0},
+    {"rrext_public_probe", cmd_probe, true, 0},
+    {"rrext_monitor", cmd_monitor, false, 0},
+    {"rrext_deploy_add", cmd_add, false, STORE_PERM_CONTROL},
+    {"rrext_deploy_remove", cmd_remove, false, STORE_PERM_CONTROL},
+    {"rrext_deploy_update", cmd_update, false, STORE_PERM_CONTROL},
+    {"rrext_deploy_list", cmd_list, false, STORE_PERM_MONITOR},
+    {"rrext_deploy_status", cmd_status, false, STORE_PERM_MONITOR},
+    {"rrext_deploy_preview", cmd_preview, false, STORE_PERM_MONITOR},
+};
+
+const struct dap_cmd *dap__cmd_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+bool dap__session_recheck(struct dap_app *app, struct dap_session *ss)
+{
+    if (!ss->authed || ss->dev || ss->revoked)
+        return false;
+    struct store_key k;
+    int rc = store_key_get(app->store, ss->key.id, &k);
+    if (rc == RR_E_NOTFOUND || (rc == 0 && k.revoked_at != 0) ||
+        (rc == 0 && k.expires_at != 0 && app->now() >= k.expires_at)) {
+        ss->revoked = true;
+        log_info("session of user=%s lost key %s", ss->key.user, ss->key.id);
+        return true;
+    }
+    return false;
+}

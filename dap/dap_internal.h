@@ -1,0 +1,93 @@
+/* dap_internal.h -- what the dap sources share: the request/response layer that knows
+ * nothing about sockets, so it can be unit tested without a server. */
+#ifndef RR_DAP_INTERNAL_H
+#define RR_DAP_INTERNAL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "dap/dap.h"
+#include "store/store.h"
+#include "util/jraw.h"
+#include "util/util.h"
+
+/* Headroom reserved in front of every outgoing frame (LWS_PRE for lws; the
+ * message layer does not include lws, so the server checks it is enough). */
+#define DAP_FRAME_HEAD 32
+
+/* Server-wide state seen by command handlers. Owned by the server loop. */
+struct dap_app {
+    const struct dap_config *cfg;  /* borrowed */
+    struct store *store;           /* borrowed */
+    double started_at;
+    double (*now)(void);           /* wall clock, float Unix seconds */
+};
+
+/* Per-connection protocol state. */
+struct dap_session {
+    bool authed;
+    bool revoked;          /* key revoked/expired since auth: next request fails */
+    bool closing;          /* a reply asked to close the socket after it */
+    int auth_attempts;
+    bool dev;              /* authenticated with the ROCKETRIDE_APIKEY key */
+    struct store_key key;  /* the authenticated key (user, perms, id) */
+    int64_t seq;           /* last server seq sent on this connection */
+};
+
+/* A decoded request. */
+struct dap_req {
+    json_t *root;           /* owned */
+    json_t *args;           /* borrowed from root, or an owned empty object */
+    bool args_owned;
+    const char *command;    /* borrowed from root */
+    int64_t seq;
+    struct jraw_span raw_args; /* raw text of "arguments" (p NULL if absent) */
+};
+
+/* What a handler produces. */
+struct dap_res {
+    struct buf body;        /* JSON body text; empty = omit "body" */
+    const char *code;       /* NULL = success, else the machine error code */
+    struct buf msg;         /* error message */
+    bool close;             /* close the connection after sending */
+};
+
+/* Error codes on the wire. */
+#define DAP_BAD_REQUEST "bad_request"
+#define DAP_UNAUTHORIZED "unauthorized"
+#define DAP_FORBIDDEN "forbidden"
+#define DAP_NOT_FOUND "not_found"
+#define DAP_CONFLICT "conflict"
+#define DAP_TOO_LARGE "too_large"
+#define DAP_INTERNAL "internal"
+
+/* Set an error on res; returns -1 so handlers can `return dap__fail(...)`. */
+int dap__fail(struct dap_res *res, const char *code, const char *fmt, ...)
+    RR_PRINTF(3, 4);
+
+/* Frames leave the message layer through this sink, which takes ownership of
+ * frame (a buf with DAP_FRAME_HEAD headroom holding one JSON text). */
+typedef void (*dap_emit_fn)(void *ud, struct buf *frame);
+
+/* Handle one complete client message: decode, authorize, dispatch, and emit
+ * zero or more frames. Never fails: every request gets a response. */
+void dap__handle_message(struct dap_app *app, struct dap_session *ss,
+                         const char *text, size_t len, dap_emit_fn emit,
+                         void *ud);
+
+/* Re-check an authenticated session's key against the store (revocation,
+ * expiry). Marks ss->revoked; returns true if the session lost its key. */
+bool dap__session_recheck(struct dap_app *app, struct dap_session *ss);
+
+/* cmd.c: the command table. Handler returns 0 (body in res->body) or -1. */
+typedef int (*dap_cmd_fn)(struct dap_app *app, struct dap_session *ss,
+                          struct dap_req *req, struct dap_res *res);
+struct dap_cmd {
+    const char *name;
+    dap_cmd_fn fn;
+    bool public_;      /* allowed before auth */
+    unsigned perm;     /* STORE_PERM_* needed, 0 = any authenticated */
+};
+const struct dap_cmd *dap__cmd_find(const char *name);
+
+#endif

@@ -1,0 +1,267 @@
+/* msg.c -- the DAP envelope: decode a client message, gate and dispatch it,
+ * and encode the response frame.
+ *
+ * Design: a message is first checked by the raw scanner (util/jraw), which
+ * bounds nesting and validates UTF-8, and only then parsed with jansson for
+ * typed access to the arguments. Values that must survive byte for byte (the
+ * pipeline) are taken from the raw text, never from the tree. Every request
+ * gets exactly one response frame; malformed input gets success:false with
+ * request_seq 0 when the seq is unknown. Thread: service thread only. */
+#include "dap/dap_internal.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int dap__fail(struct dap_res *res, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    char small[512];
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    buf_reset(&res->msg);
+    if (n >= 0 && (size_t)n < sizeof small) {
+        buf_append(&res->msg, small, (size_t)n);
+    } else if (n >= 0) {
+        char *big = xmalloc((size_t)n + 1);
+        va_start(ap, fmt);
+        vsnprintf(big, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+        buf_append(&res->msg, big, (size_t)n);
+        free(big);
+    }
+    res->code = code;
+    return -1;
+}
+
+/* ---------------------------------------------------------------- encoding */
+
+/* Emit one response frame for request_seq/command with res's outcome. */
+static void emit_response(struct dap_session *ss, int64_t request_seq,
+                          const char *command, size_t command_len,
+                          struct dap_res *res, dap_emit_fn emit, void *ud)
+{
+    struct buf *f = xmalloc(sizeof *f);
+    buf_init(f, DAP_FRAME_HEAD);
+    buf_printf(f, "{\"type\":\"response\",\"seq\":%lld,\"request_seq\":%lld,"
+                  "\"command\":",
+               (long long)++ss->seq, (long long)request_seq);
+    buf_json_str(f, command, command_len);
+    if (!res->code) {
+        buf_puts(f, ",\"success\":true");
+        if (res->body.len) {
+            buf_puts(f, ",\"body\":");
+            buf_append(f, buf_data(&res->body), res->body.len);
+        }
+    } else {
+        buf_puts(f, ",\"success\":false,\"message\":");
+        buf_json_str(f, buf_data(&res->msg), res->msg.len);
+        buf_puts(f, ",\"code\":");
+        buf_json_cstr(f, res->code);
+    }
+    buf_putc(f, '}');
+    emit(ud, f);
+}
+
+/* ---------------------------------------------------------------- decoding */
+
+/* jansson refuses reals that overflow a double (1e400) though they are valid
+ * JSON. The tree is only used for typed arguments, never to echo values, so
+ * such numbers are replaced by 0 in a private copy. Needs valid JSON. */
+static json_t *load_tolerant(const char *s, size_t n)
+{
+    json_error_t jerr;
+    const size_t flags = JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL;
+    json_t *root = json_loadb(s, n, flags, &jerr);
+    if (root)
+        return root;
+
+    struct buf copy;
+    buf_init(&copy, 0);
+    bool in_str = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (in_str) {
+            buf_putc(&copy, c);
+            if (c == '\\' && i + 1 < n)
+                buf_putc(&copy, s[++i]);
+            else if (c == '"')
+                in_str = false;
+            continue;
+        }
+        if (c == '"') {
+            in_str = true;
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            size_t j = i;
+            while (j < n && strchr("+-.eE0123456789", s[j]))
+                j++;
+            char *tok = xstrndup(s + i, j - i);
+            errno = 0;
+            double v = strtod(tok, NULL);
+            bool overflow = errno == ERANGE && isinf(v);
+            if (overflow)
+                buf_putc(&copy, '0');
+            else
+                buf_append(&copy, s + i, j - i);
+            free(tok);
+            i = j - 1;
+            continue;
+        }
+        buf_putc(&copy, c);
+    }
+    root = json_loadb(buf_data(&copy), copy.len, flags, &jerr);
+    buf_free(&copy);
+    return root;
+}
+
+/* Is v a JSON number holding an integer a double represents exactly? */
+static bool as_int(const json_t *v, int64_t *out)
+{
+    if (!json_is_number(v))
+        return false;
+    double d = json_number_value(v);
+    if (!isfinite(d) || d != floor(d) || fabs(d) > 9007199254740992.0)
+        return false;
+    *out = (int64_t)d;
+    return true;
+}
+
+/* The seq of a message that failed validation, when a top-level "seq" member
+ * with a plain integer can still be found (too deep nesting elsewhere, say),
+ * so that the client's pending call is answered; 0 otherwise. */
+static int64_t salvage_seq(const char *text, size_t len)
+{
+    struct jraw_span sp;
+    if (!jraw_member(text, len, "seq", &sp, NULL) || sp.n == 0 || sp.n > 16)
+        return 0;
+    int64_t v = 0;
+    size_t i = sp.p[0] == '-' ? 1 : 0;
+    if (i == sp.n)
+        return 0;
+    for (; i < sp.n; i++) {
+        if (sp.p[i] < '0' || sp.p[i] > '9')
+            return 0;
+        v = v * 10 + (sp.p[i] - '0');
+    }
+    return sp.p[0] == '-' ? -v : v;
+}
+
+static bool is_public(const char *cmd)
+{
+    return strncmp(cmd, "rrext_public_", 13) == 0;
+}
+
+/* ---------------------------------------------------------------- dispatch */
+
+static void session_expire_check(struct dap_app *app, struct dap_session *ss)
+{
+    if (ss->authed && !ss->dev && ss->key.expires_at != 0 &&
+        app->now() >= ss->key.expires_at)
+        ss->revoked = true;
+}
+
+void dap__handle_message(struct dap_app *app, struct dap_session *ss,
+                         const char *text, size_t len, dap_emit_fn emit,
+                         void *ud)
+{
+    struct dap_res res;
+    buf_init(&res.body, 0);
+    buf_init(&res.msg, 0);
+    res.code = NULL;
+    res.close = false;
+    struct dap_req req = {0};
+    int64_t rseq = 0;
+    const char *cmd = "";
+    size_t cmd_len = 0;
+    struct err e = {0};
+
+    if (jraw_check(text, len, app->cfg->max_depth, &e) != 0) {
+        rseq = salvage_seq(text, len);
+        dap__fail(&res, DAP_BAD_REQUEST, "Malformed request: %s", e.msg);
+        goto respond;
+    }
+    req.root = load_tolerant(text, len);
+    if (!req.root) {
+        dap__fail(&res, DAP_BAD_REQUEST, "Malformed request: not valid JSON");
+        goto respond;
+    }
+    if (!json_is_object(req.root)) {
+        dap__fail(&res, DAP_BAD_REQUEST,
+                  "Malformed request: expected a JSON object");
+        goto respond;
+    }
+    json_t *type = json_object_get(req.root, "type");
+    if (type && !(json_is_string(type) &&
+                  strcmp(json_string_value(type), "request") == 0))
+        goto done; /* events and responses from a client get no reply */
+
+    json_t *jseq = json_object_get(req.root, "seq");
+    if (!as_int(jseq, &req.seq)) {
+        dap__fail(&res, DAP_BAD_REQUEST,
+                  "Malformed request: seq must be an integer");
+        goto respond;
+    }
+    rseq = req.seq;
+
+    json_t *jcmd = json_object_get(req.root, "command");
+    if (jcmd && !json_is_string(jcmd)) {
+        dap__fail(&res, DAP_BAD_REQUEST,
+                  "Malformed request: command must be a string");
+        goto respond;
+    }
+    if (jcmd) {
+        cmd = json_string_value(jcmd);
+        cmd_len = json_string_length(jcmd);
+    }
+
+    json_t *args = json_object_get(req.root, "arguments");
+    if (!args || json_is_null(args)) {
+        req.args = json_object();
+        req.args_owned = true;
+    } else if (json_is_object(args)) {
+        req.args = args;
+        if (!jraw_member(text, len, "arguments", &req.raw_args, NULL))
+            req.raw_args.p = NULL;
+    } else {
+        dap__fail(&res, DAP_BAD_REQUEST, "arguments must be an object");
+        goto respond;
+    }
+    req.command = cmd;
+
+    const struct dap_cmd *dc =
+        strlen(cmd) == cmd_len ? dap__cmd_find(cmd) : NULL;
+    session_expire_check(app, ss);
+    bool allowed_unauth = dc ? dc->public_ : is_public(cmd);
+    if (!allowed_unauth && (!ss->authed || ss->revoked)) {
+        if (ss->revoked)
+            ss->authed = false;
+        dap__fail(&res, DAP_UNAUTHORIZED, "Not authenticated");
+        res.close = true;
+        goto respond;
+    }
+    if (!dc) {
+        dap__fail(&res, DAP_BAD_REQUEST, "Invalid command: %s", cmd);
+        goto respond;
+    }
+    if (dc->perm && !(ss->key.perms & dc->perm)) {
+        dap__fail(&res, DAP_FORBIDDEN, "Permission '%s' denied",
+                  dc->perm == STORE_PERM_CONTROL   ? "task.control"
+                  : dc->perm == STORE_PERM_MONITOR ? "task.monitor"
+                                                   : "org.admin");
+        goto respond;
+    }
+    dc->fn(app, ss, &req, &res);
+
+respond:
+    emit_response(ss, rseq, cmd, cmd_len, &res, emit, ud);
+    if (res.close)
+        ss->closing = true;
+done:
+    if (req.args_owned)
+        json_decref(req.args);
+    json_decref(req.root);
+    buf_free(&res.body);
+    buf_free(&res.msg);
+}

@@ -1,0 +1,874 @@
+/* cron.c -- cron schedules: parser, next fire time, preview (PRODUCT §4).
+ *
+ * Purpose: turn schedule text into an immutable struct cronx and answer "when
+ * is the first fire strictly after instant t" under the documented DST
+ * contract, fast enough to call for every deployment on every wake.
+ *
+ * Design: fields are bitmasks (minutes uint64, hours uint32, months uint16,
+ * and for days a precomputed 31-bit mask for each weekday of the 1st, with
+ * the DOM/DOW OR rule already applied). The search runs on local wall-clock
+ * seconds and jumps by month/day/hour/minute using count-trailing-zeros, so a
+ * next-fire is a handful of steps. Time zones come from tz.c as "spans" of
+ * constant offset:
+ *   - elapsed mode (hour field starts with '*'): fires are the instants whose
+ *     local time matches; walk span by span, searching local times inside it;
+ *   - wall mode (any other hour field): a matching local time L fires at
+ *     f(L) = min{t : local(t) >= L}. f is monotone, equals the only instant
+ *     for a normal time, the first occurrence in a fold, and the end of the
+ *     gap for a time inside a gap; so the answer is f of the first matching L
+ *     above the highest local time already reached at `after`.
+ * Parse errors name the field and the reason only; the server adds
+ * "Invalid schedule '<s>': ".
+ *
+ * Thread: parsing touches only the zone cache (locked in tz.c); a parsed
+ * struct cronx is read-only, so any thread may use it concurrently. */
+#include "scheduler/scheduler.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "scheduler/scheduler_internal.h"
+
+/* ============================================================ limits */
+
+#define CRONX_TEXT_MAX 1024 /* bytes; bounds parse time */
+#define MAX_TOKENS 16
+#define STATIC_WARN_MAX 4
+#define YEAR_SECS (366LL * 86400)
+#define HORIZON_YEARS 400 /* give up after this much searching */
+
+/* Instants outside [T_MIN, T_MAX) are clamped (1800-01-01 .. 9000-01-01). */
+#define T_MIN (-5364662400LL)
+#define T_MAX (221845392000LL)
+
+enum { F_MIN, F_HOUR, F_DOM, F_MON, F_DOW, NFIELDS };
+
+static const struct field_def {
+    const char *name;
+    int lo, hi;
+} fields[NFIELDS] = {
+    {"minute", 0, 59},
+    {"hour", 0, 23},
+    {"day-of-month", 1, 31},
+    {"month", 1, 12},
+    {"day-of-week", 0, 7},
+};
+
+static const char *const month_names[13] = {
+    "", "JAN", "FEB", "MAR", "APR", "MAY", "JUN",
+    "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"};
+static const char *const month_full[13] = {
+    "", "January", "February", "March", "April", "May", "June",
+    "July", "August", "September", "October", "November", "December"};
+static const char *const dow_names[7] = {"SUN", "MON", "TUE", "WED",
+                                         "THU", "FRI", "SAT"};
+
+struct cronx {
+    bool manual;
+    bool elapsed;               /* hour field starts with '*' */
+    bool dom_or;                /* DOM and DOW both restricted */
+    uint64_t minutes;           /* bits 0..59 */
+    uint32_t hours;             /* bits 0..23 */
+    uint16_t months;            /* bits 1..12 */
+    uint32_t doms;              /* bits 1..31 */
+    uint8_t dows;               /* bits 0..6 */
+    uint32_t days_by_first[7];  /* matching days 1..31 when the 1st is that weekday */
+    const struct cronx__zone *zone; /* borrowed from the zone cache (immortal) */
+    bool fixed;                 /* zone has one offset */
+    int32_t fixed_off;
+    int nstatic;
+    char static_warn[STATIC_WARN_MAX][CRONX_WARNING_LEN];
+};
+
+/* ============================================================ parsing */
+
+struct parse {
+    struct cronx *c;
+    struct err *e;
+};
+
+static bool is_digit(char ch) { return ch >= '0' && ch <= '9'; }
+static bool is_alpha(char ch)
+{
+    return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z');
+}
+static char upper(char ch) { return ch >= 'a' && ch <= 'z' ? (char)(ch - 32) : ch; }
+
+/* Case-insensitive compare of s[0..n) with NUL-terminated upper-case w. */
+static bool name_eq(const char *s, size_t n, const char *w)
+{
+    if (strlen(w) != n)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (upper(s[i]) != w[i])
+            return false;
+    return true;
+}
+
+static void static_warn(struct cronx *c, const char *fmt, ...) RR_PRINTF(2, 3);
+static void static_warn(struct cronx *c, const char *fmt, ...)
+{
+    if (c->nstatic >= STATIC_WARN_MAX)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->static_warn[c->nstatic++], CRONX_WARNING_LEN, fmt, ap);
+    va_end(ap);
+}
+
+/* Classify an unusable run of letters. */
+static int bad_letters(struct parse *ps, int f, const char *s, size_t n)
+{
+    static const char *const special[] = {"L", "LW", "W", "H", "R"};
+    for (size_t i = 0; i < sizeof special / sizeof *special; i++)
+        if (name_eq(s, n, special[i]))
+            return err_set(ps->e, RR_E_INVAL, "'%c' not supported in %s",
+                           special[i][0], fields[f].name);
+    if (f == F_MON)
+        return err_set(ps->e, RR_E_INVAL, "unknown month name '%.*s'",
+                       (int)(n > 32 ? 32 : n), s);
+    if (f == F_DOW)
+        return err_set(ps->e, RR_E_INVAL, "unknown day-of-week name '%.*s'",
+                       (int)(n > 32 ? 32 : n), s);
+    return err_set(ps->e, RR_E_INVAL, "unexpected '%.*s' in %s",
+                   (int)(n > 32 ? 32 : n), s, fields[f].name);
+}
+
+/* One value (number or name) at *pp within [.., end). */
+static int parse_value(struct parse *ps, int f, const char **pp,
+                       const char *end, int *out)
+{
+    const char *p = *pp, *s = p;
+    const struct field_def *fd = &fields[f];
+    if (p < end && is_digit(*p)) {
+        long v = 0;
+        while (p < end && is_digit(*p)) {
+            if (v < 100000)
+                v = v * 10 + (*p - '0');
+            p++;
+        }
+        if (p < end && is_alpha(*p)) { /* "5L", "15W", "3#2" handled before */
+            const char *a = p;
+            while (p < end && is_alpha(*p))
+                p++;
+            return bad_letters(ps, f, a, (size_t)(p - a));
+        }
+        if (v < fd->lo || v > fd->hi)
+            return err_set(ps->e, RR_E_INVAL, "%s %.*s out of range %d-%d",
+                           fd->name, (int)(p - s > 12 ? 12 : p - s), s, fd->lo,
+                           fd->hi);
+        *out = (int)v;
+        *pp = p;
+        return 0;
+    }
+    if (p < end && is_alpha(*p)) {
+        while (p < end && (is_alpha(*p) || is_digit(*p)))
+            p++;
+        size_t n = (size_t)(p - s);
+        if (f == F_MON)
+            for (int i = 1; i <= 12; i++)
+                if (name_eq(s, n, month_names[i])) {
+                    *out = i;
+                    *pp = p;
+                    return 0;
+                }
+        if (f == F_DOW)
+            for (int i = 0; i < 7; i++)
+                if (name_eq(s, n, dow_names[i])) {
+                    *out = i;
+                    *pp = p;
+                    return 0;
+                }
+        return bad_letters(ps, f, s, n);
+    }
+    if (p >= end)
+        return err_set(ps->e, RR_E_INVAL, "missing value in %s", fd->name);
+    return err_set(ps->e, RR_E_INVAL, "unexpected '%c' in %s", *p, fd->name);
+}
+
+/* Uneven step warning for an item lo-hi/step that runs to the top of the
+ * field's cycle. */
+static void check_uneven(struct parse *ps, int f, const char *item, size_t n,
+                         int lo, int hi, int step)
+{
+    int clo = fields[f].lo, chi = f == F_DOW ? 6 : fields[f].hi;
+    if (hi < chi || step <= 1)
+        return;
+    if (hi > chi)
+        hi = chi;
+    int last = lo + (hi - lo) / step * step;
+    int wrap = (chi + 1 - last) + (lo - clo);
+    if (wrap == step)
+        return;
+    char list[64];
+    int count = (hi - lo) / step + 1;
+    if (count <= 3) {
+        size_t len = 0;
+        list[0] = '\0';
+        for (int v = lo; v <= hi && len < sizeof list - 8; v += step)
+            len += (size_t)snprintf(list + len, sizeof list - len, "%s%d",
+                                    v == lo ? "" : ",", v);
+    } else {
+        snprintf(list, sizeof list, "%d,%d,\xe2\x80\xa6,%d", lo, lo + step, last);
+    }
+    static_warn(ps->c, "%.*s in %s does not divide %d evenly: fires at %s then %d again",
+                (int)(n > 24 ? 24 : n), item, fields[f].name, chi - clo + 1,
+                list, lo);
+}
+
+/* One comma-separated item; sets bits in *mask. */
+static int parse_item(struct parse *ps, int f, const char *s, const char *end,
+                      uint64_t *mask)
+{
+    const struct field_def *fd = &fields[f];
+    const char *p = s;
+    int lo, hi, step = 1;
+    bool star = false, range = false;
+    if (s == end)
+        return err_set(ps->e, RR_E_INVAL, "empty list item in %s", fd->name);
+    for (const char *q = s; q < end; q++) {
+        if (*q == '#' || *q == '?')
+            return err_set(ps->e, RR_E_INVAL, "'%c' not supported in %s", *q,
+                           fd->name);
+        if (!is_digit(*q) && !is_alpha(*q) && *q != '*' && *q != '-' &&
+            *q != '/') {
+            if ((unsigned char)*q < 0x20 || (unsigned char)*q >= 0x7f)
+                return err_set(ps->e, RR_E_INVAL,
+                               "unexpected byte 0x%02x in %s",
+                               (unsigned char)*q, fd->name);
+            return err_set(ps->e, RR_E_INVAL, "unexpected '%c' in %s", *q,
+                           fd->name);
+        }
+    }
+    if (*p == '*') {
+        star = true;
+        p++;
+        lo = fd->lo;
+        hi = fd->hi;
+    } else {
+        const char *a = p;
+        int rc = parse_value(ps, f, &p, end, &lo);
+        if (rc)
+            return rc;
+        hi = lo;
+        if (p < end && *p == '-') {
+            const char *a_end = p;
+            p++;
+            const char *b = p;
+            rc = parse_value(ps, f, &p, end, &hi);
+            if (rc)
+                return rc;
+            range = true;
+            if (lo > hi)
+                return err_set(ps->e, RR_E_INVAL, "reversed range %.*s-%.*s in %s",
+                               (int)(a_end - a > 12 ? 12 : a_end - a), a,
+                               (int)(p - b > 12 ? 12 : p - b), b, fd->name);
+        }
+    }
+    if (p < end && *p == '/') {
+        p++;
+        const char *st = p;
+        long v = 0;
+        while (p < end && is_digit(*p)) {
+            if (v < 100000)
+                v = v * 10 + (*p - '0');
+            p++;
+        }
+        if (p == st)
+            return err_set(ps->e, RR_E_INVAL, "missing step after '/' in %s",
+                           fd->name);
+        if (v == 0)
+            return err_set(ps->e, RR_E_INVAL, "step 0 in %s", fd->name);
+        long maxstep = fd->hi - fd->lo + 1;
+        if (v > maxstep)
+            return err_set(ps->e, RR_E_INVAL, "step %.*s out of range 1-%ld in %s",
+                           (int)(p - st > 12 ? 12 : p - st), st, maxstep,
+                           fd->name);
+        step = (int)v;
+        if (!star && !range)
+            hi = fd->hi; /* a/n = a-max/n */
+        check_uneven(ps, f, s, (size_t)(end - s), lo, hi, step);
+    } else if (star && p < end && *p == '-') {
+        return err_set(ps->e, RR_E_INVAL, "unexpected '-' after '*' in %s",
+                       fd->name);
+    }
+    if (p < end) {
+        if (*p == '/')
+            return err_set(ps->e, RR_E_INVAL, "more than one '/' in %s",
+                           fd->name);
+        if (*p == '-')
+            return err_set(ps->e, RR_E_INVAL, "unexpected '-' in %s", fd->name);
+        return err_set(ps->e, RR_E_INVAL, "unexpected '%c' in %s", *p,
+                       fd->name);
+    }
+    for (int v = lo; v <= hi; v += step)
+        *mask |= 1ULL << v;
+    return 0;
+}
+
+static int parse_field(struct parse *ps, int f, const char *s, size_t n,
+                       uint64_t *mask)
+{
+    const char *end = s + n, *p = s;
+    *mask = 0;
+    for (;;) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *item_end = comma ? comma : end;
+        int rc = parse_item(ps, f, p, item_end, mask);
+        if (rc)
+            return rc;
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    if (f == F_DOW && (*mask & (1ULL << 7)))
+        *mask = (*mask | 1) & 0x7f;
+    return 0;
+}
+
+/* "April, June or September" */
+static void month_list(uint16_t months, char *out, size_t cap)
+{
+    int n = 0, total = 0;
+    for (int m = 1; m <= 12; m++)
+        total += (months >> m) & 1;
+    size_t len = 0;
+    out[0] = '\0';
+    for (int m = 1; m <= 12 && len < cap; m++) {
+        if (!((months >> m) & 1))
+            continue;
+        const char *sep = n == 0 ? "" : (n == total - 1 ? " or " : ", ");
+        int w = snprintf(out + len, cap - len, "%s%s", sep, month_full[m]);
+        if (w < 0)
+            break;
+        len += (size_t)w;
+        n++;
+    }
+}
+
+static int compile(struct parse *ps, const char *tok[NFIELDS],
+                   const size_t toklen[NFIELDS])
+{
+    struct cronx *c = ps->c;
+    uint64_t m[NFIELDS];
+    for (int f = 0; f < NFIELDS; f++) {
+        int rc = parse_field(ps, f, tok[f], toklen[f], &m[f]);
+        if (rc)
+            return rc;
+    }
+    bool dom_star = toklen[F_DOM] == 1 && tok[F_DOM][0] == '*';
+    bool dow_star = toklen[F_DOW] == 1 && tok[F_DOW][0] == '*';
+    c->minutes = m[F_MIN];
+    c->hours = (uint32_t)m[F_HOUR];
+    c->doms = (uint32_t)m[F_DOM];
+    c->months = (uint16_t)m[F_MON];
+    c->dows = (uint8_t)m[F_DOW];
+    c->elapsed = tok[F_HOUR][0] == '*';
+    c->dom_or = !dom_star && !dow_star;
+    for (int w1 = 0; w1 < 7; w1++) {
+        uint32_t dm = 0;
+        for (int d = 1; d <= 31; d++)
+            if ((c->dows >> ((w1 + d - 1) % 7)) & 1)
+                dm |= 1u << d;
+        c->days_by_first[w1] = c->dom_or ? (c->doms | dm) : (c->doms & dm);
+    }
+    /* Never-firing check: only DOM and month can conflict (with the OR rule
+     * or an unrestricted DOM a weekday always comes round). */
+    if (dow_star) {
+        bool ok = false;
+        for (int mo = 1; mo <= 12 && !ok; mo++) {
+            if (!((c->months >> mo) & 1))
+                continue;
+            int dim = mo == 2 ? 29 : cronx__days_in_month(2001, mo);
+            if (c->doms & (((1ULL << (dim + 1)) - 1) & ~1ULL))
+                ok = true;
+        }
+        if (!ok) {
+            char list[128];
+            month_list(c->months, list, sizeof list);
+            return err_set(ps->e, RR_E_INVAL, "day-of-month %.*s never occurs in %s",
+                           (int)(toklen[F_DOM] > 40 ? 40 : toklen[F_DOM]),
+                           tok[F_DOM], list);
+        }
+    }
+    if (c->dom_or)
+        static_warn(c, "day-of-month and day-of-week are both restricted: "
+                       "a day matches if either matches");
+    return 0;
+}
+
+static bool has_prefix(const char *s, size_t n, const char *pre)
+{
+    size_t k = strlen(pre);
+    return n >= k && memcmp(s, pre, k) == 0;
+}
+
+static const struct {
+    const char *name;
+    const char *expr;
+} presets[] = {
+    {"@YEARLY", "0 0 1 1 *"},  {"@ANNUALLY", "0 0 1 1 *"},
+    {"@MONTHLY", "0 0 1 * *"}, {"@WEEKLY", "0 0 * * 0"},
+    {"@DAILY", "0 0 * * *"},   {"@MIDNIGHT", "0 0 * * *"},
+    {"@HOURLY", "0 * * * *"},
+};
+
+/* Split s[0..n) on blanks into tok[]; returns the token count (may exceed
+ * MAX_TOKENS; only the first MAX_TOKENS are stored). */
+static int split(const char *s, size_t n, const char *tok[MAX_TOKENS],
+                 size_t toklen[MAX_TOKENS])
+{
+    int count = 0;
+    size_t i = 0;
+    while (i < n) {
+        while (i < n && (s[i] == ' ' || s[i] == '\t'))
+            i++;
+        if (i >= n)
+            break;
+        size_t j = i;
+        while (j < n && s[j] != ' ' && s[j] != '\t')
+            j++;
+        if (count < MAX_TOKENS) {
+            tok[count] = s + i;
+            toklen[count] = j - i;
+        }
+        count++;
+        i = j;
+    }
+    return count;
+}
+
+static int parse_text(struct parse *ps, const char *text,
+                      const char *default_zone)
+{
+    struct cronx *c = ps->c;
+    size_t n = strnlen(text, CRONX_TEXT_MAX + 1);
+    if (n > CRONX_TEXT_MAX)
+        return err_set(ps->e, RR_E_INVAL, "schedule too long (more than %d bytes)",
+                       CRONX_TEXT_MAX);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)text[i];
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+            return err_set(ps->e, RR_E_INVAL,
+                           "control character 0x%02x not allowed", ch);
+    }
+    const char *tok[MAX_TOKENS];
+    size_t toklen[MAX_TOKENS];
+    int ntok = split(text, n, tok, toklen);
+    if (ntok == 0)
+        return err_set(ps->e, RR_E_INVAL, "empty schedule");
+
+    const char *zone = default_zone ? default_zone : "UTC";
+    char zbuf[CRONX_ZONE_NAME_MAX + 1];
+    int first = 0;
+    if (has_prefix(tok[0], toklen[0], "CRON_TZ=") ||
+        has_prefix(tok[0], toklen[0], "TZ=")) {
+        size_t k = tok[0][0] == 'C' ? 8 : 3;
+        size_t zl = toklen[0] - k;
+        if (zl == 0)
+            return err_set(ps->e, RR_E_INVAL, "missing time zone after %.*s",
+                           (int)k, tok[0]);
+        if (zl > CRONX_ZONE_NAME_MAX)
+            return err_set(ps->e, RR_E_INVAL, "time zone name too long");
+        memcpy(zbuf, tok[0] + k, zl);
+        zbuf[zl] = '\0';
+        zone = zbuf;
+        first = 1;
+        if (ntok == 1)
+            return err_set(ps->e, RR_E_INVAL,
+                           "missing cron expression after %.*s",
+                           (int)(toklen[0] > 64 ? 64 : toklen[0]), tok[0]);
+    }
+    for (int i = first; i < ntok && i < MAX_TOKENS; i++)
+        if (has_prefix(tok[i], toklen[i], "CRON_TZ=") ||
+            has_prefix(tok[i], toklen[i], "TZ="))
+            return err_set(ps->e, RR_E_INVAL,
+                           "time zone prefix must come first, once");
+
+    int nf = ntok - first;
+    const char **ft = tok + first;
+    size_t *fl = toklen + first;
+    if (nf == 1 && fl[0] == 6 && memcmp(ft[0], "manual", 6) == 0) {
+        if (first)
+            return err_set(ps->e, RR_E_INVAL,
+                           "a time zone prefix cannot be used with manual");
+        c->manual = true;
+        c->zone = cronx__zone_get("UTC", ps->e);
+        return c->zone ? 0 : RR_E_INTERNAL;
+    }
+
+    /* Zone before fields: an unknown zone is the first thing to fix. */
+    c->zone = cronx__zone_get(zone, ps->e);
+    if (!c->zone)
+        return RR_E_INVAL;
+
+    const char *pt[MAX_TOKENS];
+    size_t pl[MAX_TOKENS];
+    if (ft[0][0] == '@') {
+        size_t k = fl[0];
+        const char *expr = NULL;
+        for (size_t i = 0; i < sizeof presets / sizeof *presets; i++)
+            if (name_eq(ft[0], k, presets[i].name))
+                expr = presets[i].expr;
+        if (!expr) {
+            if (name_eq(ft[0], k, "@REBOOT"))
+                return err_set(ps->e, RR_E_INVAL, "@reboot not supported");
+            if (k >= 6 && name_eq(ft[0], 6, "@EVERY"))
+                return err_set(ps->e, RR_E_INVAL, "@every not supported");
+            return err_set(ps->e, RR_E_INVAL, "unknown preset '%.*s'",
+                           (int)(k > 32 ? 32 : k), ft[0]);
+        }
+        if (nf > 1)
+            return err_set(ps->e, RR_E_INVAL, "unexpected text after %.*s",
+                           (int)k, ft[0]);
+        int np = split(expr, strlen(expr), pt, pl);
+        (void)np;
+        return compile(ps, pt, pl);
+    }
+    if (nf != 5) {
+        if (nf == 6)
+            return err_set(ps->e, RR_E_INVAL,
+                           "seconds field not supported (expected 5 fields, got 6)");
+        if (nf == 7)
+            return err_set(ps->e, RR_E_INVAL,
+                           "year field not supported (expected 5 fields, got 7)");
+        return err_set(ps->e, RR_E_INVAL, "expected 5 fields, got %d", nf);
+    }
+    return compile(ps, ft, fl);
+}
+
+int cronx_parse(const char *text, const char *default_zone, struct cronx **out,
+                struct err *e)
+{
+    if (!text || !out)
+        return err_set(e, RR_E_INVAL, "empty schedule");
+    struct cronx *c = xcalloc(1, sizeof *c);
+    struct parse ps = {c, e};
+    int rc = parse_text(&ps, text, default_zone);
+    if (rc) {
+        free(c);
+        return rc < 0 ? rc : RR_E_INVAL;
+    }
+    c->fixed = cronx__zone_fixed(c->zone);
+    if (c->fixed) {
+        struct cronx__span s;
+        cronx__zone_span(c->zone, 0, &s);
+        c->fixed_off = s.off;
+    }
+    *out = c;
+    return 0;
+}
+
+void cronx_free(struct cronx *c)
+{
+    free(c);
+}
+
+bool cronx_is_manual(const struct cronx *c)
+{
+    return c->manual;
+}
+
+const char *cronx_zone_name(const struct cronx *c)
+{
+    return c->manual ? "UTC" : cronx__zone_name(c->zone);
+}
+
+int cronx_zone_check(const char *name, struct err *e)
+{
+    return cronx__zone_get(name, e) ? 0 : RR_E_INVAL;
+}
+
+/* ============================================================ search */
+
+static void span_at(const struct cronx *c, int64_t t, struct cronx__span *s)
+{
+    if (c->fixed) {
+        *s = (struct cronx__span){INT64_MIN, INT64_MAX, c->fixed_off,
+                                  c->fixed_off, false, NULL};
+        return;
+    }
+    cronx__zone_span(c->zone, t, s);
+}
+
+static inline int ctz64(uint64_t x) { return __builtin_ctzll(x); }
+
+/* First matching local minute >= L (L minute-aligned), or CRONX_NEVER when
+ * past `limit`. */
+static int64_t next_local(const struct cronx *c, int64_t L, int64_t limit)
+{
+    int64_t days = cronx__floordiv(L, 86400);
+    int64_t sod = L - days * 86400;
+    int h = (int)(sod / 3600), mi = (int)(sod % 3600 / 60);
+    int64_t y;
+    int m, d;
+    cronx__civil_from_days(days, &y, &m, &d);
+    int64_t ylimit;
+    {
+        int lm, ld;
+        cronx__civil_from_days(cronx__floordiv(limit, 86400), &ylimit, &lm, &ld);
+    }
+
+    for (int guard = 0; guard < 8 * (HORIZON_YEARS + 2) * 13; guard++) {
+        if (y > ylimit)
+            return CRONX_NEVER;
+        uint32_t mm = (uint32_t)c->months >> m << m;
+        if (!mm) {
+            y++;
+            m = ctz64(c->months);
+            d = 1, h = 0, mi = 0;
+            continue;
+        }
+        int nm = ctz64(mm);
+        if (nm != m) {
+            m = nm;
+            d = 1, h = 0, mi = 0;
+        }
+        int64_t first = cronx__days_from_civil(y, m, 1);
+        int dim = cronx__days_in_month(y, m);
+        uint64_t dmask = (uint64_t)c->days_by_first[cronx__weekday(first)] &
+                         (((2ULL << dim) - 1) & ~1ULL);
+        dmask = dmask >> d << d;
+        if (!dmask) {
+            if (++m > 12) {
+                m = 1;
+                y++;
+            }
+            d = 1, h = 0, mi = 0;
+            continue;
+        }
+        int nd = ctz64(dmask);
+        if (nd != d) {
+            d = nd;
+            h = 0, mi = 0;
+        }
+        uint32_t hm = c->hours >> h << h;
+        if (!hm) {
+            d++, h = 0, mi = 0; /* d may be 32: dmask handles it */
+            continue;
+        }
+        int nh = ctz64(hm);
+        if (nh != h) {
+            h = nh;
+            mi = 0;
+        }
+        uint64_t mnm = c->minutes >> mi << mi;
+        if (!mnm) {
+            h++, mi = 0;
+            if (h == 24)
+                d++, h = 0;
+            continue;
+        }
+        mi = ctz64(mnm);
+        int64_t r = (first + d - 1) * 86400 + h * 3600 + mi * 60;
+        return r > limit ? CRONX_NEVER : r;
+    }
+    return CRONX_NEVER;
+}
+
+static int64_t floor60(int64_t x) { return cronx__floordiv(x, 60) * 60; }
+
+/* f(L) = min{t : local(t) >= L}: the instant a wall-mode local time fires. */
+static int64_t first_instant(const struct cronx *c, int64_t L,
+                             struct cronx__span *sp /* OUT */)
+{
+    struct cronx__span s;
+    span_at(c, L, &s);
+    span_at(c, L - s.off, &s);
+    for (int k = 0; k < 8 && s.start != INT64_MIN &&
+                    s.start - 1 + s.prev_off >= L;
+         k++)
+        span_at(c, s.start - 1, &s);
+    for (int k = 0; k < 8 && s.end != INT64_MAX && s.end - 1 + s.off < L; k++)
+        span_at(c, s.end, &s);
+    int64_t t = L - s.off;
+    if (s.start != INT64_MIN && t < s.start)
+        t = s.start;
+    if (sp)
+        *sp = s;
+    return t;
+}
+
+/* Next fire strictly after `after`; *L_out gets the local time that fired. */
+static int64_t next_fire(const struct cronx *c, int64_t after, int64_t *L_out)
+{
+    if (c->manual || after >= T_MAX)
+        return CRONX_NEVER;
+    if (after < T_MIN)
+        after = T_MIN;
+    int64_t limit = after + HORIZON_YEARS * YEAR_SECS;
+    struct cronx__span s;
+    if (c->elapsed || c->fixed) {
+        int64_t t = after + 1;
+        for (int iter = 0; iter < 4 * HORIZON_YEARS + 64; iter++) {
+            span_at(c, t, &s);
+            int64_t L0 = floor60(t + s.off + 59);
+            int64_t M = next_local(c, L0, limit + s.off);
+            if (M == CRONX_NEVER)
+                return CRONX_NEVER;
+            int64_t cand = M - s.off;
+            if (s.end == INT64_MAX || cand < s.end) {
+                if (L_out)
+                    *L_out = M;
+                return cand;
+            }
+            t = s.end;
+        }
+        return CRONX_NEVER;
+    }
+    span_at(c, after, &s);
+    int64_t H = after + s.off;
+    if (s.start != INT64_MIN && s.start - 1 + s.prev_off > H)
+        H = s.start - 1 + s.prev_off;
+    int64_t M = next_local(c, floor60(H) + 60, limit + s.off);
+    if (M == CRONX_NEVER)
+        return CRONX_NEVER;
+    if (L_out)
+        *L_out = M;
+    return first_instant(c, M, NULL);
+}
+
+int64_t cronx_next(const struct cronx *c, int64_t after)
+{
+    return next_fire(c, after, NULL);
+}
+
+/* ============================================================ output */
+
+static int64_t clamp_t(int64_t t)
+{
+    return t < T_MIN ? T_MIN : t > T_MAX ? T_MAX : t;
+}
+
+/* "YYYY-MM-DDTHH:MM:SS" of local seconds L, plus seconds-precision flag. */
+static void fmt_civil(int64_t L, char *out, size_t cap, bool with_secs)
+{
+    int64_t days = cronx__floordiv(L, 86400), sod = L - days * 86400;
+    int64_t y;
+    int m, d;
+    cronx__civil_from_days(days, &y, &m, &d);
+    if (with_secs)
+        snprintf(out, cap, "%04lld-%02d-%02dT%02d:%02d:%02d", (long long)y, m, d,
+                 (int)(sod / 3600), (int)(sod % 3600 / 60), (int)(sod % 60));
+    else
+        snprintf(out, cap, "%04lld-%02d-%02dT%02d:%02d", (long long)y, m, d,
+                 (int)(sod / 3600), (int)(sod % 3600 / 60));
+}
+
+void cronx_format_local(const struct cronx *c, int64_t t,
+                        char out[CRONX_LOCAL_MAX])
+{
+    struct cronx__span s;
+    t = clamp_t(t);
+    if (c->manual)
+        s.off = 0;
+    else
+        span_at(c, t, &s);
+    char civil[40], tmp[80];
+    fmt_civil(t + s.off, civil, sizeof civil, true);
+    int off = s.off < 0 ? -s.off : s.off;
+    snprintf(tmp, sizeof tmp, "%s%c%02d:%02d", civil, s.off < 0 ? '-' : '+',
+             off / 3600 % 100, off % 3600 / 60);
+    size_t n = strnlen(tmp, CRONX_LOCAL_MAX - 1);
+    memcpy(out, tmp, n); /* years are 1800..9000: always fits */
+    out[n] = '\0';
+}
+
+static void add_warning(struct cronx_preview *out, const char *fmt, ...)
+    RR_PRINTF(2, 3);
+static void add_warning(struct cronx_preview *out, const char *fmt, ...)
+{
+    if (out->nwarnings >= CRONX_WARNING_MAX)
+        return;
+    char tmp[CRONX_WARNING_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    for (int i = 0; i < out->nwarnings; i++)
+        if (strcmp(out->warnings[i], tmp) == 0)
+            return;
+    memcpy(out->warnings[out->nwarnings++], tmp, sizeof tmp);
+}
+
+/* Count matching local minutes in [lo, hi), first one in *first. */
+static int matches_in(const struct cronx *c, int64_t lo, int64_t hi,
+                      int64_t *first)
+{
+    int n = 0;
+    int64_t L = floor60(lo + 59);
+    while (n < 1440) {
+        int64_t M = next_local(c, L, hi);
+        if (M == CRONX_NEVER || M >= hi)
+            break;
+        if (n == 0)
+            *first = M;
+        n++;
+        L = M + 60;
+    }
+    return n;
+}
+
+/* DST warnings for transitions in (from, last]. */
+static void dst_warnings(const struct cronx *c, int64_t from, int64_t last,
+                         struct cronx_preview *out)
+{
+    if (c->fixed || c->manual)
+        return;
+    struct cronx__span s, ns;
+    span_at(c, from, &s);
+    const char *zn = cronx__zone_name(c->zone);
+    for (int iter = 0; iter < 4096 && s.end != INT64_MAX && s.end <= last;
+         iter++) {
+        int64_t T = s.end;
+        span_at(c, T, &ns);
+        char lt[40], at[40];
+        int64_t M = 0;
+        if (ns.off > s.off) {
+            int n = matches_in(c, T + s.off, T + ns.off, &M);
+            if (n > 0) {
+                fmt_civil(M, lt, sizeof lt, false);
+                fmt_civil(T + ns.off, at, sizeof at, false);
+                if (c->elapsed)
+                    add_warning(out, "%s does not exist in %s (DST gap); skipped%s",
+                                lt, zn, n > 1 ? " with the other times in the gap" : "");
+                else
+                    add_warning(out, "%s does not exist in %s (DST gap); fires at %s %s%s",
+                                lt, zn, at + 11, ns.abbr ? ns.abbr : "",
+                                n > 1 ? " (times in the gap fire once)" : "");
+            }
+        } else if (ns.off < s.off) {
+            int n = matches_in(c, T + ns.off, T + s.off, &M);
+            if (n > 0) {
+                fmt_civil(M, lt, sizeof lt, false);
+                if (c->elapsed)
+                    add_warning(out, "%s occurs twice in %s (DST fold); fires at both "
+                                "occurrences (%s and %s)", lt, zn,
+                                s.abbr ? s.abbr : "", ns.abbr ? ns.abbr : "");
+                else
+                    add_warning(out, "%s occurs twice in %s (DST fold); fires once, "
+                                "at the first occurrence (%s)", lt, zn,
+                                s.abbr ? s.abbr : "");
+            }
+        }
+        s = ns;
+    }
+}
+
+void cronx_preview(const struct cronx *c, int64_t from, int count, int64_t *at,
+                   struct cronx_preview *out)
+{
+    memset(out, 0, sizeof *out);
+    for (int i = 0; i < c->nstatic; i++)
+        add_warning(out, "%s", c->static_warn[i]);
+    int64_t t = from;
+    for (int i = 0; i < count; i++) {
+        t = cronx_next(c, t);
+        if (t == CRONX_NEVER)
+            break;
+        at[out->count++] = t;
+    }
+    if (out->count > 0)
+        dst_warnings(c, clamp_t(from), at[out->count - 1], out);
+}

@@ -1,0 +1,1242 @@
+/* store.c -- SQLite persistence for users, API keys and deployments.
+ *
+ * Purpose: the one place that knows the schema. Everything the daemon and the
+ * `rrdeploy keys` CLI persist goes through the functions in store/store.h.
+ *
+ * Design:
+ *  - One struct store owns one sqlite3 connection, opened with
+ *    journal_mode=WAL, synchronous=FULL, foreign_keys=ON and a 5 s busy
+ *    timeout. With WAL + FULL a write call that returned 0 has been fsynced:
+ *    `kill -9` cannot lose it (PRODUCT §6).
+ *  - The schema is an array of migration steps keyed by PRAGMA user_version;
+ *    store_open applies the missing ones and creates the keyed-hash key inside
+ *    one BEGIN IMMEDIATE transaction, so two processes opening a fresh file at
+ *    the same time cannot both initialise it.
+ *  - Every statement is prepared once (SQLITE_PREPARE_PERSISTENT) and cached
+ *    in struct store; after each use it is reset and its bindings cleared. If a
+ *    callback re-enters a walk whose cached statement is still running, a
+ *    throw-away statement is prepared for the inner call instead.
+ *  - Every write is its own short transaction: a single autocommit statement,
+ *    or BEGIN IMMEDIATE ... COMMIT when it reads before writing (the
+ *    deployment limit, key creation, revocation). IMMEDIATE takes the write
+ *    lock up front, so WAL never answers SQLITE_BUSY_SNAPSHOT mid-transaction
+ *    and the busy timeout applies.
+ *  - API keys: the text is "rrk_" + 64 hex of 32 random bytes. Only a keyed
+ *    BLAKE2b-256 hash (crypto_generichash, key = 32 random bytes in table
+ *    meta) is stored. Authentication looks the hash up through its UNIQUE
+ *    index and then compares with sodium_memcmp. Secrets on the stack are
+ *    wiped with sodium_memzero.
+ *  - All SQL uses bound parameters; the single exception is the integer in
+ *    `PRAGMA user_version=N`, which PRAGMA cannot bind and which comes from a
+ *    compile-time constant.
+ *
+ * Thread: a struct store and its statements are used by one thread at a time
+ * (connection opened with SQLITE_OPEN_NOMUTEX). Other threads or processes
+ * open their own struct store on the same file; SQLite's file locks and WAL
+ * keep them consistent. */
+#include "store/store.h"
+#include "store/store_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <sodium.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define BUSY_TIMEOUT_MS 5000
+#define HASH_KEY_BYTES 32                  /* keyed-hash key kept in meta */
+#define HASH_BYTES crypto_generichash_BYTES /* 32: BLAKE2b-256 */
+#define KEY_RAW_BYTES 32                   /* random bytes in a key's text */
+#define KEY_ID_RAW_BYTES 8                 /* random bytes in a key's id */
+#define KEY_TEXT_PREFIX "rrk_"
+#define KEY_TEXT_INPUT_MAX 1024            /* longer presented keys: not found */
+#define META_HASH_KEY "hash_key"
+
+/* ================================================================ schema */
+
+/* Migration i (0-based) moves the schema from user_version i to i + 1. Append
+ * new steps; never edit a step that has shipped. */
+static const char *const migrations[] = {
+    /* 1: meta, users, API keys, deployments. */
+    "CREATE TABLE meta("
+    "  k TEXT PRIMARY KEY,"
+    "  v BLOB NOT NULL);"
+    "CREATE TABLE users("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT UNIQUE NOT NULL,"
+    "  created_at REAL NOT NULL);"
+    "CREATE TABLE api_keys("
+    "  id TEXT PRIMARY KEY,"
+    "  user_id INTEGER NOT NULL REFERENCES users(id),"
+    "  label TEXT,"
+    "  perms INTEGER NOT NULL,"
+    "  hash BLOB UNIQUE NOT NULL,"
+    "  created_at REAL NOT NULL,"
+    "  expires_at REAL,"  /* NULL: never */
+    "  revoked_at REAL);" /* NULL: not revoked */
+    "CREATE INDEX api_keys_user ON api_keys(user_id);"
+    "CREATE TABLE deployments("
+    "  user TEXT NOT NULL,"
+    "  project_id TEXT NOT NULL,"
+    "  pipeline TEXT NOT NULL,"
+    "  schedule TEXT NOT NULL,"
+    "  state TEXT NOT NULL CHECK (state IN ('active', 'paused', 'errored')),"
+    "  error TEXT,"
+    "  created_by TEXT,"
+    "  owner_key_id TEXT,"
+    "  created_at REAL NOT NULL,"
+    "  updated_at REAL NOT NULL,"
+    "  next_run_at REAL," /* NULL: none */
+    "  PRIMARY KEY (user, project_id));"
+    "CREATE INDEX deployments_owner_key ON deployments(owner_key_id);",
+};
+#define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
+
+/* ================================================================ statements */
+
+enum stmt_id {
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_DATA_VERSION,
+    ST_USER_ENSURE,
+    ST_KEY_INSERT,
+    ST_KEY_BY_HASH,
+    ST_KEY_BY_ID,
+    ST_KEY_LIST,
+    ST_KEY_REVOKE,
+    ST_KEY_COUNT,
+    ST_DEP_COUNT_USER,
+    ST_DEP_COUNT_ALL,
+    ST_DEP_EXISTS,
+    ST_DEP_INSERT,
+    ST_DEP_GET,
+    ST_DEP_UPDATE,
+    ST_DEP_DELETE,
+    ST_DEP_LIST_USER,
+    ST_DEP_LIST_ALL,
+    ST_DEP_LIST_KEY,
+    ST__COUNT
+};
+
+/* Columns of a key row, in this order, for key_from_row(). */
+#define KEY_COLS                                                               \
+    "SELECT k.id, u.name, k.label, k.perms, k.created_at, k.expires_at, "      \
+    "k.revoked_at, k.hash FROM api_keys k JOIN users u ON u.id = k.user_id "
+
+/* Columns of a deployment row, in this order, for dep_from_row(), and the
+ * parameter numbers dep_bind() fills. */
+#define DEP_COLS                                                               \
+    "SELECT user, project_id, pipeline, schedule, state, error, created_by, "  \
+    "owner_key_id, created_at, updated_at, next_run_at FROM deployments "
+
+static const char *const stmt_sql[ST__COUNT] = {
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_DATA_VERSION] = "PRAGMA data_version",
+    [ST_USER_ENSURE] = "INSERT OR IGNORE INTO users(name, created_at) VALUES (?1, ?2)",
+    [ST_KEY_INSERT] =
+        "INSERT INTO api_keys(id, user_id, label, perms, hash, created_at, expires_at) "
+        "SELECT ?1, id, ?2, ?3, ?4, ?5, ?6 FROM users WHERE name = ?7",
+    [ST_KEY_BY_HASH] = KEY_COLS "WHERE k.hash = ?1",
+    [ST_KEY_BY_ID] = KEY_COLS "WHERE k.id = ?1",
+    [ST_KEY_LIST] = KEY_COLS "ORDER BY k.created_at, k.rowid",
+    [ST_KEY_REVOKE] = "UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
+    [ST_KEY_COUNT] = "SELECT count(*) FROM api_keys",
+    [ST_DEP_COUNT_USER] = "SELECT count(*) FROM deployments WHERE user = ?1",
+    [ST_DEP_COUNT_ALL] = "SELECT count(*) FROM deployments",
+    [ST_DEP_EXISTS] = "SELECT 1 FROM deployments WHERE user = ?1 AND project_id = ?2",
+    [ST_DEP_INSERT] =
+        "INSERT INTO deployments(user, project_id, pipeline, schedule, state, error, "
+        "created_by, owner_key_id, created_at, updated_at, next_run_at) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    [ST_DEP_GET] = DEP_COLS "WHERE user = ?1 AND project_id = ?2",
+    [ST_DEP_UPDATE] =
+        "UPDATE deployments SET pipeline = ?3, schedule = ?4, state = ?5, error = ?6, "
+        "created_by = ?7, owner_key_id = ?8, created_at = ?9, updated_at = ?10, "
+        "next_run_at = ?11 WHERE user = ?1 AND project_id = ?2",
+    [ST_DEP_DELETE] = "DELETE FROM deployments WHERE user = ?1 AND project_id = ?2",
+    [ST_DEP_LIST_USER] = DEP_COLS "WHERE user = ?1 ORDER BY project_id",
+    [ST_DEP_LIST_ALL] = DEP_COLS "ORDER BY user, project_id",
+    [ST_DEP_LIST_KEY] = DEP_COLS "WHERE owner_key_id = ?1 ORDER BY user, project_id",
+};
+
+struct store {
+    sqlite3 *db;                        /* owned; sqlite3_close_v2 */
+    sqlite3_stmt *st[ST__COUNT];        /* owned; sqlite3_finalize */
+    unsigned char hkey[HASH_KEY_BYTES]; /* keyed-hash key; wiped on close */
+};
+
+/* ================================================================ errors */
+
+/* Map a SQLite result code to an RR_E_* code, recording what failed and
+ * SQLite's message in e, or logging it when the caller passed no e. */
+static int map_rc(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return RR_E_BUSY;
+    case SQLITE_NOMEM:
+        return RR_E_NOMEM;
+    case SQLITE_CONSTRAINT:
+        return (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE)
+                   ? RR_E_EXISTS
+                   : RR_E_IO;
+    default:
+        return RR_E_IO;
+    }
+}
+
+static int db_fail(struct store *s, struct err *e, int rc, const char *what)
+{
+    int code = map_rc(rc);
+    const char *msg = s && s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc);
+    if (e)
+        err_set(e, code, "database: %s: %s", what, msg);
+    else
+        log_error("store: %s: %s (sqlite %d)", what, msg, rc);
+    return code;
+}
+
+/* ================================================================ statement helpers */
+
+/* The cached statement for id, or, when that one is still stepping (a walk's
+ * callback calling back into the store), a fresh one the caller releases. */
+static int stmt_acquire(struct store *s, enum stmt_id id, sqlite3_stmt **out /* OUT */,
+                        struct err *e)
+{
+    sqlite3_stmt *st = s->st[id];
+    if (st && !sqlite3_stmt_busy(st)) {
+        *out = st;
+        return 0;
+    }
+    int rc = sqlite3_prepare_v3(s->db, stmt_sql[id], -1, 0, &st, NULL);
+    if (rc != SQLITE_OK)
+        return db_fail(s, e, rc, "prepare");
+    *out = st;
+    return 0;
+}
+
+/* Reset and unbind a cached statement, or finalize a throw-away one. */
+static void stmt_release(struct store *s, enum stmt_id id, sqlite3_stmt *st)
+{
+    if (!st)
+        return;
+    if (st != s->st[id]) {
+        sqlite3_finalize(st);
+        return;
+    }
+    /* reset returns the last step's error again; that was already handled. */
+    (void)sqlite3_reset(st);
+    (void)sqlite3_clear_bindings(st);
+}
+
+/* Bind a C string (NULL binds SQL NULL). The text must stay valid until the
+ * statement is released. */
+static int bind_str(sqlite3_stmt *st, int i, const char *v)
+{
+    if (!v)
+        return sqlite3_bind_null(st, i);
+    return sqlite3_bind_text64(st, i, v, strlen(v), SQLITE_STATIC, SQLITE_UTF8);
+}
+
+/* Bind a time where 0 means "none" (SQL NULL). */
+static int bind_time_opt(sqlite3_stmt *st, int i, double t)
+{
+    return t == 0 ? sqlite3_bind_null(st, i) : sqlite3_bind_double(st, i, t);
+}
+
+/* Step a statement that returns no row. */
+static int step_done(struct store *s, sqlite3_stmt *st, struct err *e, const char *what)
+{
+    int rc = sqlite3_step(st);
+    return rc == SQLITE_DONE ? 0 : db_fail(s, e, rc, what);
+}
+
+/* Run one of the cached parameterless statements (BEGIN, COMMIT, ...). */
+static int exec_cached(struct store *s, enum stmt_id id, struct err *e, const char *what)
+{
+    sqlite3_stmt *st;
+    int rc = stmt_acquire(s, id, &st, e);
+    if (rc)
+        return rc;
+    rc = step_done(s, st, e, what);
+    stmt_release(s, id, st);
+    return rc;
+}
+
+static int tx_begin(struct store *s, struct err *e)
+{
+    return exec_cached(s, ST_BEGIN, e, "begin transaction");
+}
+
+static void tx_rollback(struct store *s)
+{
+    /* Some errors (SQLITE_FULL, SQLITE_IOERR) already rolled back. */
+    if (sqlite3_get_autocommit(s->db))
+        return;
+    if (exec_cached(s, ST_ROLLBACK, NULL, "rollback") != 0)
+        log_error("store: rollback failed; the transaction is left to the connection");
+}
+
+static int tx_commit(struct store *s, struct err *e)
+{
+    int rc = exec_cached(s, ST_COMMIT, e, "commit");
+    if (rc)
+        tx_rollback(s);
+    return rc;
+}
+
+/* Run a query returning one integer in its first column. */
+static int query_int64(struct store *s, enum stmt_id id, const char *bind1,
+                       int64_t *out /* OUT */, struct err *e, const char *what)
+{
+    sqlite3_stmt *st;
+    int rc = stmt_acquire(s, id, &st, e);
+    if (rc)
+        return rc;
+    if (bind1 && (rc = bind_str(st, 1, bind1)) != SQLITE_OK) {
+        rc = db_fail(s, e, rc, what);
+        goto out;
+    }
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *out = sqlite3_column_int64(st, 0);
+        rc = 0;
+    } else {
+        rc = db_fail(s, e, rc, what);
+    }
+out:
+    stmt_release(s, id, st);
+    return rc;
+}
+
+/* Bounded copy of a column's text into a fixed field ("" for NULL). */
+static void copy_col(char *dst, size_t n, sqlite3_stmt *st, int col)
+{
+    const char *v = (const char *)sqlite3_column_text(st, col);
+    if (!v)
+        v = "";
+    snprintf(dst, n, "%s", v);
+}
+
+/* A time column where NULL means 0. */
+static double col_time(sqlite3_stmt *st, int col)
+{
+    return sqlite3_column_type(st, col) == SQLITE_NULL ? 0 : sqlite3_column_double(st, col);
+}
+
+/* ================================================================ validation */
+
+int store_user_validate(const char *user, struct err *e)
+{
+    if (!user || !*user)
+        return err_set(e, RR_E_INVAL, "user name is empty");
+    size_t n = strlen(user);
+    if (n > STORE_USER_MAX)
+        return err_set(e, RR_E_INVAL, "user name is longer than %d bytes", STORE_USER_MAX);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)user[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '@' || c == '-'))
+            return err_set(e, RR_E_INVAL,
+                           "user name may contain only letters, digits and . _ @ - "
+                           "(bad byte 0x%02x at offset %zu)",
+                           c, i);
+    }
+    return 0;
+}
+
+int store_label_validate(const char *label, struct err *e)
+{
+    if (!label)
+        return 0;
+    size_t n = strlen(label);
+    if (n > STORE_LABEL_MAX)
+        return err_set(e, RR_E_INVAL, "label is longer than %d bytes", STORE_LABEL_MAX);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)label[i];
+        if (c < 0x20 || c == 0x7f)
+            return err_set(e, RR_E_INVAL,
+                           "label contains a control character (0x%02x at offset %zu)", c, i);
+    }
+    return 0;
+}
+
+/* ================================================================ permissions */
+
+static const struct {
+    const char *name;
+    unsigned bit;
+} perm_names[] = {
+    {"task.control", STORE_PERM_CONTROL},
+    {"task.monitor", STORE_PERM_MONITOR},
+    {"org.admin", STORE_PERM_ORG_ADMIN},
+};
+#define PERM_KNOWN (STORE_PERM_CONTROL | STORE_PERM_MONITOR | STORE_PERM_ORG_ADMIN)
+
+static int is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+int store_perms_parse(const char *text, unsigned *out, struct err *e)
+{
+    unsigned bits = 0;
+    const char *p = text ? text : "";
+    for (;;) {
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        const char *b = p, *x = p + n;
+        while (b < x && is_space(*b))
+            b++;
+        while (x > b && is_space(x[-1]))
+            x--;
+        size_t len = (size_t)(x - b);
+        if (len > 0) { /* empty items ("a,,b", trailing comma, "") add nothing */
+            size_t i;
+            for (i = 0; i < sizeof perm_names / sizeof perm_names[0]; i++) {
+                if (strlen(perm_names[i].name) == len && memcmp(perm_names[i].name, b, len) == 0)
+                    break;
+            }
+            if (i == sizeof perm_names / sizeof perm_names[0]) {
+                int shown = len > 64 ? 64 : (int)len;
+                return err_set(e, RR_E_INVAL, "unknown permission '%.*s%s'", shown, b,
+                               len > 64 ? "..." : "");
+            }
+            bits |= perm_names[i].bit;
+        }
+        if (!end)
+            break;
+        p = end + 1;
+    }
+    *out = bits;
+    return 0;
+}
+
+void store_perms_format(unsigned perms, char *out, size_t outsz)
+{
+    if (!out || outsz == 0)
+        return;
+    size_t used = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < sizeof perm_names / sizeof perm_names[0]; i++) {
+        if (!(perms & perm_names[i].bit))
+            continue;
+        int n = snprintf(out + used, outsz - used, "%s%s", used ? "," : "", perm_names[i].name);
+        if (n < 0 || (size_t)n >= outsz - used) {
+            out[used] = '\0'; /* drop a name that does not fit whole */
+            return;
+        }
+        used += (size_t)n;
+    }
+}
+
+/* ================================================================ open / close */
+
+static int exec_sql(struct store *s, const char *sql, struct err *e, const char *what)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(s->db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        int code = map_rc(rc);
+        if (e)
+            err_set(e, code, "database: %s: %s", what, msg ? msg : sqlite3_errstr(rc));
+        else
+            log_error("store: %s: %s (sqlite %d)", what, msg ? msg : sqlite3_errstr(rc), rc);
+        sqlite3_free(msg);
+        return code;
+    }
+    return 0;
+}
+
+/* Run a one-off statement returning a single row; col 0 goes to *iv (integer)
+ * or, when tv is not NULL, is copied as text into tv. */
+static int pragma_query(struct store *s, const char *sql, int64_t *iv, char *tv, size_t tvsz,
+                        struct err *e)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return db_fail(s, e, rc, sql);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        if (iv)
+            *iv = sqlite3_column_int64(st, 0);
+        if (tv)
+            copy_col(tv, tvsz, st, 0);
+        rc = 0;
+    } else {
+        rc = db_fail(s, e, rc, sql);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Load the keyed-hash key from meta, creating it on first open. Runs inside
+ * the open transaction. */
+static int hash_key_load(struct store *s, struct err *e)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db, "SELECT v FROM meta WHERE k = ?1", -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return db_fail(s, e, rc, "prepare meta lookup");
+    if ((rc = sqlite3_bind_text(st, 1, META_HASH_KEY, -1, SQLITE_STATIC)) != SQLITE_OK) {
+        rc = db_fail(s, e, rc, "bind");
+        goto out;
+    }
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        if (sqlite3_column_bytes(st, 0) != HASH_KEY_BYTES) {
+            rc = err_set(e, RR_E_IO, "database: meta '%s' has %d bytes, expected %d",
+                         META_HASH_KEY, sqlite3_column_bytes(st, 0), HASH_KEY_BYTES);
+            goto out;
+        }
+        memcpy(s->hkey, sqlite3_column_blob(st, 0), HASH_KEY_BYTES);
+        rc = 0;
+        goto out;
+    }
+    if (rc != SQLITE_DONE) {
+        rc = db_fail(s, e, rc, "read hash key");
+        goto out;
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+
+    randombytes_buf(s->hkey, sizeof s->hkey);
+    rc = sqlite3_prepare_v2(s->db, "INSERT INTO meta(k, v) VALUES (?1, ?2)", -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        rc = db_fail(s, e, rc, "prepare meta insert");
+        goto out;
+    }
+    if ((rc = sqlite3_bind_text(st, 1, META_HASH_KEY, -1, SQLITE_STATIC)) != SQLITE_OK ||
+        (rc = sqlite3_bind_blob(st, 2, s->hkey, sizeof s->hkey, SQLITE_STATIC)) != SQLITE_OK) {
+        rc = db_fail(s, e, rc, "bind");
+        goto out;
+    }
+    rc = step_done(s, st, e, "store hash key");
+out:
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Bring the schema to SCHEMA_VERSION and load the hash key, atomically. */
+static int migrate(struct store *s, struct err *e)
+{
+    int rc = exec_sql(s, "BEGIN IMMEDIATE", e, "begin migration");
+    if (rc)
+        return rc;
+    int64_t ver = 0;
+    if ((rc = pragma_query(s, "PRAGMA user_version", &ver, NULL, 0, e)) != 0)
+        goto fail;
+    if (ver < 0 || ver > SCHEMA_VERSION) {
+        rc = err_set(e, RR_E_IO,
+                     "database schema version %lld is not one this build knows (1..%d); "
+                     "was it written by a newer rrdeploy?",
+                     (long long)ver, SCHEMA_VERSION);
+        goto fail;
+    }
+    for (int64_t v = ver; v < SCHEMA_VERSION; v++) {
+        char what[64];
+        snprintf(what, sizeof what, "migration %lld", (long long)(v + 1));
+        if ((rc = exec_sql(s, migrations[v], e, what)) != 0)
+            goto fail;
+    }
+    if (ver != SCHEMA_VERSION) {
+        /* PRAGMA takes no bound parameters; the number is our own constant. */
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA user_version = %d", SCHEMA_VERSION);
+        if ((rc = exec_sql(s, sql, e, "set user_version")) != 0)
+            goto fail;
+        log_info("store: database schema migrated from version %lld to %d", (long long)ver,
+                 SCHEMA_VERSION);
+    }
+    if ((rc = hash_key_load(s, e)) != 0)
+        goto fail;
+    return exec_sql(s, "COMMIT", e, "commit migration");
+fail:
+    if (!sqlite3_get_autocommit(s->db))
+        (void)exec_sql(s, "ROLLBACK", NULL, "rollback migration");
+    return rc;
+}
+
+/* Create the file with mode 0600 before SQLite does (it would use 0644): it
+ * holds key hashes and the hash key. SQLite gives -wal/-shm the same mode. */
+static int precreate(const char *path, struct err *e)
+{
+    if (strcmp(path, ":memory:") == 0 || path[0] == '\0')
+        return 0;
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return err_set(e, RR_E_IO, "cannot open database '%s': %s", path, strerror(errno));
+    close(fd);
+    return 0;
+}
+
+int store_open(const char *path, struct store **out, struct err *e)
+{
+    if (!path || !out)
+        return err_set(e, RR_E_INVAL, "store_open: no path");
+    if (sodium_init() < 0)
+        return err_set(e, RR_E_INTERNAL, "libsodium failed to initialise");
+    int rc = precreate(path, e);
+    if (rc)
+        return rc;
+
+    struct store *s = xcalloc(1, sizeof *s);
+    rc = sqlite3_open_v2(path, &s->db,
+                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        err_set(e, rc == SQLITE_NOMEM ? RR_E_NOMEM : RR_E_IO, "cannot open database '%s': %s",
+                path, s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+        rc = rc == SQLITE_NOMEM ? RR_E_NOMEM : RR_E_IO;
+        goto fail;
+    }
+    if ((rc = sqlite3_extended_result_codes(s->db, 1)) != SQLITE_OK ||
+        (rc = sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS)) != SQLITE_OK) {
+        rc = db_fail(s, e, rc, "configure connection");
+        goto fail;
+    }
+    if ((rc = exec_sql(s, "PRAGMA foreign_keys = ON", e, "enable foreign keys")) != 0 ||
+        (rc = exec_sql(s, "PRAGMA synchronous = FULL", e, "set synchronous")) != 0)
+        goto fail;
+    char mode[16];
+    if ((rc = pragma_query(s, "PRAGMA journal_mode = WAL", NULL, mode, sizeof mode, e)) != 0)
+        goto fail;
+    if (strcmp(mode, "wal") != 0 && strcmp(mode, "memory") != 0) {
+        rc = err_set(e, RR_E_IO, "database '%s': cannot enable WAL (journal_mode is '%s')", path,
+                     mode);
+        goto fail;
+    }
+    if ((rc = migrate(s, e)) != 0)
+        goto fail;
+    for (int i = 0; i < ST__COUNT; i++) {
+        int prc = sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+                                     &s->st[i], NULL);
+        if (prc != SQLITE_OK) {
+            rc = db_fail(s, e, prc, "prepare");
+            goto fail;
+        }
+    }
+    *out = s;
+    return 0;
+fail:
+    store_close(s);
+    return rc;
+}
+
+void store_close(struct store *s)
+{
+    if (!s)
+        return;
+    for (int i = 0; i < ST__COUNT; i++)
+        sqlite3_finalize(s->st[i]);
+    if (s->db && sqlite3_close(s->db) != SQLITE_OK) {
+        log_error("store: close: %s", sqlite3_errmsg(s->db));
+        (void)sqlite3_close_v2(s->db); /* closes once the stragglers finish */
+    }
+    sodium_memzero(s->hkey, sizeof s->hkey);
+    free(s);
+}
+
+sqlite3 *store__db(struct store *s)
+{
+    return s->db;
+}
+
+int store_data_version(struct store *s, int64_t *out)
+{
+    return query_int64(s, ST_DATA_VERSION, NULL, out, NULL, "read data_version");
+}
+
+/* ================================================================ keys */
+
+static void key_hash(const struct store *s, const char *text, size_t len,
+                     unsigned char h[HASH_BYTES] /* OUT */)
+{
+    /* Cannot fail with these sizes (out 32, key 32 bytes). */
+    (void)crypto_generichash(h, HASH_BYTES, (const unsigned char *)text, len, s->hkey,
+                             sizeof s->hkey);
+}
+
+static void key_from_row(sqlite3_stmt *st, struct store_key *k /* OUT */)
+{
+    memset(k, 0, sizeof *k);
+    copy_col(k->id, sizeof k->id, st, 0);
+    copy_col(k->user, sizeof k->user, st, 1);
+    copy_col(k->label, sizeof k->label, st, 2);
+    k->perms = (unsigned)sqlite3_column_int64(st, 3) & PERM_KNOWN;
+    k->created_at = sqlite3_column_double(st, 4);
+    k->expires_at = col_time(st, 5);
+    k->revoked_at = col_time(st, 6);
+}
+
+/* Find the key whose text is text (by its keyed hash, then a constant-time
+ * compare). 0 and *out, RR_E_NOTFOUND, or an error. */
+static int key_find_by_text(struct store *s, const char *text, struct store_key *out /* OUT */,
+                            struct err *e)
+{
+    size_t len = text ? strnlen(text, KEY_TEXT_INPUT_MAX + 1) : 0;
+    if (len == 0 || len > KEY_TEXT_INPUT_MAX)
+        return err_set(e, RR_E_NOTFOUND, "no such key");
+    unsigned char h[HASH_BYTES];
+    key_hash(s, text, len, h);
+
+    sqlite3_stmt *st;
+    int rc = stmt_acquire(s, ST_KEY_BY_HASH, &st, e);
+    if (rc)
+        goto out_wipe;
+    if ((rc = sqlite3_bind_blob(st, 1, h, sizeof h, SQLITE_STATIC)) != SQLITE_OK) {
+        rc = db_fail(s, e, rc, "bind");
+        goto out;
+    }
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+        rc = err_set(e, RR_E_NOTFOUND, "no such key");
+    } else if (rc != SQLITE_ROW) {
+        rc = db_fail(s, e, rc, "look up key");
+    } else if (sqlite3_column_bytes(st, 7) != HASH_BYTES ||
+               sodium_memcmp(sqlite3_column_blob(st, 7), h, HASH_BYTES) != 0) {
+        rc = err_set(e, RR_E_NOTFOUND, "no such key");
+    } else {
+        key_from_row(st, out);
+        rc = 0;
+    }
+out:
+    stmt_release(s, ST_KEY_BY_HASH, st);
+out_wipe:
+    sodium_memzero(h, sizeof h);
+    return rc;
+}
+
+static int key_find_by_id(struct store *s, const char *id, struct store_key *out /* OUT */,
+                          struct err *e)
+{
+    if (!id || !*id)
+        return err_set(e, RR_E_NOTFOUND, "no such key");
+    sqlite3_stmt *st;
+    int rc = stmt_acquire(s, ST_KEY_BY_ID, &st, e);
+    if (rc)
+        return rc;
+    if ((rc = bind_str(st, 1, id)) != SQLITE_OK) {
+        rc = db_fail(s, e, rc, "bind");
+        goto out;
+    }
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        key_from_row(st, out);
+        rc = 0;
+    } else if (rc == SQLITE_DONE) {
+        rc = err_set(e, RR_E_NOTFOUND, "no such key");
+    } else {
+        rc = db_fail(s, e, rc, "look up key");
+    }
+out:
+    stmt_release(s, ST_KEY_BY_ID, st);
+    return rc;
+}
+
+/* One INSERT attempt of a fresh key inside the caller's transaction. */
+static int key_insert(struct store *s, const char *id, const char *user, const char *label,
+                      unsigned perms, const unsigned char h[HASH_BYTES], double expires_at,
+                      double now, struct err *e)
+{
+    sqlite3_stmt *st;
+    int rc = stmt_acquire(s, ST_KEY_INSERT, &st, e);
+    if (rc)
+        return rc;
+    if ((rc = bind_str(st, 1, id)) != SQLITE_OK || (rc = bind_str(st, 2, label)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(st, 3, (sqlite3_int64)perms)) != SQLITE_OK ||
+        (rc = sqlite3_bind_blob(st, 4, h, HASH_BYTES, SQLITE_STATIC)) != SQLITE_OK ||
+        (rc = sqlite3_bind_double(st, 5, now)) != SQLITE_OK ||
+        (rc = bind_time_opt(st, 6, expires_at)) != SQLITE_OK ||
+        (rc = bind_str(st, 7, user)) != SQLITE_OK) {
+        rc = db_fail(s, e, rc, "bind");
+        goto out;
+    }
+    if ((rc = step_done(s, st, e, "insert key")) == 0 && sqlite3_changes(s->db) != 1)
+        rc = err_set(e, RR_E_INTERNAL, "insert key: user '%s' vanished", user);
+out:
+    stmt_release(s, ST_KEY_INSERT, st);
+    return rc;
+}
+
+static int user_ensure(struct store *s, const char *user, double now, struct err *e)
+{
+    sqlite3_stmt *st;
+    int rc = stmt_acquire(s, ST_USER_ENSURE, &st, e);
+    if (rc)
+        return rc;
+    if ((rc = bind_str(st, 1, user)) != SQLITE_OK ||
+        (rc = sqlite3_bind_double(st, 2, now)) != SQLITE_OK)
+        rc = db_fail(s, e, rc, "bind");
+    else
+        rc = step_done(s, st, e, "create user");
+    stmt_release(s, ST_USER_ENSURE, st);
+    return rc;
+}
+
+int store_key_create(struct store *s, const char *user, const char *label, unsigned perms,
+                     double expires_at, double now, char key_text[STORE_KEY_TEXT_MAX],
+                     struct store_key *out)
+{
+    struct err local = {0};
+    struct err *e = &local; /* no err parameter: collect, then log */
+    int rc;
+    if ((rc = store_user_validate(user, e)) != 0 || (rc = store_label_validate(label, e)) != 0)
+        goto fail;
+    if (perms & ~PERM_KNOWN) {
+        rc = err_set(e, RR_E_INVAL, "unknown permission bits 0x%x", perms & ~PERM_KNOWN);
+        goto fail;
+    }
+    if (!isfinite(expires_at) || expires_at < 0 || (expires_at != 0 && expires_at <= now)) {
+        rc = err_set(e, RR_E_INVAL, "key expiry must be in the future");
+        goto fail;
+    }
+
+    unsigned char raw[KEY_RAW_BYTES], idraw[KEY_ID_RAW_BYTES], h[HASH_BYTES];
+    char text[STORE_KEY_TEXT_MAX];
+    char id[STORE_KEY_ID_MAX];
+    if ((rc = tx_begin(s, e)) != 0)
+        goto fail;
+    if ((rc = user_ensure(s, user, now, e)) != 0)
+        goto rollback;
+    /* A clash of 64 random bits (id) or 256 (hash) is never expected, but a
+     * retry is cheaper than reasoning about it. */
+    for (int attempt = 0; attempt < 3; attempt++) {
+        randombytes_buf(raw, sizeof raw);
+        randombytes_buf(idraw, sizeof idraw);
+        memcpy(text, KEY_TEXT_PREFIX, sizeof KEY_TEXT_PREFIX - 1);
+        const size_t pl = sizeof KEY_TEXT_PREFIX - 1;
+        sodium_bin2hex(text + pl, sizeof text - pl, raw, sizeof raw);
+        memcpy(id, "k_", 2);
+        sodium_bin2hex(id + 2, sizeof id - 2, idraw, sizeof idraw);
+        key_hash(s, text, strlen(text), h);
+        rc = key_insert(s, id, user, label, perms, h, expires_at, now, e);
+        if (rc != RR_E_EXISTS)
+            break;
+    }
+    if (rc)
+        goto rollback;
+    if ((rc = tx_commit(s, e)) != 0)
+        goto wipe;
+
+    memcpy(key_text, text, sizeof text);
+    if (out) {
+        memset(out, 0, sizeof *out);
+        snprintf(out->id, sizeof out->id, "%s", id);
+        snprintf(out->user, sizeof out->user, "%s", user);
+        snprintf(out->label, sizeof out->label, "%s", label ? label : "");
+        out->perms = perms;
+        out->created_at = now;
+        out->expires_at = expires_at;
+    }
+    rc = 0;
+    goto wipe;
+rollback:
+    tx_rollback(s);
+wipe:
+    sodium_memzero(raw, sizeof raw);
+    sodium_memzero(text, sizeof text);
+    sodium_memzero(h, sizeof h);
+    if (rc == 0)
+        return 0;
+fail:
+    if (rc == RR_E_INVAL) /* the name may be what is invalid: not echoed */
+        log_warn("store: create key: %s", local.msg);
+    else
+        log_error("store: create key for '%s': %s", user ? user : "(null)", local.msg);
+    return rc;
+}
+
+int store_key_auth(struct store *s, const char *key_text, double now, struct store_key *out)
+{
+    struct err e = {0};
+    struct store_key k;
+    int rc = key_find_by_text(s, key_text, &k, &e);
+    if (rc == RR_E_NOTFOUND)
+        return rc;
+    if (rc) {
+        log_error("store: authenticate key: %s", e.msg);
+        return rc;
+    }
+    *out = k;
+    sodium_memzero(&k, sizeof k);
+    if (out->revoked_at != 0)
+        return RR_E_REVOKED;
+    if (out->expires_at != 0 && now >= out->expires_at)
+        return RR_E_EXPIRED;
+    return 0;
+}
+
+int store_key_get(struct store *s, const char *id, struct store_key *out)
+{
+    struct err e = {0};
+    struct store_key k;
+    int rc = key_find_by_id(s, id, &k, &e);
+    if (rc == 0)
+        *out = k;
+    else if (rc != RR_E_NOTFOUND)
+        log_error("store: get key: %s", e.msg);
+    return rc;
+}
+
+int store_key_list(struct store *s, store_key_cb cb, void *ud)
+{
+    sqlite3_stmt *st;
+    int rc = stmt_acquire(s, ST_KEY_LIST, &st, NULL);
+    if (rc)
+        return rc;
+    for (;;) {
+        int src = sqlite3_step(st);
+        if (src == SQLITE_DONE) {
+            rc = 0;
+            break;
+        }
+        if (src != SQLITE_ROW) {
+            rc = db_fail(s, NULL, src, "list keys");
+            break;
+        }
+        struct store_key k;
+        key_from_row(st, &k);
+        if ((rc = cb(&k, ud)) != 0)
+            break;
+    }
+    stmt_release(s, ST_KEY_LIST, st);
+    return rc;
+}
+
+int store_key_revoke(struct store *s, const char *id_or_key, double now, struct store_key *out)
+{
+    struct err e = {0};
+    struct store_key k;
+    bool by_text =
+        id_or_key && strncmp(id_or_key, KEY_TEXT_PREFIX, sizeof KEY_TEXT_PREFIX - 1) == 0;
+    int rc = tx_begin(s, &e);
+    if (rc)
+        goto fail;
+    rc = by_text ? key_find_by_text(s, id_or_key, &k, &e) : key_find_by_id(s, id_or_key, &k, &e);
+    if (rc)
+        goto rollback;
+    sqlite3_stmt *st;
+    if ((rc = stmt_acquire(s, ST_KEY_REVOKE, &st, &e)) != 0)
+        goto rollback;
+    if ((rc = sqlite3_bind_double(st, 1, now)) != SQLITE_OK ||
+        (rc = bind_str(st, 2, k.id)) != SQLITE_OK)
+        rc = db_fail(s, &e, rc, "bind");
+    else
+        rc = step_done(s, st, &e, "revoke key");
+    stmt_release(s, ST_KEY_REVOKE, st);
+    if (rc)
+        goto rollback;
+    /* Read back: a second revoke keeps the first revoked_at. */
+    if ((rc = key_find_by_id(s, k.id, &k, &e)) != 0)
+        goto rollback;
+    if ((rc = tx_commit(s, &e)) != 0)
+        goto fail;
+    if (out)
+        *out = k;
+    return 0;
+rollback:
+    tx_rollback(s);
+fail:
+    if (rc != RR_E_NOTFOUND)
+        log_error("store: revoke key: %s", e.msg);
+    return rc;
+}
+
+int store_key_count(struct store *s, int64_t *out)
+{
+    return query_int64(s, ST_KEY_COUNT, NULL, out, NULL, "count keys");
+}
+
+/* ================================================================ deployments */
+
+const char *store_state_name(enum store_state st)
+{
+    switch (st) {
+    case STORE_ACTIVE: return "active";
+    case STORE_PAUSED: return "paused";
+    case STORE_ERRORED: return "errored";
+    }
+    return "invalid";
+}
+
+int store_state_parse(const char *s, enum store_state *out)
+{
+    if (!s)
+        return RR_E_INVAL;
+    if (strcmp(s, "active") == 0)
+        *out = STORE_ACTIVE;
+    else if (strcmp(s, "paused") == 0)
+        *out = STORE_PAUSED;
+    else if (strcmp(s, "errored") == 0)
+        *out = STORE_ERRORED;
+    else
+        return RR_E_INVAL;
+    return 0;
+}
+
+void store_dep_clear(struct store_dep *d)
+{
+    if (!d)
+        return;
+    free(d->user);
+    free(d->project_id);
+    free(d->pipeline);
+    free(d->schedule);
+    free(d->error);
+    free(d->created_by);
+    free(d->owner_key_id);
+    memset(d, 0, sizeof *d);
+}
+
+/* Programmer-supplied fields the schema requires. */
+static int dep_check(const struct store_dep *d, const char *what)
+{
+    if (!d || !d->user || !d->project_id || !d->pipeline || !d->schedule ||
+        (unsigned)d->state > STORE_ERRORED) {
+        log_error("store: %s: deployment lacks user, project_id, pipeline or schedule, "
+                  "or has an invalid state",
+                  what);
+        return RR_E_INVAL;
+    }
+    return 0;
+}
+
+/* Bind ?1..?11 in DEP_COLS order. */
+static int dep_bind(sqlite3_stmt *st, const struct store_dep *d)
+{
+    int rc;
+    if ((rc = bind_str(st, 1, d->user)) != SQLITE_OK ||
+        (rc = bind_str(st, 2, d->project_id)) != SQLITE_OK ||
+        (rc = bind_str(st, 3, d->pipeline)) != SQLITE_OK ||
+        (rc = bind_str(st, 4, d->schedule)) != SQLITE_OK ||
+        (rc = bind_str(st, 5, store_state_name(d->state))) != SQLITE_OK ||
+        (rc = bind_str(st, 6, d->error)) != SQLITE_OK ||
+        (rc = bind_str(st, 7, d->created_by)) != SQLITE_OK ||
+        (rc = bind_str(st, 8, d->owner_key_id)) != SQLITE_OK ||
+        (rc = sqlite3_bind_double(st, 9, d->created_at)) != SQLITE_OK ||
+        (rc = sqlite3_bind_double(st, 10, d->updated_at)) != SQLITE_OK ||
+        (rc = bind_time_opt(st, 11, d->next_run_at)) != SQLITE_OK)
+        return rc;
+    return SQLITE_OK;
+}
+
+/* Fill d with pointers borrowed from the current row (valid until the next
+ * step or reset). */
+static int dep_from_row(sqlite3_stmt *st, struct store_dep *d /* OUT */)
+{
+    memset(d, 0, sizeof *d);
+    d->user = (char *)sqlite3_column_text(st, 0);
+    d->project_id = (char *)sqlite3_column_text(st, 1);
+    d->pipeline = (char *)sqlite3_column_text(st, 2);
+    d->schedule = (char *)sqlite3_column_text(st, 3);
+    const char *state = (const char *)sqlite3_column_text(st, 4);
+    d->error = (char *)sqlite3_column_text(st, 5);
+    d->created_by = (char *)sqlite3_column_text(st, 6);
+    d->owner_key_id = (char *)sqlite3_column_text(st, 7);
+    d->created_at = sqlite3_column_double(st, 8);
+    d->updated_at = sqlite3_column_double(st, 9);
+    d->next_run_at = col_time(st, 10);
+    if (!d->user || !d->project_id || !d->pipeline || !d->schedule ||
+        store_state_parse(state, &d->state) != 0) {
+        log_error("store: deployment row is malformed (or out of memory reading it)");
+        return RR_E_IO;
+    }
+    return 0;
+}
+
+static char *dup_opt(const char *s)
+{
+    return s ? xstrdup(s) : NULL;
+}
+
+/* Is (user, project_id) present? 1, 0, or a negative error. */
+static int dep_exists(struct store *s, const char *user, const char *project_id)
+{
+    sqlite3_stmt *st;
+    int rc = stmt_acquire(s, ST_DEP_EXISTS, &st, NULL);
+    if (rc)
+        return rc;
+    if ((rc = bind_str(st, 1, user)) != SQLITE_OK ||
+        (rc = bind_str(st, 2, project_id)) != SQLITE_OK) {
+        rc = db_fail(s, NULL, rc, "bind");
+    } else {
+        rc = sqlite3_step(st);
+        rc = rc == SQLITE_ROW    ? 1
+             : rc == SQLITE_DONE ? 0
+                                 : db_fail(s, NULL, rc, "look up deployment");
+    }
+    stmt_release(s, ST_DEP_EXISTS, st);
+    return rc;
+}
+
+int store_dep_insert(struct store *s, const struct store_dep *d, int64_t max_per_user)
+{
+    int rc = dep_check(d, "insert deployment");
+    if (rc)
+        return rc;
+    if ((rc = tx_begin(s, NULL)) != 0)
+        return rc;
+    if (max_per_user > 0) {
+        int64_t n = 0;
+        if ((rc = query_int64(s, ST_DEP_COUNT_USER, d->user, &n, NULL, "count deployments")) != 0)
+            goto rollback;
+        if (n >= max_per_user) {
+            /* At the limit, a duplicate is still reported as a duplicate: it
+             * is the more precise answer. Same transaction, so no race. */
+            rc = dep_exists(s, d->user, d->project_id);
+            rc = rc == 1 ? RR_E_EXISTS : rc < 0 ? rc : RR_E_LIMIT;
+            goto rollback;
+        }
+    }
+    sqlite3_stmt *st;
+    if ((rc = stmt_acquire(s, ST_DEP_INSERT, &st, NULL)) != 0)
+        goto rollback;
+    if ((rc = dep_bind(st, d)) != SQLITE_OK) {
+        rc = db_fail(s, NULL, rc, "bind");
+    } else {
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+            rc = 0;
+        else if (rc == SQLITE_CONSTRAINT_PRIMARYKEY)
+            rc = RR_E_EXISTS; /* the primary key decides; no check-then-insert */
+        else
+            rc = db_fail(s, NULL, rc, "insert deployment");
+    }
+    stmt_release(s, ST_DEP_INSERT, st);
+    if (rc)
+        goto rollback;
+    return tx_commit(s, NULL);
+rollback:
+    tx_rollback(s);
+    return rc;
+}
+
+int store_dep_get(struct store *s, const char *user, const char *project_id,
+                  struct store_dep *out)
+{
+    if (!user || !project_id)
+        return RR_E_NOTFOUND;
+    sqlite3_stmt *st;
+    int rc = stmt_acquire(s, ST_DEP_GET, &st, NULL);
+    if (rc)
+        return rc;
+    if ((rc = bind_str(st, 1, user)) != SQLITE_OK ||
+        (rc = bind_str(st, 2, project_id)) != SQLITE_OK) {
+        rc = db_fail(s, NULL, rc, "bind");
+        goto out;
+    }
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+        rc = RR_E_NOTFOUND;
+    } else if (rc != SQLITE_ROW) {
+        rc = db_fail(s, NULL, rc, "get deployment");
+    } else {
+        struct store_dep b;
+        if ((rc = dep_from_row(st, &b)) == 0) {
+            struct store_dep d = b;
+            d.user = xstrdup(b.user);
+            d.project_id = xstrdup(b.project_id);
+            d.pipeline = xstrdup(b.pipeline);
+            d.schedule = xstrdup(b.schedule);
+            d.error = dup_opt(b.error);
+            d.created_by = dup_opt(b.created_by);
+            d.owner_key_id = dup_opt(b.owner_key_id);
+            *out = d;
+        }
+    }
+out:
+    stmt_release(s, ST_DEP_GET, st);
+    return rc;
+}
+
+/* Run a one-row write keyed by (user, project_id); RR_E_NOTFOUND when it
+ * touched nothing. */
+static int dep_write(struct store *s, enum stmt_id id, const struct store_dep *d,
+                     const char *user, const char *project_id, const char *what)
+{
+    sqlite3_stmt *st;
+    int rc = stmt_acquire(s, id, &st, NULL);
+    if (rc)
+        return rc;
+    if (d)
+        rc = dep_bind(st, d);
+    else if ((rc = bind_str(st, 1, user)) == SQLITE_OK)
+        rc = bind_str(st, 2, project_id);
+    if (rc != SQLITE_OK)
+        rc = db_fail(s, NULL, rc, "bind");
+    else if ((rc = step_done(s, st, NULL, what)) == 0 && sqlite3_changes(s->db) == 0)
+        rc = RR_E_NOTFOUND;
+    stmt_release(s, id, st);
+    return rc;
+}
+
+int store_dep_update(struct store *s, const struct store_dep *d)
+{
+    int rc = dep_check(d, "update deployment");
+    return rc ? rc : dep_write(s, ST_DEP_UPDATE, d, NULL, NULL, "update deployment");
+}
+
+int store_dep_delete(struct store *s, const char *user, const char *project_id)
+{
+    if (!user || !project_id)
+        return RR_E_NOTFOUND;
+    return dep_write(s, ST_DEP_DELETE, NULL, user, project_id, "delete deployment");
+}
+
+int store_dep_count(struct store *s, const char *user, int64_t *out)
+{
+    return user ? query_int64(s, ST_DEP_COUNT_USER, user, out, NULL, "count deployments")
+                : query_int64(s, ST_DEP_COUNT_ALL, NULL, out, NULL, "count deployments");
+}
+
+/* Walk the rows of statement id (bound to arg when not NULL). */
+static int dep_walk(struct store *s, enum stmt_id id, const char *arg, store_dep_cb cb, void *ud)
+{
+    sqlite3_stmt *st;
+    int rc = stmt_acquire(s, id, &st, NULL);
+    if (rc)
+        return rc;
+    if (arg && (rc = bind_str(st, 1, arg)) != SQLITE_OK) {
+        rc = db_fail(s, NULL, rc, "bind");
+        goto out;
+    }
+    for (;;) {
+        int src = sqlite3_step(st);
+        if (src == SQLITE_DONE) {
+            rc = 0;
+            break;
+        }
+        if (src != SQLITE_ROW) {
+            rc = db_fail(s, NULL, src, "list deployments");
+            break;
+        }
+        struct store_dep d;
+        if ((rc = dep_from_row(st, &d)) != 0 || (rc = cb(&d, ud)) != 0)
+            break;
+    }
+out:
+    stmt_release(s, id, st);
+    return rc;
+}
+
+int store_dep_list(struct store *s, const char *user, store_dep_cb cb, void *ud)
+{
+    return user ? dep_walk(s, ST_DEP_LIST_USER, user, cb, ud)
+                : dep_walk(s, ST_DEP_LIST_ALL, NULL, cb, ud);
+}
+
+int store_dep_list_by_key(struct store *s, const char *key_id, store_dep_cb cb, void *ud)
+{
+    if (!key_id)
+        return 0;
+    return dep_walk(s, ST_DEP_LIST_KEY, key_id, cb, ud);
+}

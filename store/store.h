@@ -1,0 +1,143 @@
+/* store.h -- SQLite persistence for users, API keys and deployments.
+ *
+ * One struct store wraps one sqlite3 connection; it is used by one thread at a
+ * time (the server's service thread, or a CLI command). The database runs in
+ * WAL mode with synchronous=FULL: when a write call returns 0 it is durable.
+ * Schema changes are migrations keyed by PRAGMA user_version.
+ *
+ * Errors: 0 or a negative RR_E_* code (util/util.h); an optional struct err
+ * receives the detail. Out-parameters are written only on success. */
+#ifndef RR_STORE_H
+#define RR_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "util/util.h"
+
+struct store;
+
+/* Permission bits carried by a key. */
+#define STORE_PERM_CONTROL 0x1u   /* task.control: add, update, remove, run */
+#define STORE_PERM_MONITOR 0x2u   /* task.monitor: list, status, runs, watch */
+#define STORE_PERM_ORG_ADMIN 0x4u /* org.admin: key administration */
+#define STORE_PERM_ALL (STORE_PERM_CONTROL | STORE_PERM_MONITOR)
+
+#define STORE_USER_MAX 64         /* bytes of a user name */
+#define STORE_LABEL_MAX 128       /* bytes of a key label */
+#define STORE_KEY_ID_MAX 32       /* bytes of a key id, NUL included */
+#define STORE_KEY_TEXT_MAX 80     /* bytes of a key's text, NUL included */
+
+/* A key's metadata. The key text itself is never stored, only its keyed hash. */
+struct store_key {
+    char id[STORE_KEY_ID_MAX];          /* "k_" + 16 hex */
+    char user[STORE_USER_MAX + 1];
+    char label[STORE_LABEL_MAX + 1];
+    unsigned perms;                     /* STORE_PERM_* bits */
+    double created_at;                  /* Unix seconds */
+    double expires_at;                  /* 0 = never */
+    double revoked_at;                  /* 0 = not revoked */
+};
+
+/* Parse "task.control,task.monitor" (also "org.admin"; empty = none) into bits.
+ * Returns 0 or RR_E_INVAL naming the unknown permission in e. */
+int store_perms_parse(const char *text, unsigned *out, struct err *e);
+/* Format bits as "task.control,task.monitor" into out (at least 64 bytes). */
+void store_perms_format(unsigned perms, char *out, size_t outsz);
+
+/* Open (creating if needed) and migrate the database at path. */
+int store_open(const char *path, struct store **out, struct err *e) MUST_CHECK;
+void store_close(struct store *s); /* NULL is fine */
+
+/* PRAGMA data_version: changes whenever another connection (e.g. the
+ * `rrdeploy keys` CLI) commits. Cheap; used to poll for revocations. */
+int store_data_version(struct store *s, int64_t *out);
+
+/* ---------------------------------------------------------------- keys */
+
+/* Create a key for user (the user row is created if missing). key_text
+ * receives "rrk_" + 64 hex, shown once; only its keyed hash is kept. label may
+ * be NULL. expires_at 0 = never. */
+int store_key_create(struct store *s, const char *user, const char *label,
+                     unsigned perms, double expires_at, double now,
+                     char key_text[STORE_KEY_TEXT_MAX] /* OUT */,
+                     struct store_key *out /* OUT, may be NULL */) MUST_CHECK;
+
+/* Authenticate a presented key: 0 and *out on success; RR_E_NOTFOUND (no such
+ * key), RR_E_REVOKED or RR_E_EXPIRED (then *out is still filled). The
+ * comparison is constant time. */
+int store_key_auth(struct store *s, const char *key_text, double now,
+                   struct store_key *out /* OUT */);
+
+/* Look up a key by id. RR_E_NOTFOUND when absent. */
+int store_key_get(struct store *s, const char *id, struct store_key *out /* OUT */);
+
+/* Every key, ordered by created_at. cb returning non-zero stops the walk and
+ * that value is returned. */
+typedef int (*store_key_cb)(const struct store_key *k, void *ud);
+int store_key_list(struct store *s, store_key_cb cb, void *ud);
+
+/* Revoke by key id or by the key text itself. RR_E_NOTFOUND when no such key;
+ * revoking twice keeps the first revoked_at and returns 0. */
+int store_key_revoke(struct store *s, const char *id_or_key, double now,
+                     struct store_key *out /* OUT, may be NULL */);
+
+/* Number of keys in the database (0 on a fresh database). */
+int store_key_count(struct store *s, int64_t *out);
+
+/* Check a user name (1..STORE_USER_MAX bytes of [A-Za-z0-9._@-]) or a label
+ * (NULL, or at most STORE_LABEL_MAX bytes without control characters) the way
+ * store_key_create does: 0 or RR_E_INVAL with the reason in e. store_key_create
+ * has no err parameter (it logs), so a CLI calls these first for its message. */
+int store_user_validate(const char *user, struct err *e);
+int store_label_validate(const char *label, struct err *e);
+
+/* ---------------------------------------------------------------- deployments */
+
+enum store_state { STORE_ACTIVE = 0, STORE_PAUSED, STORE_ERRORED };
+const char *store_state_name(enum store_state st);
+int store_state_parse(const char *s, enum store_state *out);
+
+/* One deployment row. Strings are owned by the struct (free with
+ * store_dep_clear) when filled by the store; when passed in they are borrowed
+ * for the call. */
+struct store_dep {
+    char *user;          /* owner's user name; key part 1 */
+    char *project_id;    /* key part 2 */
+    char *pipeline;      /* compact JSON text, stored and returned verbatim */
+    char *schedule;      /* as the user wrote it */
+    enum store_state state;
+    char *error;         /* why it is errored, or NULL */
+    char *created_by;    /* user name that added it */
+    char *owner_key_id;  /* key that added it */
+    double created_at;
+    double updated_at;
+    double next_run_at;  /* 0 = none */
+};
+void store_dep_clear(struct store_dep *d); /* frees owned strings, zeroes */
+
+/* Insert a new deployment atomically: RR_E_EXISTS if (user, project_id) is
+ * taken; RR_E_LIMIT if the user already has max_per_user deployments.
+ * (Additions: max_per_user <= 0 means no limit; a duplicate is RR_E_EXISTS even
+ * when the user is also at the limit. user, project_id, pipeline and schedule
+ * must be non-NULL, else RR_E_INVAL.) */
+int store_dep_insert(struct store *s, const struct store_dep *d,
+                     int64_t max_per_user) MUST_CHECK;
+/* RR_E_NOTFOUND when absent. */
+int store_dep_get(struct store *s, const char *user, const char *project_id,
+                  struct store_dep *out /* OUT, clear with store_dep_clear */);
+/* Overwrite every column of the row (user, project_id). RR_E_NOTFOUND. */
+int store_dep_update(struct store *s, const struct store_dep *d) MUST_CHECK;
+int store_dep_delete(struct store *s, const char *user, const char *project_id) MUST_CHECK;
+/* Deployments of user (user NULL: of everyone). */
+int store_dep_count(struct store *s, const char *user, int64_t *out);
+/* A user's deployments ordered by project_id (user NULL: everyone's, ordered
+ * by user then project_id). d is borrowed for the callback only. cb returning
+ * non-zero stops the walk and that value is returned. */
+typedef int (*store_dep_cb)(const struct store_dep *d, void *ud);
+int store_dep_list(struct store *s, const char *user, store_dep_cb cb, void *ud);
+/* Deployments whose owner_key_id is key_id (e.g. to mark them errored when
+ * that key is revoked), ordered by user then project_id. Same callback rules. */
+int store_dep_list_by_key(struct store *s, const char *key_id, store_dep_cb cb, void *ud);
+
+#endif

@@ -1,0 +1,17 @@
+/* store_internal.h -- store internals shared with the store's own tests.
+ *
+ * Not for other modules: nothing outside store/ and tests/unit/test_store.c
+ * may include this header. */
+#ifndef RR_STORE_INTERNAL_H
+#define RR_STORE_INTERNAL_H
+
+#include <sqlite3.h>
+
+#include "store/store.h"
+
+/* The connection behind s, borrowed for as long as s is open. For tests and
+ * diagnostics only (reading pragmas); never step statements on it while a
+ * store call is running, and never pass it to another thread. */
+sqlite3 *store__db(struct store *s);
+
+#endif

@@ -1,0 +1,500 @@
+/* test_dap.c -- unit tests for the DAP message layer (dap/msg.c, dap/cmd.c)
+ * without sockets: messages go in as text, frames come out as text. A real
+ * store on a temporary file backs the commands; the clock is injected. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dap/dap_internal.h"
+#include "util/jraw.h"
+
+#define MAX_FRAMES 8
+
+struct fx {
+    char dir[64];
+    char db[128];
+    struct store *st;
+    struct dap_config cfg;
+    struct dap_app app;
+    struct dap_session ss;
+    char key[STORE_KEY_TEXT_MAX];      /* task.control + task.monitor */
+    char monitor[STORE_KEY_TEXT_MAX];  /* task.monitor only */
+    char *frames[MAX_FRAMES];
+    int nframes;
+};
+
+static double fake_now = 1767225600.25; /* 2026-01-01T00:00:00.25Z */
+static double clock_fake(void)
+{
+    return fake_now;
+}
+
+static void emit(void *ud, struct buf *f)
+{
+    struct fx *fx = ud;
+    assert_true(fx->nframes < MAX_FRAMES);
+    fx->frames[fx->nframes++] = buf_take(f, NULL);
+    free(f);
+}
+
+static void frames_clear(struct fx *fx)
+{
+    for (int i = 0; i < fx->nframes; i++)
+        free(fx->frames[i]);
+    fx->nframes = 0;
+}
+
+static int setup(void **state)
+{
+    struct fx *fx = calloc(1, sizeof *fx);
+    snprintf(fx->dir, sizeof fx->dir, "/tmp/rr-test-dap-XXXXXX");
+    assert_non_null(mkdtemp(fx->dir));
+    snprintf(fx->db, sizeof fx->db, "%s/t.db", fx->dir);
+    struct err e = {0};
+    assert_int_equal(store_open(fx->db, &fx->st, &e), 0);
+    dap_config_defaults(&fx->cfg);
+    fx->app.cfg = &fx->cfg;
+    fx->app.store = fx->st;
+    fx->app.now = clock_fake;
+    assert_int_equal(store_key_create(fx->st, "alice", NULL, STORE_PERM_ALL, 0,
+                                      fake_now, fx->key, NULL), 0);
+    assert_int_equal(store_key_create(fx->st, "mona", NULL, STORE_PERM_MONITOR,
+                                      0, fake_now, fx->monitor, NULL), 0);
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *fx = *state;
+    frames_clear(fx);
+    store_close(fx->st);
+    char path[160];
+    static const char *const files[] = {"t.db", "t.db-wal", "t.db-shm"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s", fx->dir, files[i]);
+        unlink(path);
+    }
+    rmdir(fx->dir);
+    free(fx);
+    return 0;
+}
+
+/* Send text; return the single response frame parsed (caller decrefs). */
+static json_t *send(struct fx *fx, const char *text)
+{
+    frames_clear(fx);
+    dap__handle_message(&fx->app, &fx->ss, text, strlen(text), emit, fx);
+    assert_int_equal(fx->nframes, 1);
+    assert_null(strchr(fx->frames[0], '\n'));
+    json_error_t je;
+    json_t *r = json_loads(fx->frames[0], 0, &je);
+    if (!r)
+        fail_msg("unparsable frame %s: %s", fx->frames[0], je.text);
+    return r;
+}
+
+static const char *str(json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+    return json_is_string(v) ? json_string_value(v) : "";
+}
+
+static void expect_error(struct fx *fx, const char *text, const char *code,
+                         const char *msg_prefix)
+{
+    json_t *r = send(fx, text);
+    assert_true(json_is_false(json_object_get(r, "success")));
+    assert_string_equal(str(r, "code"), code);
+    if (strncmp(str(r, "message"), msg_prefix, strlen(msg_prefix)) != 0)
+        fail_msg("message '%s' does not start with '%s'", str(r, "message"),
+                 msg_prefix);
+    json_decref(r);
+}
+
+static void auth(struct fx *fx, const char *key)
+{
+    char req[256];
+    snprintf(req, sizeof req,
+             "{\"type\":\"request\",\"seq\":1,\"command\":\"auth\","
+             "\"arguments\":{\"auth\":\"%s\"}}",
+             key);
+    json_t *r = send(fx, req);
+    assert_true(json_is_true(json_object_get(r, "success")));
+    json_decref(r);
+    assert_true(fx->ss.authed);
+}
+
+/* ---------------------------------------------------------------- envelope */
+
+static void test_malformed(void **state)
+{
+    struct fx *fx = *state;
+    json_t *r = send(fx, "{\"seq\":");
+    assert_int_equal(json_integer_value(json_object_get(r, "request_seq")), 0);
+    assert_string_equal(str(r, "code"), "bad_request");
+    assert_non_null(strstr(str(r, "message"), "Malformed request: "));
+    json_decref(r);
+    assert_false(fx->ss.closing);
+
+    expect_error(fx, "[1,2]", "bad_request",
+                 "Malformed request: expected a JSON object");
+    expect_error(fx, "", "bad_request", "Malformed request: ");
+    expect_error(fx, "{\"type\":\"request\",\"seq\":1.5,\"command\":\"x\"}",
+                 "bad_request", "Malformed request: seq must be an integer");
+    expect_error(fx, "{\"type\":\"request\",\"seq\":1,\"command\":7}",
+                 "bad_request", "Malformed request: command must be a string");
+    expect_error(fx,
+                 "{\"type\":\"request\",\"seq\":1,\"command\":\"auth\","
+                 "\"arguments\":[1]}",
+                 "bad_request", "arguments must be an object");
+}
+
+static void test_deep_nesting_keeps_seq(void **state)
+{
+    struct fx *fx = *state;
+    struct buf b;
+    buf_init(&b, 0);
+    buf_puts(&b, "{\"type\":\"request\",\"seq\":42,\"command\":\"rrext_ping\","
+                 "\"arguments\":{\"x\":");
+    for (int i = 0; i < 100; i++)
+        buf_putc(&b, '[');
+    for (int i = 0; i < 100; i++)
+        buf_putc(&b, ']');
+    buf_puts(&b, "}}");
+    json_t *r = send(fx, buf_cstr(&b));
+    assert_int_equal(json_integer_value(json_object_get(r, "request_seq")), 42);
+    assert_string_equal(str(r, "message"),
+                        "Malformed request: nesting deeper than 64 levels");
+    json_decref(r);
+    buf_free(&b);
+}
+
+static void test_non_request_ignored(void **state)
+{
+    struct fx *fx = *state;
+    const char *ev = "{\"type\":\"event\",\"seq\":3,\"event\":\"x\"}";
+    dap__handle_message(&fx->app, &fx->ss, ev, strlen(ev), emit, fx);
+    assert_int_equal(fx->nframes, 0);
+}
+
+static void test_gate_and_unknown(void **state)
+{
+    struct fx *fx = *state;
+    expect_error(fx, "{\"type\":\"request\",\"seq\":2,\"command\":\"rrext_public_nope\"}",
+                 "bad_request", "Invalid command: rrext_public_nope");
+    assert_false(fx->ss.closing);
+    json_t *r = send(fx, "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_public_probe\"}");
+    assert_true(json_is_true(json_object_get(r, "success")));
+    json_decref(r);
+    expect_error(fx, "{\"type\":\"request\",\"seq\":4,\"command\":\"rrext_deploy_list\"}",
+                 "unauthorized", "Not authenticated");
+    assert_true(fx->ss.closing);
+}
+
+static void test_auth_and_connect_result(void **state)
+{
+    struct fx *fx = *state;
+    char req[256];
+    snprintf(req, sizeof req,
+             "{\"type\": \"request\", \"seq\": 1, \"command\": \"auth\", "
+             "\"arguments\": {\"auth\": \"Bearer %s\", \"clientName\": \"Python SDK\"}}",
+             fx->key);
+    json_t *r = send(fx, req);
+    json_t *body = json_object_get(r, "body");
+    assert_string_equal(str(body, "userId"), "alice");
+    assert_string_equal(str(body, "userToken"), "");
+    assert_string_equal(str(body, "defaultTeam"), "default");
+    json_t *team = json_array_get(json_object_get(json_array_get(
+                       json_object_get(body, "organizations"), 0), "teams"), 0);
+    assert_int_equal(json_array_size(json_object_get(team, "permissions")), 2);
+    json_decref(r);
+
+    /* Server seq counts up per connection. */
+    r = send(fx, "{\"type\":\"request\",\"seq\":2,\"command\":\"rrext_ping\"}");
+    assert_int_equal(json_integer_value(json_object_get(r, "seq")), 2);
+    assert_true(json_is_true(json_object_get(json_object_get(r, "body"), "pong")));
+    json_decref(r);
+    expect_error(fx, "{\"type\":\"request\",\"seq\":3,\"command\":\"bogus\"}",
+                 "bad_request", "Invalid command: bogus");
+}
+
+static void test_auth_failures(void **state)
+{
+    struct fx *fx = *state;
+    expect_error(fx, "{\"type\":\"request\",\"seq\":1,\"command\":\"auth\"}",
+                 "unauthorized", "No authorization provided");
+    assert_true(fx->ss.closing);
+    fx->ss.closing = false;
+    expect_error(fx,
+                 "{\"type\":\"request\",\"seq\":1,\"command\":\"auth\","
+                 "\"arguments\":{\"auth\":\"rrk_nope\"}}",
+                 "unauthorized", "Invalid API key");
+    for (int i = 0; i < 3; i++)
+        auth(fx, fx->key);
+    expect_error(fx,
+                 "{\"type\":\"request\",\"seq\":1,\"command\":\"auth\","
+                 "\"arguments\":{\"auth\":\"x\"}}",
+                 "unauthorized", "Too many authentication attempts");
+}
+
+static void test_revoked_session(void **state)
+{
+    struct fx *fx = *state;
+    auth(fx, fx->key);
+    assert_false(dap__session_recheck(&fx->app, &fx->ss));
+    assert_int_equal(store_key_revoke(fx->st, fx->key, fake_now, NULL), 0);
+    assert_true(dap__session_recheck(&fx->app, &fx->ss));
+    expect_error(fx, "{\"type\":\"request\",\"seq\":5,\"command\":\"rrext_ping\"}",
+                 "unauthorized", "Not authenticated");
+    assert_true(fx->ss.closing);
+}
+
+/* ---------------------------------------------------------------- deploy */
+
+static void test_pipeline_verbatim(void **state)
+{
+    struct fx *fx = *state;
+    auth(fx, fx->key);
+    const char *pipe = "{\"z\": 1, \"project_id\": \"p\\u00e9\", \"n\": "
+                       "[12345678901234567890, 1e400, -0.0, 0.1000, 1E+2], "
+                       "\"s\": \"\\ud83d\\ude00 \\\" \\/\", \"a\": {}}";
+    char req[512];
+    snprintf(req, sizeof req,
+             "{\"type\":\"request\",\"seq\":9,\"command\":\"rrext_deploy_add\","
+             "\"arguments\":{\"pipeline\": %s, \"schedule\": \"*/15 * * * *\"}}",
+             pipe);
+    /* The frame holds numbers no double can, so read it with the raw scanner. */
+    frames_clear(fx);
+    dap__handle_message(&fx->app, &fx->ss, req, strlen(req), emit, fx);
+    assert_int_equal(fx->nframes, 1);
+    const char *frame = fx->frames[0];
+    struct jraw_span b, p, v;
+    assert_int_equal(jraw_check(frame, strlen(frame), 64, NULL), 0);
+    assert_true(jraw_member(frame, strlen(frame), "success", &v, NULL));
+    assert_memory_equal(v.p, "true", 4);
+    assert_true(jraw_member(frame, strlen(frame), "body", &b, NULL));
+    assert_true(jraw_member(b.p, b.n, "state", &v, NULL));
+    assert_memory_equal(v.p, "\"active\"", v.n);
+    assert_true(jraw_member(b.p, b.n, "created_by", &v, NULL));
+    assert_memory_equal(v.p, "\"alice\"", v.n);
+    /* 00:00:00.25 -> the next quarter hour */
+    assert_true(jraw_member(b.p, b.n, "next_run_at", &v, NULL));
+    assert_memory_equal(v.p, "1767226500.000000", v.n);
+    assert_true(jraw_member(b.p, b.n, "pipeline", &p, NULL));
+    struct buf want;
+    buf_init(&want, 0);
+    jraw_compact(&want, pipe, strlen(pipe));
+    assert_int_equal(p.n, want.len);
+    assert_memory_equal(p.p, buf_data(&want), p.n);
+    buf_free(&want);
+
+    expect_error(fx, req, "conflict", "Deployment already exists: p\xc3\xa9");
+}
+
+static void test_update_forces_project_id(void **state)
+{
+    struct fx *fx = *state;
+    auth(fx, fx->key);
+    json_t *r = send(fx, "{\"type\":\"request\",\"seq\":2,\"command\":"
+                         "\"rrext_deploy_add\",\"arguments\":{\"pipeline\":"
+                         "{\"project_id\":\"p1\"}}}");
+    assert_true(json_is_null(json_object_get(json_object_get(r, "body"),
+                                             "next_run_at")));
+    json_decref(r);
+
+    static const struct {
+        const char *sent, *stored;
+    } cases[] = {
+        {"{\"b\":1,\"project_id\":\"other\",\"c\":2}",
+         "{\"b\":1,\"project_id\":\"p1\",\"c\":2}"},
+        {"{\"b\":1}", "{\"b\":1,\"project_id\":\"p1\"}"},
+        {"{}", "{\"project_id\":\"p1\"}"},
+        {"{\"project_id\": \"p1\", \"x\": 1.50}", "{\"project_id\":\"p1\",\"x\":1.50}"},
+        {"{\"project_id\":7}", "{\"project_id\":\"p1\"}"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char req[256];
+        snprintf(req, sizeof req,
+                 "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_deploy_update\","
+                 "\"arguments\":{\"projectId\":\"p1\",\"pipeline\":%s}}",
+                 cases[i].sent);
+        r = send(fx, req);
+        assert_true(json_is_true(json_object_get(r, "success")));
+        json_decref(r);
+        struct store_dep d;
+        assert_int_equal(store_dep_get(fx->st, "alice", "p1", &d), 0);
+        assert_string_equal(d.pipeline, cases[i].stored);
+        store_dep_clear(&d);
+    }
+}
+
+static void test_update_rules(void **state)
+{
+    struct fx *fx = *state;
+    auth(fx, fx->key);
+    json_decref(send(fx, "{\"type\":\"request\",\"seq\":2,\"command\":"
+                         "\"rrext_deploy_add\",\"arguments\":{\"pipeline\":"
+                         "{\"project_id\":\"p1\"},\"schedule\":\"@hourly\"}}"));
+    expect_error(fx, "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_deploy_update\","
+                     "\"arguments\":{\"projectId\":\"p1\",\"schedule\":\"61 * * * *\"}}",
+                 "bad_request", "Invalid schedule '61 * * * *': ");
+    expect_error(fx, "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_deploy_update\","
+                     "\"arguments\":{\"projectId\":\"p1\",\"state\":\"errored\"}}",
+                 "bad_request", "state must be 'active' or 'paused'");
+    expect_error(fx, "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_deploy_update\","
+                     "\"arguments\":{\"projectId\":\"nope\"}}",
+                 "not_found", "Deployment not found: nope");
+    json_decref(send(fx, "{\"type\":\"request\",\"seq\":4,\"command\":\"rrext_deploy_update\","
+                         "\"arguments\":{\"projectId\":\"p1\",\"state\":\"paused\"}}"));
+    struct store_dep d;
+    assert_int_equal(store_dep_get(fx->st, "alice", "p1", &d), 0);
+    assert_int_equal(d.state, STORE_PAUSED);
+    assert_true(d.next_run_at == 0);
+    store_dep_clear(&d);
+
+    /* An errored deployment cannot be brought back by update. */
+    assert_int_equal(store_dep_get(fx->st, "alice", "p1", &d), 0);
+    d.state = STORE_ERRORED;
+    free(d.error);
+    d.error = strdup("owner key revoked");
+    assert_int_equal(store_dep_update(fx->st, &d), 0);
+    store_dep_clear(&d);
+    expect_error(fx, "{\"type\":\"request\",\"seq\":5,\"command\":\"rrext_deploy_update\","
+                     "\"arguments\":{\"projectId\":\"p1\",\"state\":\"active\"}}",
+                 "conflict", "Deployment 'p1' is errored (owner key revoked)");
+}
+
+static void test_argument_errors(void **state)
+{
+    struct fx *fx = *state;
+    auth(fx, fx->key);
+    static const struct {
+        const char *args, *code, *msg;
+    } cases[] = {
+        {"{}", "bad_request", "pipeline is required"},
+        {"{\"pipeline\":{}}", "bad_request", "pipeline is required"},
+        {"{\"pipeline\":\"x\"}", "bad_request", "pipeline must be an object"},
+        {"{\"pipeline\":[1]}", "bad_request", "pipeline must be an object"},
+        {"{\"pipeline\":{\"a\":1}}", "bad_request", "pipeline.project_id is required"},
+        {"{\"pipeline\":{\"project_id\":5}}", "bad_request",
+         "pipeline.project_id must be a string"},
+        {"{\"pipeline\":{\"project_id\":\"a\\u0001\"}}", "bad_request",
+         "pipeline.project_id must not contain control characters"},
+        {"{\"pipeline\":{\"project_id\":\"p\"},\"schedule\":5}", "bad_request",
+         "schedule must be a string"},
+        {"{\"pipeline\":{\"project_id\":\"p\"},\"schedule\":null}", "bad_request",
+         "schedule must be a string"},
+        {"{\"pipeline\":{\"project_id\":\"p\"},\"schedule\":\"not-a-cron\"}",
+         "bad_request", "Invalid schedule 'not-a-cron': "},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char req[256];
+        snprintf(req, sizeof req,
+                 "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_deploy_add\","
+                 "\"arguments\":%s}",
+                 cases[i].args);
+        expect_error(fx, req, cases[i].code, cases[i].msg);
+    }
+    expect_error(fx, "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_deploy_status\","
+                     "\"arguments\":{\"projectId\":5}}",
+                 "bad_request", "projectId must be a string");
+    expect_error(fx, "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_deploy_remove\"}",
+                 "bad_request", "projectId is required");
+}
+
+static void test_limits(void **state)
+{
+    struct fx *fx = *state;
+    auth(fx, fx->key);
+    fx->cfg.max_pipeline = 64;
+    fx->cfg.max_deployments = 2;
+    expect_error(fx, "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_deploy_add\","
+                     "\"arguments\":{\"pipeline\":{\"project_id\":\"p\",\"pad\":"
+                     "\"0123456789012345678901234567890123456789012345678901234567890\"}}}",
+                 "too_large", "pipeline is too large");
+    for (int i = 0; i < 2; i++) {
+        char req[200];
+        snprintf(req, sizeof req,
+                 "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_deploy_add\","
+                 "\"arguments\":{\"pipeline\":{\"project_id\":\"p%d\"}}}", i);
+        json_decref(send(fx, req));
+    }
+    expect_error(fx, "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_deploy_add\","
+                     "\"arguments\":{\"pipeline\":{\"project_id\":\"p9\"}}}",
+                 "too_large", "Deployment limit reached");
+    char longid[400];
+    memset(longid, 'x', 257);
+    longid[257] = '\0';
+    char req[600];
+    snprintf(req, sizeof req,
+             "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_deploy_add\","
+             "\"arguments\":{\"pipeline\":{\"project_id\":\"%s\"}}}", longid);
+    expect_error(fx, req, "too_large", "pipeline.project_id is longer than 256 bytes");
+}
+
+static void test_monitor_key(void **state)
+{
+    struct fx *fx = *state;
+    auth(fx, fx->monitor);
+    expect_error(fx, "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_deploy_add\","
+                     "\"arguments\":{\"pipeline\":{\"project_id\":\"p\"}}}",
+                 "forbidden", "Permission 'task.control' denied");
+    json_t *r = send(fx, "{\"type\":\"request\",\"seq\":4,\"command\":\"rrext_deploy_list\"}");
+    char *dump = json_dumps(json_object_get(r, "body"), JSON_COMPACT);
+    assert_non_null(dump);
+    assert_string_equal(dump, "{\"deployments\":[]}");
+    free(dump);
+    json_decref(r);
+}
+
+static void test_preview(void **state)
+{
+    struct fx *fx = *state;
+    auth(fx, fx->key);
+    json_t *r = send(fx, "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_deploy_preview\","
+                         "\"arguments\":{\"schedule\":\"0 0 1 1 *\",\"count\":2,"
+                         "\"from\":1767225600.0}}");
+    json_t *body = json_object_get(r, "body");
+    assert_string_equal(str(body, "timezone"), "UTC");
+    json_t *next = json_object_get(body, "next");
+    assert_int_equal(json_array_size(next), 2);
+    assert_string_equal(str(json_array_get(next, 0), "local"),
+                        "2027-01-01T00:00:00+00:00");
+    json_decref(r);
+    expect_error(fx, "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_deploy_preview\","
+                     "\"arguments\":{\"schedule\":\"* * *\"}}",
+                 "bad_request", "Invalid schedule '* * *': ");
+    expect_error(fx, "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_deploy_preview\","
+                     "\"arguments\":{\"schedule\":\"@daily\",\"count\":1001}}",
+                 "bad_request", "count must be an integer from 1 to 1000");
+}
+
+int main(void)
+{
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_malformed),
+        T(test_deep_nesting_keeps_seq),
+        T(test_non_request_ignored),
+        T(test_gate_and_unknown),
+        T(test_auth_and_connect_result),
+        T(test_auth_failures),
+        T(test_revoked_session),
+        T(test_pipeline_verbatim),
+        T(test_update_forces_project_id),
+        T(test_update_rules),
+        T(test_argument_errors),
+        T(test_limits),
+        T(test_monitor_key),
+        T(test_preview),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,1061 @@
+/* test_store.c -- unit tests for store/: schema, keys, deployments.
+ *
+ * Design: every test gets a fresh database file in its own mkdtemp directory
+ * (setup) that teardown closes and removes. Time is passed in explicitly, never
+ * read from the clock. Races between connections are provoked with forked
+ * children, each opening its own connection, as separate processes (the
+ * daemon and the `rrdeploy keys` CLI) do.
+ *
+ * Thread: single-threaded; children are forked before they open anything. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "store/store.h"
+#include "store/store_internal.h"
+
+#define T0 1767225600.0 /* 2026-01-01T00:00:00Z */
+
+struct fx {
+    char dir[64];
+    char path[128];
+    struct store *s; /* owned */
+};
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/rrstore.XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->path, sizeof f->path, "%s/test.db", f->dir);
+    struct err e = {0};
+    int rc = store_open(f->path, &f->s, &e);
+    if (rc)
+        fail_msg("store_open: %d %s", rc, e.msg);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    char p[160];
+    store_close(f->s);
+    static const char *const sfx[] = {"", "-wal", "-shm", "-journal"};
+    for (size_t i = 0; i < sizeof sfx / sizeof sfx[0]; i++) {
+        snprintf(p, sizeof p, "%s%s", f->path, sfx[i]);
+        unlink(p);
+    }
+    rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+static void reopen(struct fx *f)
+{
+    struct err e = {0};
+    store_close(f->s); /* NULL is fine */
+    f->s = NULL;
+    int rc = store_open(f->path, &f->s, &e);
+    if (rc)
+        fail_msg("reopen: %d %s", rc, e.msg);
+}
+
+/* One integer from a query on a separate, raw connection. */
+static int64_t raw_int(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    return v;
+}
+
+static void pragma_text(sqlite3 *db, const char *sql, char *out, size_t n)
+{
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    snprintf(out, n, "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+}
+
+static void make_key(struct store *s, const char *user, unsigned perms, double expires,
+                     double now, char text[STORE_KEY_TEXT_MAX], struct store_key *k)
+{
+    int rc = store_key_create(s, user, "test key", perms, expires, now, text, k);
+    assert_int_equal(rc, 0);
+}
+
+static struct store_dep dep(const char *user, const char *pid, const char *pipeline)
+{
+    struct store_dep d = {
+        .user = (char *)user,
+        .project_id = (char *)pid,
+        .pipeline = (char *)pipeline,
+        .schedule = (char *)"*/5 * * * *",
+        .state = STORE_ACTIVE,
+        .created_by = (char *)user,
+        .owner_key_id = (char *)"k_0000000000000000",
+        .created_at = T0,
+        .updated_at = T0,
+        .next_run_at = T0 + 300,
+    };
+    return d;
+}
+
+/* ================================================================ schema */
+
+static void test_open_migrate_reopen(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 1);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+                                      "AND name IN ('meta','users','api_keys','deployments')"),
+                     4);
+    int64_t n = -1;
+    assert_int_equal(store_key_count(f->s, &n), 0);
+    assert_int_equal(n, 0);
+    reopen(f);
+    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 1);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM meta"), 1);
+    store_close(NULL);
+}
+
+static void test_newer_schema_refused(void **state)
+{
+    struct fx *f = *state;
+    store_close(f->s);
+    f->s = NULL;
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    struct err e = {0};
+    struct store *s = NULL;
+    assert_int_equal(store_open(f->path, &s, &e), RR_E_IO);
+    assert_null(s);
+    assert_non_null(strstr(e.msg, "99"));
+}
+
+static void test_open_bad_path(void **state)
+{
+    struct err e = {0};
+    struct store *s = NULL;
+    assert_int_equal(store_open("/nonexistent-dir-rrdeploy/x.db", &s, &e), RR_E_IO);
+    assert_null(s);
+    assert_non_null(strstr(e.msg, "/nonexistent-dir-rrdeploy/x.db"));
+
+    /* A file that is not a database. */
+    struct fx *f = *state;
+    store_close(f->s);
+    f->s = NULL;
+    FILE *fp = fopen(f->path, "wb");
+    assert_non_null(fp);
+    for (int i = 0; i < 512; i++)
+        fputs("not a database ", fp);
+    fclose(fp);
+    assert_int_equal(store_open(f->path, &s, &e), RR_E_IO);
+    assert_null(s);
+    assert_non_null(strstr(e.msg, "not a database"));
+
+    /* In-memory databases work (no WAL there), e.g. for other modules' tests. */
+    assert_int_equal(store_open(":memory:", &s, &e), 0);
+    char text[STORE_KEY_TEXT_MAX];
+    struct store_key k;
+    assert_int_equal(store_key_create(s, "m", NULL, STORE_PERM_ALL, 0, T0, text, NULL), 0);
+    assert_int_equal(store_key_auth(s, text, T0, &k), 0);
+    store_close(s);
+}
+
+static void test_pragmas(void **state)
+{
+    struct fx *f = *state;
+    sqlite3 *db = store__db(f->s);
+    char v[32];
+    pragma_text(db, "PRAGMA journal_mode", v, sizeof v);
+    assert_string_equal(v, "wal");
+    pragma_text(db, "PRAGMA synchronous", v, sizeof v);
+    assert_string_equal(v, "2");
+    pragma_text(db, "PRAGMA foreign_keys", v, sizeof v);
+    assert_string_equal(v, "1");
+    pragma_text(db, "PRAGMA busy_timeout", v, sizeof v);
+    assert_string_equal(v, "5000");
+    /* WAL is a property of the file: a fresh connection sees it too. */
+    sqlite3 *raw = NULL;
+    assert_int_equal(sqlite3_open(f->path, &raw), SQLITE_OK);
+    pragma_text(raw, "PRAGMA journal_mode", v, sizeof v);
+    assert_string_equal(v, "wal");
+    assert_int_equal(sqlite3_close(raw), SQLITE_OK);
+    /* Owner-only file mode: it holds key hashes and the hash key. */
+    struct stat sb;
+    assert_int_equal(stat(f->path, &sb), 0);
+    assert_int_equal(sb.st_mode & 077, 0);
+}
+
+/* ================================================================ keys */
+
+static int is_lower_hex(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+static void test_key_create_auth(void **state)
+{
+    struct fx *f = *state;
+    char text[STORE_KEY_TEXT_MAX];
+    struct store_key k, a;
+    make_key(f->s, "alice", STORE_PERM_ALL, 0, T0, text, &k);
+
+    assert_int_equal(strlen(text), 4 + 64);
+    assert_memory_equal(text, "rrk_", 4);
+    assert_true(is_lower_hex(text + 4, 64));
+    assert_int_equal(strlen(k.id), 2 + 16);
+    assert_memory_equal(k.id, "k_", 2);
+    assert_true(is_lower_hex(k.id + 2, 16));
+    assert_string_equal(k.user, "alice");
+    assert_string_equal(k.label, "test key");
+    assert_int_equal(k.perms, STORE_PERM_ALL);
+    assert_true(k.created_at == T0);
+    assert_true(k.expires_at == 0);
+    assert_true(k.revoked_at == 0);
+
+    memset(&a, 0, sizeof a);
+    assert_int_equal(store_key_auth(f->s, text, T0 + 1e6, &a), 0);
+    assert_string_equal(a.id, k.id);
+    assert_string_equal(a.user, "alice");
+    assert_string_equal(a.label, "test key");
+    assert_int_equal(a.perms, STORE_PERM_ALL);
+    assert_true(a.created_at == T0);
+
+    /* Wrong keys: one changed hex digit, truncated, extended, garbage. */
+    char bad[STORE_KEY_TEXT_MAX];
+    memcpy(bad, text, sizeof bad);
+    bad[10] = bad[10] == 'a' ? 'b' : 'a';
+    memset(&a, 0x5a, sizeof a);
+    struct store_key untouched = a;
+    assert_int_equal(store_key_auth(f->s, bad, T0, &a), RR_E_NOTFOUND);
+    assert_memory_equal(&a, &untouched, sizeof a); /* OUT written only on success */
+    memcpy(bad, text, sizeof bad);
+    bad[67] = '\0';
+    assert_int_equal(store_key_auth(f->s, bad, T0, &a), RR_E_NOTFOUND);
+    char longer[STORE_KEY_TEXT_MAX + 1];
+    snprintf(longer, sizeof longer, "%sa", text);
+    assert_int_equal(store_key_auth(f->s, longer, T0, &a), RR_E_NOTFOUND);
+    assert_int_equal(store_key_auth(f->s, "", T0, &a), RR_E_NOTFOUND);
+    assert_int_equal(store_key_auth(f->s, NULL, T0, &a), RR_E_NOTFOUND);
+    assert_int_equal(store_key_auth(f->s, k.id, T0, &a), RR_E_NOTFOUND); /* the id is no key */
+
+    /* Label NULL and other permissions; user row is shared. */
+    char text2[STORE_KEY_TEXT_MAX];
+    struct store_key k2;
+    assert_int_equal(store_key_create(f->s, "alice", NULL, STORE_PERM_MONITOR, 0, T0 + 1, text2,
+                                      NULL),
+                     0);
+    assert_string_not_equal(text, text2);
+    assert_int_equal(store_key_auth(f->s, text2, T0, &k2), 0);
+    assert_string_equal(k2.label, "");
+    assert_int_equal(k2.perms, STORE_PERM_MONITOR);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM users"), 1);
+
+    struct store_key g;
+    assert_int_equal(store_key_get(f->s, k.id, &g), 0);
+    assert_string_equal(g.id, k.id);
+    assert_int_equal(store_key_get(f->s, "k_ffffffffffffffff", &g), RR_E_NOTFOUND);
+}
+
+static void test_key_revoke_by_id(void **state)
+{
+    struct fx *f = *state;
+    char text[STORE_KEY_TEXT_MAX];
+    struct store_key k, r, a;
+    make_key(f->s, "bob", STORE_PERM_ALL, 0, T0, text, &k);
+    assert_int_equal(store_key_revoke(f->s, k.id, T0 + 10, &r), 0);
+    assert_string_equal(r.id, k.id);
+    assert_true(r.revoked_at == T0 + 10);
+
+    memset(&a, 0, sizeof a);
+    assert_int_equal(store_key_auth(f->s, text, T0 + 11, &a), RR_E_REVOKED);
+    assert_string_equal(a.id, k.id); /* filled for REVOKED too */
+    assert_string_equal(a.user, "bob");
+    assert_true(a.revoked_at == T0 + 10);
+
+    /* Twice: first revoked_at kept, still 0. */
+    assert_int_equal(store_key_revoke(f->s, k.id, T0 + 50, &r), 0);
+    assert_true(r.revoked_at == T0 + 10);
+    assert_int_equal(store_key_revoke(f->s, k.id, T0 + 60, NULL), 0);
+
+    assert_int_equal(store_key_revoke(f->s, "k_0123456789abcdef", T0, &r), RR_E_NOTFOUND);
+    assert_int_equal(store_key_revoke(f->s, "", T0, &r), RR_E_NOTFOUND);
+    assert_int_equal(store_key_revoke(f->s, NULL, T0, &r), RR_E_NOTFOUND);
+}
+
+static void test_key_revoke_by_text(void **state)
+{
+    struct fx *f = *state;
+    char text[STORE_KEY_TEXT_MAX], other[STORE_KEY_TEXT_MAX];
+    struct store_key k, k2, r, a;
+    make_key(f->s, "carol", STORE_PERM_CONTROL, 0, T0, text, &k);
+    make_key(f->s, "carol", STORE_PERM_CONTROL, 0, T0, other, &k2);
+    assert_int_equal(store_key_revoke(f->s, text, T0 + 5, &r), 0);
+    assert_string_equal(r.id, k.id);
+    assert_int_equal(store_key_auth(f->s, text, T0 + 6, &a), RR_E_REVOKED);
+    assert_int_equal(store_key_auth(f->s, other, T0 + 6, &a), 0); /* only that key */
+
+    char bad[STORE_KEY_TEXT_MAX];
+    memcpy(bad, other, sizeof bad);
+    bad[20] = bad[20] == '0' ? '1' : '0';
+    assert_int_equal(store_key_revoke(f->s, bad, T0, &r), RR_E_NOTFOUND);
+    assert_int_equal(store_key_auth(f->s, other, T0 + 6, &a), 0);
+}
+
+static void test_key_expiry(void **state)
+{
+    struct fx *f = *state;
+    char text[STORE_KEY_TEXT_MAX];
+    struct store_key k, a;
+    make_key(f->s, "dave", STORE_PERM_ALL, T0 + 100, T0, text, &k);
+    assert_true(k.expires_at == T0 + 100);
+    assert_int_equal(store_key_auth(f->s, text, T0 + 99.999, &a), 0);
+    memset(&a, 0, sizeof a);
+    assert_int_equal(store_key_auth(f->s, text, T0 + 100, &a), RR_E_EXPIRED);
+    assert_string_equal(a.id, k.id);
+    assert_true(a.expires_at == T0 + 100);
+    assert_int_equal(store_key_auth(f->s, text, T0 + 1000, &a), RR_E_EXPIRED);
+
+    /* Revoked wins over expired. */
+    assert_int_equal(store_key_revoke(f->s, k.id, T0 + 500, NULL), 0);
+    assert_int_equal(store_key_auth(f->s, text, T0 + 1000, &a), RR_E_REVOKED);
+
+    /* An expiry that is not in the future is refused. */
+    char t2[STORE_KEY_TEXT_MAX];
+    assert_int_equal(store_key_create(f->s, "dave", NULL, STORE_PERM_ALL, T0, T0, t2, NULL),
+                     RR_E_INVAL);
+    assert_int_equal(store_key_create(f->s, "dave", NULL, STORE_PERM_ALL, -5, T0, t2, NULL),
+                     RR_E_INVAL);
+}
+
+static void test_perms_parse_format(void **state)
+{
+    (void)state;
+    unsigned p = 99;
+    struct err e = {0};
+    assert_int_equal(store_perms_parse("task.control,task.monitor", &p, &e), 0);
+    assert_int_equal(p, STORE_PERM_ALL);
+    assert_int_equal(store_perms_parse("  task.monitor  ", &p, &e), 0);
+    assert_int_equal(p, STORE_PERM_MONITOR);
+    assert_int_equal(store_perms_parse(" task.control ,\torg.admin\n", &p, &e), 0);
+    assert_int_equal(p, STORE_PERM_CONTROL | STORE_PERM_ORG_ADMIN);
+    assert_int_equal(store_perms_parse("", &p, &e), 0);
+    assert_int_equal(p, 0);
+    assert_int_equal(store_perms_parse("task.monitor,task.monitor", &p, &e), 0);
+    assert_int_equal(p, STORE_PERM_MONITOR);
+
+    p = 77;
+    assert_int_equal(store_perms_parse("task.control,bogus", &p, &e), RR_E_INVAL);
+    assert_int_equal(p, 77); /* untouched on failure */
+    assert_int_equal(e.code, RR_E_INVAL);
+    assert_string_equal(e.msg, "unknown permission 'bogus'");
+    assert_int_equal(store_perms_parse(" Task.Control ", &p, &e), RR_E_INVAL);
+    assert_string_equal(e.msg, "unknown permission 'Task.Control'");
+    assert_int_equal(store_perms_parse("task.control task.monitor", &p, &e), RR_E_INVAL);
+    assert_string_equal(e.msg, "unknown permission 'task.control task.monitor'");
+    assert_int_equal(store_perms_parse("task", &p, NULL), RR_E_INVAL);
+
+    char out[64];
+    store_perms_format(STORE_PERM_ALL, out, sizeof out);
+    assert_string_equal(out, "task.control,task.monitor");
+    store_perms_format(STORE_PERM_ALL | STORE_PERM_ORG_ADMIN, out, sizeof out);
+    assert_string_equal(out, "task.control,task.monitor,org.admin");
+    store_perms_format(STORE_PERM_MONITOR, out, sizeof out);
+    assert_string_equal(out, "task.monitor");
+    store_perms_format(0, out, sizeof out);
+    assert_string_equal(out, "");
+    store_perms_format(STORE_PERM_ALL, out, 16); /* too small: whole names only */
+    assert_string_equal(out, "task.control");
+
+    /* Round trip. */
+    for (unsigned bits = 0; bits < 8; bits++) {
+        store_perms_format(bits, out, sizeof out);
+        assert_int_equal(store_perms_parse(out, &p, &e), 0);
+        assert_int_equal(p, bits);
+    }
+}
+
+struct key_walk {
+    int n;
+    char ids[8][STORE_KEY_ID_MAX];
+    int stop_at;
+};
+
+static int key_cb(const struct store_key *k, void *ud)
+{
+    struct key_walk *w = ud;
+    snprintf(w->ids[w->n], sizeof w->ids[w->n], "%s", k->id);
+    w->n++;
+    return w->n == w->stop_at ? 42 : 0;
+}
+
+static void test_key_list_count(void **state)
+{
+    struct fx *f = *state;
+    char text[STORE_KEY_TEXT_MAX];
+    struct store_key k[4];
+    /* Created out of time order: the list is ordered by created_at. */
+    make_key(f->s, "u1", STORE_PERM_ALL, 0, T0 + 30, text, &k[0]);
+    make_key(f->s, "u2", STORE_PERM_ALL, 0, T0 + 10, text, &k[1]);
+    make_key(f->s, "u1", STORE_PERM_ALL, 0, T0 + 20, text, &k[2]);
+    make_key(f->s, "u3", STORE_PERM_ALL, 0, T0 + 40, text, &k[3]);
+    int64_t n = 0;
+    assert_int_equal(store_key_count(f->s, &n), 0);
+    assert_int_equal(n, 4);
+
+    struct key_walk w = {0};
+    assert_int_equal(store_key_list(f->s, key_cb, &w), 0);
+    assert_int_equal(w.n, 4);
+    assert_string_equal(w.ids[0], k[1].id);
+    assert_string_equal(w.ids[1], k[2].id);
+    assert_string_equal(w.ids[2], k[0].id);
+    assert_string_equal(w.ids[3], k[3].id);
+
+    memset(&w, 0, sizeof w);
+    w.stop_at = 2;
+    assert_int_equal(store_key_list(f->s, key_cb, &w), 42);
+    assert_int_equal(w.n, 2);
+    /* The statement was reset after an early stop: a new walk starts over. */
+    memset(&w, 0, sizeof w);
+    assert_int_equal(store_key_list(f->s, key_cb, &w), 0);
+    assert_int_equal(w.n, 4);
+}
+
+static void test_hash_key_persists(void **state)
+{
+    struct fx *f = *state;
+    char text[STORE_KEY_TEXT_MAX];
+    struct store_key k, a;
+    make_key(f->s, "erin", STORE_PERM_ALL, 0, T0, text, &k);
+    reopen(f);
+    assert_int_equal(store_key_auth(f->s, text, T0, &a), 0);
+    assert_string_equal(a.id, k.id);
+    int64_t n = 0;
+    assert_int_equal(store_key_count(f->s, &n), 0);
+    assert_int_equal(n, 1);
+}
+
+/* Does the file at path contain needle? (missing file: no) */
+static int file_contains(const char *path, const char *needle)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return 0;
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    assert_non_null(buf);
+    size_t r;
+    while ((r = fread(buf + len, 1, cap - len, fp)) > 0) {
+        len += r;
+        if (len == cap) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+            assert_non_null(buf);
+        }
+    }
+    fclose(fp);
+    size_t nl = strlen(needle);
+    int found = 0;
+    for (size_t i = 0; !found && i + nl <= len; i++)
+        found = memcmp(buf + i, needle, nl) == 0;
+    free(buf);
+    return found;
+}
+
+static void test_key_text_not_in_db(void **state)
+{
+    struct fx *f = *state;
+    char texts[5][STORE_KEY_TEXT_MAX];
+    struct store_key k;
+    for (int i = 0; i < 5; i++)
+        make_key(f->s, "frank", STORE_PERM_ALL, 0, T0 + i, texts[i], &k);
+    char wal[160];
+    snprintf(wal, sizeof wal, "%s-wal", f->path);
+    for (int pass = 0; pass < 2; pass++) {
+        /* The scan itself works: the user name is there. */
+        assert_true(file_contains(f->path, "frank") || file_contains(wal, "frank"));
+        for (int i = 0; i < 5; i++) {
+            assert_false(file_contains(f->path, texts[i] + 4));
+            assert_false(file_contains(wal, texts[i] + 4));
+            char half[40]; /* no recognisable part of it either */
+            snprintf(half, sizeof half, "%.16s", texts[i] + 4);
+            assert_false(file_contains(f->path, half));
+            assert_false(file_contains(wal, half));
+        }
+        reopen(f); /* close checkpoints the WAL into the main file */
+    }
+}
+
+static void test_invalid_user_label(void **state)
+{
+    struct fx *f = *state;
+    char text[STORE_KEY_TEXT_MAX];
+    struct err e = {0};
+    char u65[66], l129[130], u64[65], l128[129];
+    memset(u65, 'a', 65);
+    u65[65] = '\0';
+    memset(u64, 'b', 64);
+    u64[64] = '\0';
+    memset(l129, 'x', 129);
+    l129[129] = '\0';
+    memset(l128, 'y', 128);
+    l128[128] = '\0';
+
+    static const char *const bad_users[] = {"", "a b", "al/ice", "zo\xc3\xab", "tab\t", "a'b"};
+    for (size_t i = 0; i < sizeof bad_users / sizeof bad_users[0]; i++) {
+        assert_int_equal(store_user_validate(bad_users[i], &e), RR_E_INVAL);
+        assert_true(strlen(e.msg) > 0);
+        assert_int_equal(store_key_create(f->s, bad_users[i], NULL, STORE_PERM_ALL, 0, T0, text,
+                                          NULL),
+                         RR_E_INVAL);
+    }
+    assert_int_equal(store_user_validate(NULL, &e), RR_E_INVAL);
+    assert_int_equal(store_user_validate("", &e), RR_E_INVAL);
+    assert_string_equal(e.msg, "user name is empty");
+    assert_int_equal(store_user_validate(u65, &e), RR_E_INVAL);
+    assert_string_equal(e.msg, "user name is longer than 64 bytes");
+    assert_int_equal(store_user_validate("a b", &e), RR_E_INVAL);
+    assert_non_null(strstr(e.msg, "letters, digits"));
+    assert_int_equal(store_user_validate("Ops.Team_1@example-corp", &e), 0);
+    assert_int_equal(store_user_validate(u64, &e), 0);
+
+    assert_int_equal(store_label_validate(NULL, &e), 0);
+    assert_int_equal(store_label_validate("", &e), 0);
+    assert_int_equal(store_label_validate("ci key \xe2\x9c\x93 (prod)", &e), 0);
+    assert_int_equal(store_label_validate(l128, &e), 0);
+    assert_int_equal(store_label_validate(l129, &e), RR_E_INVAL);
+    assert_string_equal(e.msg, "label is longer than 128 bytes");
+    assert_int_equal(store_label_validate("a\nb", &e), RR_E_INVAL);
+    assert_non_null(strstr(e.msg, "control character"));
+    assert_int_equal(store_label_validate("a\x7f", &e), RR_E_INVAL);
+
+    assert_int_equal(store_key_create(f->s, "ok", l129, STORE_PERM_ALL, 0, T0, text, NULL),
+                     RR_E_INVAL);
+    assert_int_equal(store_key_create(f->s, "ok", "a\x1b[31m", STORE_PERM_ALL, 0, T0, text, NULL),
+                     RR_E_INVAL);
+    assert_int_equal(store_key_create(f->s, "ok", NULL, 0x80, 0, T0, text, NULL), RR_E_INVAL);
+    assert_int_equal(store_key_create(f->s, u64, l128, STORE_PERM_ALL, 0, T0, text, NULL), 0);
+
+    /* Nothing half-written by the failures. */
+    int64_t n = 0;
+    assert_int_equal(store_key_count(f->s, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM users"), 1);
+}
+
+/* ================================================================ deployments */
+
+static void assert_dep_equal(const struct store_dep *a, const struct store_dep *b)
+{
+    assert_string_equal(a->user, b->user);
+    assert_string_equal(a->project_id, b->project_id);
+    assert_string_equal(a->pipeline, b->pipeline);
+    assert_string_equal(a->schedule, b->schedule);
+    assert_int_equal(a->state, b->state);
+    if (a->error || b->error) {
+        assert_non_null(a->error);
+        assert_non_null(b->error);
+        assert_string_equal(a->error, b->error);
+    }
+    if (a->created_by || b->created_by)
+        assert_string_equal(a->created_by, b->created_by);
+    if (a->owner_key_id || b->owner_key_id)
+        assert_string_equal(a->owner_key_id, b->owner_key_id);
+    assert_true(a->created_at == b->created_at);
+    assert_true(a->updated_at == b->updated_at);
+    assert_true(a->next_run_at == b->next_run_at);
+}
+
+static void test_dep_insert_get(void **state)
+{
+    struct fx *f = *state;
+    struct store_dep d = dep("alice", "proj-1", "{\"project_id\":\"proj-1\",\"b\":1,\"a\":2}");
+    d.created_at = T0 + 0.125;
+    d.updated_at = T0 + 0.5;
+    assert_int_equal(store_dep_insert(f->s, &d, 10000), 0);
+
+    struct store_dep g = {0};
+    assert_int_equal(store_dep_get(f->s, "alice", "proj-1", &g), 0);
+    assert_dep_equal(&g, &d);
+    assert_null(g.error);
+    store_dep_clear(&g);
+    assert_null(g.user);
+    store_dep_clear(NULL);
+
+    /* next_run_at 0 <-> NULL; error and optional strings NULL <-> NULL. */
+    struct store_dep m = dep("alice", "manual-one", "{}");
+    m.schedule = (char *)"manual";
+    m.next_run_at = 0;
+    m.created_by = NULL;
+    m.owner_key_id = NULL;
+    assert_int_equal(store_dep_insert(f->s, &m, 0), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM deployments WHERE project_id = "
+                                      "'manual-one' AND next_run_at IS NULL AND error IS NULL "
+                                      "AND created_by IS NULL"),
+                     1);
+    assert_int_equal(store_dep_get(f->s, "alice", "manual-one", &g), 0);
+    assert_true(g.next_run_at == 0);
+    assert_null(g.created_by);
+    assert_null(g.owner_key_id);
+    store_dep_clear(&g);
+
+    /* Not found: unknown id, unknown user; out untouched. */
+    memset(&g, 0, sizeof g);
+    assert_int_equal(store_dep_get(f->s, "alice", "nope", &g), RR_E_NOTFOUND);
+    assert_null(g.user);
+    assert_int_equal(store_dep_get(f->s, "nobody", "proj-1", &g), RR_E_NOTFOUND);
+
+    /* Missing required fields are refused. */
+    struct store_dep bad = dep("alice", "x", NULL);
+    assert_int_equal(store_dep_insert(f->s, &bad, 0), RR_E_INVAL);
+    bad = dep("alice", "x", "{}");
+    bad.state = (enum store_state)7;
+    assert_int_equal(store_dep_insert(f->s, &bad, 0), RR_E_INVAL);
+}
+
+static void test_dep_duplicate(void **state)
+{
+    struct fx *f = *state;
+    struct store_dep d = dep("alice", "p", "{\"v\":1}");
+    assert_int_equal(store_dep_insert(f->s, &d, 100), 0);
+    struct store_dep d2 = dep("alice", "p", "{\"v\":2}");
+    assert_int_equal(store_dep_insert(f->s, &d2, 100), RR_E_EXISTS);
+    assert_int_equal(store_dep_insert(f->s, &d2, 0), RR_E_EXISTS);
+    struct store_dep g;
+    assert_int_equal(store_dep_get(f->s, "alice", "p", &g), 0);
+    assert_string_equal(g.pipeline, "{\"v\":1}"); /* the first one stays */
+    store_dep_clear(&g);
+    /* Same project id for another user is a different deployment. */
+    struct store_dep o = dep("bob", "p", "{\"v\":3}");
+    assert_int_equal(store_dep_insert(f->s, &o, 100), 0);
+    /* The store is still usable: no transaction left open. */
+    assert_true(sqlite3_get_autocommit(store__db(f->s)) != 0);
+}
+
+static void test_dep_limit(void **state)
+{
+    struct fx *f = *state;
+    char id[16];
+    for (int i = 0; i < 3; i++) {
+        snprintf(id, sizeof id, "p%d", i);
+        struct store_dep d = dep("alice", id, "{}");
+        assert_int_equal(store_dep_insert(f->s, &d, 3), 0);
+    }
+    struct store_dep d = dep("alice", "p3", "{}");
+    assert_int_equal(store_dep_insert(f->s, &d, 3), RR_E_LIMIT);
+    assert_int_equal(store_dep_get(f->s, "alice", "p3", &(struct store_dep){0}), RR_E_NOTFOUND);
+    /* At the limit a duplicate is still a duplicate. */
+    struct store_dep dup = dep("alice", "p1", "{}");
+    assert_int_equal(store_dep_insert(f->s, &dup, 3), RR_E_EXISTS);
+    /* Other users are counted separately. */
+    struct store_dep o = dep("bob", "p3", "{}");
+    assert_int_equal(store_dep_insert(f->s, &o, 3), 0);
+    int64_t n = 0;
+    assert_int_equal(store_dep_count(f->s, "alice", &n), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(store_dep_count(f->s, "bob", &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(store_dep_count(f->s, NULL, &n), 0);
+    assert_int_equal(n, 4);
+    assert_int_equal(store_dep_count(f->s, "nobody", &n), 0);
+    assert_int_equal(n, 0);
+    /* Room again after a delete. */
+    assert_int_equal(store_dep_delete(f->s, "alice", "p0"), 0);
+    assert_int_equal(store_dep_insert(f->s, &d, 3), 0);
+    assert_int_equal(store_dep_insert(f->s, &dup, 1), RR_E_EXISTS);
+    struct store_dep x = dep("alice", "p9", "{}");
+    assert_int_equal(store_dep_insert(f->s, &x, 1), RR_E_LIMIT);
+}
+
+static void test_dep_update_delete(void **state)
+{
+    struct fx *f = *state;
+    struct store_dep d = dep("alice", "p", "{\"v\":1}");
+    assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
+
+    struct store_dep u = d;
+    u.pipeline = (char *)"{\"v\":2}";
+    u.schedule = (char *)"0 3 * * *";
+    u.state = STORE_ERRORED;
+    u.error = (char *)"owner key k_1 was revoked";
+    u.owner_key_id = (char *)"k_1111111111111111";
+    u.updated_at = T0 + 99;
+    u.next_run_at = 0;
+    assert_int_equal(store_dep_update(f->s, &u), 0);
+    struct store_dep g;
+    assert_int_equal(store_dep_get(f->s, "alice", "p", &g), 0);
+    assert_dep_equal(&g, &u);
+    store_dep_clear(&g);
+
+    u.state = STORE_PAUSED;
+    u.error = NULL;
+    assert_int_equal(store_dep_update(f->s, &u), 0);
+    assert_int_equal(store_dep_get(f->s, "alice", "p", &g), 0);
+    assert_int_equal(g.state, STORE_PAUSED);
+    assert_null(g.error);
+    store_dep_clear(&g);
+
+    struct store_dep missing = dep("alice", "q", "{}");
+    assert_int_equal(store_dep_update(f->s, &missing), RR_E_NOTFOUND);
+    missing = dep("bob", "p", "{}"); /* another user's id */
+    assert_int_equal(store_dep_update(f->s, &missing), RR_E_NOTFOUND);
+    assert_int_equal(store_dep_delete(f->s, "bob", "p"), RR_E_NOTFOUND);
+    assert_int_equal(store_dep_delete(f->s, "alice", "q"), RR_E_NOTFOUND);
+
+    assert_int_equal(store_dep_delete(f->s, "alice", "p"), 0);
+    assert_int_equal(store_dep_delete(f->s, "alice", "p"), RR_E_NOTFOUND);
+    assert_int_equal(store_dep_get(f->s, "alice", "p", &g), RR_E_NOTFOUND);
+}
+
+struct dep_walk {
+    int n;
+    char got[16][64];
+    int stop_at;
+    struct store *s; /* for re-entrant calls */
+    int nested;
+};
+
+static int dep_cb(const struct store_dep *d, void *ud)
+{
+    struct dep_walk *w = ud;
+    assert_true(w->n < 16);
+    snprintf(w->got[w->n], sizeof w->got[w->n], "%s/%s", d->user, d->project_id);
+    w->n++;
+    return w->n == w->stop_at ? -99 : 0;
+}
+
+static void test_dep_list_order_isolation(void **state)
+{
+    struct fx *f = *state;
+    /* BINARY collation: bytes compare, so "C" < "a" < "aa" < "b" < "é". */
+    static const char *const ids[] = {"b", "a", "\xc3\xa9", "C", "aa"};
+    for (size_t i = 0; i < 5; i++) {
+        struct store_dep d = dep("alice", ids[i], "{}");
+        assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
+    }
+    struct store_dep o = dep("bob", "a", "{}");
+    assert_int_equal(store_dep_insert(f->s, &o, 0), 0);
+    o = dep("Adam", "z", "{}");
+    assert_int_equal(store_dep_insert(f->s, &o, 0), 0);
+
+    struct dep_walk w = {0};
+    assert_int_equal(store_dep_list(f->s, "alice", dep_cb, &w), 0);
+    assert_int_equal(w.n, 5);
+    assert_string_equal(w.got[0], "alice/C");
+    assert_string_equal(w.got[1], "alice/a");
+    assert_string_equal(w.got[2], "alice/aa");
+    assert_string_equal(w.got[3], "alice/b");
+    assert_string_equal(w.got[4], "alice/\xc3\xa9");
+
+    memset(&w, 0, sizeof w);
+    assert_int_equal(store_dep_list(f->s, "bob", dep_cb, &w), 0);
+    assert_int_equal(w.n, 1);
+    assert_string_equal(w.got[0], "bob/a");
+
+    memset(&w, 0, sizeof w);
+    assert_int_equal(store_dep_list(f->s, "nobody", dep_cb, &w), 0);
+    assert_int_equal(w.n, 0);
+
+    memset(&w, 0, sizeof w);
+    assert_int_equal(store_dep_list(f->s, NULL, dep_cb, &w), 0);
+    assert_int_equal(w.n, 7);
+    assert_string_equal(w.got[0], "Adam/z");
+    assert_string_equal(w.got[1], "alice/C");
+    assert_string_equal(w.got[6], "bob/a");
+
+    memset(&w, 0, sizeof w);
+    w.stop_at = 2;
+    assert_int_equal(store_dep_list(f->s, NULL, dep_cb, &w), -99);
+    assert_int_equal(w.n, 2);
+
+    /* bob's "a" and alice's "a" are separate rows. */
+    assert_int_equal(store_dep_delete(f->s, "bob", "a"), 0);
+    struct store_dep g;
+    assert_int_equal(store_dep_get(f->s, "alice", "a", &g), 0);
+    store_dep_clear(&g);
+}
+
+static int nested_cb(const struct store_dep *d, void *ud)
+{
+    struct dep_walk *w = ud;
+    struct dep_walk inner = {0};
+    /* Re-enter the same walk and other calls while the outer one runs. */
+    assert_int_equal(store_dep_list(w->s, d->user, dep_cb, &inner), 0);
+    assert_int_equal(inner.n, 2);
+    struct store_dep g;
+    assert_int_equal(store_dep_get(w->s, d->user, d->project_id, &g), 0);
+    assert_string_equal(g.project_id, d->project_id);
+    store_dep_clear(&g);
+    struct store_dep u = *d;
+    u.updated_at = T0 + 1000;
+    assert_int_equal(store_dep_update(w->s, &u), 0);
+    /* A write transaction that fails and rolls back under the running walk. */
+    struct store_dep dup = *d;
+    assert_int_equal(store_dep_insert(w->s, &dup, 0), RR_E_EXISTS);
+    assert_int_equal(store_dep_insert(w->s, &dup, 1), RR_E_EXISTS);
+    w->n++;
+    return 0;
+}
+
+static void test_dep_list_reentrant(void **state)
+{
+    struct fx *f = *state;
+    struct store_dep d = dep("alice", "one", "{}");
+    assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
+    d = dep("alice", "two", "{}");
+    assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
+    struct dep_walk w = {.s = f->s};
+    assert_int_equal(store_dep_list(f->s, "alice", nested_cb, &w), 0);
+    assert_int_equal(w.n, 2);
+    struct store_dep g;
+    assert_int_equal(store_dep_get(f->s, "alice", "two", &g), 0);
+    assert_true(g.updated_at == T0 + 1000);
+    store_dep_clear(&g);
+}
+
+static void test_dep_unicode_big(void **state)
+{
+    struct fx *f = *state;
+    const char *pid = "\xe9\xa1\xb9\xe7\x9b\xae-\xf0\x9f\x9a\x80"; /* 项目-🚀 */
+    const char *pipe_small =
+        "{\"z\":1,\"a\":\"caf\xc3\xa9 \xf0\x9f\x98\x80\",\"m\":[3,2,1],\"e\":\"\\u0000\\n\"}";
+    struct store_dep d = dep("alice", pid, pipe_small);
+    d.schedule = (char *)"30 2 * * 1-5";
+    assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
+    struct store_dep g;
+    assert_int_equal(store_dep_get(f->s, "alice", pid, &g), 0);
+    assert_string_equal(g.project_id, pid);
+    assert_string_equal(g.pipeline, pipe_small);
+    store_dep_clear(&g);
+
+    /* 1 MiB pipeline, non-repeating content, round-trips byte for byte. */
+    size_t n = 1u << 20;
+    char *big = malloc(n + 1);
+    assert_non_null(big);
+    memcpy(big, "{\"k\":\"", 6);
+    for (size_t i = 6; i < n - 2; i++)
+        big[i] = (char)('a' + (i * 7919u) % 26);
+    memcpy(big + n - 2, "\"}", 2);
+    big[n] = '\0';
+    struct store_dep b = dep("alice", "big", big);
+    assert_int_equal(store_dep_insert(f->s, &b, 0), 0);
+    reopen(f);
+    assert_int_equal(store_dep_get(f->s, "alice", "big", &g), 0);
+    assert_int_equal(strlen(g.pipeline), n);
+    assert_memory_equal(g.pipeline, big, n);
+    store_dep_clear(&g);
+    free(big);
+}
+
+static int key_dep_cb(const struct store_dep *d, void *ud)
+{
+    return dep_cb(d, ud);
+}
+
+static void test_dep_list_by_key(void **state)
+{
+    struct fx *f = *state;
+    struct store_dep d = dep("alice", "a1", "{}");
+    d.owner_key_id = (char *)"k_aaaaaaaaaaaaaaaa";
+    assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
+    d = dep("alice", "a2", "{}");
+    d.owner_key_id = (char *)"k_bbbbbbbbbbbbbbbb";
+    assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
+    d = dep("alice", "a0", "{}");
+    d.owner_key_id = (char *)"k_aaaaaaaaaaaaaaaa";
+    assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
+    struct dep_walk w = {0};
+    assert_int_equal(store_dep_list_by_key(f->s, "k_aaaaaaaaaaaaaaaa", key_dep_cb, &w), 0);
+    assert_int_equal(w.n, 2);
+    assert_string_equal(w.got[0], "alice/a0");
+    assert_string_equal(w.got[1], "alice/a1");
+    memset(&w, 0, sizeof w);
+    assert_int_equal(store_dep_list_by_key(f->s, "k_cccccccccccccccc", key_dep_cb, &w), 0);
+    assert_int_equal(w.n, 0);
+}
+
+static void test_state_names(void **state)
+{
+    (void)state;
+    enum store_state st;
+    static const char *const names[] = {"active", "paused", "errored"};
+    for (int i = 0; i < 3; i++) {
+        assert_string_equal(store_state_name((enum store_state)i), names[i]);
+        assert_int_equal(store_state_parse(names[i], &st), 0);
+        assert_int_equal(st, i);
+    }
+    assert_int_equal(store_state_parse("Active", &st), RR_E_INVAL);
+    assert_int_equal(store_state_parse("", &st), RR_E_INVAL);
+    assert_int_equal(store_state_parse(NULL, &st), RR_E_INVAL);
+}
+
+/* ================================================================ several connections */
+
+static void test_two_connections(void **state)
+{
+    struct fx *f = *state;
+    struct store *b = NULL;
+    struct err e = {0};
+    assert_int_equal(store_open(f->path, &b, &e), 0);
+
+    /* Same (user, project) from the second connection: EXISTS. */
+    struct store_dep d = dep("alice", "p", "{}");
+    assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
+    assert_int_equal(store_dep_insert(b, &d, 0), RR_E_EXISTS);
+    struct store_dep g;
+    assert_int_equal(store_dep_get(b, "alice", "p", &g), 0);
+    store_dep_clear(&g);
+
+    /* A key made on A, revoked on B (the CLI), is seen as revoked on A, and A's
+     * data_version moves when B commits, but not for A's own writes. */
+    char text[STORE_KEY_TEXT_MAX];
+    struct store_key k, a;
+    make_key(f->s, "alice", STORE_PERM_ALL, 0, T0, text, &k);
+    int64_t v0 = 0, v1 = 0, v2 = 0, v3 = 0;
+    assert_int_equal(store_data_version(f->s, &v0), 0);
+    assert_int_equal(store_data_version(f->s, &v1), 0);
+    assert_true(v0 == v1);
+    assert_int_equal(store_key_auth(f->s, text, T0, &a), 0);
+
+    assert_int_equal(store_key_revoke(b, k.id, T0 + 1, NULL), 0);
+    assert_int_equal(store_data_version(f->s, &v2), 0);
+    assert_true(v2 != v1);
+    assert_int_equal(store_key_auth(f->s, text, T0 + 2, &a), RR_E_REVOKED);
+
+    struct store_dep d2 = dep("alice", "q", "{}");
+    assert_int_equal(store_dep_insert(f->s, &d2, 0), 0); /* A's own write */
+    assert_int_equal(store_data_version(f->s, &v3), 0);
+    assert_true(v3 == v2);
+
+    /* Keys created on B authenticate on A (same hash key). */
+    char text2[STORE_KEY_TEXT_MAX];
+    make_key(b, "bob", STORE_PERM_MONITOR, 0, T0, text2, NULL);
+    assert_int_equal(store_key_auth(f->s, text2, T0, &a), 0);
+    assert_string_equal(a.user, "bob");
+
+    store_close(b);
+}
+
+/* Fork n children that each open their own connection and insert; return how
+ * many got 0, RR_E_EXISTS and RR_E_LIMIT. The parent's connection is closed
+ * across the fork: a SQLite connection must never be carried into a child. */
+static void race(struct fx *f, int n, int same_id, int64_t max, int *ok, int *exists,
+                 int *limit)
+{
+    const char *path = f->path;
+    store_close(f->s);
+    f->s = NULL;
+    pid_t pids[16];
+    int go[2];
+    assert_true(n <= 16);
+    assert_int_equal(pipe(go), 0);
+    for (int i = 0; i < n; i++) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            close(go[1]);
+            struct store *s = NULL;
+            if (store_open(path, &s, NULL) != 0)
+                _exit(100);
+            char buf;
+            if (read(go[0], &buf, 1) < 0) /* wait until everyone is ready */
+                _exit(101);
+            char id[16];
+            snprintf(id, sizeof id, "p%d", same_id ? 0 : i);
+            struct store_dep d = dep("racer", id, "{}");
+            int rc = store_dep_insert(s, &d, max);
+            store_close(s);
+            _exit(rc == 0 ? 0 : rc == RR_E_EXISTS ? 1 : rc == RR_E_LIMIT ? 2 : 3);
+        }
+        pids[i] = pid;
+    }
+    close(go[0]);
+    close(go[1]); /* EOF releases every child at once */
+    *ok = *exists = *limit = 0;
+    for (int i = 0; i < n; i++) {
+        int st = 0;
+        assert_int_equal(waitpid(pids[i], &st, 0), pids[i]);
+        assert_true(WIFEXITED(st));
+        switch (WEXITSTATUS(st)) {
+        case 0: (*ok)++; break;
+        case 1: (*exists)++; break;
+        case 2: (*limit)++; break;
+        default: fail_msg("child exit %d", WEXITSTATUS(st));
+        }
+    }
+    reopen(f);
+}
+
+static void test_racing_inserts(void **state)
+{
+    struct fx *f = *state;
+    int ok, exists, limit;
+    race(f, 8, 1, 0, &ok, &exists, &limit);
+    assert_int_equal(ok, 1);
+    assert_int_equal(exists, 7);
+    assert_int_equal(limit, 0);
+
+    assert_int_equal(store_dep_delete(f->s, "racer", "p0"), 0);
+    race(f, 8, 0, 3, &ok, &exists, &limit);
+    assert_int_equal(ok, 3);
+    assert_int_equal(limit, 5);
+    int64_t n = 0;
+    assert_int_equal(store_dep_count(f->s, "racer", &n), 0);
+    assert_int_equal(n, 3);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_open_migrate_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_bad_path, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pragmas, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_create_auth, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_revoke_by_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_revoke_by_text, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_expiry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_perms_parse_format, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_list_count, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hash_key_persists, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_text_not_in_db, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_invalid_user_label, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dep_insert_get, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dep_duplicate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dep_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dep_update_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dep_list_order_isolation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dep_list_reentrant, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dep_unicode_big, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dep_list_by_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_names, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_connections, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_racing_inserts, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

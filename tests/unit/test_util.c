@@ -1,0 +1,194 @@
+/* test_util.c -- unit tests for util: the raw JSON scanner and buffers. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/jraw.h"
+#include "util/util.h"
+
+static int check(const char *s, int depth)
+{
+    struct err e = {0};
+    return jraw_check(s, strlen(s), depth, &e);
+}
+
+static void test_jraw_valid(void **state)
+{
+    (void)state;
+    static const char *const ok[] = {
+        "{}", "[]", "0", "-0", "-0.0", "1e400", "1E+2", "0.1000",
+        "12345678901234567890", "\"\"", "true", "false", "null",
+        " { \"a\" : [ 1 , 2 , { } ] } ", "\"\\u00e9\\ud83d\\ude00\"",
+        "\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"", "\"h\xc3\xa9\xf0\x9f\x98\x80\"",
+        "[[[[]]]]", "{\"a\":{\"b\":{\"c\":null}}}", "\"\\u0000\"",
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        if (check(ok[i], 64) != 0)
+            fail_msg("rejected valid JSON: %s", ok[i]);
+    }
+}
+
+static void test_jraw_invalid(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "", " ", "{", "}", "[1,]", "{\"a\":1,}", "{a:1}", "01", "1.", ".5",
+        "1e", "+1", "-", "tru", "nul", "\"abc", "\"\\x\"", "\"\\u12\"",
+        "\"\\ud800\"", "\"\\udc00\"", "\"\\ud800\\u0041\"", "\"\t\"",
+        "[1 2]", "{\"a\" 1}", "{} {}", "\"\xff\"", "\"\xc0\xaf\"",
+        "\"\xed\xa0\x80\"", "\"\xf4\x90\x80\x80\"", "NaN", "Infinity",
+        "[1]x", "\"\xe2\x82\"",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (check(bad[i], 64) == 0)
+            fail_msg("accepted invalid JSON: %s", bad[i]);
+    }
+}
+
+static void test_jraw_depth(void **state)
+{
+    (void)state;
+    char deep[200];
+    for (int d = 1; d <= 66; d++) {
+        memset(deep, 0, sizeof deep);
+        for (int i = 0; i < d; i++)
+            deep[i] = '[';
+        for (int i = 0; i < d; i++)
+            deep[d + i] = ']';
+        struct err e = {0};
+        int rc = jraw_check(deep, strlen(deep), 64, &e);
+        if (d <= 64)
+            assert_int_equal(rc, 0);
+        else {
+            assert_int_equal(rc, RR_E_INVAL);
+            assert_non_null(strstr(e.msg, "nesting deeper than 64"));
+        }
+    }
+    /* A million open brackets: bounded, no stack overflow. */
+    size_t n = 1000000;
+    char *huge = malloc(n);
+    memset(huge, '[', n);
+    assert_int_equal(jraw_check(huge, n, 64, NULL), RR_E_INVAL);
+    free(huge);
+}
+
+static void test_jraw_error_message(void **state)
+{
+    (void)state;
+    struct err e = {0};
+    assert_int_equal(jraw_check("{\"a\":]", 6, 64, &e), RR_E_INVAL);
+    assert_non_null(strstr(e.msg, "offset 5"));
+    assert_int_equal(jraw_check("[1,2", 4, 64, &e), RR_E_INVAL);
+    assert_non_null(strstr(e.msg, "end of input"));
+}
+
+static void test_jraw_compact(void **state)
+{
+    (void)state;
+    const char *in = " {\n \"a b\" : [ 1 , 2.50 , \"x \\\" y\" ] ,\t\"c\":1e400 } ";
+    struct buf b;
+    buf_init(&b, 0);
+    jraw_compact(&b, in, strlen(in));
+    assert_string_equal(buf_cstr(&b), "{\"a b\":[1,2.50,\"x \\\" y\"],\"c\":1e400}");
+    buf_free(&b);
+}
+
+static void test_jraw_member(void **state)
+{
+    (void)state;
+    const char *s = "{ \"x\" : {\"pipeline\":1}, \"pipeline\" : {\"k\": [1, {}]} , "
+                    "\"\\u0070ipe\\u006cine2\": \"v\", \"seq\": 7 }";
+    struct jraw_span sp, key;
+    assert_true(jraw_member(s, strlen(s), "pipeline", &sp, &key));
+    assert_int_equal(sp.n, strlen("{\"k\": [1, {}]}"));
+    assert_memory_equal(sp.p, "{\"k\": [1, {}]}", sp.n);
+    assert_memory_equal(key.p, "\"pipeline\"", key.n);
+    assert_true(jraw_member(s, strlen(s), "pipeline2", &sp, NULL));
+    assert_memory_equal(sp.p, "\"v\"", sp.n);
+    assert_true(jraw_member(s, strlen(s), "seq", &sp, NULL));
+    assert_memory_equal(sp.p, "7", sp.n);
+    assert_false(jraw_member(s, strlen(s), "k", &sp, NULL));
+    assert_false(jraw_member("[1]", 3, "k", &sp, NULL));
+
+    /* Duplicate keys: the last one wins, as in common parsers. */
+    const char *d = "{\"a\":1,\"a\":22}";
+    assert_true(jraw_member(d, strlen(d), "a", &sp, NULL));
+    assert_memory_equal(sp.p, "22", sp.n);
+
+    /* Astral key via surrogate escapes. */
+    const char *u = "{\"\\ud83d\\ude00\":true}";
+    assert_true(jraw_member(u, strlen(u), "\xf0\x9f\x98\x80", &sp, NULL));
+    assert_memory_equal(sp.p, "true", sp.n);
+}
+
+static void test_jraw_member_garbage(void **state)
+{
+    (void)state;
+    /* Lookup is also used best-effort on invalid input: it must stay in bounds. */
+    static const char *const junk[] = {
+        "{\"seq\":", "{\"seq", "{\"", "{", "{\"a\":[", "{\"\\u12", "{\"\\",
+        "{\"a\":\"\\u", "{\"a\":1,\"seq\":12",
+    };
+    struct jraw_span sp;
+    for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++) {
+        size_t n = strlen(junk[i]);
+        char *copy = malloc(n); /* exact size so ASan sees any overrun */
+        memcpy(copy, junk[i], n);
+        (void)jraw_member(copy, n, "seq", &sp, NULL);
+        free(copy);
+    }
+}
+
+static void test_buf_json(void **state)
+{
+    (void)state;
+    struct buf b;
+    buf_init(&b, 16);
+    buf_json_str(&b, "a\"b\\c\n\x01\x7f\xc3\xa9", 10);
+    assert_string_equal(buf_cstr(&b), "\"a\\\"b\\\\c\\n\\u0001\x7f\xc3\xa9\"");
+    buf_reset(&b);
+    buf_json_cstr(&b, NULL);
+    buf_putc(&b, ' ');
+    buf_json_time(&b, 1763797397.5123449);
+    assert_string_equal(buf_cstr(&b), "null 1763797397.512345");
+    buf_reset(&b);
+    for (int i = 0; i < 1000; i++)
+        buf_printf(&b, "%04d", i);
+    assert_int_equal(b.len, 4000);
+    assert_memory_equal(buf_data(&b) + 3996, "0999", 4);
+    size_t n;
+    char *s = buf_take(&b, &n);
+    assert_int_equal(n, 4000);
+    free(s);
+    buf_free(&b);
+}
+
+static void test_err_set(void **state)
+{
+    (void)state;
+    struct err e;
+    assert_int_equal(err_set(&e, RR_E_NOTFOUND, "x %d", 5), RR_E_NOTFOUND);
+    assert_string_equal(e.msg, "x 5");
+    assert_int_equal(err_set(NULL, RR_E_INVAL, "ignored"), RR_E_INVAL);
+    assert_string_equal(err_str(RR_E_EXISTS), "already exists");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_jraw_valid),
+        cmocka_unit_test(test_jraw_invalid),
+        cmocka_unit_test(test_jraw_depth),
+        cmocka_unit_test(test_jraw_error_message),
+        cmocka_unit_test(test_jraw_compact),
+        cmocka_unit_test(test_jraw_member),
+        cmocka_unit_test(test_jraw_member_garbage),
+        cmocka_unit_test(test_buf_json),
+        cmocka_unit_test(test_err_set),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

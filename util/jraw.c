@@ -1,0 +1,444 @@
+/* jraw.c -- a validating JSON scanner that keeps text as it is.
+ *
+ * Design: one recursive-descent validator with an explicit depth bound (so
+ * hostile nesting costs a bounded stack), a whitespace-stripping copier that
+ * relies on prior validation, and a member lookup that walks only the top
+ * level of an object, skipping nested values by bracket counting. Thread:
+ * pure functions. */
+#include "util/jraw.h"
+
+#include <string.h>
+
+/* ---------------------------------------------------------------- validator */
+
+struct scan {
+    const char *s;
+    size_t n, i;
+    int max_depth;
+    struct err *e;
+};
+
+static int fail(struct scan *sc, const char *what)
+{
+    if (sc->i >= sc->n)
+        return err_set(sc->e, RR_E_INVAL, "%s at end of input", what);
+    unsigned char c = (unsigned char)sc->s[sc->i];
+    if (c >= 0x20 && c < 0x7f)
+        return err_set(sc->e, RR_E_INVAL, "%s: unexpected '%c' at offset %zu",
+                       what, c, sc->i);
+    return err_set(sc->e, RR_E_INVAL, "%s: unexpected byte 0x%02x at offset %zu",
+                   what, c, sc->i);
+}
+
+static void skip_ws(struct scan *sc)
+{
+    while (sc->i < sc->n) {
+        char c = sc->s[sc->i];
+        if (c != ' ' && c != '\t' && c != '\n' && c != '\r')
+            break;
+        sc->i++;
+    }
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Read 4 hex digits at s[i..]; -1 if not hex. */
+static long hex4(const char *s, size_t n, size_t i)
+{
+    if (i + 4 > n)
+        return -1;
+    long v = 0;
+    for (int k = 0; k < 4; k++) {
+        int h = hexval(s[i + (size_t)k]);
+        if (h < 0)
+            return -1;
+        v = v * 16 + h;
+    }
+    return v;
+}
+
+/* Length of the valid UTF-8 sequence at s[0..n), or 0 if invalid. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t len;
+    unsigned min;
+    unsigned cp;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2, cp = c & 0x1f, min = 0x80;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3, cp = c & 0x0f, min = 0x800;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4, cp = c & 0x07, min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (len > n)
+        return 0;
+    for (size_t k = 1; k < len; k++) {
+        if ((s[k] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[k] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return len;
+}
+
+static int scan_string(struct scan *sc)
+{
+    sc->i++; /* opening quote */
+    while (sc->i < sc->n) {
+        unsigned char c = (unsigned char)sc->s[sc->i];
+        if (c == '"') {
+            sc->i++;
+            return 0;
+        }
+        if (c < 0x20)
+            return fail(sc, "control character in string");
+        if (c == '\\') {
+            if (sc->i + 1 >= sc->n)
+                return fail(sc, "unterminated string");
+            char x = sc->s[sc->i + 1];
+            if (strchr("\"\\/bfnrt", x) && x) {
+                sc->i += 2;
+                continue;
+            }
+            if (x != 'u') {
+                sc->i++;
+                return fail(sc, "invalid escape");
+            }
+            long u = hex4(sc->s, sc->n, sc->i + 2);
+            if (u < 0)
+                return fail(sc, "invalid \\u escape");
+            sc->i += 6;
+            if (u >= 0xd800 && u <= 0xdbff) { /* needs a low surrogate */
+                long lo = (sc->i + 1 < sc->n && sc->s[sc->i] == '\\' &&
+                           sc->s[sc->i + 1] == 'u')
+                              ? hex4(sc->s, sc->n, sc->i + 2)
+                              : -1;
+                if (lo < 0xdc00 || lo > 0xdfff)
+                    return fail(sc, "unpaired surrogate in \\u escape");
+                sc->i += 6;
+            } else if (u >= 0xdc00 && u <= 0xdfff) {
+                return fail(sc, "unpaired surrogate in \\u escape");
+            }
+            continue;
+        }
+        size_t len = utf8_len((const unsigned char *)sc->s + sc->i, sc->n - sc->i);
+        if (!len)
+            return fail(sc, "invalid UTF-8 in string");
+        sc->i += len;
+    }
+    return fail(sc, "unterminated string");
+}
+
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static int scan_number(struct scan *sc)
+{
+    size_t i = sc->i;
+    const char *s = sc->s;
+    if (i < sc->n && s[i] == '-')
+        i++;
+    if (i < sc->n && s[i] == '0') {
+        i++;
+    } else if (i < sc->n && s[i] >= '1' && s[i] <= '9') {
+        while (i < sc->n && is_digit(s[i]))
+            i++;
+    } else {
+        sc->i = i;
+        return fail(sc, "invalid number");
+    }
+    if (i < sc->n && s[i] == '.') {
+        i++;
+        if (i >= sc->n || !is_digit(s[i])) {
+            sc->i = i;
+            return fail(sc, "invalid number");
+        }
+        while (i < sc->n && is_digit(s[i]))
+            i++;
+    }
+    if (i < sc->n && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < sc->n && (s[i] == '+' || s[i] == '-'))
+            i++;
+        if (i >= sc->n || !is_digit(s[i])) {
+            sc->i = i;
+            return fail(sc, "invalid number");
+        }
+        while (i < sc->n && is_digit(s[i]))
+            i++;
+    }
+    sc->i = i;
+    return 0;
+}
+
+static int scan_literal(struct scan *sc, const char *lit)
+{
+    size_t len = strlen(lit);
+    if (sc->n - sc->i < len || memcmp(sc->s + sc->i, lit, len) != 0)
+        return fail(sc, "invalid literal");
+    sc->i += len;
+    return 0;
+}
+
+static int scan_value(struct scan *sc, int depth);
+
+static int scan_container(struct scan *sc, int depth, char close)
+{
+    if (depth >= sc->max_depth)
+        return err_set(sc->e, RR_E_INVAL, "nesting deeper than %d levels",
+                       sc->max_depth);
+    sc->i++; /* opening bracket */
+    skip_ws(sc);
+    if (sc->i < sc->n && sc->s[sc->i] == close) {
+        sc->i++;
+        return 0;
+    }
+    for (;;) {
+        int rc;
+        if (close == '}') {
+            if (sc->i >= sc->n || sc->s[sc->i] != '"')
+                return fail(sc, "expected member name");
+            if ((rc = scan_string(sc)))
+                return rc;
+            skip_ws(sc);
+            if (sc->i >= sc->n || sc->s[sc->i] != ':')
+                return fail(sc, "expected ':'");
+            sc->i++;
+            skip_ws(sc);
+        }
+        if ((rc = scan_value(sc, depth + 1)))
+            return rc;
+        skip_ws(sc);
+        if (sc->i < sc->n && sc->s[sc->i] == ',') {
+            sc->i++;
+            skip_ws(sc);
+            continue;
+        }
+        if (sc->i < sc->n && sc->s[sc->i] == close) {
+            sc->i++;
+            return 0;
+        }
+        return fail(sc, close == '}' ? "expected ',' or '}'" : "expected ',' or ']'");
+    }
+}
+
+static int scan_value(struct scan *sc, int depth)
+{
+    if (sc->i >= sc->n)
+        return fail(sc, "expected a value");
+    switch (sc->s[sc->i]) {
+    case '{': return scan_container(sc, depth, '}');
+    case '[': return scan_container(sc, depth, ']');
+    case '"': return scan_string(sc);
+    case 't': return scan_literal(sc, "true");
+    case 'f': return scan_literal(sc, "false");
+    case 'n': return scan_literal(sc, "null");
+    case '-': return scan_number(sc);
+    default:
+        if (sc->s[sc->i] >= '0' && sc->s[sc->i] <= '9')
+            return scan_number(sc);
+        return fail(sc, "expected a JSON value");
+    }
+}
+
+int jraw_check(const char *s, size_t n, int max_depth, struct err *e)
+{
+    struct scan sc = {s, n, 0, max_depth, e};
+    skip_ws(&sc);
+    int rc = scan_value(&sc, 0);
+    if (rc)
+        return rc;
+    skip_ws(&sc);
+    if (sc.i != n)
+        return fail(&sc, "trailing data after JSON value");
+    return 0;
+}
+
+/* ---------------------------------------------------------------- compactor */
+
+void jraw_compact(struct buf *out, const char *s, size_t n)
+{
+    size_t run = 0; /* start of pending bytes to copy */
+    bool in_str = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (in_str) {
+            if (c == '\\')
+                i++; /* the escaped byte can't end the string */
+            else if (c == '"')
+                in_str = false;
+            continue;
+        }
+        if (c == '"') {
+            in_str = true;
+        } else if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+            buf_append(out, s + run, i - run);
+            run = i + 1;
+        }
+    }
+    buf_append(out, s + run, n - run);
+}
+
+/* ---------------------------------------------------------------- lookup */
+
+/* Skip a string starting at s[i] == '"'; returns the index after it. */
+static size_t skip_string(const char *s, size_t n, size_t i)
+{
+    for (i++; i < n; i++) {
+        if (s[i] == '\\')
+            i++;
+        else if (s[i] == '"')
+            return i + 1;
+    }
+    return n;
+}
+
+static size_t skip_ws_at(const char *s, size_t n, size_t i)
+{
+    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
+        i++;
+    return i;
+}
+
+/* Skip one valid value starting at s[i]; returns the index after it. */
+static size_t skip_value(const char *s, size_t n, size_t i)
+{
+    if (i >= n)
+        return n;
+    if (s[i] == '"')
+        return skip_string(s, n, i);
+    if (s[i] == '{' || s[i] == '[') {
+        int depth = 0;
+        for (; i < n; i++) {
+            char c = s[i];
+            if (c == '"') {
+                i = skip_string(s, n, i) - 1;
+            } else if (c == '{' || c == '[') {
+                depth++;
+            } else if (c == '}' || c == ']') {
+                if (--depth == 0)
+                    return i + 1;
+            }
+        }
+        return n;
+    }
+    while (i < n && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' &&
+           s[i] != '\t' && s[i] != '\n' && s[i] != '\r')
+        i++;
+    return i;
+}
+
+/* Encode code point cp as UTF-8 into out; returns its length. */
+static size_t utf8_put(unsigned long cp, char out[4])
+{
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (char)(0xc0 | (cp >> 6));
+        out[1] = (char)(0x80 | (cp & 0x3f));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xe0 | (cp >> 12));
+        out[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        out[2] = (char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    out[0] = (char)(0xf0 | (cp >> 18));
+    out[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
+    out[3] = (char)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
+/* Does the (valid) JSON string s[i..end) -- quotes included -- decode to key? */
+static bool string_equals(const char *s, size_t i, size_t end, const char *key)
+{
+    size_t klen = strlen(key), k = 0;
+    for (i++; i < end - 1;) {
+        char dec[4];
+        size_t dlen;
+        if (s[i] != '\\') {
+            dec[0] = s[i++];
+            dlen = 1;
+        } else {
+            char x = s[i + 1];
+            i += 2;
+            switch (x) {
+            case 'b': dec[0] = '\b', dlen = 1; break;
+            case 'f': dec[0] = '\f', dlen = 1; break;
+            case 'n': dec[0] = '\n', dlen = 1; break;
+            case 'r': dec[0] = '\r', dlen = 1; break;
+            case 't': dec[0] = '\t', dlen = 1; break;
+            case 'u': {
+                unsigned long cp = (unsigned long)hex4(s, end, i);
+                i += 4;
+                if (cp >= 0xd800 && cp <= 0xdbff) {
+                    unsigned long lo = (unsigned long)hex4(s, end, i + 2);
+                    i += 6;
+                    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                }
+                dlen = utf8_put(cp, dec);
+                break;
+            }
+            default: dec[0] = x, dlen = 1; break;
+            }
+        }
+        if (k + dlen > klen || memcmp(key + k, dec, dlen) != 0)
+            return false;
+        k += dlen;
+    }
+    return k == klen;
+}
+
+bool jraw_member(const char *s, size_t n, const char *key,
+                 struct jraw_span *out, struct jraw_span *key_at)
+{
+    size_t i = skip_ws_at(s, n, 0);
+    if (i >= n || s[i] != '{')
+        return false;
+    bool found = false;
+    i = skip_ws_at(s, n, i + 1);
+    while (i < n && s[i] == '"') {
+        size_t kstart = i, kend = skip_string(s, n, i);
+        i = skip_ws_at(s, n, kend);
+        if (i >= n || s[i] != ':')
+            break; /* only reachable on invalid input */
+        i = skip_ws_at(s, n, i + 1);
+        if (i >= n)
+            break;
+        size_t vend = skip_value(s, n, i);
+        if (string_equals(s, kstart, kend, key)) {
+            found = true;
+            out->p = s + i;
+            out->n = vend - i;
+            if (key_at) {
+                key_at->p = s + kstart;
+                key_at->n = kend - kstart;
+            }
+        }
+        i = skip_ws_at(s, n, vend);
+        if (i < n && s[i] == ',')
+            i = skip_ws_at(s, n, i + 1);
+    }
+    return found;
+}

@@ -1,0 +1,41 @@
+/* jraw.h -- validate, compact and query JSON text without building a tree.
+ *
+ * Deployment pipelines must come back exactly as they were sent: key order,
+ * number spelling (1e400, 0.10, 12345678901234567890) and string escapes. A
+ * tree library normalises all three, so rrdeploy keeps pipelines as text and
+ * uses this scanner to check them, strip insignificant white space and find
+ * members. Thread: pure functions, no state. */
+#ifndef RR_JRAW_H
+#define RR_JRAW_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "util/util.h"
+
+/* A slice of the input text: the raw JSON of one value. */
+struct jraw_span {
+    const char *p; /* borrowed from the scanned text */
+    size_t n;
+};
+
+/* Check that s[0..n) is exactly one JSON value (RFC 8259) with surrounding
+ * white space allowed and containers nested at most max_depth deep. Returns 0,
+ * or RR_E_INVAL with a reason such as "unexpected ']' at offset 12" or
+ * "nesting deeper than 64 levels" in e. Strings must be valid UTF-8. */
+int jraw_check(const char *s, size_t n, int max_depth, struct err *e);
+
+/* Append a copy of the valid JSON s[0..n) with all insignificant white space
+ * removed. Everything else (escapes, numbers, key order) is kept byte for byte. */
+void jraw_compact(struct buf *out, const char *s, size_t n);
+
+/* s[0..n) is a valid JSON value. If it is an object with member `key`
+ * (compared after unescaping), store the raw value of its last occurrence in
+ * *out and return true; otherwise return false. `key_at`, when not NULL,
+ * receives the span of that member's key string (quotes included). On invalid
+ * text it stays within s[0..n) and its answer is only a best guess. */
+bool jraw_member(const char *s, size_t n, const char *key,
+                 struct jraw_span *out /* OUT */,
+                 struct jraw_span *key_at /* OUT, may be NULL */);
+
+#endif
