@@ -66,36 +66,6 @@ static long hex4(const char *s, size_t n, size_t i)
     return v;
 }
 
-/* Length of the valid UTF-8 sequence at s[0..n), or 0 if invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    size_t len;
-    unsigned min;
-    unsigned cp;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2, cp = c & 0x1f, min = 0x80;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3, cp = c & 0x0f, min = 0x800;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4, cp = c & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (len > n)
-        return 0;
-    for (size_t k = 1; k < len; k++) {
-        if ((s[k] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[k] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return len;
-}
-
 static int scan_string(struct scan *sc)
 {
     sc->i++; /* opening quote */
@@ -136,7 +106,7 @@ static int scan_string(struct scan *sc)
             }
             continue;
         }
-        size_t len = utf8_len((const unsigned char *)sc->s + sc->i, sc->n - sc->i);
+        size_t len = utf8_seq_len((const unsigned char *)sc->s + sc->i, sc->n - sc->i);
         if (!len)
             return fail(sc, "invalid UTF-8 in string");
         sc->i += len;

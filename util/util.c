@@ -282,6 +282,53 @@ void buf_json_str(struct buf *b, const char *s, size_t n)
     buf_putc(b, '"');
 }
 
+size_t utf8_seq_len(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t len;
+    unsigned cp, min;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        len = 2, cp = c & 0x1fu, min = 0x80;
+    else if (c >= 0xe0 && c <= 0xef)
+        len = 3, cp = c & 0x0fu, min = 0x800;
+    else if (c >= 0xf0 && c <= 0xf4)
+        len = 4, cp = c & 0x07u, min = 0x10000;
+    else
+        return 0;
+    if (len > n)
+        return 0;
+    for (size_t k = 1; k < len; k++) {
+        if ((s[k] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[k] & 0x3fu);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return len;
+}
+
+void buf_json_bytes(struct buf *b, const char *s, size_t n)
+{
+    struct buf clean;
+    buf_init(&clean, 0);
+    size_t run = 0, i = 0;
+    while (i < n) {
+        size_t len = utf8_seq_len((const unsigned char *)s + i, n - i);
+        if (len) {
+            i += len;
+            continue;
+        }
+        buf_append(&clean, s + run, i - run);
+        buf_puts(&clean, "\xef\xbf\xbd"); /* U+FFFD */
+        run = ++i;
+    }
+    buf_append(&clean, s + run, n - run);
+    buf_json_str(b, buf_data(&clean), clean.len);
+    buf_free(&clean);
+}
+
 void buf_json_cstr(struct buf *b, const char *s)
 {
     if (!s)

@@ -103,12 +103,20 @@ void buf_printf(struct buf *b, const char *fmt, ...) RR_PRINTF(2, 3);
  * valid UTF-8). */
 void buf_json_str(struct buf *b, const char *s, size_t n);
 void buf_json_cstr(struct buf *b, const char *s); /* NULL gives null */
+/* Like buf_json_str for bytes of unknown encoding (process output): invalid
+ * UTF-8 sequences become U+FFFD and NULs are escaped, so the result is always a
+ * valid JSON string. */
+void buf_json_bytes(struct buf *b, const char *s, size_t n);
 /* Append a double as a JSON number with 6 decimals (timestamps); non-finite
  * values give null. */
 void buf_json_time(struct buf *b, double t);
 /* Take ownership of the data: returns a heap string (free()) of len bytes with
  * headroom dropped; b is left empty. */
 char *buf_take(struct buf *b, size_t *len);
+
+/* Length of the valid UTF-8 sequence starting at s (n > 0 bytes left), or 0
+ * if invalid: overlong forms, surrogates and code points past U+10FFFF are. */
+size_t utf8_seq_len(const unsigned char *s, size_t n);
 
 /* ---------------------------------------------------------------------------
  * Time. */

@@ -167,6 +167,20 @@ static void test_buf_json(void **state)
     buf_free(&b);
 }
 
+static void test_buf_json_bytes(void **state)
+{
+    (void)state;
+    struct buf b;
+    buf_init(&b, 0);
+    const char in[] = "ok\xc3\xa9\xff\x00z\xed\xa0\x80\xe2\x82";
+    buf_json_bytes(&b, in, sizeof in - 1);
+    assert_string_equal(buf_cstr(&b), "\"ok\xc3\xa9\xef\xbf\xbd\\u0000z"
+                                      "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
+                                      "\xef\xbf\xbd\xef\xbf\xbd\"");
+    assert_int_equal(jraw_check(buf_data(&b), b.len, 4, NULL), 0);
+    buf_free(&b);
+}
+
 static void test_err_set(void **state)
 {
     (void)state;
@@ -188,6 +202,7 @@ int main(void)
         cmocka_unit_test(test_jraw_member),
         cmocka_unit_test(test_jraw_member_garbage),
         cmocka_unit_test(test_buf_json),
+        cmocka_unit_test(test_buf_json_bytes),
         cmocka_unit_test(test_err_set),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
