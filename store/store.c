@@ -1,4 +1,4 @@
-/* store.c -- SQLite persistence for users, API keys and deployments.
+/* store.c -- SQLite persistence for users, API keys, deployments and runs.
  *
  * Purpose: the one place that knows the schema. Everything the daemon and the
  * `rrdeploy keys` CLI persist goes through the functions in store/store.h.
@@ -26,6 +26,11 @@
  *    meta) is stored. Authentication looks the hash up through its UNIQUE
  *    index and then compares with sodium_memcmp. Secrets on the stack are
  *    wiped with sodium_memzero.
+ *  - The run ledger (table runs) holds one row per tick decision. Its
+ *    partial UNIQUE indexes make "decided at most once" (a scheduled time, an
+ *    idempotency key) a property of the database rather than of a check, and
+ *    its rows go with their deployment by ON DELETE CASCADE. Inserting a row
+ *    prunes the deployment's older finished rows in the same transaction.
  *  - All SQL uses bound parameters; the single exception is the integer in
  *    `PRAGMA user_version=N`, which PRAGMA cannot bind and which comes from a
  *    compile-time constant.
@@ -93,6 +98,40 @@ static const char *const migrations[] = {
     "  next_run_at REAL," /* NULL: none */
     "  PRIMARY KEY (user, project_id));"
     "CREATE INDEX deployments_owner_key ON deployments(owner_key_id);",
+
+    /* 2: scheduler progress and the run ledger (PRODUCT §5). */
+    "ALTER TABLE deployments ADD COLUMN last_fire_at REAL;" /* NULL: none */
+    "CREATE TABLE runs("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT," /* never reused, even after pruning */
+    "  user TEXT NOT NULL,"
+    "  project_id TEXT NOT NULL,"
+    "  trigger TEXT NOT NULL CHECK (trigger IN ('schedule', 'manual')),"
+    "  scheduled_for REAL," /* NULL: manual */
+    "  created_at REAL NOT NULL,"
+    "  started_at REAL,"  /* NULL: not started */
+    "  finished_at REAL," /* NULL: not finished */
+    "  outcome TEXT NOT NULL CHECK (outcome IN ('queued', 'running', 'succeeded', "
+    "    'failed', 'timed_out', 'cancelled', 'interrupted', 'skipped', 'missed')),"
+    "  reason TEXT,"
+    "  exit_code INTEGER," /* NULL: none */
+    "  signal INTEGER,"    /* NULL: none */
+    "  output BLOB,"       /* output tail, arbitrary bytes; NULL: none */
+    "  idempotency_key TEXT,"
+    "  missed_count INTEGER NOT NULL DEFAULT 0,"
+    "  window_start REAL,"
+    "  window_end REAL,"
+    "  FOREIGN KEY (user, project_id) REFERENCES deployments(user, project_id) "
+    "    ON DELETE CASCADE);"
+    /* Lists, newest-by-id lookups, pruning, and the cascade's child lookup. */
+    "CREATE INDEX runs_dep ON runs(user, project_id, id);"
+    /* A scheduled time is decided at most once per deployment. */
+    "CREATE UNIQUE INDEX runs_sched_once ON runs(user, project_id, scheduled_for) "
+    "  WHERE trigger = 'schedule';"
+    "CREATE UNIQUE INDEX runs_idem ON runs(user, project_id, idempotency_key) "
+    "  WHERE idempotency_key IS NOT NULL;"
+    /* Live rows only, for store_run_interrupt_all. The WHERE must stay
+     * textually identical to ST_RUN_INTERRUPT's for the planner to use it. */
+    "CREATE INDEX runs_live ON runs(outcome) WHERE outcome IN ('queued', 'running');",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -120,6 +159,15 @@ enum stmt_id {
     ST_DEP_LIST_USER,
     ST_DEP_LIST_ALL,
     ST_DEP_LIST_KEY,
+    ST_DEP_PROGRESS,
+    ST_RUN_INSERT,
+    ST_RUN_PRUNE,
+    ST_RUN_UPDATE,
+    ST_RUN_GET,
+    ST_RUN_FIND_IDEM,
+    ST_RUN_LAST,
+    ST_RUN_LIST,
+    ST_RUN_INTERRUPT,
     ST__COUNT
 };
 
@@ -132,7 +180,14 @@ enum stmt_id {
  * parameter numbers dep_bind() fills. */
 #define DEP_COLS                                                               \
     "SELECT user, project_id, pipeline, schedule, state, error, created_by, "  \
-    "owner_key_id, created_at, updated_at, next_run_at FROM deployments "
+    "owner_key_id, created_at, updated_at, next_run_at, last_fire_at FROM deployments "
+
+/* Columns of a run row, in this order, for run_from_row(); ST_RUN_INSERT
+ * takes the same columns after id as ?1..?16 (run_bind()). */
+#define RUN_COLS                                                               \
+    "SELECT id, user, project_id, trigger, scheduled_for, created_at, "        \
+    "started_at, finished_at, outcome, reason, exit_code, signal, output, "    \
+    "idempotency_key, missed_count, window_start, window_end FROM runs "
 
 static const char *const stmt_sql[ST__COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -153,17 +208,43 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_DEP_EXISTS] = "SELECT 1 FROM deployments WHERE user = ?1 AND project_id = ?2",
     [ST_DEP_INSERT] =
         "INSERT INTO deployments(user, project_id, pipeline, schedule, state, error, "
-        "created_by, owner_key_id, created_at, updated_at, next_run_at) "
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "created_by, owner_key_id, created_at, updated_at, next_run_at, last_fire_at) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     [ST_DEP_GET] = DEP_COLS "WHERE user = ?1 AND project_id = ?2",
     [ST_DEP_UPDATE] =
         "UPDATE deployments SET pipeline = ?3, schedule = ?4, state = ?5, error = ?6, "
         "created_by = ?7, owner_key_id = ?8, created_at = ?9, updated_at = ?10, "
-        "next_run_at = ?11 WHERE user = ?1 AND project_id = ?2",
+        "next_run_at = ?11, last_fire_at = ?12 WHERE user = ?1 AND project_id = ?2",
     [ST_DEP_DELETE] = "DELETE FROM deployments WHERE user = ?1 AND project_id = ?2",
     [ST_DEP_LIST_USER] = DEP_COLS "WHERE user = ?1 ORDER BY project_id",
     [ST_DEP_LIST_ALL] = DEP_COLS "ORDER BY user, project_id",
     [ST_DEP_LIST_KEY] = DEP_COLS "WHERE owner_key_id = ?1 ORDER BY user, project_id",
+    [ST_DEP_PROGRESS] = "UPDATE deployments SET last_fire_at = ?3, next_run_at = ?4 "
+                        "WHERE user = ?1 AND project_id = ?2",
+    [ST_RUN_INSERT] =
+        "INSERT INTO runs(user, project_id, trigger, scheduled_for, created_at, started_at, "
+        "finished_at, outcome, reason, exit_code, signal, output, idempotency_key, "
+        "missed_count, window_start, window_end) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    /* Keep the newest ?3 rows by id, and every live (queued or running) row
+     * whatever its age: those are still being acted on. */
+    [ST_RUN_PRUNE] =
+        "DELETE FROM runs WHERE user = ?1 AND project_id = ?2 "
+        "AND outcome NOT IN ('queued', 'running') "
+        "AND id NOT IN (SELECT id FROM runs WHERE user = ?1 AND project_id = ?2 "
+        "ORDER BY id DESC LIMIT ?3)",
+    [ST_RUN_UPDATE] =
+        "UPDATE runs SET started_at = ?2, finished_at = ?3, outcome = ?4, reason = ?5, "
+        "exit_code = ?6, signal = ?7, output = ?8 WHERE id = ?1",
+    [ST_RUN_GET] = RUN_COLS "WHERE id = ?1",
+    [ST_RUN_FIND_IDEM] =
+        RUN_COLS "WHERE user = ?1 AND project_id = ?2 AND idempotency_key = ?3",
+    [ST_RUN_LAST] = RUN_COLS "WHERE user = ?1 AND project_id = ?2 ORDER BY id DESC LIMIT 1",
+    /* A negative LIMIT means no limit. */
+    [ST_RUN_LIST] = RUN_COLS "WHERE user = ?1 AND project_id = ?2 ORDER BY id DESC LIMIT ?3",
+    [ST_RUN_INTERRUPT] =
+        "UPDATE runs SET outcome = 'interrupted', reason = ?1, finished_at = ?2 "
+        "WHERE outcome IN ('queued', 'running')",
 };
 
 struct store {
@@ -650,6 +731,11 @@ sqlite3 *store__db(struct store *s)
     return s->db;
 }
 
+const char *store__migration_sql(int version)
+{
+    return version >= 1 && version <= SCHEMA_VERSION ? migrations[version - 1] : NULL;
+}
+
 int store_data_version(struct store *s, int64_t *out)
 {
     return query_int64(s, ST_DATA_VERSION, NULL, out, NULL, "read data_version");
@@ -1010,7 +1096,7 @@ static int dep_check(const struct store_dep *d, const char *what)
     return 0;
 }
 
-/* Bind ?1..?11 in DEP_COLS order. */
+/* Bind ?1..?12 in DEP_COLS order. */
 static int dep_bind(sqlite3_stmt *st, const struct store_dep *d)
 {
     int rc;
@@ -1024,7 +1110,8 @@ static int dep_bind(sqlite3_stmt *st, const struct store_dep *d)
         (rc = bind_str(st, 8, d->owner_key_id)) != SQLITE_OK ||
         (rc = sqlite3_bind_double(st, 9, d->created_at)) != SQLITE_OK ||
         (rc = sqlite3_bind_double(st, 10, d->updated_at)) != SQLITE_OK ||
-        (rc = bind_time_opt(st, 11, d->next_run_at)) != SQLITE_OK)
+        (rc = bind_time_opt(st, 11, d->next_run_at)) != SQLITE_OK ||
+        (rc = bind_time_opt(st, 12, d->last_fire_at)) != SQLITE_OK)
         return rc;
     return SQLITE_OK;
 }
@@ -1045,6 +1132,7 @@ static int dep_from_row(sqlite3_stmt *st, struct store_dep *d /* OUT */)
     d->created_at = sqlite3_column_double(st, 8);
     d->updated_at = sqlite3_column_double(st, 9);
     d->next_run_at = col_time(st, 10);
+    d->last_fire_at = col_time(st, 11);
     if (!d->user || !d->project_id || !d->pipeline || !d->schedule ||
         store_state_parse(state, &d->state) != 0) {
         log_error("store: deployment row is malformed (or out of memory reading it)");
@@ -1239,4 +1327,397 @@ int store_dep_list_by_key(struct store *s, const char *key_id, store_dep_cb cb, 
     if (!key_id)
         return 0;
     return dep_walk(s, ST_DEP_LIST_KEY, key_id, cb, ud);
+}
+
+int store_dep_set_progress(struct store *s, const char *user, const char *project_id,
+                           double last_fire_at, double next_run_at)
+{
+    if (!user || !project_id)
+        return RR_E_NOTFOUND;
+    sqlite3_stmt *st;
+    int rc = stmt_acquire(s, ST_DEP_PROGRESS, &st, NULL);
+    if (rc)
+        return rc;
+    if ((rc = bind_str(st, 1, user)) != SQLITE_OK ||
+        (rc = bind_str(st, 2, project_id)) != SQLITE_OK ||
+        (rc = bind_time_opt(st, 3, last_fire_at)) != SQLITE_OK ||
+        (rc = bind_time_opt(st, 4, next_run_at)) != SQLITE_OK)
+        rc = db_fail(s, NULL, rc, "bind");
+    else if ((rc = step_done(s, st, NULL, "record scheduler progress")) == 0 &&
+             sqlite3_changes(s->db) == 0)
+        rc = RR_E_NOTFOUND;
+    stmt_release(s, ST_DEP_PROGRESS, st);
+    return rc;
+}
+
+/* ================================================================ run ledger */
+
+/* Indexed by enum store_outcome; the names are the schema's CHECK list. */
+static const char *const outcome_names[] = {
+    [STORE_RUN_QUEUED] = "queued",
+    [STORE_RUN_RUNNING] = "running",
+    [STORE_RUN_SUCCEEDED] = "succeeded",
+    [STORE_RUN_FAILED] = "failed",
+    [STORE_RUN_TIMED_OUT] = "timed_out",
+    [STORE_RUN_CANCELLED] = "cancelled",
+    [STORE_RUN_INTERRUPTED] = "interrupted",
+    [STORE_RUN_SKIPPED] = "skipped",
+    [STORE_RUN_MISSED] = "missed",
+};
+#define OUTCOME_COUNT (sizeof outcome_names / sizeof outcome_names[0])
+_Static_assert(OUTCOME_COUNT == STORE_RUN_MISSED + 1, "outcome_names must name every outcome");
+
+const char *store_outcome_name(enum store_outcome o)
+{
+    return (unsigned)o < OUTCOME_COUNT ? outcome_names[o] : "invalid";
+}
+
+int store_outcome_parse(const char *s, enum store_outcome *out)
+{
+    if (!s)
+        return RR_E_INVAL;
+    for (size_t i = 0; i < OUTCOME_COUNT; i++) {
+        if (strcmp(s, outcome_names[i]) == 0) {
+            *out = (enum store_outcome)i;
+            return 0;
+        }
+    }
+    return RR_E_INVAL;
+}
+
+bool store_outcome_final(enum store_outcome o)
+{
+    return o != STORE_RUN_QUEUED && o != STORE_RUN_RUNNING;
+}
+
+void store_run_clear(struct store_run *r)
+{
+    if (!r)
+        return;
+    free(r->user);
+    free(r->project_id);
+    free(r->trigger);
+    free(r->reason);
+    free(r->output);
+    free(r->idempotency_key);
+    memset(r, 0, sizeof *r);
+}
+
+/* Programmer-supplied fields the schema requires (what the CHECK constraints
+ * would otherwise reject with a less useful message). */
+static int run_check(const struct store_run *r, bool for_insert, const char *what)
+{
+    bool ok = r && (unsigned)r->outcome < OUTCOME_COUNT && (r->output || r->output_len == 0);
+    if (ok && for_insert)
+        ok = r->user && r->project_id && r->trigger &&
+             (strcmp(r->trigger, "schedule") == 0 || strcmp(r->trigger, "manual") == 0);
+    if (!ok) {
+        log_error("store: %s: run lacks user, project_id or a valid trigger, has an invalid "
+                  "outcome, or has output_len without output",
+                  what);
+        return RR_E_INVAL;
+    }
+    return 0;
+}
+
+/* exit_code -1 and signal 0 mean "none" (SQL NULL). */
+static int bind_int_opt(sqlite3_stmt *st, int i, int v, int none)
+{
+    return v == none ? sqlite3_bind_null(st, i) : sqlite3_bind_int(st, i, v);
+}
+
+/* The output tail: output_len bytes, NULL binds SQL NULL. Borrowed until the
+ * statement is released. */
+static int bind_output(sqlite3_stmt *st, int i, const struct store_run *r)
+{
+    if (!r->output)
+        return sqlite3_bind_null(st, i);
+    /* A non-NULL pointer with length 0 is an empty blob, not NULL. */
+    return sqlite3_bind_blob64(st, i, r->output, (sqlite3_uint64)r->output_len, SQLITE_STATIC);
+}
+
+/* Bind ?1..?16 of ST_RUN_INSERT (RUN_COLS order, without id). */
+static int run_bind(sqlite3_stmt *st, const struct store_run *r)
+{
+    int rc;
+    if ((rc = bind_str(st, 1, r->user)) != SQLITE_OK ||
+        (rc = bind_str(st, 2, r->project_id)) != SQLITE_OK ||
+        (rc = bind_str(st, 3, r->trigger)) != SQLITE_OK ||
+        (rc = bind_time_opt(st, 4, r->scheduled_for)) != SQLITE_OK ||
+        (rc = sqlite3_bind_double(st, 5, r->created_at)) != SQLITE_OK ||
+        (rc = bind_time_opt(st, 6, r->started_at)) != SQLITE_OK ||
+        (rc = bind_time_opt(st, 7, r->finished_at)) != SQLITE_OK ||
+        (rc = bind_str(st, 8, store_outcome_name(r->outcome))) != SQLITE_OK ||
+        (rc = bind_str(st, 9, r->reason)) != SQLITE_OK ||
+        (rc = bind_int_opt(st, 10, r->exit_code, -1)) != SQLITE_OK ||
+        (rc = bind_int_opt(st, 11, r->signal, 0)) != SQLITE_OK ||
+        (rc = bind_output(st, 12, r)) != SQLITE_OK ||
+        (rc = bind_str(st, 13, r->idempotency_key)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(st, 14, r->missed_count)) != SQLITE_OK ||
+        (rc = bind_time_opt(st, 15, r->window_start)) != SQLITE_OK ||
+        (rc = bind_time_opt(st, 16, r->window_end)) != SQLITE_OK)
+        return rc;
+    return SQLITE_OK;
+}
+
+/* Copy the current row (RUN_COLS) into *r, owned: free with store_run_clear.
+ * The output gets a NUL after its output_len bytes for convenience. */
+static int run_from_row(sqlite3_stmt *st, struct store_run *r /* OUT */)
+{
+    const char *user = (const char *)sqlite3_column_text(st, 1);
+    const char *project_id = (const char *)sqlite3_column_text(st, 2);
+    const char *trigger = (const char *)sqlite3_column_text(st, 3);
+    const char *outcome = (const char *)sqlite3_column_text(st, 8);
+    enum store_outcome o;
+    if (!user || !project_id || !trigger || store_outcome_parse(outcome, &o) != 0) {
+        log_error("store: run row is malformed (or out of memory reading it)");
+        return RR_E_IO;
+    }
+    struct store_run x = {0};
+    x.id = sqlite3_column_int64(st, 0);
+    x.scheduled_for = col_time(st, 4);
+    x.created_at = sqlite3_column_double(st, 5);
+    x.started_at = col_time(st, 6);
+    x.finished_at = col_time(st, 7);
+    x.outcome = o;
+    x.exit_code = sqlite3_column_type(st, 10) == SQLITE_NULL ? -1 : sqlite3_column_int(st, 10);
+    x.signal = sqlite3_column_type(st, 11) == SQLITE_NULL ? 0 : sqlite3_column_int(st, 11);
+    if (sqlite3_column_type(st, 12) != SQLITE_NULL) {
+        /* blob before bytes (SQLite's rule); an empty blob's pointer is NULL. */
+        const void *b = sqlite3_column_blob(st, 12);
+        int n = sqlite3_column_bytes(st, 12);
+        if (n < 0 || (n > 0 && !b)) {
+            log_error("store: out of memory reading a run's output");
+            return RR_E_NOMEM;
+        }
+        x.output = xmalloc((size_t)n + 1);
+        if (n > 0)
+            memcpy(x.output, b, (size_t)n);
+        x.output[n] = '\0';
+        x.output_len = (size_t)n;
+    }
+    x.missed_count = sqlite3_column_int64(st, 14);
+    x.window_start = col_time(st, 15);
+    x.window_end = col_time(st, 16);
+    /* Reading other columns leaves these pointers valid (only a step, a reset
+     * or a type conversion of the same column moves them). */
+    x.user = xstrdup(user);
+    x.project_id = xstrdup(project_id);
+    x.trigger = xstrdup(trigger);
+    x.reason = dup_opt((const char *)sqlite3_column_text(st, 9));
+    x.idempotency_key = dup_opt((const char *)sqlite3_column_text(st, 13));
+    *r = x;
+    return 0;
+}
+
+/* Step a bound single-row lookup: 0 and *out (owned), RR_E_NOTFOUND, or an
+ * error. */
+static int run_one(struct store *s, sqlite3_stmt *st, struct store_run *out /* OUT */,
+                   const char *what)
+{
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+        return RR_E_NOTFOUND;
+    if (rc != SQLITE_ROW)
+        return db_fail(s, NULL, rc, what);
+    return run_from_row(st, out);
+}
+
+/* Inside the caller's transaction: drop the deployment's finished rows that
+ * are not among its newest `keep`. */
+static int run_prune(struct store *s, const char *user, const char *project_id, int64_t keep)
+{
+    sqlite3_stmt *st;
+    int rc = stmt_acquire(s, ST_RUN_PRUNE, &st, NULL);
+    if (rc)
+        return rc;
+    if ((rc = bind_str(st, 1, user)) != SQLITE_OK ||
+        (rc = bind_str(st, 2, project_id)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(st, 3, keep)) != SQLITE_OK)
+        rc = db_fail(s, NULL, rc, "bind");
+    else
+        rc = step_done(s, st, NULL, "prune runs");
+    stmt_release(s, ST_RUN_PRUNE, st);
+    return rc;
+}
+
+int store_run_insert(struct store *s, const struct store_run *r, int64_t keep, int64_t *id_out)
+{
+    int rc = run_check(r, true, "insert run");
+    if (rc)
+        return rc;
+    if ((rc = tx_begin(s, NULL)) != 0)
+        return rc;
+    int64_t id = 0;
+    sqlite3_stmt *st;
+    if ((rc = stmt_acquire(s, ST_RUN_INSERT, &st, NULL)) != 0)
+        goto rollback;
+    if ((rc = run_bind(st, r)) != SQLITE_OK) {
+        rc = db_fail(s, NULL, rc, "bind");
+    } else {
+        /* The indexes decide, not a check-then-insert: runs_sched_once and
+         * runs_idem answer UNIQUE, the missing parent FOREIGNKEY. */
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE) {
+            id = sqlite3_last_insert_rowid(s->db);
+            rc = 0;
+        } else if (rc == SQLITE_CONSTRAINT_UNIQUE) {
+            rc = RR_E_EXISTS;
+        } else if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) {
+            rc = RR_E_NOTFOUND;
+        } else {
+            rc = db_fail(s, NULL, rc, "insert run");
+        }
+    }
+    stmt_release(s, ST_RUN_INSERT, st);
+    if (rc)
+        goto rollback;
+    /* Pruning an old scheduled row also drops its runs_sched_once entry, so
+     * the index alone no longer stops that time being decided again. That is
+     * acceptable: deployments.last_fire_at guards it too (the scheduler never
+     * decides a time <= last_fire_at), and the row just inserted is the
+     * newest, never pruned while keep >= 1, so the index still covers the
+     * moment between this commit and the scheduler's store_dep_set_progress. */
+    if (keep > 0 && (rc = run_prune(s, r->user, r->project_id, keep)) != 0)
+        goto rollback;
+    if ((rc = tx_commit(s, NULL)) != 0)
+        return rc;
+    if (id_out)
+        *id_out = id;
+    return 0;
+rollback:
+    tx_rollback(s);
+    return rc;
+}
+
+int store_run_update(struct store *s, const struct store_run *r)
+{
+    int rc = run_check(r, false, "update run");
+    if (rc)
+        return rc;
+    sqlite3_stmt *st;
+    if ((rc = stmt_acquire(s, ST_RUN_UPDATE, &st, NULL)) != 0)
+        return rc;
+    if ((rc = sqlite3_bind_int64(st, 1, r->id)) != SQLITE_OK ||
+        (rc = bind_time_opt(st, 2, r->started_at)) != SQLITE_OK ||
+        (rc = bind_time_opt(st, 3, r->finished_at)) != SQLITE_OK ||
+        (rc = bind_str(st, 4, store_outcome_name(r->outcome))) != SQLITE_OK ||
+        (rc = bind_str(st, 5, r->reason)) != SQLITE_OK ||
+        (rc = bind_int_opt(st, 6, r->exit_code, -1)) != SQLITE_OK ||
+        (rc = bind_int_opt(st, 7, r->signal, 0)) != SQLITE_OK ||
+        (rc = bind_output(st, 8, r)) != SQLITE_OK)
+        rc = db_fail(s, NULL, rc, "bind");
+    else if ((rc = step_done(s, st, NULL, "update run")) == 0 && sqlite3_changes(s->db) == 0)
+        rc = RR_E_NOTFOUND;
+    stmt_release(s, ST_RUN_UPDATE, st);
+    return rc;
+}
+
+int store_run_get(struct store *s, int64_t id, struct store_run *out)
+{
+    sqlite3_stmt *st;
+    int rc = stmt_acquire(s, ST_RUN_GET, &st, NULL);
+    if (rc)
+        return rc;
+    if ((rc = sqlite3_bind_int64(st, 1, id)) != SQLITE_OK)
+        rc = db_fail(s, NULL, rc, "bind");
+    else
+        rc = run_one(s, st, out, "get run");
+    stmt_release(s, ST_RUN_GET, st);
+    return rc;
+}
+
+int store_run_find_idem(struct store *s, const char *user, const char *project_id,
+                        const char *key, struct store_run *out)
+{
+    if (!user || !project_id || !key)
+        return RR_E_NOTFOUND;
+    sqlite3_stmt *st;
+    int rc = stmt_acquire(s, ST_RUN_FIND_IDEM, &st, NULL);
+    if (rc)
+        return rc;
+    if ((rc = bind_str(st, 1, user)) != SQLITE_OK ||
+        (rc = bind_str(st, 2, project_id)) != SQLITE_OK ||
+        (rc = bind_str(st, 3, key)) != SQLITE_OK)
+        rc = db_fail(s, NULL, rc, "bind");
+    else
+        rc = run_one(s, st, out, "find run by idempotency key");
+    stmt_release(s, ST_RUN_FIND_IDEM, st);
+    return rc;
+}
+
+int store_run_last(struct store *s, const char *user, const char *project_id,
+                   struct store_run *out)
+{
+    if (!user || !project_id)
+        return RR_E_NOTFOUND;
+    sqlite3_stmt *st;
+    int rc = stmt_acquire(s, ST_RUN_LAST, &st, NULL);
+    if (rc)
+        return rc;
+    if ((rc = bind_str(st, 1, user)) != SQLITE_OK ||
+        (rc = bind_str(st, 2, project_id)) != SQLITE_OK)
+        rc = db_fail(s, NULL, rc, "bind");
+    else
+        rc = run_one(s, st, out, "get newest run");
+    stmt_release(s, ST_RUN_LAST, st);
+    return rc;
+}
+
+int store_run_list(struct store *s, const char *user, const char *project_id, int64_t limit,
+                   store_run_cb cb, void *ud)
+{
+    if (!user || !project_id)
+        return 0;
+    sqlite3_stmt *st;
+    int rc = stmt_acquire(s, ST_RUN_LIST, &st, NULL);
+    if (rc)
+        return rc;
+    if ((rc = bind_str(st, 1, user)) != SQLITE_OK ||
+        (rc = bind_str(st, 2, project_id)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(st, 3, limit > 0 ? limit : -1)) != SQLITE_OK) {
+        rc = db_fail(s, NULL, rc, "bind");
+        goto out;
+    }
+    for (;;) {
+        int src = sqlite3_step(st);
+        if (src == SQLITE_DONE) {
+            rc = 0;
+            break;
+        }
+        if (src != SQLITE_ROW) {
+            rc = db_fail(s, NULL, src, "list runs");
+            break;
+        }
+        /* An owned copy, not pointers into the row: the callback may write
+         * (prune, update) and the output needs its NUL anyway. */
+        struct store_run r;
+        if ((rc = run_from_row(st, &r)) != 0)
+            break;
+        rc = cb(&r, ud);
+        store_run_clear(&r);
+        if (rc)
+            break;
+    }
+out:
+    stmt_release(s, ST_RUN_LIST, st);
+    return rc;
+}
+
+int store_run_interrupt_all(struct store *s, double now, const char *reason, int64_t *count)
+{
+    sqlite3_stmt *st;
+    int rc = stmt_acquire(s, ST_RUN_INTERRUPT, &st, NULL);
+    if (rc)
+        return rc;
+    int64_t n = 0;
+    if ((rc = bind_str(st, 1, reason)) != SQLITE_OK ||
+        (rc = bind_time_opt(st, 2, now)) != SQLITE_OK)
+        rc = db_fail(s, NULL, rc, "bind");
+    else if ((rc = step_done(s, st, NULL, "interrupt live runs")) == 0)
+        n = sqlite3_changes(s->db);
+    stmt_release(s, ST_RUN_INTERRUPT, st);
+    if (rc == 0 && count)
+        *count = n;
+    return rc;
 }

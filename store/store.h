@@ -113,6 +113,8 @@ struct store_dep {
     double created_at;
     double updated_at;
     double next_run_at;  /* 0 = none */
+    double last_fire_at; /* last scheduled time decided (fired, skipped or
+                          * missed); 0 = none. The scheduler resumes after it. */
 };
 void store_dep_clear(struct store_dep *d); /* frees owned strings, zeroes */
 
@@ -139,5 +141,81 @@ int store_dep_list(struct store *s, const char *user, store_dep_cb cb, void *ud)
 /* Deployments whose owner_key_id is key_id (e.g. to mark them errored when
  * that key is revoked), ordered by user then project_id. Same callback rules. */
 int store_dep_list_by_key(struct store *s, const char *key_id, store_dep_cb cb, void *ud);
+
+/* Record the scheduler's progress for one deployment without touching the
+ * rest of the row. RR_E_NOTFOUND. */
+int store_dep_set_progress(struct store *s, const char *user, const char *project_id,
+                           double last_fire_at, double next_run_at) MUST_CHECK;
+
+/* ---------------------------------------------------------------- run ledger
+ *
+ * One row per tick decision (PRODUCT §5). Rows belong to a deployment
+ * (user, project_id) and are deleted with it. A scheduled time is decided at
+ * most once: (user, project_id, scheduled_for) is unique among rows with
+ * trigger "schedule", and the row is committed before the process starts. */
+
+enum store_outcome {
+    STORE_RUN_QUEUED = 0,
+    STORE_RUN_RUNNING,
+    STORE_RUN_SUCCEEDED,
+    STORE_RUN_FAILED,
+    STORE_RUN_TIMED_OUT,
+    STORE_RUN_CANCELLED,
+    STORE_RUN_INTERRUPTED,
+    STORE_RUN_SKIPPED,
+    STORE_RUN_MISSED,
+};
+const char *store_outcome_name(enum store_outcome o); /* "queued", ... */
+int store_outcome_parse(const char *s, enum store_outcome *out);
+bool store_outcome_final(enum store_outcome o); /* not queued/running */
+
+struct store_run {
+    int64_t id;               /* assigned by store_run_insert */
+    char *user;
+    char *project_id;
+    char *trigger;            /* "schedule" | "manual" */
+    double scheduled_for;     /* the tick's time; 0 for manual runs */
+    double created_at;        /* when the decision was recorded */
+    double started_at;        /* 0 = not started */
+    double finished_at;       /* 0 = not finished */
+    enum store_outcome outcome;
+    char *reason;             /* NULL, or "overlap", "removed", ... */
+    int exit_code;            /* -1 = none */
+    int signal;               /* 0 = none */
+    char *output;             /* output tail bytes (may hold NULs), NULL = none */
+    size_t output_len;
+    char *idempotency_key;    /* manual runs; NULL = none */
+    int64_t missed_count;     /* missed rows: ticks not run; else 0 */
+    double window_start;      /* missed rows: first and last tick missed */
+    double window_end;
+};
+void store_run_clear(struct store_run *r); /* frees owned strings, zeroes */
+
+/* Insert a decision, then prune the deployment's ledger to its newest `keep`
+ * rows (keep <= 0: no pruning), in one transaction. RR_E_EXISTS when a
+ * scheduled row for the same scheduled_for, or a row with the same
+ * idempotency key, already exists for that deployment. *id_out receives the
+ * new row id. */
+int store_run_insert(struct store *s, const struct store_run *r, int64_t keep,
+                     int64_t *id_out /* OUT */) MUST_CHECK;
+/* Overwrite the mutable columns of row r->id: started_at, finished_at,
+ * outcome, reason, exit_code, signal, output. RR_E_NOTFOUND. */
+int store_run_update(struct store *s, const struct store_run *r) MUST_CHECK;
+int store_run_get(struct store *s, int64_t id, struct store_run *out /* OUT */);
+/* The row of a deployment with idempotency key `key`. RR_E_NOTFOUND. */
+int store_run_find_idem(struct store *s, const char *user, const char *project_id,
+                        const char *key, struct store_run *out /* OUT */);
+/* The newest row of a deployment. RR_E_NOTFOUND when it has none. */
+int store_run_last(struct store *s, const char *user, const char *project_id,
+                   struct store_run *out /* OUT */);
+/* A deployment's rows, newest first, at most limit (<= 0: all). Same
+ * callback rules as store_dep_list. */
+typedef int (*store_run_cb)(const struct store_run *r, void *ud);
+int store_run_list(struct store *s, const char *user, const char *project_id,
+                   int64_t limit, store_run_cb cb, void *ud);
+/* Every row still queued or running becomes interrupted with `reason` and
+ * finished_at = now (after a crash or at shutdown). *count gets how many. */
+int store_run_interrupt_all(struct store *s, double now, const char *reason,
+                            int64_t *count /* OUT, may be NULL */) MUST_CHECK;
 
 #endif

@@ -14,4 +14,9 @@
  * store call is running, and never pass it to another thread. */
 sqlite3 *store__db(struct store *s);
 
+/* The SQL of the migration step that brings the schema to `version` (1-based),
+ * exactly as store_open runs it; NULL when there is no such step. Lets tests
+ * build a database as an older release left it. Static storage. */
+const char *store__migration_sql(int version);
+
 #endif

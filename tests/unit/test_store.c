@@ -1,4 +1,4 @@
-/* test_store.c -- unit tests for store/: schema, keys, deployments.
+/* test_store.c -- unit tests for store/: schema, keys, deployments, runs.
  *
  * Design: every test gets a fresh database file in its own mkdtemp directory
  * (setup) that teardown closes and removes. Time is passed in explicitly, never
@@ -14,6 +14,7 @@
 
 #include <cmocka.h>
 
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,15 +125,16 @@ static struct store_dep dep(const char *user, const char *pid, const char *pipel
 static void test_open_migrate_reopen(void **state)
 {
     struct fx *f = *state;
-    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 1);
+    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 2);
     assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
-                                      "AND name IN ('meta','users','api_keys','deployments')"),
-                     4);
+                                      "AND name IN ('meta','users','api_keys','deployments',"
+                                      "'runs')"),
+                     5);
     int64_t n = -1;
     assert_int_equal(store_key_count(f->s, &n), 0);
     assert_int_equal(n, 0);
     reopen(f);
-    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 1);
+    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 2);
     assert_int_equal(raw_int(f->path, "SELECT count(*) FROM meta"), 1);
     store_close(NULL);
 }
@@ -589,6 +591,7 @@ static void assert_dep_equal(const struct store_dep *a, const struct store_dep *
     assert_true(a->created_at == b->created_at);
     assert_true(a->updated_at == b->updated_at);
     assert_true(a->next_run_at == b->next_run_at);
+    assert_true(a->last_fire_at == b->last_fire_at);
 }
 
 static void test_dep_insert_get(void **state)
@@ -1029,6 +1032,760 @@ static void test_racing_inserts(void **state)
     assert_int_equal(n, 3);
 }
 
+/* ================================================================ scheduler progress */
+
+static void test_dep_progress(void **state)
+{
+    struct fx *f = *state;
+    struct store_dep d = dep("alice", "p", "{}");
+    d.last_fire_at = T0 + 60;
+    assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
+    struct store_dep g;
+    assert_int_equal(store_dep_get(f->s, "alice", "p", &g), 0);
+    assert_dep_equal(&g, &d);
+    store_dep_clear(&g);
+
+    /* The walk reads it too. */
+    struct store_dep x = dep("alice", "q", "{}"); /* last_fire_at 0 */
+    assert_int_equal(store_dep_insert(f->s, &x, 0), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM deployments WHERE project_id = 'q' "
+                                      "AND last_fire_at IS NULL"),
+                     1);
+
+    /* update overwrites it, 0 <-> NULL. */
+    struct store_dep u = d;
+    u.last_fire_at = 0;
+    assert_int_equal(store_dep_update(f->s, &u), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM deployments WHERE project_id = 'p' "
+                                      "AND last_fire_at IS NULL"),
+                     1);
+    u.last_fire_at = T0 + 90.5;
+    assert_int_equal(store_dep_update(f->s, &u), 0);
+    assert_int_equal(store_dep_get(f->s, "alice", "p", &g), 0);
+    assert_true(g.last_fire_at == T0 + 90.5);
+    store_dep_clear(&g);
+
+    /* set_progress touches those two columns only. */
+    assert_int_equal(store_dep_set_progress(f->s, "alice", "p", T0 + 120, T0 + 180), 0);
+    assert_int_equal(store_dep_get(f->s, "alice", "p", &g), 0);
+    struct store_dep want = u;
+    want.last_fire_at = T0 + 120;
+    want.next_run_at = T0 + 180;
+    assert_dep_equal(&g, &want);
+    store_dep_clear(&g);
+    assert_int_equal(store_dep_set_progress(f->s, "alice", "p", T0 + 180, 0), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM deployments WHERE project_id = 'p' "
+                                      "AND next_run_at IS NULL AND last_fire_at IS NOT NULL"),
+                     1);
+    /* The other row is untouched. */
+    assert_int_equal(store_dep_get(f->s, "alice", "q", &g), 0);
+    assert_dep_equal(&g, &x);
+    store_dep_clear(&g);
+
+    assert_int_equal(store_dep_set_progress(f->s, "alice", "nope", T0, T0), RR_E_NOTFOUND);
+    assert_int_equal(store_dep_set_progress(f->s, "bob", "p", T0, T0), RR_E_NOTFOUND);
+    assert_int_equal(store_dep_set_progress(f->s, NULL, "p", T0, T0), RR_E_NOTFOUND);
+}
+
+/* ================================================================ run ledger */
+
+static struct store_run run(const char *user, const char *pid, const char *trigger,
+                            double scheduled_for, enum store_outcome o)
+{
+    struct store_run r = {
+        .user = (char *)user,
+        .project_id = (char *)pid,
+        .trigger = (char *)trigger,
+        .scheduled_for = scheduled_for,
+        .created_at = T0 + 1,
+        .outcome = o,
+        .exit_code = -1,
+    };
+    return r;
+}
+
+static void add_dep(struct fx *f, const char *user, const char *pid)
+{
+    struct store_dep d = dep(user, pid, "{}");
+    assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
+}
+
+static int64_t add_run(struct fx *f, const struct store_run *r, int64_t keep)
+{
+    int64_t id = 0;
+    assert_int_equal(store_run_insert(f->s, r, keep, &id), 0);
+    assert_true(id > 0);
+    return id;
+}
+
+static void assert_opt_str(const char *a, const char *b)
+{
+    if (a || b) {
+        assert_non_null(a);
+        assert_non_null(b);
+        assert_string_equal(a, b);
+    }
+}
+
+static void assert_run_equal(const struct store_run *a, const struct store_run *b)
+{
+    assert_int_equal(a->id, b->id);
+    assert_string_equal(a->user, b->user);
+    assert_string_equal(a->project_id, b->project_id);
+    assert_string_equal(a->trigger, b->trigger);
+    assert_true(a->scheduled_for == b->scheduled_for);
+    assert_true(a->created_at == b->created_at);
+    assert_true(a->started_at == b->started_at);
+    assert_true(a->finished_at == b->finished_at);
+    assert_int_equal(a->outcome, b->outcome);
+    assert_opt_str(a->reason, b->reason);
+    assert_int_equal(a->exit_code, b->exit_code);
+    assert_int_equal(a->signal, b->signal);
+    assert_int_equal(a->output_len, b->output_len);
+    if (a->output || b->output) {
+        assert_non_null(a->output);
+        assert_non_null(b->output);
+        assert_memory_equal(a->output, b->output, a->output_len);
+    }
+    assert_opt_str(a->idempotency_key, b->idempotency_key);
+    assert_int_equal(a->missed_count, b->missed_count);
+    assert_true(a->window_start == b->window_start);
+    assert_true(a->window_end == b->window_end);
+}
+
+static void test_run_round_trip(void **state)
+{
+    struct fx *f = *state;
+    add_dep(f, "alice", "p");
+
+    /* Every field set. */
+    static const char out1[] = "line 1\n\0binary\0\xff\xfe tail";
+    struct store_run r = run("alice", "p", "schedule", T0 + 60, STORE_RUN_RUNNING);
+    r.created_at = T0 + 60.25;
+    r.started_at = T0 + 60.5;
+    r.finished_at = T0 + 61.75;
+    r.reason = (char *)"some reason";
+    r.exit_code = 3;
+    r.signal = 9;
+    r.output = (char *)out1;
+    r.output_len = sizeof out1 - 1; /* includes the inner NULs */
+    r.idempotency_key = (char *)"idem-1";
+    r.missed_count = 7;
+    r.window_start = T0 - 3600;
+    r.window_end = T0 - 60;
+    r.id = add_run(f, &r, 100);
+
+    struct store_run g;
+    assert_int_equal(store_run_get(f->s, r.id, &g), 0);
+    assert_run_equal(&g, &r);
+    assert_int_equal(g.output[g.output_len], '\0'); /* NUL-terminated for convenience */
+    store_run_clear(&g);
+    assert_null(g.user);
+    store_run_clear(NULL);
+
+    /* Update: the mutable columns, including a 64 KiB output with NULs. */
+    size_t n = 64u * 1024;
+    char *big = malloc(n);
+    assert_non_null(big);
+    for (size_t i = 0; i < n; i++)
+        big[i] = (char)((i * 7919u) % 251); /* every 251st byte is 0 */
+    struct store_run u = r;
+    u.started_at = T0 + 70;
+    u.finished_at = T0 + 80;
+    u.outcome = STORE_RUN_FAILED;
+    u.reason = NULL;
+    u.exit_code = 0;
+    u.signal = 15;
+    u.output = big;
+    u.output_len = n;
+    /* Immutable columns passed differently are ignored. */
+    u.trigger = (char *)"manual";
+    u.scheduled_for = T0 + 999;
+    u.missed_count = 1;
+    assert_int_equal(store_run_update(f->s, &u), 0);
+    assert_int_equal(store_run_get(f->s, r.id, &g), 0);
+    struct store_run want = r;
+    want.started_at = u.started_at;
+    want.finished_at = u.finished_at;
+    want.outcome = u.outcome;
+    want.reason = NULL;
+    want.exit_code = 0;
+    want.signal = 15;
+    want.output = big;
+    want.output_len = n;
+    assert_run_equal(&g, &want);
+    assert_null(g.reason);
+    assert_int_equal(g.output[n], '\0');
+    store_run_clear(&g);
+    reopen(f); /* durable, and read back through fresh statements */
+    assert_int_equal(store_run_get(f->s, r.id, &g), 0);
+    assert_run_equal(&g, &want);
+    store_run_clear(&g);
+    free(big);
+
+    /* The "none" values are SQL NULL and read back as none. */
+    struct store_run m = run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
+    m.id = add_run(f, &m, 100);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs WHERE trigger = 'manual' AND "
+                                      "scheduled_for IS NULL AND started_at IS NULL AND "
+                                      "finished_at IS NULL AND reason IS NULL AND exit_code IS "
+                                      "NULL AND signal IS NULL AND output IS NULL AND "
+                                      "idempotency_key IS NULL AND missed_count = 0 AND "
+                                      "window_start IS NULL AND window_end IS NULL"),
+                     1);
+    assert_int_equal(store_run_get(f->s, m.id, &g), 0);
+    assert_run_equal(&g, &m);
+    assert_int_equal(g.exit_code, -1);
+    assert_int_equal(g.signal, 0);
+    assert_null(g.output);
+    assert_int_equal(g.output_len, 0);
+    store_run_clear(&g);
+
+    /* An empty, non-NULL output is an empty blob, not NULL. */
+    m.outcome = STORE_RUN_SUCCEEDED;
+    m.exit_code = 0;
+    m.output = (char *)"";
+    m.output_len = 0;
+    assert_int_equal(store_run_update(f->s, &m), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs WHERE output IS NOT NULL AND "
+                                      "length(output) = 0 AND exit_code = 0"),
+                     1);
+    assert_int_equal(store_run_get(f->s, m.id, &g), 0);
+    assert_non_null(g.output);
+    assert_int_equal(g.output_len, 0);
+    assert_string_equal(g.output, "");
+    store_run_clear(&g);
+
+    /* Not found; out untouched. */
+    memset(&g, 0, sizeof g);
+    assert_int_equal(store_run_get(f->s, 9999, &g), RR_E_NOTFOUND);
+    assert_null(g.user);
+    struct store_run gone = m;
+    gone.id = 9999;
+    assert_int_equal(store_run_update(f->s, &gone), RR_E_NOTFOUND);
+
+    /* Programmer errors are refused before SQL. */
+    int64_t id = 0;
+    struct store_run bad = run("alice", "p", "cron", 0, STORE_RUN_QUEUED);
+    assert_int_equal(store_run_insert(f->s, &bad, 0, &id), RR_E_INVAL);
+    bad = run("alice", "p", NULL, 0, STORE_RUN_QUEUED);
+    assert_int_equal(store_run_insert(f->s, &bad, 0, &id), RR_E_INVAL);
+    bad = run("alice", NULL, "manual", 0, STORE_RUN_QUEUED);
+    assert_int_equal(store_run_insert(f->s, &bad, 0, &id), RR_E_INVAL);
+    bad = run("alice", "p", "manual", 0, (enum store_outcome)42);
+    assert_int_equal(store_run_insert(f->s, &bad, 0, &id), RR_E_INVAL);
+    bad = run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
+    bad.output_len = 5; /* and output NULL */
+    assert_int_equal(store_run_insert(f->s, &bad, 0, &id), RR_E_INVAL);
+    bad.id = m.id;
+    assert_int_equal(store_run_update(f->s, &bad), RR_E_INVAL);
+    assert_int_equal(id, 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs"), 2);
+}
+
+static void test_run_sched_unique(void **state)
+{
+    struct fx *f = *state;
+    add_dep(f, "alice", "p");
+    add_dep(f, "alice", "q");
+    struct store_run r = run("alice", "p", "schedule", T0 + 60, STORE_RUN_QUEUED);
+    int64_t first = add_run(f, &r, 100);
+
+    /* The same scheduled time again: whatever the outcome, refused. */
+    int64_t id = -1;
+    struct store_run again = run("alice", "p", "schedule", T0 + 60, STORE_RUN_SKIPPED);
+    again.reason = (char *)"overlap";
+    assert_int_equal(store_run_insert(f->s, &again, 100, &id), RR_E_EXISTS);
+    assert_int_equal(id, -1);
+    assert_true(sqlite3_get_autocommit(store__db(f->s)) != 0); /* rolled back */
+    struct store_run g;
+    assert_int_equal(store_run_last(f->s, "alice", "p", &g), 0);
+    assert_int_equal(g.id, first);
+    assert_int_equal(g.outcome, STORE_RUN_QUEUED);
+    store_run_clear(&g);
+
+    /* Another time, another deployment, or manual rows: fine. */
+    r.scheduled_for = T0 + 120;
+    add_run(f, &r, 100);
+    struct store_run q = run("alice", "q", "schedule", T0 + 60, STORE_RUN_QUEUED);
+    add_run(f, &q, 100);
+    struct store_run m = run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
+    add_run(f, &m, 100);
+    add_run(f, &m, 100); /* scheduled_for 0 (NULL) twice */
+    m.scheduled_for = T0 + 60; /* manual rows are not in the index */
+    add_run(f, &m, 100);
+    add_run(f, &m, 100);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs"), 7);
+
+    /* Still refused once the first row has finished. */
+    struct store_run done = run("alice", "p", "schedule", T0 + 60, STORE_RUN_SUCCEEDED);
+    done.id = first;
+    done.exit_code = 0;
+    assert_int_equal(store_run_update(f->s, &done), 0);
+    assert_int_equal(store_run_insert(f->s, &again, 100, &id), RR_E_EXISTS);
+    reopen(f);
+    assert_int_equal(store_run_insert(f->s, &again, 100, &id), RR_E_EXISTS);
+}
+
+static void test_run_idem(void **state)
+{
+    struct fx *f = *state;
+    add_dep(f, "alice", "p");
+    add_dep(f, "bob", "p");
+    struct store_run r = run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
+    r.idempotency_key = (char *)"req-42";
+    r.id = add_run(f, &r, 100);
+
+    int64_t id = -1;
+    struct store_run dup = run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
+    dup.idempotency_key = (char *)"req-42";
+    assert_int_equal(store_run_insert(f->s, &dup, 100, &id), RR_E_EXISTS);
+    assert_int_equal(id, -1);
+
+    /* The same key on another deployment, another key, or none: fine. */
+    struct store_run b = run("bob", "p", "manual", 0, STORE_RUN_QUEUED);
+    b.idempotency_key = (char *)"req-42";
+    b.id = add_run(f, &b, 100);
+    dup.idempotency_key = (char *)"req-43";
+    add_run(f, &dup, 100);
+    dup.idempotency_key = NULL;
+    add_run(f, &dup, 100);
+    add_run(f, &dup, 100);
+
+    struct store_run g;
+    assert_int_equal(store_run_find_idem(f->s, "alice", "p", "req-42", &g), 0);
+    assert_run_equal(&g, &r);
+    store_run_clear(&g);
+    assert_int_equal(store_run_find_idem(f->s, "bob", "p", "req-42", &g), 0);
+    assert_int_equal(g.id, b.id);
+    assert_string_equal(g.user, "bob");
+    store_run_clear(&g);
+    memset(&g, 0, sizeof g);
+    assert_int_equal(store_run_find_idem(f->s, "alice", "p", "req-44", &g), RR_E_NOTFOUND);
+    assert_int_equal(store_run_find_idem(f->s, "alice", "q", "req-42", &g), RR_E_NOTFOUND);
+    assert_int_equal(store_run_find_idem(f->s, "alice", "p", NULL, &g), RR_E_NOTFOUND);
+    assert_null(g.user);
+}
+
+struct run_walk {
+    int n;
+    int64_t ids[32];
+    int stop_at;
+    struct store *s; /* for re-entrant calls */
+};
+
+static int run_cb(const struct store_run *r, void *ud)
+{
+    struct run_walk *w = ud;
+    assert_true(w->n < 32);
+    if (r->output)
+        assert_int_equal(r->output[r->output_len], '\0');
+    w->ids[w->n++] = r->id;
+    return w->n == w->stop_at ? -99 : 0;
+}
+
+/* The deployment's ids, newest first. */
+static int list_ids(struct fx *f, const char *user, const char *pid, int64_t limit,
+                    int64_t *ids, int max)
+{
+    struct run_walk w = {0};
+    assert_int_equal(store_run_list(f->s, user, pid, limit, run_cb, &w), 0);
+    assert_true(w.n <= max);
+    memcpy(ids, w.ids, (size_t)w.n * sizeof ids[0]);
+    return w.n;
+}
+
+static void test_run_prune(void **state)
+{
+    struct fx *f = *state;
+    add_dep(f, "alice", "p");
+    add_dep(f, "alice", "q");
+    int64_t id[9] = {0};
+    struct store_run r = run("alice", "p", "schedule", 0, STORE_RUN_RUNNING);
+    r.scheduled_for = T0 + 60;
+    id[1] = add_run(f, &r, 3);
+    r.scheduled_for = T0 + 120;
+    r.outcome = STORE_RUN_QUEUED;
+    id[2] = add_run(f, &r, 3);
+    /* The other deployment's rows are never touched by p's pruning. */
+    struct store_run o = run("alice", "q", "manual", 0, STORE_RUN_SUCCEEDED);
+    for (int i = 0; i < 5; i++)
+        add_run(f, &o, 0);
+    for (int i = 3; i <= 7; i++) {
+        struct store_run d = run("alice", "p", "manual", 0, STORE_RUN_SUCCEEDED);
+        if (i == 5)
+            d.outcome = STORE_RUN_SKIPPED;
+        id[i] = add_run(f, &d, 3);
+    }
+    /* The newest 3, plus the older live ones. */
+    int64_t got[16];
+    int n = list_ids(f, "alice", "p", 0, got, 16);
+    assert_int_equal(n, 5);
+    assert_int_equal(got[0], id[7]);
+    assert_int_equal(got[1], id[6]);
+    assert_int_equal(got[2], id[5]);
+    assert_int_equal(got[3], id[2]);
+    assert_int_equal(got[4], id[1]);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs WHERE project_id = 'q'"), 5);
+
+    /* Once finished, the old live row goes at the next insert. */
+    struct store_run fin = run("alice", "p", "schedule", T0 + 60, STORE_RUN_INTERRUPTED);
+    fin.id = id[1];
+    assert_int_equal(store_run_update(f->s, &fin), 0);
+    struct store_run d = run("alice", "p", "manual", 0, STORE_RUN_FAILED);
+    id[8] = add_run(f, &d, 3);
+    n = list_ids(f, "alice", "p", 0, got, 16);
+    assert_int_equal(n, 4);
+    assert_int_equal(got[0], id[8]);
+    assert_int_equal(got[1], id[7]);
+    assert_int_equal(got[2], id[6]);
+    assert_int_equal(got[3], id[2]);
+    assert_int_equal(store_run_get(f->s, id[1], &d), RR_E_NOTFOUND);
+
+    /* keep <= 0: nothing pruned. */
+    add_run(f, &d, 0);
+    add_run(f, &d, -1);
+    assert_int_equal(list_ids(f, "alice", "p", 0, got, 16), 6);
+    /* keep 1: just the new row and the live one. */
+    int64_t last = add_run(f, &d, 1);
+    n = list_ids(f, "alice", "p", 0, got, 16);
+    assert_int_equal(n, 2);
+    assert_int_equal(got[0], last);
+    assert_int_equal(got[1], id[2]);
+    /* Ids are never reused after pruning (AUTOINCREMENT). */
+    assert_true(add_run(f, &d, 1) > last);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs WHERE project_id = 'q'"), 5);
+}
+
+static int reentrant_run_cb(const struct store_run *r, void *ud)
+{
+    struct run_walk *w = ud;
+    /* Re-enter the same walk, a lookup, an update and an insert that prunes,
+     * while the outer walk is running. */
+    struct run_walk inner = {0};
+    assert_int_equal(store_run_list(w->s, r->user, r->project_id, 2, run_cb, &inner), 0);
+    assert_int_equal(inner.n, 2);
+    struct store_run g;
+    assert_int_equal(store_run_get(w->s, r->id, &g), 0);
+    assert_int_equal(g.id, r->id);
+    store_run_clear(&g);
+    struct store_run u = *r;
+    u.reason = (char *)"seen";
+    assert_int_equal(store_run_update(w->s, &u), 0);
+    struct store_run m = run(r->user, r->project_id, "manual", 0, STORE_RUN_SUCCEEDED);
+    int64_t id = 0;
+    assert_int_equal(store_run_insert(w->s, &m, 100, &id), 0);
+    assert_true(w->n < 32);
+    w->ids[w->n++] = r->id;
+    return 0;
+}
+
+static void test_run_list_last(void **state)
+{
+    struct fx *f = *state;
+    add_dep(f, "alice", "p");
+    add_dep(f, "alice", "q");
+    add_dep(f, "bob", "p");
+
+    struct store_run g;
+    memset(&g, 0, sizeof g);
+    assert_int_equal(store_run_last(f->s, "alice", "p", &g), RR_E_NOTFOUND);
+    assert_null(g.user);
+    int64_t got[32];
+    assert_int_equal(list_ids(f, "alice", "p", 0, got, 32), 0);
+
+    int64_t id[5];
+    for (int i = 0; i < 5; i++) {
+        struct store_run r =
+            run("alice", "p", "schedule", T0 + 60.0 * (i + 1), STORE_RUN_SUCCEEDED);
+        r.output = (char *)"ok\n";
+        r.output_len = 3;
+        id[i] = add_run(f, &r, 100);
+        /* Interleave other deployments' rows. */
+        struct store_run o = run(i % 2 ? "alice" : "bob", i % 2 ? "q" : "p", "manual", 0,
+                                 STORE_RUN_QUEUED);
+        add_run(f, &o, 100);
+    }
+    int n = list_ids(f, "alice", "p", 0, got, 32);
+    assert_int_equal(n, 5);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(got[i], id[4 - i]);
+    n = list_ids(f, "alice", "p", 2, got, 32);
+    assert_int_equal(n, 2);
+    assert_int_equal(got[0], id[4]);
+    assert_int_equal(got[1], id[3]);
+    assert_int_equal(list_ids(f, "alice", "p", -5, got, 32), 5);
+    assert_int_equal(list_ids(f, "alice", "p", 100, got, 32), 5);
+    assert_int_equal(list_ids(f, "alice", "q", 0, got, 32), 2);
+    assert_int_equal(list_ids(f, "bob", "p", 0, got, 32), 3);
+    assert_int_equal(list_ids(f, "bob", "q", 0, got, 32), 0);
+    assert_int_equal(store_run_list(f->s, NULL, "p", 0, run_cb, &(struct run_walk){0}), 0);
+
+    /* A callback's non-zero return stops the walk and is returned. */
+    struct run_walk w = {.stop_at = 2};
+    assert_int_equal(store_run_list(f->s, "alice", "p", 0, run_cb, &w), -99);
+    assert_int_equal(w.n, 2);
+
+    assert_int_equal(store_run_last(f->s, "alice", "p", &g), 0);
+    assert_int_equal(g.id, id[4]);
+    assert_true(g.scheduled_for == T0 + 300);
+    assert_int_equal(g.output_len, 3);
+    assert_string_equal(g.output, "ok\n");
+    store_run_clear(&g);
+
+    /* Re-entrant: the walk sees the rows it started with, and the callback's
+     * writes land. */
+    struct run_walk rw = {.s = f->s};
+    assert_int_equal(store_run_list(f->s, "alice", "p", 3, reentrant_run_cb, &rw), 0);
+    assert_int_equal(rw.n, 3);
+    assert_int_equal(rw.ids[0], id[4]);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs WHERE reason = 'seen'"), 3);
+    assert_int_equal(list_ids(f, "alice", "p", 0, got, 32), 8);
+    assert_true(sqlite3_get_autocommit(store__db(f->s)) != 0);
+}
+
+static void test_run_interrupt_all(void **state)
+{
+    struct fx *f = *state;
+    add_dep(f, "alice", "p");
+    add_dep(f, "bob", "q");
+    struct store_run r = run("alice", "p", "schedule", T0 + 60, STORE_RUN_RUNNING);
+    r.started_at = T0 + 60.5;
+    int64_t running = add_run(f, &r, 100);
+    r = run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
+    int64_t queued = add_run(f, &r, 100);
+    r = run("bob", "q", "manual", 0, STORE_RUN_RUNNING);
+    int64_t other = add_run(f, &r, 100);
+    r = run("alice", "p", "schedule", T0 + 120, STORE_RUN_SUCCEEDED);
+    r.finished_at = T0 + 130;
+    r.exit_code = 0;
+    int64_t done = add_run(f, &r, 100);
+    r = run("alice", "p", "schedule", T0 + 180, STORE_RUN_SKIPPED);
+    r.reason = (char *)"overlap";
+    int64_t skipped = add_run(f, &r, 100);
+
+    int64_t n = -1;
+    assert_int_equal(store_run_interrupt_all(f->s, T0 + 500, "server restarted", &n), 0);
+    assert_int_equal(n, 3);
+    int64_t live[] = {running, queued, other};
+    for (size_t i = 0; i < 3; i++) {
+        struct store_run g;
+        assert_int_equal(store_run_get(f->s, live[i], &g), 0);
+        assert_int_equal(g.outcome, STORE_RUN_INTERRUPTED);
+        assert_string_equal(g.reason, "server restarted");
+        assert_true(g.finished_at == T0 + 500);
+        assert_true(store_outcome_final(g.outcome));
+        if (live[i] == running)
+            assert_true(g.started_at == T0 + 60.5); /* kept */
+        store_run_clear(&g);
+    }
+    struct store_run g;
+    assert_int_equal(store_run_get(f->s, done, &g), 0);
+    assert_int_equal(g.outcome, STORE_RUN_SUCCEEDED);
+    assert_null(g.reason);
+    assert_true(g.finished_at == T0 + 130);
+    store_run_clear(&g);
+    assert_int_equal(store_run_get(f->s, skipped, &g), 0);
+    assert_int_equal(g.outcome, STORE_RUN_SKIPPED);
+    assert_string_equal(g.reason, "overlap");
+    assert_true(g.finished_at == 0);
+    store_run_clear(&g);
+
+    /* Nothing left to interrupt; count may be NULL. */
+    assert_int_equal(store_run_interrupt_all(f->s, T0 + 600, "again", &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(store_run_interrupt_all(f->s, T0 + 600, "again", NULL), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs WHERE reason = 'again'"), 0);
+}
+
+static void test_run_cascade(void **state)
+{
+    struct fx *f = *state;
+    add_dep(f, "alice", "p");
+    add_dep(f, "alice", "q");
+    struct store_run r = run("alice", "p", "schedule", T0 + 60, STORE_RUN_RUNNING);
+    int64_t a = add_run(f, &r, 100);
+    r.scheduled_for = T0 + 120;
+    add_run(f, &r, 100);
+    struct store_run o = run("alice", "q", "manual", 0, STORE_RUN_SUCCEEDED);
+    int64_t b = add_run(f, &o, 100);
+
+    assert_int_equal(store_dep_delete(f->s, "alice", "p"), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs WHERE project_id = 'p'"), 0);
+    struct store_run g;
+    assert_int_equal(store_run_get(f->s, a, &g), RR_E_NOTFOUND);
+    assert_int_equal(store_run_get(f->s, b, &g), 0); /* the other deployment's stays */
+    store_run_clear(&g);
+
+    /* Re-adding the same id starts with an empty ledger; the old scheduled
+     * times are free again. */
+    add_dep(f, "alice", "p");
+    assert_int_equal(store_run_last(f->s, "alice", "p", &g), RR_E_NOTFOUND);
+    r.scheduled_for = T0 + 60;
+    assert_true(add_run(f, &r, 100) > b);
+}
+
+static void test_run_missing_dep(void **state)
+{
+    struct fx *f = *state;
+    add_dep(f, "alice", "p");
+    int64_t id = -1;
+    struct store_run r = run("alice", "nope", "manual", 0, STORE_RUN_QUEUED);
+    assert_int_equal(store_run_insert(f->s, &r, 100, &id), RR_E_NOTFOUND);
+    r = run("bob", "p", "schedule", T0 + 60, STORE_RUN_QUEUED); /* another user's id */
+    assert_int_equal(store_run_insert(f->s, &r, 100, &id), RR_E_NOTFOUND);
+    assert_int_equal(id, -1);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs"), 0);
+    assert_true(sqlite3_get_autocommit(store__db(f->s)) != 0);
+    r = run("alice", "p", "schedule", T0 + 60, STORE_RUN_QUEUED);
+    assert_int_equal(store_run_insert(f->s, &r, 100, &id), 0);
+}
+
+static void test_outcome_names(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"queued",      "running", "succeeded",
+                                        "failed",      "timed_out", "cancelled",
+                                        "interrupted", "skipped", "missed"};
+    enum store_outcome o;
+    for (int i = 0; i < 9; i++) {
+        assert_string_equal(store_outcome_name((enum store_outcome)i), names[i]);
+        assert_int_equal(store_outcome_parse(names[i], &o), 0);
+        assert_int_equal(o, i);
+        assert_int_equal(store_outcome_final((enum store_outcome)i), i >= 2);
+    }
+    assert_string_equal(store_outcome_name((enum store_outcome)9), "invalid");
+    assert_int_equal(store_outcome_parse("Queued", &o), RR_E_INVAL);
+    assert_int_equal(store_outcome_parse("", &o), RR_E_INVAL);
+    assert_int_equal(store_outcome_parse("invalid", &o), RR_E_INVAL);
+    assert_int_equal(store_outcome_parse(NULL, &o), RR_E_INVAL);
+}
+
+/* ================================================================ migration 1 -> 2 */
+
+static void raw_exec(sqlite3 *db, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("%s: %s", sql, msg ? msg : "?");
+}
+
+/* The schema as text, for comparing two databases. */
+static char *schema_text(const char *path)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT group_concat(x, '\n') FROM (SELECT type || ' ' "
+                                        "|| name || ' ' || coalesce(sql, '') AS x FROM "
+                                        "sqlite_master ORDER BY name)",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    char *t = strdup((const char *)sqlite3_column_text(st, 0));
+    assert_non_null(t);
+    sqlite3_finalize(st);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    return t;
+}
+
+static void test_migrate_v1_to_v2(void **state)
+{
+    struct fx *f = *state;
+    assert_null(store__migration_sql(0));
+    assert_null(store__migration_sql(3));
+    assert_non_null(store__migration_sql(2));
+
+    /* A database as release 1 left it: its migration, its hash key, a key and
+     * a deployment, written with raw SQL. */
+    store_close(f->s);
+    f->s = NULL;
+    unlink(f->path);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    raw_exec(db, "PRAGMA journal_mode = WAL");
+    raw_exec(db, store__migration_sql(1));
+    raw_exec(db, "PRAGMA user_version = 1");
+    unsigned char hk[32], h[crypto_generichash_BYTES];
+    for (size_t i = 0; i < sizeof hk; i++)
+        hk[i] = (unsigned char)(i * 3 + 1);
+    const char *text = "rrk_00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    assert_int_equal(crypto_generichash(h, sizeof h, (const unsigned char *)text, strlen(text),
+                                        hk, sizeof hk),
+                     0);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "INSERT INTO meta(k, v) VALUES ('hash_key', ?1)", -1,
+                                        &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_bind_blob(st, 1, hk, sizeof hk, SQLITE_STATIC), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_finalize(st);
+    raw_exec(db, "INSERT INTO users(name, created_at) VALUES ('alice', 1767225600)");
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "INSERT INTO api_keys(id, user_id, label, perms, hash, "
+                                        "created_at) VALUES ('k_0123456789abcdef', 1, 'old', 3, "
+                                        "?1, 1767225600)",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_bind_blob(st, 1, h, sizeof h, SQLITE_STATIC), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_finalize(st);
+    raw_exec(db, "INSERT INTO deployments(user, project_id, pipeline, schedule, state, error, "
+                 "created_by, owner_key_id, created_at, updated_at, next_run_at) VALUES "
+                 "('alice', 'p', '{\"a\":1}', '0 3 * * *', 'paused', NULL, 'alice', "
+                 "'k_0123456789abcdef', 1767225600, 1767225601, 1767236400)");
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+
+    reopen(f); /* migrates */
+    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 2);
+
+    /* The key still authenticates (hash key kept), the deployment is intact. */
+    struct store_key k;
+    assert_int_equal(store_key_auth(f->s, text, T0 + 10, &k), 0);
+    assert_string_equal(k.id, "k_0123456789abcdef");
+    assert_string_equal(k.user, "alice");
+    assert_string_equal(k.label, "old");
+    assert_int_equal(k.perms, STORE_PERM_ALL);
+    struct store_dep g;
+    assert_int_equal(store_dep_get(f->s, "alice", "p", &g), 0);
+    assert_string_equal(g.pipeline, "{\"a\":1}");
+    assert_string_equal(g.schedule, "0 3 * * *");
+    assert_int_equal(g.state, STORE_PAUSED);
+    assert_string_equal(g.owner_key_id, "k_0123456789abcdef");
+    assert_true(g.created_at == T0);
+    assert_true(g.updated_at == T0 + 1);
+    assert_true(g.next_run_at == T0 + 10800);
+    assert_true(g.last_fire_at == 0);
+    store_dep_clear(&g);
+
+    /* The new parts work on the migrated file. */
+    assert_int_equal(store_dep_set_progress(f->s, "alice", "p", T0 + 10800, T0 + 97200), 0);
+    struct store_run r = run("alice", "p", "schedule", T0 + 10800, STORE_RUN_QUEUED);
+    int64_t id = add_run(f, &r, 100);
+    assert_int_equal(store_run_insert(f->s, &r, 100, &id), RR_E_EXISTS);
+    assert_int_equal(store_dep_delete(f->s, "alice", "p"), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs"), 0);
+
+    /* Same schema as a database created fresh by this build. */
+    char fresh[160];
+    snprintf(fresh, sizeof fresh, "%s/fresh.db", f->dir);
+    struct store *s2 = NULL;
+    assert_int_equal(store_open(fresh, &s2, NULL), 0);
+    store_close(s2);
+    char *a = schema_text(f->path);
+    char *b = schema_text(fresh);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    static const char *const sfx[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < 3; i++) {
+        char p[200];
+        snprintf(p, sizeof p, "%s%s", fresh, sfx[i]);
+        unlink(p);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1056,6 +1813,17 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_state_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_connections, setup, teardown),
         cmocka_unit_test_setup_teardown(test_racing_inserts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dep_progress, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_sched_unique, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_idem, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_prune, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_list_last, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_interrupt_all, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_cascade, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_missing_dep, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outcome_names, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migrate_v1_to_v2, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
