@@ -32,7 +32,6 @@
 
 /* ============================================================ limits */
 
-#define CRONX_TEXT_MAX 1024 /* bytes; bounds parse time */
 #define MAX_TOKENS 16
 #define STATIC_WARN_MAX 4
 #define YEAR_SECS (366LL * 86400)
@@ -203,7 +202,7 @@ static void check_uneven(struct parse *ps, int f, const char *item, size_t n,
         return;
     char list[64];
     int count = (hi - lo) / step + 1;
-    if (count <= 3) {
+    if (count <= 4) {
         size_t len = 0;
         list[0] = '\0';
         for (int v = lo; v <= hi && len < sizeof list - 8; v += step)
@@ -792,13 +791,14 @@ static void add_warning(struct cronx_preview *out, const char *fmt, ...)
     memcpy(out->warnings[out->nwarnings++], tmp, sizeof tmp);
 }
 
-/* Count matching local minutes in [lo, hi), first one in *first. */
+/* Matching local minutes in [lo, hi), counted up to 2 (the warnings only
+ * need "one" or "several"); the first one in *first. */
 static int matches_in(const struct cronx *c, int64_t lo, int64_t hi,
                       int64_t *first)
 {
     int n = 0;
     int64_t L = floor60(lo + 59);
-    while (n < 1440) {
+    while (n < 2) {
         int64_t M = next_local(c, L, hi);
         if (M == CRONX_NEVER || M >= hi)
             break;

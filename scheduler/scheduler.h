@@ -5,7 +5,11 @@
  * SUN-SAT names (case-insensitive, 0 and 7 are Sunday); presets @yearly
  * @annually @monthly @weekly @daily @midnight @hourly; an optional leading
  * "CRON_TZ=<zone> " or "TZ=<zone> ". Day-of-month and day-of-week both
- * restricted: a day matches if either matches.
+ * restricted (neither field is exactly "*"): a day matches if either matches.
+ * In day-of-week, "a/n" runs to 7 (= Sunday), as "a-7/n". Steps run 1..field
+ * size (e.g. 1-60 in minute). Schedules that can never fire are rejected.
+ * Input is limited to CRONX_TEXT_MAX bytes; zone names to [A-Za-z0-9_+-/],
+ * relative, no "..".
  *
  * Time zones come from the system tz database (TZif files), are loaded once,
  * shared and never freed; the process TZ is never touched. A parsed struct
@@ -14,7 +18,11 @@
  * DST contract: an hour field starting with '*' follows elapsed time (gap
  * times do not occur, fold times fire twice); any other hour field fires each
  * matching local date-time exactly once (inside a gap: at the first instant
- * after the gap; inside a fold: at the first occurrence). */
+ * after the gap; inside a fold: at the first occurrence).
+ *
+ * Instants are searched in 1800..9000 (earlier `after` values are clamped);
+ * a search gives up after 400 years (CRONX_NEVER). Zone files are read from
+ * /usr/share/zoneinfo, or $RRDEPLOY_ZONEINFO when set (tests). */
 #ifndef RR_SCHEDULER_H
 #define RR_SCHEDULER_H
 
@@ -27,6 +35,7 @@
 #define CRONX_LOCAL_MAX 32       /* "2026-01-01T00:00:00+05:30" + NUL */
 #define CRONX_WARNING_MAX 8      /* warnings kept by a preview */
 #define CRONX_WARNING_LEN 160
+#define CRONX_TEXT_MAX 1024      /* longest schedule text accepted, bytes */
 
 struct cronx;
 
