@@ -77,7 +77,9 @@ struct cronx {
     bool fixed;                 /* zone has one offset */
     int32_t fixed_off;
     int nstatic;
-    char static_warn[STATIC_WARN_MAX][CRONX_WARNING_LEN];
+    /* owned, NULL or nstatic entries: most schedules have no warning, and a
+     * server holds one struct cronx per deployment */
+    char (*static_warn)[CRONX_WARNING_LEN];
 };
 
 /* ============================================================ parsing */
@@ -110,6 +112,8 @@ static void static_warn(struct cronx *c, const char *fmt, ...)
 {
     if (c->nstatic >= STATIC_WARN_MAX)
         return;
+    c->static_warn = xrealloc(c->static_warn,
+                              (size_t)(c->nstatic + 1) * sizeof *c->static_warn);
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(c->static_warn[c->nstatic++], CRONX_WARNING_LEN, fmt, ap);
@@ -546,7 +550,7 @@ int cronx_parse(const char *text, const char *default_zone, struct cronx **out,
     struct parse ps = {c, e};
     int rc = parse_text(&ps, text, default_zone);
     if (rc) {
-        free(c);
+        cronx_free(c);
         return rc < 0 ? rc : RR_E_INVAL;
     }
     c->fixed = cronx__zone_fixed(c->zone);
@@ -561,6 +565,8 @@ int cronx_parse(const char *text, const char *default_zone, struct cronx **out,
 
 void cronx_free(struct cronx *c)
 {
+    if (c)
+        free(c->static_warn);
     free(c);
 }
 
