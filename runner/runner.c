@@ -1,0 +1,1218 @@
+/* runner.c -- the `exec` executor: pipelines as child processes (PRODUCT §5).
+ *
+ * Purpose: run `/bin/sh -c CMD` once per job, off the service thread, with
+ * the pipeline JSON on stdin, the RR_* environment, stdout+stderr captured
+ * (the last output_max bytes kept), a timeout, cancellation, and a hard cap
+ * on concurrent runs; report STARTED/FINISHED events back to the service
+ * thread.
+ *
+ * Design (redis bio.c-like, one worker): a single supervisor thread owns
+ * every child. It sleeps in epoll_wait on
+ *   - an eventfd the service thread writes after submit/cancel/free,
+ *   - per run: a pidfd (readable when the leader exits), the non-blocking
+ *     write end of the stdin pipe (fed as the child consumes it) and the
+ *     non-blocking read end of the stdout+stderr pipe (into a ring tail),
+ * with the timeout of epoll_wait computed from the earliest deadline (run
+ * timeout, TERM->KILL grace, shutdown bound) on the monotonic clock. No
+ * sleeps, no busy loops, no SIGCHLD handler.
+ *
+ * Each child is spawned with posix_spawn into its own process group
+ * (POSIX_SPAWN_SETPGROUP, pgid = its pid), an empty signal mask and default
+ * dispositions for every signal (the server ignores SIGPIPE), and every fd
+ * above 2 closed (all our fds are O_CLOEXEC too), so runs inherit neither
+ * each other's pipes nor the server's sockets. Signals go to the whole group
+ * (kill(-pgid)). When the pidfd says the leader exited, the leader is still
+ * an unreaped zombie and so still pins its pgid: we SIGKILL the group (so no
+ * part of a run outlives it, like systemd's control-group semantics, short
+ * of processes that setsid() away), then reap the leader, drain what output
+ * is left, and report FINISHED.
+ *
+ * If pidfd_open is unavailable (ENOSYS; or RRDEPLOY_RUNNER_NO_PIDFD=1, for
+ * tests) or fails for one child (EMFILE), that child is polled instead:
+ * waitid(WEXITED|WNOHANG|WNOWAIT) every POLL_MS, which still leaves the
+ * zombie in place for the group kill.
+ *
+ * Thread: runner_submit/cancel/active/drain run on the service thread and
+ * only take r->mu for a few pointer operations. Everything in struct task
+ * below the "supervisor only" line, the epoll fd and the scratch buffer
+ * belong to the supervisor thread. The pending FIFO, the running list links,
+ * cancel requests, the event queue, nactive and stopping are guarded by
+ * r->mu; the supervisor is the only writer of the running list, so it may
+ * read it without the lock. The supervisor blocks every signal (the mask is
+ * set before pthread_create), so process-directed signals go to the main
+ * thread and a write to a closed stdin pipe gives EPIPE, not a SIGPIPE. */
+#include "runner/runner.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* ============================================================ limits */
+
+#define SH_PATH "/bin/sh"
+#define POLL_MS 50        /* exit polling when a run has no pidfd */
+#define FREE_REAP_MS 1000 /* runner_free: wait for exits after KILL */
+#define READ_CHUNK 65536  /* one read(2) of output */
+#define READS_PER_WAKE 4  /* fairness: chunks per run per wake */
+#define DRAIN_READS 64    /* final drain after exit, bounded */
+#define MAX_EVENTS 64
+#define DEADLINE_MAX_MS (100LL * 365 * 86400 * 1000) /* "never" */
+
+/* ============================================================ types */
+
+/* The last `max` bytes of a stream. Memory grows with the output up to
+ * `max`, then the buffer wraps. */
+struct tail {
+    char *mem;    /* owned; NULL until the first byte */
+    size_t cap;   /* allocated bytes, <= max */
+    size_t max;   /* bytes kept */
+    size_t start; /* index of the oldest byte */
+    size_t len;   /* bytes held */
+};
+
+enum watch_kind { W_IN, W_OUT, W_PID };
+
+/* epoll_event.data.ptr of a run's fd; NULL is the eventfd. */
+struct watch {
+    struct task *t; /* borrowed: the task embedding this watch */
+    enum watch_kind kind;
+};
+
+struct task {
+    struct runner_job *job; /* owned; run_id is immutable */
+    /* Guarded by runner.mu: */
+    struct task *next;             /* pending FIFO or running list */
+    int cancel_set;                /* runner_cancel asked ... */
+    enum runner_outcome cancel_as; /* ... for this outcome */
+    int cancel_seen;               /* the supervisor has taken it */
+    /* Supervisor only: */
+    pid_t pid;                /* leader = pgid; 0 before spawn */
+    int pidfd, in_fd, out_fd; /* -1 when closed */
+    size_t in_off;            /* pipeline bytes written */
+    struct watch w_in, w_out, w_pid;
+    struct tail out;
+    int64_t term_at; /* mono ms: timeout; 0 = none */
+    int64_t kill_at; /* mono ms: SIGKILL; 0 = none */
+    int forced;      /* outcome decided by timeout/cancel */
+    enum runner_outcome forced_as;
+    int cancel_todo; /* cancel taken, not yet acted on */
+    int exited;      /* leader exit noticed, not reaped */
+};
+
+struct ev_node {
+    struct runner_event ev; /* strings owned */
+    struct ev_node *next;
+};
+
+struct runner {
+    struct runner_config cfg; /* exec_cmd owned (copied) */
+    int64_t timeout_ms;       /* 0 = none */
+    int64_t grace_ms;
+    int use_pidfd;
+    int epfd, evfd;
+    pthread_t thread;
+
+    pthread_mutex_t mu;
+    /* Guarded by mu: */
+    struct task *pend_head, *pend_tail; /* submitted, not started (FIFO) */
+    struct task *running; /* started; written by supervisor only */
+    int nrunning;         /* length of running */
+    int cancel_pending;   /* some task got cancel_set */
+    int stopping;         /* runner_free was called */
+    int nactive;          /* submitted and not FINISHED */
+    struct ev_node *ev_head, *ev_tail;
+
+    /* Supervisor only: */
+    char *scratch; /* READ_CHUNK bytes, owned */
+    int pushed;    /* events pushed this iteration */
+    int stop_seen;
+    int64_t stop_deadline; /* mono ms, after stop_seen */
+};
+
+/* ============================================================ helpers */
+
+static char *xasprintf(const char *fmt, ...) RR_PRINTF(1, 2);
+static char *xasprintf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char small[256];
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    ASSERT(n >= 0);
+    char *s = xmalloc((size_t)n + 1);
+    if ((size_t)n < sizeof small) {
+        memcpy(s, small, (size_t)n + 1);
+    } else {
+        va_start(ap, fmt);
+        int m = vsnprintf(s, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+        ASSERT(m == n);
+    }
+    return s;
+}
+
+static int64_t secs_to_ms(double s)
+{
+    if (!(s > 0))
+        return 0;
+    double ms = s * 1000.0 + 0.5;
+    if (ms >= (double)DEADLINE_MAX_MS)
+        return DEADLINE_MAX_MS;
+    return ms < 1 ? 1 : (int64_t)ms;
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0) {
+        /* Linux always releases the fd, even on EINTR; an error here is a
+         * bug (EBADF) worth a log line, not a retry. */
+        if (close(*fd) != 0)
+            log_warn("runner: close(%d): %s", *fd, strerror(errno));
+        *fd = -1;
+    }
+}
+
+static int set_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return -errno;
+    return 0;
+}
+
+/* Move fd above 2 so the child's dup2 onto 0..2 cannot clobber it (only
+ * matters if the server runs with a standard fd closed). */
+static int fd_above_std(int *fd)
+{
+    if (*fd > 2)
+        return 0;
+    int nfd = fcntl(*fd, F_DUPFD_CLOEXEC, 3);
+    if (nfd < 0)
+        return -errno;
+    close_fd(fd);
+    *fd = nfd;
+    return 0;
+}
+
+static int pidfd_open_(pid_t pid)
+{
+#ifdef SYS_pidfd_open
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+    (void)pid;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+/* ============================================================ output tail */
+
+static void tail_push(struct tail *t, const char *p, size_t n)
+{
+    if (t->max == 0 || n == 0)
+        return;
+    if (n >= t->max) {
+        if (t->cap < t->max) {
+            free(t->mem);
+            t->mem = xmalloc(t->max);
+            t->cap = t->max;
+        }
+        memcpy(t->mem, p + (n - t->max), t->max);
+        t->start = 0;
+        t->len = t->max;
+        return;
+    }
+    if (t->len + n > t->cap && t->cap < t->max) {
+        /* Grow (linearising) before wrapping. */
+        size_t ncap = t->cap ? t->cap * 2 : 4096;
+        if (ncap < t->len + n)
+            ncap = t->len + n;
+        if (ncap > t->max)
+            ncap = t->max;
+        char *m = xmalloc(ncap);
+        size_t first = t->cap - t->start < t->len ? t->cap - t->start : t->len;
+        if (first)
+            memcpy(m, t->mem + t->start, first);
+        if (t->len > first)
+            memcpy(m + first, t->mem, t->len - first);
+        free(t->mem);
+        t->mem = m;
+        t->cap = ncap;
+        t->start = 0;
+    }
+    /* Now len + n <= cap, or cap == max and the oldest bytes go. */
+    if (t->len + n > t->cap) {
+        size_t drop = t->len + n - t->cap;
+        t->start = (t->start + drop) % t->cap;
+        t->len -= drop;
+    }
+    size_t pos = (t->start + t->len) % t->cap;
+    size_t first = t->cap - pos < n ? t->cap - pos : n;
+    memcpy(t->mem + pos, p, first);
+    if (n > first)
+        memcpy(t->mem, p + first, n - first);
+    t->len += n;
+}
+
+/* Take the tail as one NUL-terminated heap string (free()); t is emptied. */
+static char *tail_take(struct tail *t, size_t *len)
+{
+    char *s = xmalloc(t->len + 1);
+    size_t first = 0;
+    if (t->len) {
+        first = t->cap - t->start < t->len ? t->cap - t->start : t->len;
+        memcpy(s, t->mem + t->start, first);
+        if (t->len > first)
+            memcpy(s + first, t->mem, t->len - first);
+    }
+    s[t->len] = '\0';
+    *len = t->len;
+    free(t->mem);
+    t->mem = NULL;
+    t->cap = t->start = t->len = 0;
+    return s;
+}
+
+/* ============================================================ public: jobs */
+
+void runner_job_free(struct runner_job *job)
+{
+    if (!job)
+        return;
+    free(job->pipeline);
+    free(job->project_id);
+    free(job->user);
+    free(job->trigger);
+    free(job->scheduled_at);
+    free(job);
+}
+
+void runner_config_defaults(struct runner_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->exec_cmd = NULL;
+    cfg->max_runs = 64;
+    cfg->timeout_s = 3600;
+    cfg->kill_grace_s = 10;
+    cfg->output_max = 64 * 1024;
+    cfg->wake = NULL;
+    cfg->wake_ud = NULL;
+}
+
+static void task_free(struct task *t)
+{
+    if (!t)
+        return;
+    close_fd(&t->pidfd);
+    close_fd(&t->in_fd);
+    close_fd(&t->out_fd);
+    free(t->out.mem);
+    runner_job_free(t->job);
+    free(t);
+}
+
+static void event_free(struct ev_node *n)
+{
+    free(n->ev.reason);
+    free(n->ev.output);
+    free(n);
+}
+
+/* ============================================================ events */
+
+/* Queue an event (taken). Caller holds r->mu. */
+static void push_event_locked(struct runner *r, struct ev_node *n)
+{
+    n->next = NULL;
+    if (r->ev_tail)
+        r->ev_tail->next = n;
+    else
+        r->ev_head = n;
+    r->ev_tail = n;
+    r->pushed = 1;
+}
+
+static void emit_started(struct runner *r, struct task *t)
+{
+    struct ev_node *n = xcalloc(1, sizeof *n);
+    n->ev.kind = RUNNER_EV_STARTED;
+    n->ev.run_id = t->job->run_id;
+    n->ev.at = time_now_real();
+    n->ev.exit_code = -1;
+    n->ev.started = 1;
+    pthread_mutex_lock(&r->mu);
+    push_event_locked(r, n);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* Report FINISHED and free the task. `reason` is taken. `in_running`: t is
+ * on the running list (it is unlinked under the same lock as the push, so a
+ * runner_cancel that returned 0 always sees its outcome applied unless the
+ * run had already been forced by a timeout or an earlier cancel). */
+static void finish(struct runner *r, struct task *t, enum runner_outcome oc,
+                   int exit_code, int sig, char *reason, int started,
+                   int in_running)
+{
+    struct ev_node *n = xcalloc(1, sizeof *n);
+    n->ev.kind = RUNNER_EV_FINISHED;
+    n->ev.run_id = t->job->run_id;
+    n->ev.at = time_now_real();
+    n->ev.exit_code = exit_code;
+    n->ev.signal = sig;
+    n->ev.started = started;
+    n->ev.output = tail_take(&t->out, &n->ev.output_len);
+
+    close_fd(&t->pidfd);
+    close_fd(&t->in_fd);
+    close_fd(&t->out_fd);
+
+    pthread_mutex_lock(&r->mu);
+    if (in_running) {
+        struct task **pp = &r->running;
+        while (*pp && *pp != t)
+            pp = &(*pp)->next;
+        ASSERT(*pp == t);
+        *pp = t->next;
+        r->nrunning--;
+    }
+    if (t->forced) {
+        oc = t->forced_as;
+    } else if (t->cancel_set) {
+        oc = t->cancel_as;
+        free(reason);
+        reason = NULL;
+    }
+    n->ev.outcome = oc;
+    n->ev.reason = reason;
+    r->nactive--;
+    push_event_locked(r, n);
+    pthread_mutex_unlock(&r->mu);
+
+    log_debug("runner: run %lld finished (outcome %d, exit %d, signal %d)",
+              (long long)t->job->run_id, (int)oc, exit_code, sig);
+    task_free(t);
+}
+
+/* ============================================================ spawning */
+
+static int is_rr_var(const char *kv)
+{
+    static const char *const names[] = {
+        "RR_PROJECT_ID=", "RR_USER_ID=", "RR_RUN_ID=", "RR_TRIGGER=",
+        "RR_SCHEDULED_AT="};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strncmp(kv, names[i], strlen(names[i])) == 0)
+            return 1;
+    return 0;
+}
+
+/* The server's environment minus any RR_* of ours, plus the job's. Returns
+ * a NULL-terminated array; entries [*nown, end) are owned (free them and the
+ * array with env_free). */
+static char **env_build(const struct runner_job *job, size_t *first_own)
+{
+    size_t n = 0;
+    for (char **e = environ; e && *e; e++)
+        n++;
+    char **env = xmalloc((n + 6) * sizeof *env);
+    size_t k = 0;
+    for (char **e = environ; e && *e; e++)
+        if (!is_rr_var(*e))
+            env[k++] = *e;
+    *first_own = k;
+    env[k++] =
+        xasprintf("RR_PROJECT_ID=%s", job->project_id ? job->project_id : "");
+    env[k++] = xasprintf("RR_USER_ID=%s", job->user ? job->user : "");
+    env[k++] = xasprintf("RR_RUN_ID=%lld", (long long)job->run_id);
+    env[k++] = xasprintf("RR_TRIGGER=%s", job->trigger ? job->trigger : "");
+    env[k++] = xasprintf("RR_SCHEDULED_AT=%s",
+                         job->scheduled_at ? job->scheduled_at : "");
+    env[k] = NULL;
+    return env;
+}
+
+static void env_free(char **env, size_t first_own)
+{
+    for (size_t i = first_own; env[i]; i++)
+        free(env[i]);
+    free(env);
+}
+
+static int epoll_add(struct runner *r, int fd, uint32_t events, struct watch *w)
+{
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = events;
+    ev.data.ptr = w;
+    if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
+        return -errno;
+    return 0;
+}
+
+static void epoll_del(struct runner *r, int fd)
+{
+    if (fd >= 0 && epoll_ctl(r->epfd, EPOLL_CTL_DEL, fd, NULL) != 0)
+        log_warn("runner: epoll_ctl(DEL, %d): %s", fd, strerror(errno));
+}
+
+/* posix_spawn `/bin/sh -c CMD` for t. On success t->pid, the parent's pipe
+ * ends and (if possible) the pidfd are set and 0 is returned; on failure
+ * returns a positive errno value with nothing left behind, and *what names
+ * the step. */
+static int spawn_child(struct runner *r, struct task *t, const char **what)
+{
+    int in[2] = {-1, -1}, out[2] = {-1, -1};
+    int rc;
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    int fa_ok = 0, attr_ok = 0;
+    char **env = NULL;
+    size_t env_own = 0;
+
+    *what = "pipe";
+    if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0) {
+        rc = errno;
+        goto fail;
+    }
+    if ((rc = -fd_above_std(&in[0])) || (rc = -fd_above_std(&in[1])) ||
+        (rc = -fd_above_std(&out[0])) || (rc = -fd_above_std(&out[1])))
+        goto fail;
+    *what = "fcntl";
+    if ((rc = -set_nonblock(in[1])) || (rc = -set_nonblock(out[0])))
+        goto fail;
+
+    *what = "posix_spawn setup";
+    if ((rc = posix_spawn_file_actions_init(&fa)))
+        goto fail;
+    fa_ok = 1;
+    if ((rc = posix_spawn_file_actions_adddup2(&fa, in[0], 0)) ||
+        (rc = posix_spawn_file_actions_adddup2(&fa, out[1], 1)) ||
+        (rc = posix_spawn_file_actions_adddup2(&fa, out[1], 2)))
+        goto fail;
+#if defined(__GLIBC__) &&                                                      \
+    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+    /* Belt and braces: even fds another module forgot to mark O_CLOEXEC. */
+    if ((rc = posix_spawn_file_actions_addclosefrom_np(&fa, 3)))
+        goto fail;
+#endif
+    if ((rc = posix_spawnattr_init(&attr)))
+        goto fail;
+    attr_ok = 1;
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    if ((rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP |
+                                                  POSIX_SPAWN_SETSIGMASK |
+                                                  POSIX_SPAWN_SETSIGDEF)) ||
+        (rc = posix_spawnattr_setpgroup(&attr, 0)) ||
+        (rc = posix_spawnattr_setsigmask(&attr, &none)) ||
+        (rc = posix_spawnattr_setsigdefault(&attr, &all)))
+        goto fail;
+
+    env = env_build(t->job, &env_own);
+    char *argv[] = {(char *)"sh", (char *)"-c", (char *)r->cfg.exec_cmd, NULL};
+    *what = "posix_spawn";
+    pid_t pid;
+    rc = posix_spawn(&pid, SH_PATH, &fa, &attr, argv, env);
+    if (rc)
+        goto fail;
+
+    env_free(env, env_own);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    close_fd(&in[0]);
+    close_fd(&out[1]);
+    t->pid = pid;
+    t->in_fd = in[1];
+    t->out_fd = out[0];
+    t->pidfd = r->use_pidfd ? pidfd_open_(pid) : -1;
+    if (r->use_pidfd && t->pidfd < 0)
+        log_warn("runner: pidfd_open(%d): %s; polling run %lld for exit",
+                 (int)pid, strerror(errno), (long long)t->job->run_id);
+    return 0;
+
+fail:
+    if (env)
+        env_free(env, env_own);
+    if (fa_ok)
+        posix_spawn_file_actions_destroy(&fa);
+    if (attr_ok)
+        posix_spawnattr_destroy(&attr);
+    close_fd(&in[0]);
+    close_fd(&in[1]);
+    close_fd(&out[0]);
+    close_fd(&out[1]);
+    return rc > 0 ? rc : EINVAL;
+}
+
+static void signal_group(struct task *t, int sig)
+{
+    if (t->pid > 0 && kill(-t->pid, sig) != 0 && errno != ESRCH)
+        log_warn("runner: kill(-%d, %d): %s", (int)t->pid, sig,
+                 strerror(errno));
+}
+
+/* Start TERM -> KILL escalation with outcome `as` (first decision wins). */
+static void force_stop(struct runner *r, struct task *t, enum runner_outcome as,
+                       int64_t now)
+{
+    if (t->forced)
+        return;
+    t->forced = 1;
+    t->forced_as = as;
+    t->term_at = 0;
+    t->kill_at = now + r->grace_ms;
+    signal_group(t, SIGTERM);
+}
+
+/* Pop the oldest pending job into the running list and spawn it. */
+static void start_one(struct runner *r, int64_t now)
+{
+    pthread_mutex_lock(&r->mu);
+    struct task *t = r->pend_head;
+    if (!t) {
+        pthread_mutex_unlock(&r->mu);
+        return;
+    }
+    r->pend_head = t->next;
+    if (!r->pend_head)
+        r->pend_tail = NULL;
+    int have_exec = r->cfg.exec_cmd != NULL;
+    if (have_exec) {
+        t->next = r->running;
+        r->running = t;
+        r->nrunning++;
+    } else {
+        t->next = NULL;
+    }
+    pthread_mutex_unlock(&r->mu);
+
+    if (!have_exec) {
+        finish(r, t, RUNNER_FAILED, -1, 0, xstrdup("no executor configured"), 0,
+               0);
+        return;
+    }
+
+    const char *what = "";
+    int rc = spawn_child(r, t, &what);
+    if (rc) {
+        log_error("runner: run %lld: %s: %s", (long long)t->job->run_id, what,
+                  strerror(rc));
+        finish(r, t, RUNNER_FAILED, -1, 0,
+               xasprintf("spawn failed: %s: %s", what, strerror(rc)), 0, 1);
+        return;
+    }
+    log_debug("runner: run %lld started, pid %d", (long long)t->job->run_id,
+              (int)t->pid);
+    emit_started(r, t);
+    if (r->timeout_ms > 0)
+        t->term_at = now + r->timeout_ms;
+
+    int err = 0;
+    if (t->job->pipeline_len == 0) {
+        close_fd(&t->in_fd); /* the child sees EOF at once */
+    } else {
+        err = epoll_add(r, t->in_fd, EPOLLOUT, &t->w_in);
+    }
+    if (!err)
+        err = epoll_add(r, t->out_fd, EPOLLIN, &t->w_out);
+    if (!err && t->pidfd >= 0)
+        err = epoll_add(r, t->pidfd, EPOLLIN, &t->w_pid);
+    if (err) {
+        /* Cannot supervise it: stop it now; the exit path still runs
+         * (polled, since the pidfd may not be registered). */
+        log_error("runner: run %lld: epoll_ctl: %s", (long long)t->job->run_id,
+                  strerror(-err));
+        epoll_del(r, t->in_fd);
+        close_fd(&t->in_fd);
+        close_fd(&t->pidfd);
+        if (!t->forced) {
+            t->forced = 1;
+            t->forced_as = RUNNER_FAILED;
+        }
+        signal_group(t, SIGKILL);
+    }
+}
+
+/* ============================================================ run I/O */
+
+static void feed_stdin(struct runner *r, struct task *t)
+{
+    const struct runner_job *j = t->job;
+    while (t->in_fd >= 0 && t->in_off < j->pipeline_len) {
+        ssize_t n = write(t->in_fd, j->pipeline + t->in_off,
+                          j->pipeline_len - t->in_off);
+        if (n > 0) {
+            t->in_off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (n < 0 && errno == EPIPE) {
+            /* The child closed stdin without reading it all: its choice.
+             * Clear the SIGPIPE the kernel queued on this thread (blocked
+             * here, so it is only pending). */
+            sigset_t s;
+            sigemptyset(&s);
+            sigaddset(&s, SIGPIPE);
+            struct timespec zero = {0, 0};
+            while (sigtimedwait(&s, NULL, &zero) == SIGPIPE) {
+            }
+        } else {
+            log_warn("runner: run %lld: write stdin: %s", (long long)j->run_id,
+                     strerror(errno));
+        }
+        break;
+    }
+    /* Done or failed: close so the child sees EOF, and drop the pipeline
+     * (up to 1 MiB) rather than hold it for the whole run. */
+    epoll_del(r, t->in_fd);
+    close_fd(&t->in_fd);
+    free(t->job->pipeline);
+    t->job->pipeline = NULL;
+    t->job->pipeline_len = 0;
+}
+
+/* Read up to max_reads chunks of output into the tail. Closes out_fd at
+ * EOF (every writer gone) or on error. */
+static void read_output(struct runner *r, struct task *t, int max_reads)
+{
+    for (int i = 0; i < max_reads && t->out_fd >= 0; i++) {
+        ssize_t n = read(t->out_fd, r->scratch, READ_CHUNK);
+        if (n > 0) {
+            tail_push(&t->out, r->scratch, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (n < 0)
+            log_warn("runner: run %lld: read output: %s",
+                     (long long)t->job->run_id, strerror(errno));
+        epoll_del(r, t->out_fd);
+        close_fd(&t->out_fd);
+    }
+}
+
+/* Has the leader of a run without pidfd exited? Leaves it unreaped. */
+static int poll_exited(struct task *t)
+{
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    if (waitid(P_PID, (id_t)t->pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0)
+        return errno == ECHILD; /* somebody else reaped it */
+    return si.si_pid == t->pid;
+}
+
+/* The leader exited (a zombie pinning the pgid): kill what is left of the
+ * group, reap, drain output, report. */
+static void reap_and_finish(struct runner *r, struct task *t)
+{
+    signal_group(t, SIGKILL);
+    int status = 0;
+    pid_t w;
+    do {
+        w = waitpid(t->pid, &status, 0);
+    } while (w < 0 && errno == EINTR);
+
+    epoll_del(r, t->in_fd);
+    close_fd(&t->in_fd);
+    epoll_del(r, t->pidfd);
+    if (t->out_fd >= 0) {
+        read_output(r, t, DRAIN_READS);
+        epoll_del(r, t->out_fd);
+    }
+
+    enum runner_outcome oc = RUNNER_FAILED;
+    int code = -1, sig = 0;
+    char *reason = NULL;
+    if (w < 0) {
+        reason = xasprintf("exit status lost: %s", strerror(errno));
+    } else if (WIFEXITED(status)) {
+        code = WEXITSTATUS(status);
+        oc = code == 0 ? RUNNER_SUCCEEDED : RUNNER_FAILED;
+    } else if (WIFSIGNALED(status)) {
+        sig = WTERMSIG(status);
+    }
+    if (t->forced && t->forced_as == RUNNER_TIMED_OUT)
+        reason = (free(reason), xasprintf("timed out after %g s",
+                                          (double)r->timeout_ms / 1000.0));
+    else if (t->forced && t->forced_as == RUNNER_FAILED && !reason)
+        reason = xstrdup("could not supervise the process");
+    t->pid = 0;
+    finish(r, t, oc, code, sig, reason, 1, 1);
+}
+
+/* ============================================================ supervisor */
+
+/* Take new work and cancel requests from the service thread. */
+static void intake(struct runner *r, int64_t now)
+{
+    struct task *cancelled = NULL, **ctail = &cancelled;
+
+    pthread_mutex_lock(&r->mu);
+    int stop = r->stopping;
+    if (r->cancel_pending) {
+        r->cancel_pending = 0;
+        /* Queued jobs finish at once. */
+        struct task **pp = &r->pend_head, *last = NULL;
+        while (*pp) {
+            struct task *t = *pp;
+            if (t->cancel_set && !t->cancel_seen) {
+                t->cancel_seen = 1;
+                *pp = t->next;
+                t->next = NULL;
+                *ctail = t;
+                ctail = &t->next;
+            } else {
+                last = t;
+                pp = &t->next;
+            }
+        }
+        r->pend_tail = last;
+        for (struct task *t = r->running; t; t = t->next)
+            if (t->cancel_set && !t->cancel_seen) {
+                t->cancel_seen = 1;
+                t->cancel_todo = 1;
+            }
+    }
+    pthread_mutex_unlock(&r->mu);
+
+    while (cancelled) {
+        struct task *t = cancelled;
+        cancelled = t->next;
+        finish(r, t, RUNNER_CANCELLED /* replaced by cancel_as */, -1, 0, NULL,
+               0, 0);
+    }
+    for (struct task *t = r->running; t; t = t->next)
+        if (t->cancel_todo) {
+            t->cancel_todo = 0;
+            /* cancel_as is only written before cancel_seen is set. */
+            pthread_mutex_lock(&r->mu);
+            enum runner_outcome as = t->cancel_as;
+            pthread_mutex_unlock(&r->mu);
+            if (t->pid > 0)
+                force_stop(r, t, as, now);
+        }
+
+    if (stop && !r->stop_seen) {
+        r->stop_seen = 1;
+        /* Queued jobs: INTERRUPTED now. */
+        for (;;) {
+            pthread_mutex_lock(&r->mu);
+            struct task *t = r->pend_head;
+            if (t) {
+                r->pend_head = t->next;
+                if (!r->pend_head)
+                    r->pend_tail = NULL;
+            }
+            pthread_mutex_unlock(&r->mu);
+            if (!t)
+                break;
+            t->next = NULL;
+            finish(r, t, RUNNER_INTERRUPTED, -1, 0, NULL, 0, 0);
+        }
+        for (struct task *t = r->running; t; t = t->next)
+            force_stop(r, t, RUNNER_INTERRUPTED, now);
+        r->stop_deadline = now + r->grace_ms + FREE_REAP_MS;
+    }
+}
+
+/* Timeouts and TERM->KILL escalation. */
+static void check_deadlines(struct runner *r, int64_t now)
+{
+    for (struct task *t = r->running; t; t = t->next) {
+        if (t->exited)
+            continue;
+        if (t->term_at && now >= t->term_at) {
+            log_info("runner: run %lld timed out; SIGTERM to group %d",
+                     (long long)t->job->run_id, (int)t->pid);
+            force_stop(r, t, RUNNER_TIMED_OUT, now);
+            t->term_at = 0;
+        }
+        if (t->kill_at && now >= t->kill_at) {
+            log_info("runner: run %lld still running after %lld ms; SIGKILL "
+                     "to group %d",
+                     (long long)t->job->run_id, (long long)r->grace_ms,
+                     (int)t->pid);
+            signal_group(t, SIGKILL);
+            t->kill_at = 0;
+        }
+    }
+}
+
+/* epoll_wait timeout (ms, -1 = none) from the earliest deadline. */
+static int next_timeout(struct runner *r, int64_t now)
+{
+    int64_t dl = INT64_MAX;
+    for (struct task *t = r->running; t; t = t->next) {
+        if (t->term_at && t->term_at < dl)
+            dl = t->term_at;
+        if (t->kill_at && t->kill_at < dl)
+            dl = t->kill_at;
+        if (t->pidfd < 0 && now + POLL_MS < dl)
+            dl = now + POLL_MS;
+    }
+    if (r->stop_seen && r->stop_deadline < dl)
+        dl = r->stop_deadline;
+    if (dl == INT64_MAX)
+        return -1;
+    if (dl <= now)
+        return 0;
+    return dl - now > INT_MAX ? INT_MAX : (int)(dl - now);
+}
+
+/* runner_free gave up waiting: stop supervising what is left. */
+static void abandon_all(struct runner *r)
+{
+    while (r->running) {
+        struct task *t = r->running;
+        log_error("runner: run %lld (pid %d) did not exit after SIGKILL; "
+                  "abandoning it",
+                  (long long)t->job->run_id, (int)t->pid);
+        signal_group(t, SIGKILL);
+        int status;
+        if (waitpid(t->pid, &status, WNOHANG) != t->pid)
+            log_warn("runner: pid %d left unreaped", (int)t->pid);
+        epoll_del(r, t->in_fd);
+        epoll_del(r, t->out_fd);
+        epoll_del(r, t->pidfd);
+        t->pid = 0;
+        finish(r, t, RUNNER_INTERRUPTED, -1, 0, NULL, 1, 1);
+    }
+}
+
+static void wake_service(struct runner *r)
+{
+    if (r->pushed) {
+        r->pushed = 0;
+        if (r->cfg.wake)
+            r->cfg.wake(r->cfg.wake_ud);
+    }
+}
+
+static void *supervisor_main(void *arg)
+{
+    struct runner *r = arg;
+    struct epoll_event evs[MAX_EVENTS];
+
+    for (;;) {
+        int64_t now = time_now_mono_ms();
+        int timeout = next_timeout(r, now);
+        int n = epoll_wait(r->epfd, evs, MAX_EVENTS, timeout);
+        if (n < 0) {
+            if (errno != EINTR) {
+                /* Only EBADF/EFAULT/EINVAL: a bug. */
+                log_error("runner: epoll_wait: %s", strerror(errno));
+                ASSERT(0 && "epoll_wait failed");
+            }
+            n = 0;
+        }
+        now = time_now_mono_ms();
+
+        for (int i = 0; i < n; i++) {
+            struct watch *w = evs[i].data.ptr;
+            if (!w) {
+                uint64_t v;
+                if (read(r->evfd, &v, sizeof v) < 0 && errno != EAGAIN)
+                    log_warn("runner: read eventfd: %s", strerror(errno));
+                continue;
+            }
+            struct task *t = w->t;
+            switch (w->kind) {
+            case W_IN: feed_stdin(r, t); break;
+            case W_OUT: read_output(r, t, READS_PER_WAKE); break;
+            case W_PID: t->exited = 1; break;
+            }
+        }
+
+        /* Finish runs whose leader exited (polled ones too). Tasks are
+         * freed only here, after the batch, so no event points at freed
+         * memory. */
+        struct task *t = r->running;
+        while (t) {
+            struct task *nx = t->next;
+            if (!t->exited && t->pidfd < 0 && t->pid > 0 && poll_exited(t))
+                t->exited = 1;
+            if (t->exited)
+                reap_and_finish(r, t);
+            t = nx;
+        }
+
+        /* Look at the shared state on every iteration (one lock): a kick
+         * may coalesce several submits and cancels. */
+        intake(r, now);
+        check_deadlines(r, now);
+
+        if (!r->stop_seen) {
+            for (;;) {
+                pthread_mutex_lock(&r->mu);
+                int more =
+                    r->pend_head != NULL &&
+                    (r->cfg.exec_cmd == NULL || r->nrunning < r->cfg.max_runs);
+                pthread_mutex_unlock(&r->mu);
+                if (!more)
+                    break;
+                start_one(r, now);
+            }
+        }
+
+        if (r->stop_seen) {
+            if (!r->running)
+                break;
+            if (time_now_mono_ms() >= r->stop_deadline) {
+                abandon_all(r);
+                break;
+            }
+        }
+        wake_service(r);
+    }
+    wake_service(r);
+    return NULL;
+}
+
+/* ============================================================ public API */
+
+static void kick(struct runner *r)
+{
+    uint64_t one = 1;
+    ssize_t n;
+    do {
+        n = write(r->evfd, &one, sizeof one);
+    } while (n < 0 && errno == EINTR);
+    /* EAGAIN: the counter is saturated, so the supervisor is woken anyway. */
+    if (n < 0 && errno != EAGAIN)
+        log_error("runner: write eventfd: %s", strerror(errno));
+}
+
+struct runner *runner_new(const struct runner_config *cfg, struct err *e)
+{
+    if (!cfg) {
+        err_set(e, RR_E_INVAL, "runner: no configuration");
+        return NULL;
+    }
+    if (cfg->max_runs < 1) {
+        err_set(e, RR_E_INVAL, "runner: max_runs must be at least 1 (got %d)",
+                cfg->max_runs);
+        return NULL;
+    }
+    if (cfg->exec_cmd && !*cfg->exec_cmd) {
+        err_set(e, RR_E_INVAL, "runner: empty exec command");
+        return NULL;
+    }
+
+    struct runner *r = xcalloc(1, sizeof *r);
+    r->cfg = *cfg;
+    r->cfg.exec_cmd = cfg->exec_cmd ? xstrdup(cfg->exec_cmd) : NULL;
+    r->timeout_ms = secs_to_ms(cfg->timeout_s);
+    r->grace_ms = secs_to_ms(cfg->kill_grace_s);
+    r->epfd = r->evfd = -1;
+    r->scratch = xmalloc(READ_CHUNK);
+
+    /* RRDEPLOY_RUNNER_NO_PIDFD=1 forces the polling fallback (tests). */
+    const char *nopidfd = getenv("RRDEPLOY_RUNNER_NO_PIDFD");
+    int fd = -1;
+    if (nopidfd && strcmp(nopidfd, "1") == 0) {
+        log_info("runner: pidfd disabled by RRDEPLOY_RUNNER_NO_PIDFD; polling "
+                 "children every %d ms",
+                 POLL_MS);
+    } else if ((fd = pidfd_open_(getpid())) >= 0) {
+        r->use_pidfd = 1;
+        close_fd(&fd);
+    } else {
+        log_warn("runner: pidfd_open unavailable (%s); polling children "
+                 "every %d ms",
+                 strerror(errno), POLL_MS);
+    }
+
+    int rc = pthread_mutex_init(&r->mu, NULL);
+    if (rc) {
+        err_set(e, RR_E_INTERNAL, "runner: pthread_mutex_init: %s",
+                strerror(rc));
+        goto fail_nomutex;
+    }
+    r->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (r->epfd < 0) {
+        err_set(e, RR_E_IO, "runner: epoll_create1: %s", strerror(errno));
+        goto fail;
+    }
+    r->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (r->evfd < 0) {
+        err_set(e, RR_E_IO, "runner: eventfd: %s", strerror(errno));
+        goto fail;
+    }
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN;
+    ev.data.ptr = NULL;
+    if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->evfd, &ev) != 0) {
+        err_set(e, RR_E_IO, "runner: epoll_ctl: %s", strerror(errno));
+        goto fail;
+    }
+
+    /* The supervisor starts with every signal blocked (see the top). */
+    sigset_t all, old;
+    sigfillset(&all);
+    rc = pthread_sigmask(SIG_SETMASK, &all, &old);
+    if (rc) {
+        err_set(e, RR_E_INTERNAL, "runner: pthread_sigmask: %s", strerror(rc));
+        goto fail;
+    }
+    rc = pthread_create(&r->thread, NULL, supervisor_main, r);
+    int rc2 = pthread_sigmask(SIG_SETMASK, &old, NULL);
+    ASSERT(rc2 == 0);
+    if (rc) {
+        err_set(e, RR_E_INTERNAL, "runner: pthread_create: %s", strerror(rc));
+        goto fail;
+    }
+    return r;
+
+fail:
+    pthread_mutex_destroy(&r->mu);
+fail_nomutex:
+    close_fd(&r->evfd);
+    close_fd(&r->epfd);
+    free(r->scratch);
+    free((char *)r->cfg.exec_cmd);
+    free(r);
+    return NULL;
+}
+
+int runner_submit(struct runner *r, struct runner_job *job)
+{
+    if (!r || !job) {
+        runner_job_free(job);
+        return RR_E_INVAL;
+    }
+    if (job->pipeline_len && !job->pipeline) {
+        runner_job_free(job);
+        return RR_E_INVAL;
+    }
+    struct task *t = xcalloc(1, sizeof *t);
+    t->job = job;
+    t->pidfd = t->in_fd = t->out_fd = -1;
+    t->out.max = r->cfg.output_max;
+    t->w_in = (struct watch){t, W_IN};
+    t->w_out = (struct watch){t, W_OUT};
+    t->w_pid = (struct watch){t, W_PID};
+
+    pthread_mutex_lock(&r->mu);
+    if (r->stopping) {
+        pthread_mutex_unlock(&r->mu);
+        task_free(t);
+        return RR_E_BUSY;
+    }
+    if (r->pend_tail)
+        r->pend_tail->next = t;
+    else
+        r->pend_head = t;
+    r->pend_tail = t;
+    r->nactive++;
+    pthread_mutex_unlock(&r->mu);
+    kick(r);
+    return 0;
+}
+
+int runner_cancel(struct runner *r, int64_t run_id, enum runner_outcome as)
+{
+    if (!r || (as != RUNNER_CANCELLED && as != RUNNER_INTERRUPTED))
+        return RR_E_INVAL;
+    int found = 0;
+    pthread_mutex_lock(&r->mu);
+    for (int pass = 0; pass < 2 && !found; pass++) {
+        for (struct task *t = pass ? r->running : r->pend_head; t;
+             t = t->next) {
+            if (t->job->run_id != run_id)
+                continue;
+            found = 1;
+            if (!t->cancel_set) {
+                t->cancel_set = 1;
+                t->cancel_as = as;
+                r->cancel_pending = 1;
+            }
+            break;
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (!found)
+        return RR_E_NOTFOUND;
+    kick(r);
+    return 0;
+}
+
+int runner_active(struct runner *r)
+{
+    if (!r)
+        return 0;
+    pthread_mutex_lock(&r->mu);
+    int n = r->nactive;
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+int runner_drain(struct runner *r, runner_event_cb cb, void *ud)
+{
+    if (!r)
+        return 0;
+    pthread_mutex_lock(&r->mu);
+    struct ev_node *n = r->ev_head;
+    r->ev_head = r->ev_tail = NULL;
+    pthread_mutex_unlock(&r->mu);
+
+    int count = 0;
+    while (n) {
+        struct ev_node *nx = n->next;
+        if (cb)
+            cb(&n->ev, ud);
+        event_free(n);
+        n = nx;
+        count++;
+    }
+    return count;
+}
+
+void runner_free(struct runner *r)
+{
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->mu);
+    r->stopping = 1;
+    pthread_mutex_unlock(&r->mu);
+    kick(r);
+    int rc = pthread_join(r->thread, NULL);
+    ASSERT(rc == 0);
+
+    /* The supervisor finished every task before returning. */
+    ASSERT(r->pend_head == NULL && r->running == NULL);
+    struct ev_node *n = r->ev_head;
+    while (n) {
+        struct ev_node *nx = n->next;
+        event_free(n);
+        n = nx;
+    }
+    close_fd(&r->evfd);
+    close_fd(&r->epfd);
+    pthread_mutex_destroy(&r->mu);
+    free(r->scratch);
+    free((char *)r->cfg.exec_cmd);
+    free(r);
+}
