@@ -35,6 +35,11 @@ static void usage(FILE *f)
           "  --timezone ZONE       default zone for schedules (default UTC)\n"
           "  --auth-timeout SECS   close sockets not authenticated in time (30)\n"
           "  --port-file PATH      write the listening port here once ready\n"
+          "  --exec CMD            run each pipeline with /bin/sh -c CMD (JSON on stdin)\n"
+          "  --run-timeout DUR     stop a run after this long (default 1h)\n"
+          "  --max-runs N          runs at once; more wait their turn (default 64)\n"
+          "  --keep-runs N         ledger rows kept per deployment (default 100)\n"
+          "  --shutdown-grace DUR  on SIGTERM, let runs finish this long (default 30s)\n"
           "  --log-level LEVEL     debug|info|warn|error (default info)\n"
           "  --log-format FORMAT   text|json (default text)\n"
           "\n"
@@ -167,6 +172,14 @@ static int cmd_serve(int argc, char **argv)
         {"port-file", required_argument, NULL, 'p'},
         {"log-level", required_argument, NULL, 'L'},
         {"log-format", required_argument, NULL, 'F'},
+        {"exec", required_argument, NULL, 'x'},
+        {"run-timeout", required_argument, NULL, 't'},
+        {"max-runs", required_argument, NULL, 'm'},
+        {"keep-runs", required_argument, NULL, 'k'},
+        {"shutdown-grace", required_argument, NULL, 'g'},
+#ifdef RRDEPLOY_TEST_HOOKS
+        {"test-clock", optional_argument, NULL, 'T'},
+#endif
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -206,6 +219,40 @@ static int cmd_serve(int argc, char **argv)
             if (log_format_parse(optarg, &fmt))
                 return die("--log-format: expected text|json");
             break;
+        case 'x':
+            if (!*optarg)
+                return die("--exec: empty command");
+            cfg.exec_cmd = optarg;
+            break;
+        case 't':
+            if (parse_duration(optarg, &cfg.run_timeout_s))
+                return die("--run-timeout: expected a duration like 1h, 90m "
+                           "or 0.5s, got '%s'", optarg);
+            break;
+        case 'm':
+            if (parse_long(optarg, 1, 4096, &v))
+                return die("--max-runs: expected 1-4096, got '%s'", optarg);
+            cfg.max_runs = (int)v;
+            break;
+        case 'k':
+            if (parse_long(optarg, 1, 1000000, &v))
+                return die("--keep-runs: expected 1-1000000, got '%s'", optarg);
+            cfg.keep_runs = v;
+            break;
+        case 'g':
+            if (parse_duration(optarg, &cfg.shutdown_grace_s))
+                return die("--shutdown-grace: expected a duration like 30s, "
+                           "got '%s'", optarg);
+            break;
+#ifdef RRDEPLOY_TEST_HOOKS
+        case 'T': {
+            cfg.test_clock = true;
+            char *end;
+            if (optarg && (cfg.test_clock_start = strtod(optarg, &end), *end))
+                return die("--test-clock: expected Unix seconds");
+            break;
+        }
+#endif
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

@@ -16,9 +16,10 @@
 #include "scheduler/scheduler.h"
 
 #define PROJECT_ID_MAX 256
-#define DEV_KEY_ID "dev"
 #define DEV_USER "local"
 #define PREVIEW_MAX 1000
+#define RUNS_MAX 1000
+#define IDEM_KEY_MAX 256
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -93,12 +94,11 @@ static int parse_schedule(struct dap_app *app, const json_t *v,
     return 0;
 }
 
-/* Next fire after now for an active schedule, 0 when none. */
-static double next_run(const struct cronx *cx, enum store_state st, double now)
+/* next_run_at for a record: the next fire as float seconds, 0 when none. */
+static double next_run(const struct cronx *cx, enum store_state st,
+                       double last_fire, double now)
 {
-    if (st != STORE_ACTIVE || cronx_is_manual(cx))
-        return 0;
-    int64_t t = cronx_next(cx, (int64_t)floor(now));
+    int64_t t = sched_next_fire(cx, st, (int64_t)last_fire, now);
     return t == CRONX_NEVER ? 0 : (double)t;
 }
 
@@ -121,12 +121,13 @@ static int raw_pipeline(struct dap_app *app, struct dap_req *req,
 
 static const char *owner_key_id(const struct dap_session *ss)
 {
-    return ss->dev ? DEV_KEY_ID : ss->key.id;
+    return ss->dev ? SCHED_DEV_KEY_ID : ss->key.id;
 }
 
 /* Write a deployment record: the reference server's field names, the aliases
  * of the published docs, and rrdeploy's additions. */
-static void write_record(struct buf *b, const struct store_dep *d)
+static void write_record(struct dap_app *app, struct buf *b,
+                         const struct store_dep *d)
 {
     buf_puts(b, "{\"pipeline\":");
     buf_puts(b, d->pipeline);
@@ -151,7 +152,15 @@ static void write_record(struct buf *b, const struct store_dep *d)
         buf_json_time(b, d->next_run_at);
     else
         buf_puts(b, "null");
-    buf_puts(b, ",\"last_run\":null,\"error\":");
+    buf_puts(b, ",\"last_run\":");
+    struct store_run last;
+    if (store_run_last(app->store, d->user, d->project_id, &last) == 0) {
+        sched_run_json(b, &last);
+        store_run_clear(&last);
+    } else {
+        buf_puts(b, "null");
+    }
+    buf_puts(b, ",\"error\":");
     buf_json_cstr(b, d->error);
     buf_puts(b, ",\"owner_key_id\":");
     buf_json_cstr(b, d->owner_key_id);
@@ -230,7 +239,7 @@ static int cmd_auth(struct dap_app *app, struct dap_session *ss,
     struct store_key k;
     if (dev && strlen(dev) == len && sodium_memcmp(dev, cred, len) == 0) {
         memset(&k, 0, sizeof k);
-        snprintf(k.id, sizeof k.id, "%s", DEV_KEY_ID);
+        snprintf(k.id, sizeof k.id, "%s", SCHED_DEV_KEY_ID);
         snprintf(k.user, sizeof k.user, "%s", DEV_USER);
         snprintf(k.label, sizeof k.label, "ROCKETRIDE_APIKEY");
         k.perms = STORE_PERM_ALL;
@@ -260,6 +269,7 @@ static int cmd_auth(struct dap_app *app, struct dap_session *ss,
 static int cmd_deauth(struct dap_app *app, struct dap_session *ss,
                       struct dap_req *req, struct dap_res *res)
 {
+    dap__session_clear(ss);
     ss->authed = false;
     ss->dev = false;
     memset(&ss->key, 0, sizeof ss->key);
@@ -331,7 +341,7 @@ static int cmd_add(struct dap_app *app, struct dap_session *ss,
     d.owner_key_id = (char *)owner_key_id(ss);
     d.created_at = app->now();
     d.updated_at = app->now();
-    d.next_run_at = next_run(cx, d.state, d.created_at);
+    d.next_run_at = next_run(cx, d.state, 0, d.created_at);
 
     rc = store_dep_insert(app->store, &d, app->cfg->max_deployments);
     if (rc == RR_E_EXISTS)
@@ -343,8 +353,11 @@ static int cmd_add(struct dap_app *app, struct dap_session *ss,
                        (long long)app->cfg->max_deployments);
     else if (rc)
         rc = fail_store(res, rc, project_id);
+    else if ((rc = sched_dep_upsert(app->sched, &d)) != 0)
+        rc = dap__fail(res, DAP_INTERNAL, "Internal error: cannot schedule %s",
+                       project_id);
     else
-        write_record(&res->body, &d);
+        write_record(app, &res->body, &d);
     buf_free(&text);
 out:
     cronx_free(cx);
@@ -361,6 +374,7 @@ static int cmd_remove(struct dap_app *app, struct dap_session *ss,
     int rc = store_dep_delete(app->store, ss->key.user, project_id);
     if (rc)
         return fail_store(res, rc, project_id);
+    sched_dep_removed(app->sched, ss->key.user, project_id);
     buf_puts(&res->body, "{}");
     return 0;
 }
@@ -375,12 +389,13 @@ static int cmd_status(struct dap_app *app, struct dap_session *ss,
     int rc = store_dep_get(app->store, ss->key.user, project_id, &d);
     if (rc)
         return fail_store(res, rc, project_id);
-    write_record(&res->body, &d);
+    write_record(app, &res->body, &d);
     store_dep_clear(&d);
     return 0;
 }
 
 struct list_ctx {
+    struct dap_app *app;
     struct buf *b;
     bool first;
 };
@@ -391,14 +406,14 @@ static int list_one(const struct store_dep *d, void *ud)
     if (!lc->first)
         buf_putc(lc->b, ',');
     lc->first = false;
-    write_record(lc->b, d);
+    write_record(lc->app, lc->b, d);
     return 0;
 }
 
 static int cmd_list(struct dap_app *app, struct dap_session *ss,
                     struct dap_req *req, struct dap_res *res)
 {
-    struct list_ctx lc = {&res->body, true};
+    struct list_ctx lc = {app, &res->body, true};
     buf_puts(&res->body, "{\"deployments\":[");
     int rc = store_dep_list(app->store, ss->key.user, list_one, &lc);
     if (rc) {
@@ -501,10 +516,15 @@ static int cmd_update(struct dap_app *app, struct dap_session *ss,
     }
     d.state = new_state;
     d.updated_at = app->now();
-    d.next_run_at = next_run(cx, d.state, d.updated_at);
+    d.next_run_at = next_run(cx, d.state, d.last_fire_at, d.updated_at);
     rc = store_dep_update(app->store, &d);
     if (rc) {
         fail_store(res, rc, project_id);
+        goto out;
+    }
+    if ((rc = sched_dep_upsert(app->sched, &d)) != 0) {
+        dap__fail(res, DAP_INTERNAL, "Internal error: cannot schedule %s",
+                  project_id);
         goto out;
     }
     buf_puts(&res->body, "{}");
@@ -576,6 +596,158 @@ static int cmd_preview(struct dap_app *app, struct dap_session *ss,
     return 0;
 }
 
+/* ---------------------------------------------------------------- runs */
+
+/* Map a scheduler error to the wire: not found, or a conflict with the
+ * deployment's state (paused, errored, running, not running). */
+static int fail_sched(struct dap_res *res, int rc, const struct err *e)
+{
+    if (rc == RR_E_NOTFOUND)
+        return dap__fail(res, DAP_NOT_FOUND, "%s", e->msg);
+    if (rc == RR_E_BUSY || rc == RR_E_EXISTS)
+        return dap__fail(res, DAP_CONFLICT, "%s", e->msg);
+    return dap__fail(res, DAP_INTERNAL, "%s", e->msg);
+}
+
+static int cmd_run(struct dap_app *app, struct dap_session *ss,
+                   struct dap_req *req, struct dap_res *res)
+{
+    const char *project_id;
+    if (arg_project_id(req, res, &project_id))
+        return -1;
+    const char *idem = NULL;
+    json_t *jidem = json_object_get(req->args, "idempotencyKey");
+    if (jidem && !json_is_null(jidem)) {
+        if (!json_is_string(jidem) || json_string_length(jidem) == 0)
+            return dap__fail(res, DAP_BAD_REQUEST,
+                             "idempotencyKey must be a non-empty string");
+        if (json_string_length(jidem) > IDEM_KEY_MAX ||
+            strlen(json_string_value(jidem)) != json_string_length(jidem))
+            return dap__fail(res, DAP_BAD_REQUEST,
+                             "idempotencyKey must be at most %d bytes without NUL",
+                             IDEM_KEY_MAX);
+        idem = json_string_value(jidem);
+    }
+    struct store_run run;
+    struct err e = {0};
+    int rc = sched_run_now(app->sched, ss->key.user, project_id, idem, app->now(),
+                           &run, &e);
+    if (rc)
+        return fail_sched(res, rc, &e);
+    sched_run_json(&res->body, &run);
+    store_run_clear(&run);
+    return 0;
+}
+
+static int cmd_cancel(struct dap_app *app, struct dap_session *ss,
+                      struct dap_req *req, struct dap_res *res)
+{
+    const char *project_id;
+    if (arg_project_id(req, res, &project_id))
+        return -1;
+    struct err e = {0};
+    int rc = sched_cancel(app->sched, ss->key.user, project_id, &e);
+    if (rc)
+        return fail_sched(res, rc, &e);
+    buf_puts(&res->body, "{}");
+    return 0;
+}
+
+struct runs_ctx {
+    struct buf *b;
+    bool first;
+};
+
+static int runs_one(const struct store_run *r, void *ud)
+{
+    struct runs_ctx *rc = ud;
+    if (!rc->first)
+        buf_putc(rc->b, ',');
+    rc->first = false;
+    sched_run_json(rc->b, r);
+    return 0;
+}
+
+static int cmd_runs(struct dap_app *app, struct dap_session *ss,
+                    struct dap_req *req, struct dap_res *res)
+{
+    const char *project_id;
+    if (arg_project_id(req, res, &project_id))
+        return -1;
+    int64_t limit = 100;
+    json_t *jl = json_object_get(req->args, "limit");
+    if (jl && !json_is_null(jl)) {
+        double v = json_is_number(jl) ? json_number_value(jl) : -1;
+        if (v != floor(v) || v < 1 || v > RUNS_MAX)
+            return dap__fail(res, DAP_BAD_REQUEST,
+                             "limit must be an integer from 1 to %d", RUNS_MAX);
+        limit = (int64_t)v;
+    }
+    struct store_dep d;
+    int rc = store_dep_get(app->store, ss->key.user, project_id, &d);
+    if (rc)
+        return fail_store(res, rc, project_id);
+    store_dep_clear(&d);
+    struct runs_ctx rctx = {&res->body, true};
+    buf_puts(&res->body, "{\"runs\":[");
+    rc = store_run_list(app->store, ss->key.user, project_id, limit, runs_one, &rctx);
+    if (rc) {
+        buf_reset(&res->body);
+        return fail_store(res, rc, project_id);
+    }
+    buf_puts(&res->body, "]}");
+    return 0;
+}
+
+static int cmd_watch(struct dap_app *app, struct dap_session *ss,
+                     struct dap_req *req, struct dap_res *res)
+{
+    json_t *jen = json_object_get(req->args, "enable");
+    if (jen && !json_is_null(jen) && !json_is_boolean(jen))
+        return dap__fail(res, DAP_BAD_REQUEST, "enable must be a boolean");
+    bool enable = !jen || json_is_null(jen) || json_is_true(jen);
+    json_t *jp = json_object_get(req->args, "projectId");
+    const char *project_id = NULL;
+    if (jp && !json_is_null(jp)) {
+        if (check_project_id(jp, "projectId", res))
+            return -1;
+        project_id = json_string_value(jp);
+    }
+    dap__session_clear(ss);
+    if (enable) {
+        ss->watching = true;
+        ss->watch_project = project_id ? xstrdup(project_id) : NULL;
+    }
+    buf_printf(&res->body, "{\"watching\":%s,\"projectId\":",
+               enable ? "true" : "false");
+    buf_json_cstr(&res->body, enable ? project_id : NULL);
+    buf_putc(&res->body, '}');
+    return 0;
+}
+
+#ifdef RRDEPLOY_TEST_HOOKS
+/* Test builds only, and only with --test-clock: move the wall clock the
+ * scheduler sees ({"set": t} or {"advance": seconds}) and decide every tick
+ * due at the new time before answering. */
+static int cmd_test_clock(struct dap_app *app, struct dap_session *ss,
+                          struct dap_req *req, struct dap_res *res)
+{
+    if (!app->test_clock)
+        return dap__fail(res, DAP_BAD_REQUEST, "Invalid command: rrtest_clock");
+    json_t *jset = json_object_get(req->args, "set");
+    json_t *jadv = json_object_get(req->args, "advance");
+    if (jset && json_is_number(jset))
+        app->test_now = json_number_value(jset);
+    else if (jadv && json_is_number(jadv))
+        app->test_now += json_number_value(jadv);
+    else if (jset || jadv)
+        return dap__fail(res, DAP_BAD_REQUEST, "set/advance must be numbers");
+    int fired = sched_tick(app->sched, app->now());
+    buf_printf(&res->body, "{\"now\":%.6f,\"fired\":%d}", app->test_now, fired);
+    return 0;
+}
+#endif
+
 /* ---------------------------------------------------------------- table */
 
 static const struct dap_cmd commands[] = {
@@ -590,6 +762,13 @@ static const struct dap_cmd commands[] = {
     {"rrext_deploy_list", cmd_list, false, STORE_PERM_MONITOR},
     {"rrext_deploy_status", cmd_status, false, STORE_PERM_MONITOR},
     {"rrext_deploy_preview", cmd_preview, false, STORE_PERM_MONITOR},
+    {"rrext_deploy_run", cmd_run, false, STORE_PERM_CONTROL},
+    {"rrext_deploy_cancel", cmd_cancel, false, STORE_PERM_CONTROL},
+    {"rrext_deploy_runs", cmd_runs, false, STORE_PERM_MONITOR},
+    {"rrext_deploy_watch", cmd_watch, false, STORE_PERM_MONITOR},
+#ifdef RRDEPLOY_TEST_HOOKS
+    {"rrtest_clock", cmd_test_clock, false, 0},
+#endif
 };
 
 const struct dap_cmd *dap__cmd_find(const char *name)

@@ -6,6 +6,7 @@
 #ifndef RR_DAP_H
 #define RR_DAP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,6 +27,14 @@ struct dap_config {
     size_t max_pipeline;       /* bytes of one pipeline */
     int max_depth;             /* JSON nesting */
     int64_t max_deployments;   /* per user */
+    /* runs */
+    const char *exec_cmd;      /* --exec: shell command per run, or NULL */
+    double run_timeout_s;      /* --run-timeout (3600) */
+    int max_runs;              /* --max-runs (64) */
+    int64_t keep_runs;         /* --keep-runs (100) */
+    double shutdown_grace_s;   /* --shutdown-grace (30) */
+    bool test_clock;           /* --test-clock: builds with test hooks only */
+    double test_clock_start;   /* its initial time; 0 = the real time */
 };
 
 /* Fill cfg with the product defaults. */

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 
 #include "dap/dap.h"
+#include "scheduler/scheduler.h"
 #include "store/store.h"
 #include "util/jraw.h"
 #include "util/util.h"
@@ -19,9 +20,18 @@
 struct dap_app {
     const struct dap_config *cfg;  /* borrowed */
     struct store *store;           /* borrowed */
+    struct sched *sched;           /* borrowed: tick decisions and runs */
     double started_at;
     double (*now)(void);           /* wall clock, float Unix seconds */
+    /* Test clock (only in builds with test hooks, only with --test-clock):
+     * rrtest_clock moves this and runs due ticks at once. */
+    bool test_clock;
+    double test_now;
 };
+
+/* Frames leave the message layer through this sink, which takes ownership of
+ * frame (a buf with DAP_FRAME_HEAD headroom holding one JSON text). */
+typedef void (*dap_emit_fn)(void *ud, struct buf *frame);
 
 /* Per-connection protocol state. */
 struct dap_session {
@@ -32,7 +42,20 @@ struct dap_session {
     bool dev;              /* authenticated with the ROCKETRIDE_APIKEY key */
     struct store_key key;  /* the authenticated key (user, perms, id) */
     int64_t seq;           /* last server seq sent on this connection */
+    bool watching;         /* rrext_deploy_watch: send apaevt_deploy events */
+    char *watch_project;   /* owned; NULL = all of the user's deployments */
 };
+
+/* Free what a session owns (not the session itself). */
+void dap__session_clear(struct dap_session *ss);
+
+/* Should an event about (user, project_id) go to this session? */
+bool dap__session_wants(const struct dap_session *ss, const char *user,
+                        const char *project_id);
+
+/* Emit an apaevt_deploy event frame with body (a JSON object's text). */
+void dap__emit_event(struct dap_session *ss, const char *body, dap_emit_fn emit,
+                     void *ud);
 
 /* A decoded request. */
 struct dap_req {
@@ -65,9 +88,6 @@ struct dap_res {
 int dap__fail(struct dap_res *res, const char *code, const char *fmt, ...)
     RR_PRINTF(3, 4);
 
-/* Frames leave the message layer through this sink, which takes ownership of
- * frame (a buf with DAP_FRAME_HEAD headroom holding one JSON text). */
-typedef void (*dap_emit_fn)(void *ud, struct buf *frame);
 
 /* Handle one complete client message: decode, authorize, dispatch, and emit
  * zero or more frames. Never fails: every request gets a response. */

@@ -65,6 +65,34 @@ static void emit_response(struct dap_session *ss, int64_t request_seq,
     emit(ud, f);
 }
 
+void dap__emit_event(struct dap_session *ss, const char *body, dap_emit_fn emit,
+                     void *ud)
+{
+    struct buf *f = xmalloc(sizeof *f);
+    buf_init(f, DAP_FRAME_HEAD);
+    buf_printf(f, "{\"type\":\"event\",\"seq\":%lld,\"event\":\"apaevt_deploy\","
+                  "\"body\":",
+               (long long)++ss->seq);
+    buf_puts(f, body);
+    buf_putc(f, '}');
+    emit(ud, f);
+}
+
+void dap__session_clear(struct dap_session *ss)
+{
+    free(ss->watch_project);
+    ss->watch_project = NULL;
+    ss->watching = false;
+}
+
+bool dap__session_wants(const struct dap_session *ss, const char *user,
+                        const char *project_id)
+{
+    return ss->watching && ss->authed && !ss->revoked && !ss->closing &&
+           strcmp(ss->key.user, user) == 0 &&
+           (!ss->watch_project || strcmp(ss->watch_project, project_id) == 0);
+}
+
 /* ---------------------------------------------------------------- decoding */
 
 /* jansson refuses reals that overflow a double (1e400) though they are valid

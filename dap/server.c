@@ -10,15 +10,27 @@
  * queue grows past a high-water mark stops being read until it drains: a
  * client that never reads cannot make the server buffer without bound.
  * A periodic timer polls the database's data_version so a key revoked by the
- * `rrdeploy keys` CLI takes effect on live sessions within a second.
+ * `rrdeploy keys` CLI takes effect on live sessions, and on the deployments it
+ * owns, within a second.
+ *
+ * The daemon's wiring also lives here: one lws_sul timer armed at the
+ * scheduler's earliest deadline (re-armed after every change, and at least
+ * once a minute so wall-clock steps are noticed), the runner's supervisor
+ * thread waking the loop with lws_cancel_service() when runs start or end
+ * (EVENT_WAIT_CANCELLED drains the whole queue), and a graceful stop:
+ * SIGTERM/SIGINT stop accepting connections and ticks, let runs finish for up
+ * to cfg->shutdown_grace_s, then record the rest as interrupted.
  * Thread: everything runs on the service thread that calls dap_serve(). */
 #include "dap/dap_internal.h"
 
 #include <libwebsockets.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "runner/runner.h"
 
 _Static_assert(DAP_FRAME_HEAD >= LWS_PRE, "frame headroom too small for lws");
 
@@ -26,6 +38,7 @@ _Static_assert(DAP_FRAME_HEAD >= LWS_PRE, "frame headroom too small for lws");
 #define QUEUE_HIGH (4u * 1024 * 1024)    /* stop reading above this */
 #define QUEUE_LOW (1u * 1024 * 1024)     /* resume reading below this */
 #define REVOKE_POLL_US (250 * LWS_US_PER_MS)
+#define TICK_MAX_SLEEP_S 60.0            /* re-read the wall clock at least this often */
 
 struct frame {
     struct frame *next;
@@ -44,6 +57,7 @@ struct pss {
     size_t sent;               /* bytes of q_head already written */
     bool rx_paused;
     bool auth_timer;           /* the unauthenticated timeout is armed */
+    bool close_sent;           /* the closing handshake has been started */
     bool live;                 /* ESTABLISHED seen, not yet CLOSED */
 };
 
@@ -52,15 +66,23 @@ struct server {
     struct lws_context *ctx;
     struct pss *sessions;      /* live WebSocket sessions */
     lws_sorted_usec_list_t sul_revoke;
+    lws_sorted_usec_list_t sul_tick;
+    lws_sorted_usec_list_t sul_grace;
     int64_t data_version;
+    struct runner *runner;     /* owned */
+    struct sched *sched;       /* owned */
+    bool stopping;             /* stop requested: no new connections or ticks */
+    bool exit_loop;
 };
 
 static struct server srv;
 static volatile sig_atomic_t stop_requested;
 
-static double clock_real(void)
+static void arm_tick(void);
+
+static double clock_now(void)
 {
-    return time_now_real();
+    return srv.app.test_clock ? srv.app.test_now : time_now_real();
 }
 
 /* ---------------------------------------------------------------- queue */
@@ -103,9 +125,16 @@ static int write_some(struct pss *p)
 {
     struct frame *f = p->q_head;
     if (!f) {
-        if (p->ss.closing) {
+        if (p->ss.closing && !p->close_sent) {
+            /* Not `return -1` here: from WRITEABLE, lws takes that for a
+             * failed write and drops the socket at once, and a client with
+             * requests still in flight then gets a reset that discards the
+             * reply it was sent. Closing from the wsi timer callback instead
+             * sends a Close frame and waits for the client's, reading (and
+             * ignoring) whatever arrives meanwhile. */
             lws_close_reason(p->wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, NULL, 0);
-            return -1;
+            lws_set_timer_usecs(p->wsi, 1);
+            p->close_sent = true;
         }
         return 0;
     }
@@ -131,7 +160,7 @@ static int write_some(struct pss *p)
         lws_rx_flow_control(p->wsi, 1);
         p->rx_paused = false;
     }
-    if (p->q_head || p->ss.closing)
+    if (p->q_head || (p->ss.closing && !p->close_sent))
         lws_callback_on_writable(p->wsi);
     return 0;
 }
@@ -161,6 +190,7 @@ static void on_message(struct pss *p)
     }
     if (!p->ss.closing)
         dap__handle_message(&srv.app, &p->ss, text, len, enqueue, p);
+    arm_tick(); /* the message may have changed a deployment */
     if (p->rx.cap > WRITE_CHUNK)
         buf_free(&p->rx); /* do not keep a 16 MiB buffer per idle client */
     else
@@ -175,8 +205,167 @@ static void revoke_poll(lws_sorted_usec_list_t *sul)
         srv.data_version = v;
         for (struct pss *p = srv.sessions; p; p = p->next)
             dap__session_recheck(&srv.app, &p->ss);
+        sched_keys_changed(srv.sched, srv.app.now());
     }
     lws_sul_schedule(srv.ctx, 0, &srv.sul_revoke, revoke_poll, REVOKE_POLL_US);
+}
+
+/* ---------------------------------------------------------------- scheduler */
+
+static void on_tick(lws_sorted_usec_list_t *sul);
+
+/* Arm the tick timer at the earliest deadline (never more than a minute
+ * away, so a stepped wall clock is noticed). With the test clock, time only
+ * moves by rrtest_clock, which decides due ticks itself. */
+static void arm_tick(void)
+{
+    if (srv.stopping || srv.app.test_clock)
+        return;
+    int64_t due = sched_next_deadline(srv.sched);
+    if (due == CRONX_NEVER) {
+        lws_sul_cancel(&srv.sul_tick);
+        return;
+    }
+    double delay = (double)due - time_now_real();
+    if (delay > TICK_MAX_SLEEP_S)
+        delay = TICK_MAX_SLEEP_S;
+    /* +1 ms: the sul runs on the monotonic clock; never wake just before due */
+    lws_usec_t us = delay <= 0 ? 1 : (lws_usec_t)(delay * 1e6) + LWS_US_PER_MS;
+    lws_sul_schedule(srv.ctx, 0, &srv.sul_tick, on_tick, us);
+}
+
+static void on_tick(lws_sorted_usec_list_t *sul)
+{
+    (void)sul;
+    if (!srv.stopping)
+        sched_tick(srv.sched, srv.app.now());
+    arm_tick();
+}
+
+/* cfg.emit of the scheduler: fan an event out to watching sessions. */
+static void on_sched_event(void *ud, const char *user, const char *project_id,
+                           const char *body)
+{
+    (void)ud;
+    for (struct pss *p = srv.sessions; p; p = p->next)
+        if (dap__session_wants(&p->ss, user, project_id))
+            dap__emit_event(&p->ss, body, enqueue, p);
+}
+
+static int exec_submit(void *ud, const struct sched_job *job)
+{
+    (void)ud;
+    struct runner_job *j = xcalloc(1, sizeof *j);
+    j->run_id = job->run_id;
+    j->pipeline = xmalloc(job->pipeline_len + 1);
+    memcpy(j->pipeline, job->pipeline, job->pipeline_len);
+    j->pipeline[job->pipeline_len] = '\0';
+    j->pipeline_len = job->pipeline_len;
+    j->project_id = xstrdup(job->project_id);
+    j->user = xstrdup(job->user);
+    j->trigger = xstrdup(job->trigger);
+    j->scheduled_at = xstrdup(job->scheduled_at);
+    return runner_submit(srv.runner, j);
+}
+
+static int exec_cancel(void *ud, int64_t run_id, enum store_outcome as)
+{
+    (void)ud;
+    return runner_cancel(srv.runner, run_id,
+                         as == STORE_RUN_CANCELLED ? RUNNER_CANCELLED
+                                                   : RUNNER_INTERRUPTED);
+}
+
+static enum store_outcome store_outcome_of(enum runner_outcome o)
+{
+    switch (o) {
+    case RUNNER_SUCCEEDED: return STORE_RUN_SUCCEEDED;
+    case RUNNER_FAILED: return STORE_RUN_FAILED;
+    case RUNNER_TIMED_OUT: return STORE_RUN_TIMED_OUT;
+    case RUNNER_CANCELLED: return STORE_RUN_CANCELLED;
+    case RUNNER_INTERRUPTED: return STORE_RUN_INTERRUPTED;
+    }
+    return STORE_RUN_FAILED;
+}
+
+static void on_runner_event(const struct runner_event *ev, void *ud)
+{
+    (void)ud;
+    double at = srv.app.test_clock ? srv.app.now() : ev->at;
+    if (ev->kind == RUNNER_EV_STARTED) {
+        sched_run_started(srv.sched, ev->run_id, at);
+        return;
+    }
+    struct sched_result r = {
+        .run_id = ev->run_id,
+        .at = at,
+        .outcome = store_outcome_of(ev->outcome),
+        .exit_code = ev->exit_code,
+        .signal = ev->signal,
+        .reason = ev->reason,
+        .output = ev->output,
+        .output_len = ev->output_len,
+        .started = ev->started != 0,
+    };
+    sched_run_finished(srv.sched, &r);
+}
+
+static void wake_loop(void *ud)
+{
+    (void)ud;
+    if (srv.ctx)
+        lws_cancel_service(srv.ctx);
+}
+
+/* ---------------------------------------------------------------- stopping */
+
+static void on_grace(lws_sorted_usec_list_t *sul)
+{
+    (void)sul;
+    log_warn("shutdown grace of %.0f s is over with %d run(s) still going",
+             srv.app.cfg->shutdown_grace_s, runner_active(srv.runner));
+    srv.exit_loop = true;
+}
+
+static void begin_shutdown(void)
+{
+    srv.stopping = true;
+    lws_sul_cancel(&srv.sul_tick);
+    int active = runner_active(srv.runner);
+    if (active == 0) {
+        srv.exit_loop = true;
+        return;
+    }
+    log_info("stopping: no new connections or ticks; waiting up to %.0f s for "
+             "%d run(s)", srv.app.cfg->shutdown_grace_s, active);
+    lws_sul_schedule(srv.ctx, 0, &srv.sul_grace, on_grace,
+                     (lws_usec_t)(srv.app.cfg->shutdown_grace_s * 1e6));
+}
+
+/* Runs that outlived the grace: their processes are stopped and their rows
+ * say interrupted. */
+static void finish_shutdown(void)
+{
+    runner_drain(srv.runner, on_runner_event, NULL);
+    int64_t n = 0;
+    if (runner_active(srv.runner) > 0 &&
+        store_run_interrupt_all(srv.app.store, srv.app.now(),
+                                "server shut down before the run finished", &n) == 0 &&
+        n > 0)
+        log_warn("%lld run(s) recorded as interrupted", (long long)n);
+    runner_free(srv.runner);
+    srv.runner = NULL;
+}
+
+/* Everything the loop owes after being woken: runner events, a stop request. */
+static void on_wakeup(void)
+{
+    runner_drain(srv.runner, on_runner_event, NULL);
+    if (stop_requested && !srv.stopping)
+        begin_shutdown();
+    if (srv.stopping && runner_active(srv.runner) == 0)
+        srv.exit_loop = true;
+    arm_tick();
 }
 
 /* ---------------------------------------------------------------- callback */
@@ -194,6 +383,13 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
     struct pss *p = user;
 
     switch (reason) {
+    case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
+        return srv.stopping ? 1 : 0; /* shutting down: take no new sockets */
+
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        on_wakeup();
+        break;
+
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
         char uri[256];
         if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) < 0 ||
@@ -233,6 +429,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return write_some(p);
 
+    case LWS_CALLBACK_TIMER:
+        return p->close_sent ? -1 : 0; /* the polite close, see write_some() */
+
     case LWS_CALLBACK_CLOSED:
         if (!p->live)
             break;
@@ -244,6 +443,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
             p->next->prev = p->prev;
         queue_free(p);
         buf_free(&p->rx);
+        dap__session_clear(&p->ss);
         p->live = false;
         p->wsi = NULL;
         break;
@@ -292,6 +492,43 @@ void dap_config_defaults(struct dap_config *cfg)
     cfg->max_pipeline = 1024u * 1024;
     cfg->max_depth = 64;
     cfg->max_deployments = 10000;
+    cfg->run_timeout_s = 3600;
+    cfg->max_runs = 64;
+    cfg->keep_runs = 100;
+    cfg->shutdown_grace_s = 30;
+}
+
+/* The runner and the scheduler, wired to the loop. */
+static int start_engine(const struct dap_config *cfg, struct store *st)
+{
+    struct runner_config rc;
+    runner_config_defaults(&rc);
+    rc.exec_cmd = cfg->exec_cmd;
+    rc.max_runs = cfg->max_runs;
+    rc.timeout_s = cfg->run_timeout_s;
+    rc.wake = wake_loop;
+    struct err e = {0};
+    srv.runner = runner_new(&rc, &e);
+    if (!srv.runner) {
+        log_error("cannot start the runner: %s", e.msg);
+        return RR_E_INTERNAL;
+    }
+    struct sched_config sc;
+    sched_config_defaults(&sc);
+    sc.default_zone = cfg->default_zone;
+    sc.keep_runs = cfg->keep_runs;
+    sc.dev_key_present = cfg->dev_key != NULL;
+    sc.emit = on_sched_event;
+    struct sched_exec ex = {exec_submit, exec_cancel, NULL};
+    srv.sched = sched_new(st, &sc, &ex);
+    srv.app.sched = srv.sched;
+    if (sched_load(srv.sched, srv.app.now()) != 0) {
+        log_error("cannot load deployments from the database");
+        return RR_E_IO;
+    }
+    if (!cfg->exec_cmd)
+        log_warn("no --exec command: runs will fail with 'no executor configured'");
+    return 0;
 }
 
 int dap_serve(const struct dap_config *cfg, struct store *st)
@@ -299,12 +536,21 @@ int dap_serve(const struct dap_config *cfg, struct store *st)
     memset(&srv, 0, sizeof srv);
     srv.app.cfg = cfg;
     srv.app.store = st;
-    srv.app.now = clock_real;
+    srv.app.now = clock_now;
     srv.app.started_at = time_now_real();
+    if (cfg->test_clock) {
+        srv.app.test_clock = true;
+        srv.app.test_now = cfg->test_clock_start ? cfg->test_clock_start
+                                                 : time_now_real();
+        log_warn("test clock in use: time moves only by rrtest_clock");
+    }
     if (store_data_version(st, &srv.data_version) != 0)
         return RR_E_IO;
 
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
+    int rc = start_engine(cfg, st);
+    if (rc)
+        goto out;
 
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
@@ -323,17 +569,21 @@ int dap_serve(const struct dap_config *cfg, struct store *st)
     srv.ctx = lws_create_context(&info);
     if (!srv.ctx) {
         log_error("cannot listen on %s:%d", cfg->listen_host, cfg->port);
-        return RR_E_IO;
+        rc = RR_E_IO;
+        goto out;
     }
     struct lws_vhost *vh = lws_get_vhost_by_name(srv.ctx, "default");
     int port = vh ? lws_get_vhost_listen_port(vh) : cfg->port;
     log_info("listening on ws://%s:%d%s", cfg->listen_host, port, cfg->ws_path);
     if (cfg->port_file) {
         FILE *f = fopen(cfg->port_file, "w");
-        if (!f || fprintf(f, "%d\n", port) < 0 || fclose(f) != 0) {
+        bool ok = f && fprintf(f, "%d\n", port) > 0;
+        if (f && fclose(f) != 0)
+            ok = false;
+        if (!ok) {
             log_error("cannot write port file %s", cfg->port_file);
-            lws_context_destroy(srv.ctx);
-            return RR_E_IO;
+            rc = RR_E_IO;
+            goto out;
         }
     }
 
@@ -346,13 +596,27 @@ int dap_serve(const struct dap_config *cfg, struct store *st)
     signal(SIGPIPE, SIG_IGN);
 
     lws_sul_schedule(srv.ctx, 0, &srv.sul_revoke, revoke_poll, REVOKE_POLL_US);
-    while (!stop_requested)
+    arm_tick();
+    while (!srv.exit_loop) {
         if (lws_service(srv.ctx, 0) < 0)
             break;
-
+        if (stop_requested && !srv.stopping)
+            begin_shutdown();
+    }
     log_info("stopping");
-    lws_sul_cancel(&srv.sul_revoke);
-    lws_context_destroy(srv.ctx);
-    srv.ctx = NULL;
-    return 0;
+    finish_shutdown();
+
+out:
+    if (srv.ctx) {
+        lws_sul_cancel(&srv.sul_revoke);
+        lws_sul_cancel(&srv.sul_tick);
+        lws_sul_cancel(&srv.sul_grace);
+        lws_context_destroy(srv.ctx);
+        srv.ctx = NULL;
+    }
+    runner_free(srv.runner);
+    srv.runner = NULL;
+    sched_free(srv.sched);
+    srv.sched = NULL;
+    return rc;
 }

@@ -29,6 +29,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "store/store.h"
 #include "util/util.h"
 
 #define CRONX_NEVER INT64_MIN    /* no next fire (manual, or none left) */
@@ -73,5 +74,122 @@ void cronx_preview(const struct cronx *c, int64_t from, int count,
 
 /* Validate an IANA zone name and check it loads ("--timezone"). */
 int cronx_zone_check(const char *name, struct err *e);
+
+/* ===========================================================================
+ * The engine: tick decisions over all deployments (engine.c).
+ *
+ * The server owns one struct sched on its service thread, tells it about
+ * every deployment change after the store write succeeded, arms one timer at
+ * sched_next_deadline() and calls sched_tick() when it expires. Runs go to an
+ * executor through struct sched_exec; the executor reports back through
+ * sched_run_started/sched_run_finished. Events for watchers leave through
+ * cfg.emit as the body of an apaevt_deploy event. */
+
+#define SCHED_DEV_KEY_ID "dev" /* owner_key_id of the ROCKETRIDE_APIKEY key */
+
+struct sched;
+
+/* A run handed to the executor; every pointer is borrowed for the call. */
+struct sched_job {
+    int64_t run_id;
+    const char *user;
+    const char *project_id;
+    const char *trigger;       /* "schedule" | "manual" */
+    const char *scheduled_at;  /* ISO-8601 UTC */
+    const char *pipeline;      /* JSON text */
+    size_t pipeline_len;
+};
+
+struct sched_exec {
+    /* Take the job (copy what is needed); 0 or a negative code. */
+    int (*submit)(void *ud, const struct sched_job *job);
+    /* Stop run_id, finishing it as `as`; 0 or RR_E_NOTFOUND. */
+    int (*cancel)(void *ud, int64_t run_id, enum store_outcome as);
+    void *ud;
+};
+
+/* What the executor reports when a run ends; pointers borrowed for the call. */
+struct sched_result {
+    int64_t run_id;
+    double at;                 /* wall clock */
+    enum store_outcome outcome;
+    int exit_code;             /* -1 = none */
+    int signal;                /* 0 = none */
+    const char *reason;        /* NULL or why */
+    const char *output;        /* output tail */
+    size_t output_len;
+    bool started;              /* a process ran */
+};
+
+struct sched_config {
+    const char *default_zone;  /* for schedules without CRON_TZ= */
+    int64_t keep_runs;         /* ledger rows kept per deployment */
+    bool dev_key_present;      /* ROCKETRIDE_APIKEY is configured */
+    /* Event sink: body is a JSON object {"action":..., "projectId":..., ...}. */
+    void (*emit)(void *ud, const char *user, const char *project_id,
+                 const char *body);
+    void *emit_ud;
+};
+
+struct sched_stats {
+    uint64_t ticks;            /* scheduled ticks handled */
+    uint64_t runs_started;
+    uint64_t skipped_overlap;
+    uint64_t missed;           /* ticks recorded as missed */
+    uint64_t errored;          /* deployments errored by owner checks */
+    uint64_t finished[STORE_RUN_MISSED + 1]; /* by outcome */
+    double lateness_sum;       /* seconds between due and decided */
+    double lateness_started_sum;
+};
+
+void sched_config_defaults(struct sched_config *cfg);
+/* st is borrowed for the engine's life; cfg and exec are copied. */
+struct sched *sched_new(struct store *st, const struct sched_config *cfg,
+                        const struct sched_exec *exec);
+void sched_free(struct sched *s); /* NULL is fine */
+
+/* Startup: runs left queued/running become interrupted, every deployment is
+ * indexed, ticks missed while down become one `missed` row each. */
+int sched_load(struct sched *s, double now) MUST_CHECK;
+
+/* The next fire of a deployment in state st that last fired at last_fire:
+ * strictly after both now and last_fire; CRONX_NEVER when it never fires. */
+int64_t sched_next_fire(const struct cronx *cx, enum store_state st,
+                        int64_t last_fire, double now);
+
+/* After a successful store insert/update of row (with next_run_at computed by
+ * sched_next_fire): index it and (re)schedule it. */
+int sched_dep_upsert(struct sched *s, const struct store_dep *row);
+/* After a successful store delete: stop its run (interrupted) and forget it. */
+void sched_dep_removed(struct sched *s, const char *user, const char *project_id);
+
+/* Earliest fire instant of all deployments, CRONX_NEVER when none. */
+int64_t sched_next_deadline(const struct sched *s);
+/* Decide every tick due at `now`; returns how many deployments fired. */
+int sched_tick(struct sched *s, double now);
+
+/* rrext_deploy_run: start a manual run now, or return the run recorded under
+ * the same idempotency key. Errors (message in e): RR_E_NOTFOUND; RR_E_BUSY
+ * for paused, errored or already running. *out is filled on success. */
+int sched_run_now(struct sched *s, const char *user, const char *project_id,
+                  const char *idem, double now, struct store_run *out /* OUT */,
+                  struct err *e);
+/* rrext_deploy_cancel: RR_E_NOTFOUND, or RR_E_BUSY when nothing runs. */
+int sched_cancel(struct sched *s, const char *user, const char *project_id,
+                 struct err *e);
+
+void sched_run_started(struct sched *s, int64_t run_id, double at);
+void sched_run_finished(struct sched *s, const struct sched_result *res);
+
+/* Re-check every deployment's owner key (after the key table changed);
+ * returns how many became errored, or a negative code. */
+int sched_keys_changed(struct sched *s, double now);
+
+/* The run object as it appears on the wire. */
+void sched_run_json(struct buf *b, const struct store_run *r);
+
+const struct sched_stats *sched_stats(const struct sched *s);
+/* Deployments indexed; *scheduled (may be NULL) gets how many are in the heap. */
+size_t sched_count(const struct sched *s, size_t *scheduled);
 
 #endif

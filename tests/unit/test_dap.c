@@ -23,6 +23,7 @@ struct fx {
     struct store *st;
     struct dap_config cfg;
     struct dap_app app;
+    struct sched *sched;
     struct dap_session ss;
     char key[STORE_KEY_TEXT_MAX];      /* task.control + task.monitor */
     char monitor[STORE_KEY_TEXT_MAX];  /* task.monitor only */
@@ -63,6 +64,10 @@ static int setup(void **state)
     fx->app.cfg = &fx->cfg;
     fx->app.store = fx->st;
     fx->app.now = clock_fake;
+    struct sched_config sc;
+    sched_config_defaults(&sc);
+    fx->sched = sched_new(fx->st, &sc, NULL); /* no executor: runs fail */
+    fx->app.sched = fx->sched;
     assert_int_equal(store_key_create(fx->st, "alice", NULL, STORE_PERM_ALL, 0,
                                       fake_now, fx->key, NULL), 0);
     assert_int_equal(store_key_create(fx->st, "mona", NULL, STORE_PERM_MONITOR,
@@ -75,6 +80,7 @@ static int teardown(void **state)
 {
     struct fx *fx = *state;
     frames_clear(fx);
+    sched_free(fx->sched);
     store_close(fx->st);
     char path[160];
     static const char *const files[] = {"t.db", "t.db-wal", "t.db-shm"};

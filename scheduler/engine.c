@@ -1,0 +1,903 @@
+/* engine.c -- tick decisions: when each deployment fires and what a fire does.
+ *
+ * Design: every active, non-manual deployment sits in a binary min-heap keyed
+ * by its next fire instant (ties broken by insertion sequence); a hash index
+ * by (user, project_id) serves commands. The server arms one timer for
+ * sched_next_deadline() and calls sched_tick(now) when it expires; the engine
+ * pops every due deployment and decides: errored owner -> `errored`; previous
+ * run still going -> `skipped` (overlap); otherwise a ledger row is committed
+ * and only then the run is handed to the executor. Every decision advances the
+ * deployment's last_fire_at, persisted, and the next fire is always computed
+ * strictly after both now and last_fire_at: a wall clock stepped back can
+ * never fire a scheduled time twice, and several ticks due at once (clock
+ * stepped forward, stalled host) fire once, the earlier ones recorded as one
+ * `missed` row -- never a burst. A restart records ticks that fell due while
+ * the server was down the same way, and runs that were in progress become
+ * `interrupted`.
+ *
+ * Memory: per deployment one struct sched_dep (names in one allocation) and
+ * its parsed schedule; pipelines stay in the database until a run needs one.
+ * Thread: the service thread only; no lws, no locks. */
+#include "scheduler/scheduler.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define COLLAPSE_MAX 1000000 /* ticks counted when collapsing a missed window */
+#define HEAP_NONE SIZE_MAX
+
+struct sched_dep {
+    struct sched_dep *hnext;  /* hash chain */
+    uint64_t hash;
+    char *user;               /* owned: "user\0project_id\0owner\0" */
+    char *project_id;         /* into user's allocation */
+    char *owner_key_id;       /* into user's allocation */
+    struct cronx *cx;         /* owned */
+    enum store_state state;
+    int64_t next_at;          /* CRONX_NEVER when not in the heap */
+    uint64_t seq;             /* heap tie-break */
+    size_t heap_pos;          /* HEAP_NONE when not in the heap */
+    int64_t last_fire;        /* last scheduled time decided; 0 none */
+    int64_t run_id;           /* run queued or running; 0 none */
+};
+
+struct sched {
+    struct store *store;          /* borrowed */
+    struct sched_config cfg;      /* strings borrowed for the engine's life */
+    struct sched_exec exec;
+    struct sched_dep **buckets;   /* owned array; deps owned through it */
+    size_t nbuckets, ndeps;
+    struct sched_dep **heap;      /* owned array of borrowed pointers */
+    size_t heap_n, heap_cap;
+    uint64_t seq;
+    struct sched_stats stats;
+};
+
+/* ---------------------------------------------------------------- helpers */
+
+static uint64_t hash_key(const char *user, const char *project_id)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (const char *p = user; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    h = (h ^ 0xffu) * 1099511628211ull;
+    for (const char *p = project_id; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    return h;
+}
+
+static void iso_utc(int64_t t, char out[32])
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    if (!gmtime_r(&tt, &tm)) {
+        snprintf(out, 32, "%lld", (long long)t);
+        return;
+    }
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* ---------------------------------------------------------------- heap */
+
+static bool heap_less(const struct sched_dep *a, const struct sched_dep *b)
+{
+    return a->next_at < b->next_at || (a->next_at == b->next_at && a->seq < b->seq);
+}
+
+static void heap_place(struct sched *s, size_t i, struct sched_dep *d)
+{
+    s->heap[i] = d;
+    d->heap_pos = i;
+}
+
+static void heap_up(struct sched *s, size_t i)
+{
+    struct sched_dep *d = s->heap[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!heap_less(d, s->heap[parent]))
+            break;
+        heap_place(s, i, s->heap[parent]);
+        i = parent;
+    }
+    heap_place(s, i, d);
+}
+
+static void heap_down(struct sched *s, size_t i)
+{
+    struct sched_dep *d = s->heap[i];
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        const struct sched_dep *best = d;
+        if (l < s->heap_n && heap_less(s->heap[l], best))
+            m = l, best = s->heap[l];
+        if (r < s->heap_n && heap_less(s->heap[r], best))
+            m = r;
+        if (m == i)
+            break;
+        heap_place(s, i, s->heap[m]);
+        i = m;
+    }
+    heap_place(s, i, d);
+}
+
+static void heap_remove(struct sched *s, struct sched_dep *d)
+{
+    size_t i = d->heap_pos;
+    if (i == HEAP_NONE)
+        return;
+    d->heap_pos = HEAP_NONE;
+    d->next_at = CRONX_NEVER;
+    struct sched_dep *last = s->heap[--s->heap_n];
+    if (i == s->heap_n)
+        return;
+    heap_place(s, i, last);
+    heap_down(s, i);
+    heap_up(s, last->heap_pos);
+}
+
+/* Put d in the heap at `at`, or take it out for CRONX_NEVER. */
+static void heap_set(struct sched *s, struct sched_dep *d, int64_t at)
+{
+    if (at == CRONX_NEVER) {
+        heap_remove(s, d);
+        return;
+    }
+    d->next_at = at;
+    d->seq = ++s->seq;
+    if (d->heap_pos == HEAP_NONE) {
+        if (s->heap_n == s->heap_cap) {
+            s->heap_cap = s->heap_cap ? s->heap_cap * 2 : 64;
+            s->heap = xrealloc(s->heap, s->heap_cap * sizeof *s->heap);
+        }
+        heap_place(s, s->heap_n++, d);
+        heap_up(s, d->heap_pos);
+    } else {
+        heap_down(s, d->heap_pos);
+        heap_up(s, d->heap_pos);
+    }
+}
+
+/* ---------------------------------------------------------------- index */
+
+static struct sched_dep *dep_find(const struct sched *s, const char *user,
+                                  const char *project_id)
+{
+    uint64_t h = hash_key(user, project_id);
+    for (struct sched_dep *d = s->buckets[h & (s->nbuckets - 1)]; d; d = d->hnext)
+        if (d->hash == h && strcmp(d->user, user) == 0 &&
+            strcmp(d->project_id, project_id) == 0)
+            return d;
+    return NULL;
+}
+
+static void index_grow(struct sched *s)
+{
+    size_t n = s->nbuckets * 2;
+    struct sched_dep **b = xcalloc(n, sizeof *b);
+    for (size_t i = 0; i < s->nbuckets; i++) {
+        struct sched_dep *d = s->buckets[i];
+        while (d) {
+            struct sched_dep *next = d->hnext;
+            d->hnext = b[d->hash & (n - 1)];
+            b[d->hash & (n - 1)] = d;
+            d = next;
+        }
+    }
+    free(s->buckets);
+    s->buckets = b;
+    s->nbuckets = n;
+}
+
+static struct sched_dep *dep_new(struct sched *s, const char *user,
+                                 const char *project_id, const char *owner)
+{
+    if (s->ndeps >= s->nbuckets)
+        index_grow(s);
+    size_t lu = strlen(user), lp = strlen(project_id);
+    size_t lo = owner ? strlen(owner) : 0;
+    struct sched_dep *d = xcalloc(1, sizeof *d);
+    d->user = xmalloc(lu + lp + lo + 3);
+    memcpy(d->user, user, lu + 1);
+    d->project_id = d->user + lu + 1;
+    memcpy(d->project_id, project_id, lp + 1);
+    d->owner_key_id = d->project_id + lp + 1;
+    memcpy(d->owner_key_id, owner ? owner : "", lo + 1);
+    d->hash = hash_key(user, project_id);
+    d->heap_pos = HEAP_NONE;
+    d->next_at = CRONX_NEVER;
+    size_t b = d->hash & (s->nbuckets - 1);
+    d->hnext = s->buckets[b];
+    s->buckets[b] = d;
+    s->ndeps++;
+    return d;
+}
+
+static void dep_delete(struct sched *s, struct sched_dep *d)
+{
+    heap_remove(s, d);
+    struct sched_dep **pp = &s->buckets[d->hash & (s->nbuckets - 1)];
+    while (*pp != d)
+        pp = &(*pp)->hnext;
+    *pp = d->hnext;
+    s->ndeps--;
+    cronx_free(d->cx);
+    free(d->user);
+    free(d);
+}
+
+/* ---------------------------------------------------------------- events */
+
+void sched_run_json(struct buf *b, const struct store_run *r)
+{
+    buf_printf(b, "{\"id\":%lld,\"projectId\":", (long long)r->id);
+    buf_json_cstr(b, r->project_id);
+    buf_puts(b, ",\"userId\":");
+    buf_json_cstr(b, r->user);
+    buf_puts(b, ",\"trigger\":");
+    buf_json_cstr(b, r->trigger);
+    buf_puts(b, ",\"outcome\":");
+    buf_json_cstr(b, store_outcome_name(r->outcome));
+    buf_puts(b, ",\"reason\":");
+    buf_json_cstr(b, r->reason);
+#define TIME_FIELD(name, v)                                                    \
+    do {                                                                       \
+        buf_puts(b, ",\"" name "\":");                                         \
+        if ((v) != 0)                                                          \
+            buf_json_time(b, (v));                                             \
+        else                                                                   \
+            buf_puts(b, "null");                                               \
+    } while (0)
+    TIME_FIELD("scheduled_for", r->scheduled_for);
+    TIME_FIELD("created_at", r->created_at);
+    TIME_FIELD("started_at", r->started_at);
+    TIME_FIELD("finished_at", r->finished_at);
+    buf_puts(b, ",\"exit_code\":");
+    if (r->exit_code >= 0)
+        buf_printf(b, "%d", r->exit_code);
+    else
+        buf_puts(b, "null");
+    buf_puts(b, ",\"signal\":");
+    if (r->signal)
+        buf_printf(b, "%d", r->signal);
+    else
+        buf_puts(b, "null");
+    buf_puts(b, ",\"output_tail\":");
+    if (r->output)
+        buf_json_bytes(b, r->output, r->output_len);
+    else
+        buf_puts(b, "null");
+    buf_puts(b, ",\"idempotency_key\":");
+    buf_json_cstr(b, r->idempotency_key);
+    if (r->outcome == STORE_RUN_MISSED) {
+        buf_printf(b, ",\"missed_count\":%lld", (long long)r->missed_count);
+        TIME_FIELD("window_start", r->window_start);
+        TIME_FIELD("window_end", r->window_end);
+    }
+#undef TIME_FIELD
+    buf_putc(b, '}');
+}
+
+/* Send {"action":..., "projectId":..., <extra>} to the server's watchers. */
+static void emit(struct sched *s, const struct sched_dep *d, const char *user,
+                 const char *project_id, const char *action,
+                 const struct store_run *run, const char *extra)
+{
+    (void)d;
+    if (!s->cfg.emit)
+        return;
+    struct buf b;
+    buf_init(&b, 0);
+    buf_puts(&b, "{\"action\":");
+    buf_json_cstr(&b, action);
+    buf_puts(&b, ",\"projectId\":");
+    buf_json_cstr(&b, project_id);
+    if (run) {
+        buf_puts(&b, ",\"run\":");
+        sched_run_json(&b, run);
+    }
+    if (extra)
+        buf_puts(&b, extra);
+    buf_putc(&b, '}');
+    s->cfg.emit(s->cfg.emit_ud, user, project_id, buf_cstr(&b));
+    buf_free(&b);
+}
+
+/* ---------------------------------------------------------------- owners */
+
+/* Why the owner's credential no longer allows runs, or NULL if it does.
+ * k is the owner key's row (NULL: no such key). */
+static const char *owner_verdict(const struct sched *s, const struct sched_dep *d,
+                                 const struct store_key *k, double now,
+                                 char *why, size_t whysz)
+{
+    if (strcmp(d->owner_key_id, SCHED_DEV_KEY_ID) == 0) {
+        if (s->cfg.dev_key_present)
+            return NULL;
+        snprintf(why, whysz, "owner key ROCKETRIDE_APIKEY is no longer configured");
+        return why;
+    }
+    if (!k)
+        snprintf(why, whysz, "owner key %s no longer exists", d->owner_key_id);
+    else if (k->revoked_at != 0)
+        snprintf(why, whysz, "owner key %s was revoked", d->owner_key_id);
+    else if (k->expires_at != 0 && now >= k->expires_at)
+        snprintf(why, whysz, "owner key %s expired", d->owner_key_id);
+    else if (!(k->perms & STORE_PERM_CONTROL))
+        snprintf(why, whysz, "owner key %s lacks task.control", d->owner_key_id);
+    else
+        return NULL;
+    return why;
+}
+
+static const char *owner_problem(struct sched *s, const struct sched_dep *d,
+                                 double now, char *why, size_t whysz)
+{
+    struct store_key k;
+    int rc = store_key_get(s->store, d->owner_key_id, &k);
+    if (rc != 0 && rc != RR_E_NOTFOUND)
+        return NULL; /* cannot tell now: do not error a deployment on an I/O hiccup */
+    return owner_verdict(s, d, rc == 0 ? &k : NULL, now, why, whysz);
+}
+
+static void set_errored(struct sched *s, struct sched_dep *d, const char *why,
+                        double now)
+{
+    struct store_dep row;
+    if (store_dep_get(s->store, d->user, d->project_id, &row) != 0)
+        return;
+    free(row.error);
+    row.error = xstrdup(why);
+    row.state = STORE_ERRORED;
+    row.next_run_at = 0;
+    row.updated_at = now;
+    if (store_dep_update(s->store, &row) != 0) {
+        store_dep_clear(&row);
+        return;
+    }
+    store_dep_clear(&row);
+    d->state = STORE_ERRORED;
+    heap_remove(s, d);
+    s->stats.errored++;
+    log_warn("deployment %s/%s errored: %s", d->user, d->project_id, why);
+    struct buf extra;
+    buf_init(&extra, 0);
+    buf_puts(&extra, ",\"state\":\"errored\",\"error\":");
+    buf_json_cstr(&extra, why);
+    emit(s, d, d->user, d->project_id, "state_changed", NULL, buf_cstr(&extra));
+    buf_free(&extra);
+}
+
+/* ---------------------------------------------------------------- runs */
+
+/* Commit a queued row, then hand the run to the executor. Returns 0 and fills
+ * *out (when not NULL) or a negative code: RR_E_EXISTS when this scheduled
+ * time or idempotency key was already decided. */
+static int start_run(struct sched *s, struct sched_dep *d, const char *trigger,
+                     int64_t scheduled_for, const char *idem, double now,
+                     struct store_run *out)
+{
+    struct store_dep row;
+    int rc = store_dep_get(s->store, d->user, d->project_id, &row);
+    if (rc)
+        return rc;
+    struct store_run r = {0};
+    r.user = d->user;
+    r.project_id = d->project_id;
+    r.trigger = (char *)trigger;
+    r.scheduled_for = (double)scheduled_for;
+    r.created_at = now;
+    r.outcome = STORE_RUN_QUEUED;
+    r.exit_code = -1;
+    r.idempotency_key = (char *)idem;
+    rc = store_run_insert(s->store, &r, s->cfg.keep_runs, &r.id);
+    if (rc) {
+        store_dep_clear(&row);
+        return rc;
+    }
+    d->run_id = r.id;
+    char when[32];
+    iso_utc(scheduled_for ? scheduled_for : (int64_t)floor(now), when);
+    struct sched_job job = {
+        .run_id = r.id,
+        .user = d->user,
+        .project_id = d->project_id,
+        .trigger = trigger,
+        .scheduled_at = when,
+        .pipeline = row.pipeline,
+        .pipeline_len = strlen(row.pipeline),
+    };
+    s->stats.runs_started++;
+    rc = s->exec.submit ? s->exec.submit(s->exec.ud, &job) : RR_E_INVAL;
+    store_dep_clear(&row);
+    if (rc) {
+        /* The executor refused: the decision stands, recorded as failed. */
+        r.outcome = STORE_RUN_FAILED;
+        r.finished_at = now;
+        r.reason = (char *)"executor refused the run";
+        if (store_run_update(s->store, &r) != 0)
+            log_error("run %lld: cannot record its failure", (long long)r.id);
+        d->run_id = 0;
+    }
+    if (out) {
+        memset(out, 0, sizeof *out);
+        out->id = r.id;
+        rc = store_run_get(s->store, r.id, out);
+    }
+    return rc;
+}
+
+static void record_skip(struct sched *s, struct sched_dep *d, int64_t t,
+                        enum store_outcome outcome, const char *reason,
+                        int64_t count, int64_t from, double now)
+{
+    struct store_run r = {0};
+    r.user = d->user;
+    r.project_id = d->project_id;
+    r.trigger = (char *)"schedule";
+    r.scheduled_for = (double)t;
+    r.created_at = now;
+    r.finished_at = now;
+    r.outcome = outcome;
+    r.reason = (char *)reason;
+    r.exit_code = -1;
+    if (outcome == STORE_RUN_MISSED) {
+        r.missed_count = count;
+        r.window_start = (double)from;
+        r.window_end = (double)t;
+    }
+    int rc = store_run_insert(s->store, &r, s->cfg.keep_runs, &r.id);
+    if (rc == RR_E_EXISTS)
+        return; /* decided in an earlier life */
+    if (rc) {
+        log_error("deployment %s/%s: cannot record a %s tick: %s", d->user,
+                  d->project_id, store_outcome_name(outcome), err_str(rc));
+        return;
+    }
+    if (outcome == STORE_RUN_SKIPPED)
+        s->stats.skipped_overlap++;
+    else
+        s->stats.missed += (uint64_t)count;
+    struct store_run full;
+    if (store_run_get(s->store, r.id, &full) == 0) {
+        emit(s, d, d->user, d->project_id,
+             outcome == STORE_RUN_SKIPPED ? "tick_skipped" : "tick_missed", &full,
+             NULL);
+        store_run_clear(&full);
+    }
+}
+
+/* Persist last_fire and the next fire, and re-queue d. */
+static void advance(struct sched *s, struct sched_dep *d, int64_t fired,
+                    int64_t now)
+{
+    if (fired > d->last_fire)
+        d->last_fire = fired;
+    int64_t next = sched_next_fire(d->cx, d->state, d->last_fire, (double)now);
+    heap_set(s, d, next);
+    if (store_dep_set_progress(s->store, d->user, d->project_id,
+                               (double)d->last_fire,
+                               next == CRONX_NEVER ? 0 : (double)next) != 0)
+        log_error("deployment %s/%s: cannot persist scheduler progress",
+                  d->user, d->project_id);
+}
+
+/* Count the ticks in [first, now]; *last gets the latest one. */
+static int64_t count_due(const struct cronx *cx, int64_t first, int64_t now,
+                         int64_t *last)
+{
+    int64_t n = 1, t = first;
+    *last = first;
+    while (n < COLLAPSE_MAX && (t = cronx_next(cx, t)) != CRONX_NEVER && t <= now) {
+        *last = t;
+        n++;
+    }
+    return n;
+}
+
+static void fire(struct sched *s, struct sched_dep *d, int64_t now, double now_f)
+{
+    int64_t due = d->next_at, latest;
+    int64_t n = count_due(d->cx, due, now, &latest);
+    if (n > 1) {
+        /* Several ticks due at once: the latest fires, the others are one
+         * missed row. Not a burst. */
+        int64_t prev = due, t = due;
+        while ((t = cronx_next(d->cx, t)) != CRONX_NEVER && t < latest)
+            prev = t;
+        record_skip(s, d, prev, STORE_RUN_MISSED,
+                    "clock jumped forward or the server was stalled", n - 1, due,
+                    now_f);
+    }
+    s->stats.lateness_sum += now_f - (double)latest;
+    s->stats.ticks++;
+
+    char why[160];
+    if (owner_problem(s, d, now_f, why, sizeof why)) {
+        set_errored(s, d, why, now_f);
+        return;
+    }
+    if (d->run_id) {
+        record_skip(s, d, latest, STORE_RUN_SKIPPED, "overlap", 0, 0, now_f);
+    } else {
+        int rc = start_run(s, d, "schedule", latest, NULL, now_f, NULL);
+        if (rc && rc != RR_E_EXISTS)
+            log_error("deployment %s/%s: cannot start the run: %s", d->user,
+                      d->project_id, err_str(rc));
+    }
+    advance(s, d, latest, now);
+}
+
+/* ---------------------------------------------------------------- public */
+
+int64_t sched_next_fire(const struct cronx *cx, enum store_state st,
+                        int64_t last_fire, double now)
+{
+    if (st != STORE_ACTIVE || cronx_is_manual(cx))
+        return CRONX_NEVER;
+    int64_t from = (int64_t)floor(now);
+    return cronx_next(cx, from > last_fire ? from : last_fire);
+}
+
+void sched_config_defaults(struct sched_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->default_zone = "UTC";
+    cfg->keep_runs = 100;
+}
+
+struct sched *sched_new(struct store *st, const struct sched_config *cfg,
+                        const struct sched_exec *exec)
+{
+    struct sched *s = xcalloc(1, sizeof *s);
+    s->store = st;
+    s->cfg = *cfg;
+    if (exec)
+        s->exec = *exec;
+    s->nbuckets = 1024;
+    s->buckets = xcalloc(s->nbuckets, sizeof *s->buckets);
+    return s;
+}
+
+void sched_free(struct sched *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->nbuckets; i++) {
+        struct sched_dep *d = s->buckets[i];
+        while (d) {
+            struct sched_dep *next = d->hnext;
+            cronx_free(d->cx);
+            free(d->user);
+            free(d);
+            d = next;
+        }
+    }
+    free(s->buckets);
+    free(s->heap);
+    free(s);
+}
+
+/* Create or refresh the in-memory state of a deployment from its row. */
+static int dep_apply(struct sched *s, const struct store_dep *row,
+                     struct sched_dep **out)
+{
+    struct cronx *cx;
+    struct err e = {0};
+    if (cronx_parse(row->schedule, s->cfg.default_zone, &cx, &e) != 0) {
+        log_error("deployment %s/%s: stored schedule '%s' no longer parses: %s",
+                  row->user, row->project_id, row->schedule, e.msg);
+        return RR_E_INVAL;
+    }
+    /* The owner never changes: update keeps it, remove and add make a new
+     * deployment. */
+    struct sched_dep *d = dep_find(s, row->user, row->project_id);
+    if (!d)
+        d = dep_new(s, row->user, row->project_id, row->owner_key_id);
+    cronx_free(d->cx);
+    d->cx = cx;
+    d->state = row->state;
+    d->last_fire = (int64_t)row->last_fire_at;
+    *out = d;
+    return 0;
+}
+
+int sched_dep_upsert(struct sched *s, const struct store_dep *row)
+{
+    struct sched_dep *d = dep_find(s, row->user, row->project_id);
+    bool changed = d && d->state != row->state;
+    int rc = dep_apply(s, row, &d);
+    if (rc)
+        return rc;
+    heap_set(s, d, row->next_run_at > 0 ? (int64_t)row->next_run_at : CRONX_NEVER);
+    if (changed) {
+        struct buf extra;
+        buf_init(&extra, 0);
+        buf_puts(&extra, ",\"state\":");
+        buf_json_cstr(&extra, store_state_name(row->state));
+        buf_puts(&extra, ",\"error\":");
+        buf_json_cstr(&extra, row->error);
+        emit(s, d, d->user, d->project_id, "state_changed", NULL, buf_cstr(&extra));
+        buf_free(&extra);
+    }
+    return 0;
+}
+
+void sched_dep_removed(struct sched *s, const char *user, const char *project_id)
+{
+    struct sched_dep *d = dep_find(s, user, project_id);
+    if (!d)
+        return;
+    if (d->run_id && s->exec.cancel)
+        s->exec.cancel(s->exec.ud, d->run_id, STORE_RUN_INTERRUPTED);
+    emit(s, d, user, project_id, "removed", NULL, NULL);
+    dep_delete(s, d);
+}
+
+struct load_ctx {
+    struct sched *s;
+    double now;
+    int64_t loaded, missed;
+};
+
+static int load_one(const struct store_dep *row, void *ud)
+{
+    struct load_ctx *lc = ud;
+    struct sched *s = lc->s;
+    struct sched_dep *d;
+    if (dep_apply(s, row, &d) != 0)
+        return 0; /* logged; the rest still loads */
+    lc->loaded++;
+    int64_t now = (int64_t)floor(lc->now);
+    int64_t next = row->next_run_at > 0 ? (int64_t)row->next_run_at
+                                        : sched_next_fire(d->cx, d->state,
+                                                          d->last_fire, lc->now);
+    if (d->state != STORE_ACTIVE || cronx_is_manual(d->cx))
+        next = CRONX_NEVER;
+    if (next != CRONX_NEVER && next <= d->last_fire)
+        next = sched_next_fire(d->cx, d->state, d->last_fire, lc->now);
+    if (next != CRONX_NEVER && next <= now) {
+        int64_t last;
+        int64_t n = count_due(d->cx, next, now, &last);
+        record_skip(s, d, last, STORE_RUN_MISSED, "server was not running", n,
+                    next, lc->now);
+        lc->missed++;
+        advance(s, d, last, now);
+        return 0;
+    }
+    heap_set(s, d, next);
+    if (row->next_run_at != (next == CRONX_NEVER ? 0 : (double)next) &&
+        store_dep_set_progress(s->store, d->user, d->project_id, row->last_fire_at,
+                               next == CRONX_NEVER ? 0 : (double)next) != 0)
+        log_error("deployment %s/%s: cannot persist next_run_at", d->user,
+                  d->project_id);
+    return 0;
+}
+
+int sched_load(struct sched *s, double now)
+{
+    int64_t interrupted = 0;
+    int rc = store_run_interrupt_all(s->store, now,
+                                     "server stopped while the run was in progress",
+                                     &interrupted);
+    if (rc)
+        return rc;
+    if (interrupted)
+        log_warn("%lld run(s) were in progress when the server stopped: "
+                 "recorded as interrupted", (long long)interrupted);
+    struct load_ctx lc = {s, now, 0, 0};
+    rc = store_dep_list(s->store, NULL, load_one, &lc);
+    if (rc)
+        return rc;
+    log_info("scheduler: %lld deployment(s) loaded, %zu scheduled, %lld with "
+             "missed ticks", (long long)lc.loaded, s->heap_n, (long long)lc.missed);
+    return 0;
+}
+
+int64_t sched_next_deadline(const struct sched *s)
+{
+    return s->heap_n ? s->heap[0]->next_at : CRONX_NEVER;
+}
+
+int sched_tick(struct sched *s, double now)
+{
+    int64_t t = (int64_t)floor(now);
+    int fired = 0;
+    while (s->heap_n && s->heap[0]->next_at <= t) {
+        fire(s, s->heap[0], t, now);
+        fired++;
+    }
+    return fired;
+}
+
+static const char *dep_name(const struct sched_dep *d)
+{
+    return d->project_id;
+}
+
+int sched_run_now(struct sched *s, const char *user, const char *project_id,
+                  const char *idem, double now, struct store_run *out,
+                  struct err *e)
+{
+    struct sched_dep *d = dep_find(s, user, project_id);
+    if (!d)
+        return err_set(e, RR_E_NOTFOUND, "Deployment not found: %s", project_id);
+    if (idem) {
+        int rc = store_run_find_idem(s->store, user, project_id, idem, out);
+        if (rc == 0)
+            return 0;
+        if (rc != RR_E_NOTFOUND)
+            return err_set(e, rc, "Internal error: %s", err_str(rc));
+    }
+    if (d->state == STORE_PAUSED)
+        return err_set(e, RR_E_BUSY, "Deployment '%s' is paused", dep_name(d));
+    char why[160];
+    if (d->state != STORE_ERRORED && owner_problem(s, d, now, why, sizeof why))
+        set_errored(s, d, why, now);
+    if (d->state == STORE_ERRORED) {
+        struct store_dep row;
+        int rc = store_dep_get(s->store, user, project_id, &row);
+        err_set(e, RR_E_BUSY, "Deployment '%s' is errored: %s", dep_name(d),
+                rc == 0 && row.error ? row.error : "no reason recorded");
+        if (rc == 0)
+            store_dep_clear(&row);
+        return RR_E_BUSY;
+    }
+    if (d->run_id)
+        return err_set(e, RR_E_BUSY, "Deployment '%s' is already running",
+                       dep_name(d));
+    int rc = start_run(s, d, "manual", 0, idem, now, out);
+    if (rc == RR_E_EXISTS && idem) /* raced with itself: cannot happen on one thread */
+        return err_set(e, rc, "Deployment '%s': idempotency key already used",
+                       dep_name(d));
+    if (rc)
+        return err_set(e, rc, "Internal error: %s", err_str(rc));
+    return 0;
+}
+
+int sched_cancel(struct sched *s, const char *user, const char *project_id,
+                 struct err *e)
+{
+    struct sched_dep *d = dep_find(s, user, project_id);
+    if (!d)
+        return err_set(e, RR_E_NOTFOUND, "Deployment not found: %s", project_id);
+    if (!d->run_id)
+        return err_set(e, RR_E_BUSY, "Deployment '%s' is not running", dep_name(d));
+    if (!s->exec.cancel ||
+        s->exec.cancel(s->exec.ud, d->run_id, STORE_RUN_CANCELLED) != 0)
+        return err_set(e, RR_E_BUSY, "Deployment '%s' is not running", dep_name(d));
+    return 0;
+}
+
+void sched_run_started(struct sched *s, int64_t run_id, double at)
+{
+    struct store_run r;
+    if (store_run_get(s->store, run_id, &r) != 0)
+        return; /* its deployment was removed */
+    if (r.outcome == STORE_RUN_QUEUED) {
+        r.outcome = STORE_RUN_RUNNING;
+        r.started_at = at;
+        if (store_run_update(s->store, &r) != 0)
+            log_error("run %lld: cannot record its start", (long long)run_id);
+        s->stats.lateness_started_sum += r.scheduled_for ? at - r.scheduled_for : 0;
+        struct sched_dep *d = dep_find(s, r.user, r.project_id);
+        emit(s, d, r.user, r.project_id, "run_started", &r, NULL);
+    }
+    store_run_clear(&r);
+}
+
+void sched_run_finished(struct sched *s, const struct sched_result *res)
+{
+    struct store_run r;
+    if (store_run_get(s->store, res->run_id, &r) != 0)
+        return; /* its deployment was removed */
+    struct sched_dep *d = dep_find(s, r.user, r.project_id);
+    if (d && d->run_id == res->run_id)
+        d->run_id = 0;
+    if (store_outcome_final(r.outcome)) {
+        store_run_clear(&r);
+        return;
+    }
+    r.outcome = res->outcome;
+    if (!r.started_at && res->started)
+        r.started_at = res->at;
+    r.finished_at = res->at;
+    free(r.reason);
+    r.reason = res->reason ? xstrdup(res->reason) : NULL;
+    r.exit_code = res->exit_code;
+    r.signal = res->signal;
+    free(r.output);
+    r.output = NULL;
+    r.output_len = 0;
+    if (res->output_len) {
+        r.output = xmalloc(res->output_len + 1);
+        memcpy(r.output, res->output, res->output_len);
+        r.output[res->output_len] = '\0';
+        r.output_len = res->output_len;
+    }
+    if (store_run_update(s->store, &r) != 0)
+        log_error("run %lld: cannot record its outcome", (long long)res->run_id);
+    s->stats.finished[res->outcome]++;
+    emit(s, d, r.user, r.project_id, "run_finished", &r, NULL);
+    store_run_clear(&r);
+}
+
+struct key_scan {
+    struct store_key *keys; /* sorted by id */
+    size_t n, cap;
+};
+
+static int collect_key(const struct store_key *k, void *ud)
+{
+    struct key_scan *ks = ud;
+    if (ks->n == ks->cap) {
+        ks->cap = ks->cap ? ks->cap * 2 : 64;
+        ks->keys = xrealloc(ks->keys, ks->cap * sizeof *ks->keys);
+    }
+    ks->keys[ks->n++] = *k;
+    return 0;
+}
+
+static int key_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct store_key *)a)->id, ((const struct store_key *)b)->id);
+}
+
+int sched_keys_changed(struct sched *s, double now)
+{
+    struct key_scan ks = {0};
+    int rc = store_key_list(s->store, collect_key, &ks);
+    if (rc) {
+        free(ks.keys);
+        return rc;
+    }
+    qsort(ks.keys, ks.n, sizeof *ks.keys, key_cmp);
+    /* Collect first: set_errored changes nothing in the index, but keep the
+     * walk independent of what the callbacks do. */
+    size_t nbad = 0, cap = 0;
+    struct sched_dep **bad = NULL;
+    char **why = NULL;
+    for (size_t i = 0; i < s->nbuckets; i++) {
+        for (struct sched_dep *d = s->buckets[i]; d; d = d->hnext) {
+            if (d->state == STORE_ERRORED)
+                continue;
+            struct store_key probe;
+            snprintf(probe.id, sizeof probe.id, "%s", d->owner_key_id);
+            const struct store_key *k =
+                bsearch(&probe, ks.keys, ks.n, sizeof *ks.keys, key_cmp);
+            char buf[160];
+            if (!owner_verdict(s, d, k, now, buf, sizeof buf))
+                continue;
+            if (nbad == cap) {
+                cap = cap ? cap * 2 : 16;
+                bad = xrealloc(bad, cap * sizeof *bad);
+                why = xrealloc(why, cap * sizeof *why);
+            }
+            bad[nbad] = d;
+            why[nbad++] = xstrdup(buf);
+        }
+    }
+    for (size_t i = 0; i < nbad; i++) {
+        set_errored(s, bad[i], why[i], now);
+        free(why[i]);
+    }
+    free(bad);
+    free(why);
+    free(ks.keys);
+    return (int)nbad;
+}
+
+const struct sched_stats *sched_stats(const struct sched *s)
+{
+    return &s->stats;
+}
+
+size_t sched_count(const struct sched *s, size_t *scheduled)
+{
+    if (scheduled)
+        *scheduled = s->heap_n;
+    return s->ndeps;
+}

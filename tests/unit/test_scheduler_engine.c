@@ -1,0 +1,519 @@
+/* test_scheduler_engine.c -- the tick-decision engine (scheduler/engine.c)
+ * against a real store on a temporary file, a fake executor that records
+ * what it was asked to do, and an injected clock: no process, no sleep. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "scheduler/scheduler.h"
+#include "store/store.h"
+
+#define T0 1767225600.0 /* 2026-01-01T00:00:00Z, a Thursday */
+#define MAX_JOBS 4096
+#define MAX_EVENTS 16384
+
+struct fx {
+    char dir[64];
+    char db[128];
+    struct store *st;
+    struct sched *s;
+    char key_id[STORE_KEY_ID_MAX];
+    char key[STORE_KEY_TEXT_MAX];
+    /* fake executor */
+    int64_t jobs[MAX_JOBS];
+    char job_trigger[MAX_JOBS][16];
+    char job_when[MAX_JOBS][32];
+    int njobs;
+    int64_t cancels[MAX_JOBS];
+    int cancel_as[MAX_JOBS];
+    int ncancels;
+    int refuse;
+    /* events */
+    char *events[MAX_EVENTS];
+    int nevents;
+};
+
+static int fake_submit(void *ud, const struct sched_job *job)
+{
+    struct fx *fx = ud;
+    if (fx->refuse)
+        return RR_E_BUSY;
+    assert_true(fx->njobs < MAX_JOBS);
+    assert_non_null(strstr(job->pipeline, "project_id"));
+    snprintf(fx->job_trigger[fx->njobs], 16, "%s", job->trigger);
+    snprintf(fx->job_when[fx->njobs], 32, "%s", job->scheduled_at);
+    fx->jobs[fx->njobs++] = job->run_id;
+    return 0;
+}
+
+static int fake_cancel(void *ud, int64_t run_id, enum store_outcome as)
+{
+    struct fx *fx = ud;
+    fx->cancels[fx->ncancels] = run_id;
+    fx->cancel_as[fx->ncancels++] = (int)as;
+    return 0;
+}
+
+static void on_event(void *ud, const char *user, const char *project_id,
+                     const char *body)
+{
+    struct fx *fx = ud;
+    (void)user;
+    (void)project_id;
+    assert_true(fx->nevents < MAX_EVENTS);
+    fx->events[fx->nevents++] = strdup(body);
+}
+
+static void events_clear(struct fx *fx)
+{
+    for (int i = 0; i < fx->nevents; i++)
+        free(fx->events[i]);
+    fx->nevents = 0;
+}
+
+static int has_event(struct fx *fx, const char *needle)
+{
+    int n = 0;
+    for (int i = 0; i < fx->nevents; i++)
+        if (strstr(fx->events[i], needle))
+            n++;
+    return n;
+}
+
+static void engine_start(struct fx *fx, double now)
+{
+    struct sched_config cfg;
+    sched_config_defaults(&cfg);
+    cfg.keep_runs = 1000;
+    cfg.emit = on_event;
+    cfg.emit_ud = fx;
+    struct sched_exec ex = {fake_submit, fake_cancel, fx};
+    fx->s = sched_new(fx->st, &cfg, &ex);
+    assert_int_equal(sched_load(fx->s, now), 0);
+}
+
+static int setup(void **state)
+{
+    struct fx *fx = calloc(1, sizeof *fx);
+    snprintf(fx->dir, sizeof fx->dir, "/tmp/rr-test-engine-XXXXXX");
+    assert_non_null(mkdtemp(fx->dir));
+    snprintf(fx->db, sizeof fx->db, "%s/t.db", fx->dir);
+    struct err e = {0};
+    assert_int_equal(store_open(fx->db, &fx->st, &e), 0);
+    struct store_key k;
+    assert_int_equal(store_key_create(fx->st, "alice", NULL, STORE_PERM_ALL, 0, T0,
+                                      fx->key, &k), 0);
+    memcpy(fx->key_id, k.id, sizeof fx->key_id);
+    engine_start(fx, T0);
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *fx = *state;
+    events_clear(fx);
+    sched_free(fx->s);
+    store_close(fx->st);
+    char path[160];
+    static const char *const files[] = {"t.db", "t.db-wal", "t.db-shm"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s", fx->dir, files[i]);
+        unlink(path);
+    }
+    rmdir(fx->dir);
+    free(fx);
+    return 0;
+}
+
+/* Add a deployment as the server does: store insert, then upsert. */
+static void add(struct fx *fx, const char *pid, const char *schedule, double now)
+{
+    struct cronx *cx;
+    struct err e = {0};
+    assert_int_equal(cronx_parse(schedule, "UTC", &cx, &e), 0);
+    char pipe[128];
+    snprintf(pipe, sizeof pipe, "{\"project_id\":\"%s\"}", pid);
+    struct store_dep d = {0};
+    d.user = "alice";
+    d.project_id = (char *)pid;
+    d.pipeline = pipe;
+    d.schedule = (char *)schedule;
+    d.state = STORE_ACTIVE;
+    d.created_by = "alice";
+    d.owner_key_id = fx->key_id;
+    d.created_at = d.updated_at = now;
+    int64_t next = sched_next_fire(cx, STORE_ACTIVE, 0, now);
+    d.next_run_at = next == CRONX_NEVER ? 0 : (double)next;
+    cronx_free(cx);
+    assert_int_equal(store_dep_insert(fx->st, &d, 0), 0);
+    assert_int_equal(sched_dep_upsert(fx->s, &d), 0);
+}
+
+static void set_state(struct fx *fx, const char *pid, enum store_state st,
+                      double now)
+{
+    struct store_dep d;
+    assert_int_equal(store_dep_get(fx->st, "alice", pid, &d), 0);
+    struct cronx *cx;
+    assert_int_equal(cronx_parse(d.schedule, "UTC", &cx, NULL), 0);
+    d.state = st;
+    d.updated_at = now;
+    int64_t next = sched_next_fire(cx, st, (int64_t)d.last_fire_at, now);
+    d.next_run_at = next == CRONX_NEVER ? 0 : (double)next;
+    cronx_free(cx);
+    assert_int_equal(store_dep_update(fx->st, &d), 0);
+    assert_int_equal(sched_dep_upsert(fx->s, &d), 0);
+    store_dep_clear(&d);
+}
+
+static void finish(struct fx *fx, int64_t run_id, enum store_outcome o, double at)
+{
+    sched_run_started(fx->s, run_id, at);
+    struct sched_result r = {.run_id = run_id, .at = at, .outcome = o,
+                             .exit_code = o == STORE_RUN_SUCCEEDED ? 0 : 1,
+                             .output = "out\n", .output_len = 4, .started = true};
+    sched_run_finished(fx->s, &r);
+}
+
+struct count_ctx {
+    int n[STORE_RUN_MISSED + 1];
+    int64_t missed_count;
+};
+
+static int count_run(const struct store_run *r, void *ud)
+{
+    struct count_ctx *c = ud;
+    c->n[r->outcome]++;
+    if (r->outcome == STORE_RUN_MISSED)
+        c->missed_count += r->missed_count;
+    return 0;
+}
+
+static struct count_ctx ledger(struct fx *fx, const char *pid)
+{
+    struct count_ctx c = {{0}, 0};
+    assert_int_equal(store_run_list(fx->st, "alice", pid, 0, count_run, &c), 0);
+    return c;
+}
+
+/* ---------------------------------------------------------------- tests */
+
+static void test_fires_in_order(void **state)
+{
+    struct fx *fx = *state;
+    add(fx, "hourly", "0 * * * *", T0 + 1);
+    add(fx, "minutely", "* * * * *", T0 + 1);
+    add(fx, "manual", "manual", T0 + 1);
+    assert_true(sched_next_deadline(fx->s) == (int64_t)T0 + 60);
+    assert_int_equal(sched_tick(fx->s, T0 + 59.9), 0);
+    assert_int_equal(sched_tick(fx->s, T0 + 60.01), 1);
+    assert_int_equal(fx->njobs, 1);
+    assert_string_equal(fx->job_trigger[0], "schedule");
+    assert_string_equal(fx->job_when[0], "2026-01-01T00:01:00Z");
+    finish(fx, fx->jobs[0], STORE_RUN_SUCCEEDED, T0 + 61);
+    /* 00:59 .. 01:00: minutely fires 59 more times, hourly once */
+    for (int m = 2; m <= 60; m++) {
+        fx->njobs = 0;
+        sched_tick(fx->s, T0 + 60.0 * m + 0.01);
+        for (int i = 0; i < fx->njobs; i++)
+            finish(fx, fx->jobs[i], STORE_RUN_SUCCEEDED, T0 + 60.0 * m + 1);
+        events_clear(fx);
+    }
+    assert_int_equal(ledger(fx, "minutely").n[STORE_RUN_SUCCEEDED], 60);
+    assert_int_equal(ledger(fx, "hourly").n[STORE_RUN_SUCCEEDED], 1);
+    assert_int_equal(ledger(fx, "manual").n[STORE_RUN_SUCCEEDED], 0);
+    struct store_dep d;
+    assert_int_equal(store_dep_get(fx->st, "alice", "minutely", &d), 0);
+    assert_true(d.last_fire_at == T0 + 3600);
+    assert_true(d.next_run_at == T0 + 3660);
+    store_dep_clear(&d);
+}
+
+static void test_overlap_skips(void **state)
+{
+    struct fx *fx = *state;
+    add(fx, "p", "* * * * *", T0);
+    sched_tick(fx->s, T0 + 60);
+    assert_int_equal(fx->njobs, 1);
+    sched_run_started(fx->s, fx->jobs[0], T0 + 60.1);
+    sched_tick(fx->s, T0 + 120);
+    sched_tick(fx->s, T0 + 180);
+    assert_int_equal(fx->njobs, 1); /* still running: no second process */
+    struct count_ctx c = ledger(fx, "p");
+    assert_int_equal(c.n[STORE_RUN_SKIPPED], 2);
+    assert_int_equal(c.n[STORE_RUN_RUNNING], 1);
+    assert_int_equal(has_event(fx, "\"action\":\"tick_skipped\""), 2);
+    assert_int_equal(has_event(fx, "\"reason\":\"overlap\""), 2);
+    finish(fx, fx->jobs[0], STORE_RUN_SUCCEEDED, T0 + 200);
+    sched_tick(fx->s, T0 + 240);
+    assert_int_equal(fx->njobs, 2);
+}
+
+static void test_pause_resume(void **state)
+{
+    struct fx *fx = *state;
+    add(fx, "p", "*/5 * * * *", T0);
+    set_state(fx, "p", STORE_PAUSED, T0 + 10);
+    assert_true(sched_next_deadline(fx->s) == CRONX_NEVER);
+    assert_int_equal(sched_tick(fx->s, T0 + 3600), 0);
+    assert_int_equal(fx->njobs, 0);
+    assert_int_equal(has_event(fx, "\"state\":\"paused\""), 1);
+    set_state(fx, "p", STORE_ACTIVE, T0 + 3601);
+    assert_true(sched_next_deadline(fx->s) == (int64_t)T0 + 3900);
+    sched_tick(fx->s, T0 + 3900);
+    assert_int_equal(fx->njobs, 1);
+    /* paused and errored deployments refuse manual runs */
+    finish(fx, fx->jobs[0], STORE_RUN_SUCCEEDED, T0 + 3901);
+    set_state(fx, "p", STORE_PAUSED, T0 + 3902);
+    struct store_run r;
+    struct err e = {0};
+    assert_int_equal(sched_run_now(fx->s, "alice", "p", NULL, T0 + 3903, &r, &e),
+                     RR_E_BUSY);
+    assert_string_equal(e.msg, "Deployment 'p' is paused");
+}
+
+static void test_clock_steps(void **state)
+{
+    struct fx *fx = *state;
+    add(fx, "p", "* * * * *", T0);
+    sched_tick(fx->s, T0 + 60);
+    finish(fx, fx->jobs[0], STORE_RUN_SUCCEEDED, T0 + 60.5);
+    /* Step back an hour: nothing fires until the clock passes 00:01 again. */
+    for (double t = T0 - 3600; t <= T0 + 60; t += 30)
+        sched_tick(fx->s, t);
+    assert_int_equal(fx->njobs, 1);
+    sched_tick(fx->s, T0 + 120);
+    assert_int_equal(fx->njobs, 2);
+    finish(fx, fx->jobs[1], STORE_RUN_SUCCEEDED, T0 + 121);
+    /* Step forward 10 minutes: one run, one missed row for the 9 before. */
+    sched_tick(fx->s, T0 + 720.5);
+    assert_int_equal(fx->njobs, 3);
+    assert_string_equal(fx->job_when[2], "2026-01-01T00:12:00Z");
+    struct count_ctx c = ledger(fx, "p");
+    assert_int_equal(c.n[STORE_RUN_MISSED], 1);
+    assert_int_equal(c.missed_count, 9);
+    assert_int_equal(c.n[STORE_RUN_SUCCEEDED], 2);
+}
+
+static void test_first_tick_after_add_catches_up_once(void **state)
+{
+    struct fx *fx = *state;
+    /* Added at 00:00:30; the loop stalls until 00:05:10. */
+    add(fx, "p", "* * * * *", T0 + 30);
+    sched_tick(fx->s, T0 + 310);
+    assert_int_equal(fx->njobs, 1);
+    assert_string_equal(fx->job_when[0], "2026-01-01T00:05:00Z");
+    struct count_ctx c = ledger(fx, "p");
+    assert_int_equal(c.missed_count, 4);
+}
+
+static void test_restart_missed_and_interrupted(void **state)
+{
+    struct fx *fx = *state;
+    add(fx, "p", "* * * * *", T0);
+    add(fx, "q", "0 0 * * *", T0);
+    sched_tick(fx->s, T0 + 60);
+    sched_run_started(fx->s, fx->jobs[0], T0 + 60.2);
+    /* The server dies (no finish); it comes back at 00:10:30. */
+    sched_free(fx->s);
+    fx->njobs = 0;
+    engine_start(fx, T0 + 630);
+    struct count_ctx c = ledger(fx, "p");
+    assert_int_equal(c.n[STORE_RUN_INTERRUPTED], 1);
+    assert_int_equal(c.n[STORE_RUN_MISSED], 1);
+    assert_int_equal(c.missed_count, 9); /* 00:02 .. 00:10 */
+    assert_int_equal(fx->njobs, 0);      /* not run late */
+    assert_int_equal(ledger(fx, "q").n[STORE_RUN_MISSED], 0);
+    /* The 00:01 tick never fires again; 00:11 does. */
+    sched_tick(fx->s, T0 + 660);
+    assert_int_equal(fx->njobs, 1);
+    assert_string_equal(fx->job_when[0], "2026-01-01T00:11:00Z");
+    /* A second restart at the same moment records nothing new. */
+    sched_free(fx->s);
+    engine_start(fx, T0 + 660.5);
+    assert_int_equal(ledger(fx, "p").n[STORE_RUN_MISSED], 1);
+}
+
+static void test_revoked_owner_errors(void **state)
+{
+    struct fx *fx = *state;
+    add(fx, "p", "* * * * *", T0);
+    add(fx, "q", "@hourly", T0);
+    assert_int_equal(store_key_revoke(fx->st, fx->key_id, T0 + 1, NULL), 0);
+    sched_tick(fx->s, T0 + 60);
+    assert_int_equal(fx->njobs, 0);
+    struct store_dep d;
+    assert_int_equal(store_dep_get(fx->st, "alice", "p", &d), 0);
+    assert_int_equal(d.state, STORE_ERRORED);
+    assert_non_null(strstr(d.error, "was revoked"));
+    store_dep_clear(&d);
+    assert_int_equal(has_event(fx, "\"state\":\"errored\""), 1);
+    /* keys_changed errors the rest at once, and nothing fires ever again */
+    assert_int_equal(sched_keys_changed(fx->s, T0 + 61), 1);
+    for (int h = 1; h < 48; h++)
+        sched_tick(fx->s, T0 + 3600.0 * h);
+    assert_int_equal(fx->njobs, 0);
+    assert_true(sched_next_deadline(fx->s) == CRONX_NEVER);
+    struct store_run r;
+    struct err e = {0};
+    assert_int_equal(sched_run_now(fx->s, "alice", "q", NULL, T0, &r, &e), RR_E_BUSY);
+    assert_non_null(strstr(e.msg, "is errored: owner key"));
+}
+
+static void test_monitor_only_owner_errors(void **state)
+{
+    struct fx *fx = *state;
+    char key[STORE_KEY_TEXT_MAX];
+    struct store_key k;
+    assert_int_equal(store_key_create(fx->st, "alice", NULL, STORE_PERM_MONITOR, 0,
+                                      T0, key, &k), 0);
+    memcpy(fx->key_id, k.id, sizeof fx->key_id);
+    add(fx, "p", "* * * * *", T0);
+    sched_tick(fx->s, T0 + 60);
+    assert_int_equal(fx->njobs, 0);
+    assert_int_equal(has_event(fx, "lacks task.control"), 1);
+}
+
+static void test_manual_runs(void **state)
+{
+    struct fx *fx = *state;
+    add(fx, "m", "manual", T0);
+    struct store_run r1, r2;
+    struct err e = {0};
+    assert_int_equal(sched_run_now(fx->s, "alice", "m", "k1", T0 + 5, &r1, &e), 0);
+    assert_int_equal(r1.outcome, STORE_RUN_QUEUED);
+    assert_string_equal(r1.trigger, "manual");
+    assert_int_equal(fx->njobs, 1);
+    assert_string_equal(fx->job_when[0], "2026-01-01T00:00:05Z");
+    /* a retry with the same key returns the same run, starts nothing */
+    assert_int_equal(sched_run_now(fx->s, "alice", "m", "k1", T0 + 6, &r2, &e), 0);
+    assert_true(r1.id == r2.id);
+    assert_int_equal(fx->njobs, 1);
+    store_run_clear(&r2);
+    /* another run while one is going is refused */
+    assert_int_equal(sched_run_now(fx->s, "alice", "m", NULL, T0 + 7, &r2, &e),
+                     RR_E_BUSY);
+    assert_string_equal(e.msg, "Deployment 'm' is already running");
+    /* cancel goes to the executor as cancelled */
+    assert_int_equal(sched_cancel(fx->s, "alice", "m", &e), 0);
+    assert_int_equal(fx->ncancels, 1);
+    assert_int_equal(fx->cancel_as[0], STORE_RUN_CANCELLED);
+    finish(fx, r1.id, STORE_RUN_CANCELLED, T0 + 8);
+    assert_int_equal(sched_cancel(fx->s, "alice", "m", &e), RR_E_BUSY);
+    assert_string_equal(e.msg, "Deployment 'm' is not running");
+    struct store_run got;
+    assert_int_equal(store_run_get(fx->st, r1.id, &got), 0);
+    assert_int_equal(got.outcome, STORE_RUN_CANCELLED);
+    assert_int_equal((int)got.output_len, 4);
+    store_run_clear(&got);
+    store_run_clear(&r1);
+    assert_int_equal(sched_run_now(fx->s, "alice", "nope", NULL, T0, &r1, &e),
+                     RR_E_NOTFOUND);
+    assert_int_equal(has_event(fx, "\"action\":\"run_started\""), 1);
+    assert_int_equal(has_event(fx, "\"action\":\"run_finished\""), 1);
+}
+
+static void test_executor_refusal_recorded(void **state)
+{
+    struct fx *fx = *state;
+    add(fx, "p", "* * * * *", T0);
+    fx->refuse = 1;
+    sched_tick(fx->s, T0 + 60);
+    struct count_ctx c = ledger(fx, "p");
+    assert_int_equal(c.n[STORE_RUN_FAILED], 1);
+    fx->refuse = 0;
+    sched_tick(fx->s, T0 + 120); /* not stuck as "running" */
+    assert_int_equal(fx->njobs, 1);
+}
+
+static void test_remove_interrupts(void **state)
+{
+    struct fx *fx = *state;
+    add(fx, "p", "* * * * *", T0);
+    sched_tick(fx->s, T0 + 60);
+    assert_int_equal(store_dep_delete(fx->st, "alice", "p"), 0);
+    sched_dep_removed(fx->s, "alice", "p");
+    assert_int_equal(fx->ncancels, 1);
+    assert_int_equal(fx->cancel_as[0], STORE_RUN_INTERRUPTED);
+    assert_true(sched_next_deadline(fx->s) == CRONX_NEVER);
+    finish(fx, fx->jobs[0], STORE_RUN_INTERRUPTED, T0 + 61); /* late: ignored */
+    assert_int_equal(has_event(fx, "\"action\":\"removed\""), 1);
+}
+
+/* The heap against a sorted model: random inserts, moves and removals. */
+static void test_heap_order(void **state)
+{
+    struct fx *fx = *state;
+    enum { N = 1000 };
+    static const char *const sched_pool[] = {
+        "*/30 * * * *", "*/7 * * * *", "0 * * * *", "15 3 * * *", "0 0 1 * *",
+        "30 2 * * 1-5", "@daily", "@weekly", "5,10 */2 * * *", "0 12 29 2 *",
+    };
+    char pid[32];
+    srand(7);
+    for (int i = 0; i < N; i++) {
+        snprintf(pid, sizeof pid, "d%04d", i);
+        add(fx, pid, sched_pool[rand() % 10], T0);
+    }
+    for (int i = 0; i < N / 4; i++) {
+        snprintf(pid, sizeof pid, "d%04d", rand() % N);
+        struct store_dep probe;
+        if (store_dep_get(fx->st, "alice", pid, &probe) != 0)
+            continue; /* removed earlier */
+        store_dep_clear(&probe);
+        if (rand() % 2) {
+            set_state(fx, pid, STORE_PAUSED, T0);
+        } else if (store_dep_delete(fx->st, "alice", pid) == 0) {
+            sched_dep_removed(fx->s, "alice", pid);
+        }
+        events_clear(fx);
+    }
+    size_t scheduled;
+    size_t total = sched_count(fx->s, &scheduled);
+    assert_true(total <= N && scheduled <= total);
+    /* Pop everything due in the next six hours in order. */
+    int64_t prev = INT64_MIN;
+    double now = T0;
+    int fired = 0;
+    while (now < T0 + 6 * 3600) {
+        int64_t due = sched_next_deadline(fx->s);
+        assert_true(due != CRONX_NEVER && due >= prev);
+        prev = due;
+        now = (double)due;
+        events_clear(fx);
+        fired += sched_tick(fx->s, now);
+        while (fx->njobs) {
+            int64_t id = fx->jobs[--fx->njobs];
+            finish(fx, id, STORE_RUN_SUCCEEDED, now);
+        }
+        events_clear(fx);
+    }
+    assert_true(fired > 500);
+}
+
+int main(void)
+{
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_fires_in_order),
+        T(test_overlap_skips),
+        T(test_pause_resume),
+        T(test_clock_steps),
+        T(test_first_tick_after_add_catches_up_once),
+        T(test_restart_missed_and_interrupted),
+        T(test_revoked_owner_errors),
+        T(test_monitor_only_owner_errors),
+        T(test_manual_runs),
+        T(test_executor_refusal_recorded),
+        T(test_remove_interrupts),
+        T(test_heap_order),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
