@@ -141,6 +141,9 @@ enum stmt_id {
     ST_BEGIN,
     ST_COMMIT,
     ST_ROLLBACK,
+    ST_SAVEPOINT,
+    ST_RELEASE,
+    ST_ROLLBACK_TO,
     ST_DATA_VERSION,
     ST_USER_ENSURE,
     ST_KEY_INSERT,
@@ -193,6 +196,9 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
+    [ST_SAVEPOINT] = "SAVEPOINT rr_tx",
+    [ST_RELEASE] = "RELEASE rr_tx",
+    [ST_ROLLBACK_TO] = "ROLLBACK TO rr_tx",
     [ST_DATA_VERSION] = "PRAGMA data_version",
     [ST_USER_ENSURE] = "INSERT OR IGNORE INTO users(name, created_at) VALUES (?1, ?2)",
     [ST_KEY_INSERT] =
@@ -251,6 +257,7 @@ struct store {
     sqlite3 *db;                        /* owned; sqlite3_close_v2 */
     sqlite3_stmt *st[ST__COUNT];        /* owned; sqlite3_finalize */
     unsigned char hkey[HASH_KEY_BYTES]; /* keyed-hash key; wiped on close */
+    bool batch;                         /* inside store_batch_begin/commit */
 };
 
 /* ================================================================ errors */
@@ -352,9 +359,12 @@ static int exec_cached(struct store *s, enum stmt_id id, struct err *e, const ch
     return rc;
 }
 
+/* Inside a batch (store_batch_begin) a call's transaction is a savepoint of
+ * the batch's, so its effects commit, or not, with the batch. */
 static int tx_begin(struct store *s, struct err *e)
 {
-    return exec_cached(s, ST_BEGIN, e, "begin transaction");
+    return exec_cached(s, s->batch ? ST_SAVEPOINT : ST_BEGIN, e,
+                       "begin transaction");
 }
 
 static void tx_rollback(struct store *s)
@@ -362,13 +372,44 @@ static void tx_rollback(struct store *s)
     /* Some errors (SQLITE_FULL, SQLITE_IOERR) already rolled back. */
     if (sqlite3_get_autocommit(s->db))
         return;
+    if (s->batch) {
+        if (exec_cached(s, ST_ROLLBACK_TO, NULL, "rollback to savepoint") != 0 ||
+            exec_cached(s, ST_RELEASE, NULL, "release savepoint") != 0)
+            log_error("store: savepoint rollback failed");
+        return;
+    }
     if (exec_cached(s, ST_ROLLBACK, NULL, "rollback") != 0)
         log_error("store: rollback failed; the transaction is left to the connection");
 }
 
 static int tx_commit(struct store *s, struct err *e)
 {
-    int rc = exec_cached(s, ST_COMMIT, e, "commit");
+    int rc = exec_cached(s, s->batch ? ST_RELEASE : ST_COMMIT, e, "commit");
+    if (rc)
+        tx_rollback(s);
+    return rc;
+}
+
+int store_batch_begin(struct store *s)
+{
+    if (s->batch)
+        return RR_E_BUSY;
+    int rc = exec_cached(s, ST_BEGIN, NULL, "begin batch");
+    if (rc == 0)
+        s->batch = true;
+    return rc;
+}
+
+int store_batch_commit(struct store *s)
+{
+    if (!s->batch)
+        return RR_E_INVAL;
+    s->batch = false;
+    if (sqlite3_get_autocommit(s->db)) {
+        log_error("store: the batch was rolled back by an earlier error");
+        return RR_E_IO;
+    }
+    int rc = exec_cached(s, ST_COMMIT, NULL, "commit batch");
     if (rc)
         tx_rollback(s);
     return rc;

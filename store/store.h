@@ -49,6 +49,14 @@ void store_perms_format(unsigned perms, char *out, size_t outsz);
 int store_open(const char *path, struct store **out, struct err *e) MUST_CHECK;
 void store_close(struct store *s); /* NULL is fine */
 
+/* Group many writes into one transaction (one fsync): until
+ * store_batch_commit, every write call joins the batch (its own transaction
+ * becomes a savepoint) and is durable only once the batch commits. Not
+ * nestable: RR_E_BUSY inside a batch. store_batch_commit returns RR_E_IO if
+ * the batch was lost to an earlier error, then nothing of it was kept. */
+int store_batch_begin(struct store *s) MUST_CHECK;
+int store_batch_commit(struct store *s) MUST_CHECK;
+
 /* PRAGMA data_version: changes whenever another connection (e.g. the
  * `rrdeploy keys` CLI) commits. Cheap; used to poll for revocations. */
 int store_data_version(struct store *s, int64_t *out);

@@ -22,6 +22,7 @@ struct fx {
     char dir[64];
     char db[128];
     struct store *st;
+    struct store *st2;  /* a second connection: sees only committed rows */
     struct sched *s;
     char key_id[STORE_KEY_ID_MAX];
     char key[STORE_KEY_TEXT_MAX];
@@ -46,6 +47,11 @@ static int fake_submit(void *ud, const struct sched_job *job)
         return RR_E_BUSY;
     assert_true(fx->njobs < MAX_JOBS);
     assert_non_null(strstr(job->pipeline, "project_id"));
+    /* exactly once: the ledger row is durable before the run starts */
+    struct store_run r;
+    assert_int_equal(store_run_get(fx->st2, job->run_id, &r), 0);
+    assert_int_equal(r.outcome, STORE_RUN_QUEUED);
+    store_run_clear(&r);
     snprintf(fx->job_trigger[fx->njobs], 16, "%s", job->trigger);
     snprintf(fx->job_when[fx->njobs], 32, "%s", job->scheduled_at);
     fx->jobs[fx->njobs++] = job->run_id;
@@ -106,6 +112,7 @@ static int setup(void **state)
     snprintf(fx->db, sizeof fx->db, "%s/t.db", fx->dir);
     struct err e = {0};
     assert_int_equal(store_open(fx->db, &fx->st, &e), 0);
+    assert_int_equal(store_open(fx->db, &fx->st2, &e), 0);
     struct store_key k;
     assert_int_equal(store_key_create(fx->st, "alice", NULL, STORE_PERM_ALL, 0, T0,
                                       fx->key, &k), 0);
@@ -120,6 +127,7 @@ static int teardown(void **state)
     struct fx *fx = *state;
     events_clear(fx);
     sched_free(fx->s);
+    store_close(fx->st2);
     store_close(fx->st);
     char path[160];
     static const char *const files[] = {"t.db", "t.db-wal", "t.db-shm"};

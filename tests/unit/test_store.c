@@ -1598,6 +1598,36 @@ static void test_run_interrupt_all(void **state)
     assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs WHERE reason = 'again'"), 0);
 }
 
+static void test_batch(void **state)
+{
+    struct fx *f = *state;
+    add_dep(f, "alice", "p");
+    assert_int_equal(store_batch_commit(f->s), RR_E_INVAL);
+    assert_int_equal(store_batch_begin(f->s), 0);
+    assert_int_equal(store_batch_begin(f->s), RR_E_BUSY);
+    struct store_run r = run("alice", "p", "schedule", T0 + 60, STORE_RUN_QUEUED);
+    int64_t a = add_run(f, &r, 100);
+    /* a failing call inside the batch undoes only itself */
+    int64_t dup;
+    assert_int_equal(store_run_insert(f->s, &r, 100, &dup), RR_E_EXISTS);
+    r.scheduled_for = T0 + 120;
+    int64_t b = add_run(f, &r, 100);
+    assert_int_equal(store_dep_set_progress(f->s, "alice", "p", T0 + 120, T0 + 180), 0);
+    /* not visible to another connection before the commit */
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs"), 0);
+    assert_int_equal(store_batch_commit(f->s), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs"), 2);
+    struct store_run g;
+    assert_int_equal(store_run_get(f->s, a, &g), 0);
+    store_run_clear(&g);
+    assert_int_equal(store_run_get(f->s, b, &g), 0);
+    store_run_clear(&g);
+    /* and writes outside a batch are their own transactions again */
+    r.scheduled_for = T0 + 180;
+    add_run(f, &r, 100);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs"), 3);
+}
+
 static void test_run_cascade(void **state)
 {
     struct fx *f = *state;
@@ -1821,6 +1851,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_run_list_last, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_interrupt_all, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_cascade, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_missing_dep, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outcome_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_v1_to_v2, setup, teardown),
