@@ -441,6 +441,8 @@ class Client:
         self.sent = []            # every request sent, raw
         self.violations = []
         self.last_server_seq = 0
+        self.events = []          # every event frame received, parsed
+        self._event_flag = None   # set whenever an event arrives
         self.closed = None        # future: close code
         self._reader = None
 
@@ -450,6 +452,7 @@ class Client:
             ping_interval=None, open_timeout=15, close_timeout=5,
             max_queue=None)
         self.closed = asyncio.get_running_loop().create_future()
+        self._event_flag = asyncio.Event()
         self._reader = asyncio.ensure_future(self._read_loop())
         return self
 
@@ -517,6 +520,9 @@ class Client:
                     if fut is not None and not fut.done():
                         fut.set_result(msg)
                         continue
+                else:
+                    self.events.append(msg)
+                    self._event_flag.set()
                 await self.unmatched.put(msg)
         except ProtocolViolation:
             pass
@@ -535,6 +541,7 @@ class Client:
             self.pending.clear()
             if not self.closed.done():
                 self.closed.set_result(code)
+            self._event_flag.set()
             await self.unmatched.put(None)
 
     # -- sending
@@ -601,6 +608,33 @@ class Client:
         """Next response that no pending request claimed (e.g. request_seq 0),
         or None once the connection is closed."""
         return await asyncio.wait_for(self.unmatched.get(), timeout)
+
+    async def wait_event(self, pred=None, timeout=30.0, start=0):
+        """First event (from index `start` of self.events) whose body matches
+        pred(body); waits for it up to timeout seconds. Events also go to the
+        unmatched queue, as before."""
+        deadline = time.monotonic() + timeout
+        i = start
+        while True:
+            while i < len(self.events):
+                ev = self.events[i]
+                i += 1
+                if pred is None or pred(ev.get("body")):
+                    return ev
+            if self.is_closed():
+                raise ConnectionError("connection closed while waiting for "
+                                      "an event; got %r" % self.events)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(
+                    "no matching event within %ss; events so far: %s"
+                    % (timeout, json.dumps([e.get("body")
+                                            for e in self.events])[:4000]))
+            self._event_flag.clear()
+            try:
+                await asyncio.wait_for(self._event_flag.wait(), left)
+            except asyncio.TimeoutError:
+                pass
 
     async def wait_closed(self, timeout=30.0):
         return await asyncio.wait_for(asyncio.shield(self.closed), timeout)
