@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "dap/dap.h"
 #include "scheduler/scheduler.h"
@@ -40,6 +41,8 @@ static void usage(FILE *f)
           "  --max-runs N          runs at once; more wait their turn (default 64)\n"
           "  --keep-runs N         ledger rows kept per deployment (default 100)\n"
           "  --shutdown-grace DUR  on SIGTERM, let runs finish this long (default 30s)\n"
+          "  --tls-cert PEM        serve wss:// and https:// with this certificate\n"
+          "  --tls-key PEM         ... and this private key\n"
           "  --log-level LEVEL     debug|info|warn|error (default info)\n"
           "  --log-format FORMAT   text|json (default text)\n"
           "\n"
@@ -177,6 +180,8 @@ static int cmd_serve(int argc, char **argv)
         {"max-runs", required_argument, NULL, 'm'},
         {"keep-runs", required_argument, NULL, 'k'},
         {"shutdown-grace", required_argument, NULL, 'g'},
+        {"tls-cert", required_argument, NULL, 'C'},
+        {"tls-key", required_argument, NULL, 'K'},
 #ifdef RRDEPLOY_TEST_HOOKS
         {"test-clock", optional_argument, NULL, 'T'},
 #endif
@@ -244,6 +249,8 @@ static int cmd_serve(int argc, char **argv)
                 return die("--shutdown-grace: expected a duration like 30s, "
                            "got '%s'", optarg);
             break;
+        case 'C': cfg.tls_cert = optarg; break;
+        case 'K': cfg.tls_key = optarg; break;
 #ifdef RRDEPLOY_TEST_HOOKS
         case 'T': {
             cfg.test_clock = true;
@@ -259,6 +266,11 @@ static int cmd_serve(int argc, char **argv)
     }
     if (optind < argc)
         return die("serve: unexpected argument '%s'", argv[optind]);
+    if (!cfg.tls_cert != !cfg.tls_key)
+        return die("--tls-cert and --tls-key go together");
+    if (cfg.tls_cert && (access(cfg.tls_cert, R_OK) || access(cfg.tls_key, R_OK)))
+        return die("cannot read %s", access(cfg.tls_cert, R_OK) ? cfg.tls_cert
+                                                               : cfg.tls_key);
     log_configure(lvl, fmt);
 
     const char *dev = getenv("ROCKETRIDE_APIKEY");

@@ -771,6 +771,19 @@ static const struct dap_cmd commands[] = {
 #endif
 };
 
+_Static_assert(sizeof commands / sizeof commands[0] < DAP_CMD_SLOTS,
+               "raise DAP_CMD_SLOTS");
+
+const struct dap_cmd *dap__cmd_at(size_t i)
+{
+    return i < sizeof commands / sizeof commands[0] ? &commands[i] : NULL;
+}
+
+size_t dap__cmd_slot(const struct dap_cmd *c)
+{
+    return c ? (size_t)(c - commands) : DAP_CMD_SLOTS - 1;
+}
+
 const struct dap_cmd *dap__cmd_find(const char *name)
 {
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)

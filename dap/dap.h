@@ -33,6 +33,8 @@ struct dap_config {
     int max_runs;              /* --max-runs (64) */
     int64_t keep_runs;         /* --keep-runs (100) */
     double shutdown_grace_s;   /* --shutdown-grace (30) */
+    const char *tls_cert;      /* --tls-cert/--tls-key: serve wss:// and https:// */
+    const char *tls_key;
     bool test_clock;           /* --test-clock: builds with test hooks only */
     double test_clock_start;   /* its initial time; 0 = the real time */
 };

@@ -16,6 +16,22 @@
  * message layer does not include lws, so the server checks it is enough). */
 #define DAP_FRAME_HEAD 32
 
+/* Request counters for /metrics. Commands are counted by their slot in the
+ * command table; anything else shares the last slot, so a client cannot grow
+ * the label set. Outcomes: "ok" then the wire error codes. */
+#define DAP_CMD_SLOTS 32
+#define DAP_OUTCOMES 8
+#define DAP_LATENCY_BOUNDS {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1}
+#define DAP_LATENCY_NBUCKETS 12
+struct dap_metrics {
+    uint64_t requests[DAP_CMD_SLOTS][DAP_OUTCOMES];
+    uint64_t latency_bucket[DAP_LATENCY_NBUCKETS + 1]; /* not cumulative */
+    double latency_sum;
+    uint64_t connections_total;
+    uint64_t messages_too_large;
+};
+extern const char *const dap__outcome_names[DAP_OUTCOMES];
+
 /* Server-wide state seen by command handlers. Owned by the server loop. */
 struct dap_app {
     const struct dap_config *cfg;  /* borrowed */
@@ -27,6 +43,7 @@ struct dap_app {
      * rrtest_clock moves this and runs due ticks at once. */
     bool test_clock;
     double test_now;
+    struct dap_metrics metrics;
 };
 
 /* Frames leave the message layer through this sink, which takes ownership of
@@ -109,5 +126,17 @@ struct dap_cmd {
     unsigned perm;     /* STORE_PERM_* needed, 0 = any authenticated */
 };
 const struct dap_cmd *dap__cmd_find(const char *name);
+/* The command table, for metrics: entry i (NULL past the end). */
+const struct dap_cmd *dap__cmd_at(size_t i);
+size_t dap__cmd_slot(const struct dap_cmd *c); /* DAP_CMD_SLOTS - 1 for NULL */
+
+/* metrics.c: the Prometheus text exposition (format 0.0.4). */
+struct dap_gauges {
+    uint64_t connections;       /* open WebSocket sessions */
+    uint64_t runs_in_progress;  /* queued or running in the runner */
+    uint64_t deployments[3];    /* by enum store_state */
+};
+void dap__metrics_render(struct buf *b, const struct dap_app *app,
+                         const struct dap_gauges *g);
 
 #endif

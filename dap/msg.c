@@ -13,6 +13,35 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+const char *const dap__outcome_names[DAP_OUTCOMES] = {
+    "ok",           DAP_BAD_REQUEST, DAP_UNAUTHORIZED, DAP_FORBIDDEN,
+    DAP_NOT_FOUND,  DAP_CONFLICT,    DAP_TOO_LARGE,    DAP_INTERNAL,
+};
+
+static size_t outcome_index(const char *code)
+{
+    for (size_t i = 1; code && i < DAP_OUTCOMES; i++)
+        if (strcmp(code, dap__outcome_names[i]) == 0)
+            return i;
+    return 0;
+}
+
+static void count_request(struct dap_metrics *m, const struct dap_cmd *dc,
+                          const char *code, int64_t started_ns)
+{
+    static const double bounds[] = DAP_LATENCY_BOUNDS;
+    m->requests[dap__cmd_slot(dc)][outcome_index(code)]++;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double secs = (double)((int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec - started_ns) / 1e9;
+    size_t i = 0;
+    while (i < DAP_LATENCY_NBUCKETS && secs > bounds[i])
+        i++;
+    m->latency_bucket[i]++;
+    m->latency_sum += secs;
+}
 
 int dap__fail(struct dap_res *res, const char *code, const char *fmt, ...)
 {
@@ -200,6 +229,9 @@ void dap__handle_message(struct dap_app *app, struct dap_session *ss,
     res.code = NULL;
     res.close = false;
     struct dap_req req = {0};
+    const struct dap_cmd *dc = NULL;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     int64_t rseq = 0;
     const char *cmd = "";
     size_t cmd_len = 0;
@@ -258,8 +290,7 @@ void dap__handle_message(struct dap_app *app, struct dap_session *ss,
     }
     req.command = cmd;
 
-    const struct dap_cmd *dc =
-        strlen(cmd) == cmd_len ? dap__cmd_find(cmd) : NULL;
+    dc = strlen(cmd) == cmd_len ? dap__cmd_find(cmd) : NULL;
     session_expire_check(app, ss);
     bool allowed_unauth = dc ? dc->public_ : is_public(cmd);
     if (!allowed_unauth && (!ss->authed || ss->revoked)) {
@@ -284,6 +315,8 @@ void dap__handle_message(struct dap_app *app, struct dap_session *ss,
 
 respond:
     emit_response(ss, rseq, cmd, cmd_len, &res, emit, ud);
+    count_request(&app->metrics, dc, res.code,
+                  (int64_t)t0.tv_sec * 1000000000 + t0.tv_nsec);
     if (res.close)
         ss->closing = true;
 done:

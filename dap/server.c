@@ -58,6 +58,8 @@ struct pss {
     bool rx_paused;
     bool auth_timer;           /* the unauthenticated timeout is armed */
     bool close_sent;           /* the closing handshake has been started */
+    struct buf http;           /* HTTP connections: the response body */
+    size_t http_sent;
     bool live;                 /* ESTABLISHED seen, not yet CLOSED */
 };
 
@@ -370,10 +372,94 @@ static void on_wakeup(void)
 
 /* ---------------------------------------------------------------- callback */
 
-static int http_not_found(struct lws *wsi)
+/* ---------------------------------------------------------------- HTTP */
+
+static void health_body(struct buf *b, int *status)
 {
-    if (lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, NULL))
+    struct err e = {0};
+    int rc = store_health(srv.app.store, &e);
+    *status = rc == 0 ? HTTP_STATUS_OK : HTTP_STATUS_SERVICE_UNAVAILABLE;
+    uint64_t deps[3];
+    sched_count_states(srv.sched, deps);
+    buf_printf(b, "{\"status\":\"%s\",\"version\":\"%s\",\"uptime_seconds\":%.3f,"
+                  "\"database\":",
+               rc == 0 ? "ok" : "unavailable", RRDEPLOY_VERSION,
+               time_now_real() - srv.app.started_at);
+    if (rc == 0) {
+        buf_puts(b, "\"ok\"");
+    } else {
+        char msg[RR_ERR_MSG_MAX + 8];
+        snprintf(msg, sizeof msg, "error: %s", e.msg);
+        buf_json_cstr(b, msg);
+        log_error("health check: %s", e.msg);
+    }
+    buf_printf(b, ",\"deployments\":%llu,\"runs_in_progress\":%d,"
+                  "\"stopping\":%s}\n",
+               (unsigned long long)(deps[0] + deps[1] + deps[2]),
+               runner_active(srv.runner), srv.stopping ? "true" : "false");
+}
+
+static void metrics_body(struct buf *b)
+{
+    struct dap_gauges g = {0};
+    for (struct pss *p = srv.sessions; p; p = p->next)
+        g.connections++;
+    g.runs_in_progress = (uint64_t)runner_active(srv.runner);
+    sched_count_states(srv.sched, g.deployments);
+    dap__metrics_render(b, &srv.app, &g);
+}
+
+/* Start an HTTP response; the body is written from HTTP_WRITEABLE. */
+static int http_respond(struct lws *wsi, struct pss *p, unsigned status,
+                        const char *ctype)
+{
+    unsigned char hdr[LWS_PRE + 512];
+    unsigned char *start = hdr + LWS_PRE, *ptr = start, *end = hdr + sizeof hdr - 1;
+    if (lws_add_http_common_headers(wsi, status, ctype, p->http.len, &ptr, end) ||
+        lws_finalize_write_http_header(wsi, start, &ptr, end))
         return -1;
+    p->http_sent = 0;
+    lws_callback_on_writable(wsi);
+    return 0;
+}
+
+static int on_http(struct lws *wsi, struct pss *p, const char *uri)
+{
+    buf_init(&p->http, LWS_PRE);
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) <= 0) {
+        buf_puts(&p->http, "only GET is supported\n");
+        return http_respond(wsi, p, HTTP_STATUS_METHOD_NOT_ALLOWED, "text/plain");
+    }
+    if (strcmp(uri, "/healthz") == 0) {
+        int status;
+        health_body(&p->http, &status);
+        return http_respond(wsi, p, (unsigned)status, "application/json");
+    }
+    if (strcmp(uri, "/metrics") == 0) {
+        metrics_body(&p->http);
+        return http_respond(wsi, p, HTTP_STATUS_OK,
+                            "text/plain; version=0.0.4; charset=utf-8");
+    }
+    buf_puts(&p->http, "not found\n");
+    return http_respond(wsi, p, HTTP_STATUS_NOT_FOUND, "text/plain");
+}
+
+static int http_write(struct lws *wsi, struct pss *p)
+{
+    size_t left = p->http.len - p->http_sent;
+    size_t chunk = left > WRITE_CHUNK ? WRITE_CHUNK : left;
+    if (chunk) {
+        unsigned char *at = (unsigned char *)buf_data(&p->http) + p->http_sent;
+        if (lws_write(wsi, at, chunk, chunk == left ? LWS_WRITE_HTTP_FINAL
+                                                    : LWS_WRITE_HTTP) < 0)
+            return -1;
+        p->http_sent += chunk;
+    }
+    if (p->http_sent < p->http.len) {
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    buf_free(&p->http);
     return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
@@ -402,6 +488,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
         p->wsi = wsi;
         p->live = true;
         buf_init(&p->rx, 0);
+        srv.app.metrics.connections_total++;
         p->next = srv.sessions;
         if (srv.sessions)
             srv.sessions->prev = p;
@@ -419,6 +506,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
                              (unsigned char *)"message too large", 17);
             log_warn("closing a connection: message over %zu bytes",
                      srv.app.cfg->max_message);
+            srv.app.metrics.messages_too_large++;
             return -1;
         }
         buf_append(&p->rx, in, len);
@@ -449,7 +537,15 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
         break;
 
     case LWS_CALLBACK_HTTP:
-        return http_not_found(wsi);
+        return on_http(wsi, p, in);
+
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        return http_write(wsi, p);
+
+    case LWS_CALLBACK_CLOSED_HTTP:
+        if (p)
+            buf_free(&p->http);
+        break;
 
     default:
         break;
@@ -565,6 +661,11 @@ int dap_serve(const struct dap_config *cfg, struct store *st)
         .secs_since_valid_hangup = 90,
     };
     info.retry_and_idle_policy = &keepalive;
+    if (cfg->tls_cert) {
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.ssl_cert_filepath = cfg->tls_cert;
+        info.ssl_private_key_filepath = cfg->tls_key;
+    }
 
     srv.ctx = lws_create_context(&info);
     if (!srv.ctx) {
@@ -574,7 +675,8 @@ int dap_serve(const struct dap_config *cfg, struct store *st)
     }
     struct lws_vhost *vh = lws_get_vhost_by_name(srv.ctx, "default");
     int port = vh ? lws_get_vhost_listen_port(vh) : cfg->port;
-    log_info("listening on ws://%s:%d%s", cfg->listen_host, port, cfg->ws_path);
+    log_info("listening on %s://%s:%d%s", cfg->tls_cert ? "wss" : "ws",
+             cfg->listen_host, port, cfg->ws_path);
     if (cfg->port_file) {
         FILE *f = fopen(cfg->port_file, "w");
         bool ok = f && fprintf(f, "%d\n", port) > 0;

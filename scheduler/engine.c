@@ -522,6 +522,17 @@ static void advance(struct sched *s, struct sched_dep *d, int64_t fired,
                   d->user, d->project_id);
 }
 
+static void record_lateness(struct sched_stats *st, double late)
+{
+    static const double bounds[] = SCHED_LATENESS_BOUNDS;
+    size_t i = 0;
+    while (i < SCHED_LATENESS_NBUCKETS && late > bounds[i])
+        i++;
+    st->lateness_bucket[i]++;
+    st->lateness_sum += late;
+    st->ticks++;
+}
+
 /* Count the ticks in [first, now]; *last gets the latest one. */
 static int64_t count_due(const struct cronx *cx, int64_t first, int64_t now,
                          int64_t *last)
@@ -549,8 +560,7 @@ static void fire(struct sched *s, struct sched_dep *d, int64_t now, double now_f
                     "clock jumped forward or the server was stalled", n - 1, due,
                     now_f);
     }
-    s->stats.lateness_sum += now_f - (double)latest;
-    s->stats.ticks++;
+    record_lateness(&s->stats, now_f - (double)latest);
 
     char why[160];
     if (owner_problem(s, d, now_f, why, sizeof why)) {
@@ -842,7 +852,6 @@ void sched_run_started(struct sched *s, int64_t run_id, double at)
         r.started_at = at;
         if (store_run_update(s->store, &r) != 0)
             log_error("run %lld: cannot record its start", (long long)run_id);
-        s->stats.lateness_started_sum += r.scheduled_for ? at - r.scheduled_for : 0;
         struct sched_dep *d = dep_find(s, r.user, r.project_id);
         emit(s, d, r.user, r.project_id, "run_started", &r, NULL);
     }
@@ -953,6 +962,14 @@ int sched_keys_changed(struct sched *s, double now)
 const struct sched_stats *sched_stats(const struct sched *s)
 {
     return &s->stats;
+}
+
+void sched_count_states(const struct sched *s, uint64_t out[3])
+{
+    out[0] = out[1] = out[2] = 0;
+    for (size_t i = 0; i < s->nbuckets; i++)
+        for (const struct sched_dep *d = s->buckets[i]; d; d = d->hnext)
+            out[d->state]++;
 }
 
 size_t sched_count(const struct sched *s, size_t *scheduled)

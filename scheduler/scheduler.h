@@ -131,15 +131,21 @@ struct sched_config {
     void *emit_ud;
 };
 
+/* Upper bounds (seconds) of the fire-lateness histogram buckets; a last,
+ * implicit bucket is +Inf. */
+#define SCHED_LATENESS_BOUNDS {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+#define SCHED_LATENESS_NBUCKETS 12
+
 struct sched_stats {
-    uint64_t ticks;            /* scheduled ticks handled */
-    uint64_t runs_started;
-    uint64_t skipped_overlap;
+    uint64_t ticks;            /* scheduled ticks decided */
+    uint64_t runs_started;     /* runs handed to the executor */
+    uint64_t skipped_overlap;  /* ticks skipped: previous run still going */
     uint64_t missed;           /* ticks recorded as missed */
     uint64_t errored;          /* deployments errored by owner checks */
-    uint64_t finished[STORE_RUN_MISSED + 1]; /* by outcome */
-    double lateness_sum;       /* seconds between due and decided */
-    double lateness_started_sum;
+    uint64_t finished[STORE_RUN_MISSED + 1]; /* runs finished, by outcome */
+    /* Fire lateness: seconds from a tick's due instant to its decision. */
+    uint64_t lateness_bucket[SCHED_LATENESS_NBUCKETS + 1]; /* not cumulative */
+    double lateness_sum;
 };
 
 void sched_config_defaults(struct sched_config *cfg);
@@ -189,6 +195,8 @@ int sched_keys_changed(struct sched *s, double now);
 void sched_run_json(struct buf *b, const struct store_run *r);
 
 const struct sched_stats *sched_stats(const struct sched *s);
+/* Deployments indexed, by state (indexed by enum store_state). */
+void sched_count_states(const struct sched *s, uint64_t out[3]);
 /* Deployments indexed; *scheduled (may be NULL) gets how many are in the heap. */
 size_t sched_count(const struct sched *s, size_t *scheduled);
 

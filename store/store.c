@@ -50,6 +50,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define BUSY_TIMEOUT_MS 5000
@@ -258,6 +259,9 @@ struct store {
     sqlite3_stmt *st[ST__COUNT];        /* owned; sqlite3_finalize */
     unsigned char hkey[HASH_KEY_BYTES]; /* keyed-hash key; wiped on close */
     bool batch;                         /* inside store_batch_begin/commit */
+    char *path;                         /* owned; the file as opened */
+    dev_t dev;                          /* its identity, for store_health */
+    ino_t ino;
 };
 
 /* ================================================================ errors */
@@ -738,6 +742,12 @@ int store_open(const char *path, struct store **out, struct err *e)
     }
     if ((rc = migrate(s, e)) != 0)
         goto fail;
+    struct stat sb;
+    if (stat(path, &sb) == 0) {
+        s->dev = sb.st_dev;
+        s->ino = sb.st_ino;
+    }
+    s->path = xstrdup(path);
     for (int i = 0; i < ST__COUNT; i++) {
         int prc = sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
                                      &s->st[i], NULL);
@@ -764,6 +774,7 @@ void store_close(struct store *s)
         (void)sqlite3_close_v2(s->db); /* closes once the stragglers finish */
     }
     sodium_memzero(s->hkey, sizeof s->hkey);
+    free(s->path);
     free(s);
 }
 
@@ -775,6 +786,25 @@ sqlite3 *store__db(struct store *s)
 const char *store__migration_sql(int version)
 {
     return version >= 1 && version <= SCHEMA_VERSION ? migrations[version - 1] : NULL;
+}
+
+int store_health(struct store *s, struct err *e)
+{
+    struct stat sb;
+    if (s->path && strcmp(s->path, ":memory:") != 0) {
+        if (stat(s->path, &sb) != 0)
+            return err_set(e, RR_E_IO, "database file %s: %s", s->path,
+                           strerror(errno));
+        if (sb.st_dev != s->dev || sb.st_ino != s->ino)
+            return err_set(e, RR_E_IO,
+                           "database file %s was replaced while the server ran",
+                           s->path);
+    }
+    int64_t n;
+    int rc = query_int64(s, ST_KEY_COUNT, NULL, &n, e, "health check read");
+    if (rc)
+        return rc;
+    return 0;
 }
 
 int store_data_version(struct store *s, int64_t *out)

@@ -57,6 +57,10 @@ void store_close(struct store *s); /* NULL is fine */
 int store_batch_begin(struct store *s) MUST_CHECK;
 int store_batch_commit(struct store *s) MUST_CHECK;
 
+/* Is the database usable: its file is still the one opened, at the same
+ * path, and a read succeeds. 0, or RR_E_IO with the reason in e. */
+int store_health(struct store *s, struct err *e);
+
 /* PRAGMA data_version: changes whenever another connection (e.g. the
  * `rrdeploy keys` CLI) commits. Cheap; used to poll for revocations. */
 int store_data_version(struct store *s, int64_t *out);
