@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "dap/dap.h"
@@ -140,6 +141,22 @@ static int open_store(const char *path, struct store **st)
 }
 
 /* ---------------------------------------------------------------- serve */
+
+/* Every connection and run costs descriptors; the usual soft limit of 1024
+ * would cap the server near a thousand clients. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > 65536 ? 65536
+                                                                       : rl.rlim_max;
+    if (rl.rlim_cur >= want)
+        return;
+    rl.rlim_cur = want;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        log_warn("cannot raise the open-file limit: %s", strerror(errno));
+}
 
 /* First start on an empty database: create the admin key and show it once,
  * straight to stderr, never through the logger. */
@@ -273,6 +290,7 @@ static int cmd_serve(int argc, char **argv)
                                                                : cfg.tls_key);
     log_configure(lvl, fmt);
 
+    raise_fd_limit();
     const char *dev = getenv("ROCKETRIDE_APIKEY");
     if (dev && *dev) {
         cfg.dev_key = dev;

@@ -59,6 +59,8 @@ struct dap_session {
     bool dev;              /* authenticated with the ROCKETRIDE_APIKEY key */
     struct store_key key;  /* the authenticated key (user, perms, id) */
     int64_t seq;           /* last server seq sent on this connection */
+    double unauth_tokens;  /* rate limit of messages before authentication */
+    int64_t unauth_at_ms;  /* last refill; 0 = fresh session */
     bool watching;         /* rrext_deploy_watch: send apaevt_deploy events */
     char *watch_project;   /* owned; NULL = all of the user's deployments */
 };

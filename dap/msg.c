@@ -205,6 +205,29 @@ static int64_t salvage_seq(const char *text, size_t len)
     return sp.p[0] == '-' ? -v : v;
 }
 
+/* Before authentication a connection may send a burst of UNAUTH_BURST
+ * messages, then UNAUTH_RATE per second: enough for any client's auth (and
+ * a probe or a retry), not enough to keep the server busy parsing junk. */
+#define UNAUTH_BURST 20.0
+#define UNAUTH_RATE 5.0
+
+static bool unauth_allowed(struct dap_session *ss)
+{
+    int64_t now = time_now_mono_ms();
+    if (ss->unauth_at_ms == 0) {
+        ss->unauth_tokens = UNAUTH_BURST;
+    } else {
+        ss->unauth_tokens += (double)(now - ss->unauth_at_ms) / 1000.0 * UNAUTH_RATE;
+        if (ss->unauth_tokens > UNAUTH_BURST)
+            ss->unauth_tokens = UNAUTH_BURST;
+    }
+    ss->unauth_at_ms = now;
+    if (ss->unauth_tokens < 1.0)
+        return false;
+    ss->unauth_tokens -= 1.0;
+    return true;
+}
+
 static bool is_public(const char *cmd)
 {
     return strncmp(cmd, "rrext_public_", 13) == 0;
@@ -237,6 +260,14 @@ void dap__handle_message(struct dap_app *app, struct dap_session *ss,
     size_t cmd_len = 0;
     struct err e = {0};
 
+    if (!ss->authed && !unauth_allowed(ss)) {
+        rseq = salvage_seq(text, len);
+        dap__fail(&res, DAP_UNAUTHORIZED,
+                  "Too many requests before authentication");
+        res.close = true;
+        log_warn("closing an unauthenticated connection: too many requests");
+        goto respond;
+    }
     if (jraw_check(text, len, app->cfg->max_depth, &e) != 0) {
         rseq = salvage_seq(text, len);
         dap__fail(&res, DAP_BAD_REQUEST, "Malformed request: %s", e.msg);

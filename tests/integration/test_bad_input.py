@@ -35,13 +35,17 @@ class BadInputTest(ServerTest):
     async def test_malformed_json(self):
         for authed in (False, True):
             c = await (self.admin() if authed else self.client())
-            for text in ("{not json", "{", "", " ", "}", '{"type":"request",',
+            for i, text in enumerate(("{not json", "{", "", " ", "}", '{"type":"request",',
                          '{"type":"request","seq":1,"command":"rrext_ping"',
                          "{'type':'request'}", '{"a":1}x', "[1,2", "nul",
                          '{"seq":1,"command":"rrext_ping",}',
                          '{"type":"request","seq":01,"command":"rrext_ping"}',
                          '{"type":"request","seq":NaN,"command":"rrext_ping"}',
-                         '{"s":"\x01"}', '{"s":"\\x"}', '{"s":"\\u12"}'):
+                         '{"s":"\x01"}', '{"s":"\\x"}', '{"s":"\\u12"}')):
+                if not authed and i % 8 == 7:
+                    # unauthenticated connections get a small burst of
+                    # messages (see test_unauthenticated_flood_is_cut_off)
+                    c = await self.client()
                 r = await self.expect_unmatched(c, text)
                 self.assertErr(r, "bad_request", prefix="Malformed request: ")
                 # 0 when unknown; a seq salvaged from a broken message is
@@ -52,6 +56,23 @@ class BadInputTest(ServerTest):
                     await self.assertAlive(c)
                 else:  # still open and still unauthenticated
                     self.assertOk(await c.call("rrext_public_probe"))
+
+    @async_test()
+    async def test_unauthenticated_flood_is_cut_off(self):
+        c = await self.client()
+        for i in range(20):
+            r = await self.expect_unmatched(c, "{not json")
+            self.assertErr(r, "bad_request", prefix="Malformed request: ")
+        r = await self.expect_unmatched(c, "{not json")
+        self.assertErr(r, "unauthorized",
+                       message="Too many requests before authentication")
+        await self.assertClosedAfter(c)
+        # authenticated connections are not limited this way
+        a = await self.admin()
+        for i in range(100):
+            r = await self.expect_unmatched(a, "{not json")
+            self.assertErr(r, "bad_request", prefix="Malformed request: ")
+        await self.assertAlive(a)
 
     @async_test()
     async def test_non_object_json(self):

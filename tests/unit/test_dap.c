@@ -183,6 +183,19 @@ static void test_deep_nesting_keeps_seq(void **state)
     buf_free(&b);
 }
 
+static void test_unauthenticated_flood_is_cut_off(void **state)
+{
+    struct fx *fx = *state;
+    int i;
+    for (i = 0; i < 100 && !fx->ss.closing; i++) {
+        json_t *r = send(fx, "{\"seq\":");
+        json_decref(r);
+    }
+    /* a burst of 20 is answered normally; the next closes the connection */
+    assert_int_equal(i, 21);
+    assert_non_null(strstr(fx->frames[0], "Too many requests before authentication"));
+}
+
 static void test_non_request_ignored(void **state)
 {
     struct fx *fx = *state;
@@ -490,6 +503,7 @@ int main(void)
         T(test_malformed),
         T(test_deep_nesting_keeps_seq),
         T(test_non_request_ignored),
+        T(test_unauthenticated_flood_is_cut_off),
         T(test_gate_and_unknown),
         T(test_auth_and_connect_result),
         T(test_auth_failures),
