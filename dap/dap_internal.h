@@ -43,6 +43,7 @@ struct dap_app {
      * rrtest_clock moves this and runs due ticks at once. */
     bool test_clock;
     double test_now;
+    bool stopping;                 /* SIGTERM seen: no new runs or ticks */
     struct dap_metrics metrics;
 };
 

@@ -278,6 +278,12 @@ static int exec_cancel(void *ud, int64_t run_id, enum store_outcome as)
                                                    : RUNNER_INTERRUPTED);
 }
 
+static void exec_kill_stale(void *ud, int pgid, uint64_t leader_start)
+{
+    (void)ud;
+    runner_kill_stale(pgid, leader_start);
+}
+
 static enum store_outcome store_outcome_of(enum runner_outcome o)
 {
     switch (o) {
@@ -295,7 +301,7 @@ static void on_runner_event(const struct runner_event *ev, void *ud)
     (void)ud;
     double at = srv.app.test_clock ? srv.app.now() : ev->at;
     if (ev->kind == RUNNER_EV_STARTED) {
-        sched_run_started(srv.sched, ev->run_id, at);
+        sched_run_started(srv.sched, ev->run_id, at, ev->pid, ev->pid_start);
         return;
     }
     struct sched_result r = {
@@ -332,6 +338,7 @@ static void on_grace(lws_sorted_usec_list_t *sul)
 static void begin_shutdown(void)
 {
     srv.stopping = true;
+    srv.app.stopping = true;
     lws_sul_cancel(&srv.sul_tick);
     int active = runner_active(srv.runner);
     if (active == 0) {
@@ -615,7 +622,7 @@ static int start_engine(const struct dap_config *cfg, struct store *st)
     sc.keep_runs = cfg->keep_runs;
     sc.dev_key_present = cfg->dev_key != NULL;
     sc.emit = on_sched_event;
-    struct sched_exec ex = {exec_submit, exec_cancel, NULL};
+    struct sched_exec ex = {exec_submit, exec_cancel, exec_kill_stale, NULL};
     srv.sched = sched_new(st, &sc, &ex);
     srv.app.sched = srv.sched;
     if (sched_load(srv.sched, srv.app.now()) != 0) {

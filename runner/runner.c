@@ -348,6 +348,50 @@ static void push_event_locked(struct runner *r, struct ev_node *n)
     r->pushed = 1;
 }
 
+int runner_proc_start(int pid, uint64_t *out)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return RR_E_NOTFOUND;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return RR_E_NOTFOUND;
+    buf[n] = '\0';
+    /* "pid (comm) state ..." -- comm may hold spaces and parentheses, so
+     * fields are counted from the last ')'. starttime is field 22. */
+    char *p = strrchr(buf, ')');
+    if (!p)
+        return RR_E_NOTFOUND;
+    int field = 2;
+    for (p++; *p && field < 22; p++)
+        if (*p == ' ')
+            field++;
+    char *end;
+    unsigned long long v = strtoull(p, &end, 10);
+    if (end == p)
+        return RR_E_NOTFOUND;
+    *out = v;
+    return 0;
+}
+
+int runner_kill_stale(int pgid, uint64_t leader_start)
+{
+    if (pgid <= 1)
+        return 0;
+    uint64_t now_start;
+    if (runner_proc_start(pgid, &now_start) == 0 && now_start != leader_start)
+        return 0; /* the pid was reused: not ours */
+    if (kill(-pgid, SIGKILL) == 0) {
+        log_warn("runner: killed process group %d left running by a previous "
+                 "server", pgid);
+        return 1;
+    }
+    return 0;
+}
+
 static void emit_started(struct runner *r, struct task *t)
 {
     struct ev_node *n = xcalloc(1, sizeof *n);
@@ -356,6 +400,9 @@ static void emit_started(struct runner *r, struct task *t)
     n->ev.at = time_now_real();
     n->ev.exit_code = -1;
     n->ev.started = 1;
+    n->ev.pid = (int)t->pid;
+    if (runner_proc_start((int)t->pid, &n->ev.pid_start) != 0)
+        n->ev.pid_start = 0;
     pthread_mutex_lock(&r->mu);
     push_event_locked(r, n);
     pthread_mutex_unlock(&r->mu);

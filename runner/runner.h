@@ -68,9 +68,25 @@ struct runner_event {
                                * never NULL, NUL-terminated at output_len */
     size_t output_len;
     int started;              /* 0 if the job never started a process */
+    /* STARTED only: the run's process group (= its leader's pid) and the
+     * leader's start time, to recognise the group after a crash. */
+    int pid;
+    uint64_t pid_start;
 };
 
 void runner_config_defaults(struct runner_config *cfg);
+
+/* The start time of process pid (clock ticks since boot, /proc/PID/stat field
+ * 22): with the pid it names one process for the life of the system. 0 and
+ * *out, or RR_E_NOTFOUND. */
+int runner_proc_start(int pid, uint64_t *out);
+
+/* After a crash: SIGKILL the process group `pgid` a previous server left
+ * running, if it is still that run's group -- its leader alive with the same
+ * start time, or the leader gone and only its orphans left (a group id cannot
+ * be reused while any member lives). Returns 1 if a group was signalled, 0 if
+ * nothing of it was left, or it is someone else's now. */
+int runner_kill_stale(int pgid, uint64_t leader_start);
 
 /* Start the supervisor. NULL if it cannot (the reason in e): RR_E_INVAL for
  * max_runs < 1 or an empty exec_cmd. cfg is borrowed for the call (exec_cmd

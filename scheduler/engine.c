@@ -725,10 +725,23 @@ static int load_one(const struct store_dep *row, void *ud)
     return 0;
 }
 
+static int kill_left_running(const struct store_run *r, void *ud)
+{
+    struct sched *s = ud;
+    if (r->outcome == STORE_RUN_RUNNING && r->pid > 0 && s->exec.kill_stale)
+        s->exec.kill_stale(s->exec.ud, r->pid, r->pid_start);
+    return 0;
+}
+
 int sched_load(struct sched *s, double now)
 {
+    /* A run of the previous life may still be going: stop it, or it would
+     * overlap the next run of its deployment. */
+    int rc = store_run_list_live(s->store, kill_left_running, s);
+    if (rc)
+        return rc;
     int64_t interrupted = 0;
-    int rc = store_run_interrupt_all(s->store, now,
+    rc = store_run_interrupt_all(s->store, now,
                                      "server stopped while the run was in progress",
                                      &interrupted);
     if (rc)
@@ -842,7 +855,8 @@ int sched_cancel(struct sched *s, const char *user, const char *project_id,
     return 0;
 }
 
-void sched_run_started(struct sched *s, int64_t run_id, double at)
+void sched_run_started(struct sched *s, int64_t run_id, double at, int pgid,
+                       uint64_t leader_start)
 {
     struct store_run r;
     if (store_run_get(s->store, run_id, &r) != 0)
@@ -850,6 +864,8 @@ void sched_run_started(struct sched *s, int64_t run_id, double at)
     if (r.outcome == STORE_RUN_QUEUED) {
         r.outcome = STORE_RUN_RUNNING;
         r.started_at = at;
+        r.pid = pgid;
+        r.pid_start = leader_start;
         if (store_run_update(s->store, &r) != 0)
             log_error("run %lld: cannot record its start", (long long)run_id);
         struct sched_dep *d = dep_find(s, r.user, r.project_id);

@@ -105,6 +105,9 @@ struct sched_exec {
     int (*submit)(void *ud, const struct sched_job *job);
     /* Stop run_id, finishing it as `as`; 0 or RR_E_NOTFOUND. */
     int (*cancel)(void *ud, int64_t run_id, enum store_outcome as);
+    /* At start-up: stop a process group a crashed server left running
+     * (may be NULL). */
+    void (*kill_stale)(void *ud, int pgid, uint64_t leader_start);
     void *ud;
 };
 
@@ -154,8 +157,9 @@ struct sched *sched_new(struct store *st, const struct sched_config *cfg,
                         const struct sched_exec *exec);
 void sched_free(struct sched *s); /* NULL is fine */
 
-/* Startup: runs left queued/running become interrupted, every deployment is
- * indexed, ticks missed while down become one `missed` row each. */
+/* Startup: process groups of runs a crashed server left running are killed
+ * and those runs, with any left queued, become interrupted; every deployment
+ * is indexed; ticks missed while down become one `missed` row each. */
 int sched_load(struct sched *s, double now) MUST_CHECK;
 
 /* The next fire of a deployment in state st that last fired at last_fire:
@@ -184,7 +188,10 @@ int sched_run_now(struct sched *s, const char *user, const char *project_id,
 int sched_cancel(struct sched *s, const char *user, const char *project_id,
                  struct err *e);
 
-void sched_run_started(struct sched *s, int64_t run_id, double at);
+/* The run's process started; pgid/leader_start identify its process group
+ * (0 when unknown) and are kept in the ledger for sched_load after a crash. */
+void sched_run_started(struct sched *s, int64_t run_id, double at, int pgid,
+                       uint64_t leader_start);
 void sched_run_finished(struct sched *s, const struct sched_result *res);
 
 /* Re-check every deployment's owner key (after the key table changed);

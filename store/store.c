@@ -133,6 +133,10 @@ static const char *const migrations[] = {
     /* Live rows only, for store_run_interrupt_all. The WHERE must stay
      * textually identical to ST_RUN_INTERRUPT's for the planner to use it. */
     "CREATE INDEX runs_live ON runs(outcome) WHERE outcome IN ('queued', 'running');",
+    /* 3: the process group of a running run, so a restart can stop what a
+     * crashed server left behind (pid_start tells a reused pid apart). */
+    ("ALTER TABLE runs ADD COLUMN pid INTEGER;"
+     "ALTER TABLE runs ADD COLUMN pid_start INTEGER;"),
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -171,6 +175,7 @@ enum stmt_id {
     ST_RUN_FIND_IDEM,
     ST_RUN_LAST,
     ST_RUN_LIST,
+    ST_RUN_LIVE,
     ST_RUN_INTERRUPT,
     ST__COUNT
 };
@@ -191,7 +196,8 @@ enum stmt_id {
 #define RUN_COLS                                                               \
     "SELECT id, user, project_id, trigger, scheduled_for, created_at, "        \
     "started_at, finished_at, outcome, reason, exit_code, signal, output, "    \
-    "idempotency_key, missed_count, window_start, window_end FROM runs "
+    "idempotency_key, missed_count, window_start, window_end, pid, pid_start "  \
+    "FROM runs "
 
 static const char *const stmt_sql[ST__COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -242,13 +248,14 @@ static const char *const stmt_sql[ST__COUNT] = {
         "ORDER BY id DESC LIMIT ?3)",
     [ST_RUN_UPDATE] =
         "UPDATE runs SET started_at = ?2, finished_at = ?3, outcome = ?4, reason = ?5, "
-        "exit_code = ?6, signal = ?7, output = ?8 WHERE id = ?1",
+        "exit_code = ?6, signal = ?7, output = ?8, pid = ?9, pid_start = ?10 WHERE id = ?1",
     [ST_RUN_GET] = RUN_COLS "WHERE id = ?1",
     [ST_RUN_FIND_IDEM] =
         RUN_COLS "WHERE user = ?1 AND project_id = ?2 AND idempotency_key = ?3",
     [ST_RUN_LAST] = RUN_COLS "WHERE user = ?1 AND project_id = ?2 ORDER BY id DESC LIMIT 1",
     /* A negative LIMIT means no limit. */
     [ST_RUN_LIST] = RUN_COLS "WHERE user = ?1 AND project_id = ?2 ORDER BY id DESC LIMIT ?3",
+    [ST_RUN_LIVE] = RUN_COLS "WHERE outcome IN ('queued', 'running') ORDER BY id",
     [ST_RUN_INTERRUPT] =
         "UPDATE runs SET outcome = 'interrupted', reason = ?1, finished_at = ?2 "
         "WHERE outcome IN ('queued', 'running')",
@@ -354,7 +361,7 @@ static int step_done(struct store *s, sqlite3_stmt *st, struct err *e, const cha
 /* Run one of the cached parameterless statements (BEGIN, COMMIT, ...). */
 static int exec_cached(struct store *s, enum stmt_id id, struct err *e, const char *what)
 {
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = stmt_acquire(s, id, &st, e);
     if (rc)
         return rc;
@@ -423,7 +430,7 @@ int store_batch_commit(struct store *s)
 static int query_int64(struct store *s, enum stmt_id id, const char *bind1,
                        int64_t *out /* OUT */, struct err *e, const char *what)
 {
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = stmt_acquire(s, id, &st, e);
     if (rc)
         return rc;
@@ -845,7 +852,7 @@ static int key_find_by_text(struct store *s, const char *text, struct store_key 
     unsigned char h[HASH_BYTES];
     key_hash(s, text, len, h);
 
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = stmt_acquire(s, ST_KEY_BY_HASH, &st, e);
     if (rc)
         goto out_wipe;
@@ -877,7 +884,7 @@ static int key_find_by_id(struct store *s, const char *id, struct store_key *out
 {
     if (!id || !*id)
         return err_set(e, RR_E_NOTFOUND, "no such key");
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = stmt_acquire(s, ST_KEY_BY_ID, &st, e);
     if (rc)
         return rc;
@@ -904,7 +911,7 @@ static int key_insert(struct store *s, const char *id, const char *user, const c
                       unsigned perms, const unsigned char h[HASH_BYTES], double expires_at,
                       double now, struct err *e)
 {
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = stmt_acquire(s, ST_KEY_INSERT, &st, e);
     if (rc)
         return rc;
@@ -926,7 +933,7 @@ out:
 
 static int user_ensure(struct store *s, const char *user, double now, struct err *e)
 {
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = stmt_acquire(s, ST_USER_ENSURE, &st, e);
     if (rc)
         return rc;
@@ -1046,7 +1053,7 @@ int store_key_get(struct store *s, const char *id, struct store_key *out)
 
 int store_key_list(struct store *s, store_key_cb cb, void *ud)
 {
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = stmt_acquire(s, ST_KEY_LIST, &st, NULL);
     if (rc)
         return rc;
@@ -1081,7 +1088,7 @@ int store_key_revoke(struct store *s, const char *id_or_key, double now, struct 
     rc = by_text ? key_find_by_text(s, id_or_key, &k, &e) : key_find_by_id(s, id_or_key, &k, &e);
     if (rc)
         goto rollback;
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     if ((rc = stmt_acquire(s, ST_KEY_REVOKE, &st, &e)) != 0)
         goto rollback;
     if ((rc = sqlite3_bind_double(st, 1, now)) != SQLITE_OK ||
@@ -1220,7 +1227,7 @@ static char *dup_opt(const char *s)
 /* Is (user, project_id) present? 1, 0, or a negative error. */
 static int dep_exists(struct store *s, const char *user, const char *project_id)
 {
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = stmt_acquire(s, ST_DEP_EXISTS, &st, NULL);
     if (rc)
         return rc;
@@ -1256,7 +1263,7 @@ int store_dep_insert(struct store *s, const struct store_dep *d, int64_t max_per
             goto rollback;
         }
     }
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     if ((rc = stmt_acquire(s, ST_DEP_INSERT, &st, NULL)) != 0)
         goto rollback;
     if ((rc = dep_bind(st, d)) != SQLITE_OK) {
@@ -1284,7 +1291,7 @@ int store_dep_get(struct store *s, const char *user, const char *project_id,
 {
     if (!user || !project_id)
         return RR_E_NOTFOUND;
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = stmt_acquire(s, ST_DEP_GET, &st, NULL);
     if (rc)
         return rc;
@@ -1322,7 +1329,7 @@ out:
 static int dep_write(struct store *s, enum stmt_id id, const struct store_dep *d,
                      const char *user, const char *project_id, const char *what)
 {
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = stmt_acquire(s, id, &st, NULL);
     if (rc)
         return rc;
@@ -1360,7 +1367,7 @@ int store_dep_count(struct store *s, const char *user, int64_t *out)
 /* Walk the rows of statement id (bound to arg when not NULL). */
 static int dep_walk(struct store *s, enum stmt_id id, const char *arg, store_dep_cb cb, void *ud)
 {
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = stmt_acquire(s, id, &st, NULL);
     if (rc)
         return rc;
@@ -1405,7 +1412,7 @@ int store_dep_set_progress(struct store *s, const char *user, const char *projec
 {
     if (!user || !project_id)
         return RR_E_NOTFOUND;
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = stmt_acquire(s, ST_DEP_PROGRESS, &st, NULL);
     if (rc)
         return rc;
@@ -1570,6 +1577,8 @@ static int run_from_row(sqlite3_stmt *st, struct store_run *r /* OUT */)
     x.missed_count = sqlite3_column_int64(st, 14);
     x.window_start = col_time(st, 15);
     x.window_end = col_time(st, 16);
+    x.pid = sqlite3_column_int(st, 17);
+    x.pid_start = (uint64_t)sqlite3_column_int64(st, 18);
     /* Reading other columns leaves these pointers valid (only a step, a reset
      * or a type conversion of the same column moves them). */
     x.user = xstrdup(user);
@@ -1598,7 +1607,7 @@ static int run_one(struct store *s, sqlite3_stmt *st, struct store_run *out /* O
  * are not among its newest `keep`. */
 static int run_prune(struct store *s, const char *user, const char *project_id, int64_t keep)
 {
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = stmt_acquire(s, ST_RUN_PRUNE, &st, NULL);
     if (rc)
         return rc;
@@ -1620,7 +1629,7 @@ int store_run_insert(struct store *s, const struct store_run *r, int64_t keep, i
     if ((rc = tx_begin(s, NULL)) != 0)
         return rc;
     int64_t id = 0;
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     if ((rc = stmt_acquire(s, ST_RUN_INSERT, &st, NULL)) != 0)
         goto rollback;
     if ((rc = run_bind(st, r)) != SQLITE_OK) {
@@ -1666,7 +1675,7 @@ int store_run_update(struct store *s, const struct store_run *r)
     int rc = run_check(r, false, "update run");
     if (rc)
         return rc;
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     if ((rc = stmt_acquire(s, ST_RUN_UPDATE, &st, NULL)) != 0)
         return rc;
     if ((rc = sqlite3_bind_int64(st, 1, r->id)) != SQLITE_OK ||
@@ -1676,7 +1685,10 @@ int store_run_update(struct store *s, const struct store_run *r)
         (rc = bind_str(st, 5, r->reason)) != SQLITE_OK ||
         (rc = bind_int_opt(st, 6, r->exit_code, -1)) != SQLITE_OK ||
         (rc = bind_int_opt(st, 7, r->signal, 0)) != SQLITE_OK ||
-        (rc = bind_output(st, 8, r)) != SQLITE_OK)
+        (rc = bind_output(st, 8, r)) != SQLITE_OK ||
+        (rc = bind_int_opt(st, 9, r->pid, 0)) != SQLITE_OK ||
+        (rc = r->pid_start ? sqlite3_bind_int64(st, 10, (sqlite3_int64)r->pid_start)
+                           : sqlite3_bind_null(st, 10)) != SQLITE_OK)
         rc = db_fail(s, NULL, rc, "bind");
     else if ((rc = step_done(s, st, NULL, "update run")) == 0 && sqlite3_changes(s->db) == 0)
         rc = RR_E_NOTFOUND;
@@ -1686,7 +1698,7 @@ int store_run_update(struct store *s, const struct store_run *r)
 
 int store_run_get(struct store *s, int64_t id, struct store_run *out)
 {
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = stmt_acquire(s, ST_RUN_GET, &st, NULL);
     if (rc)
         return rc;
@@ -1703,7 +1715,7 @@ int store_run_find_idem(struct store *s, const char *user, const char *project_i
 {
     if (!user || !project_id || !key)
         return RR_E_NOTFOUND;
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = stmt_acquire(s, ST_RUN_FIND_IDEM, &st, NULL);
     if (rc)
         return rc;
@@ -1722,7 +1734,7 @@ int store_run_last(struct store *s, const char *user, const char *project_id,
 {
     if (!user || !project_id)
         return RR_E_NOTFOUND;
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = stmt_acquire(s, ST_RUN_LAST, &st, NULL);
     if (rc)
         return rc;
@@ -1735,49 +1747,61 @@ int store_run_last(struct store *s, const char *user, const char *project_id,
     return rc;
 }
 
+/* Step a bound run query, handing each row to cb as an owned copy (not
+ * pointers into the row: the callback may write, and the output needs its
+ * NUL anyway). */
+static int run_walk(struct store *s, sqlite3_stmt *st, store_run_cb cb, void *ud)
+{
+    for (;;) {
+        int src = sqlite3_step(st);
+        if (src == SQLITE_DONE)
+            return 0;
+        if (src != SQLITE_ROW)
+            return db_fail(s, NULL, src, "list runs");
+        struct store_run r;
+        int rc = run_from_row(st, &r);
+        if (rc)
+            return rc;
+        rc = cb(&r, ud);
+        store_run_clear(&r);
+        if (rc)
+            return rc;
+    }
+}
+
 int store_run_list(struct store *s, const char *user, const char *project_id, int64_t limit,
                    store_run_cb cb, void *ud)
 {
     if (!user || !project_id)
         return 0;
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = stmt_acquire(s, ST_RUN_LIST, &st, NULL);
     if (rc)
         return rc;
     if ((rc = bind_str(st, 1, user)) != SQLITE_OK ||
         (rc = bind_str(st, 2, project_id)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(st, 3, limit > 0 ? limit : -1)) != SQLITE_OK) {
+        (rc = sqlite3_bind_int64(st, 3, limit > 0 ? limit : -1)) != SQLITE_OK)
         rc = db_fail(s, NULL, rc, "bind");
-        goto out;
-    }
-    for (;;) {
-        int src = sqlite3_step(st);
-        if (src == SQLITE_DONE) {
-            rc = 0;
-            break;
-        }
-        if (src != SQLITE_ROW) {
-            rc = db_fail(s, NULL, src, "list runs");
-            break;
-        }
-        /* An owned copy, not pointers into the row: the callback may write
-         * (prune, update) and the output needs its NUL anyway. */
-        struct store_run r;
-        if ((rc = run_from_row(st, &r)) != 0)
-            break;
-        rc = cb(&r, ud);
-        store_run_clear(&r);
-        if (rc)
-            break;
-    }
-out:
+    else
+        rc = run_walk(s, st, cb, ud);
     stmt_release(s, ST_RUN_LIST, st);
+    return rc;
+}
+
+int store_run_list_live(struct store *s, store_run_cb cb, void *ud)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = stmt_acquire(s, ST_RUN_LIVE, &st, NULL);
+    if (rc)
+        return rc;
+    rc = run_walk(s, st, cb, ud);
+    stmt_release(s, ST_RUN_LIVE, st);
     return rc;
 }
 
 int store_run_interrupt_all(struct store *s, double now, const char *reason, int64_t *count)
 {
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = stmt_acquire(s, ST_RUN_INTERRUPT, &st, NULL);
     if (rc)
         return rc;

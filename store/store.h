@@ -200,6 +200,8 @@ struct store_run {
     int64_t missed_count;     /* missed rows: ticks not run; else 0 */
     double window_start;      /* missed rows: first and last tick missed */
     double window_end;
+    int pid;                  /* running: the process group (its leader); 0 = none */
+    uint64_t pid_start;       /* the leader's start time (clock ticks after boot) */
 };
 void store_run_clear(struct store_run *r); /* frees owned strings, zeroes */
 
@@ -211,7 +213,7 @@ void store_run_clear(struct store_run *r); /* frees owned strings, zeroes */
 int store_run_insert(struct store *s, const struct store_run *r, int64_t keep,
                      int64_t *id_out /* OUT */) MUST_CHECK;
 /* Overwrite the mutable columns of row r->id: started_at, finished_at,
- * outcome, reason, exit_code, signal, output. RR_E_NOTFOUND. */
+ * outcome, reason, exit_code, signal, output, pid, pid_start. RR_E_NOTFOUND. */
 int store_run_update(struct store *s, const struct store_run *r) MUST_CHECK;
 int store_run_get(struct store *s, int64_t id, struct store_run *out /* OUT */);
 /* The row of a deployment with idempotency key `key`. RR_E_NOTFOUND. */
@@ -225,6 +227,8 @@ int store_run_last(struct store *s, const char *user, const char *project_id,
 typedef int (*store_run_cb)(const struct store_run *r, void *ud);
 int store_run_list(struct store *s, const char *user, const char *project_id,
                    int64_t limit, store_run_cb cb, void *ud);
+/* Every row still queued or running, oldest first. Same callback rules. */
+int store_run_list_live(struct store *s, store_run_cb cb, void *ud);
 /* Every row still queued or running becomes interrupted with `reason` and
  * finished_at = now (after a crash or at shutdown). *count gets how many. */
 int store_run_interrupt_all(struct store *s, double now, const char *reason,

@@ -35,6 +35,8 @@ struct fx {
     int cancel_as[MAX_JOBS];
     int ncancels;
     int refuse;
+    int stale_pgid;
+    uint64_t stale_start;
     /* events */
     char *events[MAX_EVENTS];
     int nevents;
@@ -64,6 +66,13 @@ static int fake_cancel(void *ud, int64_t run_id, enum store_outcome as)
     fx->cancels[fx->ncancels] = run_id;
     fx->cancel_as[fx->ncancels++] = (int)as;
     return 0;
+}
+
+static void fake_kill_stale(void *ud, int pgid, uint64_t start)
+{
+    struct fx *fx = ud;
+    fx->stale_pgid = pgid;
+    fx->stale_start = start;
 }
 
 static void on_event(void *ud, const char *user, const char *project_id,
@@ -99,7 +108,7 @@ static void engine_start(struct fx *fx, double now)
     cfg.keep_runs = 1000;
     cfg.emit = on_event;
     cfg.emit_ud = fx;
-    struct sched_exec ex = {fake_submit, fake_cancel, fx};
+    struct sched_exec ex = {fake_submit, fake_cancel, fake_kill_stale, fx};
     fx->s = sched_new(fx->st, &cfg, &ex);
     assert_int_equal(sched_load(fx->s, now), 0);
 }
@@ -183,7 +192,7 @@ static void set_state(struct fx *fx, const char *pid, enum store_state st,
 
 static void finish(struct fx *fx, int64_t run_id, enum store_outcome o, double at)
 {
-    sched_run_started(fx->s, run_id, at);
+    sched_run_started(fx->s, run_id, at, 0, 0);
     struct sched_result r = {.run_id = run_id, .at = at, .outcome = o,
                              .exit_code = o == STORE_RUN_SUCCEEDED ? 0 : 1,
                              .output = "out\n", .output_len = 4, .started = true};
@@ -250,7 +259,7 @@ static void test_overlap_skips(void **state)
     add(fx, "p", "* * * * *", T0);
     sched_tick(fx->s, T0 + 60);
     assert_int_equal(fx->njobs, 1);
-    sched_run_started(fx->s, fx->jobs[0], T0 + 60.1);
+    sched_run_started(fx->s, fx->jobs[0], T0 + 60.1, 0, 0);
     sched_tick(fx->s, T0 + 120);
     sched_tick(fx->s, T0 + 180);
     assert_int_equal(fx->njobs, 1); /* still running: no second process */
@@ -328,11 +337,14 @@ static void test_restart_missed_and_interrupted(void **state)
     add(fx, "p", "* * * * *", T0);
     add(fx, "q", "0 0 * * *", T0);
     sched_tick(fx->s, T0 + 60);
-    sched_run_started(fx->s, fx->jobs[0], T0 + 60.2);
+    sched_run_started(fx->s, fx->jobs[0], T0 + 60.2, 4242, 77);
     /* The server dies (no finish); it comes back at 00:10:30. */
     sched_free(fx->s);
     fx->njobs = 0;
     engine_start(fx, T0 + 630);
+    /* the run's process group is stopped before it is recorded interrupted */
+    assert_int_equal(fx->stale_pgid, 4242);
+    assert_true(fx->stale_start == 77);
     struct count_ctx c = ledger(fx, "p");
     assert_int_equal(c.n[STORE_RUN_INTERRUPTED], 1);
     assert_int_equal(c.n[STORE_RUN_MISSED], 1);

@@ -125,7 +125,7 @@ static struct store_dep dep(const char *user, const char *pid, const char *pipel
 static void test_open_migrate_reopen(void **state)
 {
     struct fx *f = *state;
-    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 2);
+    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 3);
     assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
                                       "AND name IN ('meta','users','api_keys','deployments',"
                                       "'runs')"),
@@ -134,7 +134,7 @@ static void test_open_migrate_reopen(void **state)
     assert_int_equal(store_key_count(f->s, &n), 0);
     assert_int_equal(n, 0);
     reopen(f);
-    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 2);
+    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 3);
     assert_int_equal(raw_int(f->path, "SELECT count(*) FROM meta"), 1);
     store_close(NULL);
 }
@@ -1598,6 +1598,45 @@ static void test_run_interrupt_all(void **state)
     assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs WHERE reason = 'again'"), 0);
 }
 
+struct live_walk {
+    int n;
+    int64_t ids[8];
+};
+
+static int collect_live(const struct store_run *r, void *ud)
+{
+    struct live_walk *w = ud;
+    w->ids[w->n++] = r->id;
+    return 0;
+}
+
+static void test_run_pid_and_live(void **state)
+{
+    struct fx *f = *state;
+    add_dep(f, "alice", "p");
+    struct store_run r = run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
+    int64_t a = add_run(f, &r, 100);
+    int64_t b = add_run(f, &r, 100);
+    r.outcome = STORE_RUN_SUCCEEDED;
+    add_run(f, &r, 100);
+    struct store_run g;
+    assert_int_equal(store_run_get(f->s, a, &g), 0);
+    assert_int_equal(g.pid, 0);
+    g.outcome = STORE_RUN_RUNNING;
+    g.pid = 4242;
+    g.pid_start = 123456789012ull;
+    assert_int_equal(store_run_update(f->s, &g), 0);
+    store_run_clear(&g);
+    assert_int_equal(store_run_get(f->s, a, &g), 0);
+    assert_int_equal(g.pid, 4242);
+    assert_true(g.pid_start == 123456789012ull);
+    store_run_clear(&g);
+    struct live_walk w = {0};
+    assert_int_equal(store_run_list_live(f->s, collect_live, &w), 0);
+    assert_int_equal(w.n, 2);
+    assert_true(w.ids[0] == a && w.ids[1] == b);
+}
+
 static void test_batch(void **state)
 {
     struct fx *f = *state;
@@ -1724,8 +1763,8 @@ static void test_migrate_v1_to_v2(void **state)
 {
     struct fx *f = *state;
     assert_null(store__migration_sql(0));
-    assert_null(store__migration_sql(3));
-    assert_non_null(store__migration_sql(2));
+    assert_null(store__migration_sql(4));
+    assert_non_null(store__migration_sql(3));
 
     /* A database as release 1 left it: its migration, its hash key, a key and
      * a deployment, written with raw SQL. */
@@ -1768,7 +1807,7 @@ static void test_migrate_v1_to_v2(void **state)
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 
     reopen(f); /* migrates */
-    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 2);
+    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 3);
 
     /* The key still authenticates (hash key kept), the deployment is intact. */
     struct store_key k;
@@ -1852,6 +1891,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_run_interrupt_all, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_cascade, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_pid_and_live, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_missing_dep, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outcome_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_v1_to_v2, setup, teardown),
