@@ -368,7 +368,7 @@ out:
 static int cmd_remove(struct dap_app *app, struct dap_session *ss,
                       struct dap_req *req, struct dap_res *res)
 {
-    const char *project_id;
+    const char *project_id = NULL;
     if (arg_project_id(req, res, &project_id))
         return -1;
     int rc = store_dep_delete(app->store, ss->key.user, project_id);
@@ -382,7 +382,7 @@ static int cmd_remove(struct dap_app *app, struct dap_session *ss,
 static int cmd_status(struct dap_app *app, struct dap_session *ss,
                       struct dap_req *req, struct dap_res *res)
 {
-    const char *project_id;
+    const char *project_id = NULL;
     if (arg_project_id(req, res, &project_id))
         return -1;
     struct store_dep d;
@@ -452,7 +452,7 @@ static void force_project_id(struct buf *out, const char *text, size_t n,
 static int cmd_update(struct dap_app *app, struct dap_session *ss,
                       struct dap_req *req, struct dap_res *res)
 {
-    const char *project_id;
+    const char *project_id = NULL;
     if (arg_project_id(req, res, &project_id))
         return -1;
     struct store_dep d;
@@ -612,7 +612,7 @@ static int fail_sched(struct dap_res *res, int rc, const struct err *e)
 static int cmd_run(struct dap_app *app, struct dap_session *ss,
                    struct dap_req *req, struct dap_res *res)
 {
-    const char *project_id;
+    const char *project_id = NULL;
     if (arg_project_id(req, res, &project_id))
         return -1;
     const char *idem = NULL;
@@ -628,6 +628,9 @@ static int cmd_run(struct dap_app *app, struct dap_session *ss,
                              IDEM_KEY_MAX);
         idem = json_string_value(jidem);
     }
+    if (app->stopping)
+        return dap__fail(res, DAP_CONFLICT,
+                         "Server is shutting down: no new runs are started");
     struct store_run run;
     struct err e = {0};
     int rc = sched_run_now(app->sched, ss->key.user, project_id, idem, app->now(),
@@ -642,7 +645,7 @@ static int cmd_run(struct dap_app *app, struct dap_session *ss,
 static int cmd_cancel(struct dap_app *app, struct dap_session *ss,
                       struct dap_req *req, struct dap_res *res)
 {
-    const char *project_id;
+    const char *project_id = NULL;
     if (arg_project_id(req, res, &project_id))
         return -1;
     struct err e = {0};
@@ -671,7 +674,7 @@ static int runs_one(const struct store_run *r, void *ud)
 static int cmd_runs(struct dap_app *app, struct dap_session *ss,
                     struct dap_req *req, struct dap_res *res)
 {
-    const char *project_id;
+    const char *project_id = NULL;
     if (arg_project_id(req, res, &project_id))
         return -1;
     int64_t limit = 100;
@@ -742,7 +745,7 @@ static int cmd_test_clock(struct dap_app *app, struct dap_session *ss,
         app->test_now += json_number_value(jadv);
     else if (jset || jadv)
         return dap__fail(res, DAP_BAD_REQUEST, "set/advance must be numbers");
-    int fired = sched_tick(app->sched, app->now());
+    int fired = app->stopping ? 0 : sched_tick(app->sched, app->now());
     buf_printf(&res->body, "{\"now\":%.6f,\"fired\":%d}", app->test_now, fired);
     return 0;
 }
