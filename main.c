@@ -31,6 +31,28 @@ static void usage(FILE *f)
           "  keys revoke ID|KEY    revoke an API key\n"
           "  version               print the version\n"
           "\n"
+          "client commands (talk to a running server; COMMAND --help for more):\n"
+          "  add FILE [--schedule S]       deploy a pipeline (JSON, .pipe, - = stdin)\n"
+          "  list                          list your deployments\n"
+          "  status ID                     show one deployment\n"
+          "  update ID [--schedule S] [--pipeline FILE] [--pause|--resume]\n"
+          "                                change, pause or resume a deployment\n"
+          "  remove ID                     remove a deployment\n"
+          "  run ID [--wait] [--idempotency-key K]\n"
+          "                                start a run now (--wait: until it ends)\n"
+          "  cancel ID                     stop the running run\n"
+          "  runs ID [--limit N]           recent runs, newest first\n"
+          "  watch [ID]                    print events until interrupted\n"
+          "  preview SCHEDULE [--count N] [--from TIME]\n"
+          "                                next fire times of a schedule\n"
+          "\n"
+          "client options:\n"
+          "  --url URL             server (default $ROCKETRIDE_URI, else\n"
+          "                        ws://127.0.0.1:5565)\n"
+          "  --key KEY             API key (default $ROCKETRIDE_APIKEY)\n"
+          "  --timeout SECS        give up after SECS (default 30)\n"
+          "  --json                print the server's JSON, one line per answer\n"
+          "\n"
           "serve options:\n"
           "  --listen HOST:PORT    address to listen on (default 127.0.0.1:5565)\n"
           "  --db PATH             database file (default ./rrdeploy.db)\n"
@@ -489,6 +511,8 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
+    if (dap_cli_is_command(cmd))
+        return dap_cli_main(argc - 1, argv + 1);
     fprintf(stderr, "rrdeploy: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;

@@ -1,0 +1,648 @@
+/* client.c -- a small blocking DAP client over libwebsockets, for the CLI.
+ *
+ * Design: one lws client context holding one connection. The CLI calls
+ * blocking functions (open, request, event, close); each runs lws_service()
+ * on the calling thread until what it waits for has arrived, the connection
+ * is gone, the deadline has passed or (for interruptible waits) a signal
+ * handler called dap__client_interrupt(). lws_service() in 4.1 ignores its
+ * timeout, so a self-rearming lws_sul wakes the loop every 100 ms to look at
+ * the clock and the interrupt flag. Outgoing requests wait in a FIFO and are
+ * written only from CLIENT_WRITEABLE, from LWS_PRE-padded buffers. Incoming
+ * fragments are assembled into whole messages (bounded in size), checked to
+ * be one JSON value, and queued in arrival order: a response is taken out by
+ * its request_seq and events stay queued for dap__client_event(), so an event
+ * that arrives while a request is outstanding is not lost (`run --wait`
+ * subscribes before starting the run and relies on this). The envelope is
+ * read with util/jraw, not a tree, so the body keeps its exact text.
+ * Thread: single-threaded, on the caller's thread. Only
+ * dap__client_interrupt() may be called from a signal handler. */
+#include "dap/client.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <libwebsockets.h>
+#include <netdb.h>
+#include <poll.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "dap/dap.h"
+
+#define TICK_US (100 * LWS_US_PER_MS)     /* loop wake-up for clock/interrupt checks */
+#define MAX_MESSAGE (256u * 1024 * 1024)  /* bytes of one server message */
+#define MAX_DEPTH 512                     /* JSON nesting we accept from the server */
+#define CLOSE_WAIT_MS 1000                /* close handshake */
+#define PROBE_WAIT_MS 2000                /* diagnose(): one TCP connect */
+
+static volatile sig_atomic_t interrupted;
+
+/* One outgoing message. */
+struct out {
+    struct out *next;
+    struct buf b;   /* owned; LWS_PRE headroom */
+};
+
+enum cstate { C_CONNECTING, C_OPEN, C_CLOSED };
+
+struct dap__client {
+    struct lws_context *ctx;      /* owned */
+    struct lws *wsi;              /* valid from ESTABLISHED until CLOSED */
+    enum cstate state;
+    char url[384];                /* for messages */
+    char why[256];                /* why the connection failed or ended */
+    int64_t deadline_ms;          /* monotonic; 0 = none */
+    int64_t seq;                  /* last request seq sent */
+    bool authed;
+    bool want_close;              /* send a close frame on the next WRITEABLE */
+    bool proto_error;             /* the server sent a non-DAP message */
+    struct out *out_head, *out_tail;
+    struct buf rx;                /* message being assembled */
+    struct dap__msg *in_head, *in_tail; /* complete messages, arrival order */
+    lws_sorted_usec_list_t sul_tick;
+};
+
+/* ---------------------------------------------------------------- URL */
+
+static bool has_prefix_ci(const char *s, size_t n, const char *lit)
+{
+    return n == strlen(lit) && strncasecmp(s, lit, n) == 0;
+}
+
+int dap__url_parse(const char *s, struct dap__url *out, struct err *e)
+{
+    struct dap__url u;
+    memset(&u, 0, sizeof u);
+    const char *rest = strstr(s, "://");
+    const char *scheme = "http";
+    size_t scheme_n = 4;
+    if (rest) {
+        scheme = s;
+        scheme_n = (size_t)(rest - s);
+        rest += 3;
+    } else {
+        rest = s;
+    }
+    u.tls = has_prefix_ci(scheme, scheme_n, "https") ||
+            has_prefix_ci(scheme, scheme_n, "wss");
+
+    /* authority: up to the path, query or fragment; drop user info */
+    size_t an = strcspn(rest, "/?#");
+    const char *auth = rest;
+    for (size_t i = an; i > 0; i--) {
+        if (auth[i - 1] == '@') {
+            auth += i;
+            an -= i;
+            break;
+        }
+    }
+    const char *host = auth, *port = NULL;
+    size_t hn = an, pn = 0;
+    if (an > 0 && auth[0] == '[') {
+        const char *close = memchr(auth, ']', an);
+        if (!close)
+            return err_set(e, RR_E_INVAL, "invalid URL '%s': unclosed '['", s);
+        host = auth + 1;
+        hn = (size_t)(close - host);
+        const char *after = close + 1;
+        size_t left = an - (size_t)(after - auth);
+        if (left > 0) {
+            if (*after != ':')
+                return err_set(e, RR_E_INVAL, "invalid URL '%s'", s);
+            port = after + 1;
+            pn = left - 1;
+        }
+    } else {
+        const char *colon = memchr(auth, ':', an);
+        if (colon && !memchr(colon + 1, ':', an - (size_t)(colon - auth) - 1)) {
+            hn = (size_t)(colon - auth);
+            port = colon + 1;
+            pn = an - hn - 1;
+        }
+    }
+    if (hn == 0)
+        return err_set(e, RR_E_INVAL, "invalid URL '%s': no host", s);
+    if (hn >= sizeof u.host)
+        return err_set(e, RR_E_INVAL, "invalid URL '%s': host too long", s);
+    memcpy(u.host, host, hn);
+    u.host[hn] = '\0';
+
+    if (port && pn > 0) {
+        long v = 0;
+        for (size_t i = 0; i < pn; i++) {
+            if (port[i] < '0' || port[i] > '9' || v > 65535)
+                return err_set(e, RR_E_INVAL, "invalid URL '%s': bad port", s);
+            v = v * 10 + (port[i] - '0');
+        }
+        if (v < 1 || v > 65535)
+            return err_set(e, RR_E_INVAL, "invalid URL '%s': bad port", s);
+        u.port = (int)v;
+    } else if (strstr(u.host, "rocketride.ai")) {
+        u.port = u.tls ? 443 : 80;
+    } else {
+        u.port = DAP_DEFAULT_PORT;
+    }
+    snprintf(u.path, sizeof u.path, "%s", DAP_DEFAULT_PATH);
+    bool v6 = strchr(u.host, ':') != NULL;
+    int n = snprintf(u.text, sizeof u.text, "%s://%s%s%s:%d%s",
+                     u.tls ? "wss" : "ws", v6 ? "[" : "", u.host, v6 ? "]" : "",
+                     u.port, u.path);
+    if (n < 0 || (size_t)n >= sizeof u.text)
+        return err_set(e, RR_E_INVAL, "invalid URL '%s': too long", s);
+    *out = u;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- messages */
+
+void dap__msg_free(struct dap__msg *m)
+{
+    if (!m)
+        return;
+    free(m->text);
+    free(m->message);
+    free(m->code);
+    free(m);
+}
+
+/* The string value of member key of the frame, unescaped; NULL if absent or
+ * not a string. */
+static char *member_string(const char *text, size_t len, const char *key)
+{
+    struct jraw_span sp;
+    if (!jraw_member(text, len, key, &sp, NULL) || sp.n < 2 || sp.p[0] != '"')
+        return NULL;
+    json_error_t jerr;
+    json_t *v = json_loadb(sp.p, sp.n, JSON_DECODE_ANY, &jerr);
+    char *s = json_is_string(v) ? xstrdup(json_string_value(v)) : NULL;
+    json_decref(v);
+    return s;
+}
+
+static bool member_is(const char *text, size_t len, const char *key,
+                      const char *raw)
+{
+    struct jraw_span sp;
+    return jraw_member(text, len, key, &sp, NULL) && sp.n == strlen(raw) &&
+           memcmp(sp.p, raw, sp.n) == 0;
+}
+
+/* Decode one complete frame (taken: text, a heap string of len bytes) into
+ * the inbox. Messages that are neither responses nor events are dropped, as
+ * the SDKs do; text that is not JSON marks a protocol error. */
+static void inbox_add(struct dap__client *c, char *text, size_t len)
+{
+    struct err e = {0};
+    if (jraw_check(text, len, MAX_DEPTH, &e) != 0 || len == 0 || text[0] != '{') {
+        free(text);
+        c->proto_error = true;
+        snprintf(c->why, sizeof c->why, "the server sent invalid JSON%s%.180s",
+                 e.msg[0] ? ": " : "", e.msg);
+        return;
+    }
+    struct dap__msg *m = xcalloc(1, sizeof *m);
+    m->text = text;
+    m->len = len;
+    struct jraw_span sp;
+    if (member_is(text, len, "type", "\"event\"")) {
+        m->is_event = true;
+    } else if (member_is(text, len, "type", "\"response\"") &&
+               jraw_member(text, len, "request_seq", &sp, NULL)) {
+        char num[32];
+        char *end;
+        if (sp.n == 0 || sp.n >= sizeof num) {
+            dap__msg_free(m);
+            return;
+        }
+        memcpy(num, sp.p, sp.n);
+        num[sp.n] = '\0';
+        errno = 0;
+        long long v = strtoll(num, &end, 10);
+        if (errno || *end) {
+            dap__msg_free(m);
+            return;
+        }
+        m->request_seq = v;
+        /* PROTOCOL §2.5: a missing `success` means success */
+        m->success = !member_is(text, len, "success", "false");
+        m->message = member_string(text, len, "message");
+        m->code = member_string(text, len, "code");
+    } else {
+        dap__msg_free(m);
+        return;
+    }
+    if (jraw_member(text, len, "body", &sp, NULL))
+        m->body = sp;
+    if (c->in_tail)
+        c->in_tail->next = m;
+    else
+        c->in_head = m;
+    c->in_tail = m;
+}
+
+/* Take the first inbox message matching (is_event, request_seq), or NULL. */
+static struct dap__msg *inbox_take(struct dap__client *c, bool is_event,
+                                   int64_t request_seq)
+{
+    struct dap__msg *prev = NULL;
+    for (struct dap__msg *m = c->in_head; m; prev = m, m = m->next) {
+        if (m->is_event != is_event || (!is_event && m->request_seq != request_seq))
+            continue;
+        if (prev)
+            prev->next = m->next;
+        else
+            c->in_head = m->next;
+        if (c->in_tail == m)
+            c->in_tail = prev;
+        m->next = NULL;
+        return m;
+    }
+    return NULL;
+}
+
+static void out_free(struct out *o)
+{
+    if (o->b.mem)
+        sodium_memzero(o->b.mem, o->b.head + o->b.cap);
+    buf_free(&o->b);
+    free(o);
+}
+
+/* ---------------------------------------------------------------- lws */
+
+static void tick(lws_sorted_usec_list_t *sul)
+{
+    struct dap__client *c = lws_container_of(sul, struct dap__client, sul_tick);
+    lws_sul_schedule(c->ctx, 0, &c->sul_tick, tick, TICK_US);
+}
+
+/* Write the head of the queue as one text frame. */
+static int write_next(struct dap__client *c, struct lws *wsi)
+{
+    if (c->want_close) {
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL, NULL, 0);
+        return -1;
+    }
+    struct out *o = c->out_head;
+    if (!o)
+        return 0;
+    int n = lws_write(wsi, (unsigned char *)buf_data(&o->b), o->b.len,
+                      LWS_WRITE_TEXT);
+    if (n < 0 || (size_t)n < o->b.len) {
+        snprintf(c->why, sizeof c->why, "cannot write to the connection");
+        return -1;
+    }
+    c->out_head = o->next;
+    if (!c->out_head)
+        c->out_tail = NULL;
+    out_free(o);
+    if (c->out_head)
+        lws_callback_on_writable(wsi);
+    return 0;
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason,
+                    void *user, void *in, size_t len)
+{
+    struct dap__client *c = lws_context_user(lws_get_context(wsi));
+    if (!c)
+        return lws_callback_http_dummy(wsi, reason, user, in, len);
+
+    switch (reason) {
+    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+        c->state = C_CLOSED;
+        c->wsi = NULL;
+        if (!c->why[0])
+            snprintf(c->why, sizeof c->why, "%s%s",
+                     in && strncmp(in, "HS:", 3) == 0
+                         ? "WebSocket handshake failed: " : "",
+                     in && *(const char *)in ? (const char *)in
+                                             : "connection failed");
+        return 0;
+
+    case LWS_CALLBACK_CLIENT_ESTABLISHED:
+        c->state = C_OPEN;
+        c->wsi = wsi;
+        if (c->out_head || c->want_close)
+            lws_callback_on_writable(wsi);
+        return 0;
+
+    case LWS_CALLBACK_CLIENT_RECEIVE:
+        if (lws_is_first_fragment(wsi))
+            buf_reset(&c->rx);
+        if (c->rx.len + len > MAX_MESSAGE) {
+            snprintf(c->why, sizeof c->why,
+                     "the server sent a message over %u bytes", MAX_MESSAGE);
+            c->proto_error = true;
+            return -1;
+        }
+        buf_append(&c->rx, in, len);
+        if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi)) {
+            size_t n;
+            char *text = buf_take(&c->rx, &n);
+            inbox_add(c, text, n);
+        }
+        return 0;
+
+    case LWS_CALLBACK_CLIENT_WRITEABLE:
+        return write_next(c, wsi);
+
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        if (len >= 2 && !c->why[0]) {
+            const unsigned char *p = in;
+            unsigned code = (unsigned)p[0] << 8 | p[1];
+            int rn = (int)(len - 2 > 120 ? 120 : len - 2);
+            snprintf(c->why, sizeof c->why,
+                     "the server closed the connection (%u%s%.*s)", code,
+                     rn ? ": " : "", rn, (const char *)in + 2);
+        }
+        return 0;
+
+    case LWS_CALLBACK_CLIENT_CLOSED:
+        c->state = C_CLOSED;
+        c->wsi = NULL;
+        if (!c->why[0])
+            snprintf(c->why, sizeof c->why, "the server closed the connection");
+        return 0;
+
+    default:
+        break;
+    }
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+static const struct lws_protocols protocols[] = {
+    {"rrdeploy-cli", callback, 0, 0, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+/* ---------------------------------------------------------------- waiting */
+
+enum want { W_OPEN, W_RESPONSE, W_EVENT, W_CLOSED };
+
+static bool ready(struct dap__client *c, enum want w, int64_t seq)
+{
+    switch (w) {
+    case W_OPEN: return c->state == C_OPEN;
+    case W_CLOSED: return c->state == C_CLOSED;
+    case W_RESPONSE:
+        for (struct dap__msg *m = c->in_head; m; m = m->next)
+            if (!m->is_event && m->request_seq == seq)
+                return true;
+        return false;
+    case W_EVENT:
+        for (struct dap__msg *m = c->in_head; m; m = m->next)
+            if (m->is_event)
+                return true;
+        return false;
+    }
+    return false;
+}
+
+/* Service the loop until w is ready. */
+static int pump(struct dap__client *c, enum want w, int64_t seq,
+                int64_t deadline_ms, bool interruptible, struct err *e)
+{
+    for (;;) {
+        if (ready(c, w, seq))
+            return 0;
+        if (c->proto_error)
+            return err_set(e, -EPROTO, "%s: %s", c->url, c->why);
+        if (c->state == C_CLOSED) {
+            if (w == W_OPEN)
+                err_set(e, -EIO, "cannot connect to %s: %s", c->url, c->why);
+            else
+                err_set(e, -EIO, "%s: %s", c->url, c->why);
+            return -EIO;
+        }
+        if (interruptible && interrupted)
+            return err_set(e, -EINTR, "interrupted");
+        if (deadline_ms && time_now_mono_ms() >= deadline_ms) {
+            err_set(e, -ETIMEDOUT, "%s %s: timed out",
+                    w == W_OPEN ? "cannot connect to" : "no answer from", c->url);
+            return -ETIMEDOUT;
+        }
+        if (lws_service(c->ctx, 0) < 0) {
+            err_set(e, -EIO, "%s: the event loop failed", c->url);
+            return -EIO;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- diagnosis */
+
+/* lws 4.1 reports every failed connect as "Unable to connect" (or fails
+ * lws_client_connect_via_info() with no reason at all). When that
+ * happens, find the real reason with one plain TCP connect to the same
+ * address (bounded by PROBE_WAIT_MS and the deadline) and say it in words:
+ * "connection refused", "cannot resolve host 'x': ...". If the probe
+ * connects, the problem was past TCP and lws's own text stays. */
+static void diagnose(struct dap__client *c, const struct dap__url *u)
+{
+    char port[16];
+    snprintf(port, sizeof port, "%d", u->port);
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_STREAM;
+    int g = getaddrinfo(u->host, port, &hints, &res);
+    if (g != 0) {
+        snprintf(c->why, sizeof c->why, "cannot resolve host '%.100s': %s",
+                 u->host, gai_strerror(g));
+        return;
+    }
+    int err = 0;
+    int64_t until = time_now_mono_ms() + PROBE_WAIT_MS;
+    if (c->deadline_ms && c->deadline_ms < until)
+        until = c->deadline_ms;
+    int fd = socket(res->ai_family, res->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                    res->ai_protocol);
+    if (fd < 0) {
+        err = errno;
+    } else if (connect(fd, res->ai_addr, res->ai_addrlen) != 0) {
+        err = errno;
+        if (err == EINPROGRESS) {
+            struct pollfd pfd = {fd, POLLOUT, 0};
+            int64_t left = until - time_now_mono_ms();
+            int n = poll(&pfd, 1, left > 0 ? (int)left : 0);
+            socklen_t sl = sizeof err;
+            if (n <= 0)
+                err = ETIMEDOUT;
+            else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &sl) != 0)
+                err = errno;
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(res);
+    if (err == ECONNREFUSED || err == EHOSTUNREACH || err == ENETUNREACH ||
+        err == ETIMEDOUT || err == EADDRNOTAVAIL) {
+        snprintf(c->why, sizeof c->why, "%s", strerror(err));
+        c->why[0] = (char)(c->why[0] >= 'A' && c->why[0] <= 'Z' ? c->why[0] + 32
+                                                                : c->why[0]);
+    }
+}
+
+/* ---------------------------------------------------------------- API */
+
+void dap__client_interrupt(void)
+{
+    interrupted = 1;
+}
+
+void dap__client_set_deadline(struct dap__client *c, double timeout_s)
+{
+    c->deadline_ms = timeout_s > 0 ? time_now_mono_ms() + (int64_t)(timeout_s * 1000)
+                                   : 0;
+}
+
+static void client_free(struct dap__client *c)
+{
+    if (c->ctx) {
+        lws_sul_cancel(&c->sul_tick);
+        lws_context_destroy(c->ctx);
+    }
+    while (c->out_head) {
+        struct out *o = c->out_head;
+        c->out_head = o->next;
+        out_free(o);
+    }
+    while (c->in_head) {
+        struct dap__msg *m = c->in_head;
+        c->in_head = m->next;
+        dap__msg_free(m);
+    }
+    buf_free(&c->rx);
+    free(c);
+}
+
+int dap__client_open(const struct dap__url *u, double timeout_s,
+                     struct dap__client **out, struct err *e)
+{
+    struct dap__client *c = xcalloc(1, sizeof *c);
+    buf_init(&c->rx, 0);
+    snprintf(c->url, sizeof c->url, "%s", u->text);
+    dap__client_set_deadline(c, timeout_s);
+
+    lws_set_log_level(0, NULL);
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    info.port = CONTEXT_PORT_NO_LISTEN;
+    info.protocols = protocols;
+    info.user = c;
+    info.options = u->tls ? LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT : 0;
+    /* let our deadline, not lws's own, end a slow connection attempt */
+    unsigned int lws_timeout = timeout_s > 0 ? (unsigned int)timeout_s + 5 : 0;
+    info.timeout_secs = lws_timeout;
+    info.connect_timeout_secs = lws_timeout;
+    info.fd_limit_per_thread = 1 + 1 + 1;
+    c->ctx = lws_create_context(&info);
+    if (!c->ctx) {
+        client_free(c);
+        return err_set(e, -EIO, "cannot create a WebSocket client context");
+    }
+    lws_sul_schedule(c->ctx, 0, &c->sul_tick, tick, TICK_US);
+
+    /* PROTOCOL §1.5: the SDKs ping every 15 s and give up after 60 s */
+    static const lws_retry_bo_t keepalive = {
+        .secs_since_valid_ping = 15,
+        .secs_since_valid_hangup = 60,
+    };
+    struct lws_client_connect_info ci;
+    memset(&ci, 0, sizeof ci);
+    ci.context = c->ctx;
+    ci.address = u->host;
+    ci.port = u->port;
+    ci.path = u->path;
+    ci.host = u->host;
+    ci.ssl_connection = u->tls ? LCCSCF_USE_SSL : 0;
+    ci.protocol = NULL;   /* no Sec-WebSocket-Protocol, as the SDKs */
+    ci.local_protocol_name = protocols[0].name;
+    ci.retry_and_idle_policy = &keepalive;
+    if (!lws_client_connect_via_info(&ci) && c->state != C_CLOSED) {
+        c->state = C_CLOSED;
+        snprintf(c->why, sizeof c->why, "connection failed");
+    }
+    int rc = pump(c, W_OPEN, 0, c->deadline_ms, false, e);
+    if (rc == -EIO && (strcmp(c->why, "Unable to connect") == 0 ||
+                       strcmp(c->why, "connection failed") == 0)) {
+        diagnose(c, u);
+        err_set(e, -EIO, "cannot connect to %s: %s", c->url, c->why);
+    }
+    if (rc) {
+        client_free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+int dap__client_request(struct dap__client *c, const char *command,
+                        const char *args, struct dap__msg **out, struct err *e)
+{
+    if (c->state != C_OPEN)
+        return err_set(e, -EIO, "%s: %s", c->url,
+                       c->why[0] ? c->why : "not connected");
+    int64_t seq = ++c->seq;
+    struct out *o = xcalloc(1, sizeof *o);
+    buf_init(&o->b, LWS_PRE);
+    buf_printf(&o->b, "{\"type\":\"request\",\"seq\":%lld,\"command\":",
+               (long long)seq);
+    buf_json_cstr(&o->b, command);
+    buf_puts(&o->b, ",\"arguments\":");
+    buf_puts(&o->b, args ? args : "{}");
+    buf_putc(&o->b, '}');
+    if (c->out_tail)
+        c->out_tail->next = o;
+    else
+        c->out_head = o;
+    c->out_tail = o;
+    lws_callback_on_writable(c->wsi);
+
+    int rc = pump(c, W_RESPONSE, seq, c->deadline_ms, false, e);
+    if (rc)
+        return rc;
+    struct dap__msg *m = inbox_take(c, false, seq);
+    ASSERT(m);
+    if (strcmp(command, "auth") == 0)
+        c->authed = m->success;
+    else if (strcmp(command, "deauth") == 0 && m->success)
+        c->authed = false;
+    *out = m;
+    return 0;
+}
+
+int dap__client_event(struct dap__client *c, bool bounded,
+                      struct dap__msg **out, struct err *e)
+{
+    int rc = pump(c, W_EVENT, 0, bounded ? c->deadline_ms : 0, true, e);
+    if (rc)
+        return rc;
+    *out = inbox_take(c, true, 0);
+    ASSERT(*out);
+    return 0;
+}
+
+void dap__client_close(struct dap__client *c)
+{
+    if (!c)
+        return;
+    struct err e = {0};
+    bool live = c->deadline_ms == 0 || time_now_mono_ms() < c->deadline_ms;
+    if (c->state == C_OPEN && c->authed && live && !c->proto_error) {
+        struct dap__msg *m = NULL;
+        if (dap__client_request(c, "deauth", NULL, &m, &e) == 0)
+            dap__msg_free(m);
+    }
+    if (c->state == C_OPEN && c->wsi) {
+        c->want_close = true;
+        lws_callback_on_writable(c->wsi);
+        (void)pump(c, W_CLOSED, 0, time_now_mono_ms() + CLOSE_WAIT_MS, false, &e);
+    }
+    client_free(c);
+}
