@@ -65,8 +65,15 @@ struct sched {
     uint64_t seq;
     struct sched_stats stats;
     bool in_tick;                 /* decisions are batched; runs wait in pending */
+    /* Within one tick a key cannot change: the last owner key looked up and
+     * its row (found or not) serve every deployment it owns. */
+    bool owner_memo;
+    int owner_memo_rc;
+    struct store_key owner_memo_key;
     struct pending *pending;      /* owned array */
     size_t npending, cap_pending;
+    struct sched_dep **touched;   /* owned array: deps decided in this tick */
+    size_t ntouched, cap_touched;
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -350,7 +357,23 @@ static const char *owner_problem(struct sched *s, const struct sched_dep *d,
                                  double now, char *why, size_t whysz)
 {
     struct store_key k;
-    int rc = store_key_get(s->store, d->owner_key_id, &k);
+    int rc;
+    if (s->in_tick && s->owner_memo &&
+        strcmp(s->owner_memo_key.id, d->owner_key_id) == 0) {
+        rc = s->owner_memo_rc;
+        k = s->owner_memo_key;
+    } else {
+        rc = store_key_get(s->store, d->owner_key_id, &k);
+        if (rc == RR_E_NOTFOUND) {
+            memset(&k, 0, sizeof k);
+            snprintf(k.id, sizeof k.id, "%s", d->owner_key_id);
+        }
+        if (s->in_tick && (rc == 0 || rc == RR_E_NOTFOUND)) {
+            s->owner_memo = true;
+            s->owner_memo_rc = rc;
+            s->owner_memo_key = k;
+        }
+    }
     if (rc != 0 && rc != RR_E_NOTFOUND)
         return NULL; /* cannot tell now: do not error a deployment on an I/O hiccup */
     return owner_verdict(s, d, rc == 0 ? &k : NULL, now, why, whysz);
@@ -385,6 +408,13 @@ static void set_errored(struct sched *s, struct sched_dep *d, const char *why,
 }
 
 /* ---------------------------------------------------------------- runs */
+
+/* Rows kept per deployment when inserting: inside a tick nothing is pruned
+ * (that waits until the tick's runs are handed over, see sched_tick). */
+static int64_t ledger_keep(const struct sched *s)
+{
+    return s->in_tick ? 0 : s->cfg.keep_runs;
+}
 
 /* Hand a decided run to the executor; a refusal is recorded as the run's
  * failure. Takes p->pipeline. */
@@ -429,8 +459,8 @@ static int start_run(struct sched *s, struct sched_dep *d, const char *trigger,
                      int64_t scheduled_for, const char *idem, double now,
                      struct store_run *out)
 {
-    struct store_dep row;
-    int rc = store_dep_get(s->store, d->user, d->project_id, &row);
+    char *pipeline;
+    int rc = store_dep_pipeline(s->store, d->user, d->project_id, &pipeline);
     if (rc)
         return rc;
     struct store_run r = {0};
@@ -442,16 +472,14 @@ static int start_run(struct sched *s, struct sched_dep *d, const char *trigger,
     r.outcome = STORE_RUN_QUEUED;
     r.exit_code = -1;
     r.idempotency_key = (char *)idem;
-    rc = store_run_insert(s->store, &r, s->cfg.keep_runs, &r.id);
+    rc = store_run_insert(s->store, &r, ledger_keep(s), &r.id);
     if (rc) {
-        store_dep_clear(&row);
+        free(pipeline);
         return rc;
     }
     d->run_id = r.id;
     struct pending p = {.dep = d, .run_id = r.id, .trigger = trigger,
-                        .pipeline = row.pipeline};
-    row.pipeline = NULL;
-    store_dep_clear(&row);
+                        .pipeline = pipeline};
     iso_utc(scheduled_for ? scheduled_for : (int64_t)floor(now), p.when);
     if (s->in_tick) {
         if (s->npending == s->cap_pending) {
@@ -486,7 +514,7 @@ static void record_skip(struct sched *s, struct sched_dep *d, int64_t t,
         r.window_start = (double)from;
         r.window_end = (double)t;
     }
-    int rc = store_run_insert(s->store, &r, s->cfg.keep_runs, &r.id);
+    int rc = store_run_insert(s->store, &r, ledger_keep(s), &r.id);
     if (rc == RR_E_EXISTS)
         return; /* decided in an earlier life */
     if (rc) {
@@ -507,19 +535,34 @@ static void record_skip(struct sched *s, struct sched_dep *d, int64_t t,
     }
 }
 
-/* Persist last_fire and the next fire, and re-queue d. */
+static void persist_progress(struct sched *s, const struct sched_dep *d)
+{
+    if (store_dep_set_progress(s->store, d->user, d->project_id,
+                               (double)d->last_fire,
+                               d->next_at == CRONX_NEVER ? 0 : (double)d->next_at) != 0)
+        log_error("deployment %s/%s: cannot persist scheduler progress",
+                  d->user, d->project_id);
+}
+
+/* Advance last_fire and re-queue d at its next fire. Persisting that (and
+ * pruning the ledger) waits, inside a tick, until the tick's runs are handed
+ * over: neither is needed for exactly-once, which the ledger row's unique
+ * scheduled time already guarantees. */
 static void advance(struct sched *s, struct sched_dep *d, int64_t fired,
                     int64_t now)
 {
     if (fired > d->last_fire)
         d->last_fire = fired;
-    int64_t next = sched_next_fire(d->cx, d->state, d->last_fire, (double)now);
-    heap_set(s, d, next);
-    if (store_dep_set_progress(s->store, d->user, d->project_id,
-                               (double)d->last_fire,
-                               next == CRONX_NEVER ? 0 : (double)next) != 0)
-        log_error("deployment %s/%s: cannot persist scheduler progress",
-                  d->user, d->project_id);
+    heap_set(s, d, sched_next_fire(d->cx, d->state, d->last_fire, (double)now));
+    if (!s->in_tick) {
+        persist_progress(s, d);
+        return;
+    }
+    if (s->ntouched == s->cap_touched) {
+        s->cap_touched = s->cap_touched ? s->cap_touched * 2 : 64;
+        s->touched = xrealloc(s->touched, s->cap_touched * sizeof *s->touched);
+    }
+    s->touched[s->ntouched++] = d;
 }
 
 static void record_lateness(struct sched_stats *st, double late)
@@ -626,6 +669,7 @@ void sched_free(struct sched *s)
     free(s->buckets);
     free(s->heap);
     free(s->pending);
+    free(s->touched);
     free(s);
 }
 
@@ -749,8 +793,12 @@ int sched_load(struct sched *s, double now)
     if (interrupted)
         log_warn("%lld run(s) were in progress when the server stopped: "
                  "recorded as interrupted", (long long)interrupted);
+    /* The missed rows and progress of every deployment: one transaction. */
+    bool batch = store_batch_begin(s->store) == 0;
     struct load_ctx lc = {s, now, 0, 0};
     rc = store_dep_list(s->store, NULL, load_one, &lc);
+    if (batch && store_batch_commit(s->store) != 0 && rc == 0)
+        rc = RR_E_IO;
     if (rc)
         return rc;
     log_info("scheduler: %lld deployment(s) loaded, %zu scheduled, %lld with "
@@ -772,6 +820,7 @@ int sched_tick(struct sched *s, double now)
      * in the same second cost one fsync, not 40,000. */
     bool batch = store_batch_begin(s->store) == 0;
     s->in_tick = true;
+    s->owner_memo = false;
     int fired = 0;
     while (s->heap_n && s->heap[0]->next_at <= t) {
         fire(s, s->heap[0], t, now);
@@ -788,11 +837,25 @@ int sched_tick(struct sched *s, double now)
             free(s->pending[i].pipeline);
         }
         s->npending = 0;
+        s->ntouched = 0;
         return fired;
     }
     for (size_t i = 0; i < s->npending; i++)
         submit(s, &s->pending[i], now);
     s->npending = 0;
+    /* Off the latency-critical path: progress and ledger pruning of every
+     * deployment decided, again in one transaction. */
+    batch = store_batch_begin(s->store) == 0;
+    for (size_t i = 0; i < s->ntouched; i++) {
+        struct sched_dep *d = s->touched[i];
+        persist_progress(s, d);
+        if (store_run_prune(s->store, d->user, d->project_id, s->cfg.keep_runs) != 0)
+            log_error("deployment %s/%s: cannot prune its ledger", d->user,
+                      d->project_id);
+    }
+    s->ntouched = 0;
+    if (batch && store_batch_commit(s->store) != 0)
+        log_error("scheduler: could not record the progress of %d tick(s)", fired);
     return fired;
 }
 

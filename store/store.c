@@ -50,7 +50,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define BUSY_TIMEOUT_MS 5000
@@ -176,6 +178,7 @@ enum stmt_id {
     ST_RUN_LAST,
     ST_RUN_LIST,
     ST_RUN_LIVE,
+    ST_DEP_PIPELINE,
     ST_RUN_INTERRUPT,
     ST__COUNT
 };
@@ -240,12 +243,14 @@ static const char *const stmt_sql[ST__COUNT] = {
         "missed_count, window_start, window_end) "
         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     /* Keep the newest ?3 rows by id, and every live (queued or running) row
-     * whatever its age: those are still being acted on. */
+     * whatever its age: those are still being acted on. The ?3-th newest id
+     * is one seek and ?3 steps back along runs_dep; everything older and
+     * finished goes (nothing when there are fewer). */
     [ST_RUN_PRUNE] =
         "DELETE FROM runs WHERE user = ?1 AND project_id = ?2 "
         "AND outcome NOT IN ('queued', 'running') "
-        "AND id NOT IN (SELECT id FROM runs WHERE user = ?1 AND project_id = ?2 "
-        "ORDER BY id DESC LIMIT ?3)",
+        "AND id < (SELECT id FROM runs WHERE user = ?1 AND project_id = ?2 "
+        "ORDER BY id DESC LIMIT 1 OFFSET ?3 - 1)",
     [ST_RUN_UPDATE] =
         "UPDATE runs SET started_at = ?2, finished_at = ?3, outcome = ?4, reason = ?5, "
         "exit_code = ?6, signal = ?7, output = ?8, pid = ?9, pid_start = ?10 WHERE id = ?1",
@@ -255,6 +260,7 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_RUN_LAST] = RUN_COLS "WHERE user = ?1 AND project_id = ?2 ORDER BY id DESC LIMIT 1",
     /* A negative LIMIT means no limit. */
     [ST_RUN_LIST] = RUN_COLS "WHERE user = ?1 AND project_id = ?2 ORDER BY id DESC LIMIT ?3",
+    [ST_DEP_PIPELINE] = "SELECT pipeline FROM deployments WHERE user = ?1 AND project_id = ?2",
     [ST_RUN_LIVE] = RUN_COLS "WHERE outcome IN ('queued', 'running') ORDER BY id",
     [ST_RUN_INTERRUPT] =
         "UPDATE runs SET outcome = 'interrupted', reason = ?1, finished_at = ?2 "
@@ -267,9 +273,12 @@ struct store {
     unsigned char hkey[HASH_KEY_BYTES]; /* keyed-hash key; wiped on close */
     bool batch;                         /* inside store_batch_begin/commit */
     char *path;                         /* owned; the file as opened */
+    struct checkpointer *ckpt;          /* owned; NULL unless started */
     dev_t dev;                          /* its identity, for store_health */
     ino_t ino;
 };
+
+static void checkpointer_stop(struct checkpointer *c);
 
 /* ================================================================ errors */
 
@@ -737,6 +746,7 @@ int store_open(const char *path, struct store **out, struct err *e)
         goto fail;
     }
     if ((rc = exec_sql(s, "PRAGMA foreign_keys = ON", e, "enable foreign keys")) != 0 ||
+        (rc = exec_sql(s, "PRAGMA cache_size = -32768", e, "set cache size")) != 0 ||
         (rc = exec_sql(s, "PRAGMA synchronous = FULL", e, "set synchronous")) != 0)
         goto fail;
     char mode[16];
@@ -774,6 +784,7 @@ void store_close(struct store *s)
 {
     if (!s)
         return;
+    checkpointer_stop(s->ckpt);
     for (int i = 0; i < ST__COUNT; i++)
         sqlite3_finalize(s->st[i]);
     if (s->db && sqlite3_close(s->db) != SQLITE_OK) {
@@ -793,6 +804,91 @@ sqlite3 *store__db(struct store *s)
 const char *store__migration_sql(int version)
 {
     return version >= 1 && version <= SCHEMA_VERSION ? migrations[version - 1] : NULL;
+}
+
+/* ================================================================ checkpoints
+ *
+ * With automatic checkpoints, every thousandth commit or so copies the WAL
+ * back into the database and fsyncs it, inside that commit: a tick deciding
+ * 10,000 runs would pay for it. The server instead runs one thread with its
+ * own connection that makes a PASSIVE checkpoint (never blocking writers)
+ * about once a second. */
+
+#define CHECKPOINT_INTERVAL_MS 1000
+
+struct checkpointer {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stop;          /* guarded by mu */
+    sqlite3 *db;        /* owned by the thread */
+};
+
+static void *checkpoint_main(void *arg)
+{
+    struct checkpointer *c = arg;
+    pthread_mutex_lock(&c->mu);
+    while (!c->stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += CHECKPOINT_INTERVAL_MS / 1000;
+        pthread_cond_timedwait(&c->cv, &c->mu, &until);
+        if (c->stop)
+            break;
+        pthread_mutex_unlock(&c->mu);
+        int log = 0, done = 0;
+        int rc = sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE,
+                                           &log, &done);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
+            log_warn("store: checkpoint: %s", sqlite3_errmsg(c->db));
+        pthread_mutex_lock(&c->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+int store_checkpointer_start(struct store *s, struct err *e)
+{
+    if (s->ckpt || !s->path || strcmp(s->path, ":memory:") == 0)
+        return 0;
+    struct checkpointer *c = xcalloc(1, sizeof *c);
+    int rc = sqlite3_open_v2(s->path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    if (rc != SQLITE_OK || sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS) != SQLITE_OK ||
+        sqlite3_exec(c->db, "PRAGMA synchronous = FULL", NULL, NULL, NULL) != SQLITE_OK) {
+        err_set(e, RR_E_IO, "checkpoint connection: %s",
+                c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+        sqlite3_close(c->db);
+        free(c);
+        return RR_E_IO;
+    }
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    if (pthread_create(&c->thread, NULL, checkpoint_main, c) != 0) {
+        sqlite3_close(c->db);
+        pthread_cond_destroy(&c->cv);
+        pthread_mutex_destroy(&c->mu);
+        free(c);
+        return err_set(e, RR_E_INTERNAL, "cannot start the checkpoint thread");
+    }
+    sqlite3_wal_autocheckpoint(s->db, 0);
+    s->ckpt = c;
+    return 0;
+}
+
+static void checkpointer_stop(struct checkpointer *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->mu);
+    c->stop = true;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->thread, NULL);
+    sqlite3_close(c->db);
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
 }
 
 int store_health(struct store *s, struct err *e)
@@ -1407,6 +1503,32 @@ int store_dep_list_by_key(struct store *s, const char *key_id, store_dep_cb cb, 
     return dep_walk(s, ST_DEP_LIST_KEY, key_id, cb, ud);
 }
 
+int store_dep_pipeline(struct store *s, const char *user, const char *project_id,
+                       char **out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = stmt_acquire(s, ST_DEP_PIPELINE, &st, NULL);
+    if (rc)
+        return rc;
+    if ((rc = bind_str(st, 1, user)) != SQLITE_OK ||
+        (rc = bind_str(st, 2, project_id)) != SQLITE_OK) {
+        rc = db_fail(s, NULL, rc, "bind");
+    } else {
+        int src = sqlite3_step(st);
+        const char *text = src == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
+        if (src == SQLITE_DONE)
+            rc = RR_E_NOTFOUND;
+        else if (src != SQLITE_ROW)
+            rc = db_fail(s, NULL, src, "get pipeline");
+        else if (!text)
+            rc = RR_E_IO;
+        else
+            *out = xstrndup(text, (size_t)sqlite3_column_bytes(st, 0));
+    }
+    stmt_release(s, ST_DEP_PIPELINE, st);
+    return rc;
+}
+
 int store_dep_set_progress(struct store *s, const char *user, const char *project_id,
                            double last_fire_at, double next_run_at)
 {
@@ -1619,6 +1741,13 @@ static int run_prune(struct store *s, const char *user, const char *project_id, 
         rc = step_done(s, st, NULL, "prune runs");
     stmt_release(s, ST_RUN_PRUNE, st);
     return rc;
+}
+
+int store_run_prune(struct store *s, const char *user, const char *project_id, int64_t keep)
+{
+    if (keep <= 0 || !user || !project_id)
+        return 0;
+    return run_prune(s, user, project_id, keep);
 }
 
 int store_run_insert(struct store *s, const struct store_run *r, int64_t keep, int64_t *id_out)

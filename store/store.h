@@ -57,6 +57,12 @@ void store_close(struct store *s); /* NULL is fine */
 int store_batch_begin(struct store *s) MUST_CHECK;
 int store_batch_commit(struct store *s) MUST_CHECK;
 
+/* Move WAL checkpoints off this connection's commits: a thread with its own
+ * connection makes a passive checkpoint about once a second, and this
+ * connection's automatic checkpoints are turned off. For long-lived
+ * processes (the server); stopped by store_close. */
+int store_checkpointer_start(struct store *s, struct err *e);
+
 /* Is the database usable: its file is still the one opened, at the same
  * path, and a read succeeds. 0, or RR_E_IO with the reason in e. */
 int store_health(struct store *s, struct err *e);
@@ -154,6 +160,10 @@ int store_dep_list(struct store *s, const char *user, store_dep_cb cb, void *ud)
  * that key is revoked), ordered by user then project_id. Same callback rules. */
 int store_dep_list_by_key(struct store *s, const char *key_id, store_dep_cb cb, void *ud);
 
+/* Just the pipeline text of a deployment (*out: free()). RR_E_NOTFOUND. */
+int store_dep_pipeline(struct store *s, const char *user, const char *project_id,
+                       char **out /* OUT */);
+
 /* Record the scheduler's progress for one deployment without touching the
  * rest of the row. RR_E_NOTFOUND. */
 int store_dep_set_progress(struct store *s, const char *user, const char *project_id,
@@ -215,6 +225,11 @@ int store_run_insert(struct store *s, const struct store_run *r, int64_t keep,
 /* Overwrite the mutable columns of row r->id: started_at, finished_at,
  * outcome, reason, exit_code, signal, output, pid, pid_start. RR_E_NOTFOUND. */
 int store_run_update(struct store *s, const struct store_run *r) MUST_CHECK;
+/* Drop a deployment's finished rows beyond its newest `keep` (what
+ * store_run_insert does with keep > 0), for callers that insert with keep 0
+ * on a hot path and prune later. */
+int store_run_prune(struct store *s, const char *user, const char *project_id,
+                    int64_t keep);
 int store_run_get(struct store *s, int64_t id, struct store_run *out /* OUT */);
 /* The row of a deployment with idempotency key `key`. RR_E_NOTFOUND. */
 int store_run_find_idem(struct store *s, const char *user, const char *project_id,
