@@ -745,7 +745,11 @@ static int cmd_test_clock(struct dap_app *app, struct dap_session *ss,
         app->test_now += json_number_value(jadv);
     else if (jset || jadv)
         return dap__fail(res, DAP_BAD_REQUEST, "set/advance must be numbers");
-    int fired = app->stopping ? 0 : sched_tick(app->sched, app->now());
+    int fired = 0;
+    if (!app->stopping) {
+        sched_release(app->sched, app->now());
+        fired = sched_tick(app->sched, app->now(), 0);
+    }
     buf_printf(&res->body, "{\"now\":%.6f,\"fired\":%d}", app->test_now, fired);
     return 0;
 }

@@ -216,22 +216,28 @@ static void revoke_poll(lws_sorted_usec_list_t *sul)
 
 static void on_tick(lws_sorted_usec_list_t *sul);
 
-/* Arm the tick timer at the earliest deadline (never more than a minute
- * away, so a stepped wall clock is noticed). With the test clock, time only
- * moves by rrtest_clock, which decides due ticks itself. */
+/* Arm the tick timer SCHED_TICK_LEAD before the earliest deadline (the
+ * engine decides ahead and holds those runs), or at the earliest held run,
+ * whichever comes first -- never more than a minute away, so a stepped wall
+ * clock is noticed. With the test clock, time only moves by rrtest_clock,
+ * which decides due ticks itself. */
 static void arm_tick(void)
 {
     if (srv.stopping || srv.app.test_clock)
         return;
     int64_t due = sched_next_deadline(srv.sched);
-    if (due == CRONX_NEVER) {
+    double release = sched_next_release(srv.sched);
+    double at = due == CRONX_NEVER ? 0 : (double)due - SCHED_TICK_LEAD;
+    if (release > 0 && (at == 0 || release < at))
+        at = release;
+    if (at == 0) {
         lws_sul_cancel(&srv.sul_tick);
         return;
     }
-    double delay = (double)due - time_now_real();
+    double delay = at - time_now_real();
     if (delay > TICK_MAX_SLEEP_S)
         delay = TICK_MAX_SLEEP_S;
-    /* +1 ms: the sul runs on the monotonic clock; never wake just before due */
+    /* +1 ms: the sul runs on the monotonic clock; never wake just before */
     lws_usec_t us = delay <= 0 ? 1 : (lws_usec_t)(delay * 1e6) + LWS_US_PER_MS;
     lws_sul_schedule(srv.ctx, 0, &srv.sul_tick, on_tick, us);
 }
@@ -239,8 +245,10 @@ static void arm_tick(void)
 static void on_tick(lws_sorted_usec_list_t *sul)
 {
     (void)sul;
-    if (!srv.stopping)
-        sched_tick(srv.sched, srv.app.now());
+    if (!srv.stopping) {
+        sched_release(srv.sched, srv.app.now());
+        sched_tick(srv.sched, srv.app.now(), SCHED_TICK_LEAD);
+    }
     arm_tick();
 }
 

@@ -47,8 +47,9 @@ struct sched_dep {
 /* A run decided inside a tick batch, handed to the executor only once the
  * batch (and so its ledger row) is committed. */
 struct pending {
-    struct sched_dep *dep;        /* borrowed: deps are not freed during a tick */
+    struct sched_dep *dep;        /* borrowed: a removed dep drops its entries */
     int64_t run_id;
+    int64_t release_at;           /* scheduled time; 0 = at once (manual) */
     const char *trigger;          /* static string */
     char when[32];
     char *pipeline;               /* owned */
@@ -74,6 +75,10 @@ struct sched {
     size_t npending, cap_pending;
     struct sched_dep **touched;   /* owned array: deps decided in this tick */
     size_t ntouched, cap_touched;
+    /* Runs decided ahead of their scheduled time (sched_tick's lead),
+     * committed and waiting for it. Few: at most one per deployment. */
+    struct pending *held;         /* owned array */
+    size_t nheld, cap_held;
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -479,7 +484,7 @@ static int start_run(struct sched *s, struct sched_dep *d, const char *trigger,
     }
     d->run_id = r.id;
     struct pending p = {.dep = d, .run_id = r.id, .trigger = trigger,
-                        .pipeline = pipeline};
+                        .release_at = scheduled_for, .pipeline = pipeline};
     iso_utc(scheduled_for ? scheduled_for : (int64_t)floor(now), p.when);
     if (s->in_tick) {
         if (s->npending == s->cap_pending) {
@@ -603,7 +608,8 @@ static void fire(struct sched *s, struct sched_dep *d, int64_t now, double now_f
                     "clock jumped forward or the server was stalled", n - 1, due,
                     now_f);
     }
-    record_lateness(&s->stats, now_f - (double)latest);
+    if (latest <= now)
+        record_lateness(&s->stats, now_f - (double)latest);
 
     char why[160];
     if (owner_problem(s, d, now_f, why, sizeof why)) {
@@ -668,6 +674,9 @@ void sched_free(struct sched *s)
     }
     free(s->buckets);
     free(s->heap);
+    for (size_t i = 0; i < s->nheld; i++)
+        free(s->held[i].pipeline);
+    free(s->held);
     free(s->pending);
     free(s->touched);
     free(s);
@@ -723,6 +732,19 @@ void sched_dep_removed(struct sched *s, const char *user, const char *project_id
     struct sched_dep *d = dep_find(s, user, project_id);
     if (!d)
         return;
+    /* A run decided ahead and not started yet: forget it (its row went with
+     * the deployment). */
+    size_t keep = 0;
+    for (size_t i = 0; i < s->nheld; i++) {
+        if (s->held[i].dep == d) {
+            if (d->run_id == s->held[i].run_id)
+                d->run_id = 0;
+            free(s->held[i].pipeline);
+        } else {
+            s->held[keep++] = s->held[i];
+        }
+    }
+    s->nheld = keep;
     if (d->run_id && s->exec.cancel)
         s->exec.cancel(s->exec.ud, d->run_id, STORE_RUN_INTERRUPTED);
     emit(s, d, user, project_id, "removed", NULL, NULL);
@@ -811,10 +833,76 @@ int64_t sched_next_deadline(const struct sched *s)
     return s->heap_n ? s->heap[0]->next_at : CRONX_NEVER;
 }
 
-int sched_tick(struct sched *s, double now)
+static void hold(struct sched *s, const struct pending *p)
+{
+    if (s->nheld == s->cap_held) {
+        s->cap_held = s->cap_held ? s->cap_held * 2 : 64;
+        s->held = xrealloc(s->held, s->cap_held * sizeof *s->held);
+    }
+    s->held[s->nheld++] = *p;
+}
+
+/* A held run whose deployment was paused or errored before its time does
+ * not start: its row says why. */
+static void drop_held(struct sched *s, struct pending *p, double now,
+                      const char *why)
+{
+    struct store_run r;
+    if (store_run_get(s->store, p->run_id, &r) == 0) {
+        r.outcome = STORE_RUN_CANCELLED;
+        r.finished_at = now;
+        free(r.reason);
+        r.reason = xstrdup(why);
+        if (store_run_update(s->store, &r) != 0)
+            log_error("run %lld: cannot record that it did not start",
+                      (long long)p->run_id);
+        store_run_clear(&r);
+    }
+    if (p->dep->run_id == p->run_id)
+        p->dep->run_id = 0;
+    free(p->pipeline);
+    p->pipeline = NULL;
+}
+
+int sched_release(struct sched *s, double now)
 {
     int64_t t = (int64_t)floor(now);
-    if (!s->heap_n || s->heap[0]->next_at > t)
+    int released = 0;
+    size_t keep = 0;
+    for (size_t i = 0; i < s->nheld; i++) {
+        struct pending *p = &s->held[i];
+        if (p->release_at > t) {
+            s->held[keep++] = *p;
+            continue;
+        }
+        if (p->dep->state == STORE_PAUSED)
+            drop_held(s, p, now, "deployment paused before the run's time");
+        else if (p->dep->state == STORE_ERRORED)
+            drop_held(s, p, now, "deployment errored before the run's time");
+        else {
+            record_lateness(&s->stats, now - (double)p->release_at);
+            submit(s, p, now);
+            released++;
+        }
+    }
+    s->nheld = keep;
+    return released;
+}
+
+double sched_next_release(const struct sched *s)
+{
+    int64_t first = CRONX_NEVER;
+    for (size_t i = 0; i < s->nheld; i++)
+        if (first == CRONX_NEVER || s->held[i].release_at < first)
+            first = s->held[i].release_at;
+    return first == CRONX_NEVER ? 0 : (double)first;
+}
+
+int sched_tick(struct sched *s, double now, double lead)
+{
+    int64_t t = (int64_t)floor(now);
+    int64_t ahead = (int64_t)floor(now + (lead > 0 ? lead : 0));
+    if (!s->heap_n || s->heap[0]->next_at > ahead)
         return 0;
     /* One transaction for every decision of this wake-up: 10,000 ticks due
      * in the same second cost one fsync, not 40,000. */
@@ -822,10 +910,31 @@ int sched_tick(struct sched *s, double now)
     s->in_tick = true;
     s->owner_memo = false;
     int fired = 0;
-    while (s->heap_n && s->heap[0]->next_at <= t) {
-        fire(s, s->heap[0], t, now);
+    /* Due now: decided as they stand. Due within the lead: decided ahead,
+     * so that a burst's ledger rows are durable by the time it is due --
+     * but only for deployments with nothing running, which could not
+     * overlap; the others wait for their time. */
+    struct sched_dep **later = NULL;
+    size_t nlater = 0, cap_later = 0;
+    while (s->heap_n && s->heap[0]->next_at <= ahead) {
+        struct sched_dep *d = s->heap[0];
+        if (d->next_at > t && d->run_id) {
+            if (nlater == cap_later) {
+                cap_later = cap_later ? cap_later * 2 : 16;
+                later = xrealloc(later, cap_later * sizeof *later);
+            }
+            later[nlater++] = d;
+            int64_t at = d->next_at;
+            heap_remove(s, d);
+            d->next_at = at;
+            continue;
+        }
+        fire(s, d, t, now);
         fired++;
     }
+    for (size_t i = 0; i < nlater; i++)
+        heap_set(s, later[i], later[i]->next_at);
+    free(later);
     s->in_tick = false;
     if (batch && store_batch_commit(s->store) != 0) {
         /* Nothing of this tick was kept: start none of its runs. */
@@ -840,8 +949,12 @@ int sched_tick(struct sched *s, double now)
         s->ntouched = 0;
         return fired;
     }
-    for (size_t i = 0; i < s->npending; i++)
-        submit(s, &s->pending[i], now);
+    for (size_t i = 0; i < s->npending; i++) {
+        if (s->pending[i].release_at > t)
+            hold(s, &s->pending[i]);
+        else
+            submit(s, &s->pending[i], now);
+    }
     s->npending = 0;
     /* Off the latency-critical path: progress and ledger pruning of every
      * deployment decided, again in one transaction. */

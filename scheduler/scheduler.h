@@ -86,6 +86,7 @@ int cronx_zone_check(const char *name, struct err *e);
  * cfg.emit as the body of an apaevt_deploy event. */
 
 #define SCHED_DEV_KEY_ID "dev" /* owner_key_id of the ROCKETRIDE_APIKEY key */
+#define SCHED_TICK_LEAD 1.0    /* seconds ahead the server decides due ticks */
 
 struct sched;
 
@@ -175,8 +176,17 @@ void sched_dep_removed(struct sched *s, const char *user, const char *project_id
 
 /* Earliest fire instant of all deployments, CRONX_NEVER when none. */
 int64_t sched_next_deadline(const struct sched *s);
-/* Decide every tick due at `now`; returns how many deployments fired. */
-int sched_tick(struct sched *s, double now);
+/* Decide every tick due at `now`, and -- with lead > 0 -- the ticks due
+ * within `lead` seconds of deployments that have nothing running (those
+ * cannot overlap): their ledger rows are committed now and their runs held
+ * until their time (sched_release), so a burst of thousands due in the same
+ * second starts on time. Returns how many deployments were decided. */
+int sched_tick(struct sched *s, double now, double lead);
+/* Start the held runs whose time has come (one whose deployment was paused
+ * or errored meanwhile does not start; its row says so). Returns how many. */
+int sched_release(struct sched *s, double now);
+/* When the earliest held run is due (Unix seconds), 0 when none is held. */
+double sched_next_release(const struct sched *s);
 
 /* rrext_deploy_run: start a manual run now, or return the run recorded under
  * the same idempotency key. Errors (message in e): RR_E_NOTFOUND; RR_E_BUSY
