@@ -948,28 +948,27 @@ static int cmd_update(struct ctx *x)
     return rc;
 }
 
-static int cmd_remove(struct ctx *x)
+/* A command whose only argument is the project id and whose answer is {}. */
+static int project_only(struct ctx *x, const char *command, const char *verb)
 {
     struct buf args;
     buf_init(&args, 0);
     args_project(&args, x->pos[0]);
     buf_putc(&args, '}');
-    x->done_verb = "removed";
-    int rc = simple(x, "rrext_deploy_remove", buf_cstr(&args), show_done);
+    x->done_verb = verb;
+    int rc = simple(x, command, buf_cstr(&args), show_done);
     buf_free(&args);
     return rc;
 }
 
+static int cmd_remove(struct ctx *x)
+{
+    return project_only(x, "rrext_deploy_remove", "removed");
+}
+
 static int cmd_cancel(struct ctx *x)
 {
-    struct buf args;
-    buf_init(&args, 0);
-    args_project(&args, x->pos[0]);
-    buf_putc(&args, '}');
-    x->done_verb = "cancel requested for";
-    int rc = simple(x, "rrext_deploy_cancel", buf_cstr(&args), show_done);
-    buf_free(&args);
-    return rc;
+    return project_only(x, "rrext_deploy_cancel", "cancel requested for");
 }
 
 static int show_runs(struct ctx *x, const struct dap__msg *m)
