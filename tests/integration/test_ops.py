@@ -127,6 +127,30 @@ class HealthAndMetrics(ServerTest):
         self.assertEqual(value(m, "rrdeploy_fire_lateness_seconds_count"), 0)
         self.assertEqual(value(m, "rrdeploy_build_info", version="0.1.0"), 1)
 
+    @async_test(timeout=60)
+    async def test_logs_hold_no_secrets(self):
+        secret = "s3cr3t-pipeline-value-7f1c"
+        srv = self.new_server(["--log-level", "debug", "--exec", "cat >/dev/null"])
+        user_key = srv.create_key("logger")
+        c = await self.client(srv, key=user_key)
+        self.assertOk(await c.call("rrext_deploy_add",
+                                   pipeline=pipeline("sec", token=secret),
+                                   schedule="@daily"))
+        self.assertOk(await c.call("rrext_deploy_watch", projectId="sec"))
+        self.assertOk(await c.call("rrext_deploy_run", projectId="sec"))
+        await c.wait_event(lambda b: b.get("action") == "run_finished", timeout=30)
+        wrong = user_key[:-1] + ("1" if user_key.endswith("0") else "0")
+        bad = await self.client(srv)
+        self.assertErr(await bad.call("auth", auth=wrong), "unauthorized")
+        srv.revoke_key(user_key)
+        srv.stop()
+        log = srv.stderr(all_generations=True)
+        # the bootstrap key is printed once, on purpose, outside the log lines
+        log = log.replace(srv.admin_key, "")
+        self.assertIn("auth ok", log)
+        for needle in (user_key, wrong, user_key[4:20], secret):
+            self.assertNotIn(needle, log)
+
 
 class Tls(ServerTest):
     SHARED_SERVER = False
