@@ -53,7 +53,7 @@ struct pss {
     struct buf rx;             /* message being assembled */
     bool rx_binary;
     struct frame *q_head, *q_tail;
-    size_t q_bytes;            /* bytes queued, for flow control */
+    size_t q_bytes;            /* memory queued (frame_cost), for flow control */
     size_t sent;               /* bytes of q_head already written */
     bool rx_paused;
     bool auth_timer;           /* the unauthenticated timeout is armed */
@@ -89,6 +89,13 @@ static double clock_now(void)
 
 /* ---------------------------------------------------------------- queue */
 
+/* What a queued frame costs in memory: its bytes and the allocations around
+ * them, so a flood of tiny replies is throttled as early as a few big ones. */
+static size_t frame_cost(const struct frame *f)
+{
+    return f->b.len + sizeof *f + DAP_FRAME_HEAD + 64;
+}
+
 static void enqueue(void *ud, struct buf *frame)
 {
     struct pss *p = ud;
@@ -101,7 +108,7 @@ static void enqueue(void *ud, struct buf *frame)
     else
         p->q_head = f;
     p->q_tail = f;
-    p->q_bytes += f->b.len;
+    p->q_bytes += frame_cost(f);
     if (!p->rx_paused && p->q_bytes > QUEUE_HIGH) {
         lws_rx_flow_control(p->wsi, 0);
         p->rx_paused = true;
@@ -153,7 +160,7 @@ static int write_some(struct pss *p)
         p->q_head = f->next;
         if (!p->q_head)
             p->q_tail = NULL;
-        p->q_bytes -= f->b.len;
+        p->q_bytes -= frame_cost(f);
         p->sent = 0;
         buf_free(&f->b);
         free(f);
