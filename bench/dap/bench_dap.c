@@ -1108,7 +1108,7 @@ static void print_header(void)
 /* Median of each column over reps. */
 static void median_result(const struct result *rs, int n, struct result *out)
 {
-    double v[MAX_REPS];
+    double v[MAX_REPS] = {0};
     memset(out, 0, sizeof *out);
 #define MED(field)                                                                   \
     do {                                                                             \
