@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -181,6 +182,41 @@ static void test_buf_json_bytes(void **state)
     buf_free(&b);
 }
 
+static void test_buf_json_time(void **state)
+{
+    (void)state;
+    static const struct {
+        double t;
+        const char *want;
+    } cases[] = {
+        {0, "0.000000"},
+        {1767225600.25, "1767225600.250000"},
+        {1763797397.5123449, "1763797397.512345"},
+        {0.0000004, "0.000000"},
+        {0.0000006, "0.000001"},
+        {59.9999996, "60.000000"},
+        {-1.5, "-1.500000"},
+        {253402300799.999999, "253402300800.000000"},
+    };
+    struct buf b;
+    buf_init(&b, 0);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        buf_reset(&b);
+        buf_json_time(&b, cases[i].t);
+        assert_string_equal(buf_cstr(&b), cases[i].want);
+    }
+    /* agrees with printf's rounding on ordinary timestamps */
+    for (int i = 0; i < 100000; i++) {
+        double t = 1.7e9 + i * 0.3579 + i * 1e-7;
+        char want[64];
+        snprintf(want, sizeof want, "%.6f", t);
+        buf_reset(&b);
+        buf_json_time(&b, t);
+        assert_string_equal(buf_cstr(&b), want);
+    }
+    buf_free(&b);
+}
+
 static void test_err_set(void **state)
 {
     (void)state;
@@ -203,6 +239,7 @@ int main(void)
         cmocka_unit_test(test_jraw_member_garbage),
         cmocka_unit_test(test_buf_json),
         cmocka_unit_test(test_buf_json_bytes),
+        cmocka_unit_test(test_buf_json_time),
         cmocka_unit_test(test_err_set),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
