@@ -256,7 +256,7 @@ static void dep_delete(struct sched *s, struct sched_dep *d)
 
 /* ---------------------------------------------------------------- events */
 
-void sched_run_json(struct buf *b, const struct store_run *r)
+void sched_run_json(struct buf *b, const struct store_run *r, bool with_output)
 {
     buf_printf(b, "{\"id\":%lld,\"projectId\":", (long long)r->id);
     buf_json_cstr(b, r->project_id);
@@ -290,11 +290,13 @@ void sched_run_json(struct buf *b, const struct store_run *r)
         buf_printf(b, "%d", r->signal);
     else
         buf_puts(b, "null");
-    buf_puts(b, ",\"output_tail\":");
-    if (r->output)
-        buf_json_bytes(b, r->output, r->output_len);
-    else
-        buf_puts(b, "null");
+    if (with_output) {
+        buf_puts(b, ",\"output_tail\":");
+        if (r->output)
+            buf_json_bytes(b, r->output, r->output_len);
+        else
+            buf_puts(b, "null");
+    }
     buf_puts(b, ",\"idempotency_key\":");
     buf_json_cstr(b, r->idempotency_key);
     if (r->outcome == STORE_RUN_MISSED) {
@@ -322,7 +324,7 @@ static void emit(struct sched *s, const struct sched_dep *d, const char *user,
     buf_json_cstr(&b, project_id);
     if (run) {
         buf_puts(&b, ",\"run\":");
-        sched_run_json(&b, run);
+        sched_run_json(&b, run, true);
     }
     if (extra)
         buf_puts(&b, extra);

@@ -208,8 +208,9 @@ void sched_run_finished(struct sched *s, const struct sched_result *res);
  * returns how many became errored, or a negative code. */
 int sched_keys_changed(struct sched *s, double now);
 
-/* The run object as it appears on the wire. */
-void sched_run_json(struct buf *b, const struct store_run *r);
+/* The run object as it appears on the wire; without its output tail when
+ * with_output is false (the last_run summary inside deployment records). */
+void sched_run_json(struct buf *b, const struct store_run *r, bool with_output);
 
 const struct sched_stats *sched_stats(const struct sched *s);
 /* Deployments indexed, by state (indexed by enum store_state). */

@@ -178,6 +178,7 @@ enum stmt_id {
     ST_RUN_LAST,
     ST_RUN_LIST,
     ST_RUN_LIVE,
+    ST_RUN_LAST_EACH,
     ST_DEP_PIPELINE,
     ST_RUN_INTERRUPT,
     ST__COUNT
@@ -261,6 +262,13 @@ static const char *const stmt_sql[ST__COUNT] = {
     /* A negative LIMIT means no limit. */
     [ST_RUN_LIST] = RUN_COLS "WHERE user = ?1 AND project_id = ?2 ORDER BY id DESC LIMIT ?3",
     [ST_DEP_PIPELINE] = "SELECT pipeline FROM deployments WHERE user = ?1 AND project_id = ?2",
+    /* Output left out (NULL): a summary per deployment for list answers. */
+    [ST_RUN_LAST_EACH] =
+        "SELECT id, user, project_id, trigger, scheduled_for, created_at, started_at, "
+        "finished_at, outcome, reason, exit_code, signal, NULL, idempotency_key, "
+        "missed_count, window_start, window_end, pid, pid_start FROM runs "
+        "WHERE id IN (SELECT max(id) FROM runs WHERE user = ?1 GROUP BY project_id) "
+        "ORDER BY project_id",
     [ST_RUN_LIVE] = RUN_COLS "WHERE outcome IN ('queued', 'running') ORDER BY id",
     [ST_RUN_INTERRUPT] =
         "UPDATE runs SET outcome = 'interrupted', reason = ?1, finished_at = ?2 "
@@ -1914,6 +1922,22 @@ int store_run_list(struct store *s, const char *user, const char *project_id, in
     else
         rc = run_walk(s, st, cb, ud);
     stmt_release(s, ST_RUN_LIST, st);
+    return rc;
+}
+
+int store_run_last_each(struct store *s, const char *user, store_run_cb cb, void *ud)
+{
+    if (!user)
+        return 0;
+    sqlite3_stmt *st = NULL;
+    int rc = stmt_acquire(s, ST_RUN_LAST_EACH, &st, NULL);
+    if (rc)
+        return rc;
+    if ((rc = bind_str(st, 1, user)) != SQLITE_OK)
+        rc = db_fail(s, NULL, rc, "bind");
+    else
+        rc = run_walk(s, st, cb, ud);
+    stmt_release(s, ST_RUN_LAST_EACH, st);
     return rc;
 }
 

@@ -242,6 +242,9 @@ int store_run_last(struct store *s, const char *user, const char *project_id,
 typedef int (*store_run_cb)(const struct store_run *r, void *ud);
 int store_run_list(struct store *s, const char *user, const char *project_id,
                    int64_t limit, store_run_cb cb, void *ud);
+/* The newest row of each of user's deployments that has any, ordered by
+ * project_id, without output (output NULL). Same callback rules. */
+int store_run_last_each(struct store *s, const char *user, store_run_cb cb, void *ud);
 /* Every row still queued or running, oldest first. Same callback rules. */
 int store_run_list_live(struct store *s, store_run_cb cb, void *ud);
 /* Every row still queued or running becomes interrupted with `reason` and
