@@ -774,12 +774,17 @@ static int cmd_test_clock(struct dap_app *app, struct dap_session *ss,
         return dap__fail(res, DAP_BAD_REQUEST, "Invalid command: rrtest_clock");
     json_t *jset = json_object_get(req->args, "set");
     json_t *jadv = json_object_get(req->args, "advance");
+    double t = app->test_now;
     if (jset && json_is_number(jset))
-        app->test_now = json_number_value(jset);
+        t = json_number_value(jset);
     else if (jadv && json_is_number(jadv))
-        app->test_now += json_number_value(jadv);
+        t += json_number_value(jadv);
     else if (jset || jadv)
         return dap__fail(res, DAP_BAD_REQUEST, "set/advance must be numbers");
+    if (!(t >= 0 && t <= 253402300799.0)) /* 1970 .. 9999, and not NaN */
+        return dap__fail(res, DAP_BAD_REQUEST,
+                         "the test clock must stay within 1970-9999");
+    app->test_now = t;
     int fired = 0;
     if (!app->stopping) {
         sched_release(app->sched, app->now());
