@@ -376,14 +376,15 @@ static void begin_shutdown(void)
                      (lws_usec_t)(srv.app.cfg->shutdown_grace_s * 1e6));
 }
 
-/* Runs that outlived the grace: their processes are stopped and their rows
- * say interrupted. */
+/* Runs that outlived the grace: their rows say interrupted, then their
+ * processes are stopped. */
 static void finish_shutdown(void)
 {
     drain_runner();
+    /* Still running, queued behind --max-runs, or decided ahead and held:
+     * none of them will finish now. */
     int64_t n = 0;
-    if (runner_active(srv.runner) > 0 &&
-        store_run_interrupt_all(srv.app.store, srv.app.now(),
+    if (store_run_interrupt_all(srv.app.store, srv.app.now(),
                                 "server shut down before the run finished", &n) == 0 &&
         n > 0)
         log_warn("%lld run(s) recorded as interrupted", (long long)n);
