@@ -506,6 +506,10 @@ int main(int argc, char **argv)
         printf("rrdeploy %s\n", RRDEPLOY_VERSION);
         return 0;
     }
+    if (strcmp(cmd, "help") == 0 && argc > 2 && dap_cli_is_command(argv[2])) {
+        char *sub[] = {argv[2], (char *)"--help", NULL};
+        return dap_cli_main(2, sub); /* `rrdeploy help add` = `rrdeploy add --help` */
+    }
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 ||
         strcmp(cmd, "-h") == 0) {
         usage(stdout);

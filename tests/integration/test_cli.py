@@ -137,6 +137,7 @@ class CliTest(CliBase):
             out = self.ok(cmd, "--help", url=False, key=False)
             self.assertTrue(out.startswith("usage: rrdeploy %s" % cmd), out)
             self.assertIn("--url URL", out)
+            self.assertEqual(self.ok("help", cmd, url=False, key=False), out)
         self.assertIn("--schedule S", self.ok("add", "--help", url=False,
                                               key=False))
         self.assertIn("--idempotency-key K", self.ok("run", "-h", url=False,
