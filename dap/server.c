@@ -45,6 +45,13 @@ struct frame {
     struct buf b; /* owned; DAP_FRAME_HEAD headroom */
 };
 
+/* A complete client message waiting for the end of the service pass. */
+struct inmsg {
+    struct inmsg *next;
+    struct buf text; /* owned */
+    bool binary;
+};
+
 /* Per-connection state; lws allocates it zeroed and frees it after CLOSED. */
 struct pss {
     struct dap_session ss;
@@ -60,6 +67,10 @@ struct pss {
     bool close_sent;           /* the closing handshake has been started */
     struct buf http;           /* HTTP connections: the response body */
     size_t http_sent;
+    struct inmsg *in_head, *in_tail; /* owned: messages not handled yet */
+    struct pss *ready_next;    /* in server.ready while it has messages */
+    bool ready;
+    struct frame *q_mark;      /* the queue's tail before this pass's replies */
     bool live;                 /* ESTABLISHED seen, not yet CLOSED */
 };
 
@@ -67,6 +78,7 @@ struct server {
     struct dap_app app;
     struct lws_context *ctx;
     struct pss *sessions;      /* live WebSocket sessions */
+    struct pss *ready;         /* sessions with messages waiting */
     lws_sorted_usec_list_t sul_revoke;
     lws_sorted_usec_list_t sul_tick;
     lws_sorted_usec_list_t sul_grace;
@@ -94,6 +106,17 @@ static double clock_now(void)
 static size_t frame_cost(const struct frame *f)
 {
     return f->b.len + sizeof *f + DAP_FRAME_HEAD + 64;
+}
+
+/* Put p on the list of sessions whose messages the end of the service
+ * pass handles. */
+static void mark_ready(struct pss *p)
+{
+    if (p->ready)
+        return;
+    p->ready = true;
+    p->ready_next = srv.ready;
+    srv.ready = p;
 }
 
 static void enqueue(void *ud, struct buf *frame)
@@ -168,6 +191,8 @@ static int write_some(struct pss *p)
     if (p->rx_paused && p->q_bytes < QUEUE_LOW) {
         lws_rx_flow_control(p->wsi, 1);
         p->rx_paused = false;
+        if (p->in_head) /* messages left waiting: the next pass */
+            mark_ready(p);
     }
     if (p->q_head || (p->ss.closing && !p->close_sent))
         lws_callback_on_writable(p->wsi);
@@ -188,23 +213,117 @@ static void auth_timer_update(struct pss *p)
     }
 }
 
+/* A whole message arrived: keep it for the end of this service pass. */
 static void on_message(struct pss *p)
 {
-    const char *text = buf_data(&p->rx);
-    size_t len = p->rx.len;
-    if (p->rx_binary) { /* JSON header, '\n', then raw data we do not use */
+    struct inmsg *m = xmalloc(sizeof *m);
+    m->next = NULL;
+    m->text = p->rx; /* take the buffer */
+    m->binary = p->rx_binary;
+    buf_init(&p->rx, 0);
+    if (p->in_tail)
+        p->in_tail->next = m;
+    else
+        p->in_head = m;
+    p->in_tail = m;
+    mark_ready(p);
+}
+
+static void inbox_free(struct pss *p)
+{
+    while (p->in_head) {
+        struct inmsg *m = p->in_head;
+        p->in_head = m->next;
+        buf_free(&m->text);
+        free(m);
+    }
+    p->in_tail = NULL;
+    if (p->ready) { /* unlink from the ready list */
+        struct pss **pp = &srv.ready;
+        while (*pp != p)
+            pp = &(*pp)->ready_next;
+        *pp = p->ready_next;
+        p->ready = false;
+    }
+}
+
+static void handle(struct pss *p, struct inmsg *m)
+{
+    const char *text = buf_data(&m->text);
+    size_t len = m->text.len;
+    if (m->binary) { /* JSON header, '\n', then raw data we do not use */
         const char *nl = memchr(text, '\n', len);
         if (nl)
             len = (size_t)(nl - text);
     }
     if (!p->ss.closing)
         dap__handle_message(&srv.app, &p->ss, text, len, enqueue, p);
-    arm_tick(); /* the message may have changed a deployment */
-    if (p->rx.cap > WRITE_CHUNK)
-        buf_free(&p->rx); /* do not keep a 16 MiB buffer per idle client */
+}
+
+/* Drop the replies queued after p->q_mark (their writes were not kept) and
+ * close the connection. */
+static void drop_since_mark(struct pss *p)
+{
+    struct frame *f = p->q_mark ? p->q_mark->next : p->q_head;
+    if (p->q_mark)
+        p->q_mark->next = NULL;
     else
-        buf_reset(&p->rx);
-    auth_timer_update(p);
+        p->q_head = NULL;
+    p->q_tail = p->q_mark;
+    while (f) {
+        struct frame *next = f->next;
+        p->q_bytes -= frame_cost(f);
+        buf_free(&f->b);
+        free(f);
+        f = next;
+    }
+    p->ss.closing = true;
+    lws_callback_on_writable(p->wsi);
+}
+
+/* After each service pass: every message that arrived in it, handled in one
+ * store transaction (group commit: many clients' adds share one fsync, reads
+ * share one read transaction). Replies only leave from WRITEABLE, in a later
+ * pass, so none is sent before the commit; runs decided meanwhile start after
+ * it. If the commit fails, the replies of this pass are dropped and their
+ * connections closed: nothing acknowledged is lost. */
+static void process_ready(void)
+{
+    struct pss *list = srv.ready;
+    if (!list)
+        return;
+    srv.ready = NULL;
+    bool batch = store_batch_begin(srv.app.store) == 0;
+    sched_defer_begin(srv.sched);
+    for (struct pss *p = list; p; p = p->ready_next) {
+        p->ready = false;
+        p->q_mark = p->q_tail;
+        /* A client that does not read its replies gets no more handled
+         * than fit under the queue's high-water mark; the rest waits until
+         * the queue drains (write_some puts the session back). */
+        while (p->in_head && !p->rx_paused) {
+            struct inmsg *m = p->in_head;
+            p->in_head = m->next;
+            handle(p, m);
+            buf_free(&m->text);
+            free(m);
+        }
+        if (!p->in_head)
+            p->in_tail = NULL;
+    }
+    bool ok = !batch || store_batch_commit(srv.app.store) == 0;
+    sched_defer_end(srv.sched, srv.app.now(), ok);
+    for (struct pss *p = list, *next; p; p = next) {
+        next = p->ready_next;
+        p->ready_next = NULL;
+        if (!ok)
+            drop_since_mark(p);
+        auth_timer_update(p);
+    }
+    if (!ok)
+        log_error("could not commit the requests of this pass; their "
+                  "connections are closed unanswered");
+    arm_tick(); /* the messages may have changed deployments */
 }
 
 static void revoke_poll(lws_sorted_usec_list_t *sul)
@@ -562,6 +681,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
             srv.sessions = p->next;
         if (p->next)
             p->next->prev = p->prev;
+        inbox_free(p);
         queue_free(p);
         buf_free(&p->rx);
         dap__session_clear(&p->ss);
@@ -738,6 +858,7 @@ int dap_serve(const struct dap_config *cfg, struct store *st)
     while (!srv.exit_loop) {
         if (lws_service(srv.ctx, 0) < 0)
             break;
+        process_ready();
         if (stop_requested && !srv.stopping)
             begin_shutdown();
     }

@@ -66,6 +66,7 @@ struct sched {
     uint64_t seq;
     struct sched_stats stats;
     bool in_tick;                 /* decisions are batched; runs wait in pending */
+    bool deferring;               /* the caller's batch is open: runs wait too */
     /* Within one tick a key cannot change: the last owner key looked up and
      * its row (found or not) serve every deployment it owns. */
     bool owner_memo;
@@ -488,7 +489,7 @@ static int start_run(struct sched *s, struct sched_dep *d, const char *trigger,
     struct pending p = {.dep = d, .run_id = r.id, .trigger = trigger,
                         .release_at = scheduled_for, .pipeline = pipeline};
     iso_utc(scheduled_for ? scheduled_for : (int64_t)floor(now), p.when);
-    if (s->in_tick) {
+    if (s->in_tick || s->deferring) {
         if (s->npending == s->cap_pending) {
             s->cap_pending = s->cap_pending ? s->cap_pending * 2 : 64;
             s->pending = xrealloc(s->pending, s->cap_pending * sizeof *s->pending);
@@ -951,13 +952,16 @@ int sched_tick(struct sched *s, double now, double lead)
         s->ntouched = 0;
         return fired;
     }
+    size_t waiting = 0;
     for (size_t i = 0; i < s->npending; i++) {
         if (s->pending[i].release_at > t)
             hold(s, &s->pending[i]);
+        else if (s->deferring) /* inside the caller's batch: after its commit */
+            s->pending[waiting++] = s->pending[i];
         else
             submit(s, &s->pending[i], now);
     }
-    s->npending = 0;
+    s->npending = waiting;
     /* Off the latency-critical path: progress and ledger pruning of every
      * deployment decided, again in one transaction. */
     batch = store_batch_begin(s->store) == 0;
@@ -972,6 +976,30 @@ int sched_tick(struct sched *s, double now, double lead)
     if (batch && store_batch_commit(s->store) != 0)
         log_error("scheduler: could not record the progress of %d tick(s)", fired);
     return fired;
+}
+
+void sched_defer_begin(struct sched *s)
+{
+    s->deferring = true;
+}
+
+void sched_defer_end(struct sched *s, double now, bool committed)
+{
+    int64_t t = (int64_t)floor(now);
+    s->deferring = false;
+    for (size_t i = 0; i < s->npending; i++) {
+        struct pending *p = &s->pending[i];
+        if (!committed) { /* its row was rolled back: it never was */
+            if (p->dep->run_id == p->run_id)
+                p->dep->run_id = 0;
+            free(p->pipeline);
+        } else if (p->release_at > t) {
+            hold(s, p);
+        } else {
+            submit(s, p, now);
+        }
+    }
+    s->npending = 0;
 }
 
 static const char *dep_name(const struct sched_dep *d)

@@ -188,6 +188,13 @@ int sched_release(struct sched *s, double now);
 /* When the earliest held run is due (Unix seconds), 0 when none is held. */
 double sched_next_release(const struct sched *s);
 
+/* The caller has opened a store batch (store_batch_begin) around several
+ * calls: runs decided meanwhile are not handed to the executor until
+ * sched_defer_end, which the caller calls after its commit (committed true)
+ * or its failure (false: those runs never were). */
+void sched_defer_begin(struct sched *s);
+void sched_defer_end(struct sched *s, double now, bool committed);
+
 /* rrext_deploy_run: start a manual run now, or return the run recorded under
  * the same idempotency key. Errors (message in e): RR_E_NOTFOUND; RR_E_BUSY
  * for paused, errored or already running. *out is filled on success. */
