@@ -35,6 +35,7 @@
 _Static_assert(DAP_FRAME_HEAD >= LWS_PRE, "frame headroom too small for lws");
 
 #define WRITE_CHUNK (64 * 1024)          /* bytes written per WRITEABLE */
+#define COALESCE_FRAME_MAX (16 * 1024)   /* replies shorter than this may share a send */
 #define QUEUE_HIGH (4u * 1024 * 1024)    /* stop reading above this */
 #define QUEUE_LOW (1u * 1024 * 1024)     /* resume reading below this */
 #define REVOKE_POLL_US (250 * LWS_US_PER_MS)
@@ -152,6 +153,49 @@ static void queue_free(struct pss *p)
     p->q_bytes = 0;
 }
 
+/* The queue head is fully written: drop it. */
+static void pop_frame(struct pss *p)
+{
+    struct frame *f = p->q_head;
+    p->q_head = f->next;
+    if (!p->q_head)
+        p->q_tail = NULL;
+    p->q_bytes -= frame_cost(f);
+    p->sent = 0;
+    buf_free(&f->b);
+    free(f);
+}
+
+/* Several small replies queued (pipelined requests): frame them ourselves,
+ * back to back in one buffer, and hand it to lws as raw bytes -- one send
+ * instead of one per reply. Server frames are unmasked, so a frame is a 2 or
+ * 4 byte header and the payload. */
+static int write_coalesced(struct pss *p)
+{
+    struct buf out;
+    buf_init(&out, LWS_PRE);
+    for (struct frame *f = p->q_head; f && f->b.len < COALESCE_FRAME_MAX &&
+                                      out.len + f->b.len + 4 <= WRITE_CHUNK;
+         f = p->q_head) {
+        unsigned char hdr[4] = {0x81}; /* FIN, text */
+        size_t hlen = 2;
+        if (f->b.len < 126) {
+            hdr[1] = (unsigned char)f->b.len;
+        } else {
+            hdr[1] = 126;
+            hdr[2] = (unsigned char)(f->b.len >> 8);
+            hdr[3] = (unsigned char)(f->b.len & 0xff);
+            hlen = 4;
+        }
+        buf_append(&out, hdr, hlen);
+        buf_append(&out, buf_data(&f->b), f->b.len);
+        pop_frame(p);
+    }
+    int rc = lws_write(p->wsi, (unsigned char *)buf_data(&out), out.len, LWS_WRITE_RAW);
+    buf_free(&out);
+    return rc < 0 ? -1 : 0;
+}
+
 /* Write the next chunk of the queue head. Returns -1 to close. */
 static int write_some(struct pss *p)
 {
@@ -170,23 +214,21 @@ static int write_some(struct pss *p)
         }
         return 0;
     }
-    size_t left = f->b.len - p->sent;
-    size_t chunk = left > WRITE_CHUNK ? WRITE_CHUNK : left;
-    int flags = lws_write_ws_flags(LWS_WRITE_TEXT, p->sent == 0, chunk == left);
-    /* lws may use the LWS_PRE bytes before the chunk: headroom for the first
-     * chunk, already-sent bytes for the later ones. */
-    unsigned char *at = (unsigned char *)buf_data(&f->b) + p->sent;
-    if (lws_write(p->wsi, at, chunk, (enum lws_write_protocol)flags) < 0)
-        return -1;
-    p->sent += chunk;
-    if (p->sent == f->b.len) {
-        p->q_head = f->next;
-        if (!p->q_head)
-            p->q_tail = NULL;
-        p->q_bytes -= frame_cost(f);
-        p->sent = 0;
-        buf_free(&f->b);
-        free(f);
+    if (p->sent == 0 && f->next && f->b.len < COALESCE_FRAME_MAX) {
+        if (write_coalesced(p) < 0)
+            return -1;
+    } else {
+        size_t left = f->b.len - p->sent;
+        size_t chunk = left > WRITE_CHUNK ? WRITE_CHUNK : left;
+        int flags = lws_write_ws_flags(LWS_WRITE_TEXT, p->sent == 0, chunk == left);
+        /* lws may use the LWS_PRE bytes before the chunk: headroom for the
+         * first chunk, already-sent bytes for the later ones. */
+        unsigned char *at = (unsigned char *)buf_data(&f->b) + p->sent;
+        if (lws_write(p->wsi, at, chunk, (enum lws_write_protocol)flags) < 0)
+            return -1;
+        p->sent += chunk;
+        if (p->sent == f->b.len)
+            pop_frame(p);
     }
     if (p->rx_paused && p->q_bytes < QUEUE_LOW) {
         lws_rx_flow_control(p->wsi, 1);
