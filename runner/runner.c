@@ -110,7 +110,7 @@ struct task {
     int64_t kill_at; /* mono ms: SIGKILL; 0 = none */
     int forced;      /* outcome decided by timeout/cancel */
     enum runner_outcome forced_as;
-    int cancel_todo; /* cancel taken, not yet acted on */
+    int cancel_pending; /* cancel taken, not yet acted on */
     int exited;      /* leader exit noticed, not reaped */
 };
 
@@ -839,7 +839,7 @@ static void intake(struct runner *r, int64_t now)
         for (struct task *t = r->running; t; t = t->next)
             if (t->cancel_set && !t->cancel_seen) {
                 t->cancel_seen = 1;
-                t->cancel_todo = 1;
+                t->cancel_pending = 1;
             }
     }
     pthread_mutex_unlock(&r->mu);
@@ -851,8 +851,8 @@ static void intake(struct runner *r, int64_t now)
                0, 0);
     }
     for (struct task *t = r->running; t; t = t->next)
-        if (t->cancel_todo) {
-            t->cancel_todo = 0;
+        if (t->cancel_pending) {
+            t->cancel_pending = 0;
             /* cancel_as is only written before cancel_seen is set. */
             pthread_mutex_lock(&r->mu);
             enum runner_outcome as = t->cancel_as;
