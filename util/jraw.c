@@ -340,39 +340,52 @@ static size_t utf8_put(unsigned long cp, char out[4])
     return 4;
 }
 
-/* Does the (valid) JSON string s[i..end) -- quotes included -- decode to key? */
-static bool string_equals(const char *s, size_t i, size_t end, const char *key)
+/* Decode the character at s[*i] inside the body of a valid JSON string
+ * ending before `end` (an escape or one raw byte) into dec; advance *i past
+ * it and return the number of bytes written (1 to 4). */
+static size_t next_char(const char *s, size_t *i, size_t end, char dec[4])
 {
-    size_t klen = strlen(key), k = 0;
-    for (i++; i < end - 1;) {
-        char dec[4];
-        size_t dlen;
-        if (s[i] != '\\') {
-            dec[0] = s[i++];
-            dlen = 1;
-        } else {
-            char x = s[i + 1];
-            i += 2;
-            switch (x) {
-            case 'b': dec[0] = '\b', dlen = 1; break;
-            case 'f': dec[0] = '\f', dlen = 1; break;
-            case 'n': dec[0] = '\n', dlen = 1; break;
-            case 'r': dec[0] = '\r', dlen = 1; break;
-            case 't': dec[0] = '\t', dlen = 1; break;
-            case 'u': {
-                unsigned long cp = (unsigned long)hex4(s, end, i);
-                i += 4;
-                if (cp >= 0xd800 && cp <= 0xdbff) {
-                    unsigned long lo = (unsigned long)hex4(s, end, i + 2);
-                    i += 6;
-                    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-                }
-                dlen = utf8_put(cp, dec);
-                break;
-            }
-            default: dec[0] = x, dlen = 1; break;
-            }
+    if (s[*i] != '\\') {
+        dec[0] = s[(*i)++];
+        return 1;
+    }
+    char x = s[*i + 1];
+    *i += 2;
+    switch (x) {
+    case 'b': dec[0] = '\b'; return 1;
+    case 'f': dec[0] = '\f'; return 1;
+    case 'n': dec[0] = '\n'; return 1;
+    case 'r': dec[0] = '\r'; return 1;
+    case 't': dec[0] = '\t'; return 1;
+    case 'u': {
+        unsigned long cp = (unsigned long)hex4(s, end, *i);
+        *i += 4;
+        if (cp >= 0xd800 && cp <= 0xdbff) {
+            unsigned long lo = (unsigned long)hex4(s, end, *i + 2);
+            *i += 6;
+            cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
         }
+        return utf8_put(cp, dec);
+    }
+    default: dec[0] = x; return 1; /* \" \\ \/ */
+    }
+}
+
+/* Does the (valid) JSON string s[i..end) -- quotes included -- decode to the
+ * klen bytes at key? */
+static bool string_equals(const char *s, size_t i, size_t end, const char *key,
+                          size_t klen)
+{
+    size_t k = 0;
+    for (i++; i < end - 1;) {
+        if (s[i] != '\\') { /* the common case, byte for byte */
+            if (k == klen || key[k] != s[i])
+                return false;
+            k++, i++;
+            continue;
+        }
+        char dec[4];
+        size_t dlen = next_char(s, &i, end, dec);
         if (k + dlen > klen || memcmp(key + k, dec, dlen) != 0)
             return false;
         k += dlen;
@@ -380,13 +393,17 @@ static bool string_equals(const char *s, size_t i, size_t end, const char *key)
     return k == klen;
 }
 
-bool jraw_member(const char *s, size_t n, const char *key,
-                 struct jraw_span *out, struct jraw_span *key_at)
+/* The walk behind jraw_member and jraw_members: out[k] (and key_at[k]) get
+ * the last value of keys[k]; false if s is not an object. */
+static bool find_members(const char *s, size_t n, const char *const *keys,
+                         size_t nkeys, struct jraw_span *out,
+                         struct jraw_span *key_at)
 {
+    for (size_t k = 0; k < nkeys; k++)
+        out[k] = (struct jraw_span){NULL, 0};
     size_t i = skip_ws_at(s, n, 0);
     if (i >= n || s[i] != '{')
         return false;
-    bool found = false;
     i = skip_ws_at(s, n, i + 1);
     while (i < n && s[i] == '"') {
         size_t kstart = i, kend = skip_string(s, n, i);
@@ -397,18 +414,51 @@ bool jraw_member(const char *s, size_t n, const char *key,
         if (i >= n)
             break;
         size_t vend = skip_value(s, n, i);
-        if (string_equals(s, kstart, kend, key)) {
-            found = true;
-            out->p = s + i;
-            out->n = vend - i;
-            if (key_at) {
-                key_at->p = s + kstart;
-                key_at->n = kend - kstart;
-            }
+        for (size_t k = 0; k < nkeys; k++) {
+            if (!string_equals(s, kstart, kend, keys[k], strlen(keys[k])))
+                continue;
+            out[k] = (struct jraw_span){s + i, vend - i};
+            if (key_at)
+                key_at[k] = (struct jraw_span){s + kstart, kend - kstart};
+            break;
         }
         i = skip_ws_at(s, n, vend);
         if (i < n && s[i] == ',')
             i = skip_ws_at(s, n, i + 1);
     }
-    return found;
+    return true;
+}
+
+bool jraw_member(const char *s, size_t n, const char *key,
+                 struct jraw_span *out, struct jraw_span *key_at)
+{
+    find_members(s, n, &key, 1, out, key_at);
+    return out->p != NULL;
+}
+
+bool jraw_members(const char *s, size_t n, const char *const *keys, size_t nkeys,
+                  struct jraw_span *out)
+{
+    return find_members(s, n, keys, nkeys, out, NULL);
+}
+
+bool jraw_str_eq(struct jraw_span v, const char *lit)
+{
+    return v.n >= 2 && v.p[0] == '"' && string_equals(v.p, 0, v.n, lit, strlen(lit));
+}
+
+bool jraw_str(struct buf *out, struct jraw_span v)
+{
+    if (v.n < 2 || v.p[0] != '"')
+        return false;
+    char dec[4];
+    for (size_t i = 1; i < v.n - 1;) {
+        const char *run = memchr(v.p + i, '\\', v.n - 1 - i);
+        size_t plain = run ? (size_t)(run - v.p) - i : v.n - 1 - i;
+        buf_append(out, v.p + i, plain); /* unescaped bytes in one copy */
+        i += plain;
+        if (i < v.n - 1)
+            buf_append(out, dec, next_char(v.p, &i, v.n, dec));
+    }
+    return true;
 }

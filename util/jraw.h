@@ -38,4 +38,18 @@ bool jraw_member(const char *s, size_t n, const char *key,
                  struct jraw_span *out /* OUT */,
                  struct jraw_span *key_at /* OUT, may be NULL */);
 
+/* Like jraw_member for several keys in one walk: out[k] receives the raw
+ * value of the last occurrence of keys[k], or {NULL, 0} when absent. Returns
+ * false (all absent) when s[0..n) is not an object. */
+bool jraw_members(const char *s, size_t n, const char *const *keys, size_t nkeys,
+                  struct jraw_span *out /* OUT, nkeys entries */);
+
+/* Is v a JSON string whose decoded value is exactly the C string lit? */
+bool jraw_str_eq(struct jraw_span v, const char *lit);
+
+/* Append the decoded value of v, a valid JSON string value (quotes
+ * included), to out as UTF-8; \u0000 becomes a NUL byte. Returns false,
+ * appending nothing, when v is not a string. */
+bool jraw_str(struct buf *out, struct jraw_span v);
+
 #endif

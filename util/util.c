@@ -191,7 +191,7 @@ void buf_reset(struct buf *b)
         b->mem[b->head] = '\0';
 }
 
-static void buf_reserve(struct buf *b, size_t extra)
+void buf_reserve(struct buf *b, size_t extra)
 {
     size_t need = b->len + extra + 1; /* + NUL */
     if (need <= b->cap)
@@ -338,6 +338,27 @@ void buf_json_cstr(struct buf *b, const char *s)
         buf_json_str(b, s, strlen(s));
 }
 
+/* Write the decimal digits of u so that they end just before end; returns
+ * where they start. */
+static char *put_digits(char *end, unsigned long long u)
+{
+    do {
+        *--end = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    return end;
+}
+
+void buf_i64(struct buf *b, int64_t v)
+{
+    char tmp[24], *p = tmp + sizeof tmp;
+    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+    p = put_digits(p, u);
+    if (v < 0)
+        *--p = '-';
+    buf_append(b, p, (size_t)(tmp + sizeof tmp - p));
+}
+
 void buf_json_time(struct buf *b, double t)
 {
     /* Integer digits, not printf: records carry five of these and list
@@ -364,10 +385,7 @@ void buf_json_time(struct buf *b, double t)
     for (int i = 0; i < 6; i++, us /= 10)
         *--p = (char)('0' + us % 10);
     *--p = '.';
-    do {
-        *--p = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
+    p = put_digits(p, u);
     if (neg)
         *--p = '-';
     buf_append(b, p, (size_t)(tmp + sizeof tmp - p));

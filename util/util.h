@@ -98,6 +98,10 @@ void buf_append(struct buf *b, const void *p, size_t n);
 void buf_puts(struct buf *b, const char *s);
 void buf_putc(struct buf *b, char c);
 void buf_printf(struct buf *b, const char *fmt, ...) RR_PRINTF(2, 3);
+void buf_i64(struct buf *b, int64_t v);  /* decimal digits */
+/* Make room for extra more bytes, so appends up to that size do not
+ * reallocate. */
+void buf_reserve(struct buf *b, size_t extra);
 /* Append s (n bytes) as a JSON string literal with quotes. Control characters,
  * quote, backslash are escaped; other bytes are copied as they are (callers pass
  * valid UTF-8). */

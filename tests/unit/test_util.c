@@ -144,6 +144,59 @@ static void test_jraw_member_garbage(void **state)
     }
 }
 
+static void test_jraw_members_and_strings(void **state)
+{
+    (void)state;
+    const char *s = "{\"seq\":1,\"t\\u0079pe\":\"req\\u0075est\",\"command\":"
+                    "\"a\\\"b\\\\c\\n\\ud83d\\ude00\\u0000z\",\"seq\":[2],\"x\":{\"seq\":3}}";
+    static const char *const keys[] = {"seq", "type", "command", "absent"};
+    struct jraw_span v[4];
+    assert_true(jraw_members(s, strlen(s), keys, 4, v));
+    assert_int_equal(v[0].n, 3); /* the last "seq" */
+    assert_memory_equal(v[0].p, "[2]", 3);
+    assert_true(jraw_str_eq(v[1], "request"));
+    assert_false(jraw_str_eq(v[1], "reques"));
+    assert_false(jraw_str_eq(v[1], "requests"));
+    assert_false(jraw_str_eq(v[0], "[2]")); /* not a string */
+    assert_null(v[3].p);
+
+    struct buf b;
+    buf_init(&b, 0);
+    assert_true(jraw_str(&b, v[2]));
+    assert_int_equal(b.len, 12);
+    assert_memory_equal(buf_data(&b), "a\"b\\c\n\xf0\x9f\x98\x80\0z", 12);
+    buf_reset(&b);
+    assert_false(jraw_str(&b, v[0]));
+    assert_int_equal(b.len, 0);
+    struct jraw_span empty = {"\"\"", 2};
+    assert_true(jraw_str(&b, empty));
+    assert_int_equal(b.len, 0);
+    assert_true(jraw_str_eq(empty, ""));
+    buf_free(&b);
+
+    assert_false(jraw_members("[1]", 3, keys, 4, v));
+    assert_null(v[0].p);
+    assert_true(jraw_members(" {} ", 4, keys, 4, v));
+    assert_null(v[0].p);
+}
+
+static void test_buf_i64(void **state)
+{
+    (void)state;
+    struct buf b;
+    buf_init(&b, 0);
+    buf_i64(&b, 0);
+    buf_putc(&b, ' ');
+    buf_i64(&b, -42);
+    buf_putc(&b, ' ');
+    buf_i64(&b, INT64_MAX);
+    buf_putc(&b, ' ');
+    buf_i64(&b, INT64_MIN);
+    assert_string_equal(buf_cstr(&b),
+                        "0 -42 9223372036854775807 -9223372036854775808");
+    buf_free(&b);
+}
+
 static void test_buf_json(void **state)
 {
     (void)state;
@@ -237,6 +290,8 @@ int main(void)
         cmocka_unit_test(test_jraw_compact),
         cmocka_unit_test(test_jraw_member),
         cmocka_unit_test(test_jraw_member_garbage),
+        cmocka_unit_test(test_jraw_members_and_strings),
+        cmocka_unit_test(test_buf_i64),
         cmocka_unit_test(test_buf_json),
         cmocka_unit_test(test_buf_json_bytes),
         cmocka_unit_test(test_buf_json_time),
