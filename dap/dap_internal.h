@@ -79,10 +79,8 @@ void dap__emit_event(struct dap_session *ss, const char *body, dap_emit_fn emit,
 
 /* A decoded request. */
 struct dap_req {
-    json_t *root;           /* owned */
-    json_t *args;           /* borrowed from root, or an owned empty object */
-    bool args_owned;
-    const char *command;    /* borrowed from root */
+    json_t *args;           /* owned: the arguments (an empty object if absent) */
+    const char *command;    /* borrowed: the decoded command name */
     int64_t seq;
     struct jraw_span raw_args; /* raw text of "arguments" (p NULL if absent) */
 };
@@ -127,6 +125,7 @@ struct dap_cmd {
     dap_cmd_fn fn;
     bool public_;      /* allowed before auth */
     unsigned perm;     /* STORE_PERM_* needed, 0 = any authenticated */
+    bool writes;       /* may write to the store (see store_batch_write) */
 };
 const struct dap_cmd *dap__cmd_find(const char *name);
 /* The command table, for metrics: entry i (NULL past the end). */

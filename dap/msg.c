@@ -2,8 +2,9 @@
  * and encode the response frame.
  *
  * Design: a message is first checked by the raw scanner (util/jraw), which
- * bounds nesting and validates UTF-8, and only then parsed with jansson for
- * typed access to the arguments. Values that must survive byte for byte (the
+ * bounds nesting and validates UTF-8. The envelope (type, seq, command) is
+ * read from the text itself; only the arguments object is parsed with
+ * jansson, for typed access. Values that must survive byte for byte (the
  * pipeline) are taken from the raw text, never from the tree. Every request
  * gets exactly one response frame; malformed input gets success:false with
  * request_seq 0 when the seq is unknown. Thread: service thread only. */
@@ -67,16 +68,26 @@ int dap__fail(struct dap_res *res, const char *code, const char *fmt, ...)
 
 /* ---------------------------------------------------------------- encoding */
 
+/* A new frame with room for `payload` more bytes than the envelope. */
+static struct buf *frame_new(size_t payload)
+{
+    struct buf *f = xmalloc(sizeof *f);
+    buf_init(f, DAP_FRAME_HEAD);
+    buf_reserve(f, payload + 128);
+    return f;
+}
+
 /* Emit one response frame for request_seq/command with res's outcome. */
 static void emit_response(struct dap_session *ss, int64_t request_seq,
                           const char *command, size_t command_len,
                           struct dap_res *res, dap_emit_fn emit, void *ud)
 {
-    struct buf *f = xmalloc(sizeof *f);
-    buf_init(f, DAP_FRAME_HEAD);
-    buf_printf(f, "{\"type\":\"response\",\"seq\":%lld,\"request_seq\":%lld,"
-                  "\"command\":",
-               (long long)++ss->seq, (long long)request_seq);
+    struct buf *f = frame_new(res->body.len + res->msg.len + command_len);
+    buf_puts(f, "{\"type\":\"response\",\"seq\":");
+    buf_i64(f, ++ss->seq);
+    buf_puts(f, ",\"request_seq\":");
+    buf_i64(f, request_seq);
+    buf_puts(f, ",\"command\":");
     buf_json_str(f, command, command_len);
     if (!res->code) {
         buf_puts(f, ",\"success\":true");
@@ -97,12 +108,12 @@ static void emit_response(struct dap_session *ss, int64_t request_seq,
 void dap__emit_event(struct dap_session *ss, const char *body, dap_emit_fn emit,
                      void *ud)
 {
-    struct buf *f = xmalloc(sizeof *f);
-    buf_init(f, DAP_FRAME_HEAD);
-    buf_printf(f, "{\"type\":\"event\",\"seq\":%lld,\"event\":\"apaevt_deploy\","
-                  "\"body\":",
-               (long long)++ss->seq);
-    buf_puts(f, body);
+    size_t body_len = strlen(body);
+    struct buf *f = frame_new(body_len);
+    buf_puts(f, "{\"type\":\"event\",\"seq\":");
+    buf_i64(f, ++ss->seq);
+    buf_puts(f, ",\"event\":\"apaevt_deploy\",\"body\":");
+    buf_append(f, body, body_len);
     buf_putc(f, '}');
     emit(ud, f);
 }
@@ -126,7 +137,8 @@ bool dap__session_wants(const struct dap_session *ss, const char *user,
 
 /* jansson refuses reals that overflow a double (1e400) though they are valid
  * JSON. The tree is only used for typed arguments, never to echo values, so
- * such numbers are replaced by 0 in a private copy. Needs valid JSON. */
+ * such numbers are replaced by 0 in a private copy. Needs valid JSON (the
+ * arguments object's text). */
 static json_t *load_tolerant(const char *s, size_t n)
 {
     json_error_t jerr;
@@ -173,12 +185,19 @@ static json_t *load_tolerant(const char *s, size_t n)
     return root;
 }
 
-/* Is v a JSON number holding an integer a double represents exactly? */
-static bool as_int(const json_t *v, int64_t *out)
+/* Is v a JSON number (raw text) holding an integer a double represents
+ * exactly? 1.0 and 1e2 count, as they do for the SDKs' JSON parsers. */
+static bool raw_int(struct jraw_span v, int64_t *out)
 {
-    if (!json_is_number(v))
+    if (v.n == 0 || !(v.p[0] == '-' || (v.p[0] >= '0' && v.p[0] <= '9')))
         return false;
-    double d = json_number_value(v);
+    char small[64];
+    char *tok = v.n < sizeof small ? small : xmalloc(v.n + 1);
+    memcpy(tok, v.p, v.n);
+    tok[v.n] = '\0';
+    double d = strtod(tok, NULL); /* valid JSON numbers are valid for strtod */
+    if (tok != small)
+        free(tok);
     if (!isfinite(d) || d != floor(d) || fabs(d) > 9007199254740992.0)
         return false;
     *out = (int64_t)d;
@@ -235,6 +254,10 @@ static bool is_public(const char *cmd)
 
 /* ---------------------------------------------------------------- dispatch */
 
+enum { ENV_TYPE, ENV_SEQ, ENV_COMMAND, ENV_ARGS, ENV_FIELDS };
+static const char *const envelope_keys[ENV_FIELDS] = {"type", "seq", "command",
+                                                      "arguments"};
+
 static void session_expire_check(struct dap_app *app, struct dap_session *ss)
 {
     if (ss->authed && !ss->dev && ss->key.expires_at != 0 &&
@@ -248,6 +271,7 @@ void dap__handle_message(struct dap_app *app, struct dap_session *ss,
 {
     struct dap_res res;
     buf_init(&res.body, 0);
+    buf_reserve(&res.body, 1024); /* a status record without growing */
     buf_init(&res.msg, 0);
     res.code = NULL;
     res.close = false;
@@ -258,6 +282,8 @@ void dap__handle_message(struct dap_app *app, struct dap_session *ss,
     int64_t rseq = 0;
     const char *cmd = "";
     size_t cmd_len = 0;
+    struct buf cmd_text; /* the decoded "command" */
+    buf_init(&cmd_text, 0);
     struct err e = {0};
 
     if (!ss->authed && !unauth_allowed(ss)) {
@@ -273,48 +299,43 @@ void dap__handle_message(struct dap_app *app, struct dap_session *ss,
         dap__fail(&res, DAP_BAD_REQUEST, "Malformed request: %s", e.msg);
         goto respond;
     }
-    req.root = load_tolerant(text, len);
-    if (!req.root) {
-        dap__fail(&res, DAP_BAD_REQUEST, "Malformed request: not valid JSON");
-        goto respond;
-    }
-    if (!json_is_object(req.root)) {
+    /* The envelope straight from the text; jansson only for arguments. */
+    struct jraw_span f[ENV_FIELDS];
+    if (!jraw_members(text, len, envelope_keys, ENV_FIELDS, f)) {
         dap__fail(&res, DAP_BAD_REQUEST,
                   "Malformed request: expected a JSON object");
         goto respond;
     }
-    json_t *type = json_object_get(req.root, "type");
-    if (type && !(json_is_string(type) &&
-                  strcmp(json_string_value(type), "request") == 0))
+    if (f[ENV_TYPE].p && !jraw_str_eq(f[ENV_TYPE], "request"))
         goto done; /* events and responses from a client get no reply */
 
-    json_t *jseq = json_object_get(req.root, "seq");
-    if (!as_int(jseq, &req.seq)) {
+    if (!raw_int(f[ENV_SEQ], &req.seq)) {
         dap__fail(&res, DAP_BAD_REQUEST,
                   "Malformed request: seq must be an integer");
         goto respond;
     }
     rseq = req.seq;
 
-    json_t *jcmd = json_object_get(req.root, "command");
-    if (jcmd && !json_is_string(jcmd)) {
-        dap__fail(&res, DAP_BAD_REQUEST,
-                  "Malformed request: command must be a string");
-        goto respond;
-    }
-    if (jcmd) {
-        cmd = json_string_value(jcmd);
-        cmd_len = json_string_length(jcmd);
+    if (f[ENV_COMMAND].p) {
+        if (!jraw_str(&cmd_text, f[ENV_COMMAND])) {
+            dap__fail(&res, DAP_BAD_REQUEST,
+                      "Malformed request: command must be a string");
+            goto respond;
+        }
+        cmd = buf_cstr(&cmd_text);
+        cmd_len = cmd_text.len;
     }
 
-    json_t *args = json_object_get(req.root, "arguments");
-    if (!args || json_is_null(args)) {
+    struct jraw_span args = f[ENV_ARGS];
+    if (!args.p || (args.n == 4 && memcmp(args.p, "null", 4) == 0)) {
         req.args = json_object();
-        req.args_owned = true;
-    } else if (json_is_object(args)) {
-        req.args = args;
-        if (!jraw_member(text, len, "arguments", &req.raw_args, NULL))
-            req.raw_args.p = NULL;
+    } else if (args.p[0] == '{') {
+        req.raw_args = args;
+        req.args = load_tolerant(args.p, args.n);
+        if (!req.args) {
+            dap__fail(&res, DAP_BAD_REQUEST, "Malformed request: not valid JSON");
+            goto respond;
+        }
     } else {
         dap__fail(&res, DAP_BAD_REQUEST, "arguments must be an object");
         goto respond;
@@ -342,6 +363,10 @@ void dap__handle_message(struct dap_app *app, struct dap_session *ss,
                                                    : "org.admin");
         goto respond;
     }
+    if (dc->writes && store_batch_write(app->store) != 0) {
+        dap__fail(&res, DAP_INTERNAL, "Internal error: the store is not writable");
+        goto respond;
+    }
     dc->fn(app, ss, &req, &res);
 
 respond:
@@ -351,9 +376,8 @@ respond:
     if (res.close)
         ss->closing = true;
 done:
-    if (req.args_owned)
-        json_decref(req.args);
-    json_decref(req.root);
+    json_decref(req.args);
+    buf_free(&cmd_text);
     buf_free(&res.body);
     buf_free(&res.msg);
 }

@@ -101,7 +101,7 @@ static json_t *send(struct fx *fx, const char *text)
     assert_int_equal(fx->nframes, 1);
     assert_null(strchr(fx->frames[0], '\n'));
     json_error_t je;
-    json_t *r = json_loads(fx->frames[0], 0, &je);
+    json_t *r = json_loads(fx->frames[0], JSON_ALLOW_NUL, &je);
     if (!r)
         fail_msg("unparsable frame %s: %s", fx->frames[0], je.text);
     return r;
@@ -161,6 +161,65 @@ static void test_malformed(void **state)
                  "{\"type\":\"request\",\"seq\":1,\"command\":\"auth\","
                  "\"arguments\":[1]}",
                  "bad_request", "arguments must be an object");
+}
+
+/* The envelope is read from the text, not a tree: escapes decode, the last
+ * duplicate wins, integral numbers count as integers, as a JSON parser would
+ * have it. */
+static void test_envelope_decoding(void **state)
+{
+    struct fx *fx = *state;
+    json_t *r = send(fx, "{\"type\":\"req\\u0075est\",\"seq\":1.0,\"command\":"
+                         "\"rrext\\u005fpublic_probe\"}");
+    assert_true(json_is_true(json_object_get(r, "success")));
+    assert_int_equal(json_integer_value(json_object_get(r, "request_seq")), 1);
+    assert_string_equal(str(r, "command"), "rrext_public_probe");
+    json_decref(r);
+
+    r = send(fx, "{\"seq\":1e2,\"seq\":7,\"command\":\"rrext_public_probe\"}");
+    assert_int_equal(json_integer_value(json_object_get(r, "request_seq")), 7);
+    json_decref(r);
+    r = send(fx, "{\"seq\":1e2,\"command\":\"rrext_public_probe\"}");
+    assert_int_equal(json_integer_value(json_object_get(r, "request_seq")), 100);
+    json_decref(r);
+    r = send(fx, "{\"seq\":-0,\"command\":\"rrext_public_probe\"}");
+    assert_true(json_is_true(json_object_get(r, "success")));
+    json_decref(r);
+
+    expect_error(fx, "{\"seq\":1e400,\"command\":\"rrext_public_probe\"}",
+                 "bad_request", "Malformed request: seq must be an integer");
+    expect_error(fx, "{\"seq\":9007199254740994,\"command\":\"rrext_public_probe\"}",
+                 "bad_request", "Malformed request: seq must be an integer");
+    expect_error(fx, "{\"seq\":\"1\",\"command\":\"rrext_public_probe\"}",
+                 "bad_request", "Malformed request: seq must be an integer");
+    expect_error(fx, "{\"command\":\"rrext_public_probe\"}", "bad_request",
+                 "Malformed request: seq must be an integer");
+    expect_error(fx, "{\"seq\":3,\"command\":\"rrext_public_probe\\u0000x\"}",
+                 "bad_request", "Invalid command: rrext_public_probe");
+
+    /* jansson refuses \u0000 in keys: inside arguments that is a malformed
+     * request, still answered with its seq; elsewhere it is never parsed. */
+    r = send(fx, "{\"seq\":5,\"command\":\"rrext_public_probe\","
+                 "\"arguments\":{\"a\\u0000\":1}}");
+    assert_int_equal(json_integer_value(json_object_get(r, "request_seq")), 5);
+    assert_string_equal(str(r, "message"), "Malformed request: not valid JSON");
+    json_decref(r);
+    r = send(fx, "{\"seq\":6,\"command\":\"rrext_public_probe\",\"\\u0000\":1,"
+                 "\"arguments\":null}");
+    assert_true(json_is_true(json_object_get(r, "success")));
+    json_decref(r);
+
+    /* a type other than "request" (or not a string) gets no reply */
+    static const char *const quiet[] = {
+        "{\"type\":\"event\",\"\\u0000\":1}",
+        "{\"type\":5,\"seq\":1,\"command\":\"rrext_public_probe\"}",
+        "{\"type\":\"Request\",\"seq\":1,\"command\":\"rrext_public_probe\"}",
+    };
+    for (size_t i = 0; i < sizeof quiet / sizeof quiet[0]; i++) {
+        frames_clear(fx);
+        dap__handle_message(&fx->app, &fx->ss, quiet[i], strlen(quiet[i]), emit, fx);
+        assert_int_equal(fx->nframes, 0);
+    }
 }
 
 static void test_deep_nesting_keeps_seq(void **state)
@@ -501,6 +560,7 @@ int main(void)
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_malformed),
+        T(test_envelope_decoding),
         T(test_deep_nesting_keeps_seq),
         T(test_non_request_ignored),
         T(test_unauthenticated_flood_is_cut_off),
