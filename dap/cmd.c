@@ -798,23 +798,24 @@ static int cmd_test_clock(struct dap_app *app, struct dap_session *ss,
 /* ---------------------------------------------------------------- table */
 
 static const struct dap_cmd commands[] = {
-    {"auth", cmd_auth, true, 0},
-    {"deauth", cmd_deauth, false, 0},
-    {"rrext_ping", cmd_ping, false, 0},
-    {"rrext_public_probe", cmd_probe, true, 0},
-    {"rrext_monitor", cmd_monitor, false, 0},
-    {"rrext_deploy_add", cmd_add, false, STORE_PERM_CONTROL},
-    {"rrext_deploy_remove", cmd_remove, false, STORE_PERM_CONTROL},
-    {"rrext_deploy_update", cmd_update, false, STORE_PERM_CONTROL},
-    {"rrext_deploy_list", cmd_list, false, STORE_PERM_MONITOR},
-    {"rrext_deploy_status", cmd_status, false, STORE_PERM_MONITOR},
-    {"rrext_deploy_preview", cmd_preview, false, STORE_PERM_MONITOR},
-    {"rrext_deploy_run", cmd_run, false, STORE_PERM_CONTROL},
-    {"rrext_deploy_cancel", cmd_cancel, false, STORE_PERM_CONTROL},
-    {"rrext_deploy_runs", cmd_runs, false, STORE_PERM_MONITOR},
-    {"rrext_deploy_watch", cmd_watch, false, STORE_PERM_MONITOR},
+    /* name                    handler        public  permission       writes */
+    {"auth",                   cmd_auth,      true,   0,                  false},
+    {"deauth",                 cmd_deauth,    false,  0,                  false},
+    {"rrext_ping",             cmd_ping,      false,  0,                  false},
+    {"rrext_public_probe",     cmd_probe,     true,   0,                  false},
+    {"rrext_monitor",          cmd_monitor,   false,  0,                  false},
+    {"rrext_deploy_add",       cmd_add,       false,  STORE_PERM_CONTROL, true},
+    {"rrext_deploy_remove",    cmd_remove,    false,  STORE_PERM_CONTROL, true},
+    {"rrext_deploy_update",    cmd_update,    false,  STORE_PERM_CONTROL, true},
+    {"rrext_deploy_list",      cmd_list,      false,  STORE_PERM_MONITOR, false},
+    {"rrext_deploy_status",    cmd_status,    false,  STORE_PERM_MONITOR, false},
+    {"rrext_deploy_preview",   cmd_preview,   false,  STORE_PERM_MONITOR, false},
+    {"rrext_deploy_run",       cmd_run,       false,  STORE_PERM_CONTROL, true},
+    {"rrext_deploy_cancel",    cmd_cancel,    false,  STORE_PERM_CONTROL, true},
+    {"rrext_deploy_runs",      cmd_runs,      false,  STORE_PERM_MONITOR, false},
+    {"rrext_deploy_watch",     cmd_watch,     false,  STORE_PERM_MONITOR, false},
 #ifdef RRDEPLOY_TEST_HOOKS
-    {"rrtest_clock", cmd_test_clock, false, 0},
+    {"rrtest_clock",           cmd_test_clock, false, 0,                  true},
 #endif
 };
 

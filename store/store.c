@@ -146,6 +146,7 @@ static const char *const migrations[] = {
 
 enum stmt_id {
     ST_BEGIN,
+    ST_BEGIN_READ,
     ST_COMMIT,
     ST_ROLLBACK,
     ST_SAVEPOINT,
@@ -205,6 +206,7 @@ enum stmt_id {
 
 static const char *const stmt_sql[ST__COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_BEGIN_READ] = "BEGIN", /* deferred: no lock until the first read */
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_SAVEPOINT] = "SAVEPOINT rr_tx",
@@ -280,6 +282,8 @@ struct store {
     sqlite3_stmt *st[ST__COUNT];        /* owned; sqlite3_finalize */
     unsigned char hkey[HASH_KEY_BYTES]; /* keyed-hash key; wiped on close */
     bool batch;                         /* inside store_batch_begin/commit */
+    bool batch_read;                    /* ... begun by store_batch_begin_read and
+                                           not yet made a write batch */
     char *path;                         /* owned; the file as opened */
     struct checkpointer *ckpt;          /* owned; NULL unless started */
     dev_t dev;                          /* its identity, for store_health */
@@ -428,11 +432,35 @@ int store_batch_begin(struct store *s)
     return rc;
 }
 
+int store_batch_begin_read(struct store *s)
+{
+    if (s->batch)
+        return RR_E_BUSY;
+    int rc = exec_cached(s, ST_BEGIN_READ, NULL, "begin batch");
+    if (rc == 0)
+        s->batch = s->batch_read = true;
+    return rc;
+}
+
+int store_batch_write(struct store *s)
+{
+    if (!s->batch || !s->batch_read)
+        return 0;
+    s->batch_read = false;
+    /* Nothing written yet: ending the read transaction costs no sync, and
+     * starting the write one with the lock (IMMEDIATE) means its first write
+     * cannot fail on a snapshot another connection has moved past. */
+    int rc = exec_cached(s, ST_COMMIT, NULL, "end read batch");
+    if (rc == 0)
+        rc = exec_cached(s, ST_BEGIN, NULL, "begin batch");
+    return rc; /* on failure store_batch_commit reports the batch lost */
+}
+
 int store_batch_commit(struct store *s)
 {
     if (!s->batch)
         return RR_E_INVAL;
-    s->batch = false;
+    s->batch = s->batch_read = false;
     if (sqlite3_get_autocommit(s->db)) {
         log_error("store: the batch was rolled back by an earlier error");
         return RR_E_IO;

@@ -57,6 +57,16 @@ void store_close(struct store *s); /* NULL is fine */
 int store_batch_begin(struct store *s) MUST_CHECK;
 int store_batch_commit(struct store *s) MUST_CHECK;
 
+/* A batch for work that may only read: it starts as a deferred transaction,
+ * which takes no write lock (and no lock at all until the first read).
+ * Call store_batch_write before the first write: it ends the read part and
+ * holds the write lock from then on, as store_batch_begin does. Reads done
+ * before it are not repeated, so they may be older than the writes after;
+ * a batch handling independent requests does not mind. Outside a read batch
+ * store_batch_write does nothing. */
+int store_batch_begin_read(struct store *s) MUST_CHECK;
+int store_batch_write(struct store *s) MUST_CHECK;
+
 /* Move WAL checkpoints off this connection's commits: a thread with its own
  * connection makes a passive checkpoint about once a second, and this
  * connection's automatic checkpoints are turned off. For long-lived

@@ -73,6 +73,13 @@ static void reopen(struct fx *f)
         fail_msg("reopen: %d %s", rc, e.msg);
 }
 
+static void raw_exec(sqlite3 *db, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("%s: %s", sql, msg ? msg : "?");
+}
+
 /* One integer from a query on a separate, raw connection. */
 static int64_t raw_int(const char *path, const char *sql)
 {
@@ -1667,6 +1674,54 @@ static void test_batch(void **state)
     assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs"), 3);
 }
 
+/* A read batch holds no write lock until store_batch_write, and then writes
+ * even though another connection committed after the batch's first read
+ * (a deferred transaction would fail that upgrade with SQLITE_BUSY). */
+static void test_batch_read_then_write(void **state)
+{
+    struct fx *f = *state;
+    add_dep(f, "alice", "p");
+    assert_int_equal(store_batch_write(f->s), 0); /* outside a batch: nothing */
+    assert_int_equal(store_batch_begin_read(f->s), 0);
+    assert_int_equal(store_batch_begin_read(f->s), RR_E_BUSY);
+    assert_int_equal(store_batch_begin(f->s), RR_E_BUSY);
+    struct store_dep d;
+    assert_int_equal(store_dep_get(f->s, "alice", "p", &d), 0); /* the snapshot */
+    store_dep_clear(&d);
+
+    sqlite3 *other = NULL;
+    assert_int_equal(sqlite3_open_v2(f->path, &other, SQLITE_OPEN_READWRITE, NULL),
+                     SQLITE_OK);
+    raw_exec(other, "INSERT INTO users(name, created_at) VALUES ('zed', 0)");
+
+    assert_int_equal(store_batch_write(f->s), 0);
+    assert_int_equal(store_batch_write(f->s), 0); /* already writing: nothing */
+    struct store_run r = run("alice", "p", "schedule", T0 + 60, STORE_RUN_QUEUED);
+    add_run(f, &r, 100);
+    /* the write lock is held: another writer waits out its busy timeout */
+    sqlite3_busy_timeout(other, 0);
+    char *msg = NULL;
+    assert_int_equal(sqlite3_exec(other, "INSERT INTO users(name, created_at) "
+                                         "VALUES ('amy', 0)", NULL, NULL, &msg),
+                     SQLITE_BUSY);
+    sqlite3_free(msg);
+    assert_int_equal(store_batch_commit(f->s), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs"), 1);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM users WHERE name = 'zed'"), 1);
+    assert_int_equal(sqlite3_close(other), SQLITE_OK);
+
+    /* A read batch that never writes commits nothing and takes no write lock. */
+    assert_int_equal(store_batch_begin_read(f->s), 0);
+    assert_int_equal(store_dep_get(f->s, "alice", "p", &d), 0);
+    store_dep_clear(&d);
+    assert_int_equal(sqlite3_open_v2(f->path, &other, SQLITE_OPEN_READWRITE, NULL),
+                     SQLITE_OK);
+    sqlite3_busy_timeout(other, 0);
+    raw_exec(other, "INSERT INTO users(name, created_at) VALUES ('bob', 0)");
+    assert_int_equal(sqlite3_close(other), SQLITE_OK);
+    assert_int_equal(store_batch_commit(f->s), 0);
+}
+
 static void test_run_cascade(void **state)
 {
     struct fx *f = *state;
@@ -1731,13 +1786,6 @@ static void test_outcome_names(void **state)
 }
 
 /* ================================================================ migration 1 -> 2 */
-
-static void raw_exec(sqlite3 *db, const char *sql)
-{
-    char *msg = NULL;
-    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
-        fail_msg("%s: %s", sql, msg ? msg : "?");
-}
 
 /* The schema as text, for comparing two databases. */
 static char *schema_text(const char *path)
@@ -1891,6 +1939,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_run_interrupt_all, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_cascade, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_read_then_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_pid_and_live, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_missing_dep, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outcome_names, setup, teardown),
