@@ -24,6 +24,7 @@
 #include "dap/dap_internal.h"
 
 #include <libwebsockets.h>
+#include <malloc.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -40,6 +41,8 @@ _Static_assert(DAP_FRAME_HEAD >= LWS_PRE, "frame headroom too small for lws");
 #define QUEUE_LOW (1u * 1024 * 1024)     /* resume reading below this */
 #define REVOKE_POLL_US (250 * LWS_US_PER_MS)
 #define TICK_MAX_SLEEP_S 60.0            /* re-read the wall clock at least this often */
+#define HEAP_KEEP (64 * 1024 * 1024)     /* free heap kept rather than trimmed */
+#define HEAP_PAD (1024 * 1024)           /* extra asked of the kernel per growth */
 
 struct frame {
     struct frame *next;
@@ -325,7 +328,9 @@ static void drop_since_mark(struct pss *p)
 
 /* After each service pass: every message that arrived in it, handled in one
  * store transaction (group commit: many clients' adds share one fsync, reads
- * share one read transaction). Replies only leave from WRITEABLE, in a later
+ * share one read transaction). The transaction takes the write lock only at
+ * the pass's first writing command (store_batch_write), so a pass of reads
+ * costs no write lock. Replies only leave from WRITEABLE, in a later
  * pass, so none is sent before the commit; runs decided meanwhile start after
  * it. If the commit fails, the replies of this pass are dropped and their
  * connections closed: nothing acknowledged is lost. */
@@ -335,7 +340,7 @@ static void process_ready(void)
     if (!list)
         return;
     srv.ready = NULL;
-    bool batch = store_batch_begin(srv.app.store) == 0;
+    bool batch = store_batch_begin_read(srv.app.store) == 0;
     sched_defer_begin(srv.sched);
     for (struct pss *p = list; p; p = p->ready_next) {
         p->ready = false;
@@ -825,6 +830,11 @@ static int start_engine(const struct dap_config *cfg, struct store *st)
 int dap_serve(const struct dap_config *cfg, struct store *st)
 {
     memset(&srv, 0, sizeof srv);
+    /* glibc gives the heap's top back to the kernel once 128 KiB of it is
+     * free, and a busy service pass allocates and frees about that much: every
+     * pass paid two brk() calls and faulted in fresh pages. Keep it. */
+    mallopt(M_TRIM_THRESHOLD, HEAP_KEEP);
+    mallopt(M_TOP_PAD, HEAP_PAD);
     srv.app.cfg = cfg;
     srv.app.store = st;
     srv.app.now = clock_now;
