@@ -1140,12 +1140,14 @@ static void usage(void)
 {
     fputs("usage: bench_dap [-n conns] [-k inflight] [-t seconds] [-w warmup] [-r reps]\n"
           "                 [-p paced-seconds] [--rrdeploy PATH] [--echo PATH]\n"
-          "                 [-d dir] [--keep] [--perf DIR] [--pin]\n"
+          "                 [-d dir] [--keep] [--perf DIR] [--pin] [--paced-only RATE]\n"
           "  defaults: -n 64 -k 8 -t 4 -w 1 -r 3 -p 5; rrdeploy and bench_dap_echo are\n"
           "  looked for next to this binary (build/bench/dap/../../rrdeploy).\n"
           "  --perf DIR: `perf record -g` the server during the first status, list,\n"
           "  paced and add windows into DIR/perf.<phase>.data (perturbs those numbers).\n"
-          "  --pin: servers on CPU 0, generator on CPU 1 (default: the scheduler decides).\n",
+          "  --pin: servers on CPU 0, generator on CPU 1 (default: the scheduler decides).\n"
+          "  --paced-only RATE: only the paced status and echo phases, at RATE req/s\n"
+          "  (a diagnostic: no closed-loop peak, no adds, no targets).\n",
           stderr);
     exit(2);
 }
@@ -1184,6 +1186,7 @@ int main(int argc, char **argv)
     const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     char rr_bin[600] = "", echo_bin[600] = "";
     const char *perf_dir = NULL;
+    double paced_only = 0; /* > 0: only the paced phases, at this rate */
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--keep") == 0)
             keep_dir = true;
@@ -1205,6 +1208,10 @@ int main(int argc, char **argv)
             base = argv[++i];
         else if (i + 1 < argc && strcmp(argv[i], "--perf") == 0)
             perf_dir = argv[++i];
+        else if (i + 1 < argc && strcmp(argv[i], "--paced-only") == 0) {
+            if ((paced_only = atof(argv[++i])) <= 0)
+                usage();
+        }
         else if (i + 1 < argc && strcmp(argv[i], "--rrdeploy") == 0)
             snprintf(rr_bin, sizeof rr_bin, "%s", argv[++i]);
         else if (i + 1 < argc && strcmp(argv[i], "--echo") == 0)
@@ -1364,7 +1371,7 @@ int main(int argc, char **argv)
            "the generator;\nvcsw/ivcsw = the server's voluntary/involuntary context "
            "switches per request):\n");
     print_header();
-    for (int rep = 0; rep < reps; rep++) {
+    for (int rep = 0; rep < reps && !paced_only; rep++) {
         for (int p = 0; p < P_N; p++) {
             if (p == P_ADD)
                 continue; /* after the reads and the paced phase, below */
@@ -1395,12 +1402,12 @@ int main(int argc, char **argv)
         }
     }
     struct result med[P_N];
-    for (int p = 0; p < P_N; p++)
+    for (int p = 0; p < P_N && !paced_only; p++)
         if (p != P_ADD)
             median_result(res[p], reps, &med[p]);
 
     /* ---- paced status at half the measured peak (before any bulk write) */
-    double paced_rate = med[P_STATUS].rps / 2;
+    double paced_rate = paced_only ? paced_only : med[P_STATUS].rps / 2;
     struct phase pph = {
         .name = "paced status",
         .conns = rd,
@@ -1439,6 +1446,23 @@ int main(int argc, char **argv)
     }
     median_result(pres, reps, &pmed);
     median_result(eres, reps, &emed);
+    if (paced_only) {
+        for (int i = 0; i < nconns; i++) {
+            conn_close(rd[i]);
+            conn_close(wr[i]);
+            conn_close(ec[i]);
+        }
+        int sst = stop_child(&server_pid);
+        stop_child(&echo_pid);
+        printf("\nmedians of %d:\n", reps);
+        print_header();
+        print_row("paced status", &pmed);
+        print_row("paced echo", &emed);
+        printf("server exit: %s\n", WIFEXITED(sst) && WEXITSTATUS(sst) == 0
+                                        ? "clean (status 0)" : "NOT clean");
+        cleanup();
+        return pmed.errors || emed.errors ? 1 : 0;
+    }
 
     /* ---- durable adds, each after its own fsync baseline (the disk is shared
      * and its speed drifts) */
