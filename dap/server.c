@@ -2,11 +2,14 @@
  *
  * Design: one lws context with one protocol that takes both the WebSocket
  * upgrade at cfg->ws_path (no subprotocol, no extensions) and plain HTTP
- * (answered 404 for now). Incoming fragments are assembled into one message
+ * (/healthz, /metrics). Incoming fragments are assembled into one message
  * (bounded by cfg->max_message; past it the socket is closed with 1009) and
- * handed to the message layer (msg.c), which emits response frames into a
- * per-session queue. Frames are written only from WRITEABLE callbacks, in
- * chunks, so one huge response never monopolises the loop. A session whose
+ * kept until the end of the service pass, which handles every message of the
+ * pass in one store transaction (process_ready); the message layer (msg.c)
+ * emits response frames into a per-session queue. Once the transaction has
+ * committed, the first chunk is written at once and the rest from WRITEABLE
+ * callbacks, chunk by chunk, so one huge response never monopolises the
+ * loop. A session whose
  * queue grows past a high-water mark stops being read until it drains: a
  * client that never reads cannot make the server buffer without bound.
  * A periodic timer polls the database's data_version so a key revoked by the
@@ -30,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uv.h>
 
 #include "runner/runner.h"
 
@@ -74,12 +78,16 @@ struct pss {
     struct inmsg *in_head, *in_tail; /* owned: messages not handled yet */
     struct pss *ready_next;    /* in server.ready while it has messages */
     bool ready;
+    bool in_pass;              /* its messages are being handled (process_ready) */
     struct frame *q_mark;      /* the queue's tail before this pass's replies */
     bool live;                 /* ESTABLISHED seen, not yet CLOSED */
 };
 
 struct server {
     struct dap_app app;
+    uv_loop_t loop;            /* the event loop; lws takes part in it */
+    uv_check_t pass_end;       /* runs after each turn's I/O: process_ready */
+    uv_signal_t sig_term, sig_int;
     struct lws_context *ctx;
     struct pss *sessions;      /* live WebSocket sessions */
     struct pss *ready;         /* sessions with messages waiting */
@@ -90,11 +98,9 @@ struct server {
     struct runner *runner;     /* owned */
     struct sched *sched;       /* owned */
     bool stopping;             /* stop requested: no new connections or ticks */
-    bool exit_loop;
 };
 
 static struct server srv;
-static volatile sig_atomic_t stop_requested;
 
 static void arm_tick(void);
 
@@ -140,7 +146,8 @@ static void enqueue(void *ud, struct buf *frame)
         lws_rx_flow_control(p->wsi, 0);
         p->rx_paused = true;
     }
-    lws_callback_on_writable(p->wsi);
+    if (!p->in_pass) /* otherwise the end of the pass sends it (send_now) */
+        lws_callback_on_writable(p->wsi);
 }
 
 static void queue_free(struct pss *p)
@@ -244,6 +251,25 @@ static int write_some(struct pss *p)
     return 0;
 }
 
+/* The replies of a pass, once committed: written at once rather than after
+ * another poll() for POLLOUT, which the socket almost always has. lws allows
+ * a write outside WRITEABLE as long as the previous one left nothing
+ * buffered (lws_partial_buffered); what the kernel does not take, lws keeps
+ * and sends when the socket drains, and the rest of the queue goes on from
+ * WRITEABLE as usual. Nothing may touch p after this: a failed write marks
+ * the connection to be closed. */
+static void send_now(struct pss *p)
+{
+    if (!p->q_head && !(p->ss.closing && !p->close_sent))
+        return;
+    if (p->sent || lws_partial_buffered(p->wsi)) {
+        lws_callback_on_writable(p->wsi); /* a write is under way */
+        return;
+    }
+    if (write_some(p) < 0)
+        lws_set_timeout(p->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+}
+
 /* ---------------------------------------------------------------- sessions */
 
 static void auth_timer_update(struct pss *p)
@@ -330,9 +356,8 @@ static void drop_since_mark(struct pss *p)
  * store transaction (group commit: many clients' adds share one fsync, reads
  * share one read transaction). The transaction takes the write lock only at
  * the pass's first writing command (store_batch_write), so a pass of reads
- * costs no write lock. Replies only leave from WRITEABLE, in a later
- * pass, so none is sent before the commit; runs decided meanwhile start after
- * it. If the commit fails, the replies of this pass are dropped and their
+ * costs no write lock. Replies are sent only after the commit (send_now);
+ * runs decided meanwhile start after it. If the commit fails, the replies of this pass are dropped and their
  * connections closed: nothing acknowledged is lost. */
 static void process_ready(void)
 {
@@ -344,6 +369,7 @@ static void process_ready(void)
     sched_defer_begin(srv.sched);
     for (struct pss *p = list; p; p = p->ready_next) {
         p->ready = false;
+        p->in_pass = true;
         p->q_mark = p->q_tail;
         /* A client that does not read its replies gets no more handled
          * than fit under the queue's high-water mark; the rest waits until
@@ -363,9 +389,12 @@ static void process_ready(void)
     for (struct pss *p = list, *next; p; p = next) {
         next = p->ready_next;
         p->ready_next = NULL;
-        if (!ok)
-            drop_since_mark(p);
+        p->in_pass = false;
         auth_timer_update(p);
+        if (ok)
+            send_now(p);
+        else
+            drop_since_mark(p);
     }
     if (!ok)
         log_error("could not commit the requests of this pass; their "
@@ -518,12 +547,18 @@ static void drain_runner(void)
 
 /* ---------------------------------------------------------------- stopping */
 
+/* Leave the loop at the end of this turn; dap_serve then finishes up. */
+static void exit_loop(void)
+{
+    uv_stop(&srv.loop);
+}
+
 static void on_grace(lws_sorted_usec_list_t *sul)
 {
     (void)sul;
     log_warn("shutdown grace of %.0f s is over with %d run(s) still going",
              srv.app.cfg->shutdown_grace_s, runner_active(srv.runner));
-    srv.exit_loop = true;
+    exit_loop();
 }
 
 static void begin_shutdown(void)
@@ -533,7 +568,7 @@ static void begin_shutdown(void)
     lws_sul_cancel(&srv.sul_tick);
     int active = runner_active(srv.runner);
     if (active == 0) {
-        srv.exit_loop = true;
+        exit_loop();
         return;
     }
     log_info("stopping: no new connections or ticks; waiting up to %.0f s for "
@@ -558,14 +593,13 @@ static void finish_shutdown(void)
     srv.runner = NULL;
 }
 
-/* Everything the loop owes after being woken: runner events, a stop request. */
+/* Everything the loop owes after being woken by the runner: its events,
+ * and the end of a shutdown that was waiting for the last run. */
 static void on_wakeup(void)
 {
     drain_runner();
-    if (stop_requested && !srv.stopping)
-        begin_shutdown();
     if (srv.stopping && runner_active(srv.runner) == 0)
-        srv.exit_loop = true;
+        exit_loop();
     arm_tick();
 }
 
@@ -760,12 +794,18 @@ static const struct lws_protocols protocols[] = {
 
 /* ---------------------------------------------------------------- lifecycle */
 
-static void on_signal(int sig)
+static void on_signal(uv_signal_t *h, int sig)
 {
+    (void)h;
     (void)sig;
-    stop_requested = 1;
-    if (srv.ctx)
-        lws_cancel_service(srv.ctx);
+    if (!srv.stopping)
+        begin_shutdown();
+}
+
+static void on_pass_end(uv_check_t *h)
+{
+    (void)h;
+    process_ready();
 }
 
 static void lws_log_emit(int level, const char *line)
@@ -852,6 +892,7 @@ int dap_serve(const struct dap_config *cfg, struct store *st)
         log_warn("%s; checkpoints stay inside commits", ce.msg);
 
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
+    bool loop_open = false, handles_open = false;
     int rc = start_engine(cfg, st);
     if (rc)
         goto out;
@@ -861,9 +902,20 @@ int dap_serve(const struct dap_config *cfg, struct store *st)
     info.port = cfg->port; /* 0: the kernel picks; read back below */
     info.iface = cfg->listen_host;
     info.protocols = protocols;
-    info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
-    if (strchr(cfg->listen_host, ':'))
-        info.options = 0;
+    /* lws joins our libuv loop (epoll): a turn costs what is ready, not a
+     * poll() over every connection. */
+    if (uv_loop_init(&srv.loop) != 0) {
+        log_error("cannot create the event loop");
+        rc = RR_E_IO;
+        goto out;
+    }
+    loop_open = true;
+    void *foreign_loops[] = {&srv.loop};
+    info.foreign_loops = foreign_loops;
+    info.pcontext = &srv.ctx;
+    info.options = LWS_SERVER_OPTION_LIBUV;
+    if (!strchr(cfg->listen_host, ':'))
+        info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
     static const lws_retry_bo_t keepalive = {
         .secs_since_valid_ping = 30,
         .secs_since_valid_hangup = 90,
@@ -897,23 +949,18 @@ int dap_serve(const struct dap_config *cfg, struct store *st)
         }
     }
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    uv_check_init(&srv.loop, &srv.pass_end);
+    uv_check_start(&srv.pass_end, on_pass_end);
+    uv_signal_init(&srv.loop, &srv.sig_term);
+    uv_signal_start(&srv.sig_term, on_signal, SIGTERM);
+    uv_signal_init(&srv.loop, &srv.sig_int);
+    uv_signal_start(&srv.sig_int, on_signal, SIGINT);
+    handles_open = true;
 
     lws_sul_schedule(srv.ctx, 0, &srv.sul_revoke, revoke_poll, REVOKE_POLL_US);
     arm_tick();
-    while (!srv.exit_loop) {
-        if (lws_service(srv.ctx, 0) < 0)
-            break;
-        process_ready();
-        if (stop_requested && !srv.stopping)
-            begin_shutdown();
-    }
+    uv_run(&srv.loop, UV_RUN_DEFAULT); /* until exit_loop() */
     log_info("stopping");
     finish_shutdown();
 
@@ -922,8 +969,25 @@ out:
         lws_sul_cancel(&srv.sul_revoke);
         lws_sul_cancel(&srv.sul_tick);
         lws_sul_cancel(&srv.sul_grace);
+        /* With a loop lws does not own, destruction finishes in the close
+         * callbacks of its handles (the loop runs them below), and the
+         * second call frees what is left. info.pcontext clears srv.ctx. */
         lws_context_destroy(srv.ctx);
+    }
+    if (loop_open) {
+        /* Close our handles, then run the loop until lws's and ours are all
+         * closed. */
+        if (handles_open) {
+            uv_close((uv_handle_t *)&srv.pass_end, NULL);
+            uv_close((uv_handle_t *)&srv.sig_term, NULL);
+            uv_close((uv_handle_t *)&srv.sig_int, NULL);
+        }
+        uv_run(&srv.loop, UV_RUN_DEFAULT);
+        if (srv.ctx)
+            lws_context_destroy(srv.ctx);
         srv.ctx = NULL;
+        if (uv_loop_close(&srv.loop) != 0)
+            log_warn("the event loop still had open handles at exit");
     }
     runner_free(srv.runner);
     srv.runner = NULL;
