@@ -2,7 +2,8 @@
  *
  * Purpose: jraw_check must accept exactly the JSON texts RFC 8259 allows,
  * jraw_compact must keep a valid text valid (and be idempotent), and
- * jraw_member must stay inside its input whatever the input is.
+ * jraw_member must stay inside its input whatever the input is; jraw_members,
+ * jraw_str and jraw_str_eq must agree with jraw_member and jansson.
  *
  * Design: the input is copied into a buffer of exactly its size (so ASan
  * sees any read past the end; the replay driver's buffer is larger) and:
@@ -35,6 +36,7 @@
 #include <string.h>
 
 #include "util/jraw.h"
+#include "util/util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -123,20 +125,57 @@ static bool valid_without_token_nuls(const char *s, size_t n)
     return ok;
 }
 
-/* For each top-level key jansson saw, jraw_member finds the same value. */
+/* v is the raw text of want: jraw_str decodes a string to jansson's value
+ * (bytes and length), jraw_str_eq agrees, and anything else is refused. */
+static void string_agrees(struct jraw_span v, json_t *want)
+{
+    struct buf d;
+    buf_init(&d, 0);
+    if (!json_is_string(want)) {
+        CHECK(!jraw_str(&d, v) && d.len == 0);
+        CHECK(!jraw_str_eq(v, ""));
+        buf_free(&d);
+        return;
+    }
+    const char *w = json_string_value(want);
+    size_t wn = json_string_length(want);
+    CHECK(jraw_str(&d, v));
+    CHECK(d.len == wn && (wn == 0 || memcmp(buf_data(&d), w, wn) == 0));
+    if (strlen(w) == wn) /* no NUL inside: comparable as a C string */
+        CHECK(jraw_str_eq(v, w));
+    if (wn > 0 && strlen(w) == wn) { /* a prefix is not equal */
+        char *shorter = strndup(w, wn - 1);
+        CHECK(shorter != NULL && !jraw_str_eq(v, shorter));
+        free(shorter);
+    }
+    buf_free(&d);
+}
+
+/* For each top-level key jansson saw, jraw_member finds the same value, and
+ * jraw_members finds the same spans for several keys in one walk. */
 static void members_agree(const char *s, size_t n, json_t *root)
 {
     if (!json_is_object(root)) {
-        struct jraw_span v;
+        struct jraw_span v, vs[2];
+        static const char *const two[] = {"", "a"};
         CHECK(!jraw_member(s, n, "", &v, NULL));
         CHECK(!jraw_member(s, n, "a", &v, NULL));
+        CHECK(!jraw_members(s, n, two, 2, vs) && !vs[0].p && !vs[1].p);
+        struct jraw_span whole = {s, n}; /* one value: maybe a string */
+        while (whole.n && is_ws(whole.p[0]))
+            whole.p++, whole.n--;
+        while (whole.n && is_ws(whole.p[whole.n - 1]))
+            whole.n--;
+        string_agrees(whole, root);
         return;
     }
     const char *key;
     json_t *want;
+    const char *keys[MAX_KEYS + 1];
+    struct jraw_span one[MAX_KEYS + 1];
     int k = 0;
     json_object_foreach(root, key, want) {
-        if (k++ == MAX_KEYS)
+        if (k == MAX_KEYS)
             break;
         struct jraw_span v, ks;
         CHECK(jraw_member(s, n, key, &v, &ks));
@@ -147,10 +186,22 @@ static void members_agree(const char *s, size_t n, json_t *root)
         json_t *kj = json_loadb(ks.p, ks.n, JSON_FLAGS, NULL);
         CHECK(json_is_string(kj) && strcmp(json_string_value(kj), key) == 0);
         json_decref(kj);
+        string_agrees(v, want);
+        keys[k] = key;
+        one[k++] = v;
     }
     struct jraw_span v;
-    if (!json_object_get(root, "\x01zz-absent"))
+    bool absent = !json_object_get(root, "\x01zz-absent");
+    if (absent)
         CHECK(!jraw_member(s, n, "\x01zz-absent", &v, NULL));
+
+    keys[k] = "\x01zz-absent";
+    struct jraw_span all[MAX_KEYS + 1];
+    CHECK(jraw_members(s, n, keys, (size_t)k + 1, all));
+    for (int i = 0; i < k; i++)
+        CHECK(all[i].p == one[i].p && all[i].n == one[i].n);
+    if (absent)
+        CHECK(all[k].p == NULL && all[k].n == 0);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
