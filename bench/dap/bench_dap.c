@@ -1136,6 +1136,19 @@ static void median_result(const struct result *rs, int n, struct result *out)
 
 /* ================================================================ main */
 
+/* Close every connection and stop both servers; did rrdeploy exit cleanly? */
+static bool stop_all(struct conn **rd, struct conn **wr, struct conn **ec, int nconns)
+{
+    for (int i = 0; i < nconns; i++) {
+        conn_close(rd[i]);
+        conn_close(wr[i]);
+        conn_close(ec[i]);
+    }
+    int sst = stop_child(&server_pid);
+    stop_child(&echo_pid);
+    return WIFEXITED(sst) && WEXITSTATUS(sst) == 0;
+}
+
 static void usage(void)
 {
     fputs("usage: bench_dap [-n conns] [-k inflight] [-t seconds] [-w warmup] [-r reps]\n"
@@ -1447,19 +1460,12 @@ int main(int argc, char **argv)
     median_result(pres, reps, &pmed);
     median_result(eres, reps, &emed);
     if (paced_only) {
-        for (int i = 0; i < nconns; i++) {
-            conn_close(rd[i]);
-            conn_close(wr[i]);
-            conn_close(ec[i]);
-        }
-        int sst = stop_child(&server_pid);
-        stop_child(&echo_pid);
+        bool clean = stop_all(rd, wr, ec, nconns);
         printf("\nmedians of %d:\n", reps);
         print_header();
         print_row("paced status", &pmed);
         print_row("paced echo", &emed);
-        printf("server exit: %s\n", WIFEXITED(sst) && WEXITSTATUS(sst) == 0
-                                        ? "clean (status 0)" : "NOT clean");
+        printf("server exit: %s\n", clean ? "clean (status 0)" : "NOT clean");
         cleanup();
         return pmed.errors || emed.errors ? 1 : 0;
     }
@@ -1503,15 +1509,7 @@ int main(int argc, char **argv)
     print_row("paced status, after adds", &after);
     printf("    sender lag behind schedule p99 %.2f ms\n", after.lag_p99_ms);
 
-    /* ---- stop */
-    for (int i = 0; i < nconns; i++) {
-        conn_close(rd[i]);
-        conn_close(wr[i]);
-        conn_close(ec[i]);
-    }
-    int sst = stop_child(&server_pid);
-    stop_child(&echo_pid);
-    bool clean = WIFEXITED(sst) && WEXITSTATUS(sst) == 0;
+    bool clean = stop_all(rd, wr, ec, nconns);
 
     /* ---- report */
     printf("\nmedians of %d:\n", reps);
