@@ -1255,8 +1255,11 @@ static void print_event_line(struct ctx *x, const struct dap__msg *ev)
     json_t *body = body_tree(ev);
     if (!body)
         return;
+    /* when it happened, by the server's clock; older servers send no "at" */
+    json_t *at = json_object_get(body, "at");
+    double t = json_is_number(at) ? json_number_value(at) : 0;
     char when[40];
-    fmt_time(time_now_real(), false, when, sizeof when);
+    fmt_time(t > 0 && t < 253402300800.0 ? t : time_now_real(), false, when, sizeof when);
     const char *action = jstr(body, "action");
     struct buf detail;
     buf_init(&detail, 0);

@@ -371,7 +371,7 @@ static int cmd_remove(struct dap_app *app, struct dap_session *ss,
     int rc = store_dep_delete(app->store, ss->key.user, project_id);
     if (rc)
         return fail_store(res, rc, project_id);
-    sched_dep_removed(app->sched, ss->key.user, project_id);
+    sched_dep_removed(app->sched, ss->key.user, project_id, app->now());
     buf_puts(&res->body, "{}");
     return 0;
 }

@@ -309,9 +309,10 @@ void sched_run_json(struct buf *b, const struct store_run *r, bool with_output)
     buf_putc(b, '}');
 }
 
-/* Send {"action":..., "projectId":..., <extra>} to the server's watchers. */
+/* Send {"action":..., "projectId":..., "at":..., <extra>} to the server's
+ * watchers; at is when it happened (float Unix seconds). */
 static void emit(struct sched *s, const struct sched_dep *d, const char *user,
-                 const char *project_id, const char *action,
+                 const char *project_id, const char *action, double at,
                  const struct store_run *run, const char *extra)
 {
     (void)d;
@@ -323,6 +324,8 @@ static void emit(struct sched *s, const struct sched_dep *d, const char *user,
     buf_json_cstr(&b, action);
     buf_puts(&b, ",\"projectId\":");
     buf_json_cstr(&b, project_id);
+    buf_puts(&b, ",\"at\":");
+    buf_json_time(&b, at);
     if (run) {
         buf_puts(&b, ",\"run\":");
         sched_run_json(&b, run, true);
@@ -411,7 +414,7 @@ static void set_errored(struct sched *s, struct sched_dep *d, const char *why,
     buf_init(&extra, 0);
     buf_puts(&extra, ",\"state\":\"errored\",\"error\":");
     buf_json_cstr(&extra, why);
-    emit(s, d, d->user, d->project_id, "state_changed", NULL, buf_cstr(&extra));
+    emit(s, d, d->user, d->project_id, "state_changed", now, NULL, buf_cstr(&extra));
     buf_free(&extra);
 }
 
@@ -537,8 +540,8 @@ static void record_skip(struct sched *s, struct sched_dep *d, int64_t t,
     struct store_run full;
     if (store_run_get(s->store, r.id, &full) == 0) {
         emit(s, d, d->user, d->project_id,
-             outcome == STORE_RUN_SKIPPED ? "tick_skipped" : "tick_missed", &full,
-             NULL);
+             outcome == STORE_RUN_SKIPPED ? "tick_skipped" : "tick_missed",
+             full.created_at, &full, NULL);
         store_run_clear(&full);
     }
 }
@@ -724,13 +727,15 @@ int sched_dep_upsert(struct sched *s, const struct store_dep *row)
         buf_json_cstr(&extra, store_state_name(row->state));
         buf_puts(&extra, ",\"error\":");
         buf_json_cstr(&extra, row->error);
-        emit(s, d, d->user, d->project_id, "state_changed", NULL, buf_cstr(&extra));
+        emit(s, d, d->user, d->project_id, "state_changed", row->updated_at, NULL,
+             buf_cstr(&extra));
         buf_free(&extra);
     }
     return 0;
 }
 
-void sched_dep_removed(struct sched *s, const char *user, const char *project_id)
+void sched_dep_removed(struct sched *s, const char *user, const char *project_id,
+                       double now)
 {
     struct sched_dep *d = dep_find(s, user, project_id);
     if (!d)
@@ -750,7 +755,7 @@ void sched_dep_removed(struct sched *s, const char *user, const char *project_id
     s->nheld = keep;
     if (d->run_id && s->exec.cancel)
         s->exec.cancel(s->exec.ud, d->run_id, STORE_RUN_INTERRUPTED);
-    emit(s, d, user, project_id, "removed", NULL, NULL);
+    emit(s, d, user, project_id, "removed", now, NULL, NULL);
     dep_delete(s, d);
 }
 
@@ -1075,7 +1080,7 @@ void sched_run_started(struct sched *s, int64_t run_id, double at, int pgid,
         if (store_run_update(s->store, &r) != 0)
             log_error("run %lld: cannot record its start", (long long)run_id);
         struct sched_dep *d = dep_find(s, r.user, r.project_id);
-        emit(s, d, r.user, r.project_id, "run_started", &r, NULL);
+        emit(s, d, r.user, r.project_id, "run_started", at, &r, NULL);
     }
     store_run_clear(&r);
 }
@@ -1112,7 +1117,7 @@ void sched_run_finished(struct sched *s, const struct sched_result *res)
     if (store_run_update(s->store, &r) != 0)
         log_error("run %lld: cannot record its outcome", (long long)res->run_id);
     s->stats.finished[res->outcome]++;
-    emit(s, d, r.user, r.project_id, "run_finished", &r, NULL);
+    emit(s, d, r.user, r.project_id, "run_finished", res->at, &r, NULL);
     store_run_clear(&r);
 }
 

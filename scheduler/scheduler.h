@@ -171,8 +171,10 @@ int64_t sched_next_fire(const struct cronx *cx, enum store_state st,
 /* After a successful store insert/update of row (with next_run_at computed by
  * sched_next_fire): index it and (re)schedule it. */
 int sched_dep_upsert(struct sched *s, const struct store_dep *row);
-/* After a successful store delete: stop its run (interrupted) and forget it. */
-void sched_dep_removed(struct sched *s, const char *user, const char *project_id);
+/* After a successful store delete at now: stop its run (interrupted) and
+ * forget it. */
+void sched_dep_removed(struct sched *s, const char *user, const char *project_id,
+                       double now);
 
 /* Earliest fire instant of all deployments, CRONX_NEVER when none. */
 int64_t sched_next_deadline(const struct sched *s);

@@ -6,6 +6,7 @@ Every CLI run is checked for sanitizer reports (the client is the same binary
 as the server, so leaks at exit show up here)."""
 
 import json
+import math
 import os
 import re
 import select
@@ -452,6 +453,11 @@ class CliTest(CliBase):
             self.assertEqual([(e["action"], e["projectId"]) for e in ev],
                              [("run_started", "cli_w"), ("run_finished", "cli_w")])
             self.assertEqual(ev[1]["run"]["outcome"], "succeeded")
+            # a line shows when the event happened (its "at"), not when it
+            # arrived
+            self.assertEqual(ev[1]["at"], ev[1]["run"]["finished_at"])
+            self.assertEqual(lines[3][:19], time.strftime(
+                "%Y-%m-%d %H:%M:%S", time.localtime(math.floor(ev[1]["at"]))))
             self.ok("update", "cli_w", "--pause", key=key)
             line = self._readline(human.stdout, 20)
             self.assertRegex(line, r"  cli_w  state_changed\s+paused\n$")

@@ -91,6 +91,13 @@ class WatchTest(RunsTest):
                 run = b.get("run")
                 if run is not None:
                     self.assertRunShape(run)
+                # when it happened, by the server's (test) clock
+                self.assertIsInstance(b["at"], (int, float))
+                self.assertGreaterEqual(b["at"], BASE)
+                when = {"run_started": "started_at", "run_finished": "finished_at",
+                        "tick_skipped": "created_at"}.get(b["action"])
+                if when:
+                    self.assertEqual(b["at"], run[when])
                 out.append((b["action"], b["projectId"],
                             run["userId"] if run else None,
                             b.get("state")))

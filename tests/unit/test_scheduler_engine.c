@@ -459,7 +459,7 @@ static void test_remove_interrupts(void **state)
     add(fx, "p", "* * * * *", T0);
     sched_tick(fx->s, T0 + 60, 0);
     assert_int_equal(store_dep_delete(fx->st, "alice", "p"), 0);
-    sched_dep_removed(fx->s, "alice", "p");
+    sched_dep_removed(fx->s, "alice", "p", T0);
     assert_int_equal(fx->ncancels, 1);
     assert_int_equal(fx->cancel_as[0], STORE_RUN_INTERRUPTED);
     assert_true(sched_next_deadline(fx->s) == CRONX_NEVER);
@@ -504,7 +504,7 @@ static void test_decides_ahead(void **state)
     fx->njobs = 0;
     assert_int_equal(sched_tick(fx->s, T0 + 179.5, 1.0), 1);
     assert_int_equal(store_dep_delete(fx->st, "alice", "a"), 0);
-    sched_dep_removed(fx->s, "alice", "a");
+    sched_dep_removed(fx->s, "alice", "a", T0);
     assert_int_equal(sched_release(fx->s, T0 + 180), 0);
     assert_int_equal(fx->njobs, 0);
 }
@@ -533,7 +533,7 @@ static void test_heap_order(void **state)
         if (rand() % 2) {
             set_state(fx, pid, STORE_PAUSED, T0);
         } else if (store_dep_delete(fx->st, "alice", pid) == 0) {
-            sched_dep_removed(fx->s, "alice", pid);
+            sched_dep_removed(fx->s, "alice", pid, T0);
         }
         events_clear(fx);
     }
