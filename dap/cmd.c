@@ -793,6 +793,20 @@ static int cmd_test_clock(struct dap_app *app, struct dap_session *ss,
     buf_printf(&res->body, "{\"now\":%.6f,\"fired\":%d}", app->test_now, fired);
     return 0;
 }
+
+/* Make the commit of this request's service pass fail, as a full or broken
+ * disk would: what the server then owes its clients is tested over the wire. */
+static int cmd_test_fail_commit(struct dap_app *app, struct dap_session *ss,
+                                struct dap_req *req, struct dap_res *res)
+{
+    (void)ss;
+    (void)req;
+    if (!app->test_clock)
+        return dap__fail(res, DAP_BAD_REQUEST, "Invalid command: rrtest_fail_commit");
+    store_test_fail_commits(app->store, 1);
+    buf_puts(&res->body, "{}");
+    return 0;
+}
 #endif
 
 /* ---------------------------------------------------------------- table */
@@ -816,6 +830,7 @@ static const struct dap_cmd commands[] = {
     {"rrext_deploy_watch",     cmd_watch,     false,  STORE_PERM_MONITOR, false},
 #ifdef RRDEPLOY_TEST_HOOKS
     {"rrtest_clock",           cmd_test_clock, false, 0,                  true},
+    {"rrtest_fail_commit",     cmd_test_fail_commit, false, 0,            true},
 #endif
 };
 

@@ -73,6 +73,8 @@ struct pss {
     bool rx_paused;
     bool auth_timer;           /* the unauthenticated timeout is armed */
     bool close_sent;           /* the closing handshake has been started */
+    bool close_failed;         /* ... because the server failed (1011), not the
+                                  client (1008) */
     struct buf http;           /* HTTP connections: the response body */
     size_t http_sent;
     struct inmsg *in_head, *in_tail; /* owned: messages not handled yet */
@@ -218,7 +220,10 @@ static int write_some(struct pss *p)
              * reply it was sent. Closing from the wsi timer callback instead
              * sends a Close frame and waits for the client's, reading (and
              * ignoring) whatever arrives meanwhile. */
-            lws_close_reason(p->wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, NULL, 0);
+            lws_close_reason(p->wsi,
+                             p->close_failed ? LWS_CLOSE_STATUS_UNEXPECTED_CONDITION
+                                             : LWS_CLOSE_STATUS_POLICY_VIOLATION,
+                             NULL, 0);
             lws_set_timer_usecs(p->wsi, 1);
             p->close_sent = true;
         }
@@ -349,6 +354,7 @@ static void drop_since_mark(struct pss *p)
         f = next;
     }
     p->ss.closing = true;
+    p->close_failed = true;
     lws_callback_on_writable(p->wsi);
 }
 

@@ -76,6 +76,10 @@ struct sched {
     size_t npending, cap_pending;
     struct sched_dep **touched;   /* owned array: deps decided in this tick */
     size_t ntouched, cap_touched;
+    /* Deployments added, updated or removed while deferring, as "user\0id"
+     * (owned): if the batch fails they are read back from the store. */
+    char **changed;
+    size_t nchanged, cap_changed;
     /* Runs decided ahead of their scheduled time (sched_tick's lead),
      * committed and waiting for it. Few: at most one per deployment. */
     struct pending *held;         /* owned array */
@@ -685,6 +689,9 @@ void sched_free(struct sched *s)
     free(s->held);
     free(s->pending);
     free(s->touched);
+    for (size_t i = 0; i < s->nchanged; i++)
+        free(s->changed[i]);
+    free(s->changed);
     free(s);
 }
 
@@ -712,8 +719,25 @@ static int dep_apply(struct sched *s, const struct store_dep *row,
     return 0;
 }
 
+/* While deferring, remember that (user, project_id) was changed. */
+static void note_changed(struct sched *s, const char *user, const char *project_id)
+{
+    if (!s->deferring)
+        return;
+    if (s->nchanged == s->cap_changed) {
+        s->cap_changed = s->cap_changed ? s->cap_changed * 2 : 16;
+        s->changed = xrealloc(s->changed, s->cap_changed * sizeof *s->changed);
+    }
+    size_t nu = strlen(user), np = strlen(project_id);
+    char *k = xmalloc(nu + np + 2);
+    memcpy(k, user, nu + 1);
+    memcpy(k + nu + 1, project_id, np + 1);
+    s->changed[s->nchanged++] = k;
+}
+
 int sched_dep_upsert(struct sched *s, const struct store_dep *row)
 {
+    note_changed(s, row->user, row->project_id);
     struct sched_dep *d = dep_find(s, row->user, row->project_id);
     bool changed = d && d->state != row->state;
     int rc = dep_apply(s, row, &d);
@@ -737,6 +761,7 @@ int sched_dep_upsert(struct sched *s, const struct store_dep *row)
 void sched_dep_removed(struct sched *s, const char *user, const char *project_id,
                        double now)
 {
+    note_changed(s, user, project_id);
     struct sched_dep *d = dep_find(s, user, project_id);
     if (!d)
         return;
@@ -988,6 +1013,26 @@ void sched_defer_begin(struct sched *s)
     s->deferring = true;
 }
 
+/* The batch that changed (user, project_id) was rolled back: make the
+ * engine agree with the store again. */
+static void resync(struct sched *s, const char *user, const char *project_id,
+                   double now)
+{
+    struct store_dep row;
+    int rc = store_dep_get(s->store, user, project_id, &row);
+    if (rc == 0) {
+        if (sched_dep_upsert(s, &row) != 0)
+            log_error("deployment %s/%s: cannot reload it", user, project_id);
+        store_dep_clear(&row);
+    } else if (rc == RR_E_NOTFOUND) {
+        if (dep_find(s, user, project_id))
+            sched_dep_removed(s, user, project_id, now);
+    } else {
+        log_error("deployment %s/%s: cannot reload it: %s", user, project_id,
+                  err_str(rc));
+    }
+}
+
 void sched_defer_end(struct sched *s, double now, bool committed)
 {
     int64_t t = (int64_t)floor(now);
@@ -1005,6 +1050,13 @@ void sched_defer_end(struct sched *s, double now, bool committed)
         }
     }
     s->npending = 0;
+    for (size_t i = 0; i < s->nchanged; i++) {
+        const char *user = s->changed[i];
+        if (!committed)
+            resync(s, user, user + strlen(user) + 1, now);
+        free(s->changed[i]);
+    }
+    s->nchanged = 0;
 }
 
 static const char *dep_name(const struct sched_dep *d)

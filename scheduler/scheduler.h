@@ -193,7 +193,8 @@ double sched_next_release(const struct sched *s);
 /* The caller has opened a store batch (store_batch_begin) around several
  * calls: runs decided meanwhile are not handed to the executor until
  * sched_defer_end, which the caller calls after its commit (committed true)
- * or its failure (false: those runs never were). */
+ * or its failure (false: those runs never were, and the deployments
+ * upserted or removed meanwhile are read back from the store). */
 void sched_defer_begin(struct sched *s);
 void sched_defer_end(struct sched *s, double now, bool committed);
 

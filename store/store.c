@@ -284,6 +284,9 @@ struct store {
     bool batch;                         /* inside store_batch_begin/commit */
     bool batch_read;                    /* ... begun by store_batch_begin_read and
                                            not yet made a write batch */
+#ifdef RRDEPLOY_TEST_HOOKS
+    int fail_commits;                   /* batch commits still to fail */
+#endif
     char *path;                         /* owned; the file as opened */
     struct checkpointer *ckpt;          /* owned; NULL unless started */
     dev_t dev;                          /* its identity, for store_health */
@@ -465,11 +468,26 @@ int store_batch_commit(struct store *s)
         log_error("store: the batch was rolled back by an earlier error");
         return RR_E_IO;
     }
+#ifdef RRDEPLOY_TEST_HOOKS
+    if (s->fail_commits > 0) {
+        s->fail_commits--;
+        tx_rollback(s);
+        log_error("store: commit batch: failed on purpose (test hook)");
+        return RR_E_IO;
+    }
+#endif
     int rc = exec_cached(s, ST_COMMIT, NULL, "commit batch");
     if (rc)
         tx_rollback(s);
     return rc;
 }
+
+#ifdef RRDEPLOY_TEST_HOOKS
+void store_test_fail_commits(struct store *s, int n)
+{
+    s->fail_commits = n;
+}
+#endif
 
 /* Run a query returning one integer in its first column. */
 static int query_int64(struct store *s, enum stmt_id id, const char *bind1,

@@ -67,6 +67,12 @@ int store_batch_commit(struct store *s) MUST_CHECK;
 int store_batch_begin_read(struct store *s) MUST_CHECK;
 int store_batch_write(struct store *s) MUST_CHECK;
 
+#ifdef RRDEPLOY_TEST_HOOKS
+/* Test builds only: the next n batch commits fail as a full or broken disk
+ * would make them (the batch is rolled back and RR_E_IO returned). */
+void store_test_fail_commits(struct store *s, int n);
+#endif
+
 /* Move WAL checkpoints off this connection's commits: a thread with its own
  * connection makes a passive checkpoint about once a second, and this
  * connection's automatic checkpoints are turned off. For long-lived

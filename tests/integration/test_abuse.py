@@ -803,5 +803,55 @@ class AbuseTest(ServerTest):
         srv.stop()
 
 
+    # ---------------------------------------------------------- 6
+
+    @async_test(timeout=60)
+    async def test_failed_commit_answers_nothing_and_keeps_serving(self):
+        """A service pass whose transaction cannot commit (a test hook makes
+        the commit fail, as a full disk would) acknowledges nothing: its
+        connections get no reply and are closed with 1011, none of its writes
+        is in the database or in the scheduler, and the server goes on."""
+        srv = self.new_server(extra_args=["--test-clock"])
+        a = await RawWS(srv.port).connect()
+        await a.handshake()
+        await a.auth(srv.admin_key)
+        # an add and the hook in one write: one service pass
+        s_add, add = a.request_text("rrext_deploy_add", {
+            "pipeline": pipeline("lost"), "schedule": "* * * * *"})
+        s_hook, hook = a.request_text("rrtest_fail_commit")
+        a.writer.write(a.frame(add) + a.frame(hook))
+        got = []
+        while True:
+            try:
+                m = await a.read_message(15)
+            except asyncio.IncompleteReadError:
+                break
+            got.append(m)
+            if isinstance(m, tuple):
+                break
+        a.drop()
+        self.assertEqual(got, [("close", 1011)])
+        self.assertIn("could not commit the requests of this pass",
+                      srv.stderr())
+
+        # the server goes on, and nothing of that pass was kept
+        c = await self.admin(srv)
+        self.assertErr(await c.call("rrext_deploy_status", projectId="lost"),
+                       "not_found")
+        self.assertOk(await c.call("rrext_deploy_add",
+                                   pipeline=pipeline("kept"), schedule="manual"))
+        names = [d["pipeline"]["project_id"] for d in
+                 self.assertOk(await c.call("rrext_deploy_list"))["deployments"]]
+        self.assertEqual(names, ["kept"])
+        # the scheduler forgot "lost" too: the next minute fires nothing
+        r = self.assertOk(await c.call("rrtest_clock", advance=120))
+        self.assertEqual(r["fired"], 0)
+        # and the hook is off again: a later pass commits
+        self.assertOk(await c.call("rrext_deploy_update", projectId="kept",
+                                   state="paused"))
+        st = self.assertOk(await c.call("rrext_deploy_status", projectId="kept"))
+        self.assertEqual(st["state"], "paused")
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -467,6 +467,43 @@ static void test_remove_interrupts(void **state)
     assert_int_equal(has_event(fx, "\"action\":\"removed\""), 1);
 }
 
+#ifdef RRDEPLOY_TEST_HOOKS
+/* A batch that fails to commit: the adds, updates and removals the engine
+ * was told about are undone by reading those deployments back. */
+static void test_failed_batch_resyncs(void **state)
+{
+    struct fx *fx = *state;
+    add(fx, "kept", "* * * * *", T0);
+    add(fx, "gone", "*/5 * * * *", T0);
+    uint64_t n[3];
+
+    assert_int_equal(store_batch_begin(fx->st), 0);
+    sched_defer_begin(fx->s);
+    add(fx, "ghost", "* * * * *", T0);                /* rolled back below */
+    set_state(fx, "kept", STORE_PAUSED, T0);
+    assert_int_equal(store_dep_delete(fx->st, "alice", "gone"), 0);
+    sched_dep_removed(fx->s, "alice", "gone", T0);
+    sched_count_states(fx->s, n);
+    assert_int_equal(n[STORE_ACTIVE], 1);
+    assert_int_equal(n[STORE_PAUSED], 1);
+    store_test_fail_commits(fx->st, 1);
+    assert_int_equal(store_batch_commit(fx->st), RR_E_IO);
+    sched_defer_end(fx->s, T0, false);
+
+    size_t scheduled = 0;
+    assert_int_equal(sched_count(fx->s, &scheduled), 2); /* kept, gone */
+    sched_count_states(fx->s, n);
+    assert_int_equal(n[STORE_ACTIVE], 2);
+    assert_int_equal(n[STORE_PAUSED], 0);
+    /* at 00:05 both fire; the ghost, which the store never kept, does not */
+    assert_int_equal(sched_tick(fx->s, T0 + 300, 0), 2);
+    assert_int_equal(fx->njobs, 2);
+    assert_int_equal(ledger(fx, "kept").n[STORE_RUN_QUEUED], 1);
+    assert_int_equal(ledger(fx, "gone").n[STORE_RUN_QUEUED], 1);
+    assert_int_equal(ledger(fx, "ghost").n[STORE_RUN_QUEUED], 0);
+}
+#endif
+
 /* Deciding ahead: rows committed before the due second, runs started at it. */
 static void test_decides_ahead(void **state)
 {
@@ -575,6 +612,9 @@ int main(void)
         T(test_manual_runs),
         T(test_executor_refusal_recorded),
         T(test_remove_interrupts),
+#ifdef RRDEPLOY_TEST_HOOKS
+        T(test_failed_batch_resyncs),
+#endif
         T(test_decides_ahead),
         T(test_heap_order),
     };
