@@ -2,27 +2,30 @@
  *
  * Design: one lws context with one protocol that takes both the WebSocket
  * upgrade at cfg->ws_path (no subprotocol, no extensions) and plain HTTP
- * (/healthz, /metrics). Incoming fragments are assembled into one message
- * (bounded by cfg->max_message; past it the socket is closed with 1009) and
- * kept until the end of the service pass, which handles every message of the
- * pass in one store transaction (process_ready); the message layer (msg.c)
- * emits response frames into a per-session queue. Once the transaction has
- * committed, the first chunk is written at once and the rest from WRITEABLE
- * callbacks, chunk by chunk, so one huge response never monopolises the
- * loop. A session whose
- * queue grows past a high-water mark stops being read until it drains: a
- * client that never reads cannot make the server buffer without bound.
- * A periodic timer polls the database's data_version so a key revoked by the
- * `rrdeploy keys` CLI takes effect on live sessions, and on the deployments it
- * owns, within a second.
+ * (/healthz, /metrics). lws runs inside a libuv loop that dap_serve owns
+ * (epoll: a turn costs what is ready, not a poll() over every connection).
+ * Incoming fragments are assembled into one message (bounded by
+ * cfg->max_message; past it the socket is closed with 1009) and kept until
+ * the end of the loop turn (the service pass), when a uv_check handle
+ * handles every message of the pass in one store transaction
+ * (process_ready); the message layer (msg.c) emits response frames into a
+ * per-session queue. Once the transaction has committed, the first chunk is
+ * written at once and the rest from WRITEABLE callbacks, chunk by chunk, so
+ * one huge response never monopolises the loop. A session whose queue grows
+ * past a high-water mark stops being read until it drains: a client that
+ * never reads cannot make the server buffer without bound. A periodic timer
+ * polls the database's data_version so a key revoked by the `rrdeploy keys`
+ * CLI takes effect on live sessions, and on the deployments it owns, within
+ * a second.
  *
  * The daemon's wiring also lives here: one lws_sul timer armed at the
  * scheduler's earliest deadline (re-armed after every change, and at least
  * once a minute so wall-clock steps are noticed), the runner's supervisor
  * thread waking the loop with lws_cancel_service() when runs start or end
  * (EVENT_WAIT_CANCELLED drains the whole queue), and a graceful stop:
- * SIGTERM/SIGINT stop accepting connections and ticks, let runs finish for up
- * to cfg->shutdown_grace_s, then record the rest as interrupted.
+ * SIGTERM/SIGINT (uv_signal) stop accepting connections and ticks, let runs
+ * finish for up to cfg->shutdown_grace_s, then record the rest as
+ * interrupted.
  * Thread: everything runs on the service thread that calls dap_serve(). */
 #include "dap/dap_internal.h"
 
@@ -363,8 +366,10 @@ static void drop_since_mark(struct pss *p)
  * share one read transaction). The transaction takes the write lock only at
  * the pass's first writing command (store_batch_write), so a pass of reads
  * costs no write lock. Replies are sent only after the commit (send_now);
- * runs decided meanwhile start after it. If the commit fails, the replies of this pass are dropped and their
- * connections closed: nothing acknowledged is lost. */
+ * runs decided meanwhile start after it. If the commit fails, the replies of
+ * this pass are dropped, their connections closed (1011) and the scheduler
+ * told to read back what the pass changed: nothing acknowledged is lost, and
+ * nothing unacknowledged stays. */
 static void process_ready(void)
 {
     struct pss *list = srv.ready;
