@@ -23,9 +23,9 @@
  * each other's pipes nor the server's sockets. Signals go to the whole group
  * (kill(-pgid)). When the pidfd says the leader exited, the leader is still
  * an unreaped zombie and so still pins its pgid: we SIGKILL the group (so no
- * part of a run outlives it, like systemd's control-group semantics, short
- * of processes that setsid() away), then reap the leader, drain what output
- * is left, and report FINISHED.
+ * part of a run outlives it, like systemd's control-group semantics), then
+ * reap the leader, drain what output is left, and report FINISHED. Processes
+ * that left the group (setsid) are found by their RR_RUN_ID (kill_escaped).
  *
  * If pidfd_open is unavailable (ENOSYS; or RRDEPLOY_RUNNER_NO_PIDFD=1, for
  * tests) or fails for one child (EMFILE), that child is polled instead:
@@ -43,6 +43,7 @@
  * thread and a write to a closed stdin pipe gives EPIPE, not a SIGPIPE. */
 #include "runner/runner.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -72,6 +73,7 @@ extern char **environ;
 #define DRAIN_READS 64    /* final drain after exit, bounded */
 #define MAX_EVENTS 64
 #define DEADLINE_MAX_MS (100LL * 365 * 86400 * 1000) /* "never" */
+#define ENVIRON_MAX (4 * 1024 * 1024) /* /proc/PID/environ read for the sweep */
 
 /* ============================================================ types */
 
@@ -216,6 +218,18 @@ static int pidfd_open_(pid_t pid)
     return (int)syscall(SYS_pidfd_open, pid, 0);
 #else
     (void)pid;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+static int pidfd_kill_(int pidfd, int sig)
+{
+#ifdef SYS_pidfd_send_signal
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
+#else
+    (void)pidfd;
+    (void)sig;
     errno = ENOSYS;
     return -1;
 #endif
@@ -770,8 +784,91 @@ static int poll_exited(struct task *t)
     return si.si_pid == t->pid;
 }
 
+/* ============================================================ escaped processes */
+
+/* Does the environment block env[0..n) (NUL-separated) hold the entry want? */
+static int env_has(const char *env, size_t n, const char *want, size_t wn)
+{
+    for (size_t i = 0; i < n;) {
+        size_t len = strnlen(env + i, n - i);
+        if (len == wn && memcmp(env + i, want, wn) == 0)
+            return 1;
+        i += len + 1;
+    }
+    return 0;
+}
+
+/* Is entry want in the environment process pid started with? */
+static int proc_env_has(pid_t pid, struct buf *b, const char *want, size_t wn)
+{
+    char path[32];
+    snprintf(path, sizeof path, "/proc/%d/environ", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0; /* gone, or not ours to read */
+    buf_reset(b);
+    for (;;) {
+        buf_reserve(b, READ_CHUNK);
+        ssize_t n = read(fd, buf_data(b) + b->len, READ_CHUNK);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        b->len += (size_t)n;
+        if (b->len >= ENVIRON_MAX)
+            break;
+    }
+    close(fd);
+    return env_has(buf_data(b), b->len, want, wn);
+}
+
+/* A run's processes that left its process group (setsid(), or a group of
+ * their own) escape the group kill, but they still carry its RR_RUN_ID:
+ * find them in /proc and SIGKILL them, as systemd stops a unit's whole
+ * control group. The pidfd is opened before the check, so a pid recycled
+ * meanwhile is never hit. A process that exec'd without RR_RUN_ID is not
+ * found. Returns how many were killed. */
+static int kill_escaped(const struct runner *r, int64_t run_id)
+{
+    char want[48];
+    int wn = snprintf(want, sizeof want, "RR_RUN_ID=%lld", (long long)run_id);
+    DIR *d = opendir("/proc");
+    if (!d)
+        return 0;
+    struct buf env;
+    buf_init(&env, 0);
+    pid_t self = getpid();
+    int killed = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        char *end;
+        long v = strtol(de->d_name, &end, 10);
+        if (*end || v <= 1 || v == self)
+            continue;
+        pid_t pid = (pid_t)v;
+        int pfd = r->use_pidfd ? pidfd_open_(pid) : -1;
+        if (r->use_pidfd && pfd < 0)
+            continue; /* already gone */
+        if (proc_env_has(pid, &env, want, (size_t)wn)) {
+            int rc = pfd >= 0 ? pidfd_kill_(pfd, SIGKILL) : kill(pid, SIGKILL);
+            if (rc == 0)
+                killed++;
+        }
+        if (pfd >= 0)
+            close(pfd);
+    }
+    closedir(d);
+    buf_free(&env);
+    if (killed)
+        log_warn("runner: run %lld: killed %d process(es) that had left its "
+                 "process group", (long long)run_id, killed);
+    return killed;
+}
+
 /* The leader exited (a zombie pinning the pgid): kill what is left of the
- * group, reap, drain output, report. */
+ * group, reap, drain output, report. Processes that left the group are
+ * looked for when the run was stopped (timeout, cancel, shutdown), or when
+ * something still holds its output pipe after the group is gone. */
 static void reap_and_finish(struct runner *r, struct task *t)
 {
     signal_group(t, SIGKILL);
@@ -788,6 +885,8 @@ static void reap_and_finish(struct runner *r, struct task *t)
         read_output(r, t, DRAIN_READS);
         epoll_del(r, t->out_fd);
     }
+    if (t->forced || t->out_fd >= 0)
+        kill_escaped(r, t->job->run_id);
 
     enum runner_outcome oc = RUNNER_FAILED;
     int code = -1, sig = 0;

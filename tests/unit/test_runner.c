@@ -635,6 +635,45 @@ static void test_timeout_term_ignored(void **state)
     assert_true(wait_gone(child, WAIT_MS));
 }
 
+/* A process that leaves the run's group (setsid) escapes the group kill;
+ * stopping the run still kills it, found by its RR_RUN_ID. */
+static void test_timeout_kills_escaped(void **state)
+{
+    struct ctx *c = *state;
+    start(c,
+          with_fifo(c, "setsid sh -c 'trap \"\" TERM; exec sleep 1000' "
+                       "</dev/null >/dev/null 2>&1 & echo $$ $! > ",
+                    "; wait"),
+          t_short);
+    submit(c, 1, "{}", 2);
+    pid_t leader, escaped;
+    assert_true(fifo_line(c, &leader, &escaped, WAIT_MS));
+    const struct rec *f = wait_finished(c, 1);
+    assert_int_equal(f->outcome, RUNNER_TIMED_OUT);
+    assert_true(wait_gone(escaped, WAIT_MS));
+}
+
+/* A run that ends by itself while a process it left behind in another
+ * session still holds its output: that process is killed too. */
+static void test_exit_kills_escaped_holding_output(void **state)
+{
+    struct ctx *c = *state;
+    /* The escaped shell reports its pid only once in its new session (its
+     * stdout goes to `read`, its stderr is the run's output), and the run
+     * exits only after that. */
+    start(c,
+          with_fifo(c, "{ setsid sh -c 'echo $$; exec sleep 1000' </dev/null & } | "
+                       "{ read p; echo $$ $p > ",
+                    "; }; exit 0"),
+          NULL);
+    submit(c, 1, "{}", 2);
+    pid_t leader, escaped;
+    assert_true(fifo_line(c, &leader, &escaped, WAIT_MS));
+    const struct rec *f = wait_finished(c, 1);
+    assert_int_equal(f->outcome, RUNNER_SUCCEEDED);
+    assert_true(wait_gone(escaped, WAIT_MS));
+}
+
 static void t_long(struct runner_config *cfg)
 {
     cfg->kill_grace_s = 0.2;
@@ -879,6 +918,7 @@ POLL_VARIANT(test_exit_code)
 POLL_VARIANT(test_killed_by_signal)
 POLL_VARIANT(test_timeout_kills_group)
 POLL_VARIANT(test_timeout_term_ignored)
+POLL_VARIANT(test_timeout_kills_escaped)
 POLL_VARIANT(test_cancel_running)
 POLL_VARIANT(test_max_runs_fifo)
 POLL_VARIANT(test_free_with_running)
@@ -908,6 +948,8 @@ int main(void)
         T(test_child_never_reads_stdin),
         T(test_timeout_kills_group),
         T(test_timeout_term_ignored),
+        T(test_timeout_kills_escaped),
+        T(test_exit_kills_escaped_holding_output),
         T(test_cancel_running),
         T(test_cancel_queued),
         T(test_max_runs_fifo),
@@ -923,6 +965,7 @@ int main(void)
         P(test_killed_by_signal),
         P(test_timeout_kills_group),
         P(test_timeout_term_ignored),
+        P(test_timeout_kills_escaped),
         P(test_cancel_running),
         P(test_max_runs_fifo),
         P(test_free_with_running),
