@@ -46,6 +46,10 @@ struct sched_dep {
 
 /* A run decided inside a tick batch, handed to the executor only once the
  * batch (and so its ledger row) is committed. */
+struct held_event {
+    char *user, *project_id, *body; /* owned */
+};
+
 struct pending {
     struct sched_dep *dep;        /* borrowed: a removed dep drops its entries */
     int64_t run_id;
@@ -80,6 +84,11 @@ struct sched {
      * (owned): if the batch fails they are read back from the store. */
     char **changed;
     size_t nchanged, cap_changed;
+    /* Events raised while deferring: sent by sched_defer_end if the batch
+     * commits, dropped if it does not (watchers never hear of it). */
+    struct held_event *events;
+    size_t nevents, cap_events;
+    bool quiet;                   /* resyncing after a failed batch: no events */
     /* Runs decided ahead of their scheduled time (sched_tick's lead),
      * committed and waiting for it. Few: at most one per deployment. */
     struct pending *held;         /* owned array */
@@ -337,7 +346,18 @@ static void emit(struct sched *s, const struct sched_dep *d, const char *user,
     if (extra)
         buf_puts(&b, extra);
     buf_putc(&b, '}');
-    s->cfg.emit(s->cfg.emit_ud, user, project_id, buf_cstr(&b));
+    if (s->quiet) {
+        /* dropped */
+    } else if (s->deferring) {
+        if (s->nevents == s->cap_events) {
+            s->cap_events = s->cap_events ? s->cap_events * 2 : 16;
+            s->events = xrealloc(s->events, s->cap_events * sizeof *s->events);
+        }
+        s->events[s->nevents++] = (struct held_event){
+            xstrdup(user), xstrdup(project_id), buf_take(&b, NULL)};
+    } else {
+        s->cfg.emit(s->cfg.emit_ud, user, project_id, buf_cstr(&b));
+    }
     buf_free(&b);
 }
 
@@ -668,6 +688,20 @@ struct sched *sched_new(struct store *st, const struct sched_config *cfg,
     return s;
 }
 
+/* Send (send true) or drop the events held while deferring. */
+static void free_events(struct sched *s, bool send)
+{
+    for (size_t i = 0; i < s->nevents; i++) {
+        struct held_event *e = &s->events[i];
+        if (send)
+            s->cfg.emit(s->cfg.emit_ud, e->user, e->project_id, e->body);
+        free(e->user);
+        free(e->project_id);
+        free(e->body);
+    }
+    s->nevents = 0;
+}
+
 void sched_free(struct sched *s)
 {
     if (!s)
@@ -692,6 +726,8 @@ void sched_free(struct sched *s)
     for (size_t i = 0; i < s->nchanged; i++)
         free(s->changed[i]);
     free(s->changed);
+    free_events(s, false);
+    free(s->events);
     free(s);
 }
 
@@ -1050,12 +1086,15 @@ void sched_defer_end(struct sched *s, double now, bool committed)
         }
     }
     s->npending = 0;
+    free_events(s, committed);
+    s->quiet = true; /* what watchers never heard of needs no correction */
     for (size_t i = 0; i < s->nchanged; i++) {
         const char *user = s->changed[i];
         if (!committed)
             resync(s, user, user + strlen(user) + 1, now);
         free(s->changed[i]);
     }
+    s->quiet = false;
     s->nchanged = 0;
 }
 

@@ -194,7 +194,9 @@ double sched_next_release(const struct sched *s);
  * calls: runs decided meanwhile are not handed to the executor until
  * sched_defer_end, which the caller calls after its commit (committed true)
  * or its failure (false: those runs never were, and the deployments
- * upserted or removed meanwhile are read back from the store). */
+ * upserted or removed meanwhile are read back from the store). Events raised
+ * meanwhile are sent by sched_defer_end after a commit, and dropped after a
+ * failure. */
 void sched_defer_begin(struct sched *s);
 void sched_defer_end(struct sched *s, double now, bool committed);
 

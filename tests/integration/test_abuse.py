@@ -810,16 +810,25 @@ class AbuseTest(ServerTest):
         """A service pass whose transaction cannot commit (a test hook makes
         the commit fail, as a full disk would) acknowledges nothing: its
         connections get no reply and are closed with 1011, none of its writes
-        is in the database or in the scheduler, and the server goes on."""
+        is in the database or in the scheduler, watchers hear nothing of it,
+        and the server goes on."""
         srv = self.new_server(extra_args=["--test-clock"])
+        c = await self.admin(srv)
+        self.assertOk(await c.call("rrext_deploy_add",
+                                   pipeline=pipeline("kept"), schedule="manual"))
+        watcher = await self.admin(srv)
+        self.assertOk(await watcher.call("rrext_deploy_watch"))
+
         a = await RawWS(srv.port).connect()
         await a.handshake()
         await a.auth(srv.admin_key)
-        # an add and the hook in one write: one service pass
-        s_add, add = a.request_text("rrext_deploy_add", {
+        # an add, a pause and the hook in one write: one service pass
+        _, add = a.request_text("rrext_deploy_add", {
             "pipeline": pipeline("lost"), "schedule": "* * * * *"})
-        s_hook, hook = a.request_text("rrtest_fail_commit")
-        a.writer.write(a.frame(add) + a.frame(hook))
+        _, pause = a.request_text("rrext_deploy_update", {
+            "projectId": "kept", "state": "paused"})
+        _, hook = a.request_text("rrtest_fail_commit")
+        a.writer.write(a.frame(add) + a.frame(pause) + a.frame(hook))
         got = []
         while True:
             try:
@@ -835,23 +844,24 @@ class AbuseTest(ServerTest):
                       srv.stderr())
 
         # the server goes on, and nothing of that pass was kept
-        c = await self.admin(srv)
         self.assertErr(await c.call("rrext_deploy_status", projectId="lost"),
                        "not_found")
-        self.assertOk(await c.call("rrext_deploy_add",
-                                   pipeline=pipeline("kept"), schedule="manual"))
+        st = self.assertOk(await c.call("rrext_deploy_status", projectId="kept"))
+        self.assertEqual(st["state"], "active")
         names = [d["pipeline"]["project_id"] for d in
                  self.assertOk(await c.call("rrext_deploy_list"))["deployments"]]
         self.assertEqual(names, ["kept"])
-        # the scheduler forgot "lost" too: the next minute fires nothing
+        # the scheduler forgot "lost" too: the next minutes fire nothing
         r = self.assertOk(await c.call("rrtest_clock", advance=120))
         self.assertEqual(r["fired"], 0)
-        # and the hook is off again: a later pass commits
+        # and the hook is off again: a later pass commits, and the watcher's
+        # first event is that one
         self.assertOk(await c.call("rrext_deploy_update", projectId="kept",
                                    state="paused"))
-        st = self.assertOk(await c.call("rrext_deploy_status", projectId="kept"))
-        self.assertEqual(st["state"], "paused")
-
+        ev = await watcher.wait_event(lambda b: b["action"] == "state_changed", 10)
+        self.assertEqual(ev["body"]["state"], "paused")
+        self.assertEqual([e["body"]["action"] for e in watcher.events],
+                         ["state_changed"])
 
 if __name__ == "__main__":
     unittest.main()

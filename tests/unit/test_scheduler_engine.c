@@ -477,6 +477,18 @@ static void test_failed_batch_resyncs(void **state)
     add(fx, "gone", "*/5 * * * *", T0);
     uint64_t n[3];
 
+    /* a batch that commits: its events go out at sched_defer_end */
+    events_clear(fx);
+    assert_int_equal(store_batch_begin(fx->st), 0);
+    sched_defer_begin(fx->s);
+    set_state(fx, "kept", STORE_PAUSED, T0);
+    assert_int_equal(fx->nevents, 0);
+    assert_int_equal(store_batch_commit(fx->st), 0);
+    sched_defer_end(fx->s, T0, true);
+    assert_int_equal(has_event(fx, "\"state\":\"paused\""), 1);
+    set_state(fx, "kept", STORE_ACTIVE, T0);
+    events_clear(fx);
+
     assert_int_equal(store_batch_begin(fx->st), 0);
     sched_defer_begin(fx->s);
     add(fx, "ghost", "* * * * *", T0);                /* rolled back below */
@@ -489,6 +501,7 @@ static void test_failed_batch_resyncs(void **state)
     store_test_fail_commits(fx->st, 1);
     assert_int_equal(store_batch_commit(fx->st), RR_E_IO);
     sched_defer_end(fx->s, T0, false);
+    assert_int_equal(fx->nevents, 0); /* watchers never hear of it */
 
     size_t scheduled = 0;
     assert_int_equal(sched_count(fx->s, &scheduled), 2); /* kept, gone */
