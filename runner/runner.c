@@ -25,7 +25,8 @@
  * an unreaped zombie and so still pins its pgid: we SIGKILL the group (so no
  * part of a run outlives it, like systemd's control-group semantics), then
  * reap the leader, drain what output is left, and report FINISHED. Processes
- * that left the group (setsid) are found by their RR_RUN_ID (kill_escaped).
+ * that left the group (setsid) are found by the run's mark in their
+ * environment (kill_escaped).
  *
  * If pidfd_open is unavailable (ENOSYS; or RRDEPLOY_RUNNER_NO_PIDFD=1, for
  * tests) or fails for one child (EMFILE), that child is polled instead:
@@ -55,6 +56,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -74,6 +76,8 @@ extern char **environ;
 #define MAX_EVENTS 64
 #define DEADLINE_MAX_MS (100LL * 365 * 86400 * 1000) /* "never" */
 #define ENVIRON_MAX (4 * 1024 * 1024) /* /proc/PID/environ read for the sweep */
+#define INSTANCE_BYTES 8             /* random bytes naming a runner */
+#define RUN_MARK "RRDEPLOY_RUN="
 
 /* ============================================================ types */
 
@@ -128,6 +132,10 @@ struct runner {
     int use_pidfd;
     int epfd, evfd;
     pthread_t thread;
+    /* Random per runner: with the run id it marks a run's processes
+     * (RRDEPLOY_RUN=<instance>:<id>), so the sweep for processes that left
+     * a run's group never touches another server's runs of the same id. */
+    char instance[2 * INSTANCE_BYTES + 1];
 
     pthread_mutex_t mu;
     /* Guarded by mu: */
@@ -476,22 +484,29 @@ static int is_rr_var(const char *kv)
 {
     static const char *const names[] = {
         "RR_PROJECT_ID=", "RR_USER_ID=", "RR_RUN_ID=", "RR_TRIGGER=",
-        "RR_SCHEDULED_AT="};
+        "RR_SCHEDULED_AT=", RUN_MARK};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strncmp(kv, names[i], strlen(names[i])) == 0)
             return 1;
     return 0;
 }
 
-/* The server's environment minus any RR_* of ours, plus the job's. Returns
- * a NULL-terminated array; entries [*nown, end) are owned (free them and the
- * array with env_free). */
-static char **env_build(const struct runner_job *job, size_t *first_own)
+/* The environment entry that marks the processes of run run_id. */
+static char *run_mark(const struct runner *r, int64_t run_id)
+{
+    return xasprintf(RUN_MARK "%s:%lld", r->instance, (long long)run_id);
+}
+
+/* The server's environment minus any RR_* of ours, plus the job's and the
+ * run's mark. Returns a NULL-terminated array; entries [*nown, end) are
+ * owned (free them and the array with env_free). */
+static char **env_build(const struct runner *r, const struct runner_job *job,
+                        size_t *first_own)
 {
     size_t n = 0;
     for (char **e = environ; e && *e; e++)
         n++;
-    char **env = xmalloc((n + 6) * sizeof *env);
+    char **env = xmalloc((n + 7) * sizeof *env);
     size_t k = 0;
     for (char **e = environ; e && *e; e++)
         if (!is_rr_var(*e))
@@ -504,6 +519,7 @@ static char **env_build(const struct runner_job *job, size_t *first_own)
     env[k++] = xasprintf("RR_TRIGGER=%s", job->trigger ? job->trigger : "");
     env[k++] = xasprintf("RR_SCHEDULED_AT=%s",
                          job->scheduled_at ? job->scheduled_at : "");
+    env[k++] = run_mark(r, job->run_id);
     env[k] = NULL;
     return env;
 }
@@ -586,7 +602,7 @@ static int spawn_child(struct runner *r, struct task *t, const char **what)
         (rc = posix_spawnattr_setsigdefault(&attr, &all)))
         goto fail;
 
-    env = env_build(t->job, &env_own);
+    env = env_build(r, t->job, &env_own);
     char *argv[] = {(char *)"sh", (char *)"-c", (char *)r->cfg.exec_cmd, NULL};
     *what = "posix_spawn";
     pid_t pid;
@@ -823,18 +839,18 @@ static int proc_env_has(pid_t pid, struct buf *b, const char *want, size_t wn)
 }
 
 /* A run's processes that left its process group (setsid(), or a group of
- * their own) escape the group kill, but they still carry its RR_RUN_ID:
- * find them in /proc and SIGKILL them, as systemd stops a unit's whole
- * control group. The pidfd is opened before the check, so a pid recycled
- * meanwhile is never hit. A process that exec'd without RR_RUN_ID is not
- * found. Returns how many were killed. */
+ * their own) escape the group kill, but they still carry its mark
+ * (RRDEPLOY_RUN): find them in /proc and SIGKILL them, as systemd stops a
+ * unit's whole control group. The pidfd is opened before the check, so a
+ * pid recycled meanwhile is never hit. A process that exec'd without the
+ * mark is not found. Returns how many were killed. */
 static int kill_escaped(const struct runner *r, int64_t run_id)
 {
-    char want[48];
-    int wn = snprintf(want, sizeof want, "RR_RUN_ID=%lld", (long long)run_id);
     DIR *d = opendir("/proc");
     if (!d)
         return 0;
+    char *want = run_mark(r, run_id);
+    size_t wn = strlen(want);
     struct buf env;
     buf_init(&env, 0);
     pid_t self = getpid();
@@ -849,7 +865,7 @@ static int kill_escaped(const struct runner *r, int64_t run_id)
         int pfd = r->use_pidfd ? pidfd_open_(pid) : -1;
         if (r->use_pidfd && pfd < 0)
             continue; /* already gone */
-        if (proc_env_has(pid, &env, want, (size_t)wn)) {
+        if (proc_env_has(pid, &env, want, wn)) {
             int rc = pfd >= 0 ? pidfd_kill_(pfd, SIGKILL) : kill(pid, SIGKILL);
             if (rc == 0)
                 killed++;
@@ -859,6 +875,7 @@ static int kill_escaped(const struct runner *r, int64_t run_id)
     }
     closedir(d);
     buf_free(&env);
+    free(want);
     if (killed)
         log_warn("runner: run %lld: killed %d process(es) that had left its "
                  "process group", (long long)run_id, killed);
@@ -1173,6 +1190,15 @@ struct runner *runner_new(const struct runner_config *cfg, struct err *e)
     r->grace_ms = secs_to_ms(cfg->kill_grace_s);
     r->epfd = r->evfd = -1;
     r->scratch = xmalloc(READ_CHUNK);
+    unsigned char rnd[INSTANCE_BYTES];
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+        /* Never in practice (8 bytes, blocking only before the pool is
+         * ready); the pid and clock still tell servers apart. */
+        uint64_t v = (uint64_t)getpid() << 32 ^ (uint64_t)time_now_mono_ms();
+        memcpy(rnd, &v, sizeof rnd);
+    }
+    for (size_t i = 0; i < sizeof rnd; i++)
+        snprintf(r->instance + 2 * i, 3, "%02x", rnd[i]);
 
     /* RRDEPLOY_RUNNER_NO_PIDFD=1 forces the polling fallback (tests). */
     const char *nopidfd = getenv("RRDEPLOY_RUNNER_NO_PIDFD");

@@ -653,6 +653,37 @@ static void test_timeout_kills_escaped(void **state)
     assert_true(wait_gone(escaped, WAIT_MS));
 }
 
+/* The sweep is per server: another runner's run with the same id (another
+ * server on the machine, another database) is left alone. */
+static void test_escaped_sweep_spares_other_runners(void **state)
+{
+    struct ctx *c = *state;
+    struct runner_config cfg;
+    runner_config_defaults(&cfg);
+    cfg.exec_cmd = with_fifo(c, "echo $$ $$ > ", "; exec sleep 1000");
+    struct err e = {0};
+    struct runner *other = runner_new(&cfg, &e);
+    assert_non_null(other);
+    assert_int_equal(runner_submit(other, mkjob(1, "{}", 2)), 0);
+    pid_t theirs, same;
+    assert_true(fifo_line(c, &theirs, &same, WAIT_MS));
+
+    start(c,
+          with_fifo(c, "setsid sh -c 'trap \"\" TERM; exec sleep 1000' "
+                       "</dev/null >/dev/null 2>&1 & echo $$ $! > ",
+                    "; wait"),
+          t_short);
+    submit(c, 1, "{}", 2);
+    pid_t leader, escaped;
+    assert_true(fifo_line(c, &leader, &escaped, WAIT_MS));
+    const struct rec *f = wait_finished(c, 1);
+    assert_int_equal(f->outcome, RUNNER_TIMED_OUT);
+    assert_true(wait_gone(escaped, WAIT_MS));
+    assert_int_equal(kill(theirs, 0), 0); /* run 1 of the other runner lives */
+    runner_free(other);
+    assert_true(wait_gone(theirs, WAIT_MS));
+}
+
 /* A run that ends by itself while a process it left behind in another
  * session still holds its output: that process is killed too. */
 static void test_exit_kills_escaped_holding_output(void **state)
@@ -950,6 +981,7 @@ int main(void)
         T(test_timeout_term_ignored),
         T(test_timeout_kills_escaped),
         T(test_exit_kills_escaped_holding_output),
+        T(test_escaped_sweep_spares_other_runners),
         T(test_cancel_running),
         T(test_cancel_queued),
         T(test_max_runs_fifo),
