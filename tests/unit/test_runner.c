@@ -635,11 +635,11 @@ static void test_timeout_term_ignored(void **state)
     assert_true(wait_gone(child, WAIT_MS));
 }
 
-/* A process that leaves the run's group (setsid) escapes the group kill;
- * stopping the run still kills it, found by its RR_RUN_ID. */
-static void test_timeout_kills_escaped(void **state)
+/* Run 1 leaves a TERM-ignoring process in a session of its own (setsid),
+ * out of the group kill, and times out: stopping the run must kill that
+ * process too, found by the run's mark in its environment. */
+static void escaped_process_dies_on_timeout(struct ctx *c)
 {
-    struct ctx *c = *state;
     start(c,
           with_fifo(c, "setsid sh -c 'trap \"\" TERM; exec sleep 1000' "
                        "</dev/null >/dev/null 2>&1 & echo $$ $! > ",
@@ -651,6 +651,11 @@ static void test_timeout_kills_escaped(void **state)
     const struct rec *f = wait_finished(c, 1);
     assert_int_equal(f->outcome, RUNNER_TIMED_OUT);
     assert_true(wait_gone(escaped, WAIT_MS));
+}
+
+static void test_timeout_kills_escaped(void **state)
+{
+    escaped_process_dies_on_timeout(*state);
 }
 
 /* The sweep is per server: another runner's run with the same id (another
@@ -668,17 +673,7 @@ static void test_escaped_sweep_spares_other_runners(void **state)
     pid_t theirs, same;
     assert_true(fifo_line(c, &theirs, &same, WAIT_MS));
 
-    start(c,
-          with_fifo(c, "setsid sh -c 'trap \"\" TERM; exec sleep 1000' "
-                       "</dev/null >/dev/null 2>&1 & echo $$ $! > ",
-                    "; wait"),
-          t_short);
-    submit(c, 1, "{}", 2);
-    pid_t leader, escaped;
-    assert_true(fifo_line(c, &leader, &escaped, WAIT_MS));
-    const struct rec *f = wait_finished(c, 1);
-    assert_int_equal(f->outcome, RUNNER_TIMED_OUT);
-    assert_true(wait_gone(escaped, WAIT_MS));
+    escaped_process_dies_on_timeout(c);
     assert_int_equal(kill(theirs, 0), 0); /* run 1 of the other runner lives */
     runner_free(other);
     assert_true(wait_gone(theirs, WAIT_MS));
