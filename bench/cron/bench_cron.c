@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/common/bench_util.h"
 #include "scheduler/scheduler.h"
 
 #define MAX_EXPRS 256
@@ -25,12 +26,6 @@ static double now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
 }
 
 static uint64_t rng = 88172645463325252ULL;
@@ -82,14 +77,14 @@ static void run_zone(char exprs[][128], int n, const char *zone)
                 worst_one_expr = exprs[i];
             }
         }
-        qsort(mine, START_POINTS, sizeof *mine, cmp_double);
+        qsort(mine, START_POINTS, sizeof *mine, bench_cmp_double);
         if (mine[START_POINTS / 2] > worst_avg) {
             worst_avg = mine[START_POINTS / 2];
             worst_expr = exprs[i];
         }
         cronx_free(c);
     }
-    qsort(samples, (size_t)ns, sizeof *samples, cmp_double);
+    qsort(samples, (size_t)ns, sizeof *samples, bench_cmp_double);
     printf("%-18s median %7.0f ns  p99 %7.0f ns  worst expr median %6.0f ns ('%s')"
            "  worst single call %7.0f ns ('%s')\n",
            zone, samples[ns / 2], samples[(ns * 99) / 100], worst_avg,

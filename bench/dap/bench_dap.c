@@ -68,6 +68,8 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 
+#include "bench/common/bench_util.h"
+
 extern char **environ;
 
 #define RING 4096                 /* send-time slots per connection (power of 2) */
@@ -143,18 +145,6 @@ static void *xrealloc(void *p, size_t n)
     return q;
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Nearest-rank percentile of sorted v[0..n). */
 static uint64_t pct_sorted(const uint64_t *v, size_t n, double p)
 {
@@ -162,16 +152,6 @@ static uint64_t pct_sorted(const uint64_t *v, size_t n, double p)
         return 0;
     size_t k = (size_t)ceil(p * (double)n);
     return v[k ? k - 1 : 0];
-}
-
-static double median(const double *v, size_t n)
-{
-    double tmp[MAX_REPS];
-    if (n == 0 || n > MAX_REPS)
-        return NAN;
-    memcpy(tmp, v, n * sizeof *v);
-    qsort(tmp, n, sizeof *tmp, cmp_double);
-    return n % 2 ? tmp[n / 2] : (tmp[n / 2 - 1] + tmp[n / 2]) / 2;
 }
 
 static uint64_t rng = 0x2545F4914F6CDD1Dull;
@@ -1009,7 +989,7 @@ static void run_phase(const struct phase *ph, struct result *res)
     res->n = lat.n;
     res->rps = (double)lat.n / ph->measure_s;
     if (lat.n) {
-        qsort(lat.v, lat.n, sizeof *lat.v, cmp_u64);
+        qsort(lat.v, lat.n, sizeof *lat.v, bench_cmp_u64);
         res->p50_ms = (double)pct_sorted(lat.v, lat.n, 0.50) / 1e6;
         res->p99_ms = (double)pct_sorted(lat.v, lat.n, 0.99) / 1e6;
         res->max_ms = (double)lat.v[lat.n - 1] / 1e6;
@@ -1019,7 +999,7 @@ static void run_phase(const struct phase *ph, struct result *res)
         res->srv_ivcsw = (double)(ps1.ivcsw - ps0.ivcsw) / (double)lat.n;
     }
     if (lag.n) {
-        qsort(lag.v, lag.n, sizeof *lag.v, cmp_u64);
+        qsort(lag.v, lag.n, sizeof *lag.v, bench_cmp_u64);
         res->lag_p99_ms = (double)pct_sorted(lag.v, lag.n, 0.99) / 1e6;
     }
     free(lat.v);
@@ -1059,7 +1039,7 @@ static void fsync_baseline(const char *dir, double *med, double *p99, double *me
         v[i] = (double)(now_ns() - t) / 1e9;
     }
     sqlite3_finalize(st);
-    qsort(v, FSYNC_SAMPLES, sizeof *v, cmp_double);
+    qsort(v, FSYNC_SAMPLES, sizeof *v, bench_cmp_double);
     *med = v[FSYNC_SAMPLES / 2];
     *p99 = v[(int)ceil(0.99 * FSYNC_SAMPLES) - 1];
     /* The same with a 10 KB row: 3-4 pages, about what one add puts in the
@@ -1078,7 +1058,7 @@ static void fsync_baseline(const char *dir, double *med, double *p99, double *me
     }
     sqlite3_finalize(st);
     sqlite3_close(db);
-    qsort(v, FSYNC_SAMPLES, sizeof *v, cmp_double);
+    qsort(v, FSYNC_SAMPLES, sizeof *v, bench_cmp_double);
     *med10k = v[FSYNC_SAMPLES / 2];
 }
 
@@ -1110,11 +1090,11 @@ static void median_result(const struct result *rs, int n, struct result *out)
 {
     double v[MAX_REPS] = {0};
     memset(out, 0, sizeof *out);
-#define MED(field)                                                                   \
-    do {                                                                             \
-        for (int i_ = 0; i_ < n; i_++)                                               \
-            v[i_] = rs[i_].field;                                                    \
-        out->field = median(v, (size_t)n);                                           \
+#define MED(field)                                                             \
+    do {                                                                       \
+        for (int i_ = 0; i_ < n; i_++)                                         \
+            v[i_] = rs[i_].field;                                              \
+        out->field = bench_median(v, (size_t)n);                               \
     } while (0)
     MED(rps);
     MED(p50_ms);
@@ -1167,21 +1147,8 @@ static void usage(void)
 
 static void machine_line(void)
 {
-    char cpu[128] = "unknown";
-    FILE *ci = fopen("/proc/cpuinfo", "r");
-    if (ci) {
-        char line[256];
-        while (fgets(line, sizeof line, ci))
-            if (strncmp(line, "model name", 10) == 0) {
-                char *c = strchr(line, ':');
-                if (c) {
-                    snprintf(cpu, sizeof cpu, "%s", c + 2);
-                    cpu[strcspn(cpu, "\n")] = '\0';
-                }
-                break;
-            }
-        fclose(ci);
-    }
+    char cpu[128];
+    bench_cpu_model(cpu, sizeof cpu);
     double load[3] = {0};
     if (getloadavg(load, 3) < 0)
         load[0] = NAN;
@@ -1525,15 +1492,18 @@ int main(int argc, char **argv)
 
     double ratio_s = med[P_STATUS].rps / med[P_ECHO_S].rps;
     double ratio_l = med[P_LIST].rps / med[P_ECHO_L].rps;
-    double fs = median(fs_med, (size_t)reps), share = median(add_share, (size_t)reps);
+    double fs = bench_median(fs_med, (size_t)reps),
+           share = bench_median(add_share, (size_t)reps);
     printf("\nratios to the echo baseline: status %.0f%%, list %.0f%% (list-sized "
            "echo)\n", ratio_s * 100, ratio_l * 100);
     printf("fsync baseline: one tiny committed transaction (WAL, synchronous=FULL), "
            "median of the %d\n  measurements: %.3f ms -> at most %.0f commits/s one "
            "after another;\n  durable adds reach %.0f%% of that (median of the "
            "per-repetition ratios)\n", reps, fs * 1e3, 1 / fs, share * 100);
-    printf("  time per add %.0f us vs %.0f us per tiny commit, %.0f us per 10 KB commit\n",
-           1e6 / med[P_ADD].rps, fs * 1e6, median(fs_10k, (size_t)reps) * 1e6);
+    printf("  time per add %.0f us vs %.0f us per tiny commit, %.0f us per 10 "
+           "KB commit\n",
+           1e6 / med[P_ADD].rps, fs * 1e6,
+           bench_median(fs_10k, (size_t)reps) * 1e6);
     printf("server exit: %s\n", clean ? "clean (status 0)" : "NOT clean");
 
     printf("\ntargets:\n");

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/common/bench_util.h"
 #include "dap/dap_internal.h"
 
 /* ---------------------------------------------------------------- malloc count */
@@ -105,12 +106,6 @@ static uint64_t cpu_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 struct result {
     double ns_per_req;     /* median */
     double allocs_per_req; /* median */
@@ -139,8 +134,8 @@ static struct result measure(struct dap_app *app, struct dap_session *ss,
         if (!sk.ok || sk.frames != (size_t)n)
             die("a request failed");
     }
-    qsort(ns, (size_t)reps, sizeof ns[0], cmp_u64);
-    qsort(al, (size_t)reps, sizeof al[0], cmp_u64);
+    qsort(ns, (size_t)reps, sizeof ns[0], bench_cmp_u64);
+    qsort(al, (size_t)reps, sizeof al[0], bench_cmp_u64);
     return (struct result){
         .ns_per_req = (double)ns[reps / 2] / n,
         .allocs_per_req = (double)al[reps / 2] / n,

@@ -55,6 +55,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/common/bench_util.h"
 #include "runner/runner.h"
 #include "scheduler/scheduler.h"
 #include "store/store.h"
@@ -106,30 +107,14 @@ static unsigned rnd_below(unsigned n)
     return (unsigned)(rnd() % n);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Nearest-rank percentile of v[0..n) (sorts v). */
 static double pct(double *v, size_t n, double p)
 {
     if (n == 0)
         return NAN;
-    qsort(v, n, sizeof *v, cmp_double);
+    qsort(v, n, sizeof *v, bench_cmp_double);
     size_t k = (size_t)ceil(p * (double)n);
     return v[k ? k - 1 : 0];
-}
-
-static double median(const double *v, size_t n)
-{
-    double tmp[64];
-    if (n == 0 || n > 64)
-        return NAN;
-    memcpy(tmp, v, n * sizeof *v);
-    qsort(tmp, n, sizeof *tmp, cmp_double);
-    return n % 2 ? tmp[n / 2] : (tmp[n / 2 - 1] + tmp[n / 2]) / 2;
 }
 
 static void die(const char *what, int rc, const struct err *e)
@@ -863,21 +848,8 @@ int main(int argc, char **argv)
     su.t_setup = su.d0 - 600;
 
     /* ---- machine */
-    char cpu[128] = "unknown";
-    FILE *ci = fopen("/proc/cpuinfo", "r");
-    if (ci) {
-        char line[256];
-        while (fgets(line, sizeof line, ci))
-            if (strncmp(line, "model name", 10) == 0) {
-                char *c = strchr(line, ':');
-                if (c) {
-                    snprintf(cpu, sizeof cpu, "%s", c + 2);
-                    cpu[strcspn(cpu, "\n")] = '\0';
-                }
-                break;
-            }
-        fclose(ci);
-    }
+    char cpu[128];
+    bench_cpu_model(cpu, sizeof cpu);
     char date[32];
     time_t tnow = time(NULL);
     strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", gmtime(&tnow));
@@ -926,8 +898,9 @@ int main(int argc, char **argv)
            "growth\n");
     printf("   per deployment (median of %d): heap %.0f B, sqlite %.0f B, "
            "engine %.0f B, rss %.0f B\n",
-           LOAD_RUNS, median(heap_pd, LOAD_RUNS), median(sql_pd, LOAD_RUNS),
-           median(eng_pd, LOAD_RUNS), median(rss_pd, LOAD_RUNS));
+           LOAD_RUNS, bench_median(heap_pd, LOAD_RUNS),
+           bench_median(sql_pd, LOAD_RUNS), bench_median(eng_pd, LOAD_RUNS),
+           bench_median(rss_pd, LOAD_RUNS));
 
     /* ---- 4. lateness */
     struct bexec x = {.mode = EXEC_NOOP};
@@ -969,9 +942,11 @@ int main(int argc, char **argv)
         bexec_complete(&x, s, su.st);
         v_done[k] = (mono_now() - t0) * 1e3;
     }
-    printf("   %-5s %-20s %7s %9.2f %9.1f %9s %9.1f %9.1f %9.1f %11.0f\n", "med",
-           "(runs 1..K)", "", median(v_wake, K), median(v_tick, K), "",
-           median(v_p50, K), median(v_p99, K), median(v_max, K), median(v_dps, K));
+    printf("   %-5s %-20s %7s %9.2f %9.1f %9s %9.1f %9.1f %9.1f %11.0f\n",
+           "med", "(runs 1..K)", "", bench_median(v_wake, K),
+           bench_median(v_tick, K), "", bench_median(v_p50, K),
+           bench_median(v_p99, K), bench_median(v_max, K),
+           bench_median(v_dps, K));
 
     /* prof: the same, with the --wrap timers on */
     int64_t due_prof = su.d0 + (int64_t)K * 300;
@@ -1019,11 +994,13 @@ int main(int argc, char **argv)
            "few dozen rows); unb: batching disabled; full: %zu of the %zu due "
            "have %lld rows each (%zu rows prefilled in %.1f s)\n",
            m.group, m.burst, (long long)cfg.keep_runs, prefilled, prefill_s);
-    printf("   unbatched is %.1fx slower than batched (tick %.0f ms vs %.0f ms)\n",
-           ub.tick_ms / median(v_tick, K), ub.tick_ms, median(v_tick, K));
+    printf(
+        "   unbatched is %.1fx slower than batched (tick %.0f ms vs %.0f ms)\n",
+        ub.tick_ms / bench_median(v_tick, K), ub.tick_ms,
+        bench_median(v_tick, K));
     printf("   reporting the %zu runs started+finished afterwards in one batch "
            "(outside the measurement): median %.0f ms\n",
-           m.burst, median(v_done, K));
+           m.burst, bench_median(v_done, K));
 
     printf("\n   where the time goes (-Wl,--wrap timers around the engine's "
            "store/cron calls; us/call: prof run | full run)\n");
@@ -1160,24 +1137,26 @@ int main(int argc, char **argv)
            UNBATCHED_INSERTS, per[0], per[1], per[2]);
 
     /* ---- summary */
-    double load_med = median(ls, LOAD_RUNS), eng = median(eng_pd, LOAD_RUNS),
-           p99 = median(v_p99, K);
+    double load_med = bench_median(ls, LOAD_RUNS),
+           eng = bench_median(eng_pd, LOAD_RUNS), p99 = bench_median(v_p99, K);
     printf("\nsummary                                      result      target    \n");
     printf("start-up load, %zu deployments (median)  %8.3f s   <= 2 s       %s\n",
            m.n, load_med, verdict(load_med <= 2.0));
     printf("engine memory per deployment (median)      %8.0f B   <= 1024 B    %s\n",
            eng, verdict(eng <= 1024));
     printf("  incl. SQLite growth, per deployment      %8.0f B   (context)\n",
-           median(heap_pd, LOAD_RUNS));
+           bench_median(heap_pd, LOAD_RUNS));
     printf("fire lateness p99, %zu due (median of %zu) %8.1f ms  <= 100 ms    %s\n",
            m.burst, K, p99, verdict(p99 <= 100.0));
-    printf("fire lateness max (median of %zu)            %8.1f ms  <= 1000 ms   %s\n",
-           K, median(v_max, K), verdict(median(v_max, K) <= 1000.0));
+    printf("fire lateness max (median of %zu)            %8.1f ms  <= 1000 ms  "
+           " %s\n",
+           K, bench_median(v_max, K),
+           verdict(bench_median(v_max, K) <= 1000.0));
     printf("  same, unbatched decision path: p99       %8.1f ms  (context)\n", ub.p99);
     printf("  same, full ledgers (%lld rows each): p99  %8.1f ms  (context)\n",
            (long long)cfg.keep_runs, fb.p99);
     printf("decisions per second (median)              %8.0f     (context)\n",
-           median(v_dps, K));
+           bench_median(v_dps, K));
     printf("real runs started per second (/bin/true)   %8.0f     (context)\n",
            span > 0 ? (double)(dr.started - 1) / span : NAN);
 
