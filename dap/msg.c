@@ -47,21 +47,10 @@ static void count_request(struct dap_metrics *m, const struct dap_cmd *dc,
 int dap__fail(struct dap_res *res, const char *code, const char *fmt, ...)
 {
     va_list ap;
-    char small[512];
     va_start(ap, fmt);
-    int n = vsnprintf(small, sizeof small, fmt, ap);
-    va_end(ap);
     buf_reset(&res->msg);
-    if (n >= 0 && (size_t)n < sizeof small) {
-        buf_append(&res->msg, small, (size_t)n);
-    } else if (n >= 0) {
-        char *big = xmalloc((size_t)n + 1);
-        va_start(ap, fmt);
-        vsnprintf(big, (size_t)n + 1, fmt, ap);
-        va_end(ap);
-        buf_append(&res->msg, big, (size_t)n);
-        free(big);
-    }
+    buf_vprintf(&res->msg, fmt, ap);
+    va_end(ap);
     res->code = code;
     return -1;
 }

@@ -159,22 +159,13 @@ struct runner {
 static char *xasprintf(const char *fmt, ...) RR_PRINTF(1, 2);
 static char *xasprintf(const char *fmt, ...)
 {
+    struct buf b;
+    buf_init(&b, 0);
     va_list ap;
     va_start(ap, fmt);
-    char small[256];
-    int n = vsnprintf(small, sizeof small, fmt, ap);
+    buf_vprintf(&b, fmt, ap);
     va_end(ap);
-    ASSERT(n >= 0);
-    char *s = xmalloc((size_t)n + 1);
-    if ((size_t)n < sizeof small) {
-        memcpy(s, small, (size_t)n + 1);
-    } else {
-        va_start(ap, fmt);
-        int m = vsnprintf(s, (size_t)n + 1, fmt, ap);
-        va_end(ap);
-        ASSERT(m == n);
-    }
-    return s;
+    return buf_take(&b, NULL);
 }
 
 static int64_t secs_to_ms(double s)

@@ -98,6 +98,7 @@ void buf_append(struct buf *b, const void *p, size_t n);
 void buf_puts(struct buf *b, const char *s);
 void buf_putc(struct buf *b, char c);
 void buf_printf(struct buf *b, const char *fmt, ...) RR_PRINTF(2, 3);
+void buf_vprintf(struct buf *b, const char *fmt, va_list ap) RR_PRINTF(2, 0);
 void buf_i64(struct buf *b, int64_t v);  /* decimal digits */
 /* Make room for extra more bytes, so appends up to that size do not
  * reallocate. */

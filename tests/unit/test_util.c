@@ -218,6 +218,15 @@ static void test_buf_json(void **state)
     char *s = buf_take(&b, &n);
     assert_int_equal(n, 4000);
     free(s);
+    /* one call longer than the formatting fast path: formatted again in place */
+    char big[1001];
+    memset(big, 'x', 1000);
+    big[1000] = '\0';
+    buf_puts(&b, "ab");
+    buf_printf(&b, "<%s|%d>", big, 42);
+    assert_int_equal(b.len, 2 + 1005);
+    assert_memory_equal(buf_data(&b), "ab<xx", 5);
+    assert_memory_equal(buf_data(&b) + 2 + 1001, "|42>", 4);
     buf_free(&b);
 }
 
