@@ -47,6 +47,14 @@ def column_starts(header):
                   if header[i] != " " and header[i - 2:i] == "  "]
 
 
+class CallLog(list):
+    """What a fake server saw; `closed` is set when the connection ends."""
+
+    def __init__(self):
+        super().__init__()
+        self.closed = asyncio.Event()
+
+
 class CliBase(ServerTest):
     SERVER_ARGS = ("--exec", "cat >/dev/null")
 
@@ -520,7 +528,10 @@ class CliProtocolTest(ServerTest):
     SHARED_SERVER = False
 
     async def _serve(self, answer):
-        log = []
+        """A fake server answering with answer(ws, req); returns it, its port
+        and a log of what happened, whose last entry is ("close", code) once
+        the connection is over (await log.closed to know when)."""
+        log = CallLog()
 
         async def handler(ws, path):
             log.append(("path", path))
@@ -531,6 +542,7 @@ class CliProtocolTest(ServerTest):
                     await answer(ws, req)
             finally:
                 log.append(("close", ws.close_code))
+                log.closed.set()
 
         srv = await websockets.serve(handler, "127.0.0.1", 0)
         return srv, srv.sockets[0].getsockname()[1], log
@@ -567,7 +579,7 @@ class CliProtocolTest(ServerTest):
         srv, port, log = await self._serve(answer)
         try:
             rc, out, err = await self._cli(port, "list")
-            await asyncio.sleep(0.2)
+            await asyncio.wait_for(log.closed.wait(), 10)
         finally:
             srv.close()
             await srv.wait_closed()
@@ -603,7 +615,7 @@ class CliProtocolTest(ServerTest):
         srv, port, log = await self._serve(answer)
         try:
             rc, out, err = await self._cli(port, "run", "p", "--wait")
-            await asyncio.sleep(0.2)
+            await asyncio.wait_for(log.closed.wait(), 10)
         finally:
             srv.close()
             await srv.wait_closed()
