@@ -184,33 +184,27 @@ static bool raw_int(struct jraw_span v, int64_t *out)
     char *tok = v.n < sizeof small ? small : xmalloc(v.n + 1);
     memcpy(tok, v.p, v.n);
     tok[v.n] = '\0';
-    double d = strtod(tok, NULL); /* valid JSON numbers are valid for strtod */
+    char *end;
+    double d = strtod(tok, &end);
+    /* all of it a number (always so in valid JSON; salvage_seq also reads
+     * broken text, where "12x" or "0x1A" must not count) */
+    bool whole = end == tok + v.n && strspn(tok, "-+.eE0123456789") == v.n;
     if (tok != small)
         free(tok);
-    if (!isfinite(d) || d != floor(d) || fabs(d) > 9007199254740992.0)
+    if (!whole || !isfinite(d) || d != floor(d) || fabs(d) > 9007199254740992.0)
         return false;
     *out = (int64_t)d;
     return true;
 }
 
 /* The seq of a message that failed validation, when a top-level "seq" member
- * with a plain integer can still be found (too deep nesting elsewhere, say),
+ * holding an integer can still be found (too deep nesting elsewhere, say),
  * so that the client's pending call is answered; 0 otherwise. */
 static int64_t salvage_seq(const char *text, size_t len)
 {
     struct jraw_span sp;
-    if (!jraw_member(text, len, "seq", &sp, NULL) || sp.n == 0 || sp.n > 16)
-        return 0;
-    int64_t v = 0;
-    size_t i = sp.p[0] == '-' ? 1 : 0;
-    if (i == sp.n)
-        return 0;
-    for (; i < sp.n; i++) {
-        if (sp.p[i] < '0' || sp.p[i] > '9')
-            return 0;
-        v = v * 10 + (sp.p[i] - '0');
-    }
-    return sp.p[0] == '-' ? -v : v;
+    int64_t v;
+    return jraw_member(text, len, "seq", &sp, NULL) && raw_int(sp, &v) ? v : 0;
 }
 
 /* Before authentication a connection may send a burst of UNAUTH_BURST

@@ -240,6 +240,25 @@ static void test_deep_nesting_keeps_seq(void **state)
                         "Malformed request: nesting deeper than 64 levels");
     json_decref(r);
     buf_free(&b);
+
+    /* broken text: only a seq that is wholly a number is salvaged */
+    static const struct {
+        const char *text;
+        int64_t seq;
+    } broken[] = {
+        {"{\"seq\":1e2,\"x\":[}", 100},
+        {"{\"seq\":7,\"x\":", 7},
+        {"{\"seq\":0x1A,\"x\":1}", 0},
+        {"{\"seq\":12x}", 0},
+        {"{\"seq\":-inf}", 0},
+        {"{\"seq\":1.5,", 0},
+    };
+    for (size_t i = 0; i < sizeof broken / sizeof broken[0]; i++) {
+        r = send(fx, broken[i].text);
+        assert_int_equal(json_integer_value(json_object_get(r, "request_seq")),
+                         broken[i].seq);
+        json_decref(r);
+    }
 }
 
 static void test_unauthenticated_flood_is_cut_off(void **state)
