@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "dap/dap.h"
+#include "runner/runner.h"
 #include "scheduler/scheduler.h"
 #include "store/store.h"
 #include "util/util.h"
@@ -227,8 +228,8 @@ static int cmd_serve(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    struct dap_config cfg;
-    dap_config_defaults(&cfg);
+    struct runner_config cfg;
+    runner_config_defaults(&cfg);
     const char *db = DEFAULT_DB;
     char host[256] = "127.0.0.1";
     enum log_level lvl = LOG_INFO;
@@ -239,9 +240,9 @@ static int cmd_serve(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'l':
-            if (parse_listen(optarg, host, sizeof host, &cfg.port))
+            if (parse_listen(optarg, host, sizeof host, &cfg.dap.port))
                 return die("--listen: expected HOST:PORT, got '%s'", optarg);
-            cfg.listen_host = host;
+            cfg.dap.listen_host = host;
             break;
         case 'd': db = optarg; break;
         case 'z':
@@ -252,7 +253,7 @@ static int cmd_serve(int argc, char **argv)
         case 'a':
             if (parse_long(optarg, 1, 86400, &v))
                 return die("--auth-timeout: expected seconds, got '%s'", optarg);
-            cfg.auth_timeout_s = (int)v;
+            cfg.dap.auth_timeout_s = (int)v;
             break;
         case 'p': cfg.port_file = optarg; break;
         case 'L':
@@ -288,8 +289,8 @@ static int cmd_serve(int argc, char **argv)
                 return die("--shutdown-grace: expected a duration like 30s, "
                            "got '%s'", optarg);
             break;
-        case 'C': cfg.tls_cert = optarg; break;
-        case 'K': cfg.tls_key = optarg; break;
+        case 'C': cfg.dap.tls_cert = optarg; break;
+        case 'K': cfg.dap.tls_key = optarg; break;
 #ifdef RRDEPLOY_TEST_HOOKS
         case 'T': {
             cfg.test_clock = true;
@@ -305,17 +306,17 @@ static int cmd_serve(int argc, char **argv)
     }
     if (optind < argc)
         return die("serve: unexpected argument '%s'", argv[optind]);
-    if (!cfg.tls_cert != !cfg.tls_key)
+    if (!cfg.dap.tls_cert != !cfg.dap.tls_key)
         return die("--tls-cert and --tls-key go together");
-    if (cfg.tls_cert && (access(cfg.tls_cert, R_OK) || access(cfg.tls_key, R_OK)))
-        return die("cannot read %s", access(cfg.tls_cert, R_OK) ? cfg.tls_cert
-                                                               : cfg.tls_key);
+    if (cfg.dap.tls_cert && (access(cfg.dap.tls_cert, R_OK) || access(cfg.dap.tls_key, R_OK)))
+        return die("cannot read %s", access(cfg.dap.tls_cert, R_OK) ? cfg.dap.tls_cert
+                                                                   : cfg.dap.tls_key);
     log_configure(lvl, fmt);
 
     raise_fd_limit();
     const char *dev = getenv("ROCKETRIDE_APIKEY");
     if (dev && *dev) {
-        cfg.dev_key = dev;
+        cfg.dap.dev_key = dev;
         log_info("ROCKETRIDE_APIKEY is set: it authenticates as user 'local'");
     }
 
@@ -327,7 +328,7 @@ static int cmd_serve(int argc, char **argv)
         return 1;
     }
     log_info("rrdeploy %s, database %s", RRDEPLOY_VERSION, db);
-    int rc = dap_serve(&cfg, st);
+    int rc = runner_serve(&cfg, st);
     store_close(st);
     return rc ? 1 : 0;
 }

@@ -88,7 +88,7 @@ static int parse_schedule(struct dap_app *app, const json_t *v,
     if (strlen(s) != json_string_length(v))
         return dap__fail(res, DAP_BAD_REQUEST,
                          "Invalid schedule: contains a NUL character");
-    if (cronx_parse(s, app->cfg->default_zone, cx, &e) != 0)
+    if (sched_parse(app->sched, s, cx, &e) != 0)
         return dap__fail(res, DAP_BAD_REQUEST, "Invalid schedule '%s': %s", s,
                          e.msg);
     return 0;
@@ -124,46 +124,6 @@ static const char *owner_key_id(const struct dap_session *ss)
     return ss->dev ? SCHED_DEV_KEY_ID : ss->key.id;
 }
 
-/* Write a deployment record: the reference server's field names, the aliases
- * of the published docs, and rrdeploy's additions. */
-static void write_record(struct buf *b, const struct store_dep *d,
-                         const struct store_run *last /* NULL: none */)
-{
-    buf_puts(b, "{\"pipeline\":");
-    buf_puts(b, d->pipeline);
-    buf_puts(b, ",\"schedule\":");
-    buf_json_cstr(b, d->schedule);
-    buf_puts(b, ",\"state\":");
-    buf_json_cstr(b, store_state_name(d->state));
-    buf_puts(b, ",\"created_by\":");
-    buf_json_cstr(b, d->created_by);
-    buf_puts(b, ",\"created_at\":");
-    buf_json_time(b, d->created_at);
-    buf_puts(b, ",\"updated_at\":");
-    buf_json_time(b, d->updated_at);
-    buf_puts(b, ",\"userId\":");
-    buf_json_cstr(b, d->user);
-    buf_puts(b, ",\"createdAt\":");
-    buf_json_time(b, d->created_at);
-    buf_puts(b, ",\"updatedAt\":");
-    buf_json_time(b, d->updated_at);
-    buf_puts(b, ",\"next_run_at\":");
-    if (d->next_run_at > 0)
-        buf_json_time(b, d->next_run_at);
-    else
-        buf_puts(b, "null");
-    buf_puts(b, ",\"last_run\":");
-    if (last)
-        sched_run_json(b, last, false);
-    else
-        buf_puts(b, "null");
-    buf_puts(b, ",\"error\":");
-    buf_json_cstr(b, d->error);
-    buf_puts(b, ",\"owner_key_id\":");
-    buf_json_cstr(b, d->owner_key_id);
-    buf_putc(b, '}');
-}
-
 static int fail_store(struct dap_res *res, int rc, const char *project_id)
 {
     if (rc == RR_E_NOTFOUND)
@@ -173,41 +133,6 @@ static int fail_store(struct dap_res *res, int rc, const char *project_id)
 }
 
 /* ---------------------------------------------------------------- session */
-
-static void write_perm_list(struct buf *b, unsigned perms)
-{
-    bool first = true;
-    buf_putc(b, '[');
-    if (perms & STORE_PERM_CONTROL) {
-        buf_puts(b, "\"task.control\"");
-        first = false;
-    }
-    if (perms & STORE_PERM_MONITOR)
-        buf_puts(b, first ? "\"task.monitor\"" : ",\"task.monitor\"");
-    buf_putc(b, ']');
-}
-
-/* ConnectResult (PROTOCOL §3.4) with rrdeploy's identity model: one
- * organization, one team `default` carrying the key's permissions. userToken
- * is empty so a reconnecting client re-sends its original key. */
-static void write_connect_result(struct buf *b, const struct store_key *k)
-{
-    buf_puts(b, "{\"userToken\":\"\",\"userId\":");
-    buf_json_cstr(b, k->user);
-    buf_puts(b, ",\"displayName\":");
-    buf_json_cstr(b, k->user);
-    buf_puts(b, ",\"givenName\":\"\",\"familyName\":\"\",\"preferredUsername\":");
-    buf_json_cstr(b, k->user);
-    buf_puts(b, ",\"email\":\"\",\"emailVerified\":false,\"phoneNumber\":\"\","
-                "\"phoneNumberVerified\":false,\"locale\":\"\","
-                "\"defaultTeam\":\"default\",\"organizations\":[{\"id\":"
-                "\"rrdeploy\",\"name\":\"rrdeploy\",\"permissions\":");
-    buf_puts(b, (k->perms & STORE_PERM_ORG_ADMIN) ? "[\"org.admin\"]" : "[]");
-    buf_puts(b, ",\"teams\":[{\"id\":\"default\",\"name\":\"Default\","
-                "\"permissions\":");
-    write_perm_list(b, k->perms);
-    buf_puts(b, "}]}],\"apps\":[],\"capabilities\":[\"rrdeploy\"]}");
-}
 
 static int auth_fail(struct dap_session *ss, struct dap_res *res, const char *msg)
 {
@@ -244,7 +169,7 @@ static int cmd_auth(struct dap_app *app, struct dap_session *ss,
     } else {
         if (strlen(cred) != len)
             return auth_fail(ss, res, "Invalid API key");
-        int rc = store_key_auth(app->store, cred, app->now(), &k);
+        int rc = store_key_auth(app->store, cred, dap__now(app), &k);
         if (rc == RR_E_NOTFOUND)
             return auth_fail(ss, res, "Invalid API key");
         if (rc == RR_E_REVOKED)
@@ -259,7 +184,7 @@ static int cmd_auth(struct dap_app *app, struct dap_session *ss,
     ss->authed = true;
     ss->revoked = false;
     log_info("auth ok: user=%s key=%s", k.user, k.id);
-    write_connect_result(&res->body, &k);
+    dap__write_connect_result(&res->body, &k);
     return 0;
 }
 
@@ -336,8 +261,8 @@ static int cmd_add(struct dap_app *app, struct dap_session *ss,
     d.state = STORE_ACTIVE;
     d.created_by = ss->key.user;
     d.owner_key_id = (char *)owner_key_id(ss);
-    d.created_at = app->now();
-    d.updated_at = app->now();
+    d.created_at = dap__now(app);
+    d.updated_at = dap__now(app);
     d.next_run_at = next_run(cx, d.state, 0, d.created_at);
 
     rc = store_dep_insert(app->store, &d, app->cfg->max_deployments);
@@ -354,7 +279,7 @@ static int cmd_add(struct dap_app *app, struct dap_session *ss,
         rc = dap__fail(res, DAP_INTERNAL, "Internal error: cannot schedule %s",
                        project_id);
     else
-        write_record(&res->body, &d, NULL);
+        dap__write_record(&res->body, &d, NULL);
     buf_free(&text);
 out:
     cronx_free(cx);
@@ -371,7 +296,7 @@ static int cmd_remove(struct dap_app *app, struct dap_session *ss,
     int rc = store_dep_delete(app->store, ss->key.user, project_id);
     if (rc)
         return fail_store(res, rc, project_id);
-    sched_dep_removed(app->sched, ss->key.user, project_id, app->now());
+    sched_dep_removed(app->sched, ss->key.user, project_id, dap__now(app));
     buf_puts(&res->body, "{}");
     return 0;
 }
@@ -388,7 +313,7 @@ static int cmd_status(struct dap_app *app, struct dap_session *ss,
         return fail_store(res, rc, project_id);
     struct store_run last;
     bool has_last = store_run_last(app->store, d.user, d.project_id, &last) == 0;
-    write_record(&res->body, &d, has_last ? &last : NULL);
+    dap__write_record(&res->body, &d, has_last ? &last : NULL);
     if (has_last)
         store_run_clear(&last);
     store_dep_clear(&d);
@@ -436,7 +361,7 @@ static int list_one(const struct store_dep *d, void *ud)
     if (!lc->first)
         buf_putc(lc->b, ',');
     lc->first = false;
-    write_record(lc->b, d, last);
+    dap__write_record(lc->b, d, last);
     return 0;
 }
 
@@ -519,7 +444,7 @@ static int cmd_update(struct dap_app *app, struct dap_session *ss,
             goto out;
     } else {
         struct err e = {0};
-        if (cronx_parse(d.schedule, app->cfg->default_zone, &cx, &e) != 0) {
+        if (sched_parse(app->sched, d.schedule, &cx, &e) != 0) {
             dap__fail(res, DAP_INTERNAL,
                       "Internal error: stored schedule '%s': %s", d.schedule,
                       e.msg);
@@ -550,7 +475,7 @@ static int cmd_update(struct dap_app *app, struct dap_session *ss,
         d.schedule = xstrdup(json_string_value(jsched));
     }
     d.state = new_state;
-    d.updated_at = app->now();
+    d.updated_at = dap__now(app);
     d.next_run_at = next_run(cx, d.state, d.last_fire_at, d.updated_at);
     rc = store_dep_update(app->store, &d);
     if (rc) {
@@ -587,7 +512,7 @@ static int cmd_preview(struct dap_app *app, struct dap_session *ss,
                              PREVIEW_MAX);
         count = (int64_t)c;
     }
-    double from = app->now();
+    double from = dap__now(app);
     json_t *jfrom = json_object_get(req->args, "from");
     if (jfrom && !json_is_null(jfrom)) {
         /* 0001-01-01 .. 9999-12-31: beyond that no calendar answer makes sense */
@@ -668,11 +593,11 @@ static int cmd_run(struct dap_app *app, struct dap_session *ss,
                          "Server is shutting down: no new runs are started");
     struct store_run run;
     struct err e = {0};
-    int rc = sched_run_now(app->sched, ss->key.user, project_id, idem, app->now(),
+    int rc = sched_run_now(app->sched, ss->key.user, project_id, idem, dap__now(app),
                            &run, &e);
     if (rc)
         return fail_sched(res, rc, &e);
-    sched_run_json(&res->body, &run, true);
+    dap__write_run(&res->body, &run, true);
     store_run_clear(&run);
     return 0;
 }
@@ -702,7 +627,7 @@ static int runs_one(const struct store_run *r, void *ud)
     if (!rc->first)
         buf_putc(rc->b, ',');
     rc->first = false;
-    sched_run_json(rc->b, r, true);
+    dap__write_run(rc->b, r, true);
     return 0;
 }
 
@@ -770,11 +695,11 @@ static int cmd_watch(struct dap_app *app, struct dap_session *ss,
 static int cmd_test_clock(struct dap_app *app, struct dap_session *ss,
                           struct dap_req *req, struct dap_res *res)
 {
-    if (!app->test_clock)
+    if (!app->test_hooks)
         return dap__fail(res, DAP_BAD_REQUEST, "Invalid command: rrtest_clock");
     json_t *jset = json_object_get(req->args, "set");
     json_t *jadv = json_object_get(req->args, "advance");
-    double t = app->test_now;
+    double t = app->clock->at;
     if (jset && json_is_number(jset))
         t = json_number_value(jset);
     else if (jadv && json_is_number(jadv))
@@ -784,13 +709,13 @@ static int cmd_test_clock(struct dap_app *app, struct dap_session *ss,
     if (!(t >= 0 && t <= 253402300799.0)) /* 1970 .. 9999, and not NaN */
         return dap__fail(res, DAP_BAD_REQUEST,
                          "the test clock must stay within 1970-9999");
-    app->test_now = t;
+    app->clock->at = t;
     int fired = 0;
     if (!app->stopping) {
-        sched_release(app->sched, app->now());
-        fired = sched_tick(app->sched, app->now(), 0);
+        sched_release(app->sched, dap__now(app));
+        fired = sched_tick(app->sched, dap__now(app), 0);
     }
-    buf_printf(&res->body, "{\"now\":%.6f,\"fired\":%d}", app->test_now, fired);
+    buf_printf(&res->body, "{\"now\":%.6f,\"fired\":%d}", app->clock->at, fired);
     return 0;
 }
 
@@ -801,7 +726,7 @@ static int cmd_test_fail_commit(struct dap_app *app, struct dap_session *ss,
 {
     (void)ss;
     (void)req;
-    if (!app->test_clock)
+    if (!app->test_hooks)
         return dap__fail(res, DAP_BAD_REQUEST, "Invalid command: rrtest_fail_commit");
     store_test_fail_commits(app->store, 1);
     buf_puts(&res->body, "{}");
@@ -862,7 +787,7 @@ bool dap__session_recheck(struct dap_app *app, struct dap_session *ss)
     struct store_key k;
     int rc = store_key_get(app->store, ss->key.id, &k);
     if (rc == RR_E_NOTFOUND || (rc == 0 && k.revoked_at != 0) ||
-        (rc == 0 && k.expires_at != 0 && app->now() >= k.expires_at)) {
+        (rc == 0 && k.expires_at != 0 && dap__now(app) >= k.expires_at)) {
         ss->revoked = true;
         log_info("session of user=%s lost key %s", ss->key.user, ss->key.id);
         return true;

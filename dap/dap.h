@@ -1,16 +1,24 @@
 /* dap.h -- the RocketRide DAP-over-WebSocket server.
  *
- * dap_serve() runs the service loop on the calling thread until SIGINT or
- * SIGTERM: a libwebsockets server speaking RocketRide's DAP envelope at
- * cfg->ws_path, with the rrdeploy command set on top of the store. */
+ * A libwebsockets server speaking RocketRide's DAP envelope at cfg->ws_path
+ * (docs/protocol.md), with the rrdeploy command set on top of the store and
+ * the scheduler, plus GET /healthz and /metrics on the same port. It does not
+ * own an event loop: the daemon that runs it (runner/) hands it a libuv loop,
+ * which lws joins, and learns through struct dap_env's callbacks when a
+ * service pass has ended. The DAP client library the command line uses is
+ * dap/client.h.
+ * Thread: every call on the loop's thread. */
 #ifndef RR_DAP_H
 #define RR_DAP_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
+#include "scheduler/scheduler.h"
 #include "store/store.h"
+#include "util/util.h"
 
 #define DAP_DEFAULT_PORT 5565
 #define DAP_DEFAULT_PATH "/task/service"
@@ -19,43 +27,65 @@ struct dap_config {
     const char *listen_host;   /* "127.0.0.1" */
     int port;                  /* 5565; 0 picks a free port */
     const char *ws_path;       /* "/task/service" */
-    const char *default_zone;  /* schedules without CRON_TZ=; "UTC" */
     const char *dev_key;       /* ROCKETRIDE_APIKEY at start, or NULL */
-    const char *port_file;     /* write the bound port here once listening */
     int auth_timeout_s;        /* close unauthenticated sockets after this */
     size_t max_message;        /* bytes of one WebSocket message */
     size_t max_pipeline;       /* bytes of one pipeline */
     int max_depth;             /* JSON nesting */
     int64_t max_deployments;   /* per user */
-    /* runs */
-    const char *exec_cmd;      /* --exec: shell command per run, or NULL */
-    double run_timeout_s;      /* --run-timeout (3600) */
-    int max_runs;              /* --max-runs (64) */
-    int64_t keep_runs;         /* --keep-runs (100) */
-    double shutdown_grace_s;   /* --shutdown-grace (30) */
     const char *tls_cert;      /* --tls-cert/--tls-key: serve wss:// and https:// */
     const char *tls_key;
-    bool test_clock;           /* --test-clock: builds with test hooks only */
-    double test_clock_start;   /* its initial time; 0 = the real time */
 };
 
 /* Fill cfg with the product defaults. */
 void dap_config_defaults(struct dap_config *cfg);
 
-/* Serve until a stop signal. st is borrowed for the duration. Returns 0 on a
- * clean stop, a negative RR_E_* code if the server could not start. */
-int dap_serve(const struct dap_config *cfg, struct store *st);
+/* What the server borrows from the daemon that runs it, for its whole life. */
+struct dap_env {
+    uv_loop_t *loop;           /* lws joins it */
+    struct store *store;       /* the service thread's connection */
+    struct sched *sched;       /* deployments, runs, tick decisions */
+    struct clock *clock;       /* the wall clock (a test clock may move it) */
+    /* After every service pass (deployments may have changed: re-arm the
+     * tick timer). */
+    void (*pass_done)(void *ud);
+    /* Runs queued or running, for /healthz and /metrics. */
+    int (*runs_in_progress)(void *ud);
+    void *ud;
+};
+
+struct dap_server;
+
+/* Listen and serve on env->loop. cfg and env are borrowed for the server's
+ * life. Returns 0 and *out, or a negative RR_E_* code (logged) when it
+ * cannot listen. */
+int dap_server_start(const struct dap_config *cfg, const struct dap_env *env,
+                     struct dap_server **out /* OUT */) MUST_CHECK;
+
+/* The port it listens on (the kernel's pick when cfg->port was 0). */
+int dap_server_port(const struct dap_server *srv);
+
+/* Shutdown has begun: take no new connections and start no new runs. */
+void dap_server_stop_accepting(struct dap_server *srv);
+
+/* The key table changed (revocation, expiry): live sessions re-check their
+ * key; a session that lost it fails its next request. */
+void dap_server_keys_changed(struct dap_server *srv);
+
+/* Send an event to every session watching that deployment (the scheduler's
+ * cfg.emit). ev is borrowed for the call. */
+void dap_server_event(struct dap_server *srv, const struct sched_event *ev);
+
+/* Stop in two steps, as lws needs with a loop it does not own: close starts
+ * closing every socket and handle (they finish while the loop runs); free,
+ * after the loop has run them, releases the rest. NULL is fine for both. */
+void dap_server_close(struct dap_server *srv);
+void dap_server_free(struct dap_server *srv);
 
 /* The client subcommands (add, list, status, update, remove, run, cancel,
- * runs, watch, preview): they talk to a running server over WebSocket. */
-
-/* Is name one of them? */
+ * runs, watch, preview), in dap/cli.c until the command line has a module of
+ * its own. */
 bool dap_cli_is_command(const char *name);
-
-/* Run one: argv[0] is the subcommand, the rest its arguments (argv borrowed).
- * Returns the process exit status: 0 ok, 1 refused by the server (or a
- * waited-for run did not succeed), 2 usage or input file, 3 connection or
- * timeout, 130 interrupted. */
 int dap_cli_main(int argc, char **argv);
 
 #endif

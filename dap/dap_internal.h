@@ -32,20 +32,25 @@ struct dap_metrics {
 };
 extern const char *const dap__outcome_names[DAP_OUTCOMES];
 
-/* Server-wide state seen by command handlers. Owned by the server loop. */
+/* Server-wide state seen by command handlers. Owned by the server. */
 struct dap_app {
     const struct dap_config *cfg;  /* borrowed */
     struct store *store;           /* borrowed */
-    struct sched *sched;           /* borrowed: tick decisions and runs */
+    struct sched *sched;           /* borrowed: deployments, runs, ticks */
+    struct clock *clock;           /* borrowed: the wall clock */
+    bool test_hooks;               /* rrtest_* requests are served (test
+                                      builds with a test clock, which
+                                      rrtest_clock moves) */
     double started_at;
-    double (*now)(void);           /* wall clock, float Unix seconds */
-    /* Test clock (only in builds with test hooks, only with --test-clock):
-     * rrtest_clock moves this and runs due ticks at once. */
-    bool test_clock;
-    double test_now;
-    bool stopping;                 /* SIGTERM seen: no new runs or ticks */
+    bool stopping;                 /* shutdown began: no new runs */
     struct dap_metrics metrics;
 };
+
+/* The wall clock, float Unix seconds. */
+static inline double dap__now(const struct dap_app *app)
+{
+    return clock_now(app->clock);
+}
 
 /* Frames leave the message layer through this sink, which takes ownership of
  * frame (a buf with DAP_FRAME_HEAD headroom holding one JSON text). */
@@ -73,9 +78,6 @@ void dap__session_clear(struct dap_session *ss);
 bool dap__session_wants(const struct dap_session *ss, const char *user,
                         const char *project_id);
 
-/* Emit an apaevt_deploy event frame with body (a JSON object's text). */
-void dap__emit_event(struct dap_session *ss, const char *body, dap_emit_fn emit,
-                     void *ud);
 
 /* A decoded request. */
 struct dap_req {
@@ -92,6 +94,35 @@ struct dap_res {
     struct buf msg;         /* error message */
     bool close;             /* close the connection after sending */
 };
+
+/* wire.c: every JSON text that goes on the wire. */
+/* A run object; without its output tail when with_output is false (the
+ * last_run summary inside records). */
+void dap__write_run(struct buf *b, const struct store_run *r, bool with_output);
+/* A deployment record with its last run (NULL: none). */
+void dap__write_record(struct buf *b, const struct store_dep *d,
+                       const struct store_run *last);
+/* The body of an apaevt_deploy event. */
+void dap__write_event(struct buf *b, const struct sched_event *ev);
+/* The auth reply's body for key k. */
+void dap__write_connect_result(struct buf *b, const struct store_key *k);
+/* GET /healthz. */
+struct dap_health {
+    const char *db_error;          /* NULL when the database is fine */
+    double uptime_s;
+    uint64_t deployments;
+    int runs_in_progress;
+    bool stopping;
+};
+void dap__write_health(struct buf *b, const struct dap_health *h);
+/* A response frame for request_seq/command with res's outcome, and an
+ * apaevt_deploy event frame around body: each a new buf (DAP_FRAME_HEAD
+ * headroom) owned by the caller, stamped with the session's next seq. */
+struct buf *dap__response_frame(struct dap_session *ss, int64_t request_seq,
+                                const char *command, size_t command_len,
+                                struct dap_res *res);
+struct buf *dap__event_frame(struct dap_session *ss, const char *body,
+                             size_t body_len);
 
 /* Error codes on the wire. */
 #define DAP_BAD_REQUEST "bad_request"

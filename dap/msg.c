@@ -1,13 +1,14 @@
-/* msg.c -- the DAP envelope: decode a client message, gate and dispatch it,
- * and encode the response frame.
+/* msg.c -- the DAP envelope: decode a client message, gate it, dispatch it
+ * and answer it.
  *
  * Design: a message is first checked by the raw scanner (util/jraw), which
  * bounds nesting and validates UTF-8. The envelope (type, seq, command) is
  * read from the text itself; only the arguments object is parsed with
  * jansson, for typed access. Values that must survive byte for byte (the
  * pipeline) are taken from the raw text, never from the tree. Every request
- * gets exactly one response frame; malformed input gets success:false with
- * request_seq 0 when the seq is unknown. Thread: service thread only. */
+ * gets exactly one response frame (written by wire.c); malformed input gets
+ * success:false with request_seq 0 when the seq is unknown.
+ * Thread: service thread only. */
 #include "dap/dap_internal.h"
 
 #include <errno.h>
@@ -55,57 +56,7 @@ int dap__fail(struct dap_res *res, const char *code, const char *fmt, ...)
     return -1;
 }
 
-/* ---------------------------------------------------------------- encoding */
-
-/* A new frame with room for `payload` more bytes than the envelope. */
-static struct buf *frame_new(size_t payload)
-{
-    struct buf *f = xmalloc(sizeof *f);
-    buf_init(f, DAP_FRAME_HEAD);
-    buf_reserve(f, payload + 128);
-    return f;
-}
-
-/* Emit one response frame for request_seq/command with res's outcome. */
-static void emit_response(struct dap_session *ss, int64_t request_seq,
-                          const char *command, size_t command_len,
-                          struct dap_res *res, dap_emit_fn emit, void *ud)
-{
-    struct buf *f = frame_new(res->body.len + res->msg.len + command_len);
-    buf_puts(f, "{\"type\":\"response\",\"seq\":");
-    buf_i64(f, ++ss->seq);
-    buf_puts(f, ",\"request_seq\":");
-    buf_i64(f, request_seq);
-    buf_puts(f, ",\"command\":");
-    buf_json_str(f, command, command_len);
-    if (!res->code) {
-        buf_puts(f, ",\"success\":true");
-        if (res->body.len) {
-            buf_puts(f, ",\"body\":");
-            buf_append(f, buf_data(&res->body), res->body.len);
-        }
-    } else {
-        buf_puts(f, ",\"success\":false,\"message\":");
-        buf_json_str(f, buf_data(&res->msg), res->msg.len);
-        buf_puts(f, ",\"code\":");
-        buf_json_cstr(f, res->code);
-    }
-    buf_putc(f, '}');
-    emit(ud, f);
-}
-
-void dap__emit_event(struct dap_session *ss, const char *body, dap_emit_fn emit,
-                     void *ud)
-{
-    size_t body_len = strlen(body);
-    struct buf *f = frame_new(body_len);
-    buf_puts(f, "{\"type\":\"event\",\"seq\":");
-    buf_i64(f, ++ss->seq);
-    buf_puts(f, ",\"event\":\"apaevt_deploy\",\"body\":");
-    buf_append(f, body, body_len);
-    buf_putc(f, '}');
-    emit(ud, f);
-}
+/* ---------------------------------------------------------------- sessions */
 
 void dap__session_clear(struct dap_session *ss)
 {
@@ -244,7 +195,7 @@ static const char *const envelope_keys[ENV_FIELDS] = {"type", "seq", "command",
 static void session_expire_check(struct dap_app *app, struct dap_session *ss)
 {
     if (ss->authed && !ss->dev && ss->key.expires_at != 0 &&
-        app->now() >= ss->key.expires_at)
+        dap__now(app) >= ss->key.expires_at)
         ss->revoked = true;
 }
 
@@ -353,7 +304,7 @@ void dap__handle_message(struct dap_app *app, struct dap_session *ss,
     dc->fn(app, ss, &req, &res);
 
 respond:
-    emit_response(ss, rseq, cmd, cmd_len, &res, emit, ud);
+    emit(ud, dap__response_frame(ss, rseq, cmd, cmd_len, &res));
     count_request(&app->metrics, dc, res.code,
                   (int64_t)t0.tv_sec * 1000000000 + t0.tv_nsec);
     if (res.close)

@@ -2,43 +2,33 @@
  *
  * Design: one lws context with one protocol that takes both the WebSocket
  * upgrade at cfg->ws_path (no subprotocol, no extensions) and plain HTTP
- * (/healthz, /metrics). lws runs inside a libuv loop that dap_serve owns
- * (epoll: a turn costs what is ready, not a poll() over every connection).
- * Incoming fragments are assembled into one message (bounded by
- * cfg->max_message; past it the socket is closed with 1009) and kept until
- * the end of the loop turn (the service pass), when a uv_check handle
- * handles every message of the pass in one store transaction
- * (process_ready); the message layer (msg.c) emits response frames into a
- * per-session queue. Once the transaction has committed, the first chunk is
- * written at once and the rest from WRITEABLE callbacks, chunk by chunk, so
- * one huge response never monopolises the loop. A session whose queue grows
- * past a high-water mark stops being read until it drains: a client that
- * never reads cannot make the server buffer without bound. A periodic timer
- * polls the database's data_version so a key revoked by the `rrdeploy keys`
- * CLI takes effect on live sessions, and on the deployments it owns, within
- * a second.
+ * (/healthz, /metrics). lws joins the daemon's libuv loop (epoll: a turn
+ * costs what is ready, not a poll() over every connection). Incoming
+ * fragments are assembled into one message (bounded by cfg->max_message; past
+ * it the socket is closed with 1009) and kept until the end of the loop turn
+ * (the service pass), when a uv_check handle handles every message of the
+ * pass in one store transaction (process_ready); the message layer (msg.c)
+ * emits response frames into a per-session queue. Once the transaction has
+ * committed, the first chunk is written at once and the rest from WRITEABLE
+ * callbacks, chunk by chunk, so one huge response never monopolises the
+ * loop. A session whose queue grows past a high-water mark stops being read
+ * until it drains: a client that never reads cannot make the server buffer
+ * without bound.
  *
- * The daemon's wiring also lives here: one lws_sul timer armed at the
- * scheduler's earliest deadline (re-armed after every change, and at least
- * once a minute so wall-clock steps are noticed), the runner's supervisor
- * thread waking the loop with lws_cancel_service() when runs start or end
- * (EVENT_WAIT_CANCELLED drains the whole queue), and a graceful stop:
- * SIGTERM/SIGINT (uv_signal) stop accepting connections and ticks, let runs
- * finish for up to cfg->shutdown_grace_s, then record the rest as
- * interrupted.
- * Thread: everything runs on the service thread that calls dap_serve(). */
+ * The daemon (runner/) owns the loop, the timers and the scheduler; it hears
+ * of the end of every pass through env->pass_done, and tells the server of
+ * key changes and scheduler events (dap_server_keys_changed,
+ * dap_server_event).
+ * Thread: everything runs on the loop's thread. */
 #include "dap/dap_internal.h"
 
 #include <libwebsockets.h>
-#include <malloc.h>
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
 
-#include "runner/runner.h"
 
 _Static_assert(DAP_FRAME_HEAD >= LWS_PRE, "frame headroom too small for lws");
 
@@ -46,10 +36,6 @@ _Static_assert(DAP_FRAME_HEAD >= LWS_PRE, "frame headroom too small for lws");
 #define COALESCE_FRAME_MAX (16 * 1024)   /* replies shorter than this may share a send */
 #define QUEUE_HIGH (4u * 1024 * 1024)    /* stop reading above this */
 #define QUEUE_LOW (1u * 1024 * 1024)     /* resume reading below this */
-#define REVOKE_POLL_US (250 * LWS_US_PER_MS)
-#define TICK_MAX_SLEEP_S 60.0            /* re-read the wall clock at least this often */
-#define HEAP_KEEP (64 * 1024 * 1024)     /* free heap kept rather than trimmed */
-#define HEAP_PAD (1024 * 1024)           /* extra asked of the kernel per growth */
 
 struct frame {
     struct frame *next;
@@ -66,6 +52,7 @@ struct inmsg {
 /* Per-connection state; lws allocates it zeroed and frees it after CLOSED. */
 struct pss {
     struct dap_session ss;
+    struct dap_server *srv;    /* borrowed: the server it belongs to */
     struct lws *wsi;           /* valid until LWS_CALLBACK_CLOSED */
     struct pss *prev, *next;   /* in server.sessions */
     struct buf rx;             /* message being assembled */
@@ -88,31 +75,16 @@ struct pss {
     bool live;                 /* ESTABLISHED seen, not yet CLOSED */
 };
 
-struct server {
+struct dap_server {
     struct dap_app app;
-    uv_loop_t loop;            /* the event loop; lws takes part in it */
+    const struct dap_env *env; /* borrowed */
     uv_check_t pass_end;       /* runs after each turn's I/O: process_ready */
-    uv_signal_t sig_term, sig_int;
+    bool pass_end_open;
     struct lws_context *ctx;
     struct pss *sessions;      /* live WebSocket sessions */
     struct pss *ready;         /* sessions with messages waiting */
-    lws_sorted_usec_list_t sul_revoke;
-    lws_sorted_usec_list_t sul_tick;
-    lws_sorted_usec_list_t sul_grace;
-    int64_t data_version;
-    struct runner *runner;     /* owned */
-    struct sched *sched;       /* owned */
-    bool stopping;             /* stop requested: no new connections or ticks */
+    int port;                  /* the port it listens on */
 };
-
-static struct server srv;
-
-static void arm_tick(void);
-
-static double clock_now(void)
-{
-    return srv.app.test_clock ? srv.app.test_now : time_now_real();
-}
 
 /* ---------------------------------------------------------------- queue */
 
@@ -130,8 +102,8 @@ static void mark_ready(struct pss *p)
     if (p->ready)
         return;
     p->ready = true;
-    p->ready_next = srv.ready;
-    srv.ready = p;
+    p->ready_next = p->srv->ready;
+    p->srv->ready = p;
 }
 
 static void enqueue(void *ud, struct buf *frame)
@@ -287,7 +259,7 @@ static void auth_timer_update(struct pss *p)
         p->auth_timer = false;
     } else if (!p->ss.authed && !p->auth_timer) {
         lws_set_timeout(p->wsi, PENDING_TIMEOUT_USER_OK,
-                        srv.app.cfg->auth_timeout_s);
+                        p->srv->app.cfg->auth_timeout_s);
         p->auth_timer = true;
     }
 }
@@ -318,7 +290,7 @@ static void inbox_free(struct pss *p)
     }
     p->in_tail = NULL;
     if (p->ready) { /* unlink from the ready list */
-        struct pss **pp = &srv.ready;
+        struct pss **pp = &p->srv->ready;
         while (*pp != p)
             pp = &(*pp)->ready_next;
         *pp = p->ready_next;
@@ -336,7 +308,7 @@ static void handle(struct pss *p, struct inmsg *m)
             len = (size_t)(nl - text);
     }
     if (!p->ss.closing)
-        dap__handle_message(&srv.app, &p->ss, text, len, enqueue, p);
+        dap__handle_message(&p->srv->app, &p->ss, text, len, enqueue, p);
 }
 
 /* Drop the replies queued after p->q_mark (their writes were not kept) and
@@ -370,14 +342,14 @@ static void drop_since_mark(struct pss *p)
  * this pass are dropped, their connections closed (1011) and the scheduler
  * told to read back what the pass changed: nothing acknowledged is lost, and
  * nothing unacknowledged stays. */
-static void process_ready(void)
+static void process_ready(struct dap_server *srv)
 {
-    struct pss *list = srv.ready;
+    struct pss *list = srv->ready;
     if (!list)
         return;
-    srv.ready = NULL;
-    bool batch = store_batch_begin_read(srv.app.store) == 0;
-    sched_defer_begin(srv.sched);
+    srv->ready = NULL;
+    bool batch = store_batch_begin_read(srv->app.store) == 0;
+    sched_defer_begin(srv->app.sched);
     for (struct pss *p = list; p; p = p->ready_next) {
         p->ready = false;
         p->in_pass = true;
@@ -395,8 +367,8 @@ static void process_ready(void)
         if (!p->in_head)
             p->in_tail = NULL;
     }
-    bool ok = !batch || store_batch_commit(srv.app.store) == 0;
-    sched_defer_end(srv.sched, srv.app.now(), ok);
+    bool ok = !batch || store_batch_commit(srv->app.store) == 0;
+    sched_defer_end(srv->app.sched, dap__now(&srv->app), ok);
     for (struct pss *p = list, *next; p; p = next) {
         next = p->ready_next;
         p->ready_next = NULL;
@@ -410,247 +382,69 @@ static void process_ready(void)
     if (!ok)
         log_error("could not commit the requests of this pass; their "
                   "connections are closed unanswered");
-    arm_tick(); /* the messages may have changed deployments */
+    srv->env->pass_done(srv->env->ud); /* deployments may have changed */
 }
 
-static void revoke_poll(lws_sorted_usec_list_t *sul)
+/* ---------------------------------------------------------------- daemon calls */
+
+void dap_server_keys_changed(struct dap_server *srv)
 {
-    int64_t v;
-    if (store_data_version(srv.app.store, &v) == 0 && v != srv.data_version) {
-        srv.data_version = v;
-        for (struct pss *p = srv.sessions; p; p = p->next)
-            dap__session_recheck(&srv.app, &p->ss);
-        sched_keys_changed(srv.sched, srv.app.now());
+    for (struct pss *p = srv->sessions; p; p = p->next)
+        dap__session_recheck(&srv->app, &p->ss);
+}
+
+void dap_server_event(struct dap_server *srv, const struct sched_event *ev)
+{
+    struct buf body;
+    bool written = false;
+    for (struct pss *p = srv->sessions; p; p = p->next) {
+        if (!dap__session_wants(&p->ss, ev->user, ev->project_id))
+            continue;
+        if (!written) { /* once, for every watcher */
+            buf_init(&body, 0);
+            dap__write_event(&body, ev);
+            written = true;
+        }
+        enqueue(p, dap__event_frame(&p->ss, buf_data(&body), body.len));
     }
-    lws_sul_schedule(srv.ctx, 0, &srv.sul_revoke, revoke_poll, REVOKE_POLL_US);
+    if (written)
+        buf_free(&body);
 }
 
-/* ---------------------------------------------------------------- scheduler */
-
-static void on_tick(lws_sorted_usec_list_t *sul);
-
-/* Arm the tick timer SCHED_TICK_LEAD before the earliest deadline (the
- * engine decides ahead and holds those runs), or at the earliest held run,
- * whichever comes first -- never more than a minute away, so a stepped wall
- * clock is noticed. With the test clock, time only moves by rrtest_clock,
- * which decides due ticks itself. */
-static void arm_tick(void)
+void dap_server_stop_accepting(struct dap_server *srv)
 {
-    if (srv.stopping || srv.app.test_clock)
-        return;
-    int64_t due = sched_next_deadline(srv.sched);
-    double release = sched_next_release(srv.sched);
-    double at = due == CRONX_NEVER ? 0 : (double)due - SCHED_TICK_LEAD;
-    if (release > 0 && (at == 0 || release < at))
-        at = release;
-    if (at == 0) {
-        lws_sul_cancel(&srv.sul_tick);
-        return;
-    }
-    double delay = at - time_now_real();
-    if (delay > TICK_MAX_SLEEP_S)
-        delay = TICK_MAX_SLEEP_S;
-    /* +1 ms: the sul runs on the monotonic clock; never wake just before */
-    lws_usec_t us = delay <= 0 ? 1 : (lws_usec_t)(delay * 1e6) + LWS_US_PER_MS;
-    lws_sul_schedule(srv.ctx, 0, &srv.sul_tick, on_tick, us);
+    srv->app.stopping = true;
 }
-
-static void on_tick(lws_sorted_usec_list_t *sul)
-{
-    (void)sul;
-    if (!srv.stopping) {
-        sched_release(srv.sched, srv.app.now());
-        sched_tick(srv.sched, srv.app.now(), SCHED_TICK_LEAD);
-    }
-    arm_tick();
-}
-
-/* cfg.emit of the scheduler: fan an event out to watching sessions. */
-static void on_sched_event(void *ud, const char *user, const char *project_id,
-                           const char *body)
-{
-    (void)ud;
-    for (struct pss *p = srv.sessions; p; p = p->next)
-        if (dap__session_wants(&p->ss, user, project_id))
-            dap__emit_event(&p->ss, body, enqueue, p);
-}
-
-static int exec_submit(void *ud, const struct sched_job *job)
-{
-    (void)ud;
-    struct runner_job *j = xcalloc(1, sizeof *j);
-    j->run_id = job->run_id;
-    j->pipeline = xmalloc(job->pipeline_len + 1);
-    memcpy(j->pipeline, job->pipeline, job->pipeline_len);
-    j->pipeline[job->pipeline_len] = '\0';
-    j->pipeline_len = job->pipeline_len;
-    j->project_id = xstrdup(job->project_id);
-    j->user = xstrdup(job->user);
-    j->trigger = xstrdup(job->trigger);
-    j->scheduled_at = xstrdup(job->scheduled_at);
-    return runner_submit(srv.runner, j);
-}
-
-static int exec_cancel(void *ud, int64_t run_id, enum store_outcome as)
-{
-    (void)ud;
-    return runner_cancel(srv.runner, run_id,
-                         as == STORE_RUN_CANCELLED ? RUNNER_CANCELLED
-                                                   : RUNNER_INTERRUPTED);
-}
-
-static void exec_kill_stale(void *ud, int pgid, uint64_t leader_start)
-{
-    (void)ud;
-    runner_kill_stale(pgid, leader_start);
-}
-
-static enum store_outcome store_outcome_of(enum runner_outcome o)
-{
-    switch (o) {
-    case RUNNER_SUCCEEDED: return STORE_RUN_SUCCEEDED;
-    case RUNNER_FAILED: return STORE_RUN_FAILED;
-    case RUNNER_TIMED_OUT: return STORE_RUN_TIMED_OUT;
-    case RUNNER_CANCELLED: return STORE_RUN_CANCELLED;
-    case RUNNER_INTERRUPTED: return STORE_RUN_INTERRUPTED;
-    }
-    return STORE_RUN_FAILED;
-}
-
-static void on_runner_event(const struct runner_event *ev, void *ud)
-{
-    (void)ud;
-    double at = srv.app.test_clock ? srv.app.now() : ev->at;
-    if (ev->kind == RUNNER_EV_STARTED) {
-        sched_run_started(srv.sched, ev->run_id, at, ev->pid, ev->pid_start);
-        return;
-    }
-    struct sched_result r = {
-        .run_id = ev->run_id,
-        .at = at,
-        .outcome = store_outcome_of(ev->outcome),
-        .exit_code = ev->exit_code,
-        .signal = ev->signal,
-        .reason = ev->reason,
-        .output = ev->output,
-        .output_len = ev->output_len,
-        .started = ev->started != 0,
-    };
-    sched_run_finished(srv.sched, &r);
-}
-
-static void wake_loop(void *ud)
-{
-    (void)ud;
-    if (srv.ctx)
-        lws_cancel_service(srv.ctx);
-}
-
-/* Record every pending runner event in one transaction: after a burst of
- * thousands of runs, one fsync instead of two per run. */
-static void drain_runner(void)
-{
-    bool batch = store_batch_begin(srv.app.store) == 0;
-    runner_drain(srv.runner, on_runner_event, NULL);
-    if (batch && store_batch_commit(srv.app.store) != 0)
-        log_error("could not record the latest run starts and ends");
-}
-
-/* ---------------------------------------------------------------- stopping */
-
-/* Leave the loop at the end of this turn; dap_serve then finishes up. */
-static void exit_loop(void)
-{
-    uv_stop(&srv.loop);
-}
-
-static void on_grace(lws_sorted_usec_list_t *sul)
-{
-    (void)sul;
-    log_warn("shutdown grace of %.0f s is over with %d run(s) still going",
-             srv.app.cfg->shutdown_grace_s, runner_active(srv.runner));
-    exit_loop();
-}
-
-static void begin_shutdown(void)
-{
-    srv.stopping = true;
-    srv.app.stopping = true;
-    lws_sul_cancel(&srv.sul_tick);
-    int active = runner_active(srv.runner);
-    if (active == 0) {
-        exit_loop();
-        return;
-    }
-    log_info("stopping: no new connections or ticks; waiting up to %.0f s for "
-             "%d run(s)", srv.app.cfg->shutdown_grace_s, active);
-    lws_sul_schedule(srv.ctx, 0, &srv.sul_grace, on_grace,
-                     (lws_usec_t)(srv.app.cfg->shutdown_grace_s * 1e6));
-}
-
-/* Runs that outlived the grace: their rows say interrupted, then their
- * processes are stopped. */
-static void finish_shutdown(void)
-{
-    drain_runner();
-    /* Still running, queued behind --max-runs, or decided ahead and held:
-     * none of them will finish now. */
-    int64_t n = 0;
-    if (store_run_interrupt_all(srv.app.store, srv.app.now(),
-                                "server shut down before the run finished", &n) == 0 &&
-        n > 0)
-        log_warn("%lld run(s) recorded as interrupted", (long long)n);
-    runner_free(srv.runner);
-    srv.runner = NULL;
-}
-
-/* Everything the loop owes after being woken by the runner: its events,
- * and the end of a shutdown that was waiting for the last run. */
-static void on_wakeup(void)
-{
-    drain_runner();
-    if (srv.stopping && runner_active(srv.runner) == 0)
-        exit_loop();
-    arm_tick();
-}
-
-/* ---------------------------------------------------------------- callback */
 
 /* ---------------------------------------------------------------- HTTP */
 
-static void health_body(struct buf *b, int *status)
+static void health_body(struct dap_server *srv, struct buf *b, int *status)
 {
     struct err e = {0};
-    int rc = store_health(srv.app.store, &e);
+    int rc = store_health(srv->app.store, &e);
     *status = rc == 0 ? HTTP_STATUS_OK : HTTP_STATUS_SERVICE_UNAVAILABLE;
-    uint64_t deps[3];
-    sched_count_states(srv.sched, deps);
-    buf_printf(b, "{\"status\":\"%s\",\"version\":\"%s\",\"uptime_seconds\":%.3f,"
-                  "\"database\":",
-               rc == 0 ? "ok" : "unavailable", RRDEPLOY_VERSION,
-               time_now_real() - srv.app.started_at);
-    if (rc == 0) {
-        buf_puts(b, "\"ok\"");
-    } else {
-        char msg[RR_ERR_MSG_MAX + 8];
-        snprintf(msg, sizeof msg, "error: %s", e.msg);
-        buf_json_cstr(b, msg);
+    if (rc)
         log_error("health check: %s", e.msg);
-    }
-    buf_printf(b, ",\"deployments\":%llu,\"runs_in_progress\":%d,"
-                  "\"stopping\":%s}\n",
-               (unsigned long long)(deps[0] + deps[1] + deps[2]),
-               runner_active(srv.runner), srv.stopping ? "true" : "false");
+    uint64_t deps[3];
+    sched_count_states(srv->app.sched, deps);
+    struct dap_health h = {
+        .db_error = rc ? e.msg : NULL,
+        .uptime_s = time_now_real() - srv->app.started_at,
+        .deployments = deps[0] + deps[1] + deps[2],
+        .runs_in_progress = srv->env->runs_in_progress(srv->env->ud),
+        .stopping = srv->app.stopping,
+    };
+    dap__write_health(b, &h);
 }
 
-static void metrics_body(struct buf *b)
+static void metrics_body(struct dap_server *srv, struct buf *b)
 {
     struct dap_gauges g = {0};
-    for (struct pss *p = srv.sessions; p; p = p->next)
+    for (struct pss *p = srv->sessions; p; p = p->next)
         g.connections++;
-    g.runs_in_progress = (uint64_t)runner_active(srv.runner);
-    sched_count_states(srv.sched, g.deployments);
-    dap__metrics_render(b, &srv.app, &g);
+    g.runs_in_progress = (uint64_t)srv->env->runs_in_progress(srv->env->ud);
+    sched_count_states(srv->app.sched, g.deployments);
+    dap__metrics_render(b, &srv->app, &g);
 }
 
 /* Start an HTTP response; the body is written from HTTP_WRITEABLE. */
@@ -667,7 +461,8 @@ static int http_respond(struct lws *wsi, struct pss *p, unsigned status,
     return 0;
 }
 
-static int on_http(struct lws *wsi, struct pss *p, const char *uri)
+static int on_http(struct dap_server *srv, struct lws *wsi, struct pss *p,
+                   const char *uri)
 {
     buf_init(&p->http, LWS_PRE);
     if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) <= 0) {
@@ -676,11 +471,11 @@ static int on_http(struct lws *wsi, struct pss *p, const char *uri)
     }
     if (strcmp(uri, "/healthz") == 0) {
         int status;
-        health_body(&p->http, &status);
+        health_body(srv, &p->http, &status);
         return http_respond(wsi, p, (unsigned)status, "application/json");
     }
     if (strcmp(uri, "/metrics") == 0) {
-        metrics_body(&p->http);
+        metrics_body(srv, &p->http);
         return http_respond(wsi, p, HTTP_STATUS_OK,
                             "text/plain; version=0.0.4; charset=utf-8");
     }
@@ -707,36 +502,37 @@ static int http_write(struct lws *wsi, struct pss *p)
     return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
+/* ---------------------------------------------------------------- callback */
+
 static int callback(struct lws *wsi, enum lws_callback_reasons reason,
                     void *user, void *in, size_t len)
 {
     struct pss *p = user;
+    struct lws_context *ctx = lws_get_context(wsi);
+    struct dap_server *srv = ctx ? lws_context_user(ctx) : NULL;
 
     switch (reason) {
     case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
-        return srv.stopping ? 1 : 0; /* shutting down: take no new sockets */
-
-    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
-        on_wakeup();
-        break;
+        return srv->app.stopping ? 1 : 0; /* shutting down: take no new sockets */
 
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
         char uri[256];
         if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) < 0 ||
-            strcmp(uri, srv.app.cfg->ws_path) != 0)
+            strcmp(uri, srv->app.cfg->ws_path) != 0)
             return 1; /* refuse the upgrade */
         return 0;
     }
     case LWS_CALLBACK_ESTABLISHED:
         memset(p, 0, sizeof *p);
+        p->srv = srv;
         p->wsi = wsi;
         p->live = true;
         buf_init(&p->rx, 0);
-        srv.app.metrics.connections_total++;
-        p->next = srv.sessions;
-        if (srv.sessions)
-            srv.sessions->prev = p;
-        srv.sessions = p;
+        srv->app.metrics.connections_total++;
+        p->next = srv->sessions;
+        if (srv->sessions)
+            srv->sessions->prev = p;
+        srv->sessions = p;
         auth_timer_update(p);
         break;
 
@@ -745,12 +541,12 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
             buf_reset(&p->rx);
             p->rx_binary = lws_frame_is_binary(wsi);
         }
-        if (p->rx.len + len > srv.app.cfg->max_message) {
+        if (p->rx.len + len > srv->app.cfg->max_message) {
             lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
                              (unsigned char *)"message too large", 17);
             log_warn("closing a connection: message over %zu bytes",
-                     srv.app.cfg->max_message);
-            srv.app.metrics.messages_too_large++;
+                     srv->app.cfg->max_message);
+            srv->app.metrics.messages_too_large++;
             return -1;
         }
         buf_append(&p->rx, in, len);
@@ -770,7 +566,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
         if (p->prev)
             p->prev->next = p->next;
         else
-            srv.sessions = p->next;
+            srv->sessions = p->next;
         if (p->next)
             p->next->prev = p->prev;
         inbox_free(p);
@@ -782,7 +578,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
         break;
 
     case LWS_CALLBACK_HTTP:
-        return on_http(wsi, p, in);
+        return on_http(srv, wsi, p, in);
 
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return http_write(wsi, p);
@@ -805,18 +601,9 @@ static const struct lws_protocols protocols[] = {
 
 /* ---------------------------------------------------------------- lifecycle */
 
-static void on_signal(uv_signal_t *h, int sig)
-{
-    (void)h;
-    (void)sig;
-    if (!srv.stopping)
-        begin_shutdown();
-}
-
 static void on_pass_end(uv_check_t *h)
 {
-    (void)h;
-    process_ready();
+    process_ready(h->data);
 }
 
 static void lws_log_emit(int level, const char *line)
@@ -833,97 +620,36 @@ void dap_config_defaults(struct dap_config *cfg)
     cfg->listen_host = "127.0.0.1";
     cfg->port = DAP_DEFAULT_PORT;
     cfg->ws_path = DAP_DEFAULT_PATH;
-    cfg->default_zone = "UTC";
     cfg->auth_timeout_s = 30;
     cfg->max_message = 16u * 1024 * 1024;
     cfg->max_pipeline = 1024u * 1024;
     cfg->max_depth = 64;
     cfg->max_deployments = 10000;
-    cfg->run_timeout_s = 3600;
-    cfg->max_runs = 64;
-    cfg->keep_runs = 100;
-    cfg->shutdown_grace_s = 30;
 }
 
-/* The runner and the scheduler, wired to the loop. */
-static int start_engine(const struct dap_config *cfg, struct store *st)
+int dap_server_start(const struct dap_config *cfg, const struct dap_env *env,
+                     struct dap_server **out)
 {
-    struct runner_config rc;
-    runner_config_defaults(&rc);
-    rc.exec_cmd = cfg->exec_cmd;
-    rc.max_runs = cfg->max_runs;
-    rc.timeout_s = cfg->run_timeout_s;
-    rc.wake = wake_loop;
-    struct err e = {0};
-    srv.runner = runner_new(&rc, &e);
-    if (!srv.runner) {
-        log_error("cannot start the runner: %s", e.msg);
-        return RR_E_INTERNAL;
-    }
-    struct sched_config sc;
-    sched_config_defaults(&sc);
-    sc.default_zone = cfg->default_zone;
-    sc.keep_runs = cfg->keep_runs;
-    sc.dev_key_present = cfg->dev_key != NULL;
-    sc.emit = on_sched_event;
-    struct sched_exec ex = {exec_submit, exec_cancel, exec_kill_stale, NULL};
-    srv.sched = sched_new(st, &sc, &ex);
-    srv.app.sched = srv.sched;
-    if (sched_load(srv.sched, srv.app.now()) != 0) {
-        log_error("cannot load deployments from the database");
-        return RR_E_IO;
-    }
-    if (!cfg->exec_cmd)
-        log_warn("no --exec command: runs will fail with 'no executor configured'");
-    return 0;
-}
-
-int dap_serve(const struct dap_config *cfg, struct store *st)
-{
-    memset(&srv, 0, sizeof srv);
-    /* glibc gives the heap's top back to the kernel once 128 KiB of it is
-     * free, and a busy service pass allocates and frees about that much: every
-     * pass paid two brk() calls and faulted in fresh pages. Keep it. */
-    mallopt(M_TRIM_THRESHOLD, HEAP_KEEP);
-    mallopt(M_TOP_PAD, HEAP_PAD);
-    srv.app.cfg = cfg;
-    srv.app.store = st;
-    srv.app.now = clock_now;
-    srv.app.started_at = time_now_real();
-    if (cfg->test_clock) {
-        srv.app.test_clock = true;
-        srv.app.test_now = cfg->test_clock_start ? cfg->test_clock_start
-                                                 : time_now_real();
-        log_warn("test clock in use: time moves only by rrtest_clock");
-    }
-    if (store_data_version(st, &srv.data_version) != 0)
-        return RR_E_IO;
-    struct err ce = {0};
-    if (store_checkpointer_start(st, &ce) != 0)
-        log_warn("%s; checkpoints stay inside commits", ce.msg);
-
+    struct dap_server *srv = xcalloc(1, sizeof *srv);
+    srv->env = env;
+    srv->app.cfg = cfg;
+    srv->app.store = env->store;
+    srv->app.sched = env->sched;
+    srv->app.clock = env->clock;
+    srv->app.test_hooks = env->clock->fixed; /* only a test clock allows them */
+    srv->app.started_at = time_now_real();
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
-    bool loop_open = false, handles_open = false;
-    int rc = start_engine(cfg, st);
-    if (rc)
-        goto out;
 
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
     info.port = cfg->port; /* 0: the kernel picks; read back below */
     info.iface = cfg->listen_host;
     info.protocols = protocols;
-    /* lws joins our libuv loop (epoll): a turn costs what is ready, not a
-     * poll() over every connection. */
-    if (uv_loop_init(&srv.loop) != 0) {
-        log_error("cannot create the event loop");
-        rc = RR_E_IO;
-        goto out;
-    }
-    loop_open = true;
-    void *foreign_loops[] = {&srv.loop};
+    info.user = srv;
+    /* lws joins the daemon's libuv loop. */
+    void *foreign_loops[] = {env->loop};
     info.foreign_loops = foreign_loops;
-    info.pcontext = &srv.ctx;
+    info.pcontext = &srv->ctx;
     info.options = LWS_SERVER_OPTION_LIBUV;
     if (!strchr(cfg->listen_host, ':'))
         info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
@@ -938,71 +664,50 @@ int dap_serve(const struct dap_config *cfg, struct store *st)
         info.ssl_private_key_filepath = cfg->tls_key;
     }
 
-    srv.ctx = lws_create_context(&info);
-    if (!srv.ctx) {
+    srv->ctx = lws_create_context(&info);
+    if (!srv->ctx) {
         log_error("cannot listen on %s:%d", cfg->listen_host, cfg->port);
-        rc = RR_E_IO;
-        goto out;
+        dap_server_free(srv);
+        return RR_E_IO;
     }
-    struct lws_vhost *vh = lws_get_vhost_by_name(srv.ctx, "default");
+    struct lws_vhost *vh = lws_get_vhost_by_name(srv->ctx, "default");
     int port = vh ? lws_get_vhost_listen_port(vh) : cfg->port;
     log_info("listening on %s://%s:%d%s", cfg->tls_cert ? "wss" : "ws",
              cfg->listen_host, port, cfg->ws_path);
-    if (cfg->port_file) {
-        FILE *f = fopen(cfg->port_file, "w");
-        bool ok = f && fprintf(f, "%d\n", port) > 0;
-        if (f && fclose(f) != 0)
-            ok = false;
-        if (!ok) {
-            log_error("cannot write port file %s", cfg->port_file);
-            rc = RR_E_IO;
-            goto out;
-        }
-    }
+    uv_check_init(env->loop, &srv->pass_end);
+    srv->pass_end.data = srv;
+    uv_check_start(&srv->pass_end, on_pass_end);
+    srv->pass_end_open = true;
+    srv->port = port;
+    *out = srv;
+    return 0;
+}
 
-    signal(SIGPIPE, SIG_IGN);
-    uv_check_init(&srv.loop, &srv.pass_end);
-    uv_check_start(&srv.pass_end, on_pass_end);
-    uv_signal_init(&srv.loop, &srv.sig_term);
-    uv_signal_start(&srv.sig_term, on_signal, SIGTERM);
-    uv_signal_init(&srv.loop, &srv.sig_int);
-    uv_signal_start(&srv.sig_int, on_signal, SIGINT);
-    handles_open = true;
+int dap_server_port(const struct dap_server *srv)
+{
+    return srv->port;
+}
 
-    lws_sul_schedule(srv.ctx, 0, &srv.sul_revoke, revoke_poll, REVOKE_POLL_US);
-    arm_tick();
-    uv_run(&srv.loop, UV_RUN_DEFAULT); /* until exit_loop() */
-    log_info("stopping");
-    finish_shutdown();
+void dap_server_close(struct dap_server *srv)
+{
+    if (!srv)
+        return;
+    if (srv->pass_end_open) {
+        uv_close((uv_handle_t *)&srv->pass_end, NULL);
+        srv->pass_end_open = false;
+    }
+    /* With a loop lws does not own, destruction finishes in the close
+     * callbacks of its handles (run by the loop); dap_server_free's call
+     * frees what is left. info.pcontext clears srv->ctx once it is gone. */
+    if (srv->ctx)
+        lws_context_destroy(srv->ctx);
+}
 
-out:
-    if (srv.ctx) {
-        lws_sul_cancel(&srv.sul_revoke);
-        lws_sul_cancel(&srv.sul_tick);
-        lws_sul_cancel(&srv.sul_grace);
-        /* With a loop lws does not own, destruction finishes in the close
-         * callbacks of its handles (the loop runs them below), and the
-         * second call frees what is left. info.pcontext clears srv.ctx. */
-        lws_context_destroy(srv.ctx);
-    }
-    if (loop_open) {
-        /* Close our handles, then run the loop until lws's and ours are all
-         * closed. */
-        if (handles_open) {
-            uv_close((uv_handle_t *)&srv.pass_end, NULL);
-            uv_close((uv_handle_t *)&srv.sig_term, NULL);
-            uv_close((uv_handle_t *)&srv.sig_int, NULL);
-        }
-        uv_run(&srv.loop, UV_RUN_DEFAULT);
-        if (srv.ctx)
-            lws_context_destroy(srv.ctx);
-        srv.ctx = NULL;
-        if (uv_loop_close(&srv.loop) != 0)
-            log_warn("the event loop still had open handles at exit");
-    }
-    runner_free(srv.runner);
-    srv.runner = NULL;
-    sched_free(srv.sched);
-    srv.sched = NULL;
-    return rc;
+void dap_server_free(struct dap_server *srv)
+{
+    if (!srv)
+        return;
+    if (srv->ctx)
+        lws_context_destroy(srv->ctx);
+    free(srv);
 }

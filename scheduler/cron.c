@@ -22,7 +22,7 @@
  *
  * Thread: parsing touches only the zone cache (locked in tz.c); a parsed
  * struct cronx is read-only, so any thread may use it concurrently. */
-#include "scheduler/scheduler.h"
+#include "scheduler/cron.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -47,7 +47,10 @@ struct sched_dep {
 /* A run decided inside a tick batch, handed to the executor only once the
  * batch (and so its ledger row) is committed. */
 struct held_event {
-    char *user, *project_id, *body; /* owned */
+    struct sched_event ev;           /* its pointers are set when sent */
+    char *user, *project_id, *error; /* owned */
+    struct store_run run;            /* owned copy, when has_run */
+    bool has_run;
 };
 
 struct pending {
@@ -270,95 +273,70 @@ static void dep_delete(struct sched *s, struct sched_dep *d)
 
 /* ---------------------------------------------------------------- events */
 
-void sched_run_json(struct buf *b, const struct store_run *r, bool with_output)
+/* Tell watchers what happened. Inside a batch -- a tick, or the caller's
+ * deferred pass -- the event waits for the commit (sched_tick,
+ * sched_defer_end): watchers never hear of a change that was rolled back.
+ * ev and what it points to are borrowed for the call. */
+static void emit(struct sched *s, const struct sched_event *ev)
 {
-    buf_printf(b, "{\"id\":%lld,\"projectId\":", (long long)r->id);
-    buf_json_cstr(b, r->project_id);
-    buf_puts(b, ",\"userId\":");
-    buf_json_cstr(b, r->user);
-    buf_puts(b, ",\"trigger\":");
-    buf_json_cstr(b, r->trigger);
-    buf_puts(b, ",\"outcome\":");
-    buf_json_cstr(b, store_outcome_name(r->outcome));
-    buf_puts(b, ",\"reason\":");
-    buf_json_cstr(b, r->reason);
-#define TIME_FIELD(name, v)                                                    \
-    do {                                                                       \
-        buf_puts(b, ",\"" name "\":");                                         \
-        if ((v) != 0)                                                          \
-            buf_json_time(b, (v));                                             \
-        else                                                                   \
-            buf_puts(b, "null");                                               \
-    } while (0)
-    TIME_FIELD("scheduled_for", r->scheduled_for);
-    TIME_FIELD("created_at", r->created_at);
-    TIME_FIELD("started_at", r->started_at);
-    TIME_FIELD("finished_at", r->finished_at);
-    buf_puts(b, ",\"exit_code\":");
-    if (r->exit_code >= 0)
-        buf_printf(b, "%d", r->exit_code);
-    else
-        buf_puts(b, "null");
-    buf_puts(b, ",\"signal\":");
-    if (r->signal)
-        buf_printf(b, "%d", r->signal);
-    else
-        buf_puts(b, "null");
-    if (with_output) {
-        buf_puts(b, ",\"output_tail\":");
-        if (r->output)
-            buf_json_bytes(b, r->output, r->output_len);
-        else
-            buf_puts(b, "null");
+    if (!s->cfg.emit || s->quiet)
+        return;
+    if (!s->in_tick && !s->deferring) {
+        s->cfg.emit(s->cfg.emit_ud, ev);
+        return;
     }
-    buf_puts(b, ",\"idempotency_key\":");
-    buf_json_cstr(b, r->idempotency_key);
-    if (r->outcome == STORE_RUN_MISSED) {
-        buf_printf(b, ",\"missed_count\":%lld", (long long)r->missed_count);
-        TIME_FIELD("window_start", r->window_start);
-        TIME_FIELD("window_end", r->window_end);
+    if (s->nevents == s->cap_events) {
+        s->cap_events = s->cap_events ? s->cap_events * 2 : 16;
+        s->events = xrealloc(s->events, s->cap_events * sizeof *s->events);
     }
-#undef TIME_FIELD
-    buf_putc(b, '}');
+    struct held_event *h = &s->events[s->nevents++];
+    memset(h, 0, sizeof *h);
+    h->ev = *ev;
+    h->user = xstrdup(ev->user);
+    h->project_id = xstrdup(ev->project_id);
+    h->error = ev->error ? xstrdup(ev->error) : NULL;
+    h->has_run = ev->run != NULL;
+    if (ev->run)
+        store_run_copy(&h->run, ev->run);
 }
 
-/* Send {"action":..., "projectId":..., "at":..., <extra>} to the server's
- * watchers; at is when it happened (float Unix seconds). */
-static void emit(struct sched *s, const struct sched_dep *d, const char *user,
-                 const char *project_id, const char *action, double at,
-                 const struct store_run *run, const char *extra)
+/* Send (send true) or drop the events held while in a batch. */
+static void free_events(struct sched *s, bool send)
 {
-    (void)d;
-    if (!s->cfg.emit)
-        return;
-    struct buf b;
-    buf_init(&b, 0);
-    buf_puts(&b, "{\"action\":");
-    buf_json_cstr(&b, action);
-    buf_puts(&b, ",\"projectId\":");
-    buf_json_cstr(&b, project_id);
-    buf_puts(&b, ",\"at\":");
-    buf_json_time(&b, at);
-    if (run) {
-        buf_puts(&b, ",\"run\":");
-        sched_run_json(&b, run, true);
-    }
-    if (extra)
-        buf_puts(&b, extra);
-    buf_putc(&b, '}');
-    if (s->quiet) {
-        /* dropped */
-    } else if (s->deferring) {
-        if (s->nevents == s->cap_events) {
-            s->cap_events = s->cap_events ? s->cap_events * 2 : 16;
-            s->events = xrealloc(s->events, s->cap_events * sizeof *s->events);
+    for (size_t i = 0; i < s->nevents; i++) {
+        struct held_event *h = &s->events[i];
+        if (send) {
+            h->ev.user = h->user;
+            h->ev.project_id = h->project_id;
+            h->ev.error = h->error;
+            h->ev.run = h->has_run ? &h->run : NULL;
+            s->cfg.emit(s->cfg.emit_ud, &h->ev);
         }
-        s->events[s->nevents++] = (struct held_event){
-            xstrdup(user), xstrdup(project_id), buf_take(&b, NULL)};
-    } else {
-        s->cfg.emit(s->cfg.emit_ud, user, project_id, buf_cstr(&b));
+        free(h->user);
+        free(h->project_id);
+        free(h->error);
+        store_run_clear(&h->run);
     }
-    buf_free(&b);
+    s->nevents = 0;
+}
+
+/* An event about a deployment's state. */
+static void emit_state(struct sched *s, const struct sched_dep *d,
+                       enum store_state st, const char *error, double at)
+{
+    struct sched_event ev = {.kind = SCHED_EV_STATE_CHANGED, .user = d->user,
+                             .project_id = d->project_id, .at = at,
+                             .state = st, .error = error};
+    emit(s, &ev);
+}
+
+/* An event about a run (its ledger row). */
+static void emit_run(struct sched *s, enum sched_event_kind kind,
+                     const struct store_run *r, double at)
+{
+    struct sched_event ev = {.kind = kind, .user = r->user,
+                             .project_id = r->project_id, .at = at, .run = r};
+    emit(s, &ev);
 }
 
 /* ---------------------------------------------------------------- owners */
@@ -434,12 +412,7 @@ static void set_errored(struct sched *s, struct sched_dep *d, const char *why,
     heap_remove(s, d);
     s->stats.errored++;
     log_warn("deployment %s/%s errored: %s", d->user, d->project_id, why);
-    struct buf extra;
-    buf_init(&extra, 0);
-    buf_puts(&extra, ",\"state\":\"errored\",\"error\":");
-    buf_json_cstr(&extra, why);
-    emit(s, d, d->user, d->project_id, "state_changed", now, NULL, buf_cstr(&extra));
-    buf_free(&extra);
+    emit_state(s, d, STORE_ERRORED, why, now);
 }
 
 /* ---------------------------------------------------------------- runs */
@@ -563,9 +536,9 @@ static void record_skip(struct sched *s, struct sched_dep *d, int64_t t,
         s->stats.missed += (uint64_t)count;
     struct store_run full;
     if (store_run_get(s->store, r.id, &full) == 0) {
-        emit(s, d, d->user, d->project_id,
-             outcome == STORE_RUN_SKIPPED ? "tick_skipped" : "tick_missed",
-             full.created_at, &full, NULL);
+        emit_run(s, outcome == STORE_RUN_SKIPPED ? SCHED_EV_TICK_SKIPPED
+                                                 : SCHED_EV_TICK_MISSED,
+                 &full, full.created_at);
         store_run_clear(&full);
     }
 }
@@ -668,6 +641,12 @@ int64_t sched_next_fire(const struct cronx *cx, enum store_state st,
     return cronx_next(cx, from > last_fire ? from : last_fire);
 }
 
+int sched_parse(const struct sched *s, const char *text, struct cronx **out,
+                struct err *e)
+{
+    return cronx_parse(text, s->cfg.default_zone, out, e);
+}
+
 void sched_config_defaults(struct sched_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -686,20 +665,6 @@ struct sched *sched_new(struct store *st, const struct sched_config *cfg,
     s->nbuckets = 1024;
     s->buckets = xcalloc(s->nbuckets, sizeof *s->buckets);
     return s;
-}
-
-/* Send (send true) or drop the events held while deferring. */
-static void free_events(struct sched *s, bool send)
-{
-    for (size_t i = 0; i < s->nevents; i++) {
-        struct held_event *e = &s->events[i];
-        if (send)
-            s->cfg.emit(s->cfg.emit_ud, e->user, e->project_id, e->body);
-        free(e->user);
-        free(e->project_id);
-        free(e->body);
-    }
-    s->nevents = 0;
 }
 
 void sched_free(struct sched *s)
@@ -780,17 +745,8 @@ int sched_dep_upsert(struct sched *s, const struct store_dep *row)
     if (rc)
         return rc;
     heap_set(s, d, row->next_run_at > 0 ? (int64_t)row->next_run_at : CRONX_NEVER);
-    if (changed) {
-        struct buf extra;
-        buf_init(&extra, 0);
-        buf_puts(&extra, ",\"state\":");
-        buf_json_cstr(&extra, store_state_name(row->state));
-        buf_puts(&extra, ",\"error\":");
-        buf_json_cstr(&extra, row->error);
-        emit(s, d, d->user, d->project_id, "state_changed", row->updated_at, NULL,
-             buf_cstr(&extra));
-        buf_free(&extra);
-    }
+    if (changed)
+        emit_state(s, d, row->state, row->error, row->updated_at);
     return 0;
 }
 
@@ -816,7 +772,9 @@ void sched_dep_removed(struct sched *s, const char *user, const char *project_id
     s->nheld = keep;
     if (d->run_id && s->exec.cancel)
         s->exec.cancel(s->exec.ud, d->run_id, STORE_RUN_INTERRUPTED);
-    emit(s, d, user, project_id, "removed", now, NULL, NULL);
+    struct sched_event ev = {.kind = SCHED_EV_REMOVED, .user = user,
+                             .project_id = project_id, .at = now};
+    emit(s, &ev);
     dep_delete(s, d);
 }
 
@@ -860,11 +818,11 @@ static int load_one(const struct store_dep *row, void *ud)
     return 0;
 }
 
-static int kill_left_running(const struct store_run *r, void *ud)
+static int reclaim_one(const struct store_run *r, void *ud)
 {
     struct sched *s = ud;
-    if (r->outcome == STORE_RUN_RUNNING && r->pid > 0 && s->exec.kill_stale)
-        s->exec.kill_stale(s->exec.ud, r->pid, r->pid_start);
+    if (s->exec.reclaim)
+        s->exec.reclaim(s->exec.ud, r);
     return 0;
 }
 
@@ -872,7 +830,7 @@ int sched_load(struct sched *s, double now)
 {
     /* A run of the previous life may still be going: stop it, or it would
      * overlap the next run of its deployment. */
-    int rc = store_run_list_live(s->store, kill_left_running, s);
+    int rc = store_run_list_live(s->store, reclaim_one, s);
     if (rc)
         return rc;
     int64_t interrupted = 0;
@@ -1016,8 +974,12 @@ int sched_tick(struct sched *s, double now, double lead)
         }
         s->npending = 0;
         s->ntouched = 0;
+        if (!s->deferring)
+            free_events(s, false);
         return fired;
     }
+    if (!s->deferring) /* else they wait for the caller's commit */
+        free_events(s, true);
     size_t waiting = 0;
     for (size_t i = 0; i < s->npending; i++) {
         if (s->pending[i].release_at > t)
@@ -1157,59 +1119,67 @@ int sched_cancel(struct sched *s, const char *user, const char *project_id,
     return 0;
 }
 
-void sched_run_started(struct sched *s, int64_t run_id, double at, int pgid,
-                       uint64_t leader_start)
+/* The run's process started; the report's pgid and leader_start identify its
+ * process group and are kept in the ledger for sched_load after a crash. */
+static void run_started(struct sched *s, const struct sched_report *rep)
 {
     struct store_run r;
-    if (store_run_get(s->store, run_id, &r) != 0)
+    if (store_run_get(s->store, rep->run_id, &r) != 0)
         return; /* its deployment was removed */
     if (r.outcome == STORE_RUN_QUEUED) {
         r.outcome = STORE_RUN_RUNNING;
-        r.started_at = at;
-        r.pid = pgid;
-        r.pid_start = leader_start;
+        r.started_at = rep->at;
+        r.pid = rep->pgid;
+        r.pid_start = rep->leader_start;
         if (store_run_update(s->store, &r) != 0)
-            log_error("run %lld: cannot record its start", (long long)run_id);
-        struct sched_dep *d = dep_find(s, r.user, r.project_id);
-        emit(s, d, r.user, r.project_id, "run_started", at, &r, NULL);
+            log_error("run %lld: cannot record its start", (long long)rep->run_id);
+        emit_run(s, SCHED_EV_RUN_STARTED, &r, rep->at);
     }
     store_run_clear(&r);
 }
 
-void sched_run_finished(struct sched *s, const struct sched_result *res)
+static void run_finished(struct sched *s, const struct sched_report *rep)
 {
     struct store_run r;
-    if (store_run_get(s->store, res->run_id, &r) != 0)
+    if (store_run_get(s->store, rep->run_id, &r) != 0)
         return; /* its deployment was removed */
     struct sched_dep *d = dep_find(s, r.user, r.project_id);
-    if (d && d->run_id == res->run_id)
+    if (d && d->run_id == rep->run_id)
         d->run_id = 0;
     if (store_outcome_final(r.outcome)) {
         store_run_clear(&r);
         return;
     }
-    r.outcome = res->outcome;
-    if (!r.started_at && res->started)
-        r.started_at = res->at;
-    r.finished_at = res->at;
+    r.outcome = rep->outcome;
+    if (!r.started_at && rep->started)
+        r.started_at = rep->at;
+    r.finished_at = rep->at;
     free(r.reason);
-    r.reason = res->reason ? xstrdup(res->reason) : NULL;
-    r.exit_code = res->exit_code;
-    r.signal = res->signal;
+    r.reason = rep->reason ? xstrdup(rep->reason) : NULL;
+    r.exit_code = rep->exit_code;
+    r.signal = rep->signal;
     free(r.output);
     r.output = NULL;
     r.output_len = 0;
-    if (res->output_len) {
-        r.output = xmalloc(res->output_len + 1);
-        memcpy(r.output, res->output, res->output_len);
-        r.output[res->output_len] = '\0';
-        r.output_len = res->output_len;
+    if (rep->output_len) {
+        r.output = xmalloc(rep->output_len + 1);
+        memcpy(r.output, rep->output, rep->output_len);
+        r.output[rep->output_len] = '\0';
+        r.output_len = rep->output_len;
     }
     if (store_run_update(s->store, &r) != 0)
-        log_error("run %lld: cannot record its outcome", (long long)res->run_id);
-    s->stats.finished[res->outcome]++;
-    emit(s, d, r.user, r.project_id, "run_finished", res->at, &r, NULL);
+        log_error("run %lld: cannot record its outcome", (long long)rep->run_id);
+    s->stats.finished[rep->outcome]++;
+    emit_run(s, SCHED_EV_RUN_FINISHED, &r, rep->at);
     store_run_clear(&r);
+}
+
+void sched_run_report(struct sched *s, const struct sched_report *rep)
+{
+    if (rep->kind == SCHED_RUN_STARTED)
+        run_started(s, rep);
+    else
+        run_finished(s, rep);
 }
 
 struct key_scan {

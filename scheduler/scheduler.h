@@ -1,89 +1,22 @@
-/* scheduler.h -- cron schedules: parsing, next fire times, preview.
+/* scheduler.h -- the tick engine: tick decisions over all deployments
+ * (engine.c). Cron itself -- parsing, zones, next fire times, preview -- is
+ * scheduler/cron.h.
  *
- * The dialect (PRODUCT §4): "manual"; 5-field cron (minute hour day-of-month
- * month day-of-week) with *, a, a-b, * /n, a-b/n, a/n, comma lists, JAN-DEC and
- * SUN-SAT names (case-insensitive, 0 and 7 are Sunday); presets @yearly
- * @annually @monthly @weekly @daily @midnight @hourly; an optional leading
- * "CRON_TZ=<zone> " or "TZ=<zone> ". Day-of-month and day-of-week both
- * restricted (neither field is exactly "*"): a day matches if either matches.
- * In day-of-week, "a/n" runs to 7 (= Sunday), as "a-7/n". Steps run 1..field
- * size (e.g. 1-60 in minute). Schedules that can never fire are rejected.
- * Input is limited to CRONX_TEXT_MAX bytes; zone names to [A-Za-z0-9_+-/],
- * relative, no "..".
- *
- * Time zones come from the system tz database (TZif files), are loaded once,
- * shared and never freed; the process TZ is never touched. A parsed struct
- * cronx is immutable: any thread may use it concurrently.
- *
- * DST contract: an hour field starting with '*' follows elapsed time (gap
- * times do not occur, fold times fire twice); any other hour field fires each
- * matching local date-time exactly once (inside a gap: at the first instant
- * after the gap; inside a fold: at the first occurrence).
- *
- * Instants are searched in 1800..9000 (earlier `after` values are clamped);
- * a search gives up after 400 years (CRONX_NEVER). Zone files are read from
- * /usr/share/zoneinfo, or $RRDEPLOY_ZONEINFO when set (tests). */
+ * The daemon owns one struct sched on its service thread, arms one timer at
+ * sched_next_deadline() and calls sched_tick() when it expires. Runs go to an
+ * executor through struct sched_exec; the executor's reports come back
+ * through sched_run_report(). Watchers hear of decisions through cfg.emit, as
+ * typed struct sched_event values (the protocol layer writes them on the
+ * wire). Thread: the service thread only. */
 #ifndef RR_SCHEDULER_H
 #define RR_SCHEDULER_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "scheduler/cron.h"
 #include "store/store.h"
 #include "util/util.h"
-
-#define CRONX_NEVER INT64_MIN    /* no next fire (manual, or none left) */
-#define CRONX_LOCAL_MAX 32       /* "2026-01-01T00:00:00+05:30" + NUL */
-#define CRONX_WARNING_MAX 8      /* warnings kept by a preview */
-#define CRONX_WARNING_LEN 160
-#define CRONX_TEXT_MAX 1024      /* longest schedule text accepted, bytes */
-
-struct cronx;
-
-/* Parse text. default_zone (NULL = "UTC") applies when there is no CRON_TZ=
- * prefix. On failure returns RR_E_INVAL and e->msg holds the specific reason
- * only, e.g. "minute 61 out of range 0-59" or "day-of-month 30 never occurs in
- * February"; the caller words it as "Invalid schedule '<s>': <reason>". */
-int cronx_parse(const char *text, const char *default_zone,
-                struct cronx **out /* OUT, free with cronx_free */,
-                struct err *e) MUST_CHECK;
-void cronx_free(struct cronx *c); /* NULL is fine */
-
-bool cronx_is_manual(const struct cronx *c);
-const char *cronx_zone_name(const struct cronx *c); /* "UTC" for manual */
-
-/* The first fire instant (Unix seconds, UTC) strictly after `after`, or
- * CRONX_NEVER. */
-int64_t cronx_next(const struct cronx *c, int64_t after);
-
-/* Format instant t as local ISO-8601 with offset in the schedule's zone. */
-void cronx_format_local(const struct cronx *c, int64_t t,
-                        char out[CRONX_LOCAL_MAX]);
-
-struct cronx_preview {
-    int count;                                   /* fires written to at[] */
-    int nwarnings;
-    char warnings[CRONX_WARNING_MAX][CRONX_WARNING_LEN];
-};
-
-/* The next `count` fires strictly after `from` into at[] (room for count), and
- * warnings: DST gap/fold hits among those fires, the DOM/DOW OR rule in effect,
- * steps that do not divide their range evenly. */
-void cronx_preview(const struct cronx *c, int64_t from, int count,
-                   int64_t *at /* OUT */, struct cronx_preview *out /* OUT */);
-
-/* Validate an IANA zone name and check it loads ("--timezone"). */
-int cronx_zone_check(const char *name, struct err *e);
-
-/* ===========================================================================
- * The engine: tick decisions over all deployments (engine.c).
- *
- * The server owns one struct sched on its service thread, tells it about
- * every deployment change after the store write succeeded, arms one timer at
- * sched_next_deadline() and calls sched_tick() when it expires. Runs go to an
- * executor through struct sched_exec; the executor reports back through
- * sched_run_started/sched_run_finished. Events for watchers leave through
- * cfg.emit as the body of an apaevt_deploy event. */
 
 #define SCHED_DEV_KEY_ID "dev" /* owner_key_id of the ROCKETRIDE_APIKEY key */
 #define SCHED_TICK_LEAD 1.0    /* seconds ahead the server decides due ticks */
@@ -106,32 +39,61 @@ struct sched_exec {
     int (*submit)(void *ud, const struct sched_job *job);
     /* Stop run_id, finishing it as `as`; 0 or RR_E_NOTFOUND. */
     int (*cancel)(void *ud, int64_t run_id, enum store_outcome as);
-    /* At start-up: stop a process group a crashed server left running
-     * (may be NULL). */
-    void (*kill_stale)(void *ud, int pgid, uint64_t leader_start);
+    /* At start-up, for each run a previous life of the server left queued
+     * or running: stop whatever of it is still going (may be NULL). The
+     * run is recorded interrupted afterwards. */
+    void (*reclaim)(void *ud, const struct store_run *r);
     void *ud;
 };
 
-/* What the executor reports when a run ends; pointers borrowed for the call. */
-struct sched_result {
+/* What an executor reports about a run; pointers borrowed for the call. */
+enum sched_report_kind { SCHED_RUN_STARTED, SCHED_RUN_FINISHED };
+struct sched_report {
+    enum sched_report_kind kind;
     int64_t run_id;
     double at;                 /* wall clock */
+    /* SCHED_RUN_STARTED: the run's process group (= its leader's pid) and
+     * the leader's start time, to recognise the group after a crash; 0 when
+     * unknown. */
+    int pgid;
+    uint64_t leader_start;
+    /* SCHED_RUN_FINISHED: */
     enum store_outcome outcome;
     int exit_code;             /* -1 = none */
     int signal;                /* 0 = none */
     const char *reason;        /* NULL or why */
-    const char *output;        /* output tail */
+    const char *output;        /* output tail (any bytes) */
     size_t output_len;
     bool started;              /* a process ran */
+};
+
+/* What watchers are told (the apaevt_deploy events); every pointer is
+ * borrowed for the call. */
+enum sched_event_kind {
+    SCHED_EV_RUN_STARTED,
+    SCHED_EV_RUN_FINISHED,
+    SCHED_EV_TICK_SKIPPED,
+    SCHED_EV_TICK_MISSED,
+    SCHED_EV_STATE_CHANGED,
+    SCHED_EV_REMOVED,
+};
+struct sched_event {
+    enum sched_event_kind kind;
+    const char *user;
+    const char *project_id;
+    double at;                   /* when it happened (float Unix seconds) */
+    const struct store_run *run; /* RUN_* and TICK_*: the ledger row */
+    enum store_state state;      /* STATE_CHANGED: the new state ... */
+    const char *error;           /* ... and why it is errored, or NULL */
 };
 
 struct sched_config {
     const char *default_zone;  /* for schedules without CRON_TZ= */
     int64_t keep_runs;         /* ledger rows kept per deployment */
     bool dev_key_present;      /* ROCKETRIDE_APIKEY is configured */
-    /* Event sink: body is a JSON object {"action":..., "projectId":..., ...}. */
-    void (*emit)(void *ud, const char *user, const char *project_id,
-                 const char *body);
+    /* Event sink, on the service thread. Events raised inside a batch are
+     * sent once it commits and dropped if it fails. */
+    void (*emit)(void *ud, const struct sched_event *ev);
     void *emit_ud;
 };
 
@@ -162,6 +124,12 @@ void sched_free(struct sched *s); /* NULL is fine */
  * and those runs, with any left queued, become interrupted; every deployment
  * is indexed; ticks missed while down become one `missed` row each. */
 int sched_load(struct sched *s, double now) MUST_CHECK;
+
+/* Parse a schedule as the engine reads it (cronx_parse with the engine's
+ * default zone). */
+int sched_parse(const struct sched *s, const char *text,
+                struct cronx **out /* OUT, free with cronx_free */,
+                struct err *e) MUST_CHECK;
 
 /* The next fire of a deployment in state st that last fired at last_fire:
  * strictly after both now and last_fire; CRONX_NEVER when it never fires. */
@@ -210,19 +178,12 @@ int sched_run_now(struct sched *s, const char *user, const char *project_id,
 int sched_cancel(struct sched *s, const char *user, const char *project_id,
                  struct err *e);
 
-/* The run's process started; pgid/leader_start identify its process group
- * (0 when unknown) and are kept in the ledger for sched_load after a crash. */
-void sched_run_started(struct sched *s, int64_t run_id, double at, int pgid,
-                       uint64_t leader_start);
-void sched_run_finished(struct sched *s, const struct sched_result *res);
+/* Record what an executor reports: a run started or finished. */
+void sched_run_report(struct sched *s, const struct sched_report *r);
 
 /* Re-check every deployment's owner key (after the key table changed);
  * returns how many became errored, or a negative code. */
 int sched_keys_changed(struct sched *s, double now);
-
-/* The run object as it appears on the wire; without its output tail when
- * with_output is false (the last_run summary inside deployment records). */
-void sched_run_json(struct buf *b, const struct store_run *r, bool with_output);
 
 const struct sched_stats *sched_stats(const struct sched *s);
 /* Deployments indexed, by state (indexed by enum store_state). */

@@ -1657,6 +1657,22 @@ void store_run_clear(struct store_run *r)
     memset(r, 0, sizeof *r);
 }
 
+void store_run_copy(struct store_run *dst, const struct store_run *src)
+{
+    *dst = *src;
+    dst->user = src->user ? xstrdup(src->user) : NULL;
+    dst->project_id = src->project_id ? xstrdup(src->project_id) : NULL;
+    dst->trigger = src->trigger ? xstrdup(src->trigger) : NULL;
+    dst->reason = src->reason ? xstrdup(src->reason) : NULL;
+    dst->idempotency_key = src->idempotency_key ? xstrdup(src->idempotency_key) : NULL;
+    dst->output = NULL;
+    if (src->output) {
+        dst->output = xmalloc(src->output_len + 1);
+        memcpy(dst->output, src->output, src->output_len);
+        dst->output[src->output_len] = '\0';
+    }
+}
+
 /* Programmer-supplied fields the schema requires (what the CHECK constraints
  * would otherwise reject with a less useful message). */
 static int run_check(const struct store_run *r, bool for_insert, const char *what)

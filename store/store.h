@@ -230,6 +230,8 @@ struct store_run {
     uint64_t pid_start;       /* the leader's start time (clock ticks after boot) */
 };
 void store_run_clear(struct store_run *r); /* frees owned strings, zeroes */
+/* A deep copy of src into dst (clear it with store_run_clear). */
+void store_run_copy(struct store_run *dst /* OUT */, const struct store_run *src);
 
 /* Insert a decision, then prune the deployment's ledger to its newest `keep`
  * rows (keep <= 0: no pruning), in one transaction. RR_E_EXISTS when a

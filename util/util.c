@@ -412,6 +412,11 @@ char *buf_take(struct buf *b, size_t *len)
 
 /* ---------------------------------------------------------------- time */
 
+double clock_now(const struct clock *c)
+{
+    return c->fixed ? c->at : time_now_real();
+}
+
 double time_now_real(void)
 {
     struct timespec ts;

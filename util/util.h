@@ -6,6 +6,7 @@
 #define RR_UTIL_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -127,5 +128,14 @@ size_t utf8_seq_len(const unsigned char *s, size_t n);
  * Time. */
 double time_now_real(void);       /* CLOCK_REALTIME as float Unix seconds */
 int64_t time_now_mono_ms(void);   /* CLOCK_MONOTONIC milliseconds */
+
+/* The wall clock a server runs by: the real one, or -- with `fixed`, in test
+ * builds started with --test-clock -- a time that moves only when a test
+ * moves it. Owned by the daemon, borrowed by whoever needs the time. */
+struct clock {
+    bool fixed;
+    double at;                    /* the fixed time, float Unix seconds */
+};
+double clock_now(const struct clock *c); /* float Unix seconds */
 
 #endif

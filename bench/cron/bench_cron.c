@@ -15,7 +15,7 @@
 #include <time.h>
 
 #include "bench/common/bench_util.h"
-#include "scheduler/scheduler.h"
+#include "scheduler/cron.h"
 
 #define MAX_EXPRS 256
 #define START_POINTS 64

@@ -65,10 +65,7 @@ void free(void *p)
 #define BENCH_NOW 1767225600.25 /* 2026-01-01T00:00:00.25Z */
 #define DEPLOYMENTS 100
 
-static double bench_now(void)
-{
-    return BENCH_NOW;
-}
+static struct clock bench_clock = {true, BENCH_NOW};
 
 static void die(const char *what)
 {
@@ -181,7 +178,7 @@ int main(int argc, char **argv)
     if (!sched)
         die("sched_new");
     struct dap_app app = {.cfg = &cfg, .store = st, .sched = sched,
-                          .started_at = BENCH_NOW, .now = bench_now};
+                          .started_at = BENCH_NOW, .clock = &bench_clock};
     char key[STORE_KEY_TEXT_MAX];
     if (store_key_create(st, "admin", NULL, STORE_PERM_ALL, 0, BENCH_NOW, key, NULL) != 0)
         die("store_key_create");

@@ -1,10 +1,10 @@
-/* bench_scheduler.c -- the tick engine at 100,000 deployments (issue #4).
+/* bench_scheduler.c -- the tick engine at 100,000 deployments.
  *
- * Purpose: print, in one run, the numbers PRODUCT §4-§5 sets targets for:
+ * Purpose: print, in one run, the numbers the scheduler has targets for:
  * start-up load time (<= 2 s), engine memory per deployment (<= 1 KiB), and
  * fire lateness on the decision path (p99 <= 100 ms) with 10,000 deployments
- * due in the same second; plus real processes through the runner and an
- * fsync baseline. Prints numbers and PASS/MISS per target; not a test.
+ * due in the same second; plus real processes through the exec executor and
+ * an fsync baseline. Prints numbers and PASS/MISS per target; not a test.
  *
  * Design:
  *  - Setup: a temp database with N deployments (default 100,000), one owner
@@ -32,13 +32,12 @@
  *  - Where the time goes: the bench links with -Wl,--wrap for the store and
  *    cron calls the engine makes (and only times them during the profiled
  *    run), so the product code carries no instrumentation.
- *  - Real processes: the same burst through runner_new("/bin/true",
- *    max_runs 64); the bench drives runner_drain from a condvar signalled by
- *    the wake callback and records every event the way dap/server.c does
- *    (sched_run_started/finished, all pending events of a wake-up in one
+ *  - Real processes: the same burst through exec_new("/bin/true",
+ *    max_runs 64), wrapped by the bench's executor; on each wake-up the bench
+ *    calls executor_record, as the daemon does (all pending reports in one
  *    transaction).
  *
- * Thread: single-threaded, except the runner's supervisor thread (which only
+ * Thread: single-threaded, except the executor's supervisor thread (which only
  * calls wake_cb). */
 #include <errno.h>
 #include <fcntl.h>
@@ -56,7 +55,7 @@
 #include <unistd.h>
 
 #include "bench/common/bench_util.h"
-#include "runner/runner.h"
+#include "runner/executor.h"
 #include "scheduler/scheduler.h"
 #include "store/store.h"
 
@@ -267,21 +266,31 @@ int64_t __wrap_cronx_next(const struct cronx *c, int64_t after)
 
 /* ================================================================ executor */
 
-enum exec_mode { EXEC_NOOP, EXEC_RUNNER };
-
-/* The bench's executor: no-op (record the arrival, return 0) or the real
- * runner. Jobs are completed later by the bench (no-op) or by the runner. */
+/* The bench's executor, behind the daemon's executor interface: it notes
+ * when each job reaches submit (the lateness measure) and then either keeps
+ * it, to report it started and succeeded when drained (no-op mode, which
+ * keeps the bench short), or hands it to the real `exec` executor it wraps,
+ * watching that executor's reports on their way to the scheduler. */
 struct bexec {
-    enum exec_mode mode;
-    struct runner *runner;   /* borrowed; EXEC_RUNNER only */
+    struct executor base;    /* first: the executor interface */
+    struct executor *inner;  /* owned: the real executor, or NULL (no-op) */
     size_t n, cap;
     int64_t *run_id;         /* owned: jobs submitted since the last reset */
     double *at;              /* owned: CLOCK_REALTIME when submit got each */
+    size_t reported;         /* no-op: jobs of run_id[] already reported */
+    struct drain *watch;     /* borrowed: counts the inner executor's reports */
 };
 
-static int bexec_submit(void *ud, const struct sched_job *job)
+/* What the real executor reported, as the service thread recorded it. */
+struct drain {
+    size_t started, finished, failed;
+    double first_start, last_start, last_finish; /* the executor's wall clock */
+    double record_s;          /* time the scheduler took to record them */
+};
+
+static int bexec_submit(struct executor *base, const struct sched_job *job)
 {
-    struct bexec *x = ud;
+    struct bexec *x = (struct bexec *)base;
     double at = real_now();
     if (x->n == x->cap) {
         x->cap = x->cap ? x->cap * 2 : 16384;
@@ -290,54 +299,101 @@ static int bexec_submit(void *ud, const struct sched_job *job)
     }
     x->run_id[x->n] = job->run_id;
     x->at[x->n++] = at;
-    if (x->mode == EXEC_NOOP)
-        return 0;
-    /* What dap/server.c's exec_submit does. */
-    struct runner_job *j = xcalloc(1, sizeof *j);
-    j->run_id = job->run_id;
-    j->pipeline = xmalloc(job->pipeline_len + 1);
-    memcpy(j->pipeline, job->pipeline, job->pipeline_len);
-    j->pipeline[job->pipeline_len] = '\0';
-    j->pipeline_len = job->pipeline_len;
-    j->project_id = xstrdup(job->project_id);
-    j->user = xstrdup(job->user);
-    j->trigger = xstrdup(job->trigger);
-    j->scheduled_at = xstrdup(job->scheduled_at);
-    return runner_submit(x->runner, j);
+    return x->inner ? executor_submit(x->inner, job) : 0;
 }
 
-static int bexec_cancel(void *ud, int64_t run_id, enum store_outcome as)
+static int bexec_cancel(struct executor *base, int64_t run_id,
+                        enum store_outcome as)
 {
-    struct bexec *x = ud;
-    if (x->mode == EXEC_RUNNER)
-        return runner_cancel(x->runner, run_id,
-                             as == STORE_RUN_CANCELLED ? RUNNER_CANCELLED
-                                                       : RUNNER_INTERRUPTED);
-    return RR_E_NOTFOUND;
+    struct bexec *x = (struct bexec *)base;
+    return x->inner ? executor_cancel(x->inner, run_id, as) : RR_E_NOTFOUND;
 }
 
-/* Report every no-op job started and succeeded, in one batch (outside any
- * measurement; keeps the bench short). */
+static void bexec_reclaim(struct executor *base, const struct store_run *r)
+{
+    (void)base;
+    (void)r;
+}
+
+static int bexec_active(struct executor *base)
+{
+    struct bexec *x = (struct bexec *)base;
+    return x->inner ? executor_active(x->inner) : (int)(x->n - x->reported);
+}
+
+struct watched {
+    struct bexec *x;
+    executor_report_fn fn;
+    void *ud;
+};
+
+static void watch_report(void *ud, const struct sched_report *r)
+{
+    struct watched *w = ud;
+    struct drain *d = w->x->watch;
+    if (r->kind == SCHED_RUN_STARTED) {
+        if (d->started++ == 0)
+            d->first_start = r->at;
+        if (r->at > d->last_start)
+            d->last_start = r->at;
+    } else {
+        d->finished++;
+        if (r->outcome != STORE_RUN_SUCCEEDED)
+            d->failed++;
+        if (r->at > d->last_finish)
+            d->last_finish = r->at;
+    }
+    double t0 = mono_now();
+    w->fn(w->ud, r);
+    d->record_s += mono_now() - t0;
+}
+
+static int bexec_drain(struct executor *base, executor_report_fn fn, void *ud)
+{
+    struct bexec *x = (struct bexec *)base;
+    if (x->inner) {
+        struct watched w = {x, fn, ud};
+        return executor_drain(x->inner, watch_report, &w);
+    }
+    double at = real_now();
+    int n = 0;
+    for (; x->reported < x->n; x->reported++, n += 2) {
+        struct sched_report r = {.kind = SCHED_RUN_STARTED,
+                                 .run_id = x->run_id[x->reported], .at = at};
+        fn(ud, &r);
+        r.kind = SCHED_RUN_FINISHED;
+        r.outcome = STORE_RUN_SUCCEEDED;
+        r.exit_code = 0;
+        r.started = true;
+        fn(ud, &r);
+    }
+    return n;
+}
+
+static void bexec_free(struct executor *base)
+{
+    struct bexec *x = (struct bexec *)base;
+    executor_free(x->inner);
+    free(x->run_id);
+    free(x->at);
+}
+
+static const struct executor_ops bexec_ops = {
+    .name = "bench",
+    .submit = bexec_submit,
+    .cancel = bexec_cancel,
+    .reclaim = bexec_reclaim,
+    .active = bexec_active,
+    .drain = bexec_drain,
+    .free = bexec_free,
+};
+
+/* Report every job submitted so far as the daemon does (executor_record: one
+ * transaction), outside any measurement, and start counting afresh. */
 static void bexec_complete(struct bexec *x, struct sched *s, struct store *st)
 {
-    if (x->mode != EXEC_NOOP || x->n == 0) {
-        x->n = 0;
-        return;
-    }
-    int rc = store_batch_begin(st);
-    if (rc)
-        die("batch begin", rc, NULL);
-    double at = real_now();
-    for (size_t i = 0; i < x->n; i++) {
-        sched_run_started(s, x->run_id[i], at, 0, 0);
-        struct sched_result res = {.run_id = x->run_id[i], .at = at,
-                                   .outcome = STORE_RUN_SUCCEEDED, .exit_code = 0,
-                                   .started = true};
-        sched_run_finished(s, &res);
-    }
-    if ((rc = store_batch_commit(st)) != 0)
-        die("batch commit", rc, NULL);
-    x->n = 0;
+    executor_record(&x->base, s, st, 0);
+    x->n = x->reported = 0;
 }
 
 /* ================================================================ setup */
@@ -746,53 +802,6 @@ static void wake_cb(void *ud)
     pthread_mutex_unlock(&wake_mu);
 }
 
-struct drain {
-    struct sched *s;
-    size_t started, finished, failed;
-    double first_start, last_start, last_finish; /* runner's wall clock */
-    double record_s;          /* time inside sched_run_started/finished */
-};
-
-static enum store_outcome outcome_of(enum runner_outcome o)
-{
-    switch (o) {
-    case RUNNER_SUCCEEDED: return STORE_RUN_SUCCEEDED;
-    case RUNNER_FAILED: return STORE_RUN_FAILED;
-    case RUNNER_TIMED_OUT: return STORE_RUN_TIMED_OUT;
-    case RUNNER_CANCELLED: return STORE_RUN_CANCELLED;
-    case RUNNER_INTERRUPTED: return STORE_RUN_INTERRUPTED;
-    }
-    return STORE_RUN_FAILED;
-}
-
-/* As dap/server.c's on_runner_event: one store transaction per event. */
-static void on_event(const struct runner_event *ev, void *ud)
-{
-    struct drain *d = ud;
-    double t0 = mono_now();
-    if (ev->kind == RUNNER_EV_STARTED) {
-        if (d->started++ == 0)
-            d->first_start = ev->at;
-        if (ev->at > d->last_start)
-            d->last_start = ev->at;
-        sched_run_started(d->s, ev->run_id, ev->at, ev->pid, ev->pid_start);
-    } else {
-        d->finished++;
-        if (ev->outcome != RUNNER_SUCCEEDED)
-            d->failed++;
-        if (ev->at > d->last_finish)
-            d->last_finish = ev->at;
-        struct sched_result r = {
-            .run_id = ev->run_id, .at = ev->at, .outcome = outcome_of(ev->outcome),
-            .exit_code = ev->exit_code, .signal = ev->signal, .reason = ev->reason,
-            .output = ev->output, .output_len = ev->output_len,
-            .started = ev->started != 0,
-        };
-        sched_run_finished(d->s, &r);
-    }
-    d->record_s += mono_now() - t0;
-}
-
 /* ================================================================ main */
 
 static void usage(void)
@@ -903,10 +912,10 @@ int main(int argc, char **argv)
            bench_median(rss_pd, LOAD_RUNS));
 
     /* ---- 4. lateness */
-    struct bexec x = {.mode = EXEC_NOOP};
+    struct bexec x = {.base.ops = &bexec_ops};
     struct sched_config cfg;
     sched_config_defaults(&cfg);
-    struct sched_exec ex = {.submit = bexec_submit, .cancel = bexec_cancel, .ud = &x};
+    struct sched_exec ex = executor_sched_exec(&x.base);
     struct sched *s = sched_new(su.st, &cfg, &ex);
     int rc = sched_load(s, load_now);
     if (rc)
@@ -1035,24 +1044,23 @@ int main(int argc, char **argv)
     /* ---- 5. real processes */
     int64_t due_real = su.d0 + (int64_t)(K + 3) * 300;
     advance_to(s, su.st, &x, due_real);
-    struct runner_config rcfg;
-    runner_config_defaults(&rcfg);
-    rcfg.exec_cmd = "/bin/true";
-    rcfg.max_runs = 64;
-    rcfg.wake = wake_cb;
+    struct exec_config ecfg;
+    exec_config_defaults(&ecfg);
+    ecfg.cmd = "/bin/true";
+    ecfg.max_runs = 64;
+    ecfg.wake = wake_cb;
     struct err e = {0};
-    struct runner *run = runner_new(&rcfg, &e);
-    if (!run)
-        die("runner_new", e.code, &e);
-    x.mode = EXEC_RUNNER;
-    x.runner = run;
+    x.inner = exec_new(&ecfg, &e);
+    if (!x.inner)
+        die("exec_new", e.code, &e);
+    struct drain dr = {0};
+    x.watch = &dr;
     struct burst rb;
     prof_reset();
     prof_on = true;
     burst_at(s, &x, due_real, &rb);
     prof_on = false;
     double r_real = rb.r;
-    struct drain dr = {.s = s};
     double deadline = mono_now() + REAL_TIMEOUT_S;
     while (dr.finished < (size_t)rb.fired && mono_now() < deadline) {
         pthread_mutex_lock(&wake_mu);
@@ -1065,28 +1073,25 @@ int main(int argc, char **argv)
         }
         woken = false;
         pthread_mutex_unlock(&wake_mu);
-        bool batch = store_batch_begin(su.st) == 0;
-        runner_drain(run, on_event, &dr);
-        if (batch && store_batch_commit(su.st) != 0)
-            die("store_batch_commit", RR_E_IO, NULL);
+        executor_record(&x.base, s, su.st, 0); /* as the daemon's wake-up */
     }
     double recorded = real_now();
-    runner_free(run);
-    x.mode = EXEC_NOOP;
-    x.runner = NULL;
-    x.n = 0;
+    executor_free(x.inner);
+    x.inner = NULL;
+    x.watch = NULL;
+    x.n = x.reported = 0;
     double span = dr.last_start - dr.first_start;
-    printf("\n5. real processes: %d due at once through runner_new(exec_cmd "
-           "\"/bin/true\", max_runs 64); events recorded as dap/server.c does "
-           "(sched_run_started/finished, one transaction per wake-up)\n",
+    printf("\n5. real processes: %d due at once through the exec executor "
+           "(\"/bin/true\", max_runs 64); reports recorded as the daemon does "
+           "(executor_record: one transaction per wake-up)\n",
            rb.fired);
-    printf("   tick %.1f ms (decisions + commit + %d runner_submit); processes: "
+    printf("   tick %.1f ms (decisions + commit + %d submits); processes: "
            "first started +%.1f ms, last started +%.2f s, all finished +%.2f s "
            "(%zu not succeeded)\n",
            rb.tick_ms, rb.fired, (dr.first_start - r_real) * 1e3,
            dr.last_start - r_real, dr.last_finish - r_real, dr.failed);
     printf("   of the tick: store_run_insert %.0f ms, store_dep_get %.0f ms, "
-           "commit %.0f ms, runner_submit of all jobs %.1f ms\n",
+           "commit %.0f ms, submit of all jobs %.1f ms\n",
            prof_sum[P_RUN_INSERT] * 1e3, prof_sum[P_DEP_GET] * 1e3,
            prof_sum[P_BATCH_COMMIT] * 1e3, (rb.max - rb.first_ms));
     printf("   start rate %.0f runs/s over the burst; all %zu outcomes in the "
@@ -1162,9 +1167,8 @@ int main(int argc, char **argv)
 
     sched_free(s);
     store_close(su.st);
-    free(x.run_id);
+    executor_free(&x.base); /* x lives on the stack: frees what it holds */
     free(su.perm);
-    free(x.at);
     if (!keep) {
         const char *sfx[] = {"", "-wal", "-shm"};
         for (int i = 0; i < 3; i++) {

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "scheduler/scheduler.h"
+#include "scheduler/cron.h"
 
 #define LINE_MAX_LEN 4096
 #define COUNT_MAX 1000

@@ -61,6 +61,7 @@ struct env {
     struct sched *sched;     /* owned */
     struct dap_config cfg;
     struct dap_app app;
+    struct clock clock;      /* fixed: runs are reproducible */
     char key[4][STORE_KEY_TEXT_MAX]; /* all, monitor, dev key, expired */
 };
 
@@ -71,13 +72,8 @@ struct sink {
     int n;
 };
 
-static struct dap_app *cur_app; /* borrowed: the app of the running input */
 static int trace = -1; /* FUZZ_DAP_TRACE set: print frames and logs */
 
-static double fuzz_now(void)
-{
-    return cur_app && cur_app->test_clock ? cur_app->test_now : FUZZ_NOW;
-}
 
 static void sink_emit(void *ud, struct buf *f)
 {
@@ -125,9 +121,8 @@ static int env_open(struct env *ev)
     ev->app.store = ev->st;
     ev->app.sched = ev->sched;
     ev->app.started_at = FUZZ_NOW;
-    ev->app.now = fuzz_now;
-    ev->app.test_now = FUZZ_NOW;
-    cur_app = &ev->app;
+    ev->clock = (struct clock){true, FUZZ_NOW};
+    ev->app.clock = &ev->clock;
     if (store_key_create(ev->st, "alice", NULL, STORE_PERM_ALL, 0, FUZZ_NOW,
                          ev->key[0], NULL) != 0 ||
         store_key_create(ev->st, "mona", NULL, STORE_PERM_MONITOR, 0, FUZZ_NOW,
@@ -141,7 +136,6 @@ static int env_open(struct env *ev)
 
 static void env_close(struct env *ev)
 {
-    cur_app = NULL;
     sched_free(ev->sched);
     store_close(ev->st);
 }
@@ -302,7 +296,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else {
         /* 2b. a control byte, then messages separated by 0xff */
         uint8_t ctl = data[0];
-        ev.app.test_clock = (ctl & 8) != 0;
+        ev.app.test_hooks = (ctl & 8) != 0;
         if ((ctl & 1) == 0)
             auth(&ev, &ss, (ctl >> 1) & 3);
         size_t at = 1;

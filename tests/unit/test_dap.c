@@ -31,11 +31,8 @@ struct fx {
     int nframes;
 };
 
-static double fake_now = 1767225600.25; /* 2026-01-01T00:00:00.25Z */
-static double clock_fake(void)
-{
-    return fake_now;
-}
+#define FAKE_NOW 1767225600.25 /* 2026-01-01T00:00:00.25Z */
+static struct clock clock_fake = {true, FAKE_NOW};
 
 static void emit(void *ud, struct buf *f)
 {
@@ -63,15 +60,15 @@ static int setup(void **state)
     dap_config_defaults(&fx->cfg);
     fx->app.cfg = &fx->cfg;
     fx->app.store = fx->st;
-    fx->app.now = clock_fake;
+    fx->app.clock = &clock_fake;
     struct sched_config sc;
     sched_config_defaults(&sc);
     fx->sched = sched_new(fx->st, &sc, NULL); /* no executor: runs fail */
     fx->app.sched = fx->sched;
     assert_int_equal(store_key_create(fx->st, "alice", NULL, STORE_PERM_ALL, 0,
-                                      fake_now, fx->key, NULL), 0);
+                                      FAKE_NOW, fx->key, NULL), 0);
     assert_int_equal(store_key_create(fx->st, "mona", NULL, STORE_PERM_MONITOR,
-                                      0, fake_now, fx->monitor, NULL), 0);
+                                      0, FAKE_NOW, fx->monitor, NULL), 0);
     *state = fx;
     return 0;
 }
@@ -94,7 +91,7 @@ static int teardown(void **state)
 }
 
 /* Send text; return the single response frame parsed (caller decrefs). */
-static json_t *send(struct fx *fx, const char *text)
+static json_t *ask(struct fx *fx, const char *text)
 {
     frames_clear(fx);
     dap__handle_message(&fx->app, &fx->ss, text, strlen(text), emit, fx);
@@ -116,7 +113,7 @@ static const char *str(json_t *o, const char *k)
 static void expect_error(struct fx *fx, const char *text, const char *code,
                          const char *msg_prefix)
 {
-    json_t *r = send(fx, text);
+    json_t *r = ask(fx, text);
     assert_true(json_is_false(json_object_get(r, "success")));
     assert_string_equal(str(r, "code"), code);
     if (strncmp(str(r, "message"), msg_prefix, strlen(msg_prefix)) != 0)
@@ -132,7 +129,7 @@ static void auth(struct fx *fx, const char *key)
              "{\"type\":\"request\",\"seq\":1,\"command\":\"auth\","
              "\"arguments\":{\"auth\":\"%s\"}}",
              key);
-    json_t *r = send(fx, req);
+    json_t *r = ask(fx, req);
     assert_true(json_is_true(json_object_get(r, "success")));
     json_decref(r);
     assert_true(fx->ss.authed);
@@ -143,7 +140,7 @@ static void auth(struct fx *fx, const char *key)
 static void test_malformed(void **state)
 {
     struct fx *fx = *state;
-    json_t *r = send(fx, "{\"seq\":");
+    json_t *r = ask(fx, "{\"seq\":");
     assert_int_equal(json_integer_value(json_object_get(r, "request_seq")), 0);
     assert_string_equal(str(r, "code"), "bad_request");
     assert_non_null(strstr(str(r, "message"), "Malformed request: "));
@@ -169,20 +166,20 @@ static void test_malformed(void **state)
 static void test_envelope_decoding(void **state)
 {
     struct fx *fx = *state;
-    json_t *r = send(fx, "{\"type\":\"req\\u0075est\",\"seq\":1.0,\"command\":"
+    json_t *r = ask(fx, "{\"type\":\"req\\u0075est\",\"seq\":1.0,\"command\":"
                          "\"rrext\\u005fpublic_probe\"}");
     assert_true(json_is_true(json_object_get(r, "success")));
     assert_int_equal(json_integer_value(json_object_get(r, "request_seq")), 1);
     assert_string_equal(str(r, "command"), "rrext_public_probe");
     json_decref(r);
 
-    r = send(fx, "{\"seq\":1e2,\"seq\":7,\"command\":\"rrext_public_probe\"}");
+    r = ask(fx, "{\"seq\":1e2,\"seq\":7,\"command\":\"rrext_public_probe\"}");
     assert_int_equal(json_integer_value(json_object_get(r, "request_seq")), 7);
     json_decref(r);
-    r = send(fx, "{\"seq\":1e2,\"command\":\"rrext_public_probe\"}");
+    r = ask(fx, "{\"seq\":1e2,\"command\":\"rrext_public_probe\"}");
     assert_int_equal(json_integer_value(json_object_get(r, "request_seq")), 100);
     json_decref(r);
-    r = send(fx, "{\"seq\":-0,\"command\":\"rrext_public_probe\"}");
+    r = ask(fx, "{\"seq\":-0,\"command\":\"rrext_public_probe\"}");
     assert_true(json_is_true(json_object_get(r, "success")));
     json_decref(r);
 
@@ -199,12 +196,12 @@ static void test_envelope_decoding(void **state)
 
     /* jansson refuses \u0000 in keys: inside arguments that is a malformed
      * request, still answered with its seq; elsewhere it is never parsed. */
-    r = send(fx, "{\"seq\":5,\"command\":\"rrext_public_probe\","
+    r = ask(fx, "{\"seq\":5,\"command\":\"rrext_public_probe\","
                  "\"arguments\":{\"a\\u0000\":1}}");
     assert_int_equal(json_integer_value(json_object_get(r, "request_seq")), 5);
     assert_string_equal(str(r, "message"), "Malformed request: not valid JSON");
     json_decref(r);
-    r = send(fx, "{\"seq\":6,\"command\":\"rrext_public_probe\",\"\\u0000\":1,"
+    r = ask(fx, "{\"seq\":6,\"command\":\"rrext_public_probe\",\"\\u0000\":1,"
                  "\"arguments\":null}");
     assert_true(json_is_true(json_object_get(r, "success")));
     json_decref(r);
@@ -234,7 +231,7 @@ static void test_deep_nesting_keeps_seq(void **state)
     for (int i = 0; i < 100; i++)
         buf_putc(&b, ']');
     buf_puts(&b, "}}");
-    json_t *r = send(fx, buf_cstr(&b));
+    json_t *r = ask(fx, buf_cstr(&b));
     assert_int_equal(json_integer_value(json_object_get(r, "request_seq")), 42);
     assert_string_equal(str(r, "message"),
                         "Malformed request: nesting deeper than 64 levels");
@@ -254,7 +251,7 @@ static void test_deep_nesting_keeps_seq(void **state)
         {"{\"seq\":1.5,", 0},
     };
     for (size_t i = 0; i < sizeof broken / sizeof broken[0]; i++) {
-        r = send(fx, broken[i].text);
+        r = ask(fx, broken[i].text);
         assert_int_equal(json_integer_value(json_object_get(r, "request_seq")),
                          broken[i].seq);
         json_decref(r);
@@ -266,7 +263,7 @@ static void test_unauthenticated_flood_is_cut_off(void **state)
     struct fx *fx = *state;
     int i;
     for (i = 0; i < 100 && !fx->ss.closing; i++) {
-        json_t *r = send(fx, "{\"seq\":");
+        json_t *r = ask(fx, "{\"seq\":");
         json_decref(r);
     }
     /* a burst of 20 is answered normally; the next closes the connection */
@@ -288,7 +285,7 @@ static void test_gate_and_unknown(void **state)
     expect_error(fx, "{\"type\":\"request\",\"seq\":2,\"command\":\"rrext_public_nope\"}",
                  "bad_request", "Invalid command: rrext_public_nope");
     assert_false(fx->ss.closing);
-    json_t *r = send(fx, "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_public_probe\"}");
+    json_t *r = ask(fx, "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_public_probe\"}");
     assert_true(json_is_true(json_object_get(r, "success")));
     json_decref(r);
     expect_error(fx, "{\"type\":\"request\",\"seq\":4,\"command\":\"rrext_deploy_list\"}",
@@ -304,7 +301,7 @@ static void test_auth_and_connect_result(void **state)
              "{\"type\": \"request\", \"seq\": 1, \"command\": \"auth\", "
              "\"arguments\": {\"auth\": \"Bearer %s\", \"clientName\": \"Python SDK\"}}",
              fx->key);
-    json_t *r = send(fx, req);
+    json_t *r = ask(fx, req);
     json_t *body = json_object_get(r, "body");
     assert_string_equal(str(body, "userId"), "alice");
     assert_string_equal(str(body, "userToken"), "");
@@ -315,7 +312,7 @@ static void test_auth_and_connect_result(void **state)
     json_decref(r);
 
     /* Server seq counts up per connection. */
-    r = send(fx, "{\"type\":\"request\",\"seq\":2,\"command\":\"rrext_ping\"}");
+    r = ask(fx, "{\"type\":\"request\",\"seq\":2,\"command\":\"rrext_ping\"}");
     assert_int_equal(json_integer_value(json_object_get(r, "seq")), 2);
     assert_true(json_is_true(json_object_get(json_object_get(r, "body"), "pong")));
     json_decref(r);
@@ -347,7 +344,7 @@ static void test_revoked_session(void **state)
     struct fx *fx = *state;
     auth(fx, fx->key);
     assert_false(dap__session_recheck(&fx->app, &fx->ss));
-    assert_int_equal(store_key_revoke(fx->st, fx->key, fake_now, NULL), 0);
+    assert_int_equal(store_key_revoke(fx->st, fx->key, FAKE_NOW, NULL), 0);
     assert_true(dap__session_recheck(&fx->app, &fx->ss));
     expect_error(fx, "{\"type\":\"request\",\"seq\":5,\"command\":\"rrext_ping\"}",
                  "unauthorized", "Not authenticated");
@@ -400,7 +397,7 @@ static void test_update_forces_project_id(void **state)
 {
     struct fx *fx = *state;
     auth(fx, fx->key);
-    json_t *r = send(fx, "{\"type\":\"request\",\"seq\":2,\"command\":"
+    json_t *r = ask(fx, "{\"type\":\"request\",\"seq\":2,\"command\":"
                          "\"rrext_deploy_add\",\"arguments\":{\"pipeline\":"
                          "{\"project_id\":\"p1\"}}}");
     assert_true(json_is_null(json_object_get(json_object_get(r, "body"),
@@ -423,7 +420,7 @@ static void test_update_forces_project_id(void **state)
                  "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_deploy_update\","
                  "\"arguments\":{\"projectId\":\"p1\",\"pipeline\":%s}}",
                  cases[i].sent);
-        r = send(fx, req);
+        r = ask(fx, req);
         assert_true(json_is_true(json_object_get(r, "success")));
         json_decref(r);
         struct store_dep d;
@@ -437,7 +434,7 @@ static void test_update_rules(void **state)
 {
     struct fx *fx = *state;
     auth(fx, fx->key);
-    json_decref(send(fx, "{\"type\":\"request\",\"seq\":2,\"command\":"
+    json_decref(ask(fx, "{\"type\":\"request\",\"seq\":2,\"command\":"
                          "\"rrext_deploy_add\",\"arguments\":{\"pipeline\":"
                          "{\"project_id\":\"p1\"},\"schedule\":\"@hourly\"}}"));
     expect_error(fx, "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_deploy_update\","
@@ -449,7 +446,7 @@ static void test_update_rules(void **state)
     expect_error(fx, "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_deploy_update\","
                      "\"arguments\":{\"projectId\":\"nope\"}}",
                  "not_found", "Deployment not found: nope");
-    json_decref(send(fx, "{\"type\":\"request\",\"seq\":4,\"command\":\"rrext_deploy_update\","
+    json_decref(ask(fx, "{\"type\":\"request\",\"seq\":4,\"command\":\"rrext_deploy_update\","
                          "\"arguments\":{\"projectId\":\"p1\",\"state\":\"paused\"}}"));
     struct store_dep d;
     assert_int_equal(store_dep_get(fx->st, "alice", "p1", &d), 0);
@@ -522,7 +519,7 @@ static void test_limits(void **state)
         snprintf(req, sizeof req,
                  "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_deploy_add\","
                  "\"arguments\":{\"pipeline\":{\"project_id\":\"p%d\"}}}", i);
-        json_decref(send(fx, req));
+        json_decref(ask(fx, req));
     }
     expect_error(fx, "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_deploy_add\","
                      "\"arguments\":{\"pipeline\":{\"project_id\":\"p9\"}}}",
@@ -544,7 +541,7 @@ static void test_monitor_key(void **state)
     expect_error(fx, "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_deploy_add\","
                      "\"arguments\":{\"pipeline\":{\"project_id\":\"p\"}}}",
                  "forbidden", "Permission 'task.control' denied");
-    json_t *r = send(fx, "{\"type\":\"request\",\"seq\":4,\"command\":\"rrext_deploy_list\"}");
+    json_t *r = ask(fx, "{\"type\":\"request\",\"seq\":4,\"command\":\"rrext_deploy_list\"}");
     char *dump = json_dumps(json_object_get(r, "body"), JSON_COMPACT);
     assert_non_null(dump);
     assert_string_equal(dump, "{\"deployments\":[]}");
@@ -556,7 +553,7 @@ static void test_preview(void **state)
 {
     struct fx *fx = *state;
     auth(fx, fx->key);
-    json_t *r = send(fx, "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_deploy_preview\","
+    json_t *r = ask(fx, "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_deploy_preview\","
                          "\"arguments\":{\"schedule\":\"0 0 1 1 *\",\"count\":2,"
                          "\"from\":1767225600.0}}");
     json_t *body = json_object_get(r, "body");

@@ -26,7 +26,7 @@
 
 #include <cmocka.h>
 
-#include "scheduler/scheduler.h"
+#include "scheduler/cron.h"
 
 /* ------------------------------------------------------------ helpers */
 

@@ -68,21 +68,36 @@ static int fake_cancel(void *ud, int64_t run_id, enum store_outcome as)
     return 0;
 }
 
-static void fake_kill_stale(void *ud, int pgid, uint64_t start)
+static void fake_reclaim(void *ud, const struct store_run *r)
 {
     struct fx *fx = ud;
-    fx->stale_pgid = pgid;
-    fx->stale_start = start;
+    if (r->outcome != STORE_RUN_RUNNING)
+        return;
+    fx->stale_pgid = r->pid;
+    fx->stale_start = r->pid_start;
 }
 
-static void on_event(void *ud, const char *user, const char *project_id,
-                     const char *body)
+/* Events are kept as text in the shape of their wire form ("action",
+ * "state", the run's "reason", the error), so tests look for fragments. */
+static void on_event(void *ud, const struct sched_event *ev)
 {
+    static const char *const actions[] = {
+        "run_started", "run_finished", "tick_skipped", "tick_missed",
+        "state_changed", "removed"};
     struct fx *fx = ud;
-    (void)user;
-    (void)project_id;
     assert_true(fx->nevents < MAX_EVENTS);
-    fx->events[fx->nevents++] = strdup(body);
+    char text[512];
+    int n = snprintf(text, sizeof text, "{\"action\":\"%s\",\"projectId\":\"%s\"",
+                     actions[ev->kind], ev->project_id);
+    if (ev->run && ev->run->reason)
+        n += snprintf(text + n, sizeof text - (size_t)n, ",\"reason\":\"%s\"",
+                      ev->run->reason);
+    if (ev->kind == SCHED_EV_STATE_CHANGED)
+        n += snprintf(text + n, sizeof text - (size_t)n,
+                      ",\"state\":\"%s\",\"error\":\"%s\"",
+                      store_state_name(ev->state), ev->error ? ev->error : "");
+    snprintf(text + n, sizeof text - (size_t)n, "}");
+    fx->events[fx->nevents++] = strdup(text);
 }
 
 static void events_clear(struct fx *fx)
@@ -108,7 +123,7 @@ static void engine_start(struct fx *fx, double now)
     cfg.keep_runs = 1000;
     cfg.emit = on_event;
     cfg.emit_ud = fx;
-    struct sched_exec ex = {fake_submit, fake_cancel, fake_kill_stale, fx};
+    struct sched_exec ex = {fake_submit, fake_cancel, fake_reclaim, fx};
     fx->s = sched_new(fx->st, &cfg, &ex);
     assert_int_equal(sched_load(fx->s, now), 0);
 }
@@ -190,13 +205,23 @@ static void set_state(struct fx *fx, const char *pid, enum store_state st,
     store_dep_clear(&d);
 }
 
+static void started(struct fx *fx, int64_t run_id, double at, int pgid,
+                    uint64_t leader_start)
+{
+    struct sched_report r = {.kind = SCHED_RUN_STARTED, .run_id = run_id,
+                             .at = at, .pgid = pgid,
+                             .leader_start = leader_start};
+    sched_run_report(fx->s, &r);
+}
+
 static void finish(struct fx *fx, int64_t run_id, enum store_outcome o, double at)
 {
-    sched_run_started(fx->s, run_id, at, 0, 0);
-    struct sched_result r = {.run_id = run_id, .at = at, .outcome = o,
+    started(fx, run_id, at, 0, 0);
+    struct sched_report r = {.kind = SCHED_RUN_FINISHED, .run_id = run_id,
+                             .at = at, .outcome = o,
                              .exit_code = o == STORE_RUN_SUCCEEDED ? 0 : 1,
                              .output = "out\n", .output_len = 4, .started = true};
-    sched_run_finished(fx->s, &r);
+    sched_run_report(fx->s, &r);
 }
 
 struct count_ctx {
@@ -259,7 +284,7 @@ static void test_overlap_skips(void **state)
     add(fx, "p", "* * * * *", T0);
     sched_tick(fx->s, T0 + 60, 0);
     assert_int_equal(fx->njobs, 1);
-    sched_run_started(fx->s, fx->jobs[0], T0 + 60.1, 0, 0);
+    started(fx, fx->jobs[0], T0 + 60.1, 0, 0);
     sched_tick(fx->s, T0 + 120, 0);
     sched_tick(fx->s, T0 + 180, 0);
     assert_int_equal(fx->njobs, 1); /* still running: no second process */
@@ -337,7 +362,7 @@ static void test_restart_missed_and_interrupted(void **state)
     add(fx, "p", "* * * * *", T0);
     add(fx, "q", "0 0 * * *", T0);
     sched_tick(fx->s, T0 + 60, 0);
-    sched_run_started(fx->s, fx->jobs[0], T0 + 60.2, 4242, 77);
+    started(fx, fx->jobs[0], T0 + 60.2, 4242, 77);
     /* The server dies (no finish); it comes back at 00:10:30. */
     sched_free(fx->s);
     fx->njobs = 0;
@@ -515,6 +540,25 @@ static void test_failed_batch_resyncs(void **state)
     assert_int_equal(ledger(fx, "gone").n[STORE_RUN_QUEUED], 1);
     assert_int_equal(ledger(fx, "ghost").n[STORE_RUN_QUEUED], 0);
 }
+
+/* A tick whose commit fails: its decisions were rolled back, so watchers
+ * hear nothing of them; the events of a tick that commits go out after it. */
+static void test_failed_tick_sends_nothing(void **state)
+{
+    struct fx *fx = *state;
+    add(fx, "p", "* * * * *", T0);
+    sched_tick(fx->s, T0 + 60, 0);
+    assert_int_equal(fx->njobs, 1);
+    started(fx, fx->jobs[0], T0 + 60.1, 0, 0);
+    events_clear(fx);
+    store_test_fail_commits(fx->st, 1);
+    sched_tick(fx->s, T0 + 120, 0); /* an overlap skip, rolled back */
+    assert_int_equal(fx->nevents, 0);
+    assert_int_equal(ledger(fx, "p").n[STORE_RUN_SKIPPED], 0);
+    sched_tick(fx->s, T0 + 180, 0);
+    assert_int_equal(has_event(fx, "\"action\":\"tick_skipped\""), 1);
+    assert_int_equal(ledger(fx, "p").n[STORE_RUN_SKIPPED], 1);
+}
 #endif
 
 /* Deciding ahead: rows committed before the due second, runs started at it. */
@@ -627,6 +671,7 @@ int main(void)
         T(test_remove_interrupts),
 #ifdef RRDEPLOY_TEST_HOOKS
         T(test_failed_batch_resyncs),
+        T(test_failed_tick_sends_nothing),
 #endif
         T(test_decides_ahead),
         T(test_heap_order),

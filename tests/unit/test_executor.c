@@ -1,4 +1,4 @@
-/* test_runner.c -- unit tests for runner/ (the `exec` executor, PRODUCT §5).
+/* test_executor.c -- the `exec` executor (runner/exec.c, docs/runs.md).
  *
  * Purpose: pin what the daemon relies on: outcomes (exit code, signal,
  * timeout, cancel), the RR_* environment, stdin/output plumbing and the
@@ -6,7 +6,7 @@
  * a run survives it: no process of its group, no zombie, no leaked fd.
  *
  * Design:
- *   - real children of /bin/sh; each test builds its own runner whose wake
+ *   - real children of /bin/sh; each test builds its own executor whose wake
  *     callback bumps a counter under a mutex+condvar, so the test waits for
  *     events with a deadline (no sleeps used for timing);
  *   - scripts that must report a pid (their own $$, a background grandchild
@@ -17,7 +17,7 @@
  *     "gone" means the pidfd became readable, the zombie was reaped here and
  *     then kill(pid, 0) fails with ESRCH. (PID 1 in some containers never
  *     reaps, so without this a dead orphan would look alive to kill(0).)
- * Thread: tests are serial; the runner's supervisor thread calls wake_cb. */
+ * Thread: tests are serial; the executor's supervisor thread calls wake_cb. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -39,17 +39,17 @@
 
 #include <cmocka.h>
 
-#include "runner/runner.h"
+#include "runner/executor.h"
 
 #define WAIT_MS 20000 /* generous: sanitizers make the shell slow to start */
 
 /* ------------------------------------------------------------ recorder */
 
 struct rec {
-    enum runner_event_kind kind;
+    enum sched_report_kind kind;
     int64_t run_id;
     double at;
-    enum runner_outcome outcome;
+    enum store_outcome outcome;
     int exit_code, signal, started;
     char *reason; /* owned copy or NULL */
     char *output; /* owned copy, NUL-terminated */
@@ -61,7 +61,7 @@ struct ctx {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     unsigned wakes; /* guarded by mu */
-    struct runner *r;
+    struct executor *r;
     struct rec *recs;
     size_t nrecs, caprecs;
     char dir[64];   /* temp dir */
@@ -80,7 +80,7 @@ static void wake_cb(void *ud)
     pthread_mutex_unlock(&c->mu);
 }
 
-static void drain_cb(const struct runner_event *ev, void *ud)
+static void drain_cb(void *ud, const struct sched_report *ev)
 {
     struct ctx *c = ud;
     if (c->nrecs == c->caprecs) {
@@ -107,7 +107,7 @@ static void drain_cb(const struct runner_event *ev, void *ud)
     r->mono_ms = time_now_mono_ms();
 }
 
-static const struct rec *find_rec(struct ctx *c, enum runner_event_kind k,
+static const struct rec *find_rec(struct ctx *c, enum sched_report_kind k,
                                   int64_t run_id)
 {
     for (size_t i = 0; i < c->nrecs; i++)
@@ -116,7 +116,7 @@ static const struct rec *find_rec(struct ctx *c, enum runner_event_kind k,
     return NULL;
 }
 
-static size_t count_kind(struct ctx *c, enum runner_event_kind k)
+static size_t count_kind(struct ctx *c, enum sched_report_kind k)
 {
     size_t n = 0;
     for (size_t i = 0; i < c->nrecs; i++)
@@ -134,7 +134,7 @@ static int wait_until(struct ctx *c, pred_fn pred, int64_t arg, int ms)
         pthread_mutex_lock(&c->mu);
         unsigned seen = c->wakes;
         pthread_mutex_unlock(&c->mu);
-        runner_drain(c->r, drain_cb, c);
+        executor_drain(c->r, drain_cb, c);
         if (pred(c, arg))
             return 1;
         int64_t now = time_now_mono_ms();
@@ -159,21 +159,21 @@ static int wait_until(struct ctx *c, pred_fn pred, int64_t arg, int ms)
 
 static int p_finished(struct ctx *c, int64_t id)
 {
-    return find_rec(c, RUNNER_EV_FINISHED, id) != NULL;
+    return find_rec(c, SCHED_RUN_FINISHED, id) != NULL;
 }
 static int p_started(struct ctx *c, int64_t id)
 {
-    return find_rec(c, RUNNER_EV_STARTED, id) != NULL;
+    return find_rec(c, SCHED_RUN_STARTED, id) != NULL;
 }
 static int p_nfinished(struct ctx *c, int64_t n)
 {
-    return count_kind(c, RUNNER_EV_FINISHED) >= (size_t)n;
+    return count_kind(c, SCHED_RUN_FINISHED) >= (size_t)n;
 }
 
 static const struct rec *wait_finished(struct ctx *c, int64_t id)
 {
     assert_true(wait_until(c, p_finished, id, WAIT_MS));
-    return find_rec(c, RUNNER_EV_FINISHED, id);
+    return find_rec(c, SCHED_RUN_FINISHED, id);
 }
 
 /* ------------------------------------------------------------ processes */
@@ -276,7 +276,7 @@ static int setup(void **state)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&c->cv, &ca);
     pthread_condattr_destroy(&ca);
-    snprintf(c->dir, sizeof c->dir, "/tmp/rr_runner_test.XXXXXX");
+    snprintf(c->dir, sizeof c->dir, "/tmp/rr_exec_test.XXXXXX");
     if (!mkdtemp(c->dir))
         return -1;
     snprintf(c->fifo, sizeof c->fifo, "%s/fifo", c->dir);
@@ -293,7 +293,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct ctx *c = *state;
-    runner_free(c->r);
+    executor_free(c->r);
     for (size_t i = 0; i < c->nrecs; i++) {
         free(c->recs[i].reason);
         free(c->recs[i].output);
@@ -323,51 +323,48 @@ static int setup_poll(void **state)
 
 static int teardown_poll(void **state)
 {
-    int rc = teardown(state); /* frees the runner first */
+    int rc = teardown(state); /* frees the executor first */
     unsetenv("RRDEPLOY_RUNNER_NO_PIDFD");
     return rc;
 }
 
 static void start(struct ctx *c, const char *cmd,
-                  void (*tweak)(struct runner_config *))
+                  void (*tweak)(struct exec_config *))
 {
-    struct runner_config cfg;
-    runner_config_defaults(&cfg);
-    cfg.exec_cmd = cmd;
+    struct exec_config cfg;
+    exec_config_defaults(&cfg);
+    cfg.cmd = cmd;
     cfg.wake = wake_cb;
     cfg.wake_ud = c;
     if (tweak)
         tweak(&cfg);
     struct err e = {0};
-    c->r = runner_new(&cfg, &e);
+    c->r = exec_new(&cfg, &e);
     if (!c->r)
-        fail_msg("runner_new: %s", e.msg);
+        fail_msg("exec_new: %s", e.msg);
 }
 
-static struct runner_job *mkjob(int64_t id, const void *pipeline, size_t len)
+static struct sched_job mkjob(int64_t id, const void *pipeline, size_t len)
 {
-    struct runner_job *j = calloc(1, sizeof *j);
-    assert_non_null(j);
-    j->run_id = id;
-    j->pipeline = malloc(len + 1);
-    assert_non_null(j->pipeline);
-    if (len)
-        memcpy(j->pipeline, pipeline, len);
-    j->pipeline_len = len;
-    j->project_id = strdup("proj-1");
-    j->user = strdup("user-1");
-    j->trigger = strdup("schedule");
-    j->scheduled_at = strdup("2024-05-01T12:00:00Z");
-    return j;
+    return (struct sched_job){
+        .run_id = id,
+        .user = "user-1",
+        .project_id = "proj-1",
+        .trigger = "schedule",
+        .scheduled_at = "2024-05-01T12:00:00Z",
+        .pipeline = pipeline,
+        .pipeline_len = len,
+    };
 }
 
 static void submit(struct ctx *c, int64_t id, const void *pipeline, size_t len)
 {
-    assert_int_equal(runner_submit(c->r, mkjob(id, pipeline, len)), 0);
+    struct sched_job j = mkjob(id, pipeline, len);
+    assert_int_equal(executor_submit(c->r, &j), 0);
 }
 
 /* pre + FIFO path + post, in a static buffer valid until the next call
- * (runner_new copies exec_cmd). */
+ * (exec_new copies cmd). */
 static const char *with_fifo(struct ctx *c, const char *pre, const char *post)
 {
     static char out[1024];
@@ -378,7 +375,7 @@ static const char *with_fifo(struct ctx *c, const char *pre, const char *post)
 
 /* Short, but long enough for a loaded machine to get the shell to its first
  * command (the `trap`, the FIFO write) before the TERM. */
-static void t_short(struct runner_config *cfg)
+static void t_short(struct exec_config *cfg)
 {
     cfg->timeout_s = 0.5;
     cfg->kill_grace_s = 0.3;
@@ -394,18 +391,18 @@ static void test_success_cat(void **state)
     double t0 = time_now_real();
     submit(c, 1, pl, strlen(pl));
     const struct rec *f = wait_finished(c, 1);
-    const struct rec *s = find_rec(c, RUNNER_EV_STARTED, 1);
+    const struct rec *s = find_rec(c, SCHED_RUN_STARTED, 1);
     assert_non_null(s);
     assert_true(s < f); /* STARTED was handed out first */
     assert_true(s->at >= t0 - 1 && s->at <= f->at);
-    assert_int_equal(f->outcome, RUNNER_SUCCEEDED);
+    assert_int_equal(f->outcome, STORE_RUN_SUCCEEDED);
     assert_int_equal(f->exit_code, 0);
     assert_int_equal(f->signal, 0);
     assert_int_equal(f->started, 1);
     assert_null(f->reason);
     assert_int_equal(f->output_len, strlen(pl));
     assert_memory_equal(f->output, pl, strlen(pl));
-    assert_int_equal(runner_active(c->r), 0);
+    assert_int_equal(executor_active(c->r), 0);
 }
 
 static void test_empty_pipeline(void **state)
@@ -414,7 +411,7 @@ static void test_empty_pipeline(void **state)
     start(c, "cat; echo done", NULL);
     submit(c, 1, "", 0);
     const struct rec *f = wait_finished(c, 1);
-    assert_int_equal(f->outcome, RUNNER_SUCCEEDED);
+    assert_int_equal(f->outcome, STORE_RUN_SUCCEEDED);
     assert_string_equal(f->output, "done\n");
 }
 
@@ -424,7 +421,7 @@ static void test_stderr_interleaved(void **state)
     start(c, "echo one; echo two >&2; echo three", NULL);
     submit(c, 1, "x", 1);
     const struct rec *f = wait_finished(c, 1);
-    assert_int_equal(f->outcome, RUNNER_SUCCEEDED);
+    assert_int_equal(f->outcome, STORE_RUN_SUCCEEDED);
     assert_string_equal(f->output, "one\ntwo\nthree\n");
 }
 
@@ -442,7 +439,7 @@ static void test_environment(void **state)
     const struct rec *f = wait_finished(c, 42);
     unsetenv("RR_TRIGGER");
     unsetenv("RR_RUN_ID");
-    assert_int_equal(f->outcome, RUNNER_SUCCEEDED);
+    assert_int_equal(f->outcome, STORE_RUN_SUCCEEDED);
     assert_string_equal(f->output, "RR_PROJECT_ID=proj-1\n"
                                    "RR_RUN_ID=42\n"
                                    "RR_SCHEDULED_AT=2024-05-01T12:00:00Z\n"
@@ -456,7 +453,7 @@ static void test_exit_code(void **state)
     start(c, "echo failing; exit 7", NULL);
     submit(c, 1, "{}", 2);
     const struct rec *f = wait_finished(c, 1);
-    assert_int_equal(f->outcome, RUNNER_FAILED);
+    assert_int_equal(f->outcome, STORE_RUN_FAILED);
     assert_int_equal(f->exit_code, 7);
     assert_int_equal(f->signal, 0);
     assert_int_equal(f->started, 1);
@@ -469,7 +466,7 @@ static void test_killed_by_signal(void **state)
     start(c, "kill -9 $$", NULL);
     submit(c, 1, "{}", 2);
     const struct rec *f = wait_finished(c, 1);
-    assert_int_equal(f->outcome, RUNNER_FAILED);
+    assert_int_equal(f->outcome, STORE_RUN_FAILED);
     assert_int_equal(f->exit_code, -1);
     assert_int_equal(f->signal, SIGKILL);
 }
@@ -493,7 +490,7 @@ static void check_tail(struct ctx *c, size_t keep)
     assert_true(len > 1024 * 1024);
     submit(c, 1, "{}", 2);
     const struct rec *f = wait_finished(c, 1);
-    assert_int_equal(f->outcome, RUNNER_SUCCEEDED);
+    assert_int_equal(f->outcome, STORE_RUN_SUCCEEDED);
     assert_int_equal(f->output_len, keep);
     assert_memory_equal(f->output, all + len - keep, keep);
     free(all);
@@ -506,7 +503,7 @@ static void test_output_tail_64k(void **state)
     check_tail(c, 64 * 1024);
 }
 
-static void t_small_tail(struct runner_config *cfg)
+static void t_small_tail(struct exec_config *cfg)
 {
     cfg->output_max = 1000;
 }
@@ -518,7 +515,7 @@ static void test_output_tail_small(void **state)
     check_tail(c, 1000);
 }
 
-static void t_no_tail(struct runner_config *cfg)
+static void t_no_tail(struct exec_config *cfg)
 {
     cfg->output_max = 0;
 }
@@ -529,7 +526,7 @@ static void test_output_none_kept(void **state)
     start(c, "seq 1 200000", t_no_tail);
     submit(c, 1, "{}", 2);
     const struct rec *f = wait_finished(c, 1);
-    assert_int_equal(f->outcome, RUNNER_SUCCEEDED);
+    assert_int_equal(f->outcome, STORE_RUN_SUCCEEDED);
     assert_int_equal(f->output_len, 0);
 }
 
@@ -544,11 +541,11 @@ static void test_large_stdin_wc(void **state)
     submit(c, 1, pl, n);
     free(pl);
     const struct rec *f = wait_finished(c, 1);
-    assert_int_equal(f->outcome, RUNNER_SUCCEEDED);
+    assert_int_equal(f->outcome, STORE_RUN_SUCCEEDED);
     assert_int_equal(strtol(f->output, NULL, 10), (long)n);
 }
 
-static void t_big_tail(struct runner_config *cfg)
+static void t_big_tail(struct exec_config *cfg)
 {
     cfg->output_max = 4 * 1024 * 1024;
 }
@@ -570,7 +567,7 @@ static void test_large_roundtrip_cat(void **state)
     }
     submit(c, 1, pl, n);
     const struct rec *f = wait_finished(c, 1);
-    assert_int_equal(f->outcome, RUNNER_SUCCEEDED);
+    assert_int_equal(f->outcome, STORE_RUN_SUCCEEDED);
     assert_int_equal(f->output_len, n);
     assert_memory_equal(f->output, pl, n);
     free(pl);
@@ -589,8 +586,8 @@ static void test_child_never_reads_stdin(void **state)
     free(pl);
     assert_true(wait_until(c, p_nfinished, 2, WAIT_MS));
     for (int64_t id = 1; id <= 2; id++) {
-        const struct rec *f = find_rec(c, RUNNER_EV_FINISHED, id);
-        assert_int_equal(f->outcome, RUNNER_SUCCEEDED);
+        const struct rec *f = find_rec(c, SCHED_RUN_FINISHED, id);
+        assert_int_equal(f->outcome, STORE_RUN_SUCCEEDED);
         assert_int_equal(f->exit_code, 0);
     }
 }
@@ -608,7 +605,7 @@ static void test_timeout_kills_group(void **state)
     pid_t leader, child;
     assert_true(fifo_line(c, &leader, &child, WAIT_MS));
     const struct rec *f = wait_finished(c, 1);
-    assert_int_equal(f->outcome, RUNNER_TIMED_OUT);
+    assert_int_equal(f->outcome, STORE_RUN_TIMED_OUT);
     assert_int_equal(f->started, 1);
     assert_int_equal(f->signal, SIGTERM); /* the shell died of the TERM */
     assert_non_null(f->reason);
@@ -627,7 +624,7 @@ static void test_timeout_term_ignored(void **state)
     pid_t leader, child;
     assert_true(fifo_line(c, &leader, &child, WAIT_MS));
     const struct rec *f = wait_finished(c, 1);
-    assert_int_equal(f->outcome, RUNNER_TIMED_OUT);
+    assert_int_equal(f->outcome, STORE_RUN_TIMED_OUT);
     assert_int_equal(f->signal, SIGKILL); /* TERM ignored, KILL after grace */
     /* timeout 0.5 s + grace 0.3 s (a lower bound only: never flaky). */
     assert_true(f->mono_ms - t0 >= 790);
@@ -649,7 +646,7 @@ static void escaped_process_dies_on_timeout(struct ctx *c)
     pid_t leader, escaped;
     assert_true(fifo_line(c, &leader, &escaped, WAIT_MS));
     const struct rec *f = wait_finished(c, 1);
-    assert_int_equal(f->outcome, RUNNER_TIMED_OUT);
+    assert_int_equal(f->outcome, STORE_RUN_TIMED_OUT);
     assert_true(wait_gone(escaped, WAIT_MS));
 }
 
@@ -658,24 +655,25 @@ static void test_timeout_kills_escaped(void **state)
     escaped_process_dies_on_timeout(*state);
 }
 
-/* The sweep is per server: another runner's run with the same id (another
+/* The sweep is per server: another executor's run with the same id (another
  * server on the machine, another database) is left alone. */
-static void test_escaped_sweep_spares_other_runners(void **state)
+static void test_escaped_sweep_spares_other_executors(void **state)
 {
     struct ctx *c = *state;
-    struct runner_config cfg;
-    runner_config_defaults(&cfg);
-    cfg.exec_cmd = with_fifo(c, "echo $$ $$ > ", "; exec sleep 1000");
+    struct exec_config cfg;
+    exec_config_defaults(&cfg);
+    cfg.cmd = with_fifo(c, "echo $$ $$ > ", "; exec sleep 1000");
     struct err e = {0};
-    struct runner *other = runner_new(&cfg, &e);
+    struct executor *other = exec_new(&cfg, &e);
     assert_non_null(other);
-    assert_int_equal(runner_submit(other, mkjob(1, "{}", 2)), 0);
+    struct sched_job j = mkjob(1, "{}", 2);
+    assert_int_equal(executor_submit(other, &j), 0);
     pid_t theirs, same;
     assert_true(fifo_line(c, &theirs, &same, WAIT_MS));
 
     escaped_process_dies_on_timeout(c);
-    assert_int_equal(kill(theirs, 0), 0); /* run 1 of the other runner lives */
-    runner_free(other);
+    assert_int_equal(kill(theirs, 0), 0); /* run 1 of the other executor lives */
+    executor_free(other);
     assert_true(wait_gone(theirs, WAIT_MS));
 }
 
@@ -696,11 +694,11 @@ static void test_exit_kills_escaped_holding_output(void **state)
     pid_t leader, escaped;
     assert_true(fifo_line(c, &leader, &escaped, WAIT_MS));
     const struct rec *f = wait_finished(c, 1);
-    assert_int_equal(f->outcome, RUNNER_SUCCEEDED);
+    assert_int_equal(f->outcome, STORE_RUN_SUCCEEDED);
     assert_true(wait_gone(escaped, WAIT_MS));
 }
 
-static void t_long(struct runner_config *cfg)
+static void t_long(struct exec_config *cfg)
 {
     cfg->kill_grace_s = 0.2;
 }
@@ -712,26 +710,26 @@ static void test_cancel_running(void **state)
     submit(c, 7, "{}", 2);
     pid_t leader, child;
     assert_true(fifo_line(c, &leader, &child, WAIT_MS));
-    assert_int_equal(runner_active(c->r), 1);
-    assert_int_equal(runner_cancel(c->r, 7, RUNNER_CANCELLED), 0);
+    assert_int_equal(executor_active(c->r), 1);
+    assert_int_equal(executor_cancel(c->r, 7, STORE_RUN_CANCELLED), 0);
     /* A second request does not change the outcome (the first wins); it may
      * find the run already finished. */
-    int rc = runner_cancel(c->r, 7, RUNNER_INTERRUPTED);
+    int rc = executor_cancel(c->r, 7, STORE_RUN_INTERRUPTED);
     assert_true(rc == 0 || rc == RR_E_NOTFOUND);
     const struct rec *f = wait_finished(c, 7);
-    assert_int_equal(f->outcome, RUNNER_CANCELLED);
+    assert_int_equal(f->outcome, STORE_RUN_CANCELLED);
     assert_int_equal(f->started, 1);
     assert_true(p_started(c, 7));
     assert_true(kill(leader, 0) == -1 && errno == ESRCH);
     assert_true(wait_gone(child, WAIT_MS));
-    assert_int_equal(runner_cancel(c->r, 7, RUNNER_CANCELLED), RR_E_NOTFOUND);
-    assert_int_equal(runner_cancel(c->r, 12345, RUNNER_CANCELLED),
+    assert_int_equal(executor_cancel(c->r, 7, STORE_RUN_CANCELLED), RR_E_NOTFOUND);
+    assert_int_equal(executor_cancel(c->r, 12345, STORE_RUN_CANCELLED),
                      RR_E_NOTFOUND);
-    assert_int_equal(runner_cancel(c->r, 7, RUNNER_SUCCEEDED), RR_E_INVAL);
-    assert_int_equal(runner_active(c->r), 0);
+    assert_int_equal(executor_cancel(c->r, 7, STORE_RUN_SUCCEEDED), RR_E_INVAL);
+    assert_int_equal(executor_active(c->r), 0);
 }
 
-static void t_one(struct runner_config *cfg)
+static void t_one(struct exec_config *cfg)
 {
     cfg->max_runs = 1;
     cfg->kill_grace_s = 0.2;
@@ -745,26 +743,26 @@ static void test_cancel_queued(void **state)
     submit(c, 2, "{}", 2);
     pid_t leader, child;
     assert_true(fifo_line(c, &leader, &child, WAIT_MS));
-    assert_int_equal(runner_active(c->r), 2);
-    assert_int_equal(runner_cancel(c->r, 2, RUNNER_CANCELLED), 0);
+    assert_int_equal(executor_active(c->r), 2);
+    assert_int_equal(executor_cancel(c->r, 2, STORE_RUN_CANCELLED), 0);
     const struct rec *f = wait_finished(c, 2);
-    assert_int_equal(f->outcome, RUNNER_CANCELLED);
+    assert_int_equal(f->outcome, STORE_RUN_CANCELLED);
     assert_int_equal(f->started, 0);
     assert_int_equal(f->exit_code, -1);
-    assert_null(find_rec(c, RUNNER_EV_STARTED, 2));
-    assert_null(find_rec(c, RUNNER_EV_FINISHED, 1)); /* still running */
-    assert_int_equal(runner_active(c->r), 1);
+    assert_null(find_rec(c, SCHED_RUN_STARTED, 2));
+    assert_null(find_rec(c, SCHED_RUN_FINISHED, 1)); /* still running */
+    assert_int_equal(executor_active(c->r), 1);
 
-    assert_int_equal(runner_cancel(c->r, 1, RUNNER_INTERRUPTED), 0);
+    assert_int_equal(executor_cancel(c->r, 1, STORE_RUN_INTERRUPTED), 0);
     f = wait_finished(c, 1);
-    assert_int_equal(f->outcome, RUNNER_INTERRUPTED);
+    assert_int_equal(f->outcome, STORE_RUN_INTERRUPTED);
     assert_int_equal(f->started, 1);
     assert_true(wait_gone(child, WAIT_MS));
-    assert_null(find_rec(c, RUNNER_EV_STARTED, 2)); /* never started */
-    assert_int_equal(runner_active(c->r), 0);
+    assert_null(find_rec(c, SCHED_RUN_STARTED, 2)); /* never started */
+    assert_int_equal(executor_active(c->r), 0);
 }
 
-static void t_two(struct runner_config *cfg)
+static void t_two(struct exec_config *cfg)
 {
     cfg->max_runs = 2;
 }
@@ -780,12 +778,12 @@ static void test_max_runs_fifo(void **state)
     int64_t next_start = 1;
     for (size_t i = 0; i < c->nrecs; i++) {
         const struct rec *e = &c->recs[i];
-        if (e->kind == RUNNER_EV_STARTED) {
+        if (e->kind == SCHED_RUN_STARTED) {
             assert_int_equal(e->run_id, next_start); /* FIFO */
             next_start++;
             running++;
         } else {
-            assert_int_equal(e->outcome, RUNNER_SUCCEEDED);
+            assert_int_equal(e->outcome, STORE_RUN_SUCCEEDED);
             running--;
         }
         if (running > maxr)
@@ -793,10 +791,10 @@ static void test_max_runs_fifo(void **state)
     }
     assert_int_equal(next_start, 6);
     assert_int_equal(maxr, 2);
-    assert_int_equal(c->recs[0].kind, RUNNER_EV_STARTED);
-    assert_int_equal(c->recs[1].kind, RUNNER_EV_STARTED);
+    assert_int_equal(c->recs[0].kind, SCHED_RUN_STARTED);
+    assert_int_equal(c->recs[1].kind, SCHED_RUN_STARTED);
     assert_int_equal(c->nrecs, 10);
-    assert_int_equal(runner_active(c->r), 0);
+    assert_int_equal(executor_active(c->r), 0);
 }
 
 static void test_no_executor(void **state)
@@ -807,18 +805,18 @@ static void test_no_executor(void **state)
     submit(c, 2, "{}", 2);
     assert_true(wait_until(c, p_nfinished, 2, WAIT_MS));
     for (int64_t id = 1; id <= 2; id++) {
-        const struct rec *f = find_rec(c, RUNNER_EV_FINISHED, id);
-        assert_int_equal(f->outcome, RUNNER_FAILED);
+        const struct rec *f = find_rec(c, SCHED_RUN_FINISHED, id);
+        assert_int_equal(f->outcome, STORE_RUN_FAILED);
         assert_string_equal(f->reason, "no executor configured");
         assert_int_equal(f->started, 0);
         assert_int_equal(f->exit_code, -1);
         assert_int_equal(f->signal, 0);
     }
-    assert_int_equal(count_kind(c, RUNNER_EV_STARTED), 0);
-    assert_int_equal(runner_active(c->r), 0);
+    assert_int_equal(count_kind(c, SCHED_RUN_STARTED), 0);
+    assert_int_equal(executor_active(c->r), 0);
 }
 
-static void t_free(struct runner_config *cfg)
+static void t_free(struct exec_config *cfg)
 {
     cfg->max_runs = 3;
     cfg->kill_grace_s = 0.2;
@@ -840,12 +838,12 @@ static void test_free_with_running(void **state)
     for (int i = 0; i < 3; i++)
         assert_true(fifo_line(c, &leaders[i], &children[i], WAIT_MS));
     int64_t t0 = time_now_mono_ms();
-    runner_free(c->r);
+    executor_free(c->r);
     c->r = NULL;
     int64_t took = time_now_mono_ms() - t0;
     assert_true(took < 5000);
     for (int i = 0; i < 3; i++) {
-        /* Leaders were our children: reaped by the runner, no zombie. */
+        /* Leaders were our children: reaped by the executor, no zombie. */
         assert_true(kill(leaders[i], 0) == -1 && errno == ESRCH);
         assert_true(wait_gone(children[i], WAIT_MS));
     }
@@ -868,8 +866,8 @@ static void test_no_fd_leak(void **state)
     assert_true(wait_until(c, p_nfinished, 2, WAIT_MS));
     close(leaky);
     for (int64_t id = 1; id <= 2; id++) {
-        const struct rec *f = find_rec(c, RUNNER_EV_FINISHED, id);
-        assert_int_equal(f->outcome, RUNNER_SUCCEEDED);
+        const struct rec *f = find_rec(c, SCHED_RUN_FINISHED, id);
+        assert_int_equal(f->outcome, STORE_RUN_SUCCEEDED);
         /* 0..2 plus ls's own directory fd */
         assert_string_equal(f->output, "0 1 2 3 ");
     }
@@ -890,7 +888,7 @@ static void test_child_signal_state(void **state)
     submit(c, 1, "{}", 2);
     const struct rec *f = wait_finished(c, 1);
     assert_int_equal(sigaction(SIGPIPE, &old, NULL), 0);
-    assert_int_equal(f->outcome, RUNNER_SUCCEEDED);
+    assert_int_equal(f->outcome, STORE_RUN_SUCCEEDED);
     unsigned long long blk = 1, igns = 1;
     assert_int_equal(
         sscanf(f->output, "SigBlk:\t%llx\nSigIgn:\t%llx", &blk, &igns), 2);
@@ -904,33 +902,33 @@ static void test_child_signal_state(void **state)
 static void test_api_edges(void **state)
 {
     (void)state;
-    struct runner_config cfg;
-    runner_config_defaults(&cfg);
+    struct exec_config cfg;
+    exec_config_defaults(&cfg);
     assert_int_equal(cfg.max_runs, 64);
     assert_true(cfg.timeout_s == 3600);
     assert_true(cfg.kill_grace_s == 10);
     assert_int_equal(cfg.output_max, 64 * 1024);
-    assert_null(cfg.exec_cmd);
+    assert_null(cfg.cmd);
 
     cfg.max_runs = 0;
     struct err e = {0};
-    assert_null(runner_new(&cfg, &e));
+    assert_null(exec_new(&cfg, &e));
     assert_int_equal(e.code, RR_E_INVAL);
 
-    runner_free(NULL);
-    runner_job_free(NULL);
-    assert_int_equal(runner_submit(NULL, mkjob(1, "", 0)), RR_E_INVAL);
-    assert_int_equal(runner_drain(NULL, NULL, NULL), 0);
-    assert_int_equal(runner_active(NULL), 0);
+    executor_free(NULL);
 
-    /* Events left undrained are discarded by runner_free (LSan checks). */
-    runner_config_defaults(&cfg);
-    cfg.exec_cmd = "echo hi";
-    struct runner *r = runner_new(&cfg, &e);
+    /* Reports left undrained are discarded by the executor's free (LSan
+     * checks). */
+    exec_config_defaults(&cfg);
+    cfg.cmd = "echo hi";
+    struct executor *r = exec_new(&cfg, &e);
     assert_non_null(r);
-    assert_int_equal(runner_submit(r, NULL), RR_E_INVAL);
-    assert_int_equal(runner_submit(r, mkjob(1, "{}", 2)), 0);
-    runner_free(r);
+    assert_int_equal(executor_submit(r, NULL), RR_E_INVAL);
+    struct sched_job nul = mkjob(1, NULL, 2); /* length without text */
+    assert_int_equal(executor_submit(r, &nul), RR_E_INVAL);
+    struct sched_job j = mkjob(1, "{}", 2);
+    assert_int_equal(executor_submit(r, &j), 0);
+    executor_free(r);
 }
 
 /* Exit polling instead of pidfds: same bodies, own names in the report. */
@@ -976,7 +974,7 @@ int main(void)
         T(test_timeout_term_ignored),
         T(test_timeout_kills_escaped),
         T(test_exit_kills_escaped_holding_output),
-        T(test_escaped_sweep_spares_other_runners),
+        T(test_escaped_sweep_spares_other_executors),
         T(test_cancel_running),
         T(test_cancel_queued),
         T(test_max_runs_fifo),

@@ -1,10 +1,10 @@
-/* runner.c -- the `exec` executor: pipelines as child processes (PRODUCT §5).
+/* exec.c -- the `exec` executor: pipelines as child processes (docs/runs.md).
  *
  * Purpose: run `/bin/sh -c CMD` once per job, off the service thread, with
  * the pipeline JSON on stdin, the RR_* environment, stdout+stderr captured
  * (the last output_max bytes kept), a timeout, cancellation, and a hard cap
- * on concurrent runs; report STARTED/FINISHED events back to the service
- * thread.
+ * on concurrent runs; report that runs started and finished back to the
+ * service thread (executor_drain).
  *
  * Design (redis bio.c-like, one worker): a single supervisor thread owns
  * every child. It sleeps in epoll_wait on
@@ -33,16 +33,16 @@
  * waitid(WEXITED|WNOHANG|WNOWAIT) every POLL_MS, which still leaves the
  * zombie in place for the group kill.
  *
- * Thread: runner_submit/cancel/active/drain run on the service thread and
- * only take r->mu for a few pointer operations. Everything in struct task
+ * Thread: the executor's submit/cancel/active/drain run on the service thread and
+ * only take x->mu for a few pointer operations. Everything in struct task
  * below the "supervisor only" line, the epoll fd and the scratch buffer
  * belong to the supervisor thread. The pending FIFO, the running list links,
  * cancel requests, the event queue, nactive and stopping are guarded by
- * r->mu; the supervisor is the only writer of the running list, so it may
+ * x->mu; the supervisor is the only writer of the running list, so it may
  * read it without the lock. The supervisor blocks every signal (the mask is
  * set before pthread_create), so process-directed signals go to the main
  * thread and a write to a closed stdin pipe gives EPIPE, not a SIGPIPE. */
-#include "runner/runner.h"
+#include "runner/executor.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -69,14 +69,14 @@ extern char **environ;
 
 #define SH_PATH "/bin/sh"
 #define POLL_MS 50        /* exit polling when a run has no pidfd */
-#define FREE_REAP_MS 1000 /* runner_free: wait for exits after KILL */
+#define FREE_REAP_MS 1000 /* free: wait for exits after KILL */
 #define READ_CHUNK 65536  /* one read(2) of output */
 #define READS_PER_WAKE 4  /* fairness: chunks per run per wake */
 #define DRAIN_READS 64    /* final drain after exit, bounded */
 #define MAX_EVENTS 64
 #define DEADLINE_MAX_MS (100LL * 365 * 86400 * 1000) /* "never" */
 #define ENVIRON_MAX (4 * 1024 * 1024) /* /proc/PID/environ read for the sweep */
-#define INSTANCE_BYTES 8             /* random bytes naming a runner */
+#define INSTANCE_BYTES 8             /* random bytes naming an executor */
 #define RUN_MARK "RRDEPLOY_RUN="
 
 /* ============================================================ types */
@@ -100,11 +100,11 @@ struct watch {
 };
 
 struct task {
-    struct runner_job *job; /* owned; run_id is immutable */
-    /* Guarded by runner.mu: */
+    struct job *job; /* owned; run_id is immutable */
+    /* Guarded by exec.mu: */
     struct task *next;             /* pending FIFO or running list */
-    int cancel_set;                /* runner_cancel asked ... */
-    enum runner_outcome cancel_as; /* ... for this outcome */
+    int cancel_set;                /* a cancel asked ... */
+    enum store_outcome cancel_as;  /* ... for this outcome */
     int cancel_seen;               /* the supervisor has taken it */
     /* Supervisor only: */
     pid_t pid;                /* leader = pgid; 0 before spawn */
@@ -115,24 +115,40 @@ struct task {
     int64_t term_at; /* mono ms: timeout; 0 = none */
     int64_t kill_at; /* mono ms: SIGKILL; 0 = none */
     int forced;      /* outcome decided by timeout/cancel */
-    enum runner_outcome forced_as;
+    enum store_outcome forced_as;
     int cancel_pending; /* cancel taken, not yet acted on */
     int exited;      /* leader exit noticed, not reaped */
 };
 
+/* A run handed to the executor: everything copied from the sched_job. */
+struct job {
+    int64_t run_id;
+    char *pipeline;           /* JSON text written to stdin */
+    size_t pipeline_len;
+    char *project_id;         /* RR_PROJECT_ID */
+    char *user;               /* RR_USER_ID */
+    char *trigger;            /* RR_TRIGGER: "schedule" | "manual" */
+    char *scheduled_at;       /* RR_SCHEDULED_AT: ISO-8601 UTC */
+};
+
+/* A report waiting for executor_drain; ev.reason and ev.output point at the
+ * owned copies. */
 struct ev_node {
-    struct runner_event ev; /* strings owned */
+    struct sched_report ev;
+    char *reason;             /* owned, or NULL */
+    char *output;             /* owned, never NULL once finished */
     struct ev_node *next;
 };
 
-struct runner {
-    struct runner_config cfg; /* exec_cmd owned (copied) */
+struct exec {
+    struct executor base;     /* first: the executor interface */
+    struct exec_config cfg;   /* cmd owned (copied) */
     int64_t timeout_ms;       /* 0 = none */
     int64_t grace_ms;
     int use_pidfd;
     int epfd, evfd;
     pthread_t thread;
-    /* Random per runner: with the run id it marks a run's processes
+    /* Random per executor: with the run id it marks a run's processes
      * (RRDEPLOY_RUN=<instance>:<id>), so the sweep for processes that left
      * a run's group never touches another server's runs of the same id. */
     char instance[2 * INSTANCE_BYTES + 1];
@@ -143,7 +159,7 @@ struct runner {
     struct task *running; /* started; written by supervisor only */
     int nrunning;         /* length of running */
     int cancel_pending;   /* some task got cancel_set */
-    int stopping;         /* runner_free was called */
+    int stopping;         /* the executor is being freed */
     int nactive;          /* submitted and not FINISHED */
     struct ev_node *ev_head, *ev_tail;
 
@@ -184,7 +200,7 @@ static void close_fd(int *fd)
         /* Linux always releases the fd, even on EINTR; an error here is a
          * bug (EBADF) worth a log line, not a retry. */
         if (close(*fd) != 0)
-            log_warn("runner: close(%d): %s", *fd, strerror(errno));
+            log_warn("exec: close(%d): %s", *fd, strerror(errno));
         *fd = -1;
     }
 }
@@ -302,9 +318,9 @@ static char *tail_take(struct tail *t, size_t *len)
     return s;
 }
 
-/* ============================================================ public: jobs */
+/* ============================================================ jobs */
 
-void runner_job_free(struct runner_job *job)
+static void job_free(struct job *job)
 {
     if (!job)
         return;
@@ -316,10 +332,10 @@ void runner_job_free(struct runner_job *job)
     free(job);
 }
 
-void runner_config_defaults(struct runner_config *cfg)
+void exec_config_defaults(struct exec_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
-    cfg->exec_cmd = NULL;
+    cfg->cmd = NULL;
     cfg->max_runs = 64;
     cfg->timeout_s = 3600;
     cfg->kill_grace_s = 10;
@@ -336,32 +352,32 @@ static void task_free(struct task *t)
     close_fd(&t->in_fd);
     close_fd(&t->out_fd);
     free(t->out.mem);
-    runner_job_free(t->job);
+    job_free(t->job);
     free(t);
 }
 
 static void event_free(struct ev_node *n)
 {
-    free(n->ev.reason);
-    free(n->ev.output);
+    free(n->reason);
+    free(n->output);
     free(n);
 }
 
 /* ============================================================ events */
 
-/* Queue an event (taken). Caller holds r->mu. */
-static void push_event_locked(struct runner *r, struct ev_node *n)
+/* Queue an event (taken). Caller holds x->mu. */
+static void push_event_locked(struct exec *x, struct ev_node *n)
 {
     n->next = NULL;
-    if (r->ev_tail)
-        r->ev_tail->next = n;
+    if (x->ev_tail)
+        x->ev_tail->next = n;
     else
-        r->ev_head = n;
-    r->ev_tail = n;
-    r->pushed = 1;
+        x->ev_head = n;
+    x->ev_tail = n;
+    x->pushed = 1;
 }
 
-int runner_proc_start(int pid, uint64_t *out)
+int exec_proc_start(int pid, uint64_t *out)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", pid);
@@ -390,66 +406,67 @@ int runner_proc_start(int pid, uint64_t *out)
     return 0;
 }
 
-int runner_kill_stale(int pgid, uint64_t leader_start)
+int exec_kill_stale(int pgid, uint64_t leader_start)
 {
     if (pgid <= 1)
         return 0;
     uint64_t now_start;
-    if (runner_proc_start(pgid, &now_start) == 0 && now_start != leader_start)
+    if (exec_proc_start(pgid, &now_start) == 0 && now_start != leader_start)
         return 0; /* the pid was reused: not ours */
     if (kill(-pgid, SIGKILL) == 0) {
-        log_warn("runner: killed process group %d left running by a previous "
+        log_warn("exec: killed process group %d left running by a previous "
                  "server", pgid);
         return 1;
     }
     return 0;
 }
 
-static void emit_started(struct runner *r, struct task *t)
+static void emit_started(struct exec *x, struct task *t)
 {
     struct ev_node *n = xcalloc(1, sizeof *n);
-    n->ev.kind = RUNNER_EV_STARTED;
+    n->ev.kind = SCHED_RUN_STARTED;
     n->ev.run_id = t->job->run_id;
     n->ev.at = time_now_real();
     n->ev.exit_code = -1;
-    n->ev.started = 1;
-    n->ev.pid = (int)t->pid;
-    if (runner_proc_start((int)t->pid, &n->ev.pid_start) != 0)
-        n->ev.pid_start = 0;
-    pthread_mutex_lock(&r->mu);
-    push_event_locked(r, n);
-    pthread_mutex_unlock(&r->mu);
+    n->ev.started = true;
+    n->ev.pgid = (int)t->pid;
+    if (exec_proc_start((int)t->pid, &n->ev.leader_start) != 0)
+        n->ev.leader_start = 0;
+    pthread_mutex_lock(&x->mu);
+    push_event_locked(x, n);
+    pthread_mutex_unlock(&x->mu);
 }
 
 /* Report FINISHED and free the task. `reason` is taken. `in_running`: t is
  * on the running list (it is unlinked under the same lock as the push, so a
- * runner_cancel that returned 0 always sees its outcome applied unless the
+ * cancel that returned 0 always sees its outcome applied unless the
  * run had already been forced by a timeout or an earlier cancel). */
-static void finish(struct runner *r, struct task *t, enum runner_outcome oc,
+static void finish(struct exec *x, struct task *t, enum store_outcome oc,
                    int exit_code, int sig, char *reason, int started,
                    int in_running)
 {
     struct ev_node *n = xcalloc(1, sizeof *n);
-    n->ev.kind = RUNNER_EV_FINISHED;
+    n->ev.kind = SCHED_RUN_FINISHED;
     n->ev.run_id = t->job->run_id;
     n->ev.at = time_now_real();
     n->ev.exit_code = exit_code;
     n->ev.signal = sig;
-    n->ev.started = started;
-    n->ev.output = tail_take(&t->out, &n->ev.output_len);
+    n->ev.started = started != 0;
+    n->output = tail_take(&t->out, &n->ev.output_len);
+    n->ev.output = n->output;
 
     close_fd(&t->pidfd);
     close_fd(&t->in_fd);
     close_fd(&t->out_fd);
 
-    pthread_mutex_lock(&r->mu);
+    pthread_mutex_lock(&x->mu);
     if (in_running) {
-        struct task **pp = &r->running;
+        struct task **pp = &x->running;
         while (*pp && *pp != t)
             pp = &(*pp)->next;
         ASSERT(*pp == t);
         *pp = t->next;
-        r->nrunning--;
+        x->nrunning--;
     }
     if (t->forced) {
         oc = t->forced_as;
@@ -459,12 +476,13 @@ static void finish(struct runner *r, struct task *t, enum runner_outcome oc,
         reason = NULL;
     }
     n->ev.outcome = oc;
+    n->reason = reason;
     n->ev.reason = reason;
-    r->nactive--;
-    push_event_locked(r, n);
-    pthread_mutex_unlock(&r->mu);
+    x->nactive--;
+    push_event_locked(x, n);
+    pthread_mutex_unlock(&x->mu);
 
-    log_debug("runner: run %lld finished (outcome %d, exit %d, signal %d)",
+    log_debug("exec: run %lld finished (outcome %d, exit %d, signal %d)",
               (long long)t->job->run_id, (int)oc, exit_code, sig);
     task_free(t);
 }
@@ -483,15 +501,15 @@ static int is_rr_var(const char *kv)
 }
 
 /* The environment entry that marks the processes of run run_id. */
-static char *run_mark(const struct runner *r, int64_t run_id)
+static char *run_mark(const struct exec *x, int64_t run_id)
 {
-    return xasprintf(RUN_MARK "%s:%lld", r->instance, (long long)run_id);
+    return xasprintf(RUN_MARK "%s:%lld", x->instance, (long long)run_id);
 }
 
 /* The server's environment minus any RR_* of ours, plus the job's and the
  * run's mark. Returns a NULL-terminated array; entries [*nown, end) are
  * owned (free them and the array with env_free). */
-static char **env_build(const struct runner *r, const struct runner_job *job,
+static char **env_build(const struct exec *x, const struct job *job,
                         size_t *first_own)
 {
     size_t n = 0;
@@ -510,7 +528,7 @@ static char **env_build(const struct runner *r, const struct runner_job *job,
     env[k++] = xasprintf("RR_TRIGGER=%s", job->trigger ? job->trigger : "");
     env[k++] = xasprintf("RR_SCHEDULED_AT=%s",
                          job->scheduled_at ? job->scheduled_at : "");
-    env[k++] = run_mark(r, job->run_id);
+    env[k++] = run_mark(x, job->run_id);
     env[k] = NULL;
     return env;
 }
@@ -522,28 +540,28 @@ static void env_free(char **env, size_t first_own)
     free(env);
 }
 
-static int epoll_add(struct runner *r, int fd, uint32_t events, struct watch *w)
+static int epoll_add(struct exec *x, int fd, uint32_t events, struct watch *w)
 {
     struct epoll_event ev;
     memset(&ev, 0, sizeof ev);
     ev.events = events;
     ev.data.ptr = w;
-    if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
+    if (epoll_ctl(x->epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
         return -errno;
     return 0;
 }
 
-static void epoll_del(struct runner *r, int fd)
+static void epoll_del(struct exec *x, int fd)
 {
-    if (fd >= 0 && epoll_ctl(r->epfd, EPOLL_CTL_DEL, fd, NULL) != 0)
-        log_warn("runner: epoll_ctl(DEL, %d): %s", fd, strerror(errno));
+    if (fd >= 0 && epoll_ctl(x->epfd, EPOLL_CTL_DEL, fd, NULL) != 0)
+        log_warn("exec: epoll_ctl(DEL, %d): %s", fd, strerror(errno));
 }
 
 /* posix_spawn `/bin/sh -c CMD` for t. On success t->pid, the parent's pipe
  * ends and (if possible) the pidfd are set and 0 is returned; on failure
  * returns a positive errno value with nothing left behind, and *what names
  * the step. */
-static int spawn_child(struct runner *r, struct task *t, const char **what)
+static int spawn_child(struct exec *x, struct task *t, const char **what)
 {
     int in[2] = {-1, -1}, out[2] = {-1, -1};
     int rc;
@@ -593,8 +611,8 @@ static int spawn_child(struct runner *r, struct task *t, const char **what)
         (rc = posix_spawnattr_setsigdefault(&attr, &all)))
         goto fail;
 
-    env = env_build(r, t->job, &env_own);
-    char *argv[] = {(char *)"sh", (char *)"-c", (char *)r->cfg.exec_cmd, NULL};
+    env = env_build(x, t->job, &env_own);
+    char *argv[] = {(char *)"sh", (char *)"-c", (char *)x->cfg.cmd, NULL};
     *what = "posix_spawn";
     pid_t pid;
     rc = posix_spawn(&pid, SH_PATH, &fa, &attr, argv, env);
@@ -609,9 +627,9 @@ static int spawn_child(struct runner *r, struct task *t, const char **what)
     t->pid = pid;
     t->in_fd = in[1];
     t->out_fd = out[0];
-    t->pidfd = r->use_pidfd ? pidfd_open_(pid) : -1;
-    if (r->use_pidfd && t->pidfd < 0)
-        log_warn("runner: pidfd_open(%d): %s; polling run %lld for exit",
+    t->pidfd = x->use_pidfd ? pidfd_open_(pid) : -1;
+    if (x->use_pidfd && t->pidfd < 0)
+        log_warn("exec: pidfd_open(%d): %s; polling run %lld for exit",
                  (int)pid, strerror(errno), (long long)t->job->run_id);
     return 0;
 
@@ -632,12 +650,12 @@ fail:
 static void signal_group(struct task *t, int sig)
 {
     if (t->pid > 0 && kill(-t->pid, sig) != 0 && errno != ESRCH)
-        log_warn("runner: kill(-%d, %d): %s", (int)t->pid, sig,
+        log_warn("exec: kill(-%d, %d): %s", (int)t->pid, sig,
                  strerror(errno));
 }
 
 /* Start TERM -> KILL escalation with outcome `as` (first decision wins). */
-static void force_stop(struct runner *r, struct task *t, enum runner_outcome as,
+static void force_stop(struct exec *x, struct task *t, enum store_outcome as,
                        int64_t now)
 {
     if (t->forced)
@@ -645,74 +663,74 @@ static void force_stop(struct runner *r, struct task *t, enum runner_outcome as,
     t->forced = 1;
     t->forced_as = as;
     t->term_at = 0;
-    t->kill_at = now + r->grace_ms;
+    t->kill_at = now + x->grace_ms;
     signal_group(t, SIGTERM);
 }
 
 /* Pop the oldest pending job into the running list and spawn it. */
-static void start_one(struct runner *r, int64_t now)
+static void start_one(struct exec *x, int64_t now)
 {
-    pthread_mutex_lock(&r->mu);
-    struct task *t = r->pend_head;
+    pthread_mutex_lock(&x->mu);
+    struct task *t = x->pend_head;
     if (!t) {
-        pthread_mutex_unlock(&r->mu);
+        pthread_mutex_unlock(&x->mu);
         return;
     }
-    r->pend_head = t->next;
-    if (!r->pend_head)
-        r->pend_tail = NULL;
-    int have_exec = r->cfg.exec_cmd != NULL;
+    x->pend_head = t->next;
+    if (!x->pend_head)
+        x->pend_tail = NULL;
+    int have_exec = x->cfg.cmd != NULL;
     if (have_exec) {
-        t->next = r->running;
-        r->running = t;
-        r->nrunning++;
+        t->next = x->running;
+        x->running = t;
+        x->nrunning++;
     } else {
         t->next = NULL;
     }
-    pthread_mutex_unlock(&r->mu);
+    pthread_mutex_unlock(&x->mu);
 
     if (!have_exec) {
-        finish(r, t, RUNNER_FAILED, -1, 0, xstrdup("no executor configured"), 0,
+        finish(x, t, STORE_RUN_FAILED, -1, 0, xstrdup("no executor configured"), 0,
                0);
         return;
     }
 
     const char *what = "";
-    int rc = spawn_child(r, t, &what);
+    int rc = spawn_child(x, t, &what);
     if (rc) {
-        log_error("runner: run %lld: %s: %s", (long long)t->job->run_id, what,
+        log_error("exec: run %lld: %s: %s", (long long)t->job->run_id, what,
                   strerror(rc));
-        finish(r, t, RUNNER_FAILED, -1, 0,
+        finish(x, t, STORE_RUN_FAILED, -1, 0,
                xasprintf("spawn failed: %s: %s", what, strerror(rc)), 0, 1);
         return;
     }
-    log_debug("runner: run %lld started, pid %d", (long long)t->job->run_id,
+    log_debug("exec: run %lld started, pid %d", (long long)t->job->run_id,
               (int)t->pid);
-    emit_started(r, t);
-    if (r->timeout_ms > 0)
-        t->term_at = now + r->timeout_ms;
+    emit_started(x, t);
+    if (x->timeout_ms > 0)
+        t->term_at = now + x->timeout_ms;
 
     int err = 0;
     if (t->job->pipeline_len == 0) {
         close_fd(&t->in_fd); /* the child sees EOF at once */
     } else {
-        err = epoll_add(r, t->in_fd, EPOLLOUT, &t->w_in);
+        err = epoll_add(x, t->in_fd, EPOLLOUT, &t->w_in);
     }
     if (!err)
-        err = epoll_add(r, t->out_fd, EPOLLIN, &t->w_out);
+        err = epoll_add(x, t->out_fd, EPOLLIN, &t->w_out);
     if (!err && t->pidfd >= 0)
-        err = epoll_add(r, t->pidfd, EPOLLIN, &t->w_pid);
+        err = epoll_add(x, t->pidfd, EPOLLIN, &t->w_pid);
     if (err) {
         /* Cannot supervise it: stop it now; the exit path still runs
          * (polled, since the pidfd may not be registered). */
-        log_error("runner: run %lld: epoll_ctl: %s", (long long)t->job->run_id,
+        log_error("exec: run %lld: epoll_ctl: %s", (long long)t->job->run_id,
                   strerror(-err));
-        epoll_del(r, t->in_fd);
+        epoll_del(x, t->in_fd);
         close_fd(&t->in_fd);
         close_fd(&t->pidfd);
         if (!t->forced) {
             t->forced = 1;
-            t->forced_as = RUNNER_FAILED;
+            t->forced_as = STORE_RUN_FAILED;
         }
         signal_group(t, SIGKILL);
     }
@@ -720,9 +738,9 @@ static void start_one(struct runner *r, int64_t now)
 
 /* ============================================================ run I/O */
 
-static void feed_stdin(struct runner *r, struct task *t)
+static void feed_stdin(struct exec *x, struct task *t)
 {
-    const struct runner_job *j = t->job;
+    const struct job *j = t->job;
     while (t->in_fd >= 0 && t->in_off < j->pipeline_len) {
         ssize_t n = write(t->in_fd, j->pipeline + t->in_off,
                           j->pipeline_len - t->in_off);
@@ -745,14 +763,14 @@ static void feed_stdin(struct runner *r, struct task *t)
             while (sigtimedwait(&s, NULL, &zero) == SIGPIPE) {
             }
         } else {
-            log_warn("runner: run %lld: write stdin: %s", (long long)j->run_id,
+            log_warn("exec: run %lld: write stdin: %s", (long long)j->run_id,
                      strerror(errno));
         }
         break;
     }
     /* Done or failed: close so the child sees EOF, and drop the pipeline
      * (up to 1 MiB) rather than hold it for the whole run. */
-    epoll_del(r, t->in_fd);
+    epoll_del(x, t->in_fd);
     close_fd(&t->in_fd);
     free(t->job->pipeline);
     t->job->pipeline = NULL;
@@ -761,12 +779,12 @@ static void feed_stdin(struct runner *r, struct task *t)
 
 /* Read up to max_reads chunks of output into the tail. Closes out_fd at
  * EOF (every writer gone) or on error. */
-static void read_output(struct runner *r, struct task *t, int max_reads)
+static void read_output(struct exec *x, struct task *t, int max_reads)
 {
     for (int i = 0; i < max_reads && t->out_fd >= 0; i++) {
-        ssize_t n = read(t->out_fd, r->scratch, READ_CHUNK);
+        ssize_t n = read(t->out_fd, x->scratch, READ_CHUNK);
         if (n > 0) {
-            tail_push(&t->out, r->scratch, (size_t)n);
+            tail_push(&t->out, x->scratch, (size_t)n);
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -774,9 +792,9 @@ static void read_output(struct runner *r, struct task *t, int max_reads)
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return;
         if (n < 0)
-            log_warn("runner: run %lld: read output: %s",
+            log_warn("exec: run %lld: read output: %s",
                      (long long)t->job->run_id, strerror(errno));
-        epoll_del(r, t->out_fd);
+        epoll_del(x, t->out_fd);
         close_fd(&t->out_fd);
     }
 }
@@ -835,12 +853,12 @@ static int proc_env_has(pid_t pid, struct buf *b, const char *want, size_t wn)
  * unit's whole control group. The pidfd is opened before the check, so a
  * pid recycled meanwhile is never hit. A process that exec'd without the
  * mark is not found. Returns how many were killed. */
-static int kill_escaped(const struct runner *r, int64_t run_id)
+static int kill_escaped(const struct exec *x, int64_t run_id)
 {
     DIR *d = opendir("/proc");
     if (!d)
         return 0;
-    char *want = run_mark(r, run_id);
+    char *want = run_mark(x, run_id);
     size_t wn = strlen(want);
     struct buf env;
     buf_init(&env, 0);
@@ -853,8 +871,8 @@ static int kill_escaped(const struct runner *r, int64_t run_id)
         if (*end || v <= 1 || v == self)
             continue;
         pid_t pid = (pid_t)v;
-        int pfd = r->use_pidfd ? pidfd_open_(pid) : -1;
-        if (r->use_pidfd && pfd < 0)
+        int pfd = x->use_pidfd ? pidfd_open_(pid) : -1;
+        if (x->use_pidfd && pfd < 0)
             continue; /* already gone */
         if (proc_env_has(pid, &env, want, wn)) {
             int rc = pfd >= 0 ? pidfd_kill_(pfd, SIGKILL) : kill(pid, SIGKILL);
@@ -868,7 +886,7 @@ static int kill_escaped(const struct runner *r, int64_t run_id)
     buf_free(&env);
     free(want);
     if (killed)
-        log_warn("runner: run %lld: killed %d process(es) that had left its "
+        log_warn("exec: run %lld: killed %d process(es) that had left its "
                  "process group", (long long)run_id, killed);
     return killed;
 }
@@ -877,7 +895,7 @@ static int kill_escaped(const struct runner *r, int64_t run_id)
  * group, reap, drain output, report. Processes that left the group are
  * looked for when the run was stopped (timeout, cancel, shutdown), or when
  * something still holds its output pipe after the group is gone. */
-static void reap_and_finish(struct runner *r, struct task *t)
+static void reap_and_finish(struct exec *x, struct task *t)
 {
     signal_group(t, SIGKILL);
     int status = 0;
@@ -886,49 +904,49 @@ static void reap_and_finish(struct runner *r, struct task *t)
         w = waitpid(t->pid, &status, 0);
     } while (w < 0 && errno == EINTR);
 
-    epoll_del(r, t->in_fd);
+    epoll_del(x, t->in_fd);
     close_fd(&t->in_fd);
-    epoll_del(r, t->pidfd);
+    epoll_del(x, t->pidfd);
     if (t->out_fd >= 0) {
-        read_output(r, t, DRAIN_READS);
-        epoll_del(r, t->out_fd);
+        read_output(x, t, DRAIN_READS);
+        epoll_del(x, t->out_fd);
     }
     if (t->forced || t->out_fd >= 0)
-        kill_escaped(r, t->job->run_id);
+        kill_escaped(x, t->job->run_id);
 
-    enum runner_outcome oc = RUNNER_FAILED;
+    enum store_outcome oc = STORE_RUN_FAILED;
     int code = -1, sig = 0;
     char *reason = NULL;
     if (w < 0) {
         reason = xasprintf("exit status lost: %s", strerror(errno));
     } else if (WIFEXITED(status)) {
         code = WEXITSTATUS(status);
-        oc = code == 0 ? RUNNER_SUCCEEDED : RUNNER_FAILED;
+        oc = code == 0 ? STORE_RUN_SUCCEEDED : STORE_RUN_FAILED;
     } else if (WIFSIGNALED(status)) {
         sig = WTERMSIG(status);
     }
-    if (t->forced && t->forced_as == RUNNER_TIMED_OUT)
+    if (t->forced && t->forced_as == STORE_RUN_TIMED_OUT)
         reason = (free(reason), xasprintf("timed out after %g s",
-                                          (double)r->timeout_ms / 1000.0));
-    else if (t->forced && t->forced_as == RUNNER_FAILED && !reason)
+                                          (double)x->timeout_ms / 1000.0));
+    else if (t->forced && t->forced_as == STORE_RUN_FAILED && !reason)
         reason = xstrdup("could not supervise the process");
     t->pid = 0;
-    finish(r, t, oc, code, sig, reason, 1, 1);
+    finish(x, t, oc, code, sig, reason, 1, 1);
 }
 
 /* ============================================================ supervisor */
 
 /* Take new work and cancel requests from the service thread. */
-static void intake(struct runner *r, int64_t now)
+static void intake(struct exec *x, int64_t now)
 {
     struct task *cancelled = NULL, **ctail = &cancelled;
 
-    pthread_mutex_lock(&r->mu);
-    int stop = r->stopping;
-    if (r->cancel_pending) {
-        r->cancel_pending = 0;
+    pthread_mutex_lock(&x->mu);
+    int stop = x->stopping;
+    if (x->cancel_pending) {
+        x->cancel_pending = 0;
         /* Queued jobs finish at once. */
-        struct task **pp = &r->pend_head, *last = NULL;
+        struct task **pp = &x->pend_head, *last = NULL;
         while (*pp) {
             struct task *t = *pp;
             if (t->cancel_set && !t->cancel_seen) {
@@ -942,71 +960,71 @@ static void intake(struct runner *r, int64_t now)
                 pp = &t->next;
             }
         }
-        r->pend_tail = last;
-        for (struct task *t = r->running; t; t = t->next)
+        x->pend_tail = last;
+        for (struct task *t = x->running; t; t = t->next)
             if (t->cancel_set && !t->cancel_seen) {
                 t->cancel_seen = 1;
                 t->cancel_pending = 1;
             }
     }
-    pthread_mutex_unlock(&r->mu);
+    pthread_mutex_unlock(&x->mu);
 
     while (cancelled) {
         struct task *t = cancelled;
         cancelled = t->next;
-        finish(r, t, RUNNER_CANCELLED /* replaced by cancel_as */, -1, 0, NULL,
+        finish(x, t, STORE_RUN_CANCELLED /* replaced by cancel_as */, -1, 0, NULL,
                0, 0);
     }
-    for (struct task *t = r->running; t; t = t->next)
+    for (struct task *t = x->running; t; t = t->next)
         if (t->cancel_pending) {
             t->cancel_pending = 0;
             /* cancel_as is only written before cancel_seen is set. */
-            pthread_mutex_lock(&r->mu);
-            enum runner_outcome as = t->cancel_as;
-            pthread_mutex_unlock(&r->mu);
+            pthread_mutex_lock(&x->mu);
+            enum store_outcome as = t->cancel_as;
+            pthread_mutex_unlock(&x->mu);
             if (t->pid > 0)
-                force_stop(r, t, as, now);
+                force_stop(x, t, as, now);
         }
 
-    if (stop && !r->stop_seen) {
-        r->stop_seen = 1;
+    if (stop && !x->stop_seen) {
+        x->stop_seen = 1;
         /* Queued jobs: INTERRUPTED now. */
         for (;;) {
-            pthread_mutex_lock(&r->mu);
-            struct task *t = r->pend_head;
+            pthread_mutex_lock(&x->mu);
+            struct task *t = x->pend_head;
             if (t) {
-                r->pend_head = t->next;
-                if (!r->pend_head)
-                    r->pend_tail = NULL;
+                x->pend_head = t->next;
+                if (!x->pend_head)
+                    x->pend_tail = NULL;
             }
-            pthread_mutex_unlock(&r->mu);
+            pthread_mutex_unlock(&x->mu);
             if (!t)
                 break;
             t->next = NULL;
-            finish(r, t, RUNNER_INTERRUPTED, -1, 0, NULL, 0, 0);
+            finish(x, t, STORE_RUN_INTERRUPTED, -1, 0, NULL, 0, 0);
         }
-        for (struct task *t = r->running; t; t = t->next)
-            force_stop(r, t, RUNNER_INTERRUPTED, now);
-        r->stop_deadline = now + r->grace_ms + FREE_REAP_MS;
+        for (struct task *t = x->running; t; t = t->next)
+            force_stop(x, t, STORE_RUN_INTERRUPTED, now);
+        x->stop_deadline = now + x->grace_ms + FREE_REAP_MS;
     }
 }
 
 /* Timeouts and TERM->KILL escalation. */
-static void check_deadlines(struct runner *r, int64_t now)
+static void check_deadlines(struct exec *x, int64_t now)
 {
-    for (struct task *t = r->running; t; t = t->next) {
+    for (struct task *t = x->running; t; t = t->next) {
         if (t->exited)
             continue;
         if (t->term_at && now >= t->term_at) {
-            log_info("runner: run %lld timed out; SIGTERM to group %d",
+            log_info("exec: run %lld timed out; SIGTERM to group %d",
                      (long long)t->job->run_id, (int)t->pid);
-            force_stop(r, t, RUNNER_TIMED_OUT, now);
+            force_stop(x, t, STORE_RUN_TIMED_OUT, now);
             t->term_at = 0;
         }
         if (t->kill_at && now >= t->kill_at) {
-            log_info("runner: run %lld still running after %lld ms; SIGKILL "
+            log_info("exec: run %lld still running after %lld ms; SIGKILL "
                      "to group %d",
-                     (long long)t->job->run_id, (long long)r->grace_ms,
+                     (long long)t->job->run_id, (long long)x->grace_ms,
                      (int)t->pid);
             signal_group(t, SIGKILL);
             t->kill_at = 0;
@@ -1015,10 +1033,10 @@ static void check_deadlines(struct runner *r, int64_t now)
 }
 
 /* epoll_wait timeout (ms, -1 = none) from the earliest deadline. */
-static int next_timeout(struct runner *r, int64_t now)
+static int next_timeout(struct exec *x, int64_t now)
 {
     int64_t dl = INT64_MAX;
-    for (struct task *t = r->running; t; t = t->next) {
+    for (struct task *t = x->running; t; t = t->next) {
         if (t->term_at && t->term_at < dl)
             dl = t->term_at;
         if (t->kill_at && t->kill_at < dl)
@@ -1026,8 +1044,8 @@ static int next_timeout(struct runner *r, int64_t now)
         if (t->pidfd < 0 && now + POLL_MS < dl)
             dl = now + POLL_MS;
     }
-    if (r->stop_seen && r->stop_deadline < dl)
-        dl = r->stop_deadline;
+    if (x->stop_seen && x->stop_deadline < dl)
+        dl = x->stop_deadline;
     if (dl == INT64_MAX)
         return -1;
     if (dl <= now)
@@ -1035,48 +1053,48 @@ static int next_timeout(struct runner *r, int64_t now)
     return dl - now > INT_MAX ? INT_MAX : (int)(dl - now);
 }
 
-/* runner_free gave up waiting: stop supervising what is left. */
-static void abandon_all(struct runner *r)
+/* The executor's free gave up waiting: stop supervising what is left. */
+static void abandon_all(struct exec *x)
 {
-    while (r->running) {
-        struct task *t = r->running;
-        log_error("runner: run %lld (pid %d) did not exit after SIGKILL; "
+    while (x->running) {
+        struct task *t = x->running;
+        log_error("exec: run %lld (pid %d) did not exit after SIGKILL; "
                   "abandoning it",
                   (long long)t->job->run_id, (int)t->pid);
         signal_group(t, SIGKILL);
         int status;
         if (waitpid(t->pid, &status, WNOHANG) != t->pid)
-            log_warn("runner: pid %d left unreaped", (int)t->pid);
-        epoll_del(r, t->in_fd);
-        epoll_del(r, t->out_fd);
-        epoll_del(r, t->pidfd);
+            log_warn("exec: pid %d left unreaped", (int)t->pid);
+        epoll_del(x, t->in_fd);
+        epoll_del(x, t->out_fd);
+        epoll_del(x, t->pidfd);
         t->pid = 0;
-        finish(r, t, RUNNER_INTERRUPTED, -1, 0, NULL, 1, 1);
+        finish(x, t, STORE_RUN_INTERRUPTED, -1, 0, NULL, 1, 1);
     }
 }
 
-static void wake_service(struct runner *r)
+static void wake_service(struct exec *x)
 {
-    if (r->pushed) {
-        r->pushed = 0;
-        if (r->cfg.wake)
-            r->cfg.wake(r->cfg.wake_ud);
+    if (x->pushed) {
+        x->pushed = 0;
+        if (x->cfg.wake)
+            x->cfg.wake(x->cfg.wake_ud);
     }
 }
 
 static void *supervisor_main(void *arg)
 {
-    struct runner *r = arg;
+    struct exec *x = arg;
     struct epoll_event evs[MAX_EVENTS];
 
     for (;;) {
         int64_t now = time_now_mono_ms();
-        int timeout = next_timeout(r, now);
-        int n = epoll_wait(r->epfd, evs, MAX_EVENTS, timeout);
+        int timeout = next_timeout(x, now);
+        int n = epoll_wait(x->epfd, evs, MAX_EVENTS, timeout);
         if (n < 0) {
             if (errno != EINTR) {
                 /* Only EBADF/EFAULT/EINVAL: a bug. */
-                log_error("runner: epoll_wait: %s", strerror(errno));
+                log_error("exec: epoll_wait: %s", strerror(errno));
                 ASSERT(0 && "epoll_wait failed");
             }
             n = 0;
@@ -1087,14 +1105,14 @@ static void *supervisor_main(void *arg)
             struct watch *w = evs[i].data.ptr;
             if (!w) {
                 uint64_t v;
-                if (read(r->evfd, &v, sizeof v) < 0 && errno != EAGAIN)
-                    log_warn("runner: read eventfd: %s", strerror(errno));
+                if (read(x->evfd, &v, sizeof v) < 0 && errno != EAGAIN)
+                    log_warn("exec: read eventfd: %s", strerror(errno));
                 continue;
             }
             struct task *t = w->t;
             switch (w->kind) {
-            case W_IN: feed_stdin(r, t); break;
-            case W_OUT: read_output(r, t, READS_PER_WAKE); break;
+            case W_IN: feed_stdin(x, t); break;
+            case W_OUT: read_output(x, t, READS_PER_WAKE); break;
             case W_PID: t->exited = 1; break;
             }
         }
@@ -1102,85 +1120,88 @@ static void *supervisor_main(void *arg)
         /* Finish runs whose leader exited (polled ones too). Tasks are
          * freed only here, after the batch, so no event points at freed
          * memory. */
-        struct task *t = r->running;
+        struct task *t = x->running;
         while (t) {
             struct task *nx = t->next;
             if (!t->exited && t->pidfd < 0 && t->pid > 0 && poll_exited(t))
                 t->exited = 1;
             if (t->exited)
-                reap_and_finish(r, t);
+                reap_and_finish(x, t);
             t = nx;
         }
 
         /* Look at the shared state on every iteration (one lock): a kick
          * may coalesce several submits and cancels. */
-        intake(r, now);
-        check_deadlines(r, now);
+        intake(x, now);
+        check_deadlines(x, now);
 
-        if (!r->stop_seen) {
+        if (!x->stop_seen) {
             for (;;) {
-                pthread_mutex_lock(&r->mu);
+                pthread_mutex_lock(&x->mu);
                 int more =
-                    r->pend_head != NULL &&
-                    (r->cfg.exec_cmd == NULL || r->nrunning < r->cfg.max_runs);
-                pthread_mutex_unlock(&r->mu);
+                    x->pend_head != NULL &&
+                    (x->cfg.cmd == NULL || x->nrunning < x->cfg.max_runs);
+                pthread_mutex_unlock(&x->mu);
                 if (!more)
                     break;
-                start_one(r, now);
+                start_one(x, now);
             }
         }
 
-        if (r->stop_seen) {
-            if (!r->running)
+        if (x->stop_seen) {
+            if (!x->running)
                 break;
-            if (time_now_mono_ms() >= r->stop_deadline) {
-                abandon_all(r);
+            if (time_now_mono_ms() >= x->stop_deadline) {
+                abandon_all(x);
                 break;
             }
         }
-        wake_service(r);
+        wake_service(x);
     }
-    wake_service(r);
+    wake_service(x);
     return NULL;
 }
 
 /* ============================================================ public API */
 
-static void kick(struct runner *r)
+static void kick(struct exec *x)
 {
     uint64_t one = 1;
     ssize_t n;
     do {
-        n = write(r->evfd, &one, sizeof one);
+        n = write(x->evfd, &one, sizeof one);
     } while (n < 0 && errno == EINTR);
     /* EAGAIN: the counter is saturated, so the supervisor is woken anyway. */
     if (n < 0 && errno != EAGAIN)
-        log_error("runner: write eventfd: %s", strerror(errno));
+        log_error("exec: write eventfd: %s", strerror(errno));
 }
 
-struct runner *runner_new(const struct runner_config *cfg, struct err *e)
+static const struct executor_ops exec_ops;
+
+struct executor *exec_new(const struct exec_config *cfg, struct err *e)
 {
     if (!cfg) {
-        err_set(e, RR_E_INVAL, "runner: no configuration");
+        err_set(e, RR_E_INVAL, "exec: no configuration");
         return NULL;
     }
     if (cfg->max_runs < 1) {
-        err_set(e, RR_E_INVAL, "runner: max_runs must be at least 1 (got %d)",
+        err_set(e, RR_E_INVAL, "exec: max_runs must be at least 1 (got %d)",
                 cfg->max_runs);
         return NULL;
     }
-    if (cfg->exec_cmd && !*cfg->exec_cmd) {
-        err_set(e, RR_E_INVAL, "runner: empty exec command");
+    if (cfg->cmd && !*cfg->cmd) {
+        err_set(e, RR_E_INVAL, "exec: empty exec command");
         return NULL;
     }
 
-    struct runner *r = xcalloc(1, sizeof *r);
-    r->cfg = *cfg;
-    r->cfg.exec_cmd = cfg->exec_cmd ? xstrdup(cfg->exec_cmd) : NULL;
-    r->timeout_ms = secs_to_ms(cfg->timeout_s);
-    r->grace_ms = secs_to_ms(cfg->kill_grace_s);
-    r->epfd = r->evfd = -1;
-    r->scratch = xmalloc(READ_CHUNK);
+    struct exec *x = xcalloc(1, sizeof *x);
+    x->base.ops = &exec_ops;
+    x->cfg = *cfg;
+    x->cfg.cmd = cfg->cmd ? xstrdup(cfg->cmd) : NULL;
+    x->timeout_ms = secs_to_ms(cfg->timeout_s);
+    x->grace_ms = secs_to_ms(cfg->kill_grace_s);
+    x->epfd = x->evfd = -1;
+    x->scratch = xmalloc(READ_CHUNK);
     unsigned char rnd[INSTANCE_BYTES];
     if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
         /* Never in practice (8 bytes, blocking only before the pool is
@@ -1189,46 +1210,46 @@ struct runner *runner_new(const struct runner_config *cfg, struct err *e)
         memcpy(rnd, &v, sizeof rnd);
     }
     for (size_t i = 0; i < sizeof rnd; i++)
-        snprintf(r->instance + 2 * i, 3, "%02x", rnd[i]);
+        snprintf(x->instance + 2 * i, 3, "%02x", rnd[i]);
 
     /* RRDEPLOY_RUNNER_NO_PIDFD=1 forces the polling fallback (tests). */
     const char *nopidfd = getenv("RRDEPLOY_RUNNER_NO_PIDFD");
     int fd = -1;
     if (nopidfd && strcmp(nopidfd, "1") == 0) {
-        log_info("runner: pidfd disabled by RRDEPLOY_RUNNER_NO_PIDFD; polling "
+        log_info("exec: pidfd disabled by RRDEPLOY_RUNNER_NO_PIDFD; polling "
                  "children every %d ms",
                  POLL_MS);
     } else if ((fd = pidfd_open_(getpid())) >= 0) {
-        r->use_pidfd = 1;
+        x->use_pidfd = 1;
         close_fd(&fd);
     } else {
-        log_warn("runner: pidfd_open unavailable (%s); polling children "
+        log_warn("exec: pidfd_open unavailable (%s); polling children "
                  "every %d ms",
                  strerror(errno), POLL_MS);
     }
 
-    int rc = pthread_mutex_init(&r->mu, NULL);
+    int rc = pthread_mutex_init(&x->mu, NULL);
     if (rc) {
-        err_set(e, RR_E_INTERNAL, "runner: pthread_mutex_init: %s",
+        err_set(e, RR_E_INTERNAL, "exec: pthread_mutex_init: %s",
                 strerror(rc));
         goto fail_nomutex;
     }
-    r->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (r->epfd < 0) {
-        err_set(e, RR_E_IO, "runner: epoll_create1: %s", strerror(errno));
+    x->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (x->epfd < 0) {
+        err_set(e, RR_E_IO, "exec: epoll_create1: %s", strerror(errno));
         goto fail;
     }
-    r->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (r->evfd < 0) {
-        err_set(e, RR_E_IO, "runner: eventfd: %s", strerror(errno));
+    x->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (x->evfd < 0) {
+        err_set(e, RR_E_IO, "exec: eventfd: %s", strerror(errno));
         goto fail;
     }
     struct epoll_event ev;
     memset(&ev, 0, sizeof ev);
     ev.events = EPOLLIN;
     ev.data.ptr = NULL;
-    if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->evfd, &ev) != 0) {
-        err_set(e, RR_E_IO, "runner: epoll_ctl: %s", strerror(errno));
+    if (epoll_ctl(x->epfd, EPOLL_CTL_ADD, x->evfd, &ev) != 0) {
+        err_set(e, RR_E_IO, "exec: epoll_ctl: %s", strerror(errno));
         goto fail;
     }
 
@@ -1237,72 +1258,90 @@ struct runner *runner_new(const struct runner_config *cfg, struct err *e)
     sigfillset(&all);
     rc = pthread_sigmask(SIG_SETMASK, &all, &old);
     if (rc) {
-        err_set(e, RR_E_INTERNAL, "runner: pthread_sigmask: %s", strerror(rc));
+        err_set(e, RR_E_INTERNAL, "exec: pthread_sigmask: %s", strerror(rc));
         goto fail;
     }
-    rc = pthread_create(&r->thread, NULL, supervisor_main, r);
+    rc = pthread_create(&x->thread, NULL, supervisor_main, x);
     int rc2 = pthread_sigmask(SIG_SETMASK, &old, NULL);
     ASSERT(rc2 == 0);
     if (rc) {
-        err_set(e, RR_E_INTERNAL, "runner: pthread_create: %s", strerror(rc));
+        err_set(e, RR_E_INTERNAL, "exec: pthread_create: %s", strerror(rc));
         goto fail;
     }
-    return r;
+    return &x->base;
 
 fail:
-    pthread_mutex_destroy(&r->mu);
+    pthread_mutex_destroy(&x->mu);
 fail_nomutex:
-    close_fd(&r->evfd);
-    close_fd(&r->epfd);
-    free(r->scratch);
-    free((char *)r->cfg.exec_cmd);
-    free(r);
+    close_fd(&x->evfd);
+    close_fd(&x->epfd);
+    free(x->scratch);
+    free((char *)x->cfg.cmd);
+    free(x);
     return NULL;
 }
 
-int runner_submit(struct runner *r, struct runner_job *job)
+static struct exec *exec_of(struct executor *base)
 {
-    if (!r || !job) {
-        runner_job_free(job);
+    return (struct exec *)base; /* base is the first member */
+}
+
+static struct job *job_copy(const struct sched_job *sj)
+{
+    struct job *j = xcalloc(1, sizeof *j);
+    j->run_id = sj->run_id;
+    j->pipeline = xmalloc(sj->pipeline_len + 1);
+    if (sj->pipeline_len)
+        memcpy(j->pipeline, sj->pipeline, sj->pipeline_len);
+    j->pipeline[sj->pipeline_len] = '\0';
+    j->pipeline_len = sj->pipeline_len;
+    j->project_id = xstrdup(sj->project_id ? sj->project_id : "");
+    j->user = xstrdup(sj->user ? sj->user : "");
+    j->trigger = xstrdup(sj->trigger ? sj->trigger : "");
+    j->scheduled_at = xstrdup(sj->scheduled_at ? sj->scheduled_at : "");
+    return j;
+}
+
+static int exec_submit(struct executor *base, const struct sched_job *sj)
+{
+    struct exec *x = exec_of(base);
+    if (!sj || (sj->pipeline_len && !sj->pipeline))
         return RR_E_INVAL;
-    }
-    if (job->pipeline_len && !job->pipeline) {
-        runner_job_free(job);
-        return RR_E_INVAL;
-    }
     struct task *t = xcalloc(1, sizeof *t);
-    t->job = job;
+    t->job = job_copy(sj);
     t->pidfd = t->in_fd = t->out_fd = -1;
-    t->out.max = r->cfg.output_max;
+    t->out.max = x->cfg.output_max;
     t->w_in = (struct watch){t, W_IN};
     t->w_out = (struct watch){t, W_OUT};
     t->w_pid = (struct watch){t, W_PID};
 
-    pthread_mutex_lock(&r->mu);
-    if (r->stopping) {
-        pthread_mutex_unlock(&r->mu);
+    pthread_mutex_lock(&x->mu);
+    if (x->stopping) {
+        pthread_mutex_unlock(&x->mu);
         task_free(t);
         return RR_E_BUSY;
     }
-    if (r->pend_tail)
-        r->pend_tail->next = t;
+    if (x->pend_tail)
+        x->pend_tail->next = t;
     else
-        r->pend_head = t;
-    r->pend_tail = t;
-    r->nactive++;
-    pthread_mutex_unlock(&r->mu);
-    kick(r);
+        x->pend_head = t;
+    x->pend_tail = t;
+    x->nactive++;
+    pthread_mutex_unlock(&x->mu);
+    kick(x);
     return 0;
 }
 
-int runner_cancel(struct runner *r, int64_t run_id, enum runner_outcome as)
+static int exec_cancel(struct executor *base, int64_t run_id,
+                       enum store_outcome as)
 {
-    if (!r || (as != RUNNER_CANCELLED && as != RUNNER_INTERRUPTED))
+    struct exec *x = exec_of(base);
+    if (as != STORE_RUN_CANCELLED && as != STORE_RUN_INTERRUPTED)
         return RR_E_INVAL;
     int found = 0;
-    pthread_mutex_lock(&r->mu);
+    pthread_mutex_lock(&x->mu);
     for (int pass = 0; pass < 2 && !found; pass++) {
-        for (struct task *t = pass ? r->running : r->pend_head; t;
+        for (struct task *t = pass ? x->running : x->pend_head; t;
              t = t->next) {
             if (t->job->run_id != run_id)
                 continue;
@@ -1310,42 +1349,48 @@ int runner_cancel(struct runner *r, int64_t run_id, enum runner_outcome as)
             if (!t->cancel_set) {
                 t->cancel_set = 1;
                 t->cancel_as = as;
-                r->cancel_pending = 1;
+                x->cancel_pending = 1;
             }
             break;
         }
     }
-    pthread_mutex_unlock(&r->mu);
+    pthread_mutex_unlock(&x->mu);
     if (!found)
         return RR_E_NOTFOUND;
-    kick(r);
+    kick(x);
     return 0;
 }
 
-int runner_active(struct runner *r)
+/* A run of a previous server: only a running one can have left processes. */
+static void exec_reclaim(struct executor *base, const struct store_run *r)
 {
-    if (!r)
-        return 0;
-    pthread_mutex_lock(&r->mu);
-    int n = r->nactive;
-    pthread_mutex_unlock(&r->mu);
+    (void)base;
+    if (r->outcome == STORE_RUN_RUNNING && r->pid > 0)
+        exec_kill_stale(r->pid, r->pid_start);
+}
+
+static int exec_active(struct executor *base)
+{
+    struct exec *x = exec_of(base);
+    pthread_mutex_lock(&x->mu);
+    int n = x->nactive;
+    pthread_mutex_unlock(&x->mu);
     return n;
 }
 
-int runner_drain(struct runner *r, runner_event_cb cb, void *ud)
+static int exec_drain(struct executor *base, executor_report_fn fn, void *ud)
 {
-    if (!r)
-        return 0;
-    pthread_mutex_lock(&r->mu);
-    struct ev_node *n = r->ev_head;
-    r->ev_head = r->ev_tail = NULL;
-    pthread_mutex_unlock(&r->mu);
+    struct exec *x = exec_of(base);
+    pthread_mutex_lock(&x->mu);
+    struct ev_node *n = x->ev_head;
+    x->ev_head = x->ev_tail = NULL;
+    pthread_mutex_unlock(&x->mu);
 
     int count = 0;
     while (n) {
         struct ev_node *nx = n->next;
-        if (cb)
-            cb(&n->ev, ud);
+        if (fn)
+            fn(ud, &n->ev);
         event_free(n);
         n = nx;
         count++;
@@ -1353,29 +1398,43 @@ int runner_drain(struct runner *r, runner_event_cb cb, void *ud)
     return count;
 }
 
-void runner_free(struct runner *r)
+/* Stop everything: queued jobs and running processes are finished as
+ * interrupted (process groups get TERM, then KILL after kill_grace_s), the
+ * supervisor is joined, and remaining reports are discarded. Blocks at most
+ * kill_grace_s + 1 s; a process still not gone after its SIGKILL
+ * (uninterruptible sleep) is logged and abandoned. */
+static void exec_free(struct executor *base)
 {
-    if (!r)
-        return;
-    pthread_mutex_lock(&r->mu);
-    r->stopping = 1;
-    pthread_mutex_unlock(&r->mu);
-    kick(r);
-    int rc = pthread_join(r->thread, NULL);
+    struct exec *x = exec_of(base);
+    pthread_mutex_lock(&x->mu);
+    x->stopping = 1;
+    pthread_mutex_unlock(&x->mu);
+    kick(x);
+    int rc = pthread_join(x->thread, NULL);
     ASSERT(rc == 0);
 
     /* The supervisor finished every task before returning. */
-    ASSERT(r->pend_head == NULL && r->running == NULL);
-    struct ev_node *n = r->ev_head;
+    ASSERT(x->pend_head == NULL && x->running == NULL);
+    struct ev_node *n = x->ev_head;
     while (n) {
         struct ev_node *nx = n->next;
         event_free(n);
         n = nx;
     }
-    close_fd(&r->evfd);
-    close_fd(&r->epfd);
-    pthread_mutex_destroy(&r->mu);
-    free(r->scratch);
-    free((char *)r->cfg.exec_cmd);
-    free(r);
+    close_fd(&x->evfd);
+    close_fd(&x->epfd);
+    pthread_mutex_destroy(&x->mu);
+    free(x->scratch);
+    free((char *)x->cfg.cmd);
+    free(x);
 }
+
+static const struct executor_ops exec_ops = {
+    .name = "exec",
+    .submit = exec_submit,
+    .cancel = exec_cancel,
+    .reclaim = exec_reclaim,
+    .active = exec_active,
+    .drain = exec_drain,
+    .free = exec_free,
+};

@@ -1,0 +1,369 @@
+/* daemon.c -- `rrdeploy serve`: the event loop and everything it drives.
+ *
+ * Design: one libuv loop on the calling thread (epoll: a turn costs what is
+ * ready). In it:
+ *   - the DAP server (dap/): lws joins the loop, and every turn ends with a
+ *     service pass that handles the turn's requests in one transaction; after
+ *     each pass the tick timer is re-armed (deployments may have changed);
+ *   - tick: a timer armed SCHED_TICK_LEAD before the scheduler's earliest
+ *     deadline (the engine decides that far ahead and holds those runs), or
+ *     at the earliest held run, and at least once a minute so that a stepped
+ *     wall clock is noticed;
+ *   - wake: an async handle the executor's threads signal when runs start or
+ *     end; its callback records every pending report in one transaction;
+ *   - keys: a timer polling the database's data_version, so a key revoked by
+ *     `rrdeploy keys` takes effect on live sessions and on the deployments it
+ *     owns within a second;
+ *   - SIGTERM/SIGINT: stop accepting connections and ticks, let runs finish
+ *     for up to cfg->shutdown_grace_s (the grace timer), then record the
+ *     rest as interrupted.
+ * Start-up: executor, scheduler (stale runs reclaimed, missed ticks
+ * recorded), then the listener. docs/architecture.md follows a request and a
+ * tick through these pieces.
+ * Thread: everything on the calling thread; the executor's threads only call
+ * wake (uv_async_send). */
+#include "runner/runner.h"
+
+#include <malloc.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <uv.h>
+
+#include "runner/executor.h"
+
+#define KEYS_POLL_MS 250
+#define TICK_MAX_SLEEP_S 60.0            /* re-read the wall clock at least this often */
+#define HEAP_KEEP (64 * 1024 * 1024)     /* free heap kept rather than trimmed */
+#define HEAP_PAD (1024 * 1024)           /* extra asked of the kernel per growth */
+
+struct daemon {
+    const struct runner_config *cfg; /* borrowed */
+    struct store *store;             /* borrowed */
+    struct clock clock;
+    uv_loop_t loop;
+    uv_timer_t tick, keys, grace;
+    uv_async_t wake;
+    uv_signal_t sig_term, sig_int;
+    bool handles_open;
+    struct executor *exec;           /* owned */
+    struct sched *sched;             /* owned */
+    struct dap_env env;
+    struct dap_server *dap;          /* owned */
+    int64_t data_version;
+    bool stopping;                   /* stop requested: no new connections or ticks */
+};
+
+/* ---------------------------------------------------------------- ticks */
+
+static void on_tick(uv_timer_t *h);
+
+/* Arm the tick timer SCHED_TICK_LEAD before the earliest deadline, or at the
+ * earliest held run, whichever comes first -- never more than a minute away.
+ * With a test clock, time moves only by the rrtest_clock request, which
+ * decides due ticks itself. */
+static void arm_tick(struct daemon *d)
+{
+    if (d->stopping || d->clock.fixed)
+        return;
+    int64_t due = sched_next_deadline(d->sched);
+    double release = sched_next_release(d->sched);
+    double at = due == CRONX_NEVER ? 0 : (double)due - SCHED_TICK_LEAD;
+    if (release > 0 && (at == 0 || release < at))
+        at = release;
+    if (at == 0) {
+        uv_timer_stop(&d->tick);
+        return;
+    }
+    double delay = at - time_now_real();
+    if (delay > TICK_MAX_SLEEP_S)
+        delay = TICK_MAX_SLEEP_S;
+    /* +1 ms: the timer runs on the monotonic clock; never wake just before */
+    uint64_t ms = delay <= 0 ? 0 : (uint64_t)ceil(delay * 1e3) + 1;
+    uv_update_time(&d->loop);
+    uv_timer_start(&d->tick, on_tick, ms, 0);
+}
+
+static void on_tick(uv_timer_t *h)
+{
+    struct daemon *d = h->data;
+    if (!d->stopping) {
+        sched_release(d->sched, clock_now(&d->clock));
+        sched_tick(d->sched, clock_now(&d->clock), SCHED_TICK_LEAD);
+    }
+    arm_tick(d);
+}
+
+/* ---------------------------------------------------------------- runs */
+
+/* Record what the executor reported; with a test clock, at the test time. */
+static void record_reports(struct daemon *d)
+{
+    executor_record(d->exec, d->sched, d->store, d->clock.fixed ? d->clock.at : 0);
+}
+
+/* The executor's threads call this (any thread). */
+static void wake_loop(void *ud)
+{
+    struct daemon *d = ud;
+    uv_async_send(&d->wake);
+}
+
+static void on_wake(uv_async_t *h)
+{
+    struct daemon *d = h->data;
+    record_reports(d);
+    if (d->stopping && executor_active(d->exec) == 0)
+        uv_stop(&d->loop);
+    arm_tick(d);
+}
+
+/* sched cfg.emit: events go to the watching sessions. */
+static void on_event(void *ud, const struct sched_event *ev)
+{
+    struct daemon *d = ud;
+    if (d->dap)
+        dap_server_event(d->dap, ev);
+}
+
+/* dap_env callbacks */
+static void on_pass_done(void *ud)
+{
+    arm_tick(ud);
+}
+
+static int runs_in_progress(void *ud)
+{
+    struct daemon *d = ud;
+    return executor_active(d->exec);
+}
+
+/* ---------------------------------------------------------------- keys */
+
+/* Another connection (the `rrdeploy keys` CLI) committed: if keys changed,
+ * sessions and deployments re-check theirs. */
+static void on_keys_poll(uv_timer_t *h)
+{
+    struct daemon *d = h->data;
+    int64_t v;
+    if (store_data_version(d->store, &v) != 0 || v == d->data_version)
+        return;
+    d->data_version = v;
+    dap_server_keys_changed(d->dap);
+    sched_keys_changed(d->sched, clock_now(&d->clock));
+}
+
+/* ---------------------------------------------------------------- stopping */
+
+static void on_grace(uv_timer_t *h)
+{
+    struct daemon *d = h->data;
+    log_warn("shutdown grace of %.0f s is over with %d run(s) still going",
+             d->cfg->shutdown_grace_s, executor_active(d->exec));
+    uv_stop(&d->loop);
+}
+
+static void begin_shutdown(struct daemon *d)
+{
+    d->stopping = true;
+    dap_server_stop_accepting(d->dap);
+    uv_timer_stop(&d->tick);
+    int active = executor_active(d->exec);
+    if (active == 0) {
+        uv_stop(&d->loop);
+        return;
+    }
+    log_info("stopping: no new connections or ticks; waiting up to %.0f s for "
+             "%d run(s)", d->cfg->shutdown_grace_s, active);
+    uv_timer_start(&d->grace, on_grace,
+                   (uint64_t)(d->cfg->shutdown_grace_s * 1e3), 0);
+}
+
+static void on_signal(uv_signal_t *h, int sig)
+{
+    (void)sig;
+    struct daemon *d = h->data;
+    if (!d->stopping)
+        begin_shutdown(d);
+}
+
+/* Runs that outlived the grace: their rows say interrupted, then their
+ * processes are stopped. */
+static void finish_shutdown(struct daemon *d)
+{
+    record_reports(d);
+    /* Still running, queued behind --max-runs, or decided ahead and held:
+     * none of them will finish now. */
+    int64_t n = 0;
+    if (store_run_interrupt_all(d->store, clock_now(&d->clock),
+                                "server shut down before the run finished", &n) == 0 &&
+        n > 0)
+        log_warn("%lld run(s) recorded as interrupted", (long long)n);
+    executor_free(d->exec);
+    d->exec = NULL;
+}
+
+/* ---------------------------------------------------------------- start-up */
+
+void runner_config_defaults(struct runner_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    dap_config_defaults(&cfg->dap);
+    cfg->default_zone = "UTC";
+    cfg->run_timeout_s = 3600;
+    cfg->max_runs = 64;
+    cfg->keep_runs = 100;
+    cfg->shutdown_grace_s = 30;
+}
+
+/* The executor and the scheduler; stale runs reclaimed, missed ticks
+ * recorded. */
+static int start_runs(struct daemon *d)
+{
+    const struct runner_config *cfg = d->cfg;
+    struct exec_config ec;
+    exec_config_defaults(&ec);
+    ec.cmd = cfg->exec_cmd;
+    ec.max_runs = cfg->max_runs;
+    ec.timeout_s = cfg->run_timeout_s;
+    ec.wake = wake_loop;
+    ec.wake_ud = d;
+    struct err e = {0};
+    d->exec = exec_new(&ec, &e);
+    if (!d->exec) {
+        log_error("cannot start the executor: %s", e.msg);
+        return RR_E_INTERNAL;
+    }
+    struct sched_config sc;
+    sched_config_defaults(&sc);
+    sc.default_zone = cfg->default_zone;
+    sc.keep_runs = cfg->keep_runs;
+    sc.dev_key_present = cfg->dap.dev_key != NULL;
+    sc.emit = on_event;
+    sc.emit_ud = d;
+    struct sched_exec ex = executor_sched_exec(d->exec);
+    d->sched = sched_new(d->store, &sc, &ex);
+    if (sched_load(d->sched, clock_now(&d->clock)) != 0) {
+        log_error("cannot load deployments from the database");
+        return RR_E_IO;
+    }
+    if (!cfg->exec_cmd)
+        log_warn("no --exec command: runs will fail with 'no executor configured'");
+    return 0;
+}
+
+static int write_port_file(const char *path, int port)
+{
+    FILE *f = fopen(path, "w");
+    bool ok = f && fprintf(f, "%d\n", port) > 0;
+    if (f && fclose(f) != 0)
+        ok = false;
+    if (!ok) {
+        log_error("cannot write port file %s", path);
+        return RR_E_IO;
+    }
+    return 0;
+}
+
+/* The listener, the timers and the signals. */
+static int start_serving(struct daemon *d)
+{
+    d->env = (struct dap_env){
+        .loop = &d->loop,
+        .store = d->store,
+        .sched = d->sched,
+        .clock = &d->clock,
+        .pass_done = on_pass_done,
+        .runs_in_progress = runs_in_progress,
+        .ud = d,
+    };
+    int rc = dap_server_start(&d->cfg->dap, &d->env, &d->dap);
+    if (rc)
+        return rc;
+    if (d->cfg->port_file &&
+        (rc = write_port_file(d->cfg->port_file, dap_server_port(d->dap))) != 0)
+        return rc;
+    signal(SIGPIPE, SIG_IGN);
+    uv_signal_start(&d->sig_term, on_signal, SIGTERM);
+    uv_signal_start(&d->sig_int, on_signal, SIGINT);
+    uv_timer_start(&d->keys, on_keys_poll, KEYS_POLL_MS, KEYS_POLL_MS);
+    arm_tick(d);
+    return 0;
+}
+
+static void handles_init(struct daemon *d)
+{
+    uv_timer_init(&d->loop, &d->tick);
+    uv_timer_init(&d->loop, &d->keys);
+    uv_timer_init(&d->loop, &d->grace);
+    uv_async_init(&d->loop, &d->wake, on_wake);
+    uv_signal_init(&d->loop, &d->sig_term);
+    uv_signal_init(&d->loop, &d->sig_int);
+    uv_handle_t *all[] = {(uv_handle_t *)&d->tick, (uv_handle_t *)&d->keys,
+                          (uv_handle_t *)&d->grace, (uv_handle_t *)&d->wake,
+                          (uv_handle_t *)&d->sig_term, (uv_handle_t *)&d->sig_int};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        all[i]->data = d;
+    d->handles_open = true;
+}
+
+static void handles_close(struct daemon *d)
+{
+    if (!d->handles_open)
+        return;
+    uv_close((uv_handle_t *)&d->tick, NULL);
+    uv_close((uv_handle_t *)&d->keys, NULL);
+    uv_close((uv_handle_t *)&d->grace, NULL);
+    uv_close((uv_handle_t *)&d->wake, NULL);
+    uv_close((uv_handle_t *)&d->sig_term, NULL);
+    uv_close((uv_handle_t *)&d->sig_int, NULL);
+    d->handles_open = false;
+}
+
+int runner_serve(const struct runner_config *cfg, struct store *st)
+{
+    struct daemon d = {.cfg = cfg, .store = st};
+    /* glibc gives the heap's top back to the kernel once 128 KiB of it is
+     * free, and a busy service pass allocates and frees about that much:
+     * every pass paid two brk() calls and faulted in fresh pages. Keep it. */
+    mallopt(M_TRIM_THRESHOLD, HEAP_KEEP);
+    mallopt(M_TOP_PAD, HEAP_PAD);
+    if (cfg->test_clock) {
+        d.clock.fixed = true;
+        d.clock.at = cfg->test_clock_start ? cfg->test_clock_start : time_now_real();
+        log_warn("test clock in use: time moves only by rrtest_clock");
+    }
+    if (store_data_version(st, &d.data_version) != 0)
+        return RR_E_IO;
+    struct err ce = {0};
+    if (store_checkpointer_start(st, &ce) != 0)
+        log_warn("%s; checkpoints stay inside commits", ce.msg);
+    if (uv_loop_init(&d.loop) != 0) {
+        log_error("cannot create the event loop");
+        return RR_E_IO;
+    }
+    handles_init(&d);
+
+    int rc = start_runs(&d);
+    if (rc == 0)
+        rc = start_serving(&d);
+    if (rc == 0) {
+        uv_run(&d.loop, UV_RUN_DEFAULT); /* until uv_stop */
+        log_info("stopping");
+        finish_shutdown(&d);
+    }
+
+    /* The executor's threads are gone before the async handle they signal
+     * closes. Then the loop runs until every handle, lws's too, is closed. */
+    executor_free(d.exec);
+    d.exec = NULL;
+    dap_server_close(d.dap);
+    handles_close(&d);
+    uv_run(&d.loop, UV_RUN_DEFAULT);
+    dap_server_free(d.dap);
+    if (uv_loop_close(&d.loop) != 0)
+        log_warn("the event loop still had open handles at exit");
+    sched_free(d.sched);
+    return rc;
+}
