@@ -104,7 +104,7 @@ struct ctx {
     double from;
     bool has_from;
     const char *done_verb;         /* what show_done() says happened */
-    struct dap__client *c;         /* owned: the session, NULL until opened */
+    struct dap_client *c;          /* owned: the session, NULL until opened */
 };
 
 static int fail(int code, const char *fmt, ...) RR_PRINTF(2, 3);
@@ -372,7 +372,7 @@ static void tame_numbers(struct buf *out, const char *s, size_t n)
 
 /* The body of m as a tree for display (owned: json_decref), or NULL with a
  * message printed. */
-static json_t *body_tree(const struct dap__msg *m)
+static json_t *body_tree(const struct dap_msg *m)
 {
     if (!m->body.p)
         return json_object();
@@ -413,7 +413,7 @@ static bool jhas_num(const json_t *o, const char *key)
 }
 
 /* Print the raw body text of m as one line (an absent body prints {}). */
-static void print_raw_body(const struct dap__msg *m)
+static void print_raw_body(const struct dap_msg *m)
 {
     if (m->body.p)
         fwrite(m->body.p, 1, m->body.n, stdout);
@@ -658,15 +658,15 @@ static int session_open(struct ctx *x)
     const char *url = x->url ? x->url : getenv("ROCKETRIDE_URI");
     if (!url || !*url)
         url = DEFAULT_URL;
-    struct dap__url u;
+    struct dap_url u;
     struct err e = {0};
-    if (dap__url_parse(url, &u, &e))
+    if (dap_url_parse(url, &u, &e))
         return fail(EXIT_USAGE, "%s", e.msg);
     const char *key = x->key ? x->key : getenv("ROCKETRIDE_APIKEY");
     if (!key || !*key)
         return fail(EXIT_USAGE, "no API key: pass --key KEY or set ROCKETRIDE_APIKEY");
 
-    if (dap__client_open(&u, x->timeout, &x->c, &e))
+    if (dap_client_open(&u, x->timeout, &x->c, &e))
         return fail(EXIT_CONN, "%s", e.msg);
 
     struct buf args;
@@ -675,36 +675,37 @@ static int session_open(struct ctx *x)
     buf_json_cstr(&args, key);
     buf_puts(&args, ",\"clientName\":\"" CLIENT_NAME
                     "\",\"clientVersion\":\"" RRDEPLOY_VERSION "\"}");
-    struct dap__msg *m = NULL;
-    int rc = dap__client_request(x->c, "auth", buf_cstr(&args), &m, &e);
+    struct dap_msg *m = NULL;
+    int rc = dap_client_request(x->c, "auth", buf_cstr(&args), &m, &e);
     if (args.mem)
         sodium_memzero(args.mem, args.head + args.cap);
     buf_free(&args);
     if (rc)
         return fail(EXIT_CONN, "%s", e.msg);
-    /* PROTOCOL §2.5: auth needs an explicit success:true */
+    /* auth is stricter than other commands, as in the SDKs: it needs an
+     * explicit success:true, a missing success is a refusal */
     struct jraw_span ok;
     if (!m->success || !jraw_member(m->text, m->len, "success", &ok, NULL) ||
         ok.n != 4 || memcmp(ok.p, "true", 4) != 0)
         rc = fail(EXIT_SERVER, "%s",
                   m->message ? m->message : "Authentication failed");
-    dap__msg_free(m);
+    dap_msg_free(m);
     return rc;
 }
 
 /* Send one request; 0 with *out (owned) on success, else an exit code with
  * the server's message (or the transport's) printed. */
 static int call(struct ctx *x, const char *command, const char *args,
-                struct dap__msg **out)
+                struct dap_msg **out)
 {
     struct err e = {0};
-    struct dap__msg *m = NULL;
-    if (dap__client_request(x->c, command, args, &m, &e))
+    struct dap_msg *m = NULL;
+    if (dap_client_request(x->c, command, args, &m, &e))
         return fail(EXIT_CONN, "%s", e.msg);
     if (!m->success) {
         int rc = fail(EXIT_SERVER, "%s",
                       m->message ? m->message : "request failed");
-        dap__msg_free(m);
+        dap_msg_free(m);
         return rc;
     }
     *out = m;
@@ -721,19 +722,19 @@ static void args_project(struct buf *b, const char *id)
 /* Open a session, send command with args and print the body: raw with
  * --json, else through show(). */
 static int simple(struct ctx *x, const char *command, const char *args,
-                  int (*show)(struct ctx *x, const struct dap__msg *m))
+                  int (*show)(struct ctx *x, const struct dap_msg *m))
 {
     int rc = session_open(x);
     if (rc)
         return rc;
-    struct dap__msg *m = NULL;
+    struct dap_msg *m = NULL;
     if ((rc = call(x, command, args, &m)) != 0)
         return rc;
     if (x->json)
         print_raw_body(m);
     else
         rc = show(x, m);
-    dap__msg_free(m);
+    dap_msg_free(m);
     return rc;
 }
 
@@ -744,7 +745,7 @@ static const char *record_project(const json_t *rec)
     return jstr(json_object_get(rec, "pipeline"), "project_id");
 }
 
-static int show_list(struct ctx *x, const struct dap__msg *m)
+static int show_list(struct ctx *x, const struct dap_msg *m)
 {
     json_t *body = body_tree(m);
     if (!body)
@@ -808,7 +809,7 @@ static void kv_time(const json_t *o, const char *member, const char *key,
     kv(key, line, NULL);
 }
 
-static int show_record(struct ctx *x, const struct dap__msg *m)
+static int show_record(struct ctx *x, const struct dap_msg *m)
 {
     json_t *rec = body_tree(m);
     if (!rec)
@@ -851,7 +852,7 @@ static int show_record(struct ctx *x, const struct dap__msg *m)
     return 0;
 }
 
-static int show_added(struct ctx *x, const struct dap__msg *m)
+static int show_added(struct ctx *x, const struct dap_msg *m)
 {
     json_t *rec = body_tree(m);
     if (!rec)
@@ -908,7 +909,7 @@ static int cmd_status(struct ctx *x)
 }
 
 /* For commands whose answer is {}: say what happened. */
-static int show_done(struct ctx *x, const struct dap__msg *m)
+static int show_done(struct ctx *x, const struct dap_msg *m)
 {
     char *id = clean(x->pos[0]);
     printf("%s %s\n", x->done_verb, id);
@@ -971,7 +972,7 @@ static int cmd_cancel(struct ctx *x)
     return project_only(x, "rrext_deploy_cancel", "cancel requested for");
 }
 
-static int show_runs(struct ctx *x, const struct dap__msg *m)
+static int show_runs(struct ctx *x, const struct dap_msg *m)
 {
     json_t *body = body_tree(m);
     if (!body)
@@ -1022,7 +1023,7 @@ static int cmd_runs(struct ctx *x)
     return rc;
 }
 
-static int show_preview(struct ctx *x, const struct dap__msg *m)
+static int show_preview(struct ctx *x, const struct dap_msg *m)
 {
     json_t *body = body_tree(m);
     if (!body)
@@ -1088,7 +1089,7 @@ static int cmd_preview(struct ctx *x)
 static void on_signal(int sig)
 {
     (void)sig;
-    dap__client_interrupt();
+    dap_client_interrupt();
 }
 
 /* SIGINT/SIGTERM end the wait; the goodbye (deauth, close) still runs,
@@ -1142,7 +1143,7 @@ static int cmd_run(struct ctx *x)
     struct buf args;
     buf_init(&args, 0);
     int rc = session_open(x);
-    struct dap__msg *m = NULL;
+    struct dap_msg *m = NULL;
     if (rc)
         goto out;
     if (x->wait) {
@@ -1151,7 +1152,7 @@ static int cmd_run(struct ctx *x)
         buf_putc(&args, '}');
         if ((rc = call(x, "rrext_deploy_watch", buf_cstr(&args), &m)) != 0)
             goto out;
-        dap__msg_free(m);
+        dap_msg_free(m);
         m = NULL;
         buf_reset(&args);
     }
@@ -1203,9 +1204,9 @@ static int cmd_run(struct ctx *x)
     }
     catch_signals();
     for (;;) {
-        struct dap__msg *ev = NULL;
+        struct dap_msg *ev = NULL;
         struct err e = {0};
-        int r = dap__client_event(x->c, x->timeout_set, &ev, &e);
+        int r = dap_client_event(x->c, x->timeout_set, &ev, &e);
         if (r == -EINTR) {
             rc = fail(EXIT_INTERRUPTED, "interrupted; run %.0f goes on on the server",
                       run_id);
@@ -1237,20 +1238,20 @@ static int cmd_run(struct ctx *x)
             done = true;
         }
         json_decref(body);
-        dap__msg_free(ev);
+        dap_msg_free(ev);
         if (done)
             break;
     }
     /* the wait may have outlived the deadline: give the goodbye its own */
-    dap__client_set_deadline(x->c, x->timeout);
+    dap_client_set_deadline(x->c, x->timeout);
 out:
-    dap__msg_free(m);
+    dap_msg_free(m);
     buf_free(&args);
     return rc;
 }
 
 /* One line per event: time, project, action, outcome or detail. */
-static void print_event_line(struct ctx *x, const struct dap__msg *ev)
+static void print_event_line(struct ctx *x, const struct dap_msg *ev)
 {
     json_t *body = body_tree(ev);
     if (!body)
@@ -1295,12 +1296,12 @@ static int cmd_watch(struct ctx *x)
         args_project(&args, x->pos[0]);
         buf_putc(&args, '}');
     }
-    struct dap__msg *m = NULL;
+    struct dap_msg *m = NULL;
     rc = call(x, "rrext_deploy_watch", x->npos > 0 ? buf_cstr(&args) : NULL, &m);
     buf_free(&args);
     if (rc)
         return rc;
-    dap__msg_free(m);
+    dap_msg_free(m);
     catch_signals();
     /* on stderr in both modes: people see it, scripts can wait for it */
     char *id = x->npos > 0 ? clean(x->pos[0]) : NULL;
@@ -1308,9 +1309,9 @@ static int cmd_watch(struct ctx *x)
             id ? "deployment " : "all your deployments", id ? id : "");
     free(id);
     for (;;) {
-        struct dap__msg *ev = NULL;
+        struct dap_msg *ev = NULL;
         struct err e = {0};
-        int r = dap__client_event(x->c, false, &ev, &e);
+        int r = dap_client_event(x->c, false, &ev, &e);
         if (r == -EINTR)
             break;
         if (r) {
@@ -1321,14 +1322,14 @@ static int cmd_watch(struct ctx *x)
             print_raw_body(ev);
         else
             print_event_line(x, ev);
-        dap__msg_free(ev);
+        dap_msg_free(ev);
         if (fflush(stdout) != 0) {
             rc = fail(EXIT_SERVER, "cannot write to standard output: %s",
                       strerror(errno));
             break;
         }
     }
-    dap__client_set_deadline(x->c, x->timeout);
+    dap_client_set_deadline(x->c, x->timeout);
     return rc;
 }
 
@@ -1540,7 +1541,7 @@ int dap_cli_main(int argc, char **argv)
     tzset();
 
     int rc = x.cmd->fn(&x);
-    dap__client_close(x.c);
+    dap_client_close(x.c);
     x.c = NULL;
     if (fflush(stdout) != 0 || ferror(stdout)) {
         if (rc == 0)
