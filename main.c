@@ -13,6 +13,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "cli/cli.h"
 #include "dap/dap.h"
 #include "scheduler/scheduler.h"
 #include "store/store.h"
@@ -506,17 +507,17 @@ int main(int argc, char **argv)
         printf("rrdeploy %s\n", RRDEPLOY_VERSION);
         return 0;
     }
-    if (strcmp(cmd, "help") == 0 && argc > 2 && dap_cli_is_command(argv[2])) {
+    if (strcmp(cmd, "help") == 0 && argc > 2 && cli_is_client_command(argv[2])) {
         char *sub[] = {argv[2], (char *)"--help", NULL};
-        return dap_cli_main(2, sub); /* `rrdeploy help add` = `rrdeploy add --help` */
+        return cli_run_client(2, sub); /* `rrdeploy help add` = `rrdeploy add --help` */
     }
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 ||
         strcmp(cmd, "-h") == 0) {
         usage(stdout);
         return 0;
     }
-    if (dap_cli_is_command(cmd))
-        return dap_cli_main(argc - 1, argv + 1);
+    if (cli_is_client_command(cmd))
+        return cli_run_client(argc - 1, argv + 1);
     fprintf(stderr, "rrdeploy: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;

@@ -2,7 +2,8 @@
  *
  * dap_serve() runs the service loop on the calling thread until SIGINT or
  * SIGTERM: a libwebsockets server speaking RocketRide's DAP envelope at
- * cfg->ws_path, with the rrdeploy command set on top of the store. */
+ * cfg->ws_path, with the rrdeploy command set on top of the store.
+ * The client side of the protocol is dap/client.h. */
 #ifndef RR_DAP_H
 #define RR_DAP_H
 
@@ -45,17 +46,5 @@ void dap_config_defaults(struct dap_config *cfg);
 /* Serve until a stop signal. st is borrowed for the duration. Returns 0 on a
  * clean stop, a negative RR_E_* code if the server could not start. */
 int dap_serve(const struct dap_config *cfg, struct store *st);
-
-/* The client subcommands (add, list, status, update, remove, run, cancel,
- * runs, watch, preview): they talk to a running server over WebSocket. */
-
-/* Is name one of them? */
-bool dap_cli_is_command(const char *name);
-
-/* Run one: argv[0] is the subcommand, the rest its arguments (argv borrowed).
- * Returns the process exit status: 0 ok, 1 refused by the server (or a
- * waited-for run did not succeed), 2 usage or input file, 3 connection or
- * timeout, 130 interrupted. */
-int dap_cli_main(int argc, char **argv);
 
 #endif

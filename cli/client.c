@@ -1,6 +1,6 @@
-/* cli.c -- the client subcommands of rrdeploy: add, list, status, update,
+/* client.c -- the client subcommands of rrdeploy: add, list, status, update,
  * remove, run, cancel, runs, watch, preview. Each talks to a running server
- * over WebSocket with the DAP envelope the SDKs use (dap/client.c).
+ * over WebSocket with the DAP envelope the SDKs use (dap/client.h).
  *
  * Design: a command validates everything local first (arguments, the
  * pipeline file) so a usage error never costs a connection, then opens a
@@ -15,7 +15,7 @@
  * Exit codes: 0 ok, 1 the server said no (or a waited-for run did not
  * succeed), 2 usage or input file, 3 connection or timeout, 130 interrupted.
  * Thread: main thread only. */
-#include "dap/dap.h"
+#include "cli/cli.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -1411,7 +1411,7 @@ static const struct command *find_command(const char *name)
     return NULL;
 }
 
-bool dap_cli_is_command(const char *name)
+bool cli_is_client_command(const char *name)
 {
     return name && find_command(name) != NULL;
 }
@@ -1437,7 +1437,7 @@ static const char *opt_name(unsigned bit)
     return "?";
 }
 
-int dap_cli_main(int argc, char **argv)
+int cli_run_client(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"url", required_argument, NULL, O_URL},
@@ -1456,7 +1456,7 @@ int dap_cli_main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    if (argc < 1 || !dap_cli_is_command(argv[0]))
+    if (argc < 1 || !cli_is_client_command(argv[0]))
         return fail(EXIT_USAGE, "unknown command '%s'", argc ? argv[0] : "");
     struct ctx x;
     memset(&x, 0, sizeof x);
