@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <sodium.h>
@@ -30,14 +31,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/cli_internal.h"
 #include "dap/client.h"
 #include "util/jraw.h"
 #include "util/util.h"
-
-#define EXIT_SERVER 1
-#define EXIT_USAGE 2
-#define EXIT_CONN 3
-#define EXIT_INTERRUPTED 130
 
 #define DEFAULT_URL "ws://127.0.0.1:5565"
 #define DEFAULT_TIMEOUT_S 30.0
@@ -106,18 +103,6 @@ struct ctx {
     const char *done_verb;         /* what show_done() says happened */
     struct dap_client *c;          /* owned: the session, NULL until opened */
 };
-
-static int fail(int code, const char *fmt, ...) RR_PRINTF(2, 3);
-static int fail(int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("rrdeploy: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    return code;
-}
 
 /* ---------------------------------------------------------------- text helpers */
 
@@ -388,8 +373,8 @@ static json_t *body_tree(const struct dap_msg *m)
     }
     if (!v || !json_is_object(v)) {
         json_decref(v);
-        fail(EXIT_SERVER, "cannot read the server's answer: %s",
-             v ? "not an object" : jerr.text);
+        cli__fail(CLI_EXIT_FAILED, "cannot read the server's answer: %s",
+                  v ? "not an object" : jerr.text);
         return NULL;
     }
     return v;
@@ -497,7 +482,8 @@ static int read_pipeline(const char *path, struct buf *out)
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
     const char *name = f == stdin ? "standard input" : path;
     if (!f)
-        return fail(EXIT_USAGE, "cannot open %s: %s", path, strerror(errno));
+        return cli__fail(CLI_EXIT_USAGE, "cannot open %s: %s", path,
+                         strerror(errno));
     struct buf b;
     buf_init(&b, 0);
     char chunk[65536];
@@ -518,13 +504,16 @@ static int read_pipeline(const char *path, struct buf *out)
     struct err e = {0};
     struct jraw_span sp = {buf_cstr(&b), b.len}, inner, pid;
     if (bad)
-        rc = fail(EXIT_USAGE, "cannot read %s: %s", name, strerror(saved));
+        rc = cli__fail(CLI_EXIT_USAGE, "cannot read %s: %s", name,
+                       strerror(saved));
     else if (too_big)
-        rc = fail(EXIT_USAGE, "%s: larger than %u bytes", name, PIPELINE_FILE_MAX);
+        rc = cli__fail(CLI_EXIT_USAGE, "%s: larger than %u bytes", name,
+                       PIPELINE_FILE_MAX);
     else if (b.len == 0)
-        rc = fail(EXIT_USAGE, "%s: empty, expected a JSON object", name);
+        rc = cli__fail(CLI_EXIT_USAGE, "%s: empty, expected a JSON object",
+                       name);
     else if (jraw_check(sp.p, sp.n, PIPELINE_DEPTH, &e) != 0)
-        rc = fail(EXIT_USAGE, "%s: invalid JSON: %s", name, e.msg);
+        rc = cli__fail(CLI_EXIT_USAGE, "%s: invalid JSON: %s", name, e.msg);
     if (rc) {
         buf_free(&b);
         return rc;
@@ -533,7 +522,8 @@ static int read_pipeline(const char *path, struct buf *out)
         sp.p++, sp.n--;
     if (sp.p[0] != '{') {
         buf_free(&b);
-        return fail(EXIT_USAGE, "%s: expected a JSON object (the pipeline)", name);
+        return cli__fail(CLI_EXIT_USAGE,
+                         "%s: expected a JSON object (the pipeline)", name);
     }
     /* a .pipe file: {"pipeline": {...}} without a project_id of its own */
     if (jraw_member(sp.p, sp.n, "pipeline", &inner, NULL) && inner.n &&
@@ -544,14 +534,12 @@ static int read_pipeline(const char *path, struct buf *out)
     return 0;
 }
 
+/* An integer option's value, or CLI_EXIT_USAGE with the reason printed. */
 static int parse_long_arg(const char *opt, const char *s, long *out)
 {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end)
-        return fail(EXIT_USAGE, "%s: expected an integer, got '%s'", opt, s);
-    *out = v;
+    if (cli__parse_long(s, LONG_MIN, LONG_MAX, out))
+        return cli__fail(CLI_EXIT_USAGE, "%s: expected an integer, got '%s'",
+                         opt, s);
     return 0;
 }
 
@@ -645,9 +633,9 @@ static int parse_when(const char *s, double *out)
     *out = (double)t + frac;
     return 0;
 bad:
-    return fail(EXIT_USAGE,
-                "--from: expected Unix seconds or an ISO 8601 time such as "
-                "2026-01-01T09:00:00Z, got '%s'", s);
+    return cli__fail(CLI_EXIT_USAGE,
+                     "--from: expected Unix seconds or an ISO 8601 time "
+                     "such as 2026-01-01T09:00:00Z, got '%s'", s);
 }
 
 /* ---------------------------------------------------------------- session */
@@ -661,13 +649,14 @@ static int session_open(struct ctx *x)
     struct dap_url u;
     struct err e = {0};
     if (dap_url_parse(url, &u, &e))
-        return fail(EXIT_USAGE, "%s", e.msg);
+        return cli__fail(CLI_EXIT_USAGE, "%s", e.msg);
     const char *key = x->key ? x->key : getenv("ROCKETRIDE_APIKEY");
     if (!key || !*key)
-        return fail(EXIT_USAGE, "no API key: pass --key KEY or set ROCKETRIDE_APIKEY");
+        return cli__fail(CLI_EXIT_USAGE,
+                         "no API key: pass --key KEY or set ROCKETRIDE_APIKEY");
 
     if (dap_client_open(&u, x->timeout, &x->c, &e))
-        return fail(EXIT_CONN, "%s", e.msg);
+        return cli__fail(CLI_EXIT_CONN, "%s", e.msg);
 
     struct buf args;
     buf_init(&args, 0);
@@ -681,14 +670,14 @@ static int session_open(struct ctx *x)
         sodium_memzero(args.mem, args.head + args.cap);
     buf_free(&args);
     if (rc)
-        return fail(EXIT_CONN, "%s", e.msg);
+        return cli__fail(CLI_EXIT_CONN, "%s", e.msg);
     /* auth is stricter than other commands, as in the SDKs: it needs an
      * explicit success:true, a missing success is a refusal */
     struct jraw_span ok;
     if (!m->success || !jraw_member(m->text, m->len, "success", &ok, NULL) ||
         ok.n != 4 || memcmp(ok.p, "true", 4) != 0)
-        rc = fail(EXIT_SERVER, "%s",
-                  m->message ? m->message : "Authentication failed");
+        rc = cli__fail(CLI_EXIT_FAILED, "%s",
+                       m->message ? m->message : "Authentication failed");
     dap_msg_free(m);
     return rc;
 }
@@ -701,10 +690,10 @@ static int call(struct ctx *x, const char *command, const char *args,
     struct err e = {0};
     struct dap_msg *m = NULL;
     if (dap_client_request(x->c, command, args, &m, &e))
-        return fail(EXIT_CONN, "%s", e.msg);
+        return cli__fail(CLI_EXIT_CONN, "%s", e.msg);
     if (!m->success) {
-        int rc = fail(EXIT_SERVER, "%s",
-                      m->message ? m->message : "request failed");
+        int rc = cli__fail(CLI_EXIT_FAILED, "%s",
+                           m->message ? m->message : "request failed");
         dap_msg_free(m);
         return rc;
     }
@@ -749,7 +738,7 @@ static int show_list(struct ctx *x, const struct dap_msg *m)
 {
     json_t *body = body_tree(m);
     if (!body)
-        return EXIT_SERVER;
+        return CLI_EXIT_FAILED;
     json_t *deps = json_object_get(body, "deployments");
     if (json_array_size(deps) == 0) {
         puts("no deployments");
@@ -813,7 +802,7 @@ static int show_record(struct ctx *x, const struct dap_msg *m)
 {
     json_t *rec = body_tree(m);
     if (!rec)
-        return EXIT_SERVER;
+        return CLI_EXIT_FAILED;
     double now = time_now_real();
     const char *state = jstr(rec, "state");
     kv("project", record_project(rec), NULL);
@@ -856,7 +845,7 @@ static int show_added(struct ctx *x, const struct dap_msg *m)
 {
     json_t *rec = body_tree(m);
     if (!rec)
-        return EXIT_SERVER;
+        return CLI_EXIT_FAILED;
     char *id = clean(record_project(rec));
     char *sched = clean(jstr(rec, "schedule"));
     char next[32];
@@ -920,8 +909,9 @@ static int show_done(struct ctx *x, const struct dap_msg *m)
 static int cmd_update(struct ctx *x)
 {
     if (!x->schedule && !x->pipeline_file && !x->state)
-        return fail(EXIT_USAGE, "update: nothing to change: give --schedule, "
-                                "--pipeline, --pause or --resume");
+        return cli__fail(CLI_EXIT_USAGE,
+                         "update: nothing to change: give --schedule, "
+                         "--pipeline, --pause or --resume");
     struct buf args;
     buf_init(&args, 0);
     args_project(&args, x->pos[0]);
@@ -976,7 +966,7 @@ static int show_runs(struct ctx *x, const struct dap_msg *m)
 {
     json_t *body = body_tree(m);
     if (!body)
-        return EXIT_SERVER;
+        return CLI_EXIT_FAILED;
     json_t *runs = json_object_get(body, "runs");
     if (json_array_size(runs) == 0) {
         puts("no runs");
@@ -1027,7 +1017,7 @@ static int show_preview(struct ctx *x, const struct dap_msg *m)
 {
     json_t *body = body_tree(m);
     if (!body)
-        return EXIT_SERVER;
+        return CLI_EXIT_FAILED;
     const char *zone = jstr(body, "timezone");
     bool other_zone = zone && strcmp(zone, "UTC") != 0;
     json_t *next = json_object_get(body, "next");
@@ -1103,8 +1093,9 @@ static void catch_signals(void)
     sa.sa_flags = SA_RESETHAND;
     sigemptyset(&sa.sa_mask);
     if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
-        fail(0, "cannot catch SIGINT/SIGTERM (%s): interrupting will not say "
-                "goodbye to the server", strerror(errno));
+        cli__fail(CLI_EXIT_OK, /* a warning: the command goes on */
+                  "cannot catch SIGINT/SIGTERM (%s): interrupting will not say "
+                  "goodbye to the server", strerror(errno));
 }
 
 static bool terminal_outcome(const char *o)
@@ -1118,7 +1109,7 @@ static int report_run(struct ctx *x, const json_t *run, const char *project)
     const char *outcome = jstr(run, "outcome");
     bool ok = outcome && strcmp(outcome, "succeeded") == 0;
     if (x->json)
-        return ok ? 0 : EXIT_SERVER;
+        return ok ? 0 : CLI_EXIT_FAILED;
     struct buf b;
     buf_init(&b, 0);
     run_summary(run, &b);
@@ -1134,7 +1125,7 @@ static int report_run(struct ctx *x, const json_t *run, const char *project)
         if (tail[strlen(tail) - 1] != '\n')
             putchar('\n');
     }
-    return ok ? 0 : EXIT_SERVER;
+    return ok ? 0 : CLI_EXIT_FAILED;
 }
 
 static int cmd_run(struct ctx *x)
@@ -1166,7 +1157,7 @@ static int cmd_run(struct ctx *x)
         goto out;
     json_t *run = body_tree(m);
     if (!run) {
-        rc = EXIT_SERVER;
+        rc = CLI_EXIT_FAILED;
         goto out;
     }
     double run_id = jnum(run, "id");
@@ -1208,16 +1199,18 @@ static int cmd_run(struct ctx *x)
         struct err e = {0};
         int r = dap_client_event(x->c, x->timeout_set, &ev, &e);
         if (r == -EINTR) {
-            rc = fail(EXIT_INTERRUPTED, "interrupted; run %.0f goes on on the server",
-                      run_id);
+            rc = cli__fail(CLI_EXIT_INTERRUPTED,
+                           "interrupted; run %.0f goes on on the server",
+                           run_id);
             break;
         }
         if (r == -ETIMEDOUT) {
-            rc = fail(EXIT_CONN, "timed out waiting for run %.0f to finish", run_id);
+            rc = cli__fail(CLI_EXIT_CONN,
+                           "timed out waiting for run %.0f to finish", run_id);
             break;
         }
         if (r) {
-            rc = fail(EXIT_CONN, "%s", e.msg);
+            rc = cli__fail(CLI_EXIT_CONN, "%s", e.msg);
             break;
         }
         json_t *body = body_tree(ev);
@@ -1234,7 +1227,8 @@ static int cmd_run(struct ctx *x)
             rc = report_run(x, evrun, project);
             done = true;
         } else if (action && strcmp(action, "removed") == 0) {
-            rc = fail(EXIT_SERVER, "deployment %s was removed while waiting", project);
+            rc = cli__fail(CLI_EXIT_FAILED,
+                           "deployment %s was removed while waiting", project);
             done = true;
         }
         json_decref(body);
@@ -1315,7 +1309,7 @@ static int cmd_watch(struct ctx *x)
         if (r == -EINTR)
             break;
         if (r) {
-            rc = fail(EXIT_CONN, "%s", e.msg);
+            rc = cli__fail(CLI_EXIT_CONN, "%s", e.msg);
             break;
         }
         if (x->json)
@@ -1324,8 +1318,9 @@ static int cmd_watch(struct ctx *x)
             print_event_line(x, ev);
         dap_msg_free(ev);
         if (fflush(stdout) != 0) {
-            rc = fail(EXIT_SERVER, "cannot write to standard output: %s",
-                      strerror(errno));
+            rc = cli__fail(CLI_EXIT_FAILED,
+                           "cannot write to standard output: %s",
+                           strerror(errno));
             break;
         }
     }
@@ -1457,7 +1452,8 @@ int cli_run_client(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     if (argc < 1 || !cli_is_client_command(argv[0]))
-        return fail(EXIT_USAGE, "unknown command '%s'", argc ? argv[0] : "");
+        return cli__fail(CLI_EXIT_USAGE, "unknown command '%s'",
+                         argc ? argv[0] : "");
     struct ctx x;
     memset(&x, 0, sizeof x);
     x.cmd = find_command(argv[0]);
@@ -1471,13 +1467,15 @@ int cli_run_client(int argc, char **argv)
             return 0;
         }
         if (c == '?' || c == ':')
-            return fail(EXIT_USAGE, "%s: %s '%s' (try 'rrdeploy %s --help')",
-                        x.cmd->name,
-                        c == ':' ? "missing the value of" : "unknown option",
-                        argv[optind - 1], x.cmd->name);
+            return cli__fail(CLI_EXIT_USAGE,
+                             "%s: %s '%s' (try 'rrdeploy %s --help')",
+                             x.cmd->name,
+                             c == ':' ? "missing the value of" : "unknown option",
+                             argv[optind - 1], x.cmd->name);
         if (!((O_COMMON | x.cmd->opts) & (unsigned)c))
-            return fail(EXIT_USAGE, "%s: %s is not an option of this command",
-                        x.cmd->name, opt_name((unsigned)c));
+            return cli__fail(CLI_EXIT_USAGE,
+                             "%s: %s is not an option of this command",
+                             x.cmd->name, opt_name((unsigned)c));
         char *end;
         switch (c) {
         case O_URL: x.url = optarg; break;
@@ -1487,8 +1485,9 @@ int cli_run_client(int argc, char **argv)
             x.timeout = strtod(optarg, &end);
             if (errno || end == optarg || *end || !(x.timeout > 0) ||
                 x.timeout > 86400 * 365)
-                return fail(EXIT_USAGE, "--timeout: expected seconds, got '%s'",
-                            optarg);
+                return cli__fail(CLI_EXIT_USAGE,
+                                 "--timeout: expected seconds, got '%s'",
+                                 optarg);
             x.timeout_set = true;
             break;
         case O_JSON: x.json = true; break;
@@ -1498,8 +1497,9 @@ int cli_run_client(int argc, char **argv)
         case O_RESUME: {
             const char *st = c == O_PAUSE ? "paused" : "active";
             if (x.state && strcmp(x.state, st) != 0)
-                return fail(EXIT_USAGE, "update: --pause and --resume exclude "
-                                        "each other");
+                return cli__fail(CLI_EXIT_USAGE,
+                                 "update: --pause and --resume exclude "
+                                 "each other");
             x.state = st;
             break;
         }
@@ -1507,17 +1507,17 @@ int cli_run_client(int argc, char **argv)
         case O_IDEM: x.idem = optarg; break;
         case O_LIMIT:
             if (parse_long_arg("--limit", optarg, &x.limit))
-                return EXIT_USAGE;
+                return CLI_EXIT_USAGE;
             x.has_limit = true;
             break;
         case O_COUNT:
             if (parse_long_arg("--count", optarg, &x.count))
-                return EXIT_USAGE;
+                return CLI_EXIT_USAGE;
             x.has_count = true;
             break;
         case O_FROM:
             if (parse_when(optarg, &x.from))
-                return EXIT_USAGE;
+                return CLI_EXIT_USAGE;
             x.has_from = true;
             break;
         }
@@ -1529,12 +1529,12 @@ int cli_run_client(int argc, char **argv)
                 *x.cmd->synopsis ? x.cmd->synopsis : "");
         fprintf(stderr, "usage: rrdeploy %s%s%s [options]\n", x.cmd->name,
                 *x.cmd->synopsis ? " " : "", x.cmd->synopsis);
-        return EXIT_USAGE;
+        return CLI_EXIT_USAGE;
     }
     for (int i = 0; i < npos; i++) {
         x.pos[i] = argv[optind + i];
         if (!*x.pos[i])
-            return fail(EXIT_USAGE, "%s: empty argument", x.cmd->name);
+            return cli__fail(CLI_EXIT_USAGE, "%s: empty argument", x.cmd->name);
     }
     x.npos = npos;
     x.color = !x.json && isatty(STDOUT_FILENO) && getenv("NO_COLOR") == NULL;
@@ -1545,7 +1545,7 @@ int cli_run_client(int argc, char **argv)
     x.c = NULL;
     if (fflush(stdout) != 0 || ferror(stdout)) {
         if (rc == 0)
-            rc = fail(EXIT_SERVER, "cannot write to standard output");
+            rc = cli__fail(CLI_EXIT_FAILED, "cannot write to standard output");
     }
     return rc;
 }
