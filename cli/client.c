@@ -10,8 +10,9 @@
  * wrote it (only insignificant white space is removed). Responses are read
  * with jansson for display; --json prints the body's raw text as it came in
  * the frame, so numbers and key order survive for scripts. Server strings
- * shown in tables have control characters replaced, so a deployment cannot
- * send escape sequences to the terminal.
+ * shown in tables have control characters replaced (cli__clean() and the
+ * tables of format.c), so a deployment cannot send escape sequences to the
+ * terminal.
  * Exit codes: 0 ok, 1 the server said no (or a waited-for run did not
  * succeed), 2 usage or input file, 3 connection or timeout, 130 interrupted.
  * Thread: main thread only. */
@@ -24,7 +25,6 @@
 #include <math.h>
 #include <signal.h>
 #include <sodium.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,11 +41,6 @@
 #define PIPELINE_FILE_MAX (64u * 1024 * 1024)
 #define PIPELINE_DEPTH 64
 #define CLIENT_NAME "rrdeploy CLI"
-
-#define COLOR_GREEN "\033[32m"
-#define COLOR_YELLOW "\033[33m"
-#define COLOR_RED "\033[31m"
-#define COLOR_RESET "\033[0m"
 
 /* ---------------------------------------------------------------- options */
 
@@ -104,220 +99,6 @@ struct ctx {
     struct dap_client *c;          /* owned: the session, NULL until opened */
 };
 
-/* ---------------------------------------------------------------- text helpers */
-
-/* A copy of s fit for one table cell or line: control characters (and so
- * terminal escapes) become spaces. Returns a heap string (free()). */
-static char *clean(const char *s)
-{
-    char *out = xstrdup(s ? s : "");
-    for (char *p = out; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            *p = ' ';
-    return out;
-}
-
-/* Display width: UTF-8 code points. */
-static size_t width(const char *s)
-{
-    size_t n = 0;
-    for (; *s; s++)
-        if (((unsigned char)*s & 0xc0) != 0x80)
-            n++;
-    return n;
-}
-
-static void fmt_time(double t, bool offset, char *out, size_t n)
-{
-    time_t s = (time_t)floor(t);
-    struct tm tm;
-    if (!localtime_r(&s, &tm) ||
-        strftime(out, n, offset ? "%Y-%m-%d %H:%M:%S %z" : "%Y-%m-%d %H:%M:%S",
-                 &tm) == 0)
-        snprintf(out, n, "-");
-}
-
-static void fmt_utc(double t, char *out, size_t n)
-{
-    time_t s = (time_t)floor(t);
-    struct tm tm;
-    if (!gmtime_r(&s, &tm) || strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-        snprintf(out, n, "-");
-}
-
-/* "in 4m", "5m ago", "now". */
-static void fmt_rel(double t, double now, char *out, size_t n)
-{
-    double d = t - now, a = fabs(d);
-    long v;
-    char unit;
-    if (a < 1) {
-        snprintf(out, n, "now");
-        return;
-    }
-    if (a < 60)
-        v = (long)a, unit = 's';
-    else if (a < 3600)
-        v = (long)(a / 60), unit = 'm';
-    else if (a < 86400)
-        v = (long)(a / 3600), unit = 'h';
-    else
-        v = (long)(a / 86400), unit = 'd';
-    snprintf(out, n, d > 0 ? "in %ld%c" : "%ld%c ago", v, unit);
-}
-
-static void fmt_dur(double s, char *out, size_t n)
-{
-    if (!(s >= 0))
-        s = 0;
-    long v = (long)s;
-    if (s < 10)
-        snprintf(out, n, "%.1fs", s);
-    else if (s < 60)
-        snprintf(out, n, "%lds", v);
-    else if (s < 3600)
-        snprintf(out, n, "%ldm%02lds", v / 60, v % 60);
-    else if (s < 86400)
-        snprintf(out, n, "%ldh%02ldm", v / 3600, v / 60 % 60);
-    else
-        snprintf(out, n, "%ldd%02ldh", v / 86400, v / 3600 % 24);
-}
-
-/* Indent valid compact-or-not JSON text for people. Works on the text, so
- * numbers and escapes are shown exactly as stored. */
-static void pretty_json(struct buf *out, const char *s, size_t n, int indent)
-{
-    int depth = 0;
-    bool in_str = false;
-#define NEWLINE()                                                              \
-    do {                                                                       \
-        buf_putc(out, '\n');                                                   \
-        for (int k_ = 0; k_ < indent + 2 * depth; k_++)                        \
-            buf_putc(out, ' ');                                                \
-    } while (0)
-    for (int k = 0; k < indent; k++)
-        buf_putc(out, ' ');
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (in_str) {
-            buf_putc(out, ch);
-            if (ch == '\\' && i + 1 < n)
-                buf_putc(out, s[++i]);
-            else if (ch == '"')
-                in_str = false;
-            continue;
-        }
-        switch (ch) {
-        case '"':
-            in_str = true;
-            buf_putc(out, ch);
-            break;
-        case '{':
-        case '[': {
-            size_t j = i + 1;
-            while (j < n && strchr(" \t\r\n", s[j]))
-                j++;
-            buf_putc(out, ch);
-            if (j < n && (s[j] == '}' || s[j] == ']')) {
-                buf_putc(out, s[j]);
-                i = j;
-                break;
-            }
-            depth++;
-            NEWLINE();
-            break;
-        }
-        case '}':
-        case ']':
-            depth--;
-            NEWLINE();
-            buf_putc(out, ch);
-            break;
-        case ',':
-            buf_putc(out, ch);
-            NEWLINE();
-            break;
-        case ':': buf_puts(out, ": "); break;
-        case ' ':
-        case '\t':
-        case '\r':
-        case '\n': break;
-        default: buf_putc(out, ch);
-        }
-    }
-#undef NEWLINE
-}
-
-/* ---------------------------------------------------------------- tables */
-
-/* Rows of cells printed with aligned columns; row 0 is the header. */
-struct table {
-    size_t ncols, nrows;
-    char **cells;          /* owned, nrows * ncols */
-    const char **colors;   /* static strings, parallel to cells */
-};
-
-static void table_init(struct table *t, size_t ncols)
-{
-    memset(t, 0, sizeof *t);
-    t->ncols = ncols;
-}
-
-/* Append a row of t->ncols strings (copied, cleaned; NULL shows "-"). */
-static void table_row(struct table *t, ...)
-{
-    t->cells = xrealloc(t->cells, (t->nrows + 1) * t->ncols * sizeof *t->cells);
-    t->colors = xrealloc(t->colors, (t->nrows + 1) * t->ncols * sizeof *t->colors);
-    va_list ap;
-    va_start(ap, t);
-    for (size_t i = 0; i < t->ncols; i++) {
-        const char *s = va_arg(ap, const char *);
-        t->cells[t->nrows * t->ncols + i] = clean(s && *s ? s : "-");
-        t->colors[t->nrows * t->ncols + i] = NULL;
-    }
-    va_end(ap);
-    t->nrows++;
-}
-
-/* Colour cell col of the last row (when colour is on). */
-static void table_color(struct table *t, size_t col, const char *color)
-{
-    t->colors[(t->nrows - 1) * t->ncols + col] = color;
-}
-
-static void table_print(const struct table *t)
-{
-    size_t *w = xcalloc(t->ncols, sizeof *w);
-    for (size_t r = 0; r < t->nrows; r++)
-        for (size_t i = 0; i < t->ncols; i++) {
-            size_t n = width(t->cells[r * t->ncols + i]);
-            if (n > w[i])
-                w[i] = n;
-        }
-    for (size_t r = 0; r < t->nrows; r++) {
-        for (size_t i = 0; i < t->ncols; i++) {
-            const char *s = t->cells[r * t->ncols + i];
-            const char *color = t->colors[r * t->ncols + i];
-            if (color)
-                printf("%s%s%s", color, s, COLOR_RESET);
-            else
-                fputs(s, stdout);
-            if (i + 1 < t->ncols)
-                printf("%*s", (int)(w[i] - width(s) + 2), "");
-        }
-        putchar('\n');
-    }
-    free(w);
-}
-
-static void table_free(struct table *t)
-{
-    for (size_t i = 0; i < t->nrows * t->ncols; i++)
-        free(t->cells[i]);
-    free(t->cells);
-    free(t->colors);
-    memset(t, 0, sizeof *t);
-}
 
 /* ---------------------------------------------------------------- JSON reading */
 
@@ -412,11 +193,11 @@ static const char *state_color(const struct ctx *x, const char *state)
     if (!x->color || !state)
         return NULL;
     if (strcmp(state, "active") == 0)
-        return COLOR_GREEN;
+        return CLI_COLOR_GREEN;
     if (strcmp(state, "paused") == 0)
-        return COLOR_YELLOW;
+        return CLI_COLOR_YELLOW;
     if (strcmp(state, "errored") == 0)
-        return COLOR_RED;
+        return CLI_COLOR_RED;
     return NULL;
 }
 
@@ -450,7 +231,7 @@ static bool run_duration(const json_t *run, char *out, size_t n)
         return false;
     double end = jhas_num(run, "finished_at") ? jnum(run, "finished_at")
                                               : time_now_real();
-    fmt_dur(end - jnum(run, "started_at"), out, n);
+    cli__fmt_dur(end - jnum(run, "started_at"), out, n);
     return true;
 }
 
@@ -746,40 +527,41 @@ static int show_list(struct ctx *x, const struct dap_msg *m)
         return 0;
     }
     double now = time_now_real();
-    struct table t;
-    table_init(&t, 5);
-    table_row(&t, "PROJECT", "STATE", "SCHEDULE", "NEXT RUN", "LAST RUN");
+    struct cli_table t;
+    cli__table_init(&t, 5);
+    cli__table_row(&t, "PROJECT", "STATE", "SCHEDULE", "NEXT RUN", "LAST RUN");
     size_t i;
     json_t *rec;
     json_array_foreach(deps, i, rec) {
         char next[32] = "-";
         if (jhas_num(rec, "next_run_at"))
-            fmt_rel(jnum(rec, "next_run_at"), now, next, sizeof next);
+            cli__fmt_rel(jnum(rec, "next_run_at"), now, next, sizeof next);
         struct buf last;
         buf_init(&last, 0);
         json_t *run = json_object_get(rec, "last_run");
         if (json_is_object(run)) {
             char ago[32];
-            fmt_rel(run_time(run), now, ago, sizeof ago);
+            cli__fmt_rel(run_time(run), now, ago, sizeof ago);
             buf_printf(&last, "%s %s",
                        jstr(run, "outcome") ? jstr(run, "outcome") : "?", ago);
         }
         const char *state = jstr(rec, "state");
-        table_row(&t, record_project(rec), state, jstr(rec, "schedule"), next,
-                  buf_cstr(&last));
-        table_color(&t, 1, state_color(x, state));
+        cli__table_row(&t, record_project(rec), state, jstr(rec, "schedule"),
+                       next, buf_cstr(&last));
+        cli__table_color(&t, 1, state_color(x, state));
         buf_free(&last);
     }
-    table_print(&t);
-    table_free(&t);
+    cli__table_print(&t);
+    cli__table_free(&t);
     json_decref(body);
     return 0;
 }
 
 static void kv(const char *key, const char *value, const char *color)
 {
-    char *v = clean(value && *value ? value : "-");
-    printf("%-12s %s%s%s\n", key, color ? color : "", v, color ? COLOR_RESET : "");
+    char *v = cli__clean(value && *value ? value : "-");
+    printf("%-12s %s%s%s\n", key, color ? color : "", v,
+           color ? CLI_COLOR_RESET : "");
     free(v);
 }
 
@@ -792,8 +574,8 @@ static void kv_time(const json_t *o, const char *member, const char *key,
         return;
     }
     double t = jnum(o, member);
-    fmt_time(t, true, when, sizeof when);
-    fmt_rel(t, now, rel, sizeof rel);
+    cli__fmt_time(t, true, when, sizeof when);
+    cli__fmt_rel(t, now, rel, sizeof rel);
     snprintf(line, sizeof line, "%s (%s)", when, rel);
     kv(key, line, NULL);
 }
@@ -816,8 +598,8 @@ static int show_record(struct ctx *x, const struct dap_msg *m)
         buf_init(&b, 0);
         run_summary(run, &b);
         char when[64], rel[32];
-        fmt_time(run_time(run), true, when, sizeof when);
-        fmt_rel(run_time(run), now, rel, sizeof rel);
+        cli__fmt_time(run_time(run), true, when, sizeof when);
+        cli__fmt_rel(run_time(run), now, rel, sizeof rel);
         buf_printf(&b, ", at %s (%s)", when, rel);
         kv("last run", buf_cstr(&b), NULL);
         buf_free(&b);
@@ -833,7 +615,7 @@ static int show_record(struct ctx *x, const struct dap_msg *m)
     if (jraw_member(m->body.p, m->body.n, "pipeline", &sp, NULL)) {
         struct buf b;
         buf_init(&b, 0);
-        pretty_json(&b, sp.p, sp.n, 2);
+        cli__pretty_json(&b, sp.p, sp.n, 2);
         printf("pipeline\n%s\n", buf_cstr(&b));
         buf_free(&b);
     }
@@ -846,11 +628,12 @@ static int show_added(struct ctx *x, const struct dap_msg *m)
     json_t *rec = body_tree(m);
     if (!rec)
         return CLI_EXIT_FAILED;
-    char *id = clean(record_project(rec));
-    char *sched = clean(jstr(rec, "schedule"));
+    char *id = cli__clean(record_project(rec));
+    char *sched = cli__clean(jstr(rec, "schedule"));
     char next[32];
     if (jhas_num(rec, "next_run_at")) {
-        fmt_rel(jnum(rec, "next_run_at"), time_now_real(), next, sizeof next);
+        cli__fmt_rel(jnum(rec, "next_run_at"), time_now_real(), next,
+                     sizeof next);
         printf("added %s (schedule %s, next run %s)\n", id, sched, next);
     } else {
         printf("added %s (schedule %s)\n", id, sched);
@@ -900,7 +683,7 @@ static int cmd_status(struct ctx *x)
 /* For commands whose answer is {}: say what happened. */
 static int show_done(struct ctx *x, const struct dap_msg *m)
 {
-    char *id = clean(x->pos[0]);
+    char *id = cli__clean(x->pos[0]);
     printf("%s %s\n", x->done_verb, id);
     free(id);
     return 0;
@@ -973,29 +756,31 @@ static int show_runs(struct ctx *x, const struct dap_msg *m)
         json_decref(body);
         return 0;
     }
-    struct table t;
-    table_init(&t, 7);
-    table_row(&t, "ID", "TRIGGER", "OUTCOME", "SCHEDULED", "STARTED", "DURATION",
-              "EXIT/REASON");
+    struct cli_table t;
+    cli__table_init(&t, 7);
+    cli__table_row(&t, "ID", "TRIGGER", "OUTCOME", "SCHEDULED", "STARTED",
+                   "DURATION", "EXIT/REASON");
     size_t i;
     json_t *run;
     json_array_foreach(runs, i, run) {
         char id[32], sched[40] = "-", started[40] = "-", dur[32] = "-";
         snprintf(id, sizeof id, "%.0f", jnum(run, "id"));
         if (jhas_num(run, "scheduled_for"))
-            fmt_time(jnum(run, "scheduled_for"), false, sched, sizeof sched);
+            cli__fmt_time(jnum(run, "scheduled_for"), false, sched,
+                          sizeof sched);
         if (jhas_num(run, "started_at"))
-            fmt_time(jnum(run, "started_at"), false, started, sizeof started);
+            cli__fmt_time(jnum(run, "started_at"), false, started,
+                          sizeof started);
         run_duration(run, dur, sizeof dur);
         struct buf er;
         buf_init(&er, 0);
         run_exit_reason(run, &er);
-        table_row(&t, id, jstr(run, "trigger"), jstr(run, "outcome"), sched,
-                  started, dur, buf_cstr(&er));
+        cli__table_row(&t, id, jstr(run, "trigger"), jstr(run, "outcome"),
+                       sched, started, dur, buf_cstr(&er));
         buf_free(&er);
     }
-    table_print(&t);
-    table_free(&t);
+    cli__table_print(&t);
+    cli__table_free(&t);
     json_decref(body);
     return 0;
 }
@@ -1021,25 +806,25 @@ static int show_preview(struct ctx *x, const struct dap_msg *m)
     const char *zone = jstr(body, "timezone");
     bool other_zone = zone && strcmp(zone, "UTC") != 0;
     json_t *next = json_object_get(body, "next");
-    char *sched = clean(jstr(body, "schedule"));
-    char *zname = clean(zone ? zone : "UTC");
+    char *sched = cli__clean(jstr(body, "schedule"));
+    char *zname = cli__clean(zone ? zone : "UTC");
     printf("schedule %s (zone %s)\n", sched, zname);
     if (json_array_size(next) == 0) {
         puts("no fire times");
     } else {
-        struct table t;
-        table_init(&t, other_zone ? 3 : 2);
-        table_row(&t, "UTC", "LOCAL", zname);
+        struct cli_table t;
+        cli__table_init(&t, other_zone ? 3 : 2);
+        cli__table_row(&t, "UTC", "LOCAL", zname);
         size_t i;
         json_t *n;
         json_array_foreach(next, i, n) {
             char utc[40], local[48];
-            fmt_utc(jnum(n, "at"), utc, sizeof utc);
-            fmt_time(jnum(n, "at"), true, local, sizeof local);
-            table_row(&t, utc, local, jstr(n, "local"));
+            cli__fmt_utc(jnum(n, "at"), utc, sizeof utc);
+            cli__fmt_time(jnum(n, "at"), true, local, sizeof local);
+            cli__table_row(&t, utc, local, jstr(n, "local"));
         }
-        table_print(&t);
-        table_free(&t);
+        cli__table_print(&t);
+        cli__table_free(&t);
     }
     free(sched);
     free(zname);
@@ -1049,7 +834,7 @@ static int show_preview(struct ctx *x, const struct dap_msg *m)
         size_t i;
         json_t *w;
         json_array_foreach(warnings, i, w) {
-            char *s = clean(json_string_value(w));
+            char *s = cli__clean(json_string_value(w));
             printf("  - %s\n", s);
             free(s);
         }
@@ -1113,8 +898,8 @@ static int report_run(struct ctx *x, const json_t *run, const char *project)
     struct buf b;
     buf_init(&b, 0);
     run_summary(run, &b);
-    char *line = clean(buf_cstr(&b));
-    char *id = clean(project);
+    char *line = cli__clean(buf_cstr(&b));
+    char *id = cli__clean(project);
     printf("%s: run %s\n", id, line + 1); /* drop '#': "run 12 succeeded" */
     free(line);
     free(id);
@@ -1168,8 +953,8 @@ static int cmd_run(struct ctx *x)
             struct buf b;
             buf_init(&b, 0);
             run_summary(run, &b);
-            char *line = clean(buf_cstr(&b));
-            char *id = clean(project);
+            char *line = cli__clean(buf_cstr(&b));
+            char *id = cli__clean(project);
             printf("%s: run %s\n", id, line + 1);
             free(line);
             free(id);
@@ -1188,7 +973,7 @@ static int cmd_run(struct ctx *x)
     }
     json_decref(run);
     if (!x->json) {
-        char *id = clean(project);
+        char *id = cli__clean(project);
         fprintf(stderr, "%s: run %.0f started, waiting for it to finish\n", id,
                 run_id);
         free(id);
@@ -1254,7 +1039,8 @@ static void print_event_line(struct ctx *x, const struct dap_msg *ev)
     json_t *at = json_object_get(body, "at");
     double t = json_is_number(at) ? json_number_value(at) : 0;
     char when[40];
-    fmt_time(t > 0 && t < 253402300800.0 ? t : time_now_real(), false, when, sizeof when);
+    cli__fmt_time(t > 0 && t < 253402300800.0 ? t : time_now_real(), false,
+                  when, sizeof when);
     const char *action = jstr(body, "action");
     struct buf detail;
     buf_init(&detail, 0);
@@ -1266,12 +1052,12 @@ static void print_event_line(struct ctx *x, const struct dap_msg *ev)
         if (jstr(body, "error"))
             buf_printf(&detail, ": %s", jstr(body, "error"));
     }
-    char *project = clean(jstr(body, "projectId"));
-    char *act = clean(action ? action : "?");
-    char *det = clean(buf_cstr(&detail));
+    char *project = cli__clean(jstr(body, "projectId"));
+    char *act = cli__clean(action ? action : "?");
+    char *det = cli__clean(buf_cstr(&detail));
     const char *color = state_color(x, jstr(body, "state"));
     printf("%s  %s  %-13s  %s%s%s\n", when, project, act, color ? color : "", det,
-           color ? COLOR_RESET : "");
+           color ? CLI_COLOR_RESET : "");
     free(project);
     free(act);
     free(det);
@@ -1298,7 +1084,7 @@ static int cmd_watch(struct ctx *x)
     dap_msg_free(m);
     catch_signals();
     /* on stderr in both modes: people see it, scripts can wait for it */
-    char *id = x->npos > 0 ? clean(x->pos[0]) : NULL;
+    char *id = x->npos > 0 ? cli__clean(x->pos[0]) : NULL;
     fprintf(stderr, "watching %s%s (Ctrl-C to stop)\n",
             id ? "deployment " : "all your deployments", id ? id : "");
     free(id);

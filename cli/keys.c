@@ -12,7 +12,6 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli/cli_internal.h"
 #include "store/store.h"
@@ -21,14 +20,10 @@
 /* A key's time in UTC, ISO 8601; 0 (never) shows "-". */
 static void format_time(double t, char *out, size_t n)
 {
-    if (t == 0) {
+    if (t == 0)
         snprintf(out, n, "-");
-        return;
-    }
-    time_t s = (time_t)t;
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    else
+        cli__fmt_utc(t, out, n);
 }
 
 /* store_key_list() callbacks: one key as a table row, or as a JSON line. */
