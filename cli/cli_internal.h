@@ -1,7 +1,7 @@
 /* cli_internal.h -- what the files of cli/ share: the exit statuses, the one
- * error printer, the parsers more than one command uses (cli.c) and the text
- * formatting of tables and times (format.c). Not for other modules: theirs
- * is cli/cli.h. */
+ * error printer, the parsers more than one command uses (cli.c), and text
+ * for people: tables, times and JSON (format.c). Not for other modules:
+ * theirs is cli/cli.h. */
 #ifndef RR_CLI_INTERNAL_H
 #define RR_CLI_INTERNAL_H
 
@@ -68,6 +68,10 @@ void cli__fmt_dur(double s, char *out, size_t n);
  * level and indent spaces on every line. Works on the text, so numbers and
  * escapes show exactly as they came. */
 void cli__pretty_json(struct buf *out, const char *s, size_t n, int indent);
+
+/* Append JSON text s (n bytes) to out with every number too large for a
+ * double (1e400, which jansson refuses) replaced by 0: for display only. */
+void cli__tame_numbers(struct buf *out, const char *s, size_t n);
 
 /* Rows of cells printed with aligned columns; row 0 is the header. */
 struct cli_table {

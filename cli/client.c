@@ -99,42 +99,7 @@ struct ctx {
     struct dap_client *c;          /* owned: the session, NULL until opened */
 };
 
-
 /* ---------------------------------------------------------------- JSON reading */
-
-/* A copy of JSON text in which numbers too large for a double (1e400, which
- * jansson refuses) read as 0: display only, --json prints the raw text. */
-static void tame_numbers(struct buf *out, const char *s, size_t n)
-{
-    bool in_str = false;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (in_str) {
-            buf_putc(out, ch);
-            if (ch == '\\' && i + 1 < n)
-                buf_putc(out, s[++i]);
-            else if (ch == '"')
-                in_str = false;
-        } else if (ch == '"') {
-            in_str = true;
-            buf_putc(out, ch);
-        } else if (ch == '-' || (ch >= '0' && ch <= '9')) {
-            size_t j = i;
-            while (j < n && strchr("+-.eE0123456789", s[j]))
-                j++;
-            char *num = xstrndup(s + i, j - i);
-            bool huge = isinf(strtod(num, NULL));
-            free(num);
-            if (huge)
-                buf_putc(out, '0');
-            else
-                buf_append(out, s + i, j - i);
-            i = j - 1;
-        } else {
-            buf_putc(out, ch);
-        }
-    }
-}
 
 /* The body of m as a tree for display (owned: json_decref), or NULL with a
  * message printed. */
@@ -148,7 +113,7 @@ static json_t *body_tree(const struct dap_msg *m)
     if (!v) {
         struct buf b;
         buf_init(&b, 0);
-        tame_numbers(&b, m->body.p, m->body.n);
+        cli__tame_numbers(&b, m->body.p, m->body.n);
         v = json_loadb(buf_data(&b), b.len, flags, &jerr);
         buf_free(&b);
     }

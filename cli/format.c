@@ -1,8 +1,9 @@
 /* format.c -- text for people: server strings made safe for a terminal,
- * times, durations, indented JSON and tables with aligned columns.
+ * times, durations, JSON text made readable and tables with aligned columns.
  *
- * Design: pure functions over strings and numbers, no sockets and no JSON
- * trees, so the client commands decide what to show and this file only how.
+ * Design: functions over strings and numbers, no sockets and no JSON trees
+ * (JSON is handled as text, so numbers and escapes show exactly as they
+ * came), so the client commands decide what to show and this file only how.
  * Times are shown in the local zone (the TZ of the CLI) unless said UTC;
  * widths count UTF-8 code points, so a cell with accents still lines up.
  * Thread: main thread only (the tables print to stdout). */
@@ -96,12 +97,31 @@ void cli__fmt_dur(double s, char *out, size_t n)
         snprintf(out, n, "%ldd%02ldh", v / 86400, v / 3600 % 24);
 }
 
+/* ---------------------------------------------------------------- JSON text */
+
+/* s[i] is the quote opening a JSON string: append the string, quotes and
+ * escapes included, to out and return the index of its last byte (the
+ * closing quote, or n - 1 if the text ends inside it). */
+static size_t copy_string(struct buf *out, const char *s, size_t n, size_t i)
+{
+    size_t start = i++;
+    for (; i < n; i++) {
+        if (s[i] == '\\')
+            i++; /* the escaped byte can't end the string */
+        else if (s[i] == '"')
+            break;
+    }
+    if (i >= n)
+        i = n - 1;
+    buf_append(out, s + start, i + 1 - start);
+    return i;
+}
+
 /* Indent valid compact-or-not JSON text for people. Works on the text, so
  * numbers and escapes are shown exactly as stored. */
 void cli__pretty_json(struct buf *out, const char *s, size_t n, int indent)
 {
     int depth = 0;
-    bool in_str = false;
 #define NEWLINE()                                                              \
     do {                                                                       \
         buf_putc(out, '\n');                                                   \
@@ -112,19 +132,8 @@ void cli__pretty_json(struct buf *out, const char *s, size_t n, int indent)
         buf_putc(out, ' ');
     for (size_t i = 0; i < n; i++) {
         char ch = s[i];
-        if (in_str) {
-            buf_putc(out, ch);
-            if (ch == '\\' && i + 1 < n)
-                buf_putc(out, s[++i]);
-            else if (ch == '"')
-                in_str = false;
-            continue;
-        }
         switch (ch) {
-        case '"':
-            in_str = true;
-            buf_putc(out, ch);
-            break;
+        case '"': i = copy_string(out, s, n, i); break;
         case '{':
         case '[': {
             size_t j = i + 1;
@@ -159,6 +168,32 @@ void cli__pretty_json(struct buf *out, const char *s, size_t n, int indent)
         }
     }
 #undef NEWLINE
+}
+
+/* A copy of JSON text in which numbers too large for a double (1e400, which
+ * jansson refuses) read as 0: display only, --json prints the raw text. */
+void cli__tame_numbers(struct buf *out, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (ch == '"') {
+            i = copy_string(out, s, n, i);
+        } else if (ch == '-' || (ch >= '0' && ch <= '9')) {
+            size_t j = i;
+            while (j < n && strchr("+-.eE0123456789", s[j]))
+                j++;
+            char *num = xstrndup(s + i, j - i);
+            bool huge = isinf(strtod(num, NULL));
+            free(num);
+            if (huge)
+                buf_putc(out, '0');
+            else
+                buf_append(out, s + i, j - i);
+            i = j - 1;
+        } else {
+            buf_putc(out, ch);
+        }
+    }
 }
 
 /* ---------------------------------------------------------------- tables */
