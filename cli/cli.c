@@ -102,6 +102,15 @@ int cli__parse_long(const char *s, long min, long max, long *out)
     return 0;
 }
 
+int cli__parse_long_opt(const char *opt, const char *s, long min, long max,
+                        const char *expected, long *out)
+{
+    if (cli__parse_long(s, min, max, out) == 0)
+        return 0;
+    cli__fail(CLI_EXIT_FAILED, "%s: expected %s, got '%s'", opt, expected, s);
+    return RR_E_INVAL;
+}
+
 int cli__parse_duration(const char *s, double *out)
 {
     char *end;
@@ -124,6 +133,15 @@ int cli__parse_duration(const char *s, double *out)
         return RR_E_INVAL;
     *out = v * mul;
     return 0;
+}
+
+int cli__parse_duration_opt(const char *opt, const char *s,
+                            const char *expected, double *out)
+{
+    if (cli__parse_duration(s, out) == 0)
+        return 0;
+    cli__fail(CLI_EXIT_FAILED, "%s: expected %s, got '%s'", opt, expected, s);
+    return RR_E_INVAL;
 }
 
 int cli__open_store(const char *path, struct store **out)

@@ -33,10 +33,20 @@ int cli__fail(int status, const char *fmt, ...) RR_PRINTF(2, 3);
  * RR_E_INVAL and prints nothing. */
 int cli__parse_long(const char *s, long min, long max, long *out /* OUT */);
 
+/* The same for s, the value of option opt, saying what was wrong: returns 0,
+ * or prints "<opt>: expected <expected>, got '<s>'" and returns RR_E_INVAL. */
+int cli__parse_long_opt(const char *opt, const char *s, long min, long max,
+                        const char *expected, long *out /* OUT */);
+
 /* Parse a positive duration: a number with an optional unit s, m, h, d or w
  * ("30d", "12h", "90m", "0.5s"; no unit means seconds) into seconds. Returns
  * 0, or RR_E_INVAL and prints nothing. */
 int cli__parse_duration(const char *s, double *out /* OUT */);
+
+/* The same for s, the value of option opt, saying what was wrong: returns 0,
+ * or prints "<opt>: expected <expected>, got '<s>'" and returns RR_E_INVAL. */
+int cli__parse_duration_opt(const char *opt, const char *s,
+                            const char *expected, double *out /* OUT */);
 
 /* Open the database at path. Returns 0 with *out owned by the caller
  * (store_close), or CLI_EXIT_FAILED with the reason printed. */

@@ -280,15 +280,6 @@ static int read_pipeline(const char *path, struct buf *out)
     return 0;
 }
 
-/* An integer option's value, or CLI_EXIT_USAGE with the reason printed. */
-static int parse_long_arg(const char *opt, const char *s, long *out)
-{
-    if (cli__parse_long(s, LONG_MIN, LONG_MAX, out))
-        return cli__fail(CLI_EXIT_USAGE, "%s: expected an integer, got '%s'",
-                         opt, s);
-    return 0;
-}
-
 static bool digits(const char **p, int n, int *out)
 {
     int v = 0;
@@ -1257,12 +1248,14 @@ int cli_run_client(int argc, char **argv)
         case O_WAIT: x.wait = true; break;
         case O_IDEM: x.idem = optarg; break;
         case O_LIMIT:
-            if (parse_long_arg("--limit", optarg, &x.limit))
+            if (cli__parse_long_opt("--limit", optarg, LONG_MIN, LONG_MAX,
+                                    "an integer", &x.limit))
                 return CLI_EXIT_USAGE;
             x.has_limit = true;
             break;
         case O_COUNT:
-            if (parse_long_arg("--count", optarg, &x.count))
+            if (cli__parse_long_opt("--count", optarg, LONG_MIN, LONG_MAX,
+                                    "an integer", &x.count))
                 return CLI_EXIT_USAGE;
             x.has_count = true;
             break;

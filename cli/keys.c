@@ -192,10 +192,10 @@ int cli_run_keys(int argc, char **argv)
                 return cli__fail(CLI_EXIT_FAILED, "--perms: %s", e.msg);
             break;
         case 'e':
-            if (cli__parse_duration(optarg, &o.expires))
-                return cli__fail(CLI_EXIT_FAILED,
-                                 "--expires: expected a duration like 30d, "
-                                 "12h or 90m, got '%s'", optarg);
+            if (cli__parse_duration_opt("--expires", optarg,
+                                        "a duration like 30d, 12h or 90m",
+                                        &o.expires))
+                return CLI_EXIT_FAILED;
             break;
         case 'j': o.json = true; break;
         case 'h': cli_print_usage(stdout); return CLI_EXIT_OK;

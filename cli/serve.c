@@ -133,10 +133,9 @@ int cli_run_serve(int argc, char **argv)
             cfg.default_zone = optarg;
             break;
         case 'a':
-            if (cli__parse_long(optarg, 1, 86400, &v))
-                return cli__fail(CLI_EXIT_FAILED,
-                                 "--auth-timeout: expected seconds, got '%s'",
-                                 optarg);
+            if (cli__parse_long_opt("--auth-timeout", optarg, 1, 86400,
+                                    "seconds", &v))
+                return CLI_EXIT_FAILED;
             cfg.auth_timeout_s = (int)v;
             break;
         case 'p': cfg.port_file = optarg; break;
@@ -156,30 +155,28 @@ int cli_run_serve(int argc, char **argv)
             cfg.exec_cmd = optarg;
             break;
         case 't':
-            if (cli__parse_duration(optarg, &cfg.run_timeout_s))
-                return cli__fail(CLI_EXIT_FAILED,
-                                 "--run-timeout: expected a duration like 1h, "
-                                 "90m or 0.5s, got '%s'", optarg);
+            if (cli__parse_duration_opt("--run-timeout", optarg,
+                                        "a duration like 1h, 90m or 0.5s",
+                                        &cfg.run_timeout_s))
+                return CLI_EXIT_FAILED;
             break;
         case 'm':
-            if (cli__parse_long(optarg, 1, 4096, &v))
-                return cli__fail(CLI_EXIT_FAILED,
-                                 "--max-runs: expected 1-4096, got '%s'",
-                                 optarg);
+            if (cli__parse_long_opt("--max-runs", optarg, 1, 4096, "1-4096",
+                                    &v))
+                return CLI_EXIT_FAILED;
             cfg.max_runs = (int)v;
             break;
         case 'k':
-            if (cli__parse_long(optarg, 1, 1000000, &v))
-                return cli__fail(CLI_EXIT_FAILED,
-                                 "--keep-runs: expected 1-1000000, got '%s'",
-                                 optarg);
+            if (cli__parse_long_opt("--keep-runs", optarg, 1, 1000000,
+                                    "1-1000000", &v))
+                return CLI_EXIT_FAILED;
             cfg.keep_runs = v;
             break;
         case 'g':
-            if (cli__parse_duration(optarg, &cfg.shutdown_grace_s))
-                return cli__fail(CLI_EXIT_FAILED,
-                                 "--shutdown-grace: expected a duration like "
-                                 "30s, got '%s'", optarg);
+            if (cli__parse_duration_opt("--shutdown-grace", optarg,
+                                        "a duration like 30s",
+                                        &cfg.shutdown_grace_s))
+                return CLI_EXIT_FAILED;
             break;
         case 'C': cfg.tls_cert = optarg; break;
         case 'K': cfg.tls_key = optarg; break;
