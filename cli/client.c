@@ -445,10 +445,13 @@ static void args_project(struct buf *b, const char *id)
     buf_json_cstr(b, id);
 }
 
+/* Print an answer for people; returns an exit status. */
+typedef int (*show_fn)(struct ctx *x, const struct dap_msg *m);
+
 /* Open a session, send command with args and print the body: raw with
  * --json, else through show(). */
 static int simple(struct ctx *x, const char *command, const char *args,
-                  int (*show)(struct ctx *x, const struct dap_msg *m))
+                  show_fn show)
 {
     int rc = session_open(x);
     if (rc)
@@ -461,6 +464,19 @@ static int simple(struct ctx *x, const char *command, const char *args,
     else
         rc = show(x, m);
     dap_msg_free(m);
+    return rc;
+}
+
+/* simple() for a command whose only argument is the deployment's id, sent
+ * as {"projectId": ID}. */
+static int project_only(struct ctx *x, const char *command, show_fn show)
+{
+    struct buf args;
+    buf_init(&args, 0);
+    args_project(&args, x->pos[0]);
+    buf_putc(&args, '}');
+    int rc = simple(x, command, buf_cstr(&args), show);
+    buf_free(&args);
     return rc;
 }
 
@@ -627,13 +643,7 @@ static int cmd_list(struct ctx *x)
 
 static int cmd_status(struct ctx *x)
 {
-    struct buf args;
-    buf_init(&args, 0);
-    args_project(&args, x->pos[0]);
-    buf_putc(&args, '}');
-    int rc = simple(x, "rrext_deploy_status", buf_cstr(&args), show_record);
-    buf_free(&args);
-    return rc;
+    return project_only(x, "rrext_deploy_status", show_record);
 }
 
 /* For commands whose answer is {}: say what happened. */
@@ -678,27 +688,16 @@ static int cmd_update(struct ctx *x)
     return rc;
 }
 
-/* A command whose only argument is the project id and whose answer is {}. */
-static int project_only(struct ctx *x, const char *command, const char *verb)
-{
-    struct buf args;
-    buf_init(&args, 0);
-    args_project(&args, x->pos[0]);
-    buf_putc(&args, '}');
-    x->done_verb = verb;
-    int rc = simple(x, command, buf_cstr(&args), show_done);
-    buf_free(&args);
-    return rc;
-}
-
 static int cmd_remove(struct ctx *x)
 {
-    return project_only(x, "rrext_deploy_remove", "removed");
+    x->done_verb = "removed";
+    return project_only(x, "rrext_deploy_remove", show_done);
 }
 
 static int cmd_cancel(struct ctx *x)
 {
-    return project_only(x, "rrext_deploy_cancel", "cancel requested for");
+    x->done_verb = "cancel requested for";
+    return project_only(x, "rrext_deploy_cancel", show_done);
 }
 
 static int show_runs(struct ctx *x, const struct dap_msg *m)
