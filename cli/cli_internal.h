@@ -10,7 +10,6 @@
 
 #include "util/util.h"
 
-struct buf;
 struct store;
 
 /* Exit statuses of every command. */
