@@ -1,21 +1,22 @@
-/* client.c -- a small blocking DAP client over libwebsockets, for the CLI.
+/* client.c -- a small blocking DAP client over libwebsockets (dap/client.h),
+ * used by the command line (cli/).
  *
  * Design: one lws client context holding one connection. The CLI calls
  * blocking functions (open, request, event, close); each runs lws_service()
  * on the calling thread until what it waits for has arrived, the connection
  * is gone, the deadline has passed or (for interruptible waits) a signal
- * handler called dap__client_interrupt(). lws_service() in 4.1 ignores its
+ * handler called dap_client_interrupt(). lws_service() in 4.1 ignores its
  * timeout, so a self-rearming lws_sul wakes the loop every 100 ms to look at
  * the clock and the interrupt flag. Outgoing requests wait in a FIFO and are
  * written only from CLIENT_WRITEABLE, from LWS_PRE-padded buffers. Incoming
  * fragments are assembled into whole messages (bounded in size), checked to
  * be one JSON value, and queued in arrival order: a response is taken out by
- * its request_seq and events stay queued for dap__client_event(), so an event
+ * its request_seq and events stay queued for dap_client_event(), so an event
  * that arrives while a request is outstanding is not lost (`run --wait`
  * subscribes before starting the run and relies on this). The envelope is
  * read with util/jraw, not a tree, so the body keeps its exact text.
  * Thread: single-threaded, on the caller's thread. Only
- * dap__client_interrupt() may be called from a signal handler. */
+ * dap_client_interrupt() may be called from a signal handler. */
 #include "dap/client.h"
 
 #include <errno.h>
@@ -51,7 +52,7 @@ struct out {
 
 enum cstate { C_CONNECTING, C_OPEN, C_CLOSED };
 
-struct dap__client {
+struct dap_client {
     struct lws_context *ctx;      /* owned */
     struct lws *wsi;              /* valid from ESTABLISHED until CLOSED */
     enum cstate state;
@@ -64,7 +65,7 @@ struct dap__client {
     bool proto_error;             /* the server sent a non-DAP message */
     struct out *out_head, *out_tail;
     struct buf rx;                /* message being assembled */
-    struct dap__msg *in_head, *in_tail; /* complete messages, arrival order */
+    struct dap_msg *in_head, *in_tail;  /* complete messages, arrival order */
     lws_sorted_usec_list_t sul_tick;
 };
 
@@ -75,9 +76,9 @@ static bool has_prefix_ci(const char *s, size_t n, const char *lit)
     return n == strlen(lit) && strncasecmp(s, lit, n) == 0;
 }
 
-int dap__url_parse(const char *s, struct dap__url *out, struct err *e)
+int dap_url_parse(const char *s, struct dap_url *out, struct err *e)
 {
-    struct dap__url u;
+    struct dap_url u;
     memset(&u, 0, sizeof u);
     const char *rest = strstr(s, "://");
     const char *scheme = "http";
@@ -161,7 +162,7 @@ int dap__url_parse(const char *s, struct dap__url *out, struct err *e)
 
 /* ---------------------------------------------------------------- messages */
 
-void dap__msg_free(struct dap__msg *m)
+void dap_msg_free(struct dap_msg *m)
 {
     if (!m)
         return;
@@ -196,7 +197,7 @@ static bool member_is(const char *text, size_t len, const char *key,
 /* Decode one complete frame (taken: text, a heap string of len bytes) into
  * the inbox. Messages that are neither responses nor events are dropped, as
  * the SDKs do; text that is not JSON marks a protocol error. */
-static void inbox_add(struct dap__client *c, char *text, size_t len)
+static void inbox_add(struct dap_client *c, char *text, size_t len)
 {
     struct err e = {0};
     if (jraw_check(text, len, MAX_DEPTH, &e) != 0 || len == 0 || text[0] != '{') {
@@ -206,7 +207,7 @@ static void inbox_add(struct dap__client *c, char *text, size_t len)
                  e.msg[0] ? ": " : "", e.msg);
         return;
     }
-    struct dap__msg *m = xcalloc(1, sizeof *m);
+    struct dap_msg *m = xcalloc(1, sizeof *m);
     m->text = text;
     m->len = len;
     struct jraw_span sp;
@@ -217,7 +218,7 @@ static void inbox_add(struct dap__client *c, char *text, size_t len)
         char num[32];
         char *end;
         if (sp.n == 0 || sp.n >= sizeof num) {
-            dap__msg_free(m);
+            dap_msg_free(m);
             return;
         }
         memcpy(num, sp.p, sp.n);
@@ -225,16 +226,16 @@ static void inbox_add(struct dap__client *c, char *text, size_t len)
         errno = 0;
         long long v = strtoll(num, &end, 10);
         if (errno || *end) {
-            dap__msg_free(m);
+            dap_msg_free(m);
             return;
         }
         m->request_seq = v;
-        /* PROTOCOL §2.5: a missing `success` means success */
+        /* as in the SDKs, a response without `success` succeeded */
         m->success = !member_is(text, len, "success", "false");
         m->message = member_string(text, len, "message");
         m->code = member_string(text, len, "code");
     } else {
-        dap__msg_free(m);
+        dap_msg_free(m);
         return;
     }
     if (jraw_member(text, len, "body", &sp, NULL))
@@ -247,11 +248,11 @@ static void inbox_add(struct dap__client *c, char *text, size_t len)
 }
 
 /* Take the first inbox message matching (is_event, request_seq), or NULL. */
-static struct dap__msg *inbox_take(struct dap__client *c, bool is_event,
-                                   int64_t request_seq)
+static struct dap_msg *inbox_take(struct dap_client *c, bool is_event,
+                                  int64_t request_seq)
 {
-    struct dap__msg *prev = NULL;
-    for (struct dap__msg *m = c->in_head; m; prev = m, m = m->next) {
+    struct dap_msg *prev = NULL;
+    for (struct dap_msg *m = c->in_head; m; prev = m, m = m->next) {
         if (m->is_event != is_event || (!is_event && m->request_seq != request_seq))
             continue;
         if (prev)
@@ -278,12 +279,12 @@ static void out_free(struct out *o)
 
 static void tick(lws_sorted_usec_list_t *sul)
 {
-    struct dap__client *c = lws_container_of(sul, struct dap__client, sul_tick);
+    struct dap_client *c = lws_container_of(sul, struct dap_client, sul_tick);
     lws_sul_schedule(c->ctx, 0, &c->sul_tick, tick, TICK_US);
 }
 
 /* Write the head of the queue as one text frame. */
-static int write_next(struct dap__client *c, struct lws *wsi)
+static int write_next(struct dap_client *c, struct lws *wsi)
 {
     if (c->want_close) {
         lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL, NULL, 0);
@@ -310,7 +311,7 @@ static int write_next(struct dap__client *c, struct lws *wsi)
 static int callback(struct lws *wsi, enum lws_callback_reasons reason,
                     void *user, void *in, size_t len)
 {
-    struct dap__client *c = lws_context_user(lws_get_context(wsi));
+    struct dap_client *c = lws_context_user(lws_get_context(wsi));
     if (!c)
         return lws_callback_http_dummy(wsi, reason, user, in, len);
 
@@ -386,18 +387,18 @@ static const struct lws_protocols protocols[] = {
 
 enum want { W_OPEN, W_RESPONSE, W_EVENT, W_CLOSED };
 
-static bool ready(struct dap__client *c, enum want w, int64_t seq)
+static bool ready(struct dap_client *c, enum want w, int64_t seq)
 {
     switch (w) {
     case W_OPEN: return c->state == C_OPEN;
     case W_CLOSED: return c->state == C_CLOSED;
     case W_RESPONSE:
-        for (struct dap__msg *m = c->in_head; m; m = m->next)
+        for (struct dap_msg *m = c->in_head; m; m = m->next)
             if (!m->is_event && m->request_seq == seq)
                 return true;
         return false;
     case W_EVENT:
-        for (struct dap__msg *m = c->in_head; m; m = m->next)
+        for (struct dap_msg *m = c->in_head; m; m = m->next)
             if (m->is_event)
                 return true;
         return false;
@@ -406,7 +407,7 @@ static bool ready(struct dap__client *c, enum want w, int64_t seq)
 }
 
 /* Service the loop until w is ready. */
-static int pump(struct dap__client *c, enum want w, int64_t seq,
+static int pump(struct dap_client *c, enum want w, int64_t seq,
                 int64_t deadline_ms, bool interruptible, struct err *e)
 {
     for (;;) {
@@ -443,7 +444,7 @@ static int pump(struct dap__client *c, enum want w, int64_t seq,
  * address (bounded by PROBE_WAIT_MS and the deadline) and say it in words:
  * "connection refused", "cannot resolve host 'x': ...". If the probe
  * connects, the problem was past TCP and lws's own text stays. */
-static void diagnose(struct dap__client *c, const struct dap__url *u)
+static void diagnose(struct dap_client *c, const struct dap_url *u)
 {
     char port[16];
     snprintf(port, sizeof port, "%d", u->port);
@@ -490,18 +491,18 @@ static void diagnose(struct dap__client *c, const struct dap__url *u)
 
 /* ---------------------------------------------------------------- API */
 
-void dap__client_interrupt(void)
+void dap_client_interrupt(void)
 {
     interrupted = 1;
 }
 
-void dap__client_set_deadline(struct dap__client *c, double timeout_s)
+void dap_client_set_deadline(struct dap_client *c, double timeout_s)
 {
     c->deadline_ms = timeout_s > 0 ? time_now_mono_ms() + (int64_t)(timeout_s * 1000)
                                    : 0;
 }
 
-static void client_free(struct dap__client *c)
+static void client_free(struct dap_client *c)
 {
     if (c->ctx) {
         lws_sul_cancel(&c->sul_tick);
@@ -513,21 +514,21 @@ static void client_free(struct dap__client *c)
         out_free(o);
     }
     while (c->in_head) {
-        struct dap__msg *m = c->in_head;
+        struct dap_msg *m = c->in_head;
         c->in_head = m->next;
-        dap__msg_free(m);
+        dap_msg_free(m);
     }
     buf_free(&c->rx);
     free(c);
 }
 
-int dap__client_open(const struct dap__url *u, double timeout_s,
-                     struct dap__client **out, struct err *e)
+int dap_client_open(const struct dap_url *u, double timeout_s,
+                    struct dap_client **out, struct err *e)
 {
-    struct dap__client *c = xcalloc(1, sizeof *c);
+    struct dap_client *c = xcalloc(1, sizeof *c);
     buf_init(&c->rx, 0);
     snprintf(c->url, sizeof c->url, "%s", u->text);
-    dap__client_set_deadline(c, timeout_s);
+    dap_client_set_deadline(c, timeout_s);
 
     lws_set_log_level(0, NULL);
     struct lws_context_creation_info info;
@@ -548,7 +549,7 @@ int dap__client_open(const struct dap__url *u, double timeout_s,
     }
     lws_sul_schedule(c->ctx, 0, &c->sul_tick, tick, TICK_US);
 
-    /* PROTOCOL §1.5: the SDKs ping every 15 s and give up after 60 s */
+    /* as the SDKs do: ping every 15 s, give up after 60 s without a pong */
     static const lws_retry_bo_t keepalive = {
         .secs_since_valid_ping = 15,
         .secs_since_valid_hangup = 60,
@@ -582,8 +583,8 @@ int dap__client_open(const struct dap__url *u, double timeout_s,
     return 0;
 }
 
-int dap__client_request(struct dap__client *c, const char *command,
-                        const char *args, struct dap__msg **out, struct err *e)
+int dap_client_request(struct dap_client *c, const char *command,
+                       const char *args, struct dap_msg **out, struct err *e)
 {
     if (c->state != C_OPEN)
         return err_set(e, -EIO, "%s: %s", c->url,
@@ -607,7 +608,7 @@ int dap__client_request(struct dap__client *c, const char *command,
     int rc = pump(c, W_RESPONSE, seq, c->deadline_ms, false, e);
     if (rc)
         return rc;
-    struct dap__msg *m = inbox_take(c, false, seq);
+    struct dap_msg *m = inbox_take(c, false, seq);
     ASSERT(m);
     if (strcmp(command, "auth") == 0)
         c->authed = m->success;
@@ -617,8 +618,8 @@ int dap__client_request(struct dap__client *c, const char *command,
     return 0;
 }
 
-int dap__client_event(struct dap__client *c, bool bounded,
-                      struct dap__msg **out, struct err *e)
+int dap_client_event(struct dap_client *c, bool bounded,
+                     struct dap_msg **out, struct err *e)
 {
     int rc = pump(c, W_EVENT, 0, bounded ? c->deadline_ms : 0, true, e);
     if (rc)
@@ -628,16 +629,16 @@ int dap__client_event(struct dap__client *c, bool bounded,
     return 0;
 }
 
-void dap__client_close(struct dap__client *c)
+void dap_client_close(struct dap_client *c)
 {
     if (!c)
         return;
     struct err e = {0};
     bool live = c->deadline_ms == 0 || time_now_mono_ms() < c->deadline_ms;
     if (c->state == C_OPEN && c->authed && live && !c->proto_error) {
-        struct dap__msg *m = NULL;
-        if (dap__client_request(c, "deauth", NULL, &m, &e) == 0)
-            dap__msg_free(m);
+        struct dap_msg *m = NULL;
+        if (dap_client_request(c, "deauth", NULL, &m, &e) == 0)
+            dap_msg_free(m);
     }
     if (c->state == C_OPEN && c->wsi) {
         c->want_close = true;

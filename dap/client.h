@@ -1,9 +1,10 @@
-/* client.h -- dap/'s private WebSocket client, shared by client.c (sockets,
- * lws) and cli.c (the client subcommands). Not for other modules: the public
- * entry points are dap_cli_is_command() and dap_cli_main() in dap/dap.h.
+/* client.h -- the DAP client library: the public API of dap/ for talking to a
+ * running server, beside dap.h (the server). The command line (cli/) uses it;
+ * the implementation, over libwebsockets, is dap/client.c.
  *
  * A blocking request/response API over one connection: every wait is bounded
- * by the client's deadline (event waits optionally not), never by luck. */
+ * by the client's deadline (event waits optionally not), never by luck.
+ * Single-threaded: one client belongs to the thread that opened it. */
 #ifndef RR_DAP_CLIENT_H
 #define RR_DAP_CLIENT_H
 
@@ -14,8 +15,8 @@
 #include "util/jraw.h"
 #include "util/util.h"
 
-/* A server address, normalised as the RocketRide SDKs do (PROTOCOL §1.1). */
-struct dap__url {
+/* A server address, normalised as the RocketRide SDKs do. */
+struct dap_url {
     bool tls;            /* wss */
     char host[256];      /* without IPv6 brackets */
     int port;
@@ -27,11 +28,11 @@ struct dap__url {
  * the host is under rocketride.ai), https/wss give wss and anything else ws,
  * the path becomes /task/service, query and fragment are dropped. Returns 0,
  * or RR_E_INVAL with the reason in e. */
-int dap__url_parse(const char *s, struct dap__url *out /* OUT */, struct err *e);
+int dap_url_parse(const char *s, struct dap_url *out /* OUT */, struct err *e);
 
 /* One message from the server. */
-struct dap__msg {
-    struct dap__msg *next;   /* inbox link, internal to client.c */
+struct dap_msg {
+    struct dap_msg *next;    /* inbox link, internal to client.c */
     char *text;              /* owned (free()): the whole frame, NUL-terminated */
     size_t len;
     bool is_event;
@@ -43,49 +44,49 @@ struct dap__msg {
 };
 
 /* Free m and what it owns; NULL does nothing. */
-void dap__msg_free(struct dap__msg *m);
+void dap_msg_free(struct dap_msg *m);
 
-struct dap__client;
+struct dap_client;
 
 /* Errors of the calls below, beside 0: -EIO (could not connect, or the
  * connection was lost), -ETIMEDOUT (the deadline passed), -EINTR
- * (dap__client_interrupt() was called during an interruptible wait), -EPROTO
+ * (dap_client_interrupt() was called during an interruptible wait), -EPROTO
  * (the server sent something that is not a DAP message). e->msg always says
  * what happened in one line. */
 
 /* Connect to u and complete the WebSocket handshake within timeout_s, which
- * also becomes the deadline of later calls (see dap__client_set_deadline).
- * On success *out is owned by the caller: free it with dap__client_close(). */
-int dap__client_open(const struct dap__url *u, double timeout_s,
-                     struct dap__client **out /* OUT */, struct err *e) MUST_CHECK;
+ * also becomes the deadline of later calls (see dap_client_set_deadline).
+ * On success *out is owned by the caller: free it with dap_client_close(). */
+int dap_client_open(const struct dap_url *u, double timeout_s,
+                    struct dap_client **out /* OUT */, struct err *e) MUST_CHECK;
 
 /* Bound the following waits to timeout_s from now (<= 0: no bound). */
-void dap__client_set_deadline(struct dap__client *c, double timeout_s);
+void dap_client_set_deadline(struct dap_client *c, double timeout_s);
 
 /* Send {"type":"request","seq":N,"command":command,"arguments":args} (args:
  * the text of a JSON object, or NULL to send {}) and wait for the response
  * with request_seq N. Events that arrive meanwhile are kept for
- * dap__client_event(). On 0, *out is the response, owned by the caller
- * (dap__msg_free); whether it succeeded is (*out)->success. A successful
+ * dap_client_event(). On 0, *out is the response, owned by the caller
+ * (dap_msg_free); whether it succeeded is (*out)->success. A successful
  * `auth` marks the connection authenticated, `deauth` clears it. The request
  * text is wiped from memory once written (it may hold a key). */
-int dap__client_request(struct dap__client *c, const char *command,
-                        const char *args, struct dap__msg **out /* OUT */,
-                        struct err *e) MUST_CHECK;
+int dap_client_request(struct dap_client *c, const char *command,
+                       const char *args, struct dap_msg **out /* OUT */,
+                       struct err *e) MUST_CHECK;
 
 /* Wait for the next event (oldest first). With bounded, the deadline applies;
  * without it the wait ends only with an event, a lost connection or an
  * interrupt. On 0, *out is owned by the caller. */
-int dap__client_event(struct dap__client *c, bool bounded,
-                      struct dap__msg **out /* OUT */, struct err *e) MUST_CHECK;
+int dap_client_event(struct dap_client *c, bool bounded,
+                     struct dap_msg **out /* OUT */, struct err *e) MUST_CHECK;
 
 /* Say goodbye and free: `deauth` (if authenticated, and only while the
  * deadline has not passed), then close with 1000, waiting at most a second
  * for the close handshake. NULL does nothing. */
-void dap__client_close(struct dap__client *c);
+void dap_client_close(struct dap_client *c);
 
 /* Make the current and next interruptible waits return -EINTR. Async-signal
  * safe: this is what a SIGINT handler calls. */
-void dap__client_interrupt(void);
+void dap_client_interrupt(void);
 
 #endif

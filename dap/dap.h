@@ -82,10 +82,4 @@ void dap_server_event(struct dap_server *srv, const struct sched_event *ev);
 void dap_server_close(struct dap_server *srv);
 void dap_server_free(struct dap_server *srv);
 
-/* The client subcommands (add, list, status, update, remove, run, cancel,
- * runs, watch, preview), in dap/cli.c until the command line has a module of
- * its own. */
-bool dap_cli_is_command(const char *name);
-int dap_cli_main(int argc, char **argv);
-
 #endif

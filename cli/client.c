@@ -1,6 +1,6 @@
-/* cli.c -- the client subcommands of rrdeploy: add, list, status, update,
+/* client.c -- the client subcommands of rrdeploy: add, list, status, update,
  * remove, run, cancel, runs, watch, preview. Each talks to a running server
- * over WebSocket with the DAP envelope the SDKs use (dap/client.c).
+ * over WebSocket with the DAP envelope the SDKs use (dap/client.h).
  *
  * Design: a command validates everything local first (arguments, the
  * pipeline file) so a usage error never costs a connection, then opens a
@@ -10,45 +10,37 @@
  * wrote it (only insignificant white space is removed). Responses are read
  * with jansson for display; --json prints the body's raw text as it came in
  * the frame, so numbers and key order survive for scripts. Server strings
- * shown in tables have control characters replaced, so a deployment cannot
- * send escape sequences to the terminal.
+ * shown in tables have control characters replaced (cli__clean() and the
+ * tables of format.c), so a deployment cannot send escape sequences to the
+ * terminal.
  * Exit codes: 0 ok, 1 the server said no (or a waited-for run did not
  * succeed), 2 usage or input file, 3 connection or timeout, 130 interrupted.
  * Thread: main thread only. */
-#include "dap/dap.h"
+#include "cli/cli.h"
 
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <sodium.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/cli_internal.h"
 #include "dap/client.h"
 #include "util/jraw.h"
 #include "util/util.h"
-
-#define EXIT_SERVER 1
-#define EXIT_USAGE 2
-#define EXIT_CONN 3
-#define EXIT_INTERRUPTED 130
 
 #define DEFAULT_URL "ws://127.0.0.1:5565"
 #define DEFAULT_TIMEOUT_S 30.0
 #define PIPELINE_FILE_MAX (64u * 1024 * 1024)
 #define PIPELINE_DEPTH 64
 #define CLIENT_NAME "rrdeploy CLI"
-
-#define COLOR_GREEN "\033[32m"
-#define COLOR_YELLOW "\033[33m"
-#define COLOR_RED "\033[31m"
-#define COLOR_RESET "\033[0m"
 
 /* ---------------------------------------------------------------- options */
 
@@ -104,275 +96,14 @@ struct ctx {
     double from;
     bool has_from;
     const char *done_verb;         /* what show_done() says happened */
-    struct dap__client *c;         /* owned: the session, NULL until opened */
+    struct dap_client *c;          /* owned: the session, NULL until opened */
 };
-
-static int fail(int code, const char *fmt, ...) RR_PRINTF(2, 3);
-static int fail(int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("rrdeploy: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    return code;
-}
-
-/* ---------------------------------------------------------------- text helpers */
-
-/* A copy of s fit for one table cell or line: control characters (and so
- * terminal escapes) become spaces. Returns a heap string (free()). */
-static char *clean(const char *s)
-{
-    char *out = xstrdup(s ? s : "");
-    for (char *p = out; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            *p = ' ';
-    return out;
-}
-
-/* Display width: UTF-8 code points. */
-static size_t width(const char *s)
-{
-    size_t n = 0;
-    for (; *s; s++)
-        if (((unsigned char)*s & 0xc0) != 0x80)
-            n++;
-    return n;
-}
-
-static void fmt_time(double t, bool offset, char *out, size_t n)
-{
-    time_t s = (time_t)floor(t);
-    struct tm tm;
-    if (!localtime_r(&s, &tm) ||
-        strftime(out, n, offset ? "%Y-%m-%d %H:%M:%S %z" : "%Y-%m-%d %H:%M:%S",
-                 &tm) == 0)
-        snprintf(out, n, "-");
-}
-
-static void fmt_utc(double t, char *out, size_t n)
-{
-    time_t s = (time_t)floor(t);
-    struct tm tm;
-    if (!gmtime_r(&s, &tm) || strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-        snprintf(out, n, "-");
-}
-
-/* "in 4m", "5m ago", "now". */
-static void fmt_rel(double t, double now, char *out, size_t n)
-{
-    double d = t - now, a = fabs(d);
-    long v;
-    char unit;
-    if (a < 1) {
-        snprintf(out, n, "now");
-        return;
-    }
-    if (a < 60)
-        v = (long)a, unit = 's';
-    else if (a < 3600)
-        v = (long)(a / 60), unit = 'm';
-    else if (a < 86400)
-        v = (long)(a / 3600), unit = 'h';
-    else
-        v = (long)(a / 86400), unit = 'd';
-    snprintf(out, n, d > 0 ? "in %ld%c" : "%ld%c ago", v, unit);
-}
-
-static void fmt_dur(double s, char *out, size_t n)
-{
-    if (!(s >= 0))
-        s = 0;
-    long v = (long)s;
-    if (s < 10)
-        snprintf(out, n, "%.1fs", s);
-    else if (s < 60)
-        snprintf(out, n, "%lds", v);
-    else if (s < 3600)
-        snprintf(out, n, "%ldm%02lds", v / 60, v % 60);
-    else if (s < 86400)
-        snprintf(out, n, "%ldh%02ldm", v / 3600, v / 60 % 60);
-    else
-        snprintf(out, n, "%ldd%02ldh", v / 86400, v / 3600 % 24);
-}
-
-/* Indent valid compact-or-not JSON text for people. Works on the text, so
- * numbers and escapes are shown exactly as stored. */
-static void pretty_json(struct buf *out, const char *s, size_t n, int indent)
-{
-    int depth = 0;
-    bool in_str = false;
-#define NEWLINE()                                                              \
-    do {                                                                       \
-        buf_putc(out, '\n');                                                   \
-        for (int k_ = 0; k_ < indent + 2 * depth; k_++)                        \
-            buf_putc(out, ' ');                                                \
-    } while (0)
-    for (int k = 0; k < indent; k++)
-        buf_putc(out, ' ');
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (in_str) {
-            buf_putc(out, ch);
-            if (ch == '\\' && i + 1 < n)
-                buf_putc(out, s[++i]);
-            else if (ch == '"')
-                in_str = false;
-            continue;
-        }
-        switch (ch) {
-        case '"':
-            in_str = true;
-            buf_putc(out, ch);
-            break;
-        case '{':
-        case '[': {
-            size_t j = i + 1;
-            while (j < n && strchr(" \t\r\n", s[j]))
-                j++;
-            buf_putc(out, ch);
-            if (j < n && (s[j] == '}' || s[j] == ']')) {
-                buf_putc(out, s[j]);
-                i = j;
-                break;
-            }
-            depth++;
-            NEWLINE();
-            break;
-        }
-        case '}':
-        case ']':
-            depth--;
-            NEWLINE();
-            buf_putc(out, ch);
-            break;
-        case ',':
-            buf_putc(out, ch);
-            NEWLINE();
-            break;
-        case ':': buf_puts(out, ": "); break;
-        case ' ':
-        case '\t':
-        case '\r':
-        case '\n': break;
-        default: buf_putc(out, ch);
-        }
-    }
-#undef NEWLINE
-}
-
-/* ---------------------------------------------------------------- tables */
-
-/* Rows of cells printed with aligned columns; row 0 is the header. */
-struct table {
-    size_t ncols, nrows;
-    char **cells;          /* owned, nrows * ncols */
-    const char **colors;   /* static strings, parallel to cells */
-};
-
-static void table_init(struct table *t, size_t ncols)
-{
-    memset(t, 0, sizeof *t);
-    t->ncols = ncols;
-}
-
-/* Append a row of t->ncols strings (copied, cleaned; NULL shows "-"). */
-static void table_row(struct table *t, ...)
-{
-    t->cells = xrealloc(t->cells, (t->nrows + 1) * t->ncols * sizeof *t->cells);
-    t->colors = xrealloc(t->colors, (t->nrows + 1) * t->ncols * sizeof *t->colors);
-    va_list ap;
-    va_start(ap, t);
-    for (size_t i = 0; i < t->ncols; i++) {
-        const char *s = va_arg(ap, const char *);
-        t->cells[t->nrows * t->ncols + i] = clean(s && *s ? s : "-");
-        t->colors[t->nrows * t->ncols + i] = NULL;
-    }
-    va_end(ap);
-    t->nrows++;
-}
-
-/* Colour cell col of the last row (when colour is on). */
-static void table_color(struct table *t, size_t col, const char *color)
-{
-    t->colors[(t->nrows - 1) * t->ncols + col] = color;
-}
-
-static void table_print(const struct table *t)
-{
-    size_t *w = xcalloc(t->ncols, sizeof *w);
-    for (size_t r = 0; r < t->nrows; r++)
-        for (size_t i = 0; i < t->ncols; i++) {
-            size_t n = width(t->cells[r * t->ncols + i]);
-            if (n > w[i])
-                w[i] = n;
-        }
-    for (size_t r = 0; r < t->nrows; r++) {
-        for (size_t i = 0; i < t->ncols; i++) {
-            const char *s = t->cells[r * t->ncols + i];
-            const char *color = t->colors[r * t->ncols + i];
-            if (color)
-                printf("%s%s%s", color, s, COLOR_RESET);
-            else
-                fputs(s, stdout);
-            if (i + 1 < t->ncols)
-                printf("%*s", (int)(w[i] - width(s) + 2), "");
-        }
-        putchar('\n');
-    }
-    free(w);
-}
-
-static void table_free(struct table *t)
-{
-    for (size_t i = 0; i < t->nrows * t->ncols; i++)
-        free(t->cells[i]);
-    free(t->cells);
-    free(t->colors);
-    memset(t, 0, sizeof *t);
-}
 
 /* ---------------------------------------------------------------- JSON reading */
 
-/* A copy of JSON text in which numbers too large for a double (1e400, which
- * jansson refuses) read as 0: display only, --json prints the raw text. */
-static void tame_numbers(struct buf *out, const char *s, size_t n)
-{
-    bool in_str = false;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (in_str) {
-            buf_putc(out, ch);
-            if (ch == '\\' && i + 1 < n)
-                buf_putc(out, s[++i]);
-            else if (ch == '"')
-                in_str = false;
-        } else if (ch == '"') {
-            in_str = true;
-            buf_putc(out, ch);
-        } else if (ch == '-' || (ch >= '0' && ch <= '9')) {
-            size_t j = i;
-            while (j < n && strchr("+-.eE0123456789", s[j]))
-                j++;
-            char *num = xstrndup(s + i, j - i);
-            bool huge = isinf(strtod(num, NULL));
-            free(num);
-            if (huge)
-                buf_putc(out, '0');
-            else
-                buf_append(out, s + i, j - i);
-            i = j - 1;
-        } else {
-            buf_putc(out, ch);
-        }
-    }
-}
-
 /* The body of m as a tree for display (owned: json_decref), or NULL with a
  * message printed. */
-static json_t *body_tree(const struct dap__msg *m)
+static json_t *body_tree(const struct dap_msg *m)
 {
     if (!m->body.p)
         return json_object();
@@ -382,14 +113,14 @@ static json_t *body_tree(const struct dap__msg *m)
     if (!v) {
         struct buf b;
         buf_init(&b, 0);
-        tame_numbers(&b, m->body.p, m->body.n);
+        cli__tame_numbers(&b, m->body.p, m->body.n);
         v = json_loadb(buf_data(&b), b.len, flags, &jerr);
         buf_free(&b);
     }
     if (!v || !json_is_object(v)) {
         json_decref(v);
-        fail(EXIT_SERVER, "cannot read the server's answer: %s",
-             v ? "not an object" : jerr.text);
+        cli__fail(CLI_EXIT_FAILED, "cannot read the server's answer: %s",
+                  v ? "not an object" : jerr.text);
         return NULL;
     }
     return v;
@@ -413,7 +144,7 @@ static bool jhas_num(const json_t *o, const char *key)
 }
 
 /* Print the raw body text of m as one line (an absent body prints {}). */
-static void print_raw_body(const struct dap__msg *m)
+static void print_raw_body(const struct dap_msg *m)
 {
     if (m->body.p)
         fwrite(m->body.p, 1, m->body.n, stdout);
@@ -427,11 +158,11 @@ static const char *state_color(const struct ctx *x, const char *state)
     if (!x->color || !state)
         return NULL;
     if (strcmp(state, "active") == 0)
-        return COLOR_GREEN;
+        return CLI_COLOR_GREEN;
     if (strcmp(state, "paused") == 0)
-        return COLOR_YELLOW;
+        return CLI_COLOR_YELLOW;
     if (strcmp(state, "errored") == 0)
-        return COLOR_RED;
+        return CLI_COLOR_RED;
     return NULL;
 }
 
@@ -465,7 +196,7 @@ static bool run_duration(const json_t *run, char *out, size_t n)
         return false;
     double end = jhas_num(run, "finished_at") ? jnum(run, "finished_at")
                                               : time_now_real();
-    fmt_dur(end - jnum(run, "started_at"), out, n);
+    cli__fmt_dur(end - jnum(run, "started_at"), out, n);
     return true;
 }
 
@@ -497,7 +228,8 @@ static int read_pipeline(const char *path, struct buf *out)
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
     const char *name = f == stdin ? "standard input" : path;
     if (!f)
-        return fail(EXIT_USAGE, "cannot open %s: %s", path, strerror(errno));
+        return cli__fail(CLI_EXIT_USAGE, "cannot open %s: %s", path,
+                         strerror(errno));
     struct buf b;
     buf_init(&b, 0);
     char chunk[65536];
@@ -518,13 +250,16 @@ static int read_pipeline(const char *path, struct buf *out)
     struct err e = {0};
     struct jraw_span sp = {buf_cstr(&b), b.len}, inner, pid;
     if (bad)
-        rc = fail(EXIT_USAGE, "cannot read %s: %s", name, strerror(saved));
+        rc = cli__fail(CLI_EXIT_USAGE, "cannot read %s: %s", name,
+                       strerror(saved));
     else if (too_big)
-        rc = fail(EXIT_USAGE, "%s: larger than %u bytes", name, PIPELINE_FILE_MAX);
+        rc = cli__fail(CLI_EXIT_USAGE, "%s: larger than %u bytes", name,
+                       PIPELINE_FILE_MAX);
     else if (b.len == 0)
-        rc = fail(EXIT_USAGE, "%s: empty, expected a JSON object", name);
+        rc = cli__fail(CLI_EXIT_USAGE, "%s: empty, expected a JSON object",
+                       name);
     else if (jraw_check(sp.p, sp.n, PIPELINE_DEPTH, &e) != 0)
-        rc = fail(EXIT_USAGE, "%s: invalid JSON: %s", name, e.msg);
+        rc = cli__fail(CLI_EXIT_USAGE, "%s: invalid JSON: %s", name, e.msg);
     if (rc) {
         buf_free(&b);
         return rc;
@@ -533,7 +268,8 @@ static int read_pipeline(const char *path, struct buf *out)
         sp.p++, sp.n--;
     if (sp.p[0] != '{') {
         buf_free(&b);
-        return fail(EXIT_USAGE, "%s: expected a JSON object (the pipeline)", name);
+        return cli__fail(CLI_EXIT_USAGE,
+                         "%s: expected a JSON object (the pipeline)", name);
     }
     /* a .pipe file: {"pipeline": {...}} without a project_id of its own */
     if (jraw_member(sp.p, sp.n, "pipeline", &inner, NULL) && inner.n &&
@@ -541,17 +277,6 @@ static int read_pipeline(const char *path, struct buf *out)
         sp = inner;
     jraw_compact(out, sp.p, sp.n);
     buf_free(&b);
-    return 0;
-}
-
-static int parse_long_arg(const char *opt, const char *s, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end)
-        return fail(EXIT_USAGE, "%s: expected an integer, got '%s'", opt, s);
-    *out = v;
     return 0;
 }
 
@@ -645,9 +370,9 @@ static int parse_when(const char *s, double *out)
     *out = (double)t + frac;
     return 0;
 bad:
-    return fail(EXIT_USAGE,
-                "--from: expected Unix seconds or an ISO 8601 time such as "
-                "2026-01-01T09:00:00Z, got '%s'", s);
+    return cli__fail(CLI_EXIT_USAGE,
+                     "--from: expected Unix seconds or an ISO 8601 time "
+                     "such as 2026-01-01T09:00:00Z, got '%s'", s);
 }
 
 /* ---------------------------------------------------------------- session */
@@ -658,16 +383,17 @@ static int session_open(struct ctx *x)
     const char *url = x->url ? x->url : getenv("ROCKETRIDE_URI");
     if (!url || !*url)
         url = DEFAULT_URL;
-    struct dap__url u;
+    struct dap_url u;
     struct err e = {0};
-    if (dap__url_parse(url, &u, &e))
-        return fail(EXIT_USAGE, "%s", e.msg);
+    if (dap_url_parse(url, &u, &e))
+        return cli__fail(CLI_EXIT_USAGE, "%s", e.msg);
     const char *key = x->key ? x->key : getenv("ROCKETRIDE_APIKEY");
     if (!key || !*key)
-        return fail(EXIT_USAGE, "no API key: pass --key KEY or set ROCKETRIDE_APIKEY");
+        return cli__fail(CLI_EXIT_USAGE,
+                         "no API key: pass --key KEY or set ROCKETRIDE_APIKEY");
 
-    if (dap__client_open(&u, x->timeout, &x->c, &e))
-        return fail(EXIT_CONN, "%s", e.msg);
+    if (dap_client_open(&u, x->timeout, &x->c, &e))
+        return cli__fail(CLI_EXIT_CONN, "%s", e.msg);
 
     struct buf args;
     buf_init(&args, 0);
@@ -675,36 +401,37 @@ static int session_open(struct ctx *x)
     buf_json_cstr(&args, key);
     buf_puts(&args, ",\"clientName\":\"" CLIENT_NAME
                     "\",\"clientVersion\":\"" RRDEPLOY_VERSION "\"}");
-    struct dap__msg *m = NULL;
-    int rc = dap__client_request(x->c, "auth", buf_cstr(&args), &m, &e);
+    struct dap_msg *m = NULL;
+    int rc = dap_client_request(x->c, "auth", buf_cstr(&args), &m, &e);
     if (args.mem)
         sodium_memzero(args.mem, args.head + args.cap);
     buf_free(&args);
     if (rc)
-        return fail(EXIT_CONN, "%s", e.msg);
-    /* PROTOCOL §2.5: auth needs an explicit success:true */
+        return cli__fail(CLI_EXIT_CONN, "%s", e.msg);
+    /* auth is stricter than other commands, as in the SDKs: it needs an
+     * explicit success:true, a missing success is a refusal */
     struct jraw_span ok;
     if (!m->success || !jraw_member(m->text, m->len, "success", &ok, NULL) ||
         ok.n != 4 || memcmp(ok.p, "true", 4) != 0)
-        rc = fail(EXIT_SERVER, "%s",
-                  m->message ? m->message : "Authentication failed");
-    dap__msg_free(m);
+        rc = cli__fail(CLI_EXIT_FAILED, "%s",
+                       m->message ? m->message : "Authentication failed");
+    dap_msg_free(m);
     return rc;
 }
 
 /* Send one request; 0 with *out (owned) on success, else an exit code with
  * the server's message (or the transport's) printed. */
 static int call(struct ctx *x, const char *command, const char *args,
-                struct dap__msg **out)
+                struct dap_msg **out)
 {
     struct err e = {0};
-    struct dap__msg *m = NULL;
-    if (dap__client_request(x->c, command, args, &m, &e))
-        return fail(EXIT_CONN, "%s", e.msg);
+    struct dap_msg *m = NULL;
+    if (dap_client_request(x->c, command, args, &m, &e))
+        return cli__fail(CLI_EXIT_CONN, "%s", e.msg);
     if (!m->success) {
-        int rc = fail(EXIT_SERVER, "%s",
-                      m->message ? m->message : "request failed");
-        dap__msg_free(m);
+        int rc = cli__fail(CLI_EXIT_FAILED, "%s",
+                           m->message ? m->message : "request failed");
+        dap_msg_free(m);
         return rc;
     }
     *out = m;
@@ -718,22 +445,38 @@ static void args_project(struct buf *b, const char *id)
     buf_json_cstr(b, id);
 }
 
+/* Print an answer for people; returns an exit status. */
+typedef int (*show_fn)(struct ctx *x, const struct dap_msg *m);
+
 /* Open a session, send command with args and print the body: raw with
  * --json, else through show(). */
 static int simple(struct ctx *x, const char *command, const char *args,
-                  int (*show)(struct ctx *x, const struct dap__msg *m))
+                  show_fn show)
 {
     int rc = session_open(x);
     if (rc)
         return rc;
-    struct dap__msg *m = NULL;
+    struct dap_msg *m = NULL;
     if ((rc = call(x, command, args, &m)) != 0)
         return rc;
     if (x->json)
         print_raw_body(m);
     else
         rc = show(x, m);
-    dap__msg_free(m);
+    dap_msg_free(m);
+    return rc;
+}
+
+/* simple() for a command whose only argument is the deployment's id, sent
+ * as {"projectId": ID}. */
+static int project_only(struct ctx *x, const char *command, show_fn show)
+{
+    struct buf args;
+    buf_init(&args, 0);
+    args_project(&args, x->pos[0]);
+    buf_putc(&args, '}');
+    int rc = simple(x, command, buf_cstr(&args), show);
+    buf_free(&args);
     return rc;
 }
 
@@ -744,11 +487,11 @@ static const char *record_project(const json_t *rec)
     return jstr(json_object_get(rec, "pipeline"), "project_id");
 }
 
-static int show_list(struct ctx *x, const struct dap__msg *m)
+static int show_list(struct ctx *x, const struct dap_msg *m)
 {
     json_t *body = body_tree(m);
     if (!body)
-        return EXIT_SERVER;
+        return CLI_EXIT_FAILED;
     json_t *deps = json_object_get(body, "deployments");
     if (json_array_size(deps) == 0) {
         puts("no deployments");
@@ -756,40 +499,41 @@ static int show_list(struct ctx *x, const struct dap__msg *m)
         return 0;
     }
     double now = time_now_real();
-    struct table t;
-    table_init(&t, 5);
-    table_row(&t, "PROJECT", "STATE", "SCHEDULE", "NEXT RUN", "LAST RUN");
+    struct cli_table t;
+    cli__table_init(&t, 5);
+    cli__table_row(&t, "PROJECT", "STATE", "SCHEDULE", "NEXT RUN", "LAST RUN");
     size_t i;
     json_t *rec;
     json_array_foreach(deps, i, rec) {
         char next[32] = "-";
         if (jhas_num(rec, "next_run_at"))
-            fmt_rel(jnum(rec, "next_run_at"), now, next, sizeof next);
+            cli__fmt_rel(jnum(rec, "next_run_at"), now, next, sizeof next);
         struct buf last;
         buf_init(&last, 0);
         json_t *run = json_object_get(rec, "last_run");
         if (json_is_object(run)) {
             char ago[32];
-            fmt_rel(run_time(run), now, ago, sizeof ago);
+            cli__fmt_rel(run_time(run), now, ago, sizeof ago);
             buf_printf(&last, "%s %s",
                        jstr(run, "outcome") ? jstr(run, "outcome") : "?", ago);
         }
         const char *state = jstr(rec, "state");
-        table_row(&t, record_project(rec), state, jstr(rec, "schedule"), next,
-                  buf_cstr(&last));
-        table_color(&t, 1, state_color(x, state));
+        cli__table_row(&t, record_project(rec), state, jstr(rec, "schedule"),
+                       next, buf_cstr(&last));
+        cli__table_color(&t, 1, state_color(x, state));
         buf_free(&last);
     }
-    table_print(&t);
-    table_free(&t);
+    cli__table_print(&t);
+    cli__table_free(&t);
     json_decref(body);
     return 0;
 }
 
 static void kv(const char *key, const char *value, const char *color)
 {
-    char *v = clean(value && *value ? value : "-");
-    printf("%-12s %s%s%s\n", key, color ? color : "", v, color ? COLOR_RESET : "");
+    char *v = cli__clean(value && *value ? value : "-");
+    printf("%-12s %s%s%s\n", key, color ? color : "", v,
+           color ? CLI_COLOR_RESET : "");
     free(v);
 }
 
@@ -802,17 +546,17 @@ static void kv_time(const json_t *o, const char *member, const char *key,
         return;
     }
     double t = jnum(o, member);
-    fmt_time(t, true, when, sizeof when);
-    fmt_rel(t, now, rel, sizeof rel);
+    cli__fmt_time(t, true, when, sizeof when);
+    cli__fmt_rel(t, now, rel, sizeof rel);
     snprintf(line, sizeof line, "%s (%s)", when, rel);
     kv(key, line, NULL);
 }
 
-static int show_record(struct ctx *x, const struct dap__msg *m)
+static int show_record(struct ctx *x, const struct dap_msg *m)
 {
     json_t *rec = body_tree(m);
     if (!rec)
-        return EXIT_SERVER;
+        return CLI_EXIT_FAILED;
     double now = time_now_real();
     const char *state = jstr(rec, "state");
     kv("project", record_project(rec), NULL);
@@ -826,8 +570,8 @@ static int show_record(struct ctx *x, const struct dap__msg *m)
         buf_init(&b, 0);
         run_summary(run, &b);
         char when[64], rel[32];
-        fmt_time(run_time(run), true, when, sizeof when);
-        fmt_rel(run_time(run), now, rel, sizeof rel);
+        cli__fmt_time(run_time(run), true, when, sizeof when);
+        cli__fmt_rel(run_time(run), now, rel, sizeof rel);
         buf_printf(&b, ", at %s (%s)", when, rel);
         kv("last run", buf_cstr(&b), NULL);
         buf_free(&b);
@@ -843,7 +587,7 @@ static int show_record(struct ctx *x, const struct dap__msg *m)
     if (jraw_member(m->body.p, m->body.n, "pipeline", &sp, NULL)) {
         struct buf b;
         buf_init(&b, 0);
-        pretty_json(&b, sp.p, sp.n, 2);
+        cli__pretty_json(&b, sp.p, sp.n, 2);
         printf("pipeline\n%s\n", buf_cstr(&b));
         buf_free(&b);
     }
@@ -851,16 +595,17 @@ static int show_record(struct ctx *x, const struct dap__msg *m)
     return 0;
 }
 
-static int show_added(struct ctx *x, const struct dap__msg *m)
+static int show_added(struct ctx *x, const struct dap_msg *m)
 {
     json_t *rec = body_tree(m);
     if (!rec)
-        return EXIT_SERVER;
-    char *id = clean(record_project(rec));
-    char *sched = clean(jstr(rec, "schedule"));
+        return CLI_EXIT_FAILED;
+    char *id = cli__clean(record_project(rec));
+    char *sched = cli__clean(jstr(rec, "schedule"));
     char next[32];
     if (jhas_num(rec, "next_run_at")) {
-        fmt_rel(jnum(rec, "next_run_at"), time_now_real(), next, sizeof next);
+        cli__fmt_rel(jnum(rec, "next_run_at"), time_now_real(), next,
+                     sizeof next);
         printf("added %s (schedule %s, next run %s)\n", id, sched, next);
     } else {
         printf("added %s (schedule %s)\n", id, sched);
@@ -898,19 +643,13 @@ static int cmd_list(struct ctx *x)
 
 static int cmd_status(struct ctx *x)
 {
-    struct buf args;
-    buf_init(&args, 0);
-    args_project(&args, x->pos[0]);
-    buf_putc(&args, '}');
-    int rc = simple(x, "rrext_deploy_status", buf_cstr(&args), show_record);
-    buf_free(&args);
-    return rc;
+    return project_only(x, "rrext_deploy_status", show_record);
 }
 
 /* For commands whose answer is {}: say what happened. */
-static int show_done(struct ctx *x, const struct dap__msg *m)
+static int show_done(struct ctx *x, const struct dap_msg *m)
 {
-    char *id = clean(x->pos[0]);
+    char *id = cli__clean(x->pos[0]);
     printf("%s %s\n", x->done_verb, id);
     free(id);
     return 0;
@@ -919,8 +658,9 @@ static int show_done(struct ctx *x, const struct dap__msg *m)
 static int cmd_update(struct ctx *x)
 {
     if (!x->schedule && !x->pipeline_file && !x->state)
-        return fail(EXIT_USAGE, "update: nothing to change: give --schedule, "
-                                "--pipeline, --pause or --resume");
+        return cli__fail(CLI_EXIT_USAGE,
+                         "update: nothing to change: give --schedule, "
+                         "--pipeline, --pause or --resume");
     struct buf args;
     buf_init(&args, 0);
     args_project(&args, x->pos[0]);
@@ -948,63 +688,54 @@ static int cmd_update(struct ctx *x)
     return rc;
 }
 
-/* A command whose only argument is the project id and whose answer is {}. */
-static int project_only(struct ctx *x, const char *command, const char *verb)
-{
-    struct buf args;
-    buf_init(&args, 0);
-    args_project(&args, x->pos[0]);
-    buf_putc(&args, '}');
-    x->done_verb = verb;
-    int rc = simple(x, command, buf_cstr(&args), show_done);
-    buf_free(&args);
-    return rc;
-}
-
 static int cmd_remove(struct ctx *x)
 {
-    return project_only(x, "rrext_deploy_remove", "removed");
+    x->done_verb = "removed";
+    return project_only(x, "rrext_deploy_remove", show_done);
 }
 
 static int cmd_cancel(struct ctx *x)
 {
-    return project_only(x, "rrext_deploy_cancel", "cancel requested for");
+    x->done_verb = "cancel requested for";
+    return project_only(x, "rrext_deploy_cancel", show_done);
 }
 
-static int show_runs(struct ctx *x, const struct dap__msg *m)
+static int show_runs(struct ctx *x, const struct dap_msg *m)
 {
     json_t *body = body_tree(m);
     if (!body)
-        return EXIT_SERVER;
+        return CLI_EXIT_FAILED;
     json_t *runs = json_object_get(body, "runs");
     if (json_array_size(runs) == 0) {
         puts("no runs");
         json_decref(body);
         return 0;
     }
-    struct table t;
-    table_init(&t, 7);
-    table_row(&t, "ID", "TRIGGER", "OUTCOME", "SCHEDULED", "STARTED", "DURATION",
-              "EXIT/REASON");
+    struct cli_table t;
+    cli__table_init(&t, 7);
+    cli__table_row(&t, "ID", "TRIGGER", "OUTCOME", "SCHEDULED", "STARTED",
+                   "DURATION", "EXIT/REASON");
     size_t i;
     json_t *run;
     json_array_foreach(runs, i, run) {
         char id[32], sched[40] = "-", started[40] = "-", dur[32] = "-";
         snprintf(id, sizeof id, "%.0f", jnum(run, "id"));
         if (jhas_num(run, "scheduled_for"))
-            fmt_time(jnum(run, "scheduled_for"), false, sched, sizeof sched);
+            cli__fmt_time(jnum(run, "scheduled_for"), false, sched,
+                          sizeof sched);
         if (jhas_num(run, "started_at"))
-            fmt_time(jnum(run, "started_at"), false, started, sizeof started);
+            cli__fmt_time(jnum(run, "started_at"), false, started,
+                          sizeof started);
         run_duration(run, dur, sizeof dur);
         struct buf er;
         buf_init(&er, 0);
         run_exit_reason(run, &er);
-        table_row(&t, id, jstr(run, "trigger"), jstr(run, "outcome"), sched,
-                  started, dur, buf_cstr(&er));
+        cli__table_row(&t, id, jstr(run, "trigger"), jstr(run, "outcome"),
+                       sched, started, dur, buf_cstr(&er));
         buf_free(&er);
     }
-    table_print(&t);
-    table_free(&t);
+    cli__table_print(&t);
+    cli__table_free(&t);
     json_decref(body);
     return 0;
 }
@@ -1022,33 +753,33 @@ static int cmd_runs(struct ctx *x)
     return rc;
 }
 
-static int show_preview(struct ctx *x, const struct dap__msg *m)
+static int show_preview(struct ctx *x, const struct dap_msg *m)
 {
     json_t *body = body_tree(m);
     if (!body)
-        return EXIT_SERVER;
+        return CLI_EXIT_FAILED;
     const char *zone = jstr(body, "timezone");
     bool other_zone = zone && strcmp(zone, "UTC") != 0;
     json_t *next = json_object_get(body, "next");
-    char *sched = clean(jstr(body, "schedule"));
-    char *zname = clean(zone ? zone : "UTC");
+    char *sched = cli__clean(jstr(body, "schedule"));
+    char *zname = cli__clean(zone ? zone : "UTC");
     printf("schedule %s (zone %s)\n", sched, zname);
     if (json_array_size(next) == 0) {
         puts("no fire times");
     } else {
-        struct table t;
-        table_init(&t, other_zone ? 3 : 2);
-        table_row(&t, "UTC", "LOCAL", zname);
+        struct cli_table t;
+        cli__table_init(&t, other_zone ? 3 : 2);
+        cli__table_row(&t, "UTC", "LOCAL", zname);
         size_t i;
         json_t *n;
         json_array_foreach(next, i, n) {
             char utc[40], local[48];
-            fmt_utc(jnum(n, "at"), utc, sizeof utc);
-            fmt_time(jnum(n, "at"), true, local, sizeof local);
-            table_row(&t, utc, local, jstr(n, "local"));
+            cli__fmt_utc(jnum(n, "at"), utc, sizeof utc);
+            cli__fmt_time(jnum(n, "at"), true, local, sizeof local);
+            cli__table_row(&t, utc, local, jstr(n, "local"));
         }
-        table_print(&t);
-        table_free(&t);
+        cli__table_print(&t);
+        cli__table_free(&t);
     }
     free(sched);
     free(zname);
@@ -1058,7 +789,7 @@ static int show_preview(struct ctx *x, const struct dap__msg *m)
         size_t i;
         json_t *w;
         json_array_foreach(warnings, i, w) {
-            char *s = clean(json_string_value(w));
+            char *s = cli__clean(json_string_value(w));
             printf("  - %s\n", s);
             free(s);
         }
@@ -1088,7 +819,7 @@ static int cmd_preview(struct ctx *x)
 static void on_signal(int sig)
 {
     (void)sig;
-    dap__client_interrupt();
+    dap_client_interrupt();
 }
 
 /* SIGINT/SIGTERM end the wait; the goodbye (deauth, close) still runs,
@@ -1102,8 +833,9 @@ static void catch_signals(void)
     sa.sa_flags = SA_RESETHAND;
     sigemptyset(&sa.sa_mask);
     if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
-        fail(0, "cannot catch SIGINT/SIGTERM (%s): interrupting will not say "
-                "goodbye to the server", strerror(errno));
+        cli__fail(CLI_EXIT_OK, /* a warning: the command goes on */
+                  "cannot catch SIGINT/SIGTERM (%s): interrupting will not say "
+                  "goodbye to the server", strerror(errno));
 }
 
 static bool terminal_outcome(const char *o)
@@ -1117,12 +849,12 @@ static int report_run(struct ctx *x, const json_t *run, const char *project)
     const char *outcome = jstr(run, "outcome");
     bool ok = outcome && strcmp(outcome, "succeeded") == 0;
     if (x->json)
-        return ok ? 0 : EXIT_SERVER;
+        return ok ? 0 : CLI_EXIT_FAILED;
     struct buf b;
     buf_init(&b, 0);
     run_summary(run, &b);
-    char *line = clean(buf_cstr(&b));
-    char *id = clean(project);
+    char *line = cli__clean(buf_cstr(&b));
+    char *id = cli__clean(project);
     printf("%s: run %s\n", id, line + 1); /* drop '#': "run 12 succeeded" */
     free(line);
     free(id);
@@ -1133,7 +865,7 @@ static int report_run(struct ctx *x, const json_t *run, const char *project)
         if (tail[strlen(tail) - 1] != '\n')
             putchar('\n');
     }
-    return ok ? 0 : EXIT_SERVER;
+    return ok ? 0 : CLI_EXIT_FAILED;
 }
 
 static int cmd_run(struct ctx *x)
@@ -1142,7 +874,7 @@ static int cmd_run(struct ctx *x)
     struct buf args;
     buf_init(&args, 0);
     int rc = session_open(x);
-    struct dap__msg *m = NULL;
+    struct dap_msg *m = NULL;
     if (rc)
         goto out;
     if (x->wait) {
@@ -1151,7 +883,7 @@ static int cmd_run(struct ctx *x)
         buf_putc(&args, '}');
         if ((rc = call(x, "rrext_deploy_watch", buf_cstr(&args), &m)) != 0)
             goto out;
-        dap__msg_free(m);
+        dap_msg_free(m);
         m = NULL;
         buf_reset(&args);
     }
@@ -1165,7 +897,7 @@ static int cmd_run(struct ctx *x)
         goto out;
     json_t *run = body_tree(m);
     if (!run) {
-        rc = EXIT_SERVER;
+        rc = CLI_EXIT_FAILED;
         goto out;
     }
     double run_id = jnum(run, "id");
@@ -1176,8 +908,8 @@ static int cmd_run(struct ctx *x)
             struct buf b;
             buf_init(&b, 0);
             run_summary(run, &b);
-            char *line = clean(buf_cstr(&b));
-            char *id = clean(project);
+            char *line = cli__clean(buf_cstr(&b));
+            char *id = cli__clean(project);
             printf("%s: run %s\n", id, line + 1);
             free(line);
             free(id);
@@ -1196,27 +928,29 @@ static int cmd_run(struct ctx *x)
     }
     json_decref(run);
     if (!x->json) {
-        char *id = clean(project);
+        char *id = cli__clean(project);
         fprintf(stderr, "%s: run %.0f started, waiting for it to finish\n", id,
                 run_id);
         free(id);
     }
     catch_signals();
     for (;;) {
-        struct dap__msg *ev = NULL;
+        struct dap_msg *ev = NULL;
         struct err e = {0};
-        int r = dap__client_event(x->c, x->timeout_set, &ev, &e);
+        int r = dap_client_event(x->c, x->timeout_set, &ev, &e);
         if (r == -EINTR) {
-            rc = fail(EXIT_INTERRUPTED, "interrupted; run %.0f goes on on the server",
-                      run_id);
+            rc = cli__fail(CLI_EXIT_INTERRUPTED,
+                           "interrupted; run %.0f goes on on the server",
+                           run_id);
             break;
         }
         if (r == -ETIMEDOUT) {
-            rc = fail(EXIT_CONN, "timed out waiting for run %.0f to finish", run_id);
+            rc = cli__fail(CLI_EXIT_CONN,
+                           "timed out waiting for run %.0f to finish", run_id);
             break;
         }
         if (r) {
-            rc = fail(EXIT_CONN, "%s", e.msg);
+            rc = cli__fail(CLI_EXIT_CONN, "%s", e.msg);
             break;
         }
         json_t *body = body_tree(ev);
@@ -1233,24 +967,25 @@ static int cmd_run(struct ctx *x)
             rc = report_run(x, evrun, project);
             done = true;
         } else if (action && strcmp(action, "removed") == 0) {
-            rc = fail(EXIT_SERVER, "deployment %s was removed while waiting", project);
+            rc = cli__fail(CLI_EXIT_FAILED,
+                           "deployment %s was removed while waiting", project);
             done = true;
         }
         json_decref(body);
-        dap__msg_free(ev);
+        dap_msg_free(ev);
         if (done)
             break;
     }
     /* the wait may have outlived the deadline: give the goodbye its own */
-    dap__client_set_deadline(x->c, x->timeout);
+    dap_client_set_deadline(x->c, x->timeout);
 out:
-    dap__msg_free(m);
+    dap_msg_free(m);
     buf_free(&args);
     return rc;
 }
 
 /* One line per event: time, project, action, outcome or detail. */
-static void print_event_line(struct ctx *x, const struct dap__msg *ev)
+static void print_event_line(struct ctx *x, const struct dap_msg *ev)
 {
     json_t *body = body_tree(ev);
     if (!body)
@@ -1259,7 +994,8 @@ static void print_event_line(struct ctx *x, const struct dap__msg *ev)
     json_t *at = json_object_get(body, "at");
     double t = json_is_number(at) ? json_number_value(at) : 0;
     char when[40];
-    fmt_time(t > 0 && t < 253402300800.0 ? t : time_now_real(), false, when, sizeof when);
+    cli__fmt_time(t > 0 && t < 253402300800.0 ? t : time_now_real(), false,
+                  when, sizeof when);
     const char *action = jstr(body, "action");
     struct buf detail;
     buf_init(&detail, 0);
@@ -1271,12 +1007,12 @@ static void print_event_line(struct ctx *x, const struct dap__msg *ev)
         if (jstr(body, "error"))
             buf_printf(&detail, ": %s", jstr(body, "error"));
     }
-    char *project = clean(jstr(body, "projectId"));
-    char *act = clean(action ? action : "?");
-    char *det = clean(buf_cstr(&detail));
+    char *project = cli__clean(jstr(body, "projectId"));
+    char *act = cli__clean(action ? action : "?");
+    char *det = cli__clean(buf_cstr(&detail));
     const char *color = state_color(x, jstr(body, "state"));
     printf("%s  %s  %-13s  %s%s%s\n", when, project, act, color ? color : "", det,
-           color ? COLOR_RESET : "");
+           color ? CLI_COLOR_RESET : "");
     free(project);
     free(act);
     free(det);
@@ -1295,40 +1031,41 @@ static int cmd_watch(struct ctx *x)
         args_project(&args, x->pos[0]);
         buf_putc(&args, '}');
     }
-    struct dap__msg *m = NULL;
+    struct dap_msg *m = NULL;
     rc = call(x, "rrext_deploy_watch", x->npos > 0 ? buf_cstr(&args) : NULL, &m);
     buf_free(&args);
     if (rc)
         return rc;
-    dap__msg_free(m);
+    dap_msg_free(m);
     catch_signals();
     /* on stderr in both modes: people see it, scripts can wait for it */
-    char *id = x->npos > 0 ? clean(x->pos[0]) : NULL;
+    char *id = x->npos > 0 ? cli__clean(x->pos[0]) : NULL;
     fprintf(stderr, "watching %s%s (Ctrl-C to stop)\n",
             id ? "deployment " : "all your deployments", id ? id : "");
     free(id);
     for (;;) {
-        struct dap__msg *ev = NULL;
+        struct dap_msg *ev = NULL;
         struct err e = {0};
-        int r = dap__client_event(x->c, false, &ev, &e);
+        int r = dap_client_event(x->c, false, &ev, &e);
         if (r == -EINTR)
             break;
         if (r) {
-            rc = fail(EXIT_CONN, "%s", e.msg);
+            rc = cli__fail(CLI_EXIT_CONN, "%s", e.msg);
             break;
         }
         if (x->json)
             print_raw_body(ev);
         else
             print_event_line(x, ev);
-        dap__msg_free(ev);
+        dap_msg_free(ev);
         if (fflush(stdout) != 0) {
-            rc = fail(EXIT_SERVER, "cannot write to standard output: %s",
-                      strerror(errno));
+            rc = cli__fail(CLI_EXIT_FAILED,
+                           "cannot write to standard output: %s",
+                           strerror(errno));
             break;
         }
     }
-    dap__client_set_deadline(x->c, x->timeout);
+    dap_client_set_deadline(x->c, x->timeout);
     return rc;
 }
 
@@ -1410,7 +1147,7 @@ static const struct command *find_command(const char *name)
     return NULL;
 }
 
-bool dap_cli_is_command(const char *name)
+bool cli_is_client_command(const char *name)
 {
     return name && find_command(name) != NULL;
 }
@@ -1436,7 +1173,7 @@ static const char *opt_name(unsigned bit)
     return "?";
 }
 
-int dap_cli_main(int argc, char **argv)
+int cli_run_client(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"url", required_argument, NULL, O_URL},
@@ -1455,8 +1192,9 @@ int dap_cli_main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    if (argc < 1 || !dap_cli_is_command(argv[0]))
-        return fail(EXIT_USAGE, "unknown command '%s'", argc ? argv[0] : "");
+    if (argc < 1 || !cli_is_client_command(argv[0]))
+        return cli__fail(CLI_EXIT_USAGE, "unknown command '%s'",
+                         argc ? argv[0] : "");
     struct ctx x;
     memset(&x, 0, sizeof x);
     x.cmd = find_command(argv[0]);
@@ -1470,13 +1208,15 @@ int dap_cli_main(int argc, char **argv)
             return 0;
         }
         if (c == '?' || c == ':')
-            return fail(EXIT_USAGE, "%s: %s '%s' (try 'rrdeploy %s --help')",
-                        x.cmd->name,
-                        c == ':' ? "missing the value of" : "unknown option",
-                        argv[optind - 1], x.cmd->name);
+            return cli__fail(CLI_EXIT_USAGE,
+                             "%s: %s '%s' (try 'rrdeploy %s --help')",
+                             x.cmd->name,
+                             c == ':' ? "missing the value of" : "unknown option",
+                             argv[optind - 1], x.cmd->name);
         if (!((O_COMMON | x.cmd->opts) & (unsigned)c))
-            return fail(EXIT_USAGE, "%s: %s is not an option of this command",
-                        x.cmd->name, opt_name((unsigned)c));
+            return cli__fail(CLI_EXIT_USAGE,
+                             "%s: %s is not an option of this command",
+                             x.cmd->name, opt_name((unsigned)c));
         char *end;
         switch (c) {
         case O_URL: x.url = optarg; break;
@@ -1486,8 +1226,9 @@ int dap_cli_main(int argc, char **argv)
             x.timeout = strtod(optarg, &end);
             if (errno || end == optarg || *end || !(x.timeout > 0) ||
                 x.timeout > 86400 * 365)
-                return fail(EXIT_USAGE, "--timeout: expected seconds, got '%s'",
-                            optarg);
+                return cli__fail(CLI_EXIT_USAGE,
+                                 "--timeout: expected seconds, got '%s'",
+                                 optarg);
             x.timeout_set = true;
             break;
         case O_JSON: x.json = true; break;
@@ -1497,26 +1238,29 @@ int dap_cli_main(int argc, char **argv)
         case O_RESUME: {
             const char *st = c == O_PAUSE ? "paused" : "active";
             if (x.state && strcmp(x.state, st) != 0)
-                return fail(EXIT_USAGE, "update: --pause and --resume exclude "
-                                        "each other");
+                return cli__fail(CLI_EXIT_USAGE,
+                                 "update: --pause and --resume exclude "
+                                 "each other");
             x.state = st;
             break;
         }
         case O_WAIT: x.wait = true; break;
         case O_IDEM: x.idem = optarg; break;
         case O_LIMIT:
-            if (parse_long_arg("--limit", optarg, &x.limit))
-                return EXIT_USAGE;
+            if (cli__parse_long_opt("--limit", optarg, LONG_MIN, LONG_MAX,
+                                    "an integer", &x.limit))
+                return CLI_EXIT_USAGE;
             x.has_limit = true;
             break;
         case O_COUNT:
-            if (parse_long_arg("--count", optarg, &x.count))
-                return EXIT_USAGE;
+            if (cli__parse_long_opt("--count", optarg, LONG_MIN, LONG_MAX,
+                                    "an integer", &x.count))
+                return CLI_EXIT_USAGE;
             x.has_count = true;
             break;
         case O_FROM:
             if (parse_when(optarg, &x.from))
-                return EXIT_USAGE;
+                return CLI_EXIT_USAGE;
             x.has_from = true;
             break;
         }
@@ -1528,23 +1272,23 @@ int dap_cli_main(int argc, char **argv)
                 *x.cmd->synopsis ? x.cmd->synopsis : "");
         fprintf(stderr, "usage: rrdeploy %s%s%s [options]\n", x.cmd->name,
                 *x.cmd->synopsis ? " " : "", x.cmd->synopsis);
-        return EXIT_USAGE;
+        return CLI_EXIT_USAGE;
     }
     for (int i = 0; i < npos; i++) {
         x.pos[i] = argv[optind + i];
         if (!*x.pos[i])
-            return fail(EXIT_USAGE, "%s: empty argument", x.cmd->name);
+            return cli__fail(CLI_EXIT_USAGE, "%s: empty argument", x.cmd->name);
     }
     x.npos = npos;
     x.color = !x.json && isatty(STDOUT_FILENO) && getenv("NO_COLOR") == NULL;
     tzset();
 
     int rc = x.cmd->fn(&x);
-    dap__client_close(x.c);
+    dap_client_close(x.c);
     x.c = NULL;
     if (fflush(stdout) != 0 || ferror(stdout)) {
         if (rc == 0)
-            rc = fail(EXIT_SERVER, "cannot write to standard output");
+            rc = cli__fail(CLI_EXIT_FAILED, "cannot write to standard output");
     }
     return rc;
 }
