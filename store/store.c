@@ -56,7 +56,6 @@
 #include <unistd.h>
 
 #define BUSY_TIMEOUT_MS 5000
-#define HASH_KEY_BYTES 32                  /* keyed-hash key kept in meta */
 #define HASH_BYTES crypto_generichash_BYTES /* 32: BLAKE2b-256 */
 #define KEY_RAW_BYTES 32                   /* random bytes in a key's text */
 #define KEY_ID_RAW_BYTES 8                 /* random bytes in a key's id */
@@ -143,47 +142,6 @@ static const char *const migrations[] = {
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
 /* ================================================================ statements */
-
-enum stmt_id {
-    ST_BEGIN,
-    ST_BEGIN_READ,
-    ST_COMMIT,
-    ST_ROLLBACK,
-    ST_SAVEPOINT,
-    ST_RELEASE,
-    ST_ROLLBACK_TO,
-    ST_DATA_VERSION,
-    ST_USER_ENSURE,
-    ST_KEY_INSERT,
-    ST_KEY_BY_HASH,
-    ST_KEY_BY_ID,
-    ST_KEY_LIST,
-    ST_KEY_REVOKE,
-    ST_KEY_COUNT,
-    ST_DEP_COUNT_USER,
-    ST_DEP_COUNT_ALL,
-    ST_DEP_EXISTS,
-    ST_DEP_INSERT,
-    ST_DEP_GET,
-    ST_DEP_UPDATE,
-    ST_DEP_DELETE,
-    ST_DEP_LIST_USER,
-    ST_DEP_LIST_ALL,
-    ST_DEP_LIST_KEY,
-    ST_DEP_PROGRESS,
-    ST_RUN_INSERT,
-    ST_RUN_PRUNE,
-    ST_RUN_UPDATE,
-    ST_RUN_GET,
-    ST_RUN_FIND_IDEM,
-    ST_RUN_LAST,
-    ST_RUN_LIST,
-    ST_RUN_LIVE,
-    ST_RUN_LAST_EACH,
-    ST_DEP_PIPELINE,
-    ST_RUN_INTERRUPT,
-    ST__COUNT
-};
 
 /* Columns of a key row, in this order, for key_from_row(). */
 #define KEY_COLS                                                               \
@@ -277,22 +235,6 @@ static const char *const stmt_sql[ST__COUNT] = {
         "WHERE outcome IN ('queued', 'running')",
 };
 
-struct store {
-    sqlite3 *db;                        /* owned; sqlite3_close_v2 */
-    sqlite3_stmt *st[ST__COUNT];        /* owned; sqlite3_finalize */
-    unsigned char hkey[HASH_KEY_BYTES]; /* keyed-hash key; wiped on close */
-    bool batch;                         /* inside store_batch_begin/commit */
-    bool batch_read;                    /* ... begun by store_batch_begin_read and
-                                           not yet made a write batch */
-#ifdef RRDEPLOY_TEST_HOOKS
-    int fail_commits;                   /* batch commits still to fail */
-#endif
-    char *path;                         /* owned; the file as opened */
-    struct checkpointer *ckpt;          /* owned; NULL unless started */
-    dev_t dev;                          /* its identity, for store_health */
-    ino_t ino;
-};
-
 static void checkpointer_stop(struct checkpointer *c);
 
 /* ================================================================ errors */
@@ -316,7 +258,7 @@ static int map_rc(int rc)
     }
 }
 
-static int db_fail(struct store *s, struct err *e, int rc, const char *what)
+int store__db_fail(struct store *s, struct err *e, int rc, const char *what)
 {
     int code = map_rc(rc);
     const char *msg = s && s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc);
@@ -331,7 +273,7 @@ static int db_fail(struct store *s, struct err *e, int rc, const char *what)
 
 /* The cached statement for id, or, when that one is still stepping (a walk's
  * callback calling back into the store), a fresh one the caller releases. */
-static int stmt_acquire(struct store *s, enum stmt_id id, sqlite3_stmt **out /* OUT */,
+int store__stmt_acquire(struct store *s, enum stmt_id id, sqlite3_stmt **out /* OUT */,
                         struct err *e)
 {
     sqlite3_stmt *st = s->st[id];
@@ -341,13 +283,13 @@ static int stmt_acquire(struct store *s, enum stmt_id id, sqlite3_stmt **out /* 
     }
     int rc = sqlite3_prepare_v3(s->db, stmt_sql[id], -1, 0, &st, NULL);
     if (rc != SQLITE_OK)
-        return db_fail(s, e, rc, "prepare");
+        return store__db_fail(s, e, rc, "prepare");
     *out = st;
     return 0;
 }
 
 /* Reset and unbind a cached statement, or finalize a throw-away one. */
-static void stmt_release(struct store *s, enum stmt_id id, sqlite3_stmt *st)
+void store__stmt_release(struct store *s, enum stmt_id id, sqlite3_stmt *st)
 {
     if (!st)
         return;
@@ -362,7 +304,7 @@ static void stmt_release(struct store *s, enum stmt_id id, sqlite3_stmt *st)
 
 /* Bind a C string (NULL binds SQL NULL). The text must stay valid until the
  * statement is released. */
-static int bind_str(sqlite3_stmt *st, int i, const char *v)
+int store__bind_str(sqlite3_stmt *st, int i, const char *v)
 {
     if (!v)
         return sqlite3_bind_null(st, i);
@@ -370,39 +312,39 @@ static int bind_str(sqlite3_stmt *st, int i, const char *v)
 }
 
 /* Bind a time where 0 means "none" (SQL NULL). */
-static int bind_time_opt(sqlite3_stmt *st, int i, double t)
+int store__bind_time_opt(sqlite3_stmt *st, int i, double t)
 {
     return t == 0 ? sqlite3_bind_null(st, i) : sqlite3_bind_double(st, i, t);
 }
 
 /* Step a statement that returns no row. */
-static int step_done(struct store *s, sqlite3_stmt *st, struct err *e, const char *what)
+int store__step_done(struct store *s, sqlite3_stmt *st, struct err *e, const char *what)
 {
     int rc = sqlite3_step(st);
-    return rc == SQLITE_DONE ? 0 : db_fail(s, e, rc, what);
+    return rc == SQLITE_DONE ? 0 : store__db_fail(s, e, rc, what);
 }
 
 /* Run one of the cached parameterless statements (BEGIN, COMMIT, ...). */
 static int exec_cached(struct store *s, enum stmt_id id, struct err *e, const char *what)
 {
     sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, id, &st, e);
+    int rc = store__stmt_acquire(s, id, &st, e);
     if (rc)
         return rc;
-    rc = step_done(s, st, e, what);
-    stmt_release(s, id, st);
+    rc = store__step_done(s, st, e, what);
+    store__stmt_release(s, id, st);
     return rc;
 }
 
 /* Inside a batch (store_batch_begin) a call's transaction is a savepoint of
  * the batch's, so its effects commit, or not, with the batch. */
-static int tx_begin(struct store *s, struct err *e)
+int store__tx_begin(struct store *s, struct err *e)
 {
     return exec_cached(s, s->batch ? ST_SAVEPOINT : ST_BEGIN, e,
                        "begin transaction");
 }
 
-static void tx_rollback(struct store *s)
+void store__tx_rollback(struct store *s)
 {
     /* Some errors (SQLITE_FULL, SQLITE_IOERR) already rolled back. */
     if (sqlite3_get_autocommit(s->db))
@@ -417,11 +359,11 @@ static void tx_rollback(struct store *s)
         log_error("store: rollback failed; the transaction is left to the connection");
 }
 
-static int tx_commit(struct store *s, struct err *e)
+int store__tx_commit(struct store *s, struct err *e)
 {
     int rc = exec_cached(s, s->batch ? ST_RELEASE : ST_COMMIT, e, "commit");
     if (rc)
-        tx_rollback(s);
+        store__tx_rollback(s);
     return rc;
 }
 
@@ -471,14 +413,14 @@ int store_batch_commit(struct store *s)
 #ifdef RRDEPLOY_TEST_HOOKS
     if (s->fail_commits > 0) {
         s->fail_commits--;
-        tx_rollback(s);
+        store__tx_rollback(s);
         log_error("store: commit batch: failed on purpose (test hook)");
         return RR_E_IO;
     }
 #endif
     int rc = exec_cached(s, ST_COMMIT, NULL, "commit batch");
     if (rc)
-        tx_rollback(s);
+        store__tx_rollback(s);
     return rc;
 }
 
@@ -490,15 +432,15 @@ void store_test_fail_commits(struct store *s, int n)
 #endif
 
 /* Run a query returning one integer in its first column. */
-static int query_int64(struct store *s, enum stmt_id id, const char *bind1,
+int store__query_int64(struct store *s, enum stmt_id id, const char *bind1,
                        int64_t *out /* OUT */, struct err *e, const char *what)
 {
     sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, id, &st, e);
+    int rc = store__stmt_acquire(s, id, &st, e);
     if (rc)
         return rc;
-    if (bind1 && (rc = bind_str(st, 1, bind1)) != SQLITE_OK) {
-        rc = db_fail(s, e, rc, what);
+    if (bind1 && (rc = store__bind_str(st, 1, bind1)) != SQLITE_OK) {
+        rc = store__db_fail(s, e, rc, what);
         goto out;
     }
     rc = sqlite3_step(st);
@@ -506,15 +448,15 @@ static int query_int64(struct store *s, enum stmt_id id, const char *bind1,
         *out = sqlite3_column_int64(st, 0);
         rc = 0;
     } else {
-        rc = db_fail(s, e, rc, what);
+        rc = store__db_fail(s, e, rc, what);
     }
 out:
-    stmt_release(s, id, st);
+    store__stmt_release(s, id, st);
     return rc;
 }
 
 /* Bounded copy of a column's text into a fixed field ("" for NULL). */
-static void copy_col(char *dst, size_t n, sqlite3_stmt *st, int col)
+void store__copy_col(char *dst, size_t n, sqlite3_stmt *st, int col)
 {
     const char *v = (const char *)sqlite3_column_text(st, col);
     if (!v)
@@ -523,9 +465,15 @@ static void copy_col(char *dst, size_t n, sqlite3_stmt *st, int col)
 }
 
 /* A time column where NULL means 0. */
-static double col_time(sqlite3_stmt *st, int col)
+double store__col_time(sqlite3_stmt *st, int col)
 {
     return sqlite3_column_type(st, col) == SQLITE_NULL ? 0 : sqlite3_column_double(st, col);
+}
+
+/* A copy of an optional string: free(); NULL for NULL. */
+char *store__dup_opt(const char *s)
+{
+    return s ? xstrdup(s) : NULL;
 }
 
 /* ================================================================ validation */
@@ -660,16 +608,16 @@ static int pragma_query(struct store *s, const char *sql, int64_t *iv, char *tv,
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
     if (rc != SQLITE_OK)
-        return db_fail(s, e, rc, sql);
+        return store__db_fail(s, e, rc, sql);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         if (iv)
             *iv = sqlite3_column_int64(st, 0);
         if (tv)
-            copy_col(tv, tvsz, st, 0);
+            store__copy_col(tv, tvsz, st, 0);
         rc = 0;
     } else {
-        rc = db_fail(s, e, rc, sql);
+        rc = store__db_fail(s, e, rc, sql);
     }
     sqlite3_finalize(st);
     return rc;
@@ -682,9 +630,9 @@ static int hash_key_load(struct store *s, struct err *e)
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(s->db, "SELECT v FROM meta WHERE k = ?1", -1, &st, NULL);
     if (rc != SQLITE_OK)
-        return db_fail(s, e, rc, "prepare meta lookup");
+        return store__db_fail(s, e, rc, "prepare meta lookup");
     if ((rc = sqlite3_bind_text(st, 1, META_HASH_KEY, -1, SQLITE_STATIC)) != SQLITE_OK) {
-        rc = db_fail(s, e, rc, "bind");
+        rc = store__db_fail(s, e, rc, "bind");
         goto out;
     }
     rc = sqlite3_step(st);
@@ -699,7 +647,7 @@ static int hash_key_load(struct store *s, struct err *e)
         goto out;
     }
     if (rc != SQLITE_DONE) {
-        rc = db_fail(s, e, rc, "read hash key");
+        rc = store__db_fail(s, e, rc, "read hash key");
         goto out;
     }
     sqlite3_finalize(st);
@@ -708,15 +656,15 @@ static int hash_key_load(struct store *s, struct err *e)
     randombytes_buf(s->hkey, sizeof s->hkey);
     rc = sqlite3_prepare_v2(s->db, "INSERT INTO meta(k, v) VALUES (?1, ?2)", -1, &st, NULL);
     if (rc != SQLITE_OK) {
-        rc = db_fail(s, e, rc, "prepare meta insert");
+        rc = store__db_fail(s, e, rc, "prepare meta insert");
         goto out;
     }
     if ((rc = sqlite3_bind_text(st, 1, META_HASH_KEY, -1, SQLITE_STATIC)) != SQLITE_OK ||
         (rc = sqlite3_bind_blob(st, 2, s->hkey, sizeof s->hkey, SQLITE_STATIC)) != SQLITE_OK) {
-        rc = db_fail(s, e, rc, "bind");
+        rc = store__db_fail(s, e, rc, "bind");
         goto out;
     }
-    rc = step_done(s, st, e, "store hash key");
+    rc = store__step_done(s, st, e, "store hash key");
 out:
     sqlite3_finalize(st);
     return rc;
@@ -796,7 +744,7 @@ int store_open(const char *path, struct store **out, struct err *e)
     }
     if ((rc = sqlite3_extended_result_codes(s->db, 1)) != SQLITE_OK ||
         (rc = sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS)) != SQLITE_OK) {
-        rc = db_fail(s, e, rc, "configure connection");
+        rc = store__db_fail(s, e, rc, "configure connection");
         goto fail;
     }
     if ((rc = exec_sql(s, "PRAGMA foreign_keys = ON", e, "enable foreign keys")) != 0 ||
@@ -823,7 +771,7 @@ int store_open(const char *path, struct store **out, struct err *e)
         int prc = sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
                                      &s->st[i], NULL);
         if (prc != SQLITE_OK) {
-            rc = db_fail(s, e, prc, "prepare");
+            rc = store__db_fail(s, e, prc, "prepare");
             goto fail;
         }
     }
@@ -958,7 +906,7 @@ int store_health(struct store *s, struct err *e)
                            s->path);
     }
     int64_t n;
-    int rc = query_int64(s, ST_KEY_COUNT, NULL, &n, e, "health check read");
+    int rc = store__query_int64(s, ST_KEY_COUNT, NULL, &n, e, "health check read");
     if (rc)
         return rc;
     return 0;
@@ -966,7 +914,7 @@ int store_health(struct store *s, struct err *e)
 
 int store_data_version(struct store *s, int64_t *out)
 {
-    return query_int64(s, ST_DATA_VERSION, NULL, out, NULL, "read data_version");
+    return store__query_int64(s, ST_DATA_VERSION, NULL, out, NULL, "read data_version");
 }
 
 /* ================================================================ keys */
@@ -982,13 +930,13 @@ static void key_hash(const struct store *s, const char *text, size_t len,
 static void key_from_row(sqlite3_stmt *st, struct store_key *k /* OUT */)
 {
     memset(k, 0, sizeof *k);
-    copy_col(k->id, sizeof k->id, st, 0);
-    copy_col(k->user, sizeof k->user, st, 1);
-    copy_col(k->label, sizeof k->label, st, 2);
+    store__copy_col(k->id, sizeof k->id, st, 0);
+    store__copy_col(k->user, sizeof k->user, st, 1);
+    store__copy_col(k->label, sizeof k->label, st, 2);
     k->perms = (unsigned)sqlite3_column_int64(st, 3) & PERM_KNOWN;
     k->created_at = sqlite3_column_double(st, 4);
-    k->expires_at = col_time(st, 5);
-    k->revoked_at = col_time(st, 6);
+    k->expires_at = store__col_time(st, 5);
+    k->revoked_at = store__col_time(st, 6);
 }
 
 /* Find the key whose text is text (by its keyed hash, then a constant-time
@@ -1003,18 +951,18 @@ static int key_find_by_text(struct store *s, const char *text, struct store_key 
     key_hash(s, text, len, h);
 
     sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_KEY_BY_HASH, &st, e);
+    int rc = store__stmt_acquire(s, ST_KEY_BY_HASH, &st, e);
     if (rc)
         goto out_wipe;
     if ((rc = sqlite3_bind_blob(st, 1, h, sizeof h, SQLITE_STATIC)) != SQLITE_OK) {
-        rc = db_fail(s, e, rc, "bind");
+        rc = store__db_fail(s, e, rc, "bind");
         goto out;
     }
     rc = sqlite3_step(st);
     if (rc == SQLITE_DONE) {
         rc = err_set(e, RR_E_NOTFOUND, "no such key");
     } else if (rc != SQLITE_ROW) {
-        rc = db_fail(s, e, rc, "look up key");
+        rc = store__db_fail(s, e, rc, "look up key");
     } else if (sqlite3_column_bytes(st, 7) != HASH_BYTES ||
                sodium_memcmp(sqlite3_column_blob(st, 7), h, HASH_BYTES) != 0) {
         rc = err_set(e, RR_E_NOTFOUND, "no such key");
@@ -1023,7 +971,7 @@ static int key_find_by_text(struct store *s, const char *text, struct store_key 
         rc = 0;
     }
 out:
-    stmt_release(s, ST_KEY_BY_HASH, st);
+    store__stmt_release(s, ST_KEY_BY_HASH, st);
 out_wipe:
     sodium_memzero(h, sizeof h);
     return rc;
@@ -1035,11 +983,11 @@ static int key_find_by_id(struct store *s, const char *id, struct store_key *out
     if (!id || !*id)
         return err_set(e, RR_E_NOTFOUND, "no such key");
     sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_KEY_BY_ID, &st, e);
+    int rc = store__stmt_acquire(s, ST_KEY_BY_ID, &st, e);
     if (rc)
         return rc;
-    if ((rc = bind_str(st, 1, id)) != SQLITE_OK) {
-        rc = db_fail(s, e, rc, "bind");
+    if ((rc = store__bind_str(st, 1, id)) != SQLITE_OK) {
+        rc = store__db_fail(s, e, rc, "bind");
         goto out;
     }
     rc = sqlite3_step(st);
@@ -1049,10 +997,10 @@ static int key_find_by_id(struct store *s, const char *id, struct store_key *out
     } else if (rc == SQLITE_DONE) {
         rc = err_set(e, RR_E_NOTFOUND, "no such key");
     } else {
-        rc = db_fail(s, e, rc, "look up key");
+        rc = store__db_fail(s, e, rc, "look up key");
     }
 out:
-    stmt_release(s, ST_KEY_BY_ID, st);
+    store__stmt_release(s, ST_KEY_BY_ID, st);
     return rc;
 }
 
@@ -1062,37 +1010,38 @@ static int key_insert(struct store *s, const char *id, const char *user, const c
                       double now, struct err *e)
 {
     sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_KEY_INSERT, &st, e);
+    int rc = store__stmt_acquire(s, ST_KEY_INSERT, &st, e);
     if (rc)
         return rc;
-    if ((rc = bind_str(st, 1, id)) != SQLITE_OK || (rc = bind_str(st, 2, label)) != SQLITE_OK ||
+    if ((rc = store__bind_str(st, 1, id)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 2, label)) != SQLITE_OK ||
         (rc = sqlite3_bind_int64(st, 3, (sqlite3_int64)perms)) != SQLITE_OK ||
         (rc = sqlite3_bind_blob(st, 4, h, HASH_BYTES, SQLITE_STATIC)) != SQLITE_OK ||
         (rc = sqlite3_bind_double(st, 5, now)) != SQLITE_OK ||
-        (rc = bind_time_opt(st, 6, expires_at)) != SQLITE_OK ||
-        (rc = bind_str(st, 7, user)) != SQLITE_OK) {
-        rc = db_fail(s, e, rc, "bind");
+        (rc = store__bind_time_opt(st, 6, expires_at)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 7, user)) != SQLITE_OK) {
+        rc = store__db_fail(s, e, rc, "bind");
         goto out;
     }
-    if ((rc = step_done(s, st, e, "insert key")) == 0 && sqlite3_changes(s->db) != 1)
+    if ((rc = store__step_done(s, st, e, "insert key")) == 0 && sqlite3_changes(s->db) != 1)
         rc = err_set(e, RR_E_INTERNAL, "insert key: user '%s' vanished", user);
 out:
-    stmt_release(s, ST_KEY_INSERT, st);
+    store__stmt_release(s, ST_KEY_INSERT, st);
     return rc;
 }
 
 static int user_ensure(struct store *s, const char *user, double now, struct err *e)
 {
     sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_USER_ENSURE, &st, e);
+    int rc = store__stmt_acquire(s, ST_USER_ENSURE, &st, e);
     if (rc)
         return rc;
-    if ((rc = bind_str(st, 1, user)) != SQLITE_OK ||
+    if ((rc = store__bind_str(st, 1, user)) != SQLITE_OK ||
         (rc = sqlite3_bind_double(st, 2, now)) != SQLITE_OK)
-        rc = db_fail(s, e, rc, "bind");
+        rc = store__db_fail(s, e, rc, "bind");
     else
-        rc = step_done(s, st, e, "create user");
-    stmt_release(s, ST_USER_ENSURE, st);
+        rc = store__step_done(s, st, e, "create user");
+    store__stmt_release(s, ST_USER_ENSURE, st);
     return rc;
 }
 
@@ -1117,7 +1066,7 @@ int store_key_create(struct store *s, const char *user, const char *label, unsig
     unsigned char raw[KEY_RAW_BYTES], idraw[KEY_ID_RAW_BYTES], h[HASH_BYTES];
     char text[STORE_KEY_TEXT_MAX];
     char id[STORE_KEY_ID_MAX];
-    if ((rc = tx_begin(s, e)) != 0)
+    if ((rc = store__tx_begin(s, e)) != 0)
         goto fail;
     if ((rc = user_ensure(s, user, now, e)) != 0)
         goto rollback;
@@ -1138,7 +1087,7 @@ int store_key_create(struct store *s, const char *user, const char *label, unsig
     }
     if (rc)
         goto rollback;
-    if ((rc = tx_commit(s, e)) != 0)
+    if ((rc = store__tx_commit(s, e)) != 0)
         goto wipe;
 
     memcpy(key_text, text, sizeof text);
@@ -1154,7 +1103,7 @@ int store_key_create(struct store *s, const char *user, const char *label, unsig
     rc = 0;
     goto wipe;
 rollback:
-    tx_rollback(s);
+    store__tx_rollback(s);
 wipe:
     sodium_memzero(raw, sizeof raw);
     sodium_memzero(text, sizeof text);
@@ -1204,7 +1153,7 @@ int store_key_get(struct store *s, const char *id, struct store_key *out)
 int store_key_list(struct store *s, store_key_cb cb, void *ud)
 {
     sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_KEY_LIST, &st, NULL);
+    int rc = store__stmt_acquire(s, ST_KEY_LIST, &st, NULL);
     if (rc)
         return rc;
     for (;;) {
@@ -1214,7 +1163,7 @@ int store_key_list(struct store *s, store_key_cb cb, void *ud)
             break;
         }
         if (src != SQLITE_ROW) {
-            rc = db_fail(s, NULL, src, "list keys");
+            rc = store__db_fail(s, NULL, src, "list keys");
             break;
         }
         struct store_key k;
@@ -1222,7 +1171,7 @@ int store_key_list(struct store *s, store_key_cb cb, void *ud)
         if ((rc = cb(&k, ud)) != 0)
             break;
     }
-    stmt_release(s, ST_KEY_LIST, st);
+    store__stmt_release(s, ST_KEY_LIST, st);
     return rc;
 }
 
@@ -1232,33 +1181,33 @@ int store_key_revoke(struct store *s, const char *id_or_key, double now, struct 
     struct store_key k;
     bool by_text =
         id_or_key && strncmp(id_or_key, KEY_TEXT_PREFIX, sizeof KEY_TEXT_PREFIX - 1) == 0;
-    int rc = tx_begin(s, &e);
+    int rc = store__tx_begin(s, &e);
     if (rc)
         goto fail;
     rc = by_text ? key_find_by_text(s, id_or_key, &k, &e) : key_find_by_id(s, id_or_key, &k, &e);
     if (rc)
         goto rollback;
     sqlite3_stmt *st = NULL;
-    if ((rc = stmt_acquire(s, ST_KEY_REVOKE, &st, &e)) != 0)
+    if ((rc = store__stmt_acquire(s, ST_KEY_REVOKE, &st, &e)) != 0)
         goto rollback;
     if ((rc = sqlite3_bind_double(st, 1, now)) != SQLITE_OK ||
-        (rc = bind_str(st, 2, k.id)) != SQLITE_OK)
-        rc = db_fail(s, &e, rc, "bind");
+        (rc = store__bind_str(st, 2, k.id)) != SQLITE_OK)
+        rc = store__db_fail(s, &e, rc, "bind");
     else
-        rc = step_done(s, st, &e, "revoke key");
-    stmt_release(s, ST_KEY_REVOKE, st);
+        rc = store__step_done(s, st, &e, "revoke key");
+    store__stmt_release(s, ST_KEY_REVOKE, st);
     if (rc)
         goto rollback;
     /* Read back: a second revoke keeps the first revoked_at. */
     if ((rc = key_find_by_id(s, k.id, &k, &e)) != 0)
         goto rollback;
-    if ((rc = tx_commit(s, &e)) != 0)
+    if ((rc = store__tx_commit(s, &e)) != 0)
         goto fail;
     if (out)
         *out = k;
     return 0;
 rollback:
-    tx_rollback(s);
+    store__tx_rollback(s);
 fail:
     if (rc != RR_E_NOTFOUND)
         log_error("store: revoke key: %s", e.msg);
@@ -1267,7 +1216,7 @@ fail:
 
 int store_key_count(struct store *s, int64_t *out)
 {
-    return query_int64(s, ST_KEY_COUNT, NULL, out, NULL, "count keys");
+    return store__query_int64(s, ST_KEY_COUNT, NULL, out, NULL, "count keys");
 }
 
 /* ================================================================ deployments */
@@ -1328,18 +1277,18 @@ static int dep_check(const struct store_dep *d, const char *what)
 static int dep_bind(sqlite3_stmt *st, const struct store_dep *d)
 {
     int rc;
-    if ((rc = bind_str(st, 1, d->user)) != SQLITE_OK ||
-        (rc = bind_str(st, 2, d->project_id)) != SQLITE_OK ||
-        (rc = bind_str(st, 3, d->pipeline)) != SQLITE_OK ||
-        (rc = bind_str(st, 4, d->schedule)) != SQLITE_OK ||
-        (rc = bind_str(st, 5, store_state_name(d->state))) != SQLITE_OK ||
-        (rc = bind_str(st, 6, d->error)) != SQLITE_OK ||
-        (rc = bind_str(st, 7, d->created_by)) != SQLITE_OK ||
-        (rc = bind_str(st, 8, d->owner_key_id)) != SQLITE_OK ||
+    if ((rc = store__bind_str(st, 1, d->user)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 2, d->project_id)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 3, d->pipeline)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 4, d->schedule)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 5, store_state_name(d->state))) != SQLITE_OK ||
+        (rc = store__bind_str(st, 6, d->error)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 7, d->created_by)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 8, d->owner_key_id)) != SQLITE_OK ||
         (rc = sqlite3_bind_double(st, 9, d->created_at)) != SQLITE_OK ||
         (rc = sqlite3_bind_double(st, 10, d->updated_at)) != SQLITE_OK ||
-        (rc = bind_time_opt(st, 11, d->next_run_at)) != SQLITE_OK ||
-        (rc = bind_time_opt(st, 12, d->last_fire_at)) != SQLITE_OK)
+        (rc = store__bind_time_opt(st, 11, d->next_run_at)) != SQLITE_OK ||
+        (rc = store__bind_time_opt(st, 12, d->last_fire_at)) != SQLITE_OK)
         return rc;
     return SQLITE_OK;
 }
@@ -1359,8 +1308,8 @@ static int dep_from_row(sqlite3_stmt *st, struct store_dep *d /* OUT */)
     d->owner_key_id = (char *)sqlite3_column_text(st, 7);
     d->created_at = sqlite3_column_double(st, 8);
     d->updated_at = sqlite3_column_double(st, 9);
-    d->next_run_at = col_time(st, 10);
-    d->last_fire_at = col_time(st, 11);
+    d->next_run_at = store__col_time(st, 10);
+    d->last_fire_at = store__col_time(st, 11);
     if (!d->user || !d->project_id || !d->pipeline || !d->schedule ||
         store_state_parse(state, &d->state) != 0) {
         log_error("store: deployment row is malformed (or out of memory reading it)");
@@ -1369,28 +1318,24 @@ static int dep_from_row(sqlite3_stmt *st, struct store_dep *d /* OUT */)
     return 0;
 }
 
-static char *dup_opt(const char *s)
-{
-    return s ? xstrdup(s) : NULL;
-}
 
 /* Is (user, project_id) present? 1, 0, or a negative error. */
 static int dep_exists(struct store *s, const char *user, const char *project_id)
 {
     sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_DEP_EXISTS, &st, NULL);
+    int rc = store__stmt_acquire(s, ST_DEP_EXISTS, &st, NULL);
     if (rc)
         return rc;
-    if ((rc = bind_str(st, 1, user)) != SQLITE_OK ||
-        (rc = bind_str(st, 2, project_id)) != SQLITE_OK) {
-        rc = db_fail(s, NULL, rc, "bind");
+    if ((rc = store__bind_str(st, 1, user)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 2, project_id)) != SQLITE_OK) {
+        rc = store__db_fail(s, NULL, rc, "bind");
     } else {
         rc = sqlite3_step(st);
         rc = rc == SQLITE_ROW    ? 1
              : rc == SQLITE_DONE ? 0
-                                 : db_fail(s, NULL, rc, "look up deployment");
+                                 : store__db_fail(s, NULL, rc, "look up deployment");
     }
-    stmt_release(s, ST_DEP_EXISTS, st);
+    store__stmt_release(s, ST_DEP_EXISTS, st);
     return rc;
 }
 
@@ -1399,11 +1344,12 @@ int store_dep_insert(struct store *s, const struct store_dep *d, int64_t max_per
     int rc = dep_check(d, "insert deployment");
     if (rc)
         return rc;
-    if ((rc = tx_begin(s, NULL)) != 0)
+    if ((rc = store__tx_begin(s, NULL)) != 0)
         return rc;
     if (max_per_user > 0) {
         int64_t n = 0;
-        if ((rc = query_int64(s, ST_DEP_COUNT_USER, d->user, &n, NULL, "count deployments")) != 0)
+        if ((rc = store__query_int64(s, ST_DEP_COUNT_USER, d->user, &n, NULL,
+                                     "count deployments")) != 0)
             goto rollback;
         if (n >= max_per_user) {
             /* At the limit, a duplicate is still reported as a duplicate: it
@@ -1414,10 +1360,10 @@ int store_dep_insert(struct store *s, const struct store_dep *d, int64_t max_per
         }
     }
     sqlite3_stmt *st = NULL;
-    if ((rc = stmt_acquire(s, ST_DEP_INSERT, &st, NULL)) != 0)
+    if ((rc = store__stmt_acquire(s, ST_DEP_INSERT, &st, NULL)) != 0)
         goto rollback;
     if ((rc = dep_bind(st, d)) != SQLITE_OK) {
-        rc = db_fail(s, NULL, rc, "bind");
+        rc = store__db_fail(s, NULL, rc, "bind");
     } else {
         rc = sqlite3_step(st);
         if (rc == SQLITE_DONE)
@@ -1425,14 +1371,14 @@ int store_dep_insert(struct store *s, const struct store_dep *d, int64_t max_per
         else if (rc == SQLITE_CONSTRAINT_PRIMARYKEY)
             rc = RR_E_EXISTS; /* the primary key decides; no check-then-insert */
         else
-            rc = db_fail(s, NULL, rc, "insert deployment");
+            rc = store__db_fail(s, NULL, rc, "insert deployment");
     }
-    stmt_release(s, ST_DEP_INSERT, st);
+    store__stmt_release(s, ST_DEP_INSERT, st);
     if (rc)
         goto rollback;
-    return tx_commit(s, NULL);
+    return store__tx_commit(s, NULL);
 rollback:
-    tx_rollback(s);
+    store__tx_rollback(s);
     return rc;
 }
 
@@ -1442,19 +1388,19 @@ int store_dep_get(struct store *s, const char *user, const char *project_id,
     if (!user || !project_id)
         return RR_E_NOTFOUND;
     sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_DEP_GET, &st, NULL);
+    int rc = store__stmt_acquire(s, ST_DEP_GET, &st, NULL);
     if (rc)
         return rc;
-    if ((rc = bind_str(st, 1, user)) != SQLITE_OK ||
-        (rc = bind_str(st, 2, project_id)) != SQLITE_OK) {
-        rc = db_fail(s, NULL, rc, "bind");
+    if ((rc = store__bind_str(st, 1, user)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 2, project_id)) != SQLITE_OK) {
+        rc = store__db_fail(s, NULL, rc, "bind");
         goto out;
     }
     rc = sqlite3_step(st);
     if (rc == SQLITE_DONE) {
         rc = RR_E_NOTFOUND;
     } else if (rc != SQLITE_ROW) {
-        rc = db_fail(s, NULL, rc, "get deployment");
+        rc = store__db_fail(s, NULL, rc, "get deployment");
     } else {
         struct store_dep b;
         if ((rc = dep_from_row(st, &b)) == 0) {
@@ -1463,14 +1409,14 @@ int store_dep_get(struct store *s, const char *user, const char *project_id,
             d.project_id = xstrdup(b.project_id);
             d.pipeline = xstrdup(b.pipeline);
             d.schedule = xstrdup(b.schedule);
-            d.error = dup_opt(b.error);
-            d.created_by = dup_opt(b.created_by);
-            d.owner_key_id = dup_opt(b.owner_key_id);
+            d.error = store__dup_opt(b.error);
+            d.created_by = store__dup_opt(b.created_by);
+            d.owner_key_id = store__dup_opt(b.owner_key_id);
             *out = d;
         }
     }
 out:
-    stmt_release(s, ST_DEP_GET, st);
+    store__stmt_release(s, ST_DEP_GET, st);
     return rc;
 }
 
@@ -1480,18 +1426,18 @@ static int dep_write(struct store *s, enum stmt_id id, const struct store_dep *d
                      const char *user, const char *project_id, const char *what)
 {
     sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, id, &st, NULL);
+    int rc = store__stmt_acquire(s, id, &st, NULL);
     if (rc)
         return rc;
     if (d)
         rc = dep_bind(st, d);
-    else if ((rc = bind_str(st, 1, user)) == SQLITE_OK)
-        rc = bind_str(st, 2, project_id);
+    else if ((rc = store__bind_str(st, 1, user)) == SQLITE_OK)
+        rc = store__bind_str(st, 2, project_id);
     if (rc != SQLITE_OK)
-        rc = db_fail(s, NULL, rc, "bind");
-    else if ((rc = step_done(s, st, NULL, what)) == 0 && sqlite3_changes(s->db) == 0)
+        rc = store__db_fail(s, NULL, rc, "bind");
+    else if ((rc = store__step_done(s, st, NULL, what)) == 0 && sqlite3_changes(s->db) == 0)
         rc = RR_E_NOTFOUND;
-    stmt_release(s, id, st);
+    store__stmt_release(s, id, st);
     return rc;
 }
 
@@ -1510,19 +1456,19 @@ int store_dep_delete(struct store *s, const char *user, const char *project_id)
 
 int store_dep_count(struct store *s, const char *user, int64_t *out)
 {
-    return user ? query_int64(s, ST_DEP_COUNT_USER, user, out, NULL, "count deployments")
-                : query_int64(s, ST_DEP_COUNT_ALL, NULL, out, NULL, "count deployments");
+    return user ? store__query_int64(s, ST_DEP_COUNT_USER, user, out, NULL, "count deployments")
+                : store__query_int64(s, ST_DEP_COUNT_ALL, NULL, out, NULL, "count deployments");
 }
 
 /* Walk the rows of statement id (bound to arg when not NULL). */
 static int dep_walk(struct store *s, enum stmt_id id, const char *arg, store_dep_cb cb, void *ud)
 {
     sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, id, &st, NULL);
+    int rc = store__stmt_acquire(s, id, &st, NULL);
     if (rc)
         return rc;
-    if (arg && (rc = bind_str(st, 1, arg)) != SQLITE_OK) {
-        rc = db_fail(s, NULL, rc, "bind");
+    if (arg && (rc = store__bind_str(st, 1, arg)) != SQLITE_OK) {
+        rc = store__db_fail(s, NULL, rc, "bind");
         goto out;
     }
     for (;;) {
@@ -1532,7 +1478,7 @@ static int dep_walk(struct store *s, enum stmt_id id, const char *arg, store_dep
             break;
         }
         if (src != SQLITE_ROW) {
-            rc = db_fail(s, NULL, src, "list deployments");
+            rc = store__db_fail(s, NULL, src, "list deployments");
             break;
         }
         struct store_dep d;
@@ -1540,7 +1486,7 @@ static int dep_walk(struct store *s, enum stmt_id id, const char *arg, store_dep
             break;
     }
 out:
-    stmt_release(s, id, st);
+    store__stmt_release(s, id, st);
     return rc;
 }
 
@@ -1561,25 +1507,25 @@ int store_dep_pipeline(struct store *s, const char *user, const char *project_id
                        char **out)
 {
     sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_DEP_PIPELINE, &st, NULL);
+    int rc = store__stmt_acquire(s, ST_DEP_PIPELINE, &st, NULL);
     if (rc)
         return rc;
-    if ((rc = bind_str(st, 1, user)) != SQLITE_OK ||
-        (rc = bind_str(st, 2, project_id)) != SQLITE_OK) {
-        rc = db_fail(s, NULL, rc, "bind");
+    if ((rc = store__bind_str(st, 1, user)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 2, project_id)) != SQLITE_OK) {
+        rc = store__db_fail(s, NULL, rc, "bind");
     } else {
         int src = sqlite3_step(st);
         const char *text = src == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
         if (src == SQLITE_DONE)
             rc = RR_E_NOTFOUND;
         else if (src != SQLITE_ROW)
-            rc = db_fail(s, NULL, src, "get pipeline");
+            rc = store__db_fail(s, NULL, src, "get pipeline");
         else if (!text)
             rc = RR_E_IO;
         else
             *out = xstrndup(text, (size_t)sqlite3_column_bytes(st, 0));
     }
-    stmt_release(s, ST_DEP_PIPELINE, st);
+    store__stmt_release(s, ST_DEP_PIPELINE, st);
     return rc;
 }
 
@@ -1589,18 +1535,18 @@ int store_dep_set_progress(struct store *s, const char *user, const char *projec
     if (!user || !project_id)
         return RR_E_NOTFOUND;
     sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_DEP_PROGRESS, &st, NULL);
+    int rc = store__stmt_acquire(s, ST_DEP_PROGRESS, &st, NULL);
     if (rc)
         return rc;
-    if ((rc = bind_str(st, 1, user)) != SQLITE_OK ||
-        (rc = bind_str(st, 2, project_id)) != SQLITE_OK ||
-        (rc = bind_time_opt(st, 3, last_fire_at)) != SQLITE_OK ||
-        (rc = bind_time_opt(st, 4, next_run_at)) != SQLITE_OK)
-        rc = db_fail(s, NULL, rc, "bind");
-    else if ((rc = step_done(s, st, NULL, "record scheduler progress")) == 0 &&
+    if ((rc = store__bind_str(st, 1, user)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 2, project_id)) != SQLITE_OK ||
+        (rc = store__bind_time_opt(st, 3, last_fire_at)) != SQLITE_OK ||
+        (rc = store__bind_time_opt(st, 4, next_run_at)) != SQLITE_OK)
+        rc = store__db_fail(s, NULL, rc, "bind");
+    else if ((rc = store__step_done(s, st, NULL, "record scheduler progress")) == 0 &&
              sqlite3_changes(s->db) == 0)
         rc = RR_E_NOTFOUND;
-    stmt_release(s, ST_DEP_PROGRESS, st);
+    store__stmt_release(s, ST_DEP_PROGRESS, st);
     return rc;
 }
 
@@ -1694,22 +1640,22 @@ static int bind_output(sqlite3_stmt *st, int i, const struct store_run *r)
 static int run_bind(sqlite3_stmt *st, const struct store_run *r)
 {
     int rc;
-    if ((rc = bind_str(st, 1, r->user)) != SQLITE_OK ||
-        (rc = bind_str(st, 2, r->project_id)) != SQLITE_OK ||
-        (rc = bind_str(st, 3, r->trigger)) != SQLITE_OK ||
-        (rc = bind_time_opt(st, 4, r->scheduled_for)) != SQLITE_OK ||
+    if ((rc = store__bind_str(st, 1, r->user)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 2, r->project_id)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 3, r->trigger)) != SQLITE_OK ||
+        (rc = store__bind_time_opt(st, 4, r->scheduled_for)) != SQLITE_OK ||
         (rc = sqlite3_bind_double(st, 5, r->created_at)) != SQLITE_OK ||
-        (rc = bind_time_opt(st, 6, r->started_at)) != SQLITE_OK ||
-        (rc = bind_time_opt(st, 7, r->finished_at)) != SQLITE_OK ||
-        (rc = bind_str(st, 8, store_outcome_name(r->outcome))) != SQLITE_OK ||
-        (rc = bind_str(st, 9, r->reason)) != SQLITE_OK ||
+        (rc = store__bind_time_opt(st, 6, r->started_at)) != SQLITE_OK ||
+        (rc = store__bind_time_opt(st, 7, r->finished_at)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 8, store_outcome_name(r->outcome))) != SQLITE_OK ||
+        (rc = store__bind_str(st, 9, r->reason)) != SQLITE_OK ||
         (rc = bind_int_opt(st, 10, r->exit_code, -1)) != SQLITE_OK ||
         (rc = bind_int_opt(st, 11, r->signal, 0)) != SQLITE_OK ||
         (rc = bind_output(st, 12, r)) != SQLITE_OK ||
-        (rc = bind_str(st, 13, r->idempotency_key)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 13, r->idempotency_key)) != SQLITE_OK ||
         (rc = sqlite3_bind_int64(st, 14, r->missed_count)) != SQLITE_OK ||
-        (rc = bind_time_opt(st, 15, r->window_start)) != SQLITE_OK ||
-        (rc = bind_time_opt(st, 16, r->window_end)) != SQLITE_OK)
+        (rc = store__bind_time_opt(st, 15, r->window_start)) != SQLITE_OK ||
+        (rc = store__bind_time_opt(st, 16, r->window_end)) != SQLITE_OK)
         return rc;
     return SQLITE_OK;
 }
@@ -1729,10 +1675,10 @@ static int run_from_row(sqlite3_stmt *st, struct store_run *r /* OUT */)
     }
     struct store_run x = {0};
     x.id = sqlite3_column_int64(st, 0);
-    x.scheduled_for = col_time(st, 4);
+    x.scheduled_for = store__col_time(st, 4);
     x.created_at = sqlite3_column_double(st, 5);
-    x.started_at = col_time(st, 6);
-    x.finished_at = col_time(st, 7);
+    x.started_at = store__col_time(st, 6);
+    x.finished_at = store__col_time(st, 7);
     x.outcome = o;
     x.exit_code = sqlite3_column_type(st, 10) == SQLITE_NULL ? -1 : sqlite3_column_int(st, 10);
     x.signal = sqlite3_column_type(st, 11) == SQLITE_NULL ? 0 : sqlite3_column_int(st, 11);
@@ -1751,8 +1697,8 @@ static int run_from_row(sqlite3_stmt *st, struct store_run *r /* OUT */)
         x.output_len = (size_t)n;
     }
     x.missed_count = sqlite3_column_int64(st, 14);
-    x.window_start = col_time(st, 15);
-    x.window_end = col_time(st, 16);
+    x.window_start = store__col_time(st, 15);
+    x.window_end = store__col_time(st, 16);
     x.pid = sqlite3_column_int(st, 17);
     x.pid_start = (uint64_t)sqlite3_column_int64(st, 18);
     /* Reading other columns leaves these pointers valid (only a step, a reset
@@ -1760,8 +1706,8 @@ static int run_from_row(sqlite3_stmt *st, struct store_run *r /* OUT */)
     x.user = xstrdup(user);
     x.project_id = xstrdup(project_id);
     x.trigger = xstrdup(trigger);
-    x.reason = dup_opt((const char *)sqlite3_column_text(st, 9));
-    x.idempotency_key = dup_opt((const char *)sqlite3_column_text(st, 13));
+    x.reason = store__dup_opt((const char *)sqlite3_column_text(st, 9));
+    x.idempotency_key = store__dup_opt((const char *)sqlite3_column_text(st, 13));
     *r = x;
     return 0;
 }
@@ -1775,7 +1721,7 @@ static int run_one(struct store *s, sqlite3_stmt *st, struct store_run *out /* O
     if (rc == SQLITE_DONE)
         return RR_E_NOTFOUND;
     if (rc != SQLITE_ROW)
-        return db_fail(s, NULL, rc, what);
+        return store__db_fail(s, NULL, rc, what);
     return run_from_row(st, out);
 }
 
@@ -1784,16 +1730,16 @@ static int run_one(struct store *s, sqlite3_stmt *st, struct store_run *out /* O
 static int run_prune(struct store *s, const char *user, const char *project_id, int64_t keep)
 {
     sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_RUN_PRUNE, &st, NULL);
+    int rc = store__stmt_acquire(s, ST_RUN_PRUNE, &st, NULL);
     if (rc)
         return rc;
-    if ((rc = bind_str(st, 1, user)) != SQLITE_OK ||
-        (rc = bind_str(st, 2, project_id)) != SQLITE_OK ||
+    if ((rc = store__bind_str(st, 1, user)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 2, project_id)) != SQLITE_OK ||
         (rc = sqlite3_bind_int64(st, 3, keep)) != SQLITE_OK)
-        rc = db_fail(s, NULL, rc, "bind");
+        rc = store__db_fail(s, NULL, rc, "bind");
     else
-        rc = step_done(s, st, NULL, "prune runs");
-    stmt_release(s, ST_RUN_PRUNE, st);
+        rc = store__step_done(s, st, NULL, "prune runs");
+    store__stmt_release(s, ST_RUN_PRUNE, st);
     return rc;
 }
 
@@ -1809,14 +1755,14 @@ int store_run_insert(struct store *s, const struct store_run *r, int64_t keep, i
     int rc = run_check(r, true, "insert run");
     if (rc)
         return rc;
-    if ((rc = tx_begin(s, NULL)) != 0)
+    if ((rc = store__tx_begin(s, NULL)) != 0)
         return rc;
     int64_t id = 0;
     sqlite3_stmt *st = NULL;
-    if ((rc = stmt_acquire(s, ST_RUN_INSERT, &st, NULL)) != 0)
+    if ((rc = store__stmt_acquire(s, ST_RUN_INSERT, &st, NULL)) != 0)
         goto rollback;
     if ((rc = run_bind(st, r)) != SQLITE_OK) {
-        rc = db_fail(s, NULL, rc, "bind");
+        rc = store__db_fail(s, NULL, rc, "bind");
     } else {
         /* The indexes decide, not a check-then-insert: runs_sched_once and
          * runs_idem answer UNIQUE, the missing parent FOREIGNKEY. */
@@ -1829,10 +1775,10 @@ int store_run_insert(struct store *s, const struct store_run *r, int64_t keep, i
         } else if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) {
             rc = RR_E_NOTFOUND;
         } else {
-            rc = db_fail(s, NULL, rc, "insert run");
+            rc = store__db_fail(s, NULL, rc, "insert run");
         }
     }
-    stmt_release(s, ST_RUN_INSERT, st);
+    store__stmt_release(s, ST_RUN_INSERT, st);
     if (rc)
         goto rollback;
     /* Pruning an old scheduled row also drops its runs_sched_once entry, so
@@ -1843,13 +1789,13 @@ int store_run_insert(struct store *s, const struct store_run *r, int64_t keep, i
      * moment between this commit and the scheduler's store_dep_set_progress. */
     if (keep > 0 && (rc = run_prune(s, r->user, r->project_id, keep)) != 0)
         goto rollback;
-    if ((rc = tx_commit(s, NULL)) != 0)
+    if ((rc = store__tx_commit(s, NULL)) != 0)
         return rc;
     if (id_out)
         *id_out = id;
     return 0;
 rollback:
-    tx_rollback(s);
+    store__tx_rollback(s);
     return rc;
 }
 
@@ -1859,37 +1805,37 @@ int store_run_update(struct store *s, const struct store_run *r)
     if (rc)
         return rc;
     sqlite3_stmt *st = NULL;
-    if ((rc = stmt_acquire(s, ST_RUN_UPDATE, &st, NULL)) != 0)
+    if ((rc = store__stmt_acquire(s, ST_RUN_UPDATE, &st, NULL)) != 0)
         return rc;
     if ((rc = sqlite3_bind_int64(st, 1, r->id)) != SQLITE_OK ||
-        (rc = bind_time_opt(st, 2, r->started_at)) != SQLITE_OK ||
-        (rc = bind_time_opt(st, 3, r->finished_at)) != SQLITE_OK ||
-        (rc = bind_str(st, 4, store_outcome_name(r->outcome))) != SQLITE_OK ||
-        (rc = bind_str(st, 5, r->reason)) != SQLITE_OK ||
+        (rc = store__bind_time_opt(st, 2, r->started_at)) != SQLITE_OK ||
+        (rc = store__bind_time_opt(st, 3, r->finished_at)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 4, store_outcome_name(r->outcome))) != SQLITE_OK ||
+        (rc = store__bind_str(st, 5, r->reason)) != SQLITE_OK ||
         (rc = bind_int_opt(st, 6, r->exit_code, -1)) != SQLITE_OK ||
         (rc = bind_int_opt(st, 7, r->signal, 0)) != SQLITE_OK ||
         (rc = bind_output(st, 8, r)) != SQLITE_OK ||
         (rc = bind_int_opt(st, 9, r->pid, 0)) != SQLITE_OK ||
         (rc = r->pid_start ? sqlite3_bind_int64(st, 10, (sqlite3_int64)r->pid_start)
                            : sqlite3_bind_null(st, 10)) != SQLITE_OK)
-        rc = db_fail(s, NULL, rc, "bind");
-    else if ((rc = step_done(s, st, NULL, "update run")) == 0 && sqlite3_changes(s->db) == 0)
+        rc = store__db_fail(s, NULL, rc, "bind");
+    else if ((rc = store__step_done(s, st, NULL, "update run")) == 0 && sqlite3_changes(s->db) == 0)
         rc = RR_E_NOTFOUND;
-    stmt_release(s, ST_RUN_UPDATE, st);
+    store__stmt_release(s, ST_RUN_UPDATE, st);
     return rc;
 }
 
 int store_run_get(struct store *s, int64_t id, struct store_run *out)
 {
     sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_RUN_GET, &st, NULL);
+    int rc = store__stmt_acquire(s, ST_RUN_GET, &st, NULL);
     if (rc)
         return rc;
     if ((rc = sqlite3_bind_int64(st, 1, id)) != SQLITE_OK)
-        rc = db_fail(s, NULL, rc, "bind");
+        rc = store__db_fail(s, NULL, rc, "bind");
     else
         rc = run_one(s, st, out, "get run");
-    stmt_release(s, ST_RUN_GET, st);
+    store__stmt_release(s, ST_RUN_GET, st);
     return rc;
 }
 
@@ -1899,16 +1845,16 @@ int store_run_find_idem(struct store *s, const char *user, const char *project_i
     if (!user || !project_id || !key)
         return RR_E_NOTFOUND;
     sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_RUN_FIND_IDEM, &st, NULL);
+    int rc = store__stmt_acquire(s, ST_RUN_FIND_IDEM, &st, NULL);
     if (rc)
         return rc;
-    if ((rc = bind_str(st, 1, user)) != SQLITE_OK ||
-        (rc = bind_str(st, 2, project_id)) != SQLITE_OK ||
-        (rc = bind_str(st, 3, key)) != SQLITE_OK)
-        rc = db_fail(s, NULL, rc, "bind");
+    if ((rc = store__bind_str(st, 1, user)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 2, project_id)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 3, key)) != SQLITE_OK)
+        rc = store__db_fail(s, NULL, rc, "bind");
     else
         rc = run_one(s, st, out, "find run by idempotency key");
-    stmt_release(s, ST_RUN_FIND_IDEM, st);
+    store__stmt_release(s, ST_RUN_FIND_IDEM, st);
     return rc;
 }
 
@@ -1918,15 +1864,15 @@ int store_run_last(struct store *s, const char *user, const char *project_id,
     if (!user || !project_id)
         return RR_E_NOTFOUND;
     sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_RUN_LAST, &st, NULL);
+    int rc = store__stmt_acquire(s, ST_RUN_LAST, &st, NULL);
     if (rc)
         return rc;
-    if ((rc = bind_str(st, 1, user)) != SQLITE_OK ||
-        (rc = bind_str(st, 2, project_id)) != SQLITE_OK)
-        rc = db_fail(s, NULL, rc, "bind");
+    if ((rc = store__bind_str(st, 1, user)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 2, project_id)) != SQLITE_OK)
+        rc = store__db_fail(s, NULL, rc, "bind");
     else
         rc = run_one(s, st, out, "get newest run");
-    stmt_release(s, ST_RUN_LAST, st);
+    store__stmt_release(s, ST_RUN_LAST, st);
     return rc;
 }
 
@@ -1940,7 +1886,7 @@ static int run_walk(struct store *s, sqlite3_stmt *st, store_run_cb cb, void *ud
         if (src == SQLITE_DONE)
             return 0;
         if (src != SQLITE_ROW)
-            return db_fail(s, NULL, src, "list runs");
+            return store__db_fail(s, NULL, src, "list runs");
         struct store_run r;
         int rc = run_from_row(st, &r);
         if (rc)
@@ -1958,16 +1904,16 @@ int store_run_list(struct store *s, const char *user, const char *project_id, in
     if (!user || !project_id)
         return 0;
     sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_RUN_LIST, &st, NULL);
+    int rc = store__stmt_acquire(s, ST_RUN_LIST, &st, NULL);
     if (rc)
         return rc;
-    if ((rc = bind_str(st, 1, user)) != SQLITE_OK ||
-        (rc = bind_str(st, 2, project_id)) != SQLITE_OK ||
+    if ((rc = store__bind_str(st, 1, user)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 2, project_id)) != SQLITE_OK ||
         (rc = sqlite3_bind_int64(st, 3, limit > 0 ? limit : -1)) != SQLITE_OK)
-        rc = db_fail(s, NULL, rc, "bind");
+        rc = store__db_fail(s, NULL, rc, "bind");
     else
         rc = run_walk(s, st, cb, ud);
-    stmt_release(s, ST_RUN_LIST, st);
+    store__stmt_release(s, ST_RUN_LIST, st);
     return rc;
 }
 
@@ -1976,41 +1922,41 @@ int store_run_last_each(struct store *s, const char *user, store_run_cb cb, void
     if (!user)
         return 0;
     sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_RUN_LAST_EACH, &st, NULL);
+    int rc = store__stmt_acquire(s, ST_RUN_LAST_EACH, &st, NULL);
     if (rc)
         return rc;
-    if ((rc = bind_str(st, 1, user)) != SQLITE_OK)
-        rc = db_fail(s, NULL, rc, "bind");
+    if ((rc = store__bind_str(st, 1, user)) != SQLITE_OK)
+        rc = store__db_fail(s, NULL, rc, "bind");
     else
         rc = run_walk(s, st, cb, ud);
-    stmt_release(s, ST_RUN_LAST_EACH, st);
+    store__stmt_release(s, ST_RUN_LAST_EACH, st);
     return rc;
 }
 
 int store_run_list_live(struct store *s, store_run_cb cb, void *ud)
 {
     sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_RUN_LIVE, &st, NULL);
+    int rc = store__stmt_acquire(s, ST_RUN_LIVE, &st, NULL);
     if (rc)
         return rc;
     rc = run_walk(s, st, cb, ud);
-    stmt_release(s, ST_RUN_LIVE, st);
+    store__stmt_release(s, ST_RUN_LIVE, st);
     return rc;
 }
 
 int store_run_interrupt_all(struct store *s, double now, const char *reason, int64_t *count)
 {
     sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_RUN_INTERRUPT, &st, NULL);
+    int rc = store__stmt_acquire(s, ST_RUN_INTERRUPT, &st, NULL);
     if (rc)
         return rc;
     int64_t n = 0;
-    if ((rc = bind_str(st, 1, reason)) != SQLITE_OK ||
-        (rc = bind_time_opt(st, 2, now)) != SQLITE_OK)
-        rc = db_fail(s, NULL, rc, "bind");
-    else if ((rc = step_done(s, st, NULL, "interrupt live runs")) == 0)
+    if ((rc = store__bind_str(st, 1, reason)) != SQLITE_OK ||
+        (rc = store__bind_time_opt(st, 2, now)) != SQLITE_OK)
+        rc = store__db_fail(s, NULL, rc, "bind");
+    else if ((rc = store__step_done(s, st, NULL, "interrupt live runs")) == 0)
         n = sqlite3_changes(s->db);
-    stmt_release(s, ST_RUN_INTERRUPT, st);
+    store__stmt_release(s, ST_RUN_INTERRUPT, st);
     if (rc == 0 && count)
         *count = n;
     return rc;
