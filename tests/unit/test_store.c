@@ -1,10 +1,10 @@
 /* test_store.c -- unit tests for store/: schema, keys, deployments, runs.
  *
- * Design: every test gets a fresh database file in its own mkdtemp directory
- * (setup) that teardown closes and removes. Time is passed in explicitly, never
- * read from the clock. Races between connections are provoked with forked
- * children, each opening its own connection, as separate processes (the
- * daemon and the `rrdeploy keys` CLI) do.
+ * Design: every test gets a fresh database file in its own temporary
+ * directory (fixture_setup) that fixture_teardown closes and removes. Time is
+ * passed in explicitly, never read from the clock. Races between connections
+ * are provoked with forked children, each opening its own connection, as
+ * separate processes (the daemon and the `rrdeploy keys` CLI) do.
  *
  * Thread: single-threaded; children are forked before they open anything. */
 #include <setjmp.h>
@@ -24,74 +24,15 @@
 
 #include "store/store.h"
 #include "store/store_internal.h"
+#include "fixture.h"
 
-#define T0 1767225600.0 /* 2026-01-01T00:00:00Z */
-
-struct fx {
-    char dir[64];
-    char path[128];
-    struct store *s; /* owned */
-};
-
-static int setup(void **state)
-{
-    struct fx *f = calloc(1, sizeof *f);
-    assert_non_null(f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/rrstore.XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    snprintf(f->path, sizeof f->path, "%s/test.db", f->dir);
-    struct err e = {0};
-    int rc = store_open(f->path, &f->s, &e);
-    if (rc)
-        fail_msg("store_open: %d %s", rc, e.msg);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fx *f = *state;
-    char p[160];
-    store_close(f->s);
-    static const char *const sfx[] = {"", "-wal", "-shm", "-journal"};
-    for (size_t i = 0; i < sizeof sfx / sizeof sfx[0]; i++) {
-        snprintf(p, sizeof p, "%s%s", f->path, sfx[i]);
-        unlink(p);
-    }
-    rmdir(f->dir);
-    free(f);
-    return 0;
-}
-
-static void reopen(struct fx *f)
-{
-    struct err e = {0};
-    store_close(f->s); /* NULL is fine */
-    f->s = NULL;
-    int rc = store_open(f->path, &f->s, &e);
-    if (rc)
-        fail_msg("reopen: %d %s", rc, e.msg);
-}
+#define T0 FIXTURE_T0
 
 static void raw_exec(sqlite3 *db, const char *sql)
 {
     char *msg = NULL;
     if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
         fail_msg("%s: %s", sql, msg ? msg : "?");
-}
-
-/* One integer from a query on a separate, raw connection. */
-static int64_t raw_int(const char *path, const char *sql)
-{
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    int64_t v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    assert_int_equal(sqlite3_close(db), SQLITE_OK);
-    return v;
 }
 
 static void pragma_text(sqlite3 *db, const char *sql, char *out, size_t n)
@@ -103,52 +44,29 @@ static void pragma_text(sqlite3 *db, const char *sql, char *out, size_t n)
     sqlite3_finalize(st);
 }
 
-static void make_key(struct store *s, const char *user, unsigned perms, double expires,
-                     double now, char text[STORE_KEY_TEXT_MAX], struct store_key *k)
-{
-    int rc = store_key_create(s, user, "test key", perms, expires, now, text, k);
-    assert_int_equal(rc, 0);
-}
-
-static struct store_dep dep(const char *user, const char *pid, const char *pipeline)
-{
-    struct store_dep d = {
-        .user = (char *)user,
-        .project_id = (char *)pid,
-        .pipeline = (char *)pipeline,
-        .schedule = (char *)"*/5 * * * *",
-        .state = STORE_ACTIVE,
-        .created_by = (char *)user,
-        .owner_key_id = (char *)"k_0000000000000000",
-        .created_at = T0,
-        .updated_at = T0,
-        .next_run_at = T0 + 300,
-    };
-    return d;
-}
-
 /* ================================================================ schema */
 
 static void test_open_migrate_reopen(void **state)
 {
-    struct fx *f = *state;
-    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 3);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
-                                      "AND name IN ('meta','users','api_keys','deployments',"
-                                      "'runs')"),
+    struct fixture *f = *state;
+    assert_int_equal(fixture_sql_int(f->path, "PRAGMA user_version"), 3);
+    assert_int_equal(fixture_sql_int(f->path,
+                                     "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+                                     "AND name IN ('meta','users','api_keys','deployments',"
+                                     "'runs')"),
                      5);
     int64_t n = -1;
     assert_int_equal(store_key_count(f->s, &n), 0);
     assert_int_equal(n, 0);
-    reopen(f);
-    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 3);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM meta"), 1);
+    fixture_reopen(f);
+    assert_int_equal(fixture_sql_int(f->path, "PRAGMA user_version"), 3);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM meta"), 1);
     store_close(NULL);
 }
 
 static void test_newer_schema_refused(void **state)
 {
-    struct fx *f = *state;
+    struct fixture *f = *state;
     store_close(f->s);
     f->s = NULL;
     sqlite3 *db = NULL;
@@ -171,7 +89,7 @@ static void test_open_bad_path(void **state)
     assert_non_null(strstr(e.msg, "/nonexistent-dir-rrdeploy/x.db"));
 
     /* A file that is not a database. */
-    struct fx *f = *state;
+    struct fixture *f = *state;
     store_close(f->s);
     f->s = NULL;
     FILE *fp = fopen(f->path, "wb");
@@ -194,7 +112,7 @@ static void test_open_bad_path(void **state)
 
 static void test_pragmas(void **state)
 {
-    struct fx *f = *state;
+    struct fixture *f = *state;
     sqlite3 *db = store__db(f->s);
     char v[32];
     pragma_text(db, "PRAGMA journal_mode", v, sizeof v);
@@ -229,10 +147,10 @@ static int is_lower_hex(const char *p, size_t n)
 
 static void test_key_create_auth(void **state)
 {
-    struct fx *f = *state;
+    struct fixture *f = *state;
     char text[STORE_KEY_TEXT_MAX];
     struct store_key k, a;
-    make_key(f->s, "alice", STORE_PERM_ALL, 0, T0, text, &k);
+    fixture_key(f->s, "alice", STORE_PERM_ALL, 0, T0, text, &k);
 
     assert_int_equal(strlen(text), 4 + 64);
     assert_memory_equal(text, "rrk_", 4);
@@ -283,7 +201,7 @@ static void test_key_create_auth(void **state)
     assert_int_equal(store_key_auth(f->s, text2, T0, &k2), 0);
     assert_string_equal(k2.label, "");
     assert_int_equal(k2.perms, STORE_PERM_MONITOR);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM users"), 1);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM users"), 1);
 
     struct store_key g;
     assert_int_equal(store_key_get(f->s, k.id, &g), 0);
@@ -293,10 +211,10 @@ static void test_key_create_auth(void **state)
 
 static void test_key_revoke_by_id(void **state)
 {
-    struct fx *f = *state;
+    struct fixture *f = *state;
     char text[STORE_KEY_TEXT_MAX];
     struct store_key k, r, a;
-    make_key(f->s, "bob", STORE_PERM_ALL, 0, T0, text, &k);
+    fixture_key(f->s, "bob", STORE_PERM_ALL, 0, T0, text, &k);
     assert_int_equal(store_key_revoke(f->s, k.id, T0 + 10, &r), 0);
     assert_string_equal(r.id, k.id);
     assert_true(r.revoked_at == T0 + 10);
@@ -319,11 +237,11 @@ static void test_key_revoke_by_id(void **state)
 
 static void test_key_revoke_by_text(void **state)
 {
-    struct fx *f = *state;
+    struct fixture *f = *state;
     char text[STORE_KEY_TEXT_MAX], other[STORE_KEY_TEXT_MAX];
     struct store_key k, k2, r, a;
-    make_key(f->s, "carol", STORE_PERM_CONTROL, 0, T0, text, &k);
-    make_key(f->s, "carol", STORE_PERM_CONTROL, 0, T0, other, &k2);
+    fixture_key(f->s, "carol", STORE_PERM_CONTROL, 0, T0, text, &k);
+    fixture_key(f->s, "carol", STORE_PERM_CONTROL, 0, T0, other, &k2);
     assert_int_equal(store_key_revoke(f->s, text, T0 + 5, &r), 0);
     assert_string_equal(r.id, k.id);
     assert_int_equal(store_key_auth(f->s, text, T0 + 6, &a), RR_E_REVOKED);
@@ -338,10 +256,10 @@ static void test_key_revoke_by_text(void **state)
 
 static void test_key_expiry(void **state)
 {
-    struct fx *f = *state;
+    struct fixture *f = *state;
     char text[STORE_KEY_TEXT_MAX];
     struct store_key k, a;
-    make_key(f->s, "dave", STORE_PERM_ALL, T0 + 100, T0, text, &k);
+    fixture_key(f->s, "dave", STORE_PERM_ALL, T0 + 100, T0, text, &k);
     assert_true(k.expires_at == T0 + 100);
     assert_int_equal(store_key_auth(f->s, text, T0 + 99.999, &a), 0);
     memset(&a, 0, sizeof a);
@@ -425,14 +343,14 @@ static int key_cb(const struct store_key *k, void *ud)
 
 static void test_key_list_count(void **state)
 {
-    struct fx *f = *state;
+    struct fixture *f = *state;
     char text[STORE_KEY_TEXT_MAX];
     struct store_key k[4];
     /* Created out of time order: the list is ordered by created_at. */
-    make_key(f->s, "u1", STORE_PERM_ALL, 0, T0 + 30, text, &k[0]);
-    make_key(f->s, "u2", STORE_PERM_ALL, 0, T0 + 10, text, &k[1]);
-    make_key(f->s, "u1", STORE_PERM_ALL, 0, T0 + 20, text, &k[2]);
-    make_key(f->s, "u3", STORE_PERM_ALL, 0, T0 + 40, text, &k[3]);
+    fixture_key(f->s, "u1", STORE_PERM_ALL, 0, T0 + 30, text, &k[0]);
+    fixture_key(f->s, "u2", STORE_PERM_ALL, 0, T0 + 10, text, &k[1]);
+    fixture_key(f->s, "u1", STORE_PERM_ALL, 0, T0 + 20, text, &k[2]);
+    fixture_key(f->s, "u3", STORE_PERM_ALL, 0, T0 + 40, text, &k[3]);
     int64_t n = 0;
     assert_int_equal(store_key_count(f->s, &n), 0);
     assert_int_equal(n, 4);
@@ -457,11 +375,11 @@ static void test_key_list_count(void **state)
 
 static void test_hash_key_persists(void **state)
 {
-    struct fx *f = *state;
+    struct fixture *f = *state;
     char text[STORE_KEY_TEXT_MAX];
     struct store_key k, a;
-    make_key(f->s, "erin", STORE_PERM_ALL, 0, T0, text, &k);
-    reopen(f);
+    fixture_key(f->s, "erin", STORE_PERM_ALL, 0, T0, text, &k);
+    fixture_reopen(f);
     assert_int_equal(store_key_auth(f->s, text, T0, &a), 0);
     assert_string_equal(a.id, k.id);
     int64_t n = 0;
@@ -498,11 +416,11 @@ static int file_contains(const char *path, const char *needle)
 
 static void test_key_text_not_in_db(void **state)
 {
-    struct fx *f = *state;
+    struct fixture *f = *state;
     char texts[5][STORE_KEY_TEXT_MAX];
     struct store_key k;
     for (int i = 0; i < 5; i++)
-        make_key(f->s, "frank", STORE_PERM_ALL, 0, T0 + i, texts[i], &k);
+        fixture_key(f->s, "frank", STORE_PERM_ALL, 0, T0 + i, texts[i], &k);
     char wal[160];
     snprintf(wal, sizeof wal, "%s-wal", f->path);
     for (int pass = 0; pass < 2; pass++) {
@@ -516,13 +434,13 @@ static void test_key_text_not_in_db(void **state)
             assert_false(file_contains(f->path, half));
             assert_false(file_contains(wal, half));
         }
-        reopen(f); /* close checkpoints the WAL into the main file */
+        fixture_reopen(f); /* close checkpoints the WAL into the main file */
     }
 }
 
 static void test_invalid_user_label(void **state)
 {
-    struct fx *f = *state;
+    struct fixture *f = *state;
     char text[STORE_KEY_TEXT_MAX];
     struct err e = {0};
     char u65[66], l129[130], u64[65], l128[129];
@@ -574,7 +492,7 @@ static void test_invalid_user_label(void **state)
     int64_t n = 0;
     assert_int_equal(store_key_count(f->s, &n), 0);
     assert_int_equal(n, 1);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM users"), 1);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM users"), 1);
 }
 
 /* ================================================================ deployments */
@@ -603,8 +521,9 @@ static void assert_dep_equal(const struct store_dep *a, const struct store_dep *
 
 static void test_dep_insert_get(void **state)
 {
-    struct fx *f = *state;
-    struct store_dep d = dep("alice", "proj-1", "{\"project_id\":\"proj-1\",\"b\":1,\"a\":2}");
+    struct fixture *f = *state;
+    struct store_dep d =
+        fixture_dep("alice", "proj-1", "{\"project_id\":\"proj-1\",\"b\":1,\"a\":2}");
     d.created_at = T0 + 0.125;
     d.updated_at = T0 + 0.5;
     assert_int_equal(store_dep_insert(f->s, &d, 10000), 0);
@@ -618,15 +537,16 @@ static void test_dep_insert_get(void **state)
     store_dep_clear(NULL);
 
     /* next_run_at 0 <-> NULL; error and optional strings NULL <-> NULL. */
-    struct store_dep m = dep("alice", "manual-one", "{}");
+    struct store_dep m = fixture_dep("alice", "manual-one", "{}");
     m.schedule = (char *)"manual";
     m.next_run_at = 0;
     m.created_by = NULL;
     m.owner_key_id = NULL;
     assert_int_equal(store_dep_insert(f->s, &m, 0), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM deployments WHERE project_id = "
-                                      "'manual-one' AND next_run_at IS NULL AND error IS NULL "
-                                      "AND created_by IS NULL"),
+    assert_int_equal(fixture_sql_int(f->path,
+                                     "SELECT count(*) FROM deployments WHERE project_id = "
+                                     "'manual-one' AND next_run_at IS NULL AND error IS NULL "
+                                     "AND created_by IS NULL"),
                      1);
     assert_int_equal(store_dep_get(f->s, "alice", "manual-one", &g), 0);
     assert_true(g.next_run_at == 0);
@@ -641,19 +561,19 @@ static void test_dep_insert_get(void **state)
     assert_int_equal(store_dep_get(f->s, "nobody", "proj-1", &g), RR_E_NOTFOUND);
 
     /* Missing required fields are refused. */
-    struct store_dep bad = dep("alice", "x", NULL);
+    struct store_dep bad = fixture_dep("alice", "x", NULL);
     assert_int_equal(store_dep_insert(f->s, &bad, 0), RR_E_INVAL);
-    bad = dep("alice", "x", "{}");
+    bad = fixture_dep("alice", "x", "{}");
     bad.state = (enum store_state)7;
     assert_int_equal(store_dep_insert(f->s, &bad, 0), RR_E_INVAL);
 }
 
 static void test_dep_duplicate(void **state)
 {
-    struct fx *f = *state;
-    struct store_dep d = dep("alice", "p", "{\"v\":1}");
+    struct fixture *f = *state;
+    struct store_dep d = fixture_dep("alice", "p", "{\"v\":1}");
     assert_int_equal(store_dep_insert(f->s, &d, 100), 0);
-    struct store_dep d2 = dep("alice", "p", "{\"v\":2}");
+    struct store_dep d2 = fixture_dep("alice", "p", "{\"v\":2}");
     assert_int_equal(store_dep_insert(f->s, &d2, 100), RR_E_EXISTS);
     assert_int_equal(store_dep_insert(f->s, &d2, 0), RR_E_EXISTS);
     struct store_dep g;
@@ -661,7 +581,7 @@ static void test_dep_duplicate(void **state)
     assert_string_equal(g.pipeline, "{\"v\":1}"); /* the first one stays */
     store_dep_clear(&g);
     /* Same project id for another user is a different deployment. */
-    struct store_dep o = dep("bob", "p", "{\"v\":3}");
+    struct store_dep o = fixture_dep("bob", "p", "{\"v\":3}");
     assert_int_equal(store_dep_insert(f->s, &o, 100), 0);
     /* The store is still usable: no transaction left open. */
     assert_true(sqlite3_get_autocommit(store__db(f->s)) != 0);
@@ -669,21 +589,21 @@ static void test_dep_duplicate(void **state)
 
 static void test_dep_limit(void **state)
 {
-    struct fx *f = *state;
+    struct fixture *f = *state;
     char id[16];
     for (int i = 0; i < 3; i++) {
         snprintf(id, sizeof id, "p%d", i);
-        struct store_dep d = dep("alice", id, "{}");
+        struct store_dep d = fixture_dep("alice", id, "{}");
         assert_int_equal(store_dep_insert(f->s, &d, 3), 0);
     }
-    struct store_dep d = dep("alice", "p3", "{}");
+    struct store_dep d = fixture_dep("alice", "p3", "{}");
     assert_int_equal(store_dep_insert(f->s, &d, 3), RR_E_LIMIT);
     assert_int_equal(store_dep_get(f->s, "alice", "p3", &(struct store_dep){0}), RR_E_NOTFOUND);
     /* At the limit a duplicate is still a duplicate. */
-    struct store_dep dup = dep("alice", "p1", "{}");
+    struct store_dep dup = fixture_dep("alice", "p1", "{}");
     assert_int_equal(store_dep_insert(f->s, &dup, 3), RR_E_EXISTS);
     /* Other users are counted separately. */
-    struct store_dep o = dep("bob", "p3", "{}");
+    struct store_dep o = fixture_dep("bob", "p3", "{}");
     assert_int_equal(store_dep_insert(f->s, &o, 3), 0);
     int64_t n = 0;
     assert_int_equal(store_dep_count(f->s, "alice", &n), 0);
@@ -698,14 +618,14 @@ static void test_dep_limit(void **state)
     assert_int_equal(store_dep_delete(f->s, "alice", "p0"), 0);
     assert_int_equal(store_dep_insert(f->s, &d, 3), 0);
     assert_int_equal(store_dep_insert(f->s, &dup, 1), RR_E_EXISTS);
-    struct store_dep x = dep("alice", "p9", "{}");
+    struct store_dep x = fixture_dep("alice", "p9", "{}");
     assert_int_equal(store_dep_insert(f->s, &x, 1), RR_E_LIMIT);
 }
 
 static void test_dep_update_delete(void **state)
 {
-    struct fx *f = *state;
-    struct store_dep d = dep("alice", "p", "{\"v\":1}");
+    struct fixture *f = *state;
+    struct store_dep d = fixture_dep("alice", "p", "{\"v\":1}");
     assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
 
     struct store_dep u = d;
@@ -730,9 +650,9 @@ static void test_dep_update_delete(void **state)
     assert_null(g.error);
     store_dep_clear(&g);
 
-    struct store_dep missing = dep("alice", "q", "{}");
+    struct store_dep missing = fixture_dep("alice", "q", "{}");
     assert_int_equal(store_dep_update(f->s, &missing), RR_E_NOTFOUND);
-    missing = dep("bob", "p", "{}"); /* another user's id */
+    missing = fixture_dep("bob", "p", "{}"); /* another user's id */
     assert_int_equal(store_dep_update(f->s, &missing), RR_E_NOTFOUND);
     assert_int_equal(store_dep_delete(f->s, "bob", "p"), RR_E_NOTFOUND);
     assert_int_equal(store_dep_delete(f->s, "alice", "q"), RR_E_NOTFOUND);
@@ -761,16 +681,16 @@ static int dep_cb(const struct store_dep *d, void *ud)
 
 static void test_dep_list_order_isolation(void **state)
 {
-    struct fx *f = *state;
+    struct fixture *f = *state;
     /* BINARY collation: bytes compare, so "C" < "a" < "aa" < "b" < "é". */
     static const char *const ids[] = {"b", "a", "\xc3\xa9", "C", "aa"};
     for (size_t i = 0; i < 5; i++) {
-        struct store_dep d = dep("alice", ids[i], "{}");
+        struct store_dep d = fixture_dep("alice", ids[i], "{}");
         assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
     }
-    struct store_dep o = dep("bob", "a", "{}");
+    struct store_dep o = fixture_dep("bob", "a", "{}");
     assert_int_equal(store_dep_insert(f->s, &o, 0), 0);
-    o = dep("Adam", "z", "{}");
+    o = fixture_dep("Adam", "z", "{}");
     assert_int_equal(store_dep_insert(f->s, &o, 0), 0);
 
     struct dep_walk w = {0};
@@ -834,10 +754,10 @@ static int nested_cb(const struct store_dep *d, void *ud)
 
 static void test_dep_list_reentrant(void **state)
 {
-    struct fx *f = *state;
-    struct store_dep d = dep("alice", "one", "{}");
+    struct fixture *f = *state;
+    struct store_dep d = fixture_dep("alice", "one", "{}");
     assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
-    d = dep("alice", "two", "{}");
+    d = fixture_dep("alice", "two", "{}");
     assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
     struct dep_walk w = {.s = f->s};
     assert_int_equal(store_dep_list(f->s, "alice", nested_cb, &w), 0);
@@ -850,11 +770,11 @@ static void test_dep_list_reentrant(void **state)
 
 static void test_dep_unicode_big(void **state)
 {
-    struct fx *f = *state;
+    struct fixture *f = *state;
     const char *pid = "\xe9\xa1\xb9\xe7\x9b\xae-\xf0\x9f\x9a\x80"; /* 项目-🚀 */
     const char *pipe_small =
         "{\"z\":1,\"a\":\"caf\xc3\xa9 \xf0\x9f\x98\x80\",\"m\":[3,2,1],\"e\":\"\\u0000\\n\"}";
-    struct store_dep d = dep("alice", pid, pipe_small);
+    struct store_dep d = fixture_dep("alice", pid, pipe_small);
     d.schedule = (char *)"30 2 * * 1-5";
     assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
     struct store_dep g;
@@ -872,9 +792,9 @@ static void test_dep_unicode_big(void **state)
         big[i] = (char)('a' + (i * 7919u) % 26);
     memcpy(big + n - 2, "\"}", 2);
     big[n] = '\0';
-    struct store_dep b = dep("alice", "big", big);
+    struct store_dep b = fixture_dep("alice", "big", big);
     assert_int_equal(store_dep_insert(f->s, &b, 0), 0);
-    reopen(f);
+    fixture_reopen(f);
     assert_int_equal(store_dep_get(f->s, "alice", "big", &g), 0);
     assert_int_equal(strlen(g.pipeline), n);
     assert_memory_equal(g.pipeline, big, n);
@@ -889,14 +809,14 @@ static int key_dep_cb(const struct store_dep *d, void *ud)
 
 static void test_dep_list_by_key(void **state)
 {
-    struct fx *f = *state;
-    struct store_dep d = dep("alice", "a1", "{}");
+    struct fixture *f = *state;
+    struct store_dep d = fixture_dep("alice", "a1", "{}");
     d.owner_key_id = (char *)"k_aaaaaaaaaaaaaaaa";
     assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
-    d = dep("alice", "a2", "{}");
+    d = fixture_dep("alice", "a2", "{}");
     d.owner_key_id = (char *)"k_bbbbbbbbbbbbbbbb";
     assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
-    d = dep("alice", "a0", "{}");
+    d = fixture_dep("alice", "a0", "{}");
     d.owner_key_id = (char *)"k_aaaaaaaaaaaaaaaa";
     assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
     struct dep_walk w = {0};
@@ -928,13 +848,13 @@ static void test_state_names(void **state)
 
 static void test_two_connections(void **state)
 {
-    struct fx *f = *state;
+    struct fixture *f = *state;
     struct store *b = NULL;
     struct err e = {0};
     assert_int_equal(store_open(f->path, &b, &e), 0);
 
     /* Same (user, project) from the second connection: EXISTS. */
-    struct store_dep d = dep("alice", "p", "{}");
+    struct store_dep d = fixture_dep("alice", "p", "{}");
     assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
     assert_int_equal(store_dep_insert(b, &d, 0), RR_E_EXISTS);
     struct store_dep g;
@@ -945,7 +865,7 @@ static void test_two_connections(void **state)
      * data_version moves when B commits, but not for A's own writes. */
     char text[STORE_KEY_TEXT_MAX];
     struct store_key k, a;
-    make_key(f->s, "alice", STORE_PERM_ALL, 0, T0, text, &k);
+    fixture_key(f->s, "alice", STORE_PERM_ALL, 0, T0, text, &k);
     int64_t v0 = 0, v1 = 0, v2 = 0, v3 = 0;
     assert_int_equal(store_data_version(f->s, &v0), 0);
     assert_int_equal(store_data_version(f->s, &v1), 0);
@@ -957,14 +877,14 @@ static void test_two_connections(void **state)
     assert_true(v2 != v1);
     assert_int_equal(store_key_auth(f->s, text, T0 + 2, &a), RR_E_REVOKED);
 
-    struct store_dep d2 = dep("alice", "q", "{}");
+    struct store_dep d2 = fixture_dep("alice", "q", "{}");
     assert_int_equal(store_dep_insert(f->s, &d2, 0), 0); /* A's own write */
     assert_int_equal(store_data_version(f->s, &v3), 0);
     assert_true(v3 == v2);
 
     /* Keys created on B authenticate on A (same hash key). */
     char text2[STORE_KEY_TEXT_MAX];
-    make_key(b, "bob", STORE_PERM_MONITOR, 0, T0, text2, NULL);
+    fixture_key(b, "bob", STORE_PERM_MONITOR, 0, T0, text2, NULL);
     assert_int_equal(store_key_auth(f->s, text2, T0, &a), 0);
     assert_string_equal(a.user, "bob");
 
@@ -974,7 +894,7 @@ static void test_two_connections(void **state)
 /* Fork n children that each open their own connection and insert; return how
  * many got 0, RR_E_EXISTS and RR_E_LIMIT. The parent's connection is closed
  * across the fork: a SQLite connection must never be carried into a child. */
-static void race(struct fx *f, int n, int same_id, int64_t max, int *ok, int *exists,
+static void race(struct fixture *f, int n, int same_id, int64_t max, int *ok, int *exists,
                  int *limit)
 {
     const char *path = f->path;
@@ -997,7 +917,7 @@ static void race(struct fx *f, int n, int same_id, int64_t max, int *ok, int *ex
                 _exit(101);
             char id[16];
             snprintf(id, sizeof id, "p%d", same_id ? 0 : i);
-            struct store_dep d = dep("racer", id, "{}");
+            struct store_dep d = fixture_dep("racer", id, "{}");
             int rc = store_dep_insert(s, &d, max);
             store_close(s);
             _exit(rc == 0 ? 0 : rc == RR_E_EXISTS ? 1 : rc == RR_E_LIMIT ? 2 : 3);
@@ -1018,12 +938,12 @@ static void race(struct fx *f, int n, int same_id, int64_t max, int *ok, int *ex
         default: fail_msg("child exit %d", WEXITSTATUS(st));
         }
     }
-    reopen(f);
+    fixture_reopen(f);
 }
 
 static void test_racing_inserts(void **state)
 {
-    struct fx *f = *state;
+    struct fixture *f = *state;
     int ok, exists, limit;
     race(f, 8, 1, 0, &ok, &exists, &limit);
     assert_int_equal(ok, 1);
@@ -1043,8 +963,8 @@ static void test_racing_inserts(void **state)
 
 static void test_dep_progress(void **state)
 {
-    struct fx *f = *state;
-    struct store_dep d = dep("alice", "p", "{}");
+    struct fixture *f = *state;
+    struct store_dep d = fixture_dep("alice", "p", "{}");
     d.last_fire_at = T0 + 60;
     assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
     struct store_dep g;
@@ -1053,18 +973,20 @@ static void test_dep_progress(void **state)
     store_dep_clear(&g);
 
     /* The walk reads it too. */
-    struct store_dep x = dep("alice", "q", "{}"); /* last_fire_at 0 */
+    struct store_dep x = fixture_dep("alice", "q", "{}"); /* last_fire_at 0 */
     assert_int_equal(store_dep_insert(f->s, &x, 0), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM deployments WHERE project_id = 'q' "
-                                      "AND last_fire_at IS NULL"),
+    assert_int_equal(fixture_sql_int(f->path,
+                                     "SELECT count(*) FROM deployments WHERE project_id = 'q' "
+                                     "AND last_fire_at IS NULL"),
                      1);
 
     /* update overwrites it, 0 <-> NULL. */
     struct store_dep u = d;
     u.last_fire_at = 0;
     assert_int_equal(store_dep_update(f->s, &u), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM deployments WHERE project_id = 'p' "
-                                      "AND last_fire_at IS NULL"),
+    assert_int_equal(fixture_sql_int(f->path,
+                                     "SELECT count(*) FROM deployments WHERE project_id = 'p' "
+                                     "AND last_fire_at IS NULL"),
                      1);
     u.last_fire_at = T0 + 90.5;
     assert_int_equal(store_dep_update(f->s, &u), 0);
@@ -1081,8 +1003,9 @@ static void test_dep_progress(void **state)
     assert_dep_equal(&g, &want);
     store_dep_clear(&g);
     assert_int_equal(store_dep_set_progress(f->s, "alice", "p", T0 + 180, 0), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM deployments WHERE project_id = 'p' "
-                                      "AND next_run_at IS NULL AND last_fire_at IS NOT NULL"),
+    assert_int_equal(fixture_sql_int(f->path,
+                                     "SELECT count(*) FROM deployments WHERE project_id = 'p' "
+                                     "AND next_run_at IS NULL AND last_fire_at IS NOT NULL"),
                      1);
     /* The other row is untouched. */
     assert_int_equal(store_dep_get(f->s, "alice", "q", &g), 0);
@@ -1095,35 +1018,6 @@ static void test_dep_progress(void **state)
 }
 
 /* ================================================================ run ledger */
-
-static struct store_run run(const char *user, const char *pid, const char *trigger,
-                            double scheduled_for, enum store_outcome o)
-{
-    struct store_run r = {
-        .user = (char *)user,
-        .project_id = (char *)pid,
-        .trigger = (char *)trigger,
-        .scheduled_for = scheduled_for,
-        .created_at = T0 + 1,
-        .outcome = o,
-        .exit_code = -1,
-    };
-    return r;
-}
-
-static void add_dep(struct fx *f, const char *user, const char *pid)
-{
-    struct store_dep d = dep(user, pid, "{}");
-    assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
-}
-
-static int64_t add_run(struct fx *f, const struct store_run *r, int64_t keep)
-{
-    int64_t id = 0;
-    assert_int_equal(store_run_insert(f->s, r, keep, &id), 0);
-    assert_true(id > 0);
-    return id;
-}
 
 static void assert_opt_str(const char *a, const char *b)
 {
@@ -1162,12 +1056,12 @@ static void assert_run_equal(const struct store_run *a, const struct store_run *
 
 static void test_run_round_trip(void **state)
 {
-    struct fx *f = *state;
-    add_dep(f, "alice", "p");
+    struct fixture *f = *state;
+    fixture_add_dep(f->s, "alice", "p");
 
     /* Every field set. */
     static const char out1[] = "line 1\n\0binary\0\xff\xfe tail";
-    struct store_run r = run("alice", "p", "schedule", T0 + 60, STORE_RUN_RUNNING);
+    struct store_run r = fixture_run("alice", "p", "schedule", T0 + 60, STORE_RUN_RUNNING);
     r.created_at = T0 + 60.25;
     r.started_at = T0 + 60.5;
     r.finished_at = T0 + 61.75;
@@ -1180,7 +1074,7 @@ static void test_run_round_trip(void **state)
     r.missed_count = 7;
     r.window_start = T0 - 3600;
     r.window_end = T0 - 60;
-    r.id = add_run(f, &r, 100);
+    r.id = fixture_add_run(f->s, &r, 100);
 
     struct store_run g;
     assert_int_equal(store_run_get(f->s, r.id, &g), 0);
@@ -1224,21 +1118,22 @@ static void test_run_round_trip(void **state)
     assert_null(g.reason);
     assert_int_equal(g.output[n], '\0');
     store_run_clear(&g);
-    reopen(f); /* durable, and read back through fresh statements */
+    fixture_reopen(f); /* durable, and read back through fresh statements */
     assert_int_equal(store_run_get(f->s, r.id, &g), 0);
     assert_run_equal(&g, &want);
     store_run_clear(&g);
     free(big);
 
     /* The "none" values are SQL NULL and read back as none. */
-    struct store_run m = run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
-    m.id = add_run(f, &m, 100);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs WHERE trigger = 'manual' AND "
-                                      "scheduled_for IS NULL AND started_at IS NULL AND "
-                                      "finished_at IS NULL AND reason IS NULL AND exit_code IS "
-                                      "NULL AND signal IS NULL AND output IS NULL AND "
-                                      "idempotency_key IS NULL AND missed_count = 0 AND "
-                                      "window_start IS NULL AND window_end IS NULL"),
+    struct store_run m = fixture_run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
+    m.id = fixture_add_run(f->s, &m, 100);
+    assert_int_equal(fixture_sql_int(f->path,
+                                     "SELECT count(*) FROM runs WHERE trigger = 'manual' AND "
+                                     "scheduled_for IS NULL AND started_at IS NULL AND "
+                                     "finished_at IS NULL AND reason IS NULL AND exit_code IS "
+                                     "NULL AND signal IS NULL AND output IS NULL AND "
+                                     "idempotency_key IS NULL AND missed_count = 0 AND "
+                                     "window_start IS NULL AND window_end IS NULL"),
                      1);
     assert_int_equal(store_run_get(f->s, m.id, &g), 0);
     assert_run_equal(&g, &m);
@@ -1254,8 +1149,9 @@ static void test_run_round_trip(void **state)
     m.output = (char *)"";
     m.output_len = 0;
     assert_int_equal(store_run_update(f->s, &m), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs WHERE output IS NOT NULL AND "
-                                      "length(output) = 0 AND exit_code = 0"),
+    assert_int_equal(fixture_sql_int(f->path,
+                                     "SELECT count(*) FROM runs WHERE output IS NOT NULL AND "
+                                     "length(output) = 0 AND exit_code = 0"),
                      1);
     assert_int_equal(store_run_get(f->s, m.id, &g), 0);
     assert_non_null(g.output);
@@ -1273,34 +1169,34 @@ static void test_run_round_trip(void **state)
 
     /* Programmer errors are refused before SQL. */
     int64_t id = 0;
-    struct store_run bad = run("alice", "p", "cron", 0, STORE_RUN_QUEUED);
+    struct store_run bad = fixture_run("alice", "p", "cron", 0, STORE_RUN_QUEUED);
     assert_int_equal(store_run_insert(f->s, &bad, 0, &id), RR_E_INVAL);
-    bad = run("alice", "p", NULL, 0, STORE_RUN_QUEUED);
+    bad = fixture_run("alice", "p", NULL, 0, STORE_RUN_QUEUED);
     assert_int_equal(store_run_insert(f->s, &bad, 0, &id), RR_E_INVAL);
-    bad = run("alice", NULL, "manual", 0, STORE_RUN_QUEUED);
+    bad = fixture_run("alice", NULL, "manual", 0, STORE_RUN_QUEUED);
     assert_int_equal(store_run_insert(f->s, &bad, 0, &id), RR_E_INVAL);
-    bad = run("alice", "p", "manual", 0, (enum store_outcome)42);
+    bad = fixture_run("alice", "p", "manual", 0, (enum store_outcome)42);
     assert_int_equal(store_run_insert(f->s, &bad, 0, &id), RR_E_INVAL);
-    bad = run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
+    bad = fixture_run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
     bad.output_len = 5; /* and output NULL */
     assert_int_equal(store_run_insert(f->s, &bad, 0, &id), RR_E_INVAL);
     bad.id = m.id;
     assert_int_equal(store_run_update(f->s, &bad), RR_E_INVAL);
     assert_int_equal(id, 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs"), 2);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs"), 2);
 }
 
 static void test_run_sched_unique(void **state)
 {
-    struct fx *f = *state;
-    add_dep(f, "alice", "p");
-    add_dep(f, "alice", "q");
-    struct store_run r = run("alice", "p", "schedule", T0 + 60, STORE_RUN_QUEUED);
-    int64_t first = add_run(f, &r, 100);
+    struct fixture *f = *state;
+    fixture_add_dep(f->s, "alice", "p");
+    fixture_add_dep(f->s, "alice", "q");
+    struct store_run r = fixture_run("alice", "p", "schedule", T0 + 60, STORE_RUN_QUEUED);
+    int64_t first = fixture_add_run(f->s, &r, 100);
 
     /* The same scheduled time again: whatever the outcome, refused. */
     int64_t id = -1;
-    struct store_run again = run("alice", "p", "schedule", T0 + 60, STORE_RUN_SKIPPED);
+    struct store_run again = fixture_run("alice", "p", "schedule", T0 + 60, STORE_RUN_SKIPPED);
     again.reason = (char *)"overlap";
     assert_int_equal(store_run_insert(f->s, &again, 100, &id), RR_E_EXISTS);
     assert_int_equal(id, -1);
@@ -1313,51 +1209,51 @@ static void test_run_sched_unique(void **state)
 
     /* Another time, another deployment, or manual rows: fine. */
     r.scheduled_for = T0 + 120;
-    add_run(f, &r, 100);
-    struct store_run q = run("alice", "q", "schedule", T0 + 60, STORE_RUN_QUEUED);
-    add_run(f, &q, 100);
-    struct store_run m = run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
-    add_run(f, &m, 100);
-    add_run(f, &m, 100); /* scheduled_for 0 (NULL) twice */
+    fixture_add_run(f->s, &r, 100);
+    struct store_run q = fixture_run("alice", "q", "schedule", T0 + 60, STORE_RUN_QUEUED);
+    fixture_add_run(f->s, &q, 100);
+    struct store_run m = fixture_run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
+    fixture_add_run(f->s, &m, 100);
+    fixture_add_run(f->s, &m, 100); /* scheduled_for 0 (NULL) twice */
     m.scheduled_for = T0 + 60; /* manual rows are not in the index */
-    add_run(f, &m, 100);
-    add_run(f, &m, 100);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs"), 7);
+    fixture_add_run(f->s, &m, 100);
+    fixture_add_run(f->s, &m, 100);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs"), 7);
 
     /* Still refused once the first row has finished. */
-    struct store_run done = run("alice", "p", "schedule", T0 + 60, STORE_RUN_SUCCEEDED);
+    struct store_run done = fixture_run("alice", "p", "schedule", T0 + 60, STORE_RUN_SUCCEEDED);
     done.id = first;
     done.exit_code = 0;
     assert_int_equal(store_run_update(f->s, &done), 0);
     assert_int_equal(store_run_insert(f->s, &again, 100, &id), RR_E_EXISTS);
-    reopen(f);
+    fixture_reopen(f);
     assert_int_equal(store_run_insert(f->s, &again, 100, &id), RR_E_EXISTS);
 }
 
 static void test_run_idem(void **state)
 {
-    struct fx *f = *state;
-    add_dep(f, "alice", "p");
-    add_dep(f, "bob", "p");
-    struct store_run r = run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
+    struct fixture *f = *state;
+    fixture_add_dep(f->s, "alice", "p");
+    fixture_add_dep(f->s, "bob", "p");
+    struct store_run r = fixture_run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
     r.idempotency_key = (char *)"req-42";
-    r.id = add_run(f, &r, 100);
+    r.id = fixture_add_run(f->s, &r, 100);
 
     int64_t id = -1;
-    struct store_run dup = run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
+    struct store_run dup = fixture_run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
     dup.idempotency_key = (char *)"req-42";
     assert_int_equal(store_run_insert(f->s, &dup, 100, &id), RR_E_EXISTS);
     assert_int_equal(id, -1);
 
     /* The same key on another deployment, another key, or none: fine. */
-    struct store_run b = run("bob", "p", "manual", 0, STORE_RUN_QUEUED);
+    struct store_run b = fixture_run("bob", "p", "manual", 0, STORE_RUN_QUEUED);
     b.idempotency_key = (char *)"req-42";
-    b.id = add_run(f, &b, 100);
+    b.id = fixture_add_run(f->s, &b, 100);
     dup.idempotency_key = (char *)"req-43";
-    add_run(f, &dup, 100);
+    fixture_add_run(f->s, &dup, 100);
     dup.idempotency_key = NULL;
-    add_run(f, &dup, 100);
-    add_run(f, &dup, 100);
+    fixture_add_run(f->s, &dup, 100);
+    fixture_add_run(f->s, &dup, 100);
 
     struct store_run g;
     assert_int_equal(store_run_find_idem(f->s, "alice", "p", "req-42", &g), 0);
@@ -1392,7 +1288,7 @@ static int run_cb(const struct store_run *r, void *ud)
 }
 
 /* The deployment's ids, newest first. */
-static int list_ids(struct fx *f, const char *user, const char *pid, int64_t limit,
+static int list_ids(struct fixture *f, const char *user, const char *pid, int64_t limit,
                     int64_t *ids, int max)
 {
     struct run_walk w = {0};
@@ -1404,25 +1300,25 @@ static int list_ids(struct fx *f, const char *user, const char *pid, int64_t lim
 
 static void test_run_prune(void **state)
 {
-    struct fx *f = *state;
-    add_dep(f, "alice", "p");
-    add_dep(f, "alice", "q");
+    struct fixture *f = *state;
+    fixture_add_dep(f->s, "alice", "p");
+    fixture_add_dep(f->s, "alice", "q");
     int64_t id[9] = {0};
-    struct store_run r = run("alice", "p", "schedule", 0, STORE_RUN_RUNNING);
+    struct store_run r = fixture_run("alice", "p", "schedule", 0, STORE_RUN_RUNNING);
     r.scheduled_for = T0 + 60;
-    id[1] = add_run(f, &r, 3);
+    id[1] = fixture_add_run(f->s, &r, 3);
     r.scheduled_for = T0 + 120;
     r.outcome = STORE_RUN_QUEUED;
-    id[2] = add_run(f, &r, 3);
+    id[2] = fixture_add_run(f->s, &r, 3);
     /* The other deployment's rows are never touched by p's pruning. */
-    struct store_run o = run("alice", "q", "manual", 0, STORE_RUN_SUCCEEDED);
+    struct store_run o = fixture_run("alice", "q", "manual", 0, STORE_RUN_SUCCEEDED);
     for (int i = 0; i < 5; i++)
-        add_run(f, &o, 0);
+        fixture_add_run(f->s, &o, 0);
     for (int i = 3; i <= 7; i++) {
-        struct store_run d = run("alice", "p", "manual", 0, STORE_RUN_SUCCEEDED);
+        struct store_run d = fixture_run("alice", "p", "manual", 0, STORE_RUN_SUCCEEDED);
         if (i == 5)
             d.outcome = STORE_RUN_SKIPPED;
-        id[i] = add_run(f, &d, 3);
+        id[i] = fixture_add_run(f->s, &d, 3);
     }
     /* The newest 3, plus the older live ones. */
     int64_t got[16];
@@ -1433,14 +1329,15 @@ static void test_run_prune(void **state)
     assert_int_equal(got[2], id[5]);
     assert_int_equal(got[3], id[2]);
     assert_int_equal(got[4], id[1]);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs WHERE project_id = 'q'"), 5);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs WHERE project_id = 'q'"),
+                     5);
 
     /* Once finished, the old live row goes at the next insert. */
-    struct store_run fin = run("alice", "p", "schedule", T0 + 60, STORE_RUN_INTERRUPTED);
+    struct store_run fin = fixture_run("alice", "p", "schedule", T0 + 60, STORE_RUN_INTERRUPTED);
     fin.id = id[1];
     assert_int_equal(store_run_update(f->s, &fin), 0);
-    struct store_run d = run("alice", "p", "manual", 0, STORE_RUN_FAILED);
-    id[8] = add_run(f, &d, 3);
+    struct store_run d = fixture_run("alice", "p", "manual", 0, STORE_RUN_FAILED);
+    id[8] = fixture_add_run(f->s, &d, 3);
     n = list_ids(f, "alice", "p", 0, got, 16);
     assert_int_equal(n, 4);
     assert_int_equal(got[0], id[8]);
@@ -1450,18 +1347,19 @@ static void test_run_prune(void **state)
     assert_int_equal(store_run_get(f->s, id[1], &d), RR_E_NOTFOUND);
 
     /* keep <= 0: nothing pruned. */
-    add_run(f, &d, 0);
-    add_run(f, &d, -1);
+    fixture_add_run(f->s, &d, 0);
+    fixture_add_run(f->s, &d, -1);
     assert_int_equal(list_ids(f, "alice", "p", 0, got, 16), 6);
     /* keep 1: just the new row and the live one. */
-    int64_t last = add_run(f, &d, 1);
+    int64_t last = fixture_add_run(f->s, &d, 1);
     n = list_ids(f, "alice", "p", 0, got, 16);
     assert_int_equal(n, 2);
     assert_int_equal(got[0], last);
     assert_int_equal(got[1], id[2]);
     /* Ids are never reused after pruning (AUTOINCREMENT). */
-    assert_true(add_run(f, &d, 1) > last);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs WHERE project_id = 'q'"), 5);
+    assert_true(fixture_add_run(f->s, &d, 1) > last);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs WHERE project_id = 'q'"),
+                     5);
 }
 
 static int reentrant_run_cb(const struct store_run *r, void *ud)
@@ -1479,7 +1377,7 @@ static int reentrant_run_cb(const struct store_run *r, void *ud)
     struct store_run u = *r;
     u.reason = (char *)"seen";
     assert_int_equal(store_run_update(w->s, &u), 0);
-    struct store_run m = run(r->user, r->project_id, "manual", 0, STORE_RUN_SUCCEEDED);
+    struct store_run m = fixture_run(r->user, r->project_id, "manual", 0, STORE_RUN_SUCCEEDED);
     int64_t id = 0;
     assert_int_equal(store_run_insert(w->s, &m, 100, &id), 0);
     assert_true(w->n < 32);
@@ -1489,10 +1387,10 @@ static int reentrant_run_cb(const struct store_run *r, void *ud)
 
 static void test_run_list_last(void **state)
 {
-    struct fx *f = *state;
-    add_dep(f, "alice", "p");
-    add_dep(f, "alice", "q");
-    add_dep(f, "bob", "p");
+    struct fixture *f = *state;
+    fixture_add_dep(f->s, "alice", "p");
+    fixture_add_dep(f->s, "alice", "q");
+    fixture_add_dep(f->s, "bob", "p");
 
     struct store_run g;
     memset(&g, 0, sizeof g);
@@ -1504,14 +1402,14 @@ static void test_run_list_last(void **state)
     int64_t id[5];
     for (int i = 0; i < 5; i++) {
         struct store_run r =
-            run("alice", "p", "schedule", T0 + 60.0 * (i + 1), STORE_RUN_SUCCEEDED);
+            fixture_run("alice", "p", "schedule", T0 + 60.0 * (i + 1), STORE_RUN_SUCCEEDED);
         r.output = (char *)"ok\n";
         r.output_len = 3;
-        id[i] = add_run(f, &r, 100);
+        id[i] = fixture_add_run(f->s, &r, 100);
         /* Interleave other deployments' rows. */
-        struct store_run o = run(i % 2 ? "alice" : "bob", i % 2 ? "q" : "p", "manual", 0,
-                                 STORE_RUN_QUEUED);
-        add_run(f, &o, 100);
+        struct store_run o =
+            fixture_run(i % 2 ? "alice" : "bob", i % 2 ? "q" : "p", "manual", 0, STORE_RUN_QUEUED);
+        fixture_add_run(f->s, &o, 100);
     }
     int n = list_ids(f, "alice", "p", 0, got, 32);
     assert_int_equal(n, 5);
@@ -1546,30 +1444,31 @@ static void test_run_list_last(void **state)
     assert_int_equal(store_run_list(f->s, "alice", "p", 3, reentrant_run_cb, &rw), 0);
     assert_int_equal(rw.n, 3);
     assert_int_equal(rw.ids[0], id[4]);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs WHERE reason = 'seen'"), 3);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs WHERE reason = 'seen'"),
+                     3);
     assert_int_equal(list_ids(f, "alice", "p", 0, got, 32), 8);
     assert_true(sqlite3_get_autocommit(store__db(f->s)) != 0);
 }
 
 static void test_run_interrupt_all(void **state)
 {
-    struct fx *f = *state;
-    add_dep(f, "alice", "p");
-    add_dep(f, "bob", "q");
-    struct store_run r = run("alice", "p", "schedule", T0 + 60, STORE_RUN_RUNNING);
+    struct fixture *f = *state;
+    fixture_add_dep(f->s, "alice", "p");
+    fixture_add_dep(f->s, "bob", "q");
+    struct store_run r = fixture_run("alice", "p", "schedule", T0 + 60, STORE_RUN_RUNNING);
     r.started_at = T0 + 60.5;
-    int64_t running = add_run(f, &r, 100);
-    r = run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
-    int64_t queued = add_run(f, &r, 100);
-    r = run("bob", "q", "manual", 0, STORE_RUN_RUNNING);
-    int64_t other = add_run(f, &r, 100);
-    r = run("alice", "p", "schedule", T0 + 120, STORE_RUN_SUCCEEDED);
+    int64_t running = fixture_add_run(f->s, &r, 100);
+    r = fixture_run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
+    int64_t queued = fixture_add_run(f->s, &r, 100);
+    r = fixture_run("bob", "q", "manual", 0, STORE_RUN_RUNNING);
+    int64_t other = fixture_add_run(f->s, &r, 100);
+    r = fixture_run("alice", "p", "schedule", T0 + 120, STORE_RUN_SUCCEEDED);
     r.finished_at = T0 + 130;
     r.exit_code = 0;
-    int64_t done = add_run(f, &r, 100);
-    r = run("alice", "p", "schedule", T0 + 180, STORE_RUN_SKIPPED);
+    int64_t done = fixture_add_run(f->s, &r, 100);
+    r = fixture_run("alice", "p", "schedule", T0 + 180, STORE_RUN_SKIPPED);
     r.reason = (char *)"overlap";
-    int64_t skipped = add_run(f, &r, 100);
+    int64_t skipped = fixture_add_run(f->s, &r, 100);
 
     int64_t n = -1;
     assert_int_equal(store_run_interrupt_all(f->s, T0 + 500, "server restarted", &n), 0);
@@ -1602,7 +1501,8 @@ static void test_run_interrupt_all(void **state)
     assert_int_equal(store_run_interrupt_all(f->s, T0 + 600, "again", &n), 0);
     assert_int_equal(n, 0);
     assert_int_equal(store_run_interrupt_all(f->s, T0 + 600, "again", NULL), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs WHERE reason = 'again'"), 0);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs WHERE reason = 'again'"),
+                     0);
 }
 
 struct live_walk {
@@ -1619,13 +1519,13 @@ static int collect_live(const struct store_run *r, void *ud)
 
 static void test_run_pid_and_live(void **state)
 {
-    struct fx *f = *state;
-    add_dep(f, "alice", "p");
-    struct store_run r = run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
-    int64_t a = add_run(f, &r, 100);
-    int64_t b = add_run(f, &r, 100);
+    struct fixture *f = *state;
+    fixture_add_dep(f->s, "alice", "p");
+    struct store_run r = fixture_run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
+    int64_t a = fixture_add_run(f->s, &r, 100);
+    int64_t b = fixture_add_run(f->s, &r, 100);
     r.outcome = STORE_RUN_SUCCEEDED;
-    add_run(f, &r, 100);
+    fixture_add_run(f->s, &r, 100);
     struct store_run g;
     assert_int_equal(store_run_get(f->s, a, &g), 0);
     assert_int_equal(g.pid, 0);
@@ -1646,23 +1546,23 @@ static void test_run_pid_and_live(void **state)
 
 static void test_batch(void **state)
 {
-    struct fx *f = *state;
-    add_dep(f, "alice", "p");
+    struct fixture *f = *state;
+    fixture_add_dep(f->s, "alice", "p");
     assert_int_equal(store_batch_commit(f->s), RR_E_INVAL);
     assert_int_equal(store_batch_begin(f->s), 0);
     assert_int_equal(store_batch_begin(f->s), RR_E_BUSY);
-    struct store_run r = run("alice", "p", "schedule", T0 + 60, STORE_RUN_QUEUED);
-    int64_t a = add_run(f, &r, 100);
+    struct store_run r = fixture_run("alice", "p", "schedule", T0 + 60, STORE_RUN_QUEUED);
+    int64_t a = fixture_add_run(f->s, &r, 100);
     /* a failing call inside the batch undoes only itself */
     int64_t dup;
     assert_int_equal(store_run_insert(f->s, &r, 100, &dup), RR_E_EXISTS);
     r.scheduled_for = T0 + 120;
-    int64_t b = add_run(f, &r, 100);
+    int64_t b = fixture_add_run(f->s, &r, 100);
     assert_int_equal(store_dep_set_progress(f->s, "alice", "p", T0 + 120, T0 + 180), 0);
     /* not visible to another connection before the commit */
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs"), 0);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs"), 0);
     assert_int_equal(store_batch_commit(f->s), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs"), 2);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs"), 2);
     struct store_run g;
     assert_int_equal(store_run_get(f->s, a, &g), 0);
     store_run_clear(&g);
@@ -1670,8 +1570,8 @@ static void test_batch(void **state)
     store_run_clear(&g);
     /* and writes outside a batch are their own transactions again */
     r.scheduled_for = T0 + 180;
-    add_run(f, &r, 100);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs"), 3);
+    fixture_add_run(f->s, &r, 100);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs"), 3);
 }
 
 /* A read batch holds no write lock until store_batch_write, and then writes
@@ -1679,8 +1579,8 @@ static void test_batch(void **state)
  * (a deferred transaction would fail that upgrade with SQLITE_BUSY). */
 static void test_batch_read_then_write(void **state)
 {
-    struct fx *f = *state;
-    add_dep(f, "alice", "p");
+    struct fixture *f = *state;
+    fixture_add_dep(f->s, "alice", "p");
     assert_int_equal(store_batch_write(f->s), 0); /* outside a batch: nothing */
     assert_int_equal(store_batch_begin_read(f->s), 0);
     assert_int_equal(store_batch_begin_read(f->s), RR_E_BUSY);
@@ -1696,8 +1596,8 @@ static void test_batch_read_then_write(void **state)
 
     assert_int_equal(store_batch_write(f->s), 0);
     assert_int_equal(store_batch_write(f->s), 0); /* already writing: nothing */
-    struct store_run r = run("alice", "p", "schedule", T0 + 60, STORE_RUN_QUEUED);
-    add_run(f, &r, 100);
+    struct store_run r = fixture_run("alice", "p", "schedule", T0 + 60, STORE_RUN_QUEUED);
+    fixture_add_run(f->s, &r, 100);
     /* the write lock is held: another writer waits out its busy timeout */
     sqlite3_busy_timeout(other, 0);
     char *msg = NULL;
@@ -1706,8 +1606,8 @@ static void test_batch_read_then_write(void **state)
                      SQLITE_BUSY);
     sqlite3_free(msg);
     assert_int_equal(store_batch_commit(f->s), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs"), 1);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM users WHERE name = 'zed'"), 1);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs"), 1);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM users WHERE name = 'zed'"), 1);
     assert_int_equal(sqlite3_close(other), SQLITE_OK);
 
     /* A read batch that never writes commits nothing and takes no write lock. */
@@ -1724,18 +1624,19 @@ static void test_batch_read_then_write(void **state)
 
 static void test_run_cascade(void **state)
 {
-    struct fx *f = *state;
-    add_dep(f, "alice", "p");
-    add_dep(f, "alice", "q");
-    struct store_run r = run("alice", "p", "schedule", T0 + 60, STORE_RUN_RUNNING);
-    int64_t a = add_run(f, &r, 100);
+    struct fixture *f = *state;
+    fixture_add_dep(f->s, "alice", "p");
+    fixture_add_dep(f->s, "alice", "q");
+    struct store_run r = fixture_run("alice", "p", "schedule", T0 + 60, STORE_RUN_RUNNING);
+    int64_t a = fixture_add_run(f->s, &r, 100);
     r.scheduled_for = T0 + 120;
-    add_run(f, &r, 100);
-    struct store_run o = run("alice", "q", "manual", 0, STORE_RUN_SUCCEEDED);
-    int64_t b = add_run(f, &o, 100);
+    fixture_add_run(f->s, &r, 100);
+    struct store_run o = fixture_run("alice", "q", "manual", 0, STORE_RUN_SUCCEEDED);
+    int64_t b = fixture_add_run(f->s, &o, 100);
 
     assert_int_equal(store_dep_delete(f->s, "alice", "p"), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs WHERE project_id = 'p'"), 0);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs WHERE project_id = 'p'"),
+                     0);
     struct store_run g;
     assert_int_equal(store_run_get(f->s, a, &g), RR_E_NOTFOUND);
     assert_int_equal(store_run_get(f->s, b, &g), 0); /* the other deployment's stays */
@@ -1743,25 +1644,25 @@ static void test_run_cascade(void **state)
 
     /* Re-adding the same id starts with an empty ledger; the old scheduled
      * times are free again. */
-    add_dep(f, "alice", "p");
+    fixture_add_dep(f->s, "alice", "p");
     assert_int_equal(store_run_last(f->s, "alice", "p", &g), RR_E_NOTFOUND);
     r.scheduled_for = T0 + 60;
-    assert_true(add_run(f, &r, 100) > b);
+    assert_true(fixture_add_run(f->s, &r, 100) > b);
 }
 
 static void test_run_missing_dep(void **state)
 {
-    struct fx *f = *state;
-    add_dep(f, "alice", "p");
+    struct fixture *f = *state;
+    fixture_add_dep(f->s, "alice", "p");
     int64_t id = -1;
-    struct store_run r = run("alice", "nope", "manual", 0, STORE_RUN_QUEUED);
+    struct store_run r = fixture_run("alice", "nope", "manual", 0, STORE_RUN_QUEUED);
     assert_int_equal(store_run_insert(f->s, &r, 100, &id), RR_E_NOTFOUND);
-    r = run("bob", "p", "schedule", T0 + 60, STORE_RUN_QUEUED); /* another user's id */
+    r = fixture_run("bob", "p", "schedule", T0 + 60, STORE_RUN_QUEUED); /* another user's id */
     assert_int_equal(store_run_insert(f->s, &r, 100, &id), RR_E_NOTFOUND);
     assert_int_equal(id, -1);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs"), 0);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs"), 0);
     assert_true(sqlite3_get_autocommit(store__db(f->s)) != 0);
-    r = run("alice", "p", "schedule", T0 + 60, STORE_RUN_QUEUED);
+    r = fixture_run("alice", "p", "schedule", T0 + 60, STORE_RUN_QUEUED);
     assert_int_equal(store_run_insert(f->s, &r, 100, &id), 0);
 }
 
@@ -1809,7 +1710,7 @@ static char *schema_text(const char *path)
 
 static void test_migrate_v1_to_v2(void **state)
 {
-    struct fx *f = *state;
+    struct fixture *f = *state;
     assert_null(store__migration_sql(0));
     assert_null(store__migration_sql(4));
     assert_non_null(store__migration_sql(3));
@@ -1854,8 +1755,8 @@ static void test_migrate_v1_to_v2(void **state)
                  "'k_0123456789abcdef', 1767225600, 1767225601, 1767236400)");
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 
-    reopen(f); /* migrates */
-    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 3);
+    fixture_reopen(f); /* migrates */
+    assert_int_equal(fixture_sql_int(f->path, "PRAGMA user_version"), 3);
 
     /* The key still authenticates (hash key kept), the deployment is intact. */
     struct store_key k;
@@ -1878,11 +1779,11 @@ static void test_migrate_v1_to_v2(void **state)
 
     /* The new parts work on the migrated file. */
     assert_int_equal(store_dep_set_progress(f->s, "alice", "p", T0 + 10800, T0 + 97200), 0);
-    struct store_run r = run("alice", "p", "schedule", T0 + 10800, STORE_RUN_QUEUED);
-    int64_t id = add_run(f, &r, 100);
+    struct store_run r = fixture_run("alice", "p", "schedule", T0 + 10800, STORE_RUN_QUEUED);
+    int64_t id = fixture_add_run(f->s, &r, 100);
     assert_int_equal(store_run_insert(f->s, &r, 100, &id), RR_E_EXISTS);
     assert_int_equal(store_dep_delete(f->s, "alice", "p"), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs"), 0);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs"), 0);
 
     /* Same schema as a database created fresh by this build. */
     char fresh[160];
@@ -1906,44 +1807,44 @@ static void test_migrate_v1_to_v2(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_open_migrate_reopen, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_open_bad_path, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_pragmas, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_key_create_auth, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_key_revoke_by_id, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_key_revoke_by_text, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_key_expiry, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_perms_parse_format, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_key_list_count, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_hash_key_persists, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_key_text_not_in_db, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_invalid_user_label, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dep_insert_get, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dep_duplicate, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dep_limit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dep_update_delete, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dep_list_order_isolation, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dep_list_reentrant, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dep_unicode_big, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dep_list_by_key, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_state_names, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_two_connections, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_racing_inserts, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dep_progress, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_run_round_trip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_run_sched_unique, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_run_idem, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_run_prune, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_run_list_last, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_run_interrupt_all, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_run_cascade, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_batch_read_then_write, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_run_pid_and_live, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_run_missing_dep, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_outcome_names, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_migrate_v1_to_v2, setup, teardown),
+        FIXTURE_TEST(test_open_migrate_reopen),
+        FIXTURE_TEST(test_newer_schema_refused),
+        FIXTURE_TEST(test_open_bad_path),
+        FIXTURE_TEST(test_pragmas),
+        FIXTURE_TEST(test_key_create_auth),
+        FIXTURE_TEST(test_key_revoke_by_id),
+        FIXTURE_TEST(test_key_revoke_by_text),
+        FIXTURE_TEST(test_key_expiry),
+        FIXTURE_TEST(test_perms_parse_format),
+        FIXTURE_TEST(test_key_list_count),
+        FIXTURE_TEST(test_hash_key_persists),
+        FIXTURE_TEST(test_key_text_not_in_db),
+        FIXTURE_TEST(test_invalid_user_label),
+        FIXTURE_TEST(test_dep_insert_get),
+        FIXTURE_TEST(test_dep_duplicate),
+        FIXTURE_TEST(test_dep_limit),
+        FIXTURE_TEST(test_dep_update_delete),
+        FIXTURE_TEST(test_dep_list_order_isolation),
+        FIXTURE_TEST(test_dep_list_reentrant),
+        FIXTURE_TEST(test_dep_unicode_big),
+        FIXTURE_TEST(test_dep_list_by_key),
+        FIXTURE_TEST(test_state_names),
+        FIXTURE_TEST(test_two_connections),
+        FIXTURE_TEST(test_racing_inserts),
+        FIXTURE_TEST(test_dep_progress),
+        FIXTURE_TEST(test_run_round_trip),
+        FIXTURE_TEST(test_run_sched_unique),
+        FIXTURE_TEST(test_run_idem),
+        FIXTURE_TEST(test_run_prune),
+        FIXTURE_TEST(test_run_list_last),
+        FIXTURE_TEST(test_run_interrupt_all),
+        FIXTURE_TEST(test_run_cascade),
+        FIXTURE_TEST(test_batch),
+        FIXTURE_TEST(test_batch_read_then_write),
+        FIXTURE_TEST(test_run_pid_and_live),
+        FIXTURE_TEST(test_run_missing_dep),
+        FIXTURE_TEST(test_outcome_names),
+        FIXTURE_TEST(test_migrate_v1_to_v2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
