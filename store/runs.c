@@ -10,6 +10,10 @@
  *    idempotency key) a property of the database rather than of a check, and
  *    its rows go with their deployment by ON DELETE CASCADE. Inserting a row
  *    prunes the deployment's older finished rows in the same transaction.
+ *  - A run starts and ends through one UPDATE ... RETURNING each, guarded by
+ *    its outcome in the WHERE: the first decision wins without a read first,
+ *    and the caller gets the row as it now is. Only when nothing matched does
+ *    a read tell "no such run" from "not queued" or "already final".
  *  - Output tails are BLOBs: arbitrary bytes, NULs included, read back with
  *    a NUL after them for convenience.
  *  - Rows are copied out of SQLite before they are handed on (for the caller
@@ -99,14 +103,20 @@ static int bind_int_opt(sqlite3_stmt *st, int i, int v, int none)
     return v == none ? sqlite3_bind_null(st, i) : sqlite3_bind_int(st, i, v);
 }
 
-/* The output tail: output_len bytes, NULL binds SQL NULL. Borrowed until the
- * statement is released. */
-static int bind_output(sqlite3_stmt *st, int i, const struct store_run *r)
+/* A process start time where 0 means "none" (SQL NULL). */
+static int bind_pid_start(sqlite3_stmt *st, int i, uint64_t v)
 {
-    if (!r->output)
+    return v ? sqlite3_bind_int64(st, i, (sqlite3_int64)v) : sqlite3_bind_null(st, i);
+}
+
+/* An output tail of len bytes, NULL binds SQL NULL. Borrowed until the
+ * statement is released. */
+static int bind_output(sqlite3_stmt *st, int i, const char *output, size_t len)
+{
+    if (!output)
         return sqlite3_bind_null(st, i);
     /* A non-NULL pointer with length 0 is an empty blob, not NULL. */
-    return sqlite3_bind_blob64(st, i, r->output, (sqlite3_uint64)r->output_len, SQLITE_STATIC);
+    return sqlite3_bind_blob64(st, i, output, (sqlite3_uint64)len, SQLITE_STATIC);
 }
 
 /* Bind ?1..?16 of ST_RUN_INSERT (RUN_COLS order, without id). */
@@ -124,7 +134,7 @@ static int run_bind(sqlite3_stmt *st, const struct store_run *r)
         (rc = store__bind_str(st, 9, r->reason)) != SQLITE_OK ||
         (rc = bind_int_opt(st, 10, r->exit_code, -1)) != SQLITE_OK ||
         (rc = bind_int_opt(st, 11, r->signal, 0)) != SQLITE_OK ||
-        (rc = bind_output(st, 12, r)) != SQLITE_OK ||
+        (rc = bind_output(st, 12, r->output, r->output_len)) != SQLITE_OK ||
         (rc = store__bind_str(st, 13, r->idempotency_key)) != SQLITE_OK ||
         (rc = sqlite3_bind_int64(st, 14, r->missed_count)) != SQLITE_OK ||
         (rc = store__bind_time_opt(st, 15, r->window_start)) != SQLITE_OK ||
@@ -287,15 +297,102 @@ int store_run_update(struct store *s, const struct store_run *r)
         (rc = store__bind_str(st, 5, r->reason)) != SQLITE_OK ||
         (rc = bind_int_opt(st, 6, r->exit_code, -1)) != SQLITE_OK ||
         (rc = bind_int_opt(st, 7, r->signal, 0)) != SQLITE_OK ||
-        (rc = bind_output(st, 8, r)) != SQLITE_OK ||
+        (rc = bind_output(st, 8, r->output, r->output_len)) != SQLITE_OK ||
         (rc = bind_int_opt(st, 9, r->pid, 0)) != SQLITE_OK ||
-        (rc = r->pid_start ? sqlite3_bind_int64(st, 10, (sqlite3_int64)r->pid_start)
-                           : sqlite3_bind_null(st, 10)) != SQLITE_OK)
+        (rc = bind_pid_start(st, 10, r->pid_start)) != SQLITE_OK)
         rc = store__db_fail(s, NULL, rc, "bind");
     else if ((rc = store__step_done(s, st, NULL, "update run")) == 0 && sqlite3_changes(s->db) == 0)
         rc = RR_E_NOTFOUND;
     store__stmt_release(s, ST_RUN_UPDATE, st);
     return rc;
+}
+
+/* After a write guarded by the run's outcome matched nothing: RR_E_NOTFOUND
+ * when there is no run id, else RR_E_BUSY (its outcome forbade the change).
+ * Only this failure path reads. */
+static int run_missing_or_busy(struct store *s, int64_t id)
+{
+    struct store_run r;
+    int rc = store_run_get(s, id, &r);
+    if (rc)
+        return rc; /* RR_E_NOTFOUND, or the error reading it */
+    store_run_clear(&r);
+    return RR_E_BUSY;
+}
+
+/* Step a bound UPDATE ... RETURNING of at most one run to its end, which is
+ * when an autocommit write commits. 0 and *out (when not NULL; owned) when
+ * it changed the row, RR_E_NOTFOUND when it matched none, or an error. A
+ * database still locked after the busy timeout is RR_E_IO here: for these
+ * callers RR_E_BUSY means the row's outcome forbade the change. */
+static int run_returning(struct store *s, sqlite3_stmt *st, struct store_run *out /* OUT */,
+                         const char *what)
+{
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+        return RR_E_NOTFOUND;
+    struct store_run r = {0};
+    int copy_rc = 0;
+    if (rc == SQLITE_ROW) {
+        copy_rc = out ? run_from_row(st, &r) : 0;
+        rc = sqlite3_step(st);
+    }
+    if (rc != SQLITE_DONE) {
+        store_run_clear(&r);
+        rc = store__db_fail(s, NULL, rc, what);
+        return rc == RR_E_BUSY ? RR_E_IO : rc;
+    }
+    if (copy_rc)
+        return copy_rc; /* changed, but the row could not be read back */
+    if (out)
+        *out = r;
+    return 0;
+}
+
+int store_run_start(struct store *s, int64_t id, double at, int pid, uint64_t pid_start,
+                    struct store_run *out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = store__stmt_acquire(s, ST_RUN_START, &st, NULL);
+    if (rc)
+        return rc;
+    if ((rc = sqlite3_bind_int64(st, 1, id)) != SQLITE_OK ||
+        (rc = store__bind_time_opt(st, 2, at)) != SQLITE_OK ||
+        (rc = bind_int_opt(st, 3, pid, 0)) != SQLITE_OK ||
+        (rc = bind_pid_start(st, 4, pid_start)) != SQLITE_OK)
+        rc = store__db_fail(s, NULL, rc, "bind");
+    else
+        rc = run_returning(s, st, out, "start run");
+    store__stmt_release(s, ST_RUN_START, st);
+    return rc == RR_E_NOTFOUND ? run_missing_or_busy(s, id) : rc;
+}
+
+int store_run_finish(struct store *s, int64_t id, const struct store_run_end *end,
+                     struct store_run *out)
+{
+    if (!end || (unsigned)end->outcome >= OUTCOME_COUNT || !store_outcome_final(end->outcome)) {
+        log_error("store: finish run: no end, or an outcome that is not final");
+        return RR_E_INVAL;
+    }
+    sqlite3_stmt *st = NULL;
+    int rc = store__stmt_acquire(s, ST_RUN_FINISH, &st, NULL);
+    if (rc)
+        return rc;
+    /* An empty tail is no output (NULL), as the scheduler always stored it. */
+    const char *output = end->output_len ? end->output : NULL;
+    if ((rc = sqlite3_bind_int64(st, 1, id)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 2, store_outcome_name(end->outcome))) != SQLITE_OK ||
+        (rc = sqlite3_bind_int(st, 3, end->started)) != SQLITE_OK ||
+        (rc = store__bind_time_opt(st, 4, end->at)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 5, end->reason)) != SQLITE_OK ||
+        (rc = bind_int_opt(st, 6, end->exit_code, -1)) != SQLITE_OK ||
+        (rc = bind_int_opt(st, 7, end->signal, 0)) != SQLITE_OK ||
+        (rc = bind_output(st, 8, output, end->output_len)) != SQLITE_OK)
+        rc = store__db_fail(s, NULL, rc, "bind");
+    else
+        rc = run_returning(s, st, out, "finish run");
+    store__stmt_release(s, ST_RUN_FINISH, st);
+    return rc == RR_E_NOTFOUND ? run_missing_or_busy(s, id) : rc;
 }
 
 int store_run_get(struct store *s, int64_t id, struct store_run *out)

@@ -146,12 +146,13 @@ static const char *const migrations[] = {
     "owner_key_id, created_at, updated_at, next_run_at, last_fire_at FROM deployments "
 
 /* Columns of a run row, in this order, for run_from_row(); ST_RUN_INSERT
- * takes the same columns after id as ?1..?16 (run_bind()). */
-#define RUN_COLS                                                               \
-    "SELECT id, user, project_id, trigger, scheduled_for, created_at, "        \
+ * takes the same columns after id as ?1..?16 (run_bind()). RUN_COL_LIST alone
+ * follows RETURNING. */
+#define RUN_COL_LIST                                                           \
+    "id, user, project_id, trigger, scheduled_for, created_at, "               \
     "started_at, finished_at, outcome, reason, exit_code, signal, output, "    \
-    "idempotency_key, missed_count, window_start, window_end, pid, pid_start "  \
-    "FROM runs "
+    "idempotency_key, missed_count, window_start, window_end, pid, pid_start "
+#define RUN_COLS "SELECT " RUN_COL_LIST "FROM runs "
 
 static const char *const stmt_sql[ST__COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -224,6 +225,16 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_RUN_INTERRUPT] =
         "UPDATE runs SET outcome = 'interrupted', reason = ?1, finished_at = ?2 "
         "WHERE outcome IN ('queued', 'running')",
+    /* The outcome in the WHERE makes the first decision win: a run that is
+     * no longer queued (or no longer live) matches nothing. */
+    [ST_RUN_START] =
+        "UPDATE runs SET outcome = 'running', started_at = ?2, pid = ?3, pid_start = ?4 "
+        "WHERE id = ?1 AND outcome = 'queued' RETURNING " RUN_COL_LIST,
+    [ST_RUN_FINISH] =
+        "UPDATE runs SET outcome = ?2, "
+        "started_at = CASE WHEN started_at IS NULL AND ?3 THEN ?4 ELSE started_at END, "
+        "finished_at = ?4, reason = ?5, exit_code = ?6, signal = ?7, output = ?8 "
+        "WHERE id = ?1 AND outcome IN ('queued', 'running') RETURNING " RUN_COL_LIST,
 };
 
 static void checkpointer_stop(struct checkpointer *c);

@@ -241,6 +241,40 @@ int store_run_insert(struct store *s, const struct store_run *r, int64_t keep,
 /* Overwrite the mutable columns of row r->id: started_at, finished_at,
  * outcome, reason, exit_code, signal, output, pid, pid_start. RR_E_NOTFOUND. */
 int store_run_update(struct store *s, const struct store_run *r) MUST_CHECK;
+
+/* A queued run starts: outcome running, started_at = at, pid, pid_start
+ * (0 = none); the rest of the row is kept. One statement, no read first
+ * (only a refusal reads, to tell its two reasons apart). *out (may be NULL)
+ * receives the row as it is after the change (owned: store_run_clear).
+ * RR_E_NOTFOUND: no such run; RR_E_BUSY: the run is not queued (nothing
+ * changes). A database that stays locked past the busy timeout is RR_E_IO
+ * here, never RR_E_BUSY. */
+int store_run_start(struct store *s, int64_t id, double at, int pid,
+                    uint64_t pid_start, struct store_run *out /* OUT, may be NULL */) MUST_CHECK;
+
+/* How a run ended. Strings borrowed for the call. */
+struct store_run_end {
+    enum store_outcome outcome; /* a final outcome */
+    double at;                  /* finished_at; also started_at when the row has
+                                 * none and started is true */
+    bool started;               /* a process (or task) really ran */
+    const char *reason;         /* NULL = none (replaces the row's reason) */
+    int exit_code;              /* -1 = none */
+    int signal;                 /* 0 = none */
+    const char *output;         /* output tail, may hold NULs; NULL or
+                                 * output_len 0 = none */
+    size_t output_len;
+};
+/* A queued or running run ends: outcome, finished_at, reason, exit_code,
+ * signal and output become end's; started_at is kept when the row has one;
+ * pid, pid_start and the rest of the row are kept. One statement, no read
+ * first. RR_E_NOTFOUND: no such run; RR_E_BUSY: it already has a final
+ * outcome (the first decision wins, nothing changes); RR_E_INVAL: end is NULL
+ * or its outcome is not final. *out (may be NULL) receives the row after the
+ * change (owned: store_run_clear). Locking as for store_run_start. */
+int store_run_finish(struct store *s, int64_t id, const struct store_run_end *end,
+                     struct store_run *out /* OUT, may be NULL */) MUST_CHECK;
+
 /* Drop a deployment's finished rows beyond its newest `keep` (what
  * store_run_insert does with keep > 0), for callers that insert with keep 0
  * on a hot path and prune later. */

@@ -61,6 +61,8 @@ enum stmt_id {
     ST_RUN_LAST_EACH,
     ST_DEP_PIPELINE,
     ST_RUN_INTERRUPT,
+    ST_RUN_START,
+    ST_RUN_FINISH,
     ST__COUNT
 };
 

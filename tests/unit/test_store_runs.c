@@ -613,6 +613,362 @@ static void test_outcome_names(void **state)
     assert_int_equal(store_outcome_parse(NULL, &o), RR_E_INVAL);
 }
 
+/* ================================================================ start and finish */
+
+/* What a row looks like after store_run_get, for comparing with what the
+ * narrow writes hand back. */
+static void assert_run_is_stored(struct fixture *f, const struct store_run *r)
+{
+    struct store_run g;
+    assert_int_equal(store_run_get(f->s, r->id, &g), 0);
+    assert_run_equal(&g, r);
+    assert_int_equal(g.pid, r->pid);
+    assert_true(g.pid_start == r->pid_start);
+    store_run_clear(&g);
+}
+
+static void test_run_start(void **state)
+{
+    struct fixture *f = *state;
+    fixture_add_dep(f->s, "alice", "p");
+    struct store_run q = fixture_run("alice", "p", "schedule", T0 + 60, STORE_RUN_QUEUED);
+    q.idempotency_key = (char *)"idem-1";
+    q.id = fixture_add_run(f->s, &q, 100);
+    struct store_run other = fixture_run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
+    other.id = fixture_add_run(f->s, &other, 100);
+
+    /* The row handed back is the row as stored, with only the start changed. */
+    struct store_run got;
+    assert_int_equal(store_run_start(f->s, q.id, T0 + 61.5, 4242, 123456789012ull, &got), 0);
+    struct store_run want = q;
+    want.outcome = STORE_RUN_RUNNING;
+    want.started_at = T0 + 61.5;
+    want.pid = 4242;
+    want.pid_start = 123456789012ull;
+    assert_run_equal(&got, &want);
+    assert_int_equal(got.pid, 4242);
+    assert_true(got.pid_start == 123456789012ull);
+    assert_null(got.output);
+    assert_true(got.finished_at == 0);
+    store_run_clear(&got);
+    assert_run_is_stored(f, &want);
+    assert_run_is_stored(f, &other); /* only that row */
+
+    /* Only a queued run starts: a second start, or one after the end, is
+     * refused and changes nothing; *out is left alone. */
+    memset(&got, 0x5a, sizeof got);
+    struct store_run untouched = got;
+    assert_int_equal(store_run_start(f->s, q.id, T0 + 99, 1, 1, &got), RR_E_BUSY);
+    assert_memory_equal(&got, &untouched, sizeof got);
+    assert_run_is_stored(f, &want);
+    struct store_run done = fixture_run("alice", "p", "manual", 0, STORE_RUN_SUCCEEDED);
+    done.exit_code = 0;
+    done.id = fixture_add_run(f->s, &done, 100);
+    assert_int_equal(store_run_start(f->s, done.id, T0 + 99, 1, 1, NULL), RR_E_BUSY);
+    assert_run_is_stored(f, &done);
+
+    /* No such run; and nothing left open by the refusals. */
+    assert_int_equal(store_run_start(f->s, 9999, T0 + 99, 1, 1, &got), RR_E_NOTFOUND);
+    assert_memory_equal(&got, &untouched, sizeof got);
+    assert_true(sqlite3_get_autocommit(store__db(f->s)) != 0);
+
+    /* out may be NULL; pid and pid_start 0 are none (SQL NULL). */
+    assert_int_equal(store_run_start(f->s, other.id, T0 + 62, 0, 0, NULL), 0);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs WHERE trigger = 'manual' "
+                                              "AND outcome = 'running' AND pid IS NULL AND "
+                                              "pid_start IS NULL AND started_at IS NOT NULL"),
+                     1);
+}
+
+static void test_run_finish(void **state)
+{
+    struct fixture *f = *state;
+    fixture_add_dep(f->s, "alice", "p");
+    struct store_run r = fixture_run("alice", "p", "schedule", T0 + 60, STORE_RUN_QUEUED);
+    r.id = fixture_add_run(f->s, &r, 100);
+    assert_int_equal(store_run_start(f->s, r.id, T0 + 61, 4242, 777, NULL), 0);
+
+    /* A running run ends: the end's columns replace the row's, started_at,
+     * pid and pid_start stay. */
+    static const char tail[] = "line 1\n\0binary\0\xff tail";
+    struct store_run_end end = {
+        .outcome = STORE_RUN_FAILED,
+        .at = T0 + 90.25,
+        .started = true,
+        .reason = "exit status 3",
+        .exit_code = 3,
+        .signal = 0,
+        .output = tail,
+        .output_len = sizeof tail - 1, /* the inner NULs included */
+    };
+    struct store_run got;
+    assert_int_equal(store_run_finish(f->s, r.id, &end, &got), 0);
+    struct store_run want = r;
+    want.outcome = STORE_RUN_FAILED;
+    want.started_at = T0 + 61; /* kept: the start decides it */
+    want.finished_at = T0 + 90.25;
+    want.reason = (char *)"exit status 3";
+    want.exit_code = 3;
+    want.output = (char *)tail;
+    want.output_len = sizeof tail - 1;
+    want.pid = 4242;
+    want.pid_start = 777;
+    assert_run_equal(&got, &want);
+    assert_int_equal(got.output[got.output_len], '\0'); /* NUL-terminated for convenience */
+    assert_int_equal(got.pid, 4242);
+    assert_true(got.pid_start == 777);
+    store_run_clear(&got);
+    assert_run_is_stored(f, &want);
+    /* The output is a blob of every byte, as store_run_update writes it. */
+    char sql[128];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM runs WHERE typeof(output) = 'blob' AND length(output) = %zu",
+             sizeof tail - 1);
+    assert_int_equal(fixture_sql_int(f->path, sql), 1);
+
+    /* The first decision wins: a second end is refused, nothing changes, and
+     * *out is left alone. */
+    struct store_run_end late = {.outcome = STORE_RUN_CANCELLED, .at = T0 + 95,
+                                 .reason = "cancelled", .exit_code = -1};
+    memset(&got, 0x5a, sizeof got);
+    struct store_run untouched = got;
+    assert_int_equal(store_run_finish(f->s, r.id, &late, &got), RR_E_BUSY);
+    assert_memory_equal(&got, &untouched, sizeof got);
+    assert_run_is_stored(f, &want);
+    /* So are rows decided final when recorded (skipped, missed). */
+    struct store_run skipped = fixture_run("alice", "p", "schedule", T0 + 120, STORE_RUN_SKIPPED);
+    skipped.reason = (char *)"overlap";
+    skipped.id = fixture_add_run(f->s, &skipped, 100);
+    assert_int_equal(store_run_finish(f->s, skipped.id, &late, NULL), RR_E_BUSY);
+    assert_run_is_stored(f, &skipped);
+
+    /* No such run. */
+    assert_int_equal(store_run_finish(f->s, 9999, &late, &got), RR_E_NOTFOUND);
+    assert_memory_equal(&got, &untouched, sizeof got);
+
+    /* Programmer errors, refused before SQL: no end, an outcome not final. */
+    struct store_run q = fixture_run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
+    q.id = fixture_add_run(f->s, &q, 100);
+    assert_int_equal(store_run_finish(f->s, q.id, NULL, NULL), RR_E_INVAL);
+    struct store_run_end bad = {.outcome = STORE_RUN_RUNNING, .at = T0, .exit_code = -1};
+    assert_int_equal(store_run_finish(f->s, q.id, &bad, NULL), RR_E_INVAL);
+    bad.outcome = STORE_RUN_QUEUED;
+    assert_int_equal(store_run_finish(f->s, q.id, &bad, NULL), RR_E_INVAL);
+    bad.outcome = (enum store_outcome)42;
+    assert_int_equal(store_run_finish(f->s, q.id, &bad, NULL), RR_E_INVAL);
+    assert_run_is_stored(f, &q);
+    assert_true(sqlite3_get_autocommit(store__db(f->s)) != 0);
+}
+
+/* started_at after an end: kept when the row has one; else the end's time
+ * when something really ran; else none. */
+static void test_run_finish_started_at(void **state)
+{
+    struct fixture *f = *state;
+    fixture_add_dep(f->s, "alice", "p");
+    struct store_run r = fixture_run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
+    int64_t never = fixture_add_run(f->s, &r, 100);
+    int64_t quick = fixture_add_run(f->s, &r, 100);
+    r.outcome = STORE_RUN_RUNNING;
+    r.started_at = T0 + 5;
+    int64_t started = fixture_add_run(f->s, &r, 100);
+
+    /* Cancelled before it started (as a held run is): no start time. */
+    struct store_run_end end = {.outcome = STORE_RUN_CANCELLED, .at = T0 + 10,
+                                .reason = "paused", .exit_code = -1};
+    struct store_run got;
+    assert_int_equal(store_run_finish(f->s, never, &end, &got), 0);
+    assert_true(got.started_at == 0);
+    assert_true(got.finished_at == T0 + 10);
+    assert_string_equal(got.reason, "paused");
+    assert_int_equal(got.exit_code, -1);
+    store_run_clear(&got);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs WHERE outcome = "
+                                              "'cancelled' AND started_at IS NULL AND exit_code "
+                                              "IS NULL AND signal IS NULL AND output IS NULL"),
+                     1);
+
+    /* Ran, but its start was never recorded (the end came first). */
+    end = (struct store_run_end){.outcome = STORE_RUN_SUCCEEDED, .at = T0 + 20,
+                                 .started = true, .exit_code = 0};
+    assert_int_equal(store_run_finish(f->s, quick, &end, &got), 0);
+    assert_true(got.started_at == T0 + 20);
+    assert_true(got.finished_at == T0 + 20);
+    assert_null(got.reason);
+    assert_int_equal(got.exit_code, 0);
+    store_run_clear(&got);
+
+    /* Started before: its start time stays, started or not. */
+    end = (struct store_run_end){.outcome = STORE_RUN_TIMED_OUT, .at = T0 + 30,
+                                 .started = false, .exit_code = -1, .signal = 9};
+    assert_int_equal(store_run_finish(f->s, started, &end, &got), 0);
+    assert_true(got.started_at == T0 + 5);
+    assert_true(got.finished_at == T0 + 30);
+    assert_int_equal(got.signal, 9);
+    store_run_clear(&got);
+}
+
+/* The end replaces what the row had: a reason, an exit code, a signal and an
+ * output become none when the end has none. */
+static void test_run_finish_replaces(void **state)
+{
+    struct fixture *f = *state;
+    fixture_add_dep(f->s, "alice", "p");
+    struct store_run r = fixture_run("alice", "p", "manual", 0, STORE_RUN_RUNNING);
+    r.started_at = T0 + 1;
+    r.reason = (char *)"old reason";
+    r.exit_code = 7;
+    r.signal = 15;
+    r.output = (char *)"old output";
+    r.output_len = 10;
+    int64_t a = fixture_add_run(f->s, &r, 100);
+    int64_t b = fixture_add_run(f->s, &r, 100);
+
+    struct store_run_end end = {.outcome = STORE_RUN_INTERRUPTED, .at = T0 + 2, .started = true,
+                                .exit_code = -1};
+    struct store_run got;
+    assert_int_equal(store_run_finish(f->s, a, &end, &got), 0);
+    assert_null(got.reason);
+    assert_int_equal(got.exit_code, -1);
+    assert_int_equal(got.signal, 0);
+    assert_null(got.output);
+    assert_int_equal(got.output_len, 0);
+    store_run_clear(&got);
+
+    /* An empty tail is no output, whatever the pointer. */
+    end.output = "";
+    end.output_len = 0;
+    end.reason = "new reason";
+    end.exit_code = 0;
+    end.signal = 2;
+    assert_int_equal(store_run_finish(f->s, b, &end, NULL), 0);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs WHERE output IS NULL "
+                                              "AND reason = 'new reason' AND exit_code = 0 AND "
+                                              "signal = 2 AND outcome = 'interrupted'"),
+                     1);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs WHERE output IS NULL"), 2);
+}
+
+/* Inside a batch the narrow writes join it, as every write call does: seen
+ * by nobody else until the commit, and a refusal keeps the batch. */
+static void test_run_start_finish_batch(void **state)
+{
+    struct fixture *f = *state;
+    fixture_add_dep(f->s, "alice", "p");
+    struct store_run r = fixture_run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
+    int64_t a = fixture_add_run(f->s, &r, 100);
+    int64_t b = fixture_add_run(f->s, &r, 100);
+
+    assert_int_equal(store_batch_begin(f->s), 0);
+    struct store_run got;
+    assert_int_equal(store_run_start(f->s, a, T0 + 10, 100, 1000, &got), 0);
+    assert_int_equal(got.outcome, STORE_RUN_RUNNING);
+    store_run_clear(&got);
+    assert_int_equal(store_run_start(f->s, a, T0 + 11, 100, 1000, NULL), RR_E_BUSY);
+    assert_int_equal(store_run_start(f->s, 9999, T0 + 11, 100, 1000, NULL), RR_E_NOTFOUND);
+    struct store_run_end end = {.outcome = STORE_RUN_SUCCEEDED, .at = T0 + 20, .started = true,
+                                .exit_code = 0, .output = "ok\n", .output_len = 3};
+    assert_int_equal(store_run_finish(f->s, a, &end, &got), 0);
+    assert_true(got.started_at == T0 + 10);
+    store_run_clear(&got);
+    assert_int_equal(store_run_finish(f->s, a, &end, NULL), RR_E_BUSY);
+    end.outcome = STORE_RUN_CANCELLED;
+    assert_int_equal(store_run_finish(f->s, b, &end, NULL), 0);
+    /* the batch reads its own writes; another connection does not */
+    assert_int_equal(store_run_get(f->s, b, &got), 0);
+    assert_int_equal(got.outcome, STORE_RUN_CANCELLED);
+    store_run_clear(&got);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs WHERE outcome = 'queued'"),
+                     2);
+    assert_int_equal(store_batch_commit(f->s), 0);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs WHERE outcome = "
+                                              "'succeeded' AND started_at = 1767225610 AND "
+                                              "finished_at = 1767225620 AND pid = 100"),
+                     1);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs WHERE outcome = "
+                                              "'cancelled'"),
+                     1);
+}
+
+/* In a read batch they write as the other write calls do: after
+ * store_batch_write, or, with no other writer about, straight away. */
+static void test_run_start_finish_read_batch(void **state)
+{
+    struct fixture *f = *state;
+    fixture_add_dep(f->s, "alice", "p");
+    struct store_run r = fixture_run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
+    int64_t a = fixture_add_run(f->s, &r, 100);
+    int64_t b = fixture_add_run(f->s, &r, 100);
+
+    assert_int_equal(store_batch_begin_read(f->s), 0);
+    struct store_run got;
+    assert_int_equal(store_run_get(f->s, a, &got), 0); /* the read part */
+    store_run_clear(&got);
+    assert_int_equal(store_batch_write(f->s), 0);
+    assert_int_equal(store_run_start(f->s, a, T0 + 10, 100, 1000, NULL), 0);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs WHERE outcome = 'queued'"),
+                     2);
+    assert_int_equal(store_batch_commit(f->s), 0);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs WHERE outcome = "
+                                              "'running' AND pid = 100"),
+                     1);
+
+    assert_int_equal(store_batch_begin_read(f->s), 0);
+    assert_int_equal(store_run_get(f->s, b, &got), 0);
+    store_run_clear(&got);
+    struct store_run_end end = {.outcome = STORE_RUN_CANCELLED, .at = T0 + 20,
+                                .reason = "removed", .exit_code = -1};
+    assert_int_equal(store_run_finish(f->s, b, &end, NULL), 0);
+    assert_int_equal(store_run_finish(f->s, b, &end, NULL), RR_E_BUSY);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs WHERE outcome = "
+                                              "'cancelled'"),
+                     0);
+    assert_int_equal(store_batch_commit(f->s), 0);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs WHERE outcome = "
+                                              "'cancelled' AND reason = 'removed'"),
+                     1);
+}
+
+#ifdef RRDEPLOY_TEST_HOOKS
+/* A batch that does not commit (the test hook fails it as a full disk would)
+ * leaves no trace of a start or an end. */
+static void test_run_start_finish_rolled_back(void **state)
+{
+    struct fixture *f = *state;
+    fixture_add_dep(f->s, "alice", "p");
+    struct store_run r = fixture_run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
+    r.id = fixture_add_run(f->s, &r, 100);
+    struct store_run other = fixture_run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
+    other.id = fixture_add_run(f->s, &other, 100);
+
+    for (int read = 0; read < 2; read++) {
+        assert_int_equal(read ? store_batch_begin_read(f->s) : store_batch_begin(f->s), 0);
+        assert_int_equal(store_batch_write(f->s), 0);
+        assert_int_equal(store_run_start(f->s, r.id, T0 + 10, 100, 1000, NULL), 0);
+        struct store_run_end end = {.outcome = STORE_RUN_FAILED, .at = T0 + 20, .started = true,
+                                    .reason = "lost", .exit_code = 1, .output = "x\0y",
+                                    .output_len = 3};
+        assert_int_equal(store_run_finish(f->s, r.id, &end, NULL), 0);
+        assert_int_equal(store_run_finish(f->s, other.id, &end, NULL), 0);
+        store_test_fail_commits(f->s, 1);
+        assert_int_equal(store_batch_commit(f->s), RR_E_IO);
+        assert_true(sqlite3_get_autocommit(store__db(f->s)) != 0);
+        assert_run_is_stored(f, &r);
+        assert_run_is_stored(f, &other);
+        assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs WHERE outcome = "
+                                                  "'queued' AND started_at IS NULL AND "
+                                                  "finished_at IS NULL AND reason IS NULL AND "
+                                                  "pid IS NULL AND output IS NULL"),
+                         2);
+    }
+    /* and the rows can still start and end afterwards */
+    assert_int_equal(store_run_start(f->s, r.id, T0 + 30, 100, 1000, NULL), 0);
+    struct store_run_end end = {.outcome = STORE_RUN_SUCCEEDED, .at = T0 + 40, .started = true,
+                                .exit_code = 0};
+    assert_int_equal(store_run_finish(f->s, r.id, &end, NULL), 0);
+}
+#endif
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -626,6 +982,15 @@ int main(void)
         FIXTURE_TEST(test_run_cascade),
         FIXTURE_TEST(test_run_missing_dep),
         FIXTURE_TEST(test_outcome_names),
+        FIXTURE_TEST(test_run_start),
+        FIXTURE_TEST(test_run_finish),
+        FIXTURE_TEST(test_run_finish_started_at),
+        FIXTURE_TEST(test_run_finish_replaces),
+        FIXTURE_TEST(test_run_start_finish_batch),
+        FIXTURE_TEST(test_run_start_finish_read_batch),
+#ifdef RRDEPLOY_TEST_HOOKS
+        FIXTURE_TEST(test_run_start_finish_rolled_back),
+#endif
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
