@@ -10,7 +10,9 @@
  *    the limit cannot both get in. The primary key, not a check, decides a
  *    duplicate.
  *  - Every other write is one autocommit statement keyed by (user,
- *    project_id), RR_E_NOTFOUND when it touched no row. Deleting a deployment
+ *    project_id), RR_E_NOTFOUND when it touched no row. The narrow ones
+ *    (progress, errored, change) name the columns they set and leave the
+ *    rest to the row, so a caller need not read it first. Deleting a deployment
  *    deletes its run ledger rows too (ON DELETE CASCADE in the schema).
  *  - store_dep_get hands back owned copies; the walks hand the callback
  *    pointers into the current row, valid until it returns.
@@ -223,21 +225,36 @@ out:
     return rc;
 }
 
-/* Run a one-row write keyed by (user, project_id); RR_E_NOTFOUND when it
- * touched nothing. */
-static int dep_write(struct store *s, enum stmt_id id, const struct store_dep *d,
-                     const char *user, const char *project_id, const char *what)
+/* A one-row write keyed by (user, project_id), in two halves around the
+ * caller's own bindings. dep_write_begin gives the statement id with the key
+ * bound as ?1 and ?2 (RR_E_NOTFOUND for a NULL key part); dep_write_end takes
+ * what binding the rest returned (a SQLite code), steps the statement and
+ * releases it: RR_E_NOTFOUND when it touched no row. */
+static int dep_write_begin(struct store *s, enum stmt_id id, const char *user,
+                           const char *project_id, sqlite3_stmt **out /* OUT */)
 {
+    if (!user || !project_id)
+        return RR_E_NOTFOUND;
     sqlite3_stmt *st = NULL;
     int rc = store__stmt_acquire(s, id, &st, NULL);
     if (rc)
         return rc;
-    if (d)
-        rc = dep_bind(st, d);
-    else if ((rc = store__bind_str(st, 1, user)) == SQLITE_OK)
-        rc = store__bind_str(st, 2, project_id);
-    if (rc != SQLITE_OK)
+    if ((rc = store__bind_str(st, 1, user)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 2, project_id)) != SQLITE_OK) {
         rc = store__db_fail(s, NULL, rc, "bind");
+        store__stmt_release(s, id, st);
+        return rc;
+    }
+    *out = st;
+    return 0;
+}
+
+static int dep_write_end(struct store *s, enum stmt_id id, sqlite3_stmt *st, int bound,
+                         const char *what)
+{
+    int rc;
+    if (bound != SQLITE_OK)
+        rc = store__db_fail(s, NULL, bound, "bind");
     else if ((rc = store__step_done(s, st, NULL, what)) == 0 && sqlite3_changes(s->db) == 0)
         rc = RR_E_NOTFOUND;
     store__stmt_release(s, id, st);
@@ -247,14 +264,19 @@ static int dep_write(struct store *s, enum stmt_id id, const struct store_dep *d
 int store_dep_update(struct store *s, const struct store_dep *d)
 {
     int rc = dep_check(d, "update deployment");
-    return rc ? rc : dep_write(s, ST_DEP_UPDATE, d, NULL, NULL, "update deployment");
+    if (rc)
+        return rc;
+    sqlite3_stmt *st = NULL;
+    if ((rc = store__stmt_acquire(s, ST_DEP_UPDATE, &st, NULL)) != 0)
+        return rc;
+    return dep_write_end(s, ST_DEP_UPDATE, st, dep_bind(st, d), "update deployment");
 }
 
 int store_dep_delete(struct store *s, const char *user, const char *project_id)
 {
-    if (!user || !project_id)
-        return RR_E_NOTFOUND;
-    return dep_write(s, ST_DEP_DELETE, NULL, user, project_id, "delete deployment");
+    sqlite3_stmt *st = NULL;
+    int rc = dep_write_begin(s, ST_DEP_DELETE, user, project_id, &st);
+    return rc ? rc : dep_write_end(s, ST_DEP_DELETE, st, SQLITE_OK, "delete deployment");
 }
 
 int store_dep_count(struct store *s, const char *user, int64_t *out)
@@ -335,20 +357,42 @@ int store_dep_pipeline(struct store *s, const char *user, const char *project_id
 int store_dep_set_progress(struct store *s, const char *user, const char *project_id,
                            double last_fire_at, double next_run_at)
 {
-    if (!user || !project_id)
-        return RR_E_NOTFOUND;
     sqlite3_stmt *st = NULL;
-    int rc = store__stmt_acquire(s, ST_DEP_PROGRESS, &st, NULL);
+    int rc = dep_write_begin(s, ST_DEP_PROGRESS, user, project_id, &st);
     if (rc)
         return rc;
-    if ((rc = store__bind_str(st, 1, user)) != SQLITE_OK ||
-        (rc = store__bind_str(st, 2, project_id)) != SQLITE_OK ||
-        (rc = store__bind_time_opt(st, 3, last_fire_at)) != SQLITE_OK ||
-        (rc = store__bind_time_opt(st, 4, next_run_at)) != SQLITE_OK)
-        rc = store__db_fail(s, NULL, rc, "bind");
-    else if ((rc = store__step_done(s, st, NULL, "record scheduler progress")) == 0 &&
-             sqlite3_changes(s->db) == 0)
-        rc = RR_E_NOTFOUND;
-    store__stmt_release(s, ST_DEP_PROGRESS, st);
-    return rc;
+    if ((rc = store__bind_time_opt(st, 3, last_fire_at)) == SQLITE_OK)
+        rc = store__bind_time_opt(st, 4, next_run_at);
+    return dep_write_end(s, ST_DEP_PROGRESS, st, rc, "record scheduler progress");
+}
+
+int store_dep_set_errored(struct store *s, const char *user, const char *project_id,
+                          const char *why, double now)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = dep_write_begin(s, ST_DEP_SET_ERRORED, user, project_id, &st);
+    if (rc)
+        return rc;
+    if ((rc = store__bind_str(st, 3, why)) == SQLITE_OK)
+        rc = sqlite3_bind_double(st, 4, now);
+    return dep_write_end(s, ST_DEP_SET_ERRORED, st, rc, "mark deployment errored");
+}
+
+int store_dep_change(struct store *s, const char *user, const char *project_id,
+                     const struct store_dep_change *c)
+{
+    if (!c || (unsigned)c->state > STORE_ERRORED) {
+        log_error("store: change deployment: no change, or an invalid state");
+        return RR_E_INVAL;
+    }
+    sqlite3_stmt *st = NULL;
+    int rc = dep_write_begin(s, ST_DEP_CHANGE, user, project_id, &st);
+    if (rc)
+        return rc;
+    if ((rc = store__bind_str(st, 3, c->pipeline)) == SQLITE_OK &&
+        (rc = store__bind_str(st, 4, c->schedule)) == SQLITE_OK &&
+        (rc = store__bind_str(st, 5, store_state_name(c->state))) == SQLITE_OK &&
+        (rc = sqlite3_bind_double(st, 6, c->updated_at)) == SQLITE_OK)
+        rc = store__bind_time_opt(st, 7, c->next_run_at);
+    return dep_write_end(s, ST_DEP_CHANGE, st, rc, "change deployment");
 }

@@ -190,6 +190,14 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_DEP_LIST_KEY] = DEP_COLS "WHERE owner_key_id = ?1 ORDER BY user, project_id",
     [ST_DEP_PROGRESS] = "UPDATE deployments SET last_fire_at = ?3, next_run_at = ?4 "
                         "WHERE user = ?1 AND project_id = ?2",
+    [ST_DEP_SET_ERRORED] =
+        "UPDATE deployments SET state = 'errored', error = ?3, next_run_at = NULL, "
+        "updated_at = ?4 WHERE user = ?1 AND project_id = ?2",
+    /* A NULL pipeline or schedule keeps the row's. */
+    [ST_DEP_CHANGE] =
+        "UPDATE deployments SET pipeline = coalesce(?3, pipeline), "
+        "schedule = coalesce(?4, schedule), state = ?5, updated_at = ?6, next_run_at = ?7 "
+        "WHERE user = ?1 AND project_id = ?2",
     [ST_RUN_INSERT] =
         "INSERT INTO runs(user, project_id, trigger, scheduled_for, created_at, started_at, "
         "finished_at, outcome, reason, exit_code, signal, output, idempotency_key, "

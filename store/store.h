@@ -185,6 +185,27 @@ int store_dep_pipeline(struct store *s, const char *user, const char *project_id
 int store_dep_set_progress(struct store *s, const char *user, const char *project_id,
                            double last_fire_at, double next_run_at) MUST_CHECK;
 
+/* A deployment becomes errored: state errored, error = why, next_run_at none,
+ * updated_at = now; the rest of the row is kept. One statement, no read
+ * first. why is borrowed for the call (NULL: no reason). RR_E_NOTFOUND. */
+int store_dep_set_errored(struct store *s, const char *user, const char *project_id,
+                          const char *why, double now) MUST_CHECK;
+
+/* What an update changes; strings borrowed for the call. */
+struct store_dep_change {
+    const char *pipeline;       /* NULL = keep */
+    const char *schedule;       /* NULL = keep */
+    enum store_state state;
+    double updated_at;
+    double next_run_at;         /* 0 = none */
+};
+/* Change a deployment in one statement (no read first): pipeline and schedule
+ * when given, state, updated_at and next_run_at always; error, last_fire_at
+ * and the rest of the row are kept. RR_E_NOTFOUND; RR_E_INVAL when c is NULL
+ * or its state invalid. */
+int store_dep_change(struct store *s, const char *user, const char *project_id,
+                     const struct store_dep_change *c) MUST_CHECK;
+
 /* ---------------------------------------------------------------- run ledger
  *
  * One row per tick decision (PRODUCT §5). Rows belong to a deployment

@@ -50,6 +50,8 @@ enum stmt_id {
     ST_DEP_LIST_ALL,
     ST_DEP_LIST_KEY,
     ST_DEP_PROGRESS,
+    ST_DEP_SET_ERRORED,
+    ST_DEP_CHANGE,
     ST_RUN_INSERT,
     ST_RUN_PRUNE,
     ST_RUN_UPDATE,

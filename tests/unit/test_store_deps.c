@@ -502,6 +502,197 @@ static void test_dep_progress(void **state)
     assert_int_equal(store_dep_set_progress(f->s, NULL, "p", T0, T0), RR_E_NOTFOUND);
 }
 
+/* ================================================================ narrow writes */
+
+static void test_dep_set_errored(void **state)
+{
+    struct fixture *f = *state;
+    struct store_dep d = fixture_dep("alice", "p", "{\"v\":1}");
+    d.last_fire_at = T0 + 60;
+    assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
+    struct store_dep o = fixture_dep("alice", "q", "{}");
+    assert_int_equal(store_dep_insert(f->s, &o, 0), 0);
+
+    /* state, error, next_run_at and updated_at change; the rest is kept */
+    assert_int_equal(store_dep_set_errored(f->s, "alice", "p", "owner key k_1 was revoked",
+                                           T0 + 99),
+                     0);
+    struct store_dep want = d;
+    want.state = STORE_ERRORED;
+    want.error = (char *)"owner key k_1 was revoked";
+    want.next_run_at = 0;
+    want.updated_at = T0 + 99;
+    struct store_dep g;
+    assert_int_equal(store_dep_get(f->s, "alice", "p", &g), 0);
+    assert_dep_equal(&g, &want);
+    store_dep_clear(&g);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM deployments WHERE "
+                                              "project_id = 'p' AND next_run_at IS NULL"),
+                     1);
+    assert_int_equal(store_dep_get(f->s, "alice", "q", &g), 0);
+    assert_dep_equal(&g, &o); /* only that row */
+    store_dep_clear(&g);
+
+    /* Again: the latest reason; a paused one errors too; no reason is NULL. */
+    assert_int_equal(store_dep_set_errored(f->s, "alice", "p", "second reason", T0 + 100), 0);
+    want.error = (char *)"second reason";
+    want.updated_at = T0 + 100;
+    assert_int_equal(store_dep_get(f->s, "alice", "p", &g), 0);
+    assert_dep_equal(&g, &want);
+    store_dep_clear(&g);
+    o.state = STORE_PAUSED;
+    o.next_run_at = 0;
+    assert_int_equal(store_dep_update(f->s, &o), 0);
+    assert_int_equal(store_dep_set_errored(f->s, "alice", "q", NULL, T0 + 5), 0);
+    assert_int_equal(store_dep_get(f->s, "alice", "q", &g), 0);
+    assert_int_equal(g.state, STORE_ERRORED);
+    assert_null(g.error);
+    store_dep_clear(&g);
+
+    assert_int_equal(store_dep_set_errored(f->s, "alice", "nope", "x", T0), RR_E_NOTFOUND);
+    assert_int_equal(store_dep_set_errored(f->s, "bob", "p", "x", T0), RR_E_NOTFOUND);
+    assert_int_equal(store_dep_set_errored(f->s, NULL, "p", "x", T0), RR_E_NOTFOUND);
+    assert_int_equal(store_dep_set_errored(f->s, "alice", NULL, "x", T0), RR_E_NOTFOUND);
+}
+
+static void test_dep_change(void **state)
+{
+    struct fixture *f = *state;
+    struct store_dep d = fixture_dep("alice", "p", "{\"v\":1}");
+    d.last_fire_at = T0 + 60;
+    assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
+
+    /* Pause, pipeline and schedule kept. */
+    struct store_dep_change c = {.state = STORE_PAUSED, .updated_at = T0 + 10};
+    assert_int_equal(store_dep_change(f->s, "alice", "p", &c), 0);
+    struct store_dep want = d;
+    want.state = STORE_PAUSED;
+    want.updated_at = T0 + 10;
+    want.next_run_at = 0;
+    struct store_dep g;
+    assert_int_equal(store_dep_get(f->s, "alice", "p", &g), 0);
+    assert_dep_equal(&g, &want);
+    store_dep_clear(&g);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM deployments WHERE "
+                                              "next_run_at IS NULL AND last_fire_at IS NOT NULL"),
+                     1);
+
+    /* Everything it can change at once. */
+    c = (struct store_dep_change){.pipeline = "{\"v\":2}", .schedule = "0 3 * * *",
+                                  .state = STORE_ACTIVE, .updated_at = T0 + 20,
+                                  .next_run_at = T0 + 10800};
+    assert_int_equal(store_dep_change(f->s, "alice", "p", &c), 0);
+    want.pipeline = (char *)"{\"v\":2}";
+    want.schedule = (char *)"0 3 * * *";
+    want.state = STORE_ACTIVE;
+    want.updated_at = T0 + 20;
+    want.next_run_at = T0 + 10800;
+    assert_int_equal(store_dep_get(f->s, "alice", "p", &g), 0);
+    assert_dep_equal(&g, &want);
+    store_dep_clear(&g);
+
+    /* An errored deployment keeps its error through a change. */
+    assert_int_equal(store_dep_set_errored(f->s, "alice", "p", "revoked", T0 + 30), 0);
+    c = (struct store_dep_change){.schedule = "*/10 * * * *", .state = STORE_ERRORED,
+                                  .updated_at = T0 + 40};
+    assert_int_equal(store_dep_change(f->s, "alice", "p", &c), 0);
+    want.schedule = (char *)"*/10 * * * *";
+    want.state = STORE_ERRORED;
+    want.error = (char *)"revoked";
+    want.updated_at = T0 + 40;
+    want.next_run_at = 0;
+    assert_int_equal(store_dep_get(f->s, "alice", "p", &g), 0);
+    assert_dep_equal(&g, &want);
+    store_dep_clear(&g);
+
+    /* Refused: programmer errors before SQL, then unknown deployments. */
+    assert_int_equal(store_dep_change(f->s, "alice", "p", NULL), RR_E_INVAL);
+    c.state = (enum store_state)7;
+    assert_int_equal(store_dep_change(f->s, "alice", "p", &c), RR_E_INVAL);
+    c.state = STORE_ACTIVE;
+    assert_int_equal(store_dep_change(f->s, "alice", "nope", &c), RR_E_NOTFOUND);
+    assert_int_equal(store_dep_change(f->s, "bob", "p", &c), RR_E_NOTFOUND);
+    assert_int_equal(store_dep_change(f->s, NULL, "p", &c), RR_E_NOTFOUND);
+    assert_int_equal(store_dep_get(f->s, "alice", "p", &g), 0);
+    assert_dep_equal(&g, &want);
+    store_dep_clear(&g);
+}
+
+/* Inside a batch, read or write, they join it as every write call does. */
+static void test_dep_narrow_writes_batch(void **state)
+{
+    struct fixture *f = *state;
+    fixture_add_dep(f->s, "alice", "p");
+    fixture_add_dep(f->s, "alice", "q");
+
+    assert_int_equal(store_batch_begin(f->s), 0);
+    assert_int_equal(store_dep_set_errored(f->s, "alice", "p", "revoked", T0 + 1), 0);
+    struct store_dep_change c = {.state = STORE_PAUSED, .updated_at = T0 + 2};
+    assert_int_equal(store_dep_change(f->s, "alice", "q", &c), 0);
+    assert_int_equal(store_dep_change(f->s, "alice", "nope", &c), RR_E_NOTFOUND);
+    struct store_dep g; /* the batch reads its own writes; nobody else does */
+    assert_int_equal(store_dep_get(f->s, "alice", "q", &g), 0);
+    assert_int_equal(g.state, STORE_PAUSED);
+    store_dep_clear(&g);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM deployments WHERE "
+                                              "state = 'active'"),
+                     2);
+    assert_int_equal(store_batch_commit(f->s), 0);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM deployments WHERE "
+                                              "(project_id = 'p' AND state = 'errored' AND "
+                                              "error = 'revoked') OR (project_id = 'q' AND "
+                                              "state = 'paused')"),
+                     2);
+
+    /* A read batch: after store_batch_write, and straight away. */
+    assert_int_equal(store_batch_begin_read(f->s), 0);
+    assert_int_equal(store_dep_get(f->s, "alice", "q", &g), 0);
+    store_dep_clear(&g);
+    assert_int_equal(store_batch_write(f->s), 0);
+    c = (struct store_dep_change){.state = STORE_ACTIVE, .updated_at = T0 + 3,
+                                  .next_run_at = T0 + 300};
+    assert_int_equal(store_dep_change(f->s, "alice", "q", &c), 0);
+    assert_int_equal(store_batch_commit(f->s), 0);
+    assert_int_equal(store_batch_begin_read(f->s), 0);
+    assert_int_equal(store_dep_get(f->s, "alice", "q", &g), 0);
+    store_dep_clear(&g);
+    assert_int_equal(store_dep_set_errored(f->s, "alice", "q", "later", T0 + 4), 0);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM deployments WHERE "
+                                              "project_id = 'q' AND state = 'active'"),
+                     1);
+    assert_int_equal(store_batch_commit(f->s), 0);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM deployments WHERE "
+                                              "project_id = 'q' AND error = 'later'"),
+                     1);
+}
+
+#ifdef RRDEPLOY_TEST_HOOKS
+/* A batch that does not commit (the test hook fails it as a full disk would)
+ * leaves no trace of them. */
+static void test_dep_narrow_writes_rolled_back(void **state)
+{
+    struct fixture *f = *state;
+    struct store_dep d = fixture_dep("alice", "p", "{}");
+    assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
+    for (int read = 0; read < 2; read++) {
+        assert_int_equal(read ? store_batch_begin_read(f->s) : store_batch_begin(f->s), 0);
+        assert_int_equal(store_batch_write(f->s), 0);
+        struct store_dep_change c = {.pipeline = "{\"v\":9}", .schedule = "manual",
+                                     .state = STORE_PAUSED, .updated_at = T0 + 1};
+        assert_int_equal(store_dep_change(f->s, "alice", "p", &c), 0);
+        assert_int_equal(store_dep_set_errored(f->s, "alice", "p", "lost", T0 + 2), 0);
+        store_test_fail_commits(f->s, 1);
+        assert_int_equal(store_batch_commit(f->s), RR_E_IO);
+        assert_true(sqlite3_get_autocommit(store__db(f->s)) != 0);
+        struct store_dep g;
+        assert_int_equal(store_dep_get(f->s, "alice", "p", &g), 0);
+        assert_dep_equal(&g, &d);
+        assert_null(g.error);
+        store_dep_clear(&g);
+    }
+}
+#endif
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -516,6 +707,12 @@ int main(void)
         FIXTURE_TEST(test_state_names),
         FIXTURE_TEST(test_racing_inserts),
         FIXTURE_TEST(test_dep_progress),
+        FIXTURE_TEST(test_dep_set_errored),
+        FIXTURE_TEST(test_dep_change),
+        FIXTURE_TEST(test_dep_narrow_writes_batch),
+#ifdef RRDEPLOY_TEST_HOOKS
+        FIXTURE_TEST(test_dep_narrow_writes_rolled_back),
+#endif
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
