@@ -1,12 +1,14 @@
 /* test_store.c -- unit tests for store/store.c: opening, the schema and its
- * migrations, pragmas, batches and several connections.
+ * migrations, pragmas, several connections, batches, health and the
+ * checkpointer.
  *
  * Design: every test gets a fresh database file in its own temporary
  * directory (fixture_setup) that fixture_teardown closes and removes. Time is
  * passed in explicitly, never read from the clock. Older databases are built
  * with raw SQL from the store's own migration steps.
  *
- * Thread: single-threaded. */
+ * Thread: the test's, plus the checkpoint thread that test_checkpointer
+ * starts through the store. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -261,6 +263,60 @@ static void test_batch_read_then_write(void **state)
     assert_int_equal(store_batch_commit(f->s), 0);
 }
 
+/* ================================================================ health and checkpoints */
+
+/* store_health notices the file gone or replaced under the open connection,
+ * and recovers when the original is back. */
+static void test_health(void **state)
+{
+    struct fixture *f = *state;
+    struct err e = {0};
+    assert_int_equal(store_health(f->s, &e), 0);
+
+    char moved[160];
+    snprintf(moved, sizeof moved, "%s.moved", f->path);
+    assert_int_equal(rename(f->path, moved), 0);
+    assert_int_equal(store_health(f->s, &e), RR_E_IO);
+    assert_non_null(strstr(e.msg, f->path));
+    FILE *fp = fopen(f->path, "wb"); /* another file at the same path */
+    assert_non_null(fp);
+    fclose(fp);
+    assert_int_equal(store_health(f->s, &e), RR_E_IO);
+    assert_non_null(strstr(e.msg, "replaced"));
+    assert_int_equal(rename(moved, f->path), 0);
+    assert_int_equal(store_health(f->s, NULL), 0);
+
+    struct store *m = fixture_open(":memory:");
+    assert_int_equal(store_health(m, &e), 0);
+    store_close(m);
+}
+
+/* The checkpointer takes automatic checkpoints off the connection's commits
+ * and stops with store_close (LeakSanitizer would report its connection
+ * left open). In-memory databases have no WAL: nothing to start. */
+static void test_checkpointer(void **state)
+{
+    struct fixture *f = *state;
+    sqlite3 *db = store__db(f->s);
+    char v[32];
+    pragma_text(db, "PRAGMA wal_autocheckpoint", v, sizeof v);
+    assert_string_equal(v, "1000");
+    struct err e = {0};
+    assert_int_equal(store_checkpointer_start(f->s, &e), 0);
+    assert_int_equal(store_checkpointer_start(f->s, &e), 0); /* already running */
+    pragma_text(db, "PRAGMA wal_autocheckpoint", v, sizeof v);
+    assert_string_equal(v, "0");
+    fixture_add_dep(f->s, "alice", "p"); /* writes go on */
+    fixture_reopen(f);                   /* closing stops it */
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM deployments"), 1);
+
+    struct store *m = fixture_open(":memory:");
+    assert_int_equal(store_checkpointer_start(m, &e), 0);
+    pragma_text(store__db(m), "PRAGMA wal_autocheckpoint", v, sizeof v);
+    assert_string_equal(v, "1000");
+    store_close(m);
+}
+
 /* ================================================================ migrations */
 
 /* The schema as text, for comparing two databases. */
@@ -389,6 +445,8 @@ int main(void)
         FIXTURE_TEST(test_two_connections),
         FIXTURE_TEST(test_batch),
         FIXTURE_TEST(test_batch_read_then_write),
+        FIXTURE_TEST(test_health),
+        FIXTURE_TEST(test_checkpointer),
         FIXTURE_TEST(test_migrate_v1_to_v2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
