@@ -1,13 +1,17 @@
-/* store.c -- SQLite persistence for users, API keys, deployments and runs.
+/* store.c -- the database itself: opening it, the schema and its migrations,
+ * the statement cache, transactions and batches, the checkpointer, health.
  *
  * Purpose: the one place that knows the schema. Everything the daemon and the
- * `rrdeploy keys` CLI persist goes through the functions in store/store.h.
+ * `rrdeploy keys` CLI persist goes through the functions in store/store.h;
+ * those of each table are in keys.c (users and API keys), deps.c
+ * (deployments) and runs.c (the run ledger), built on the helpers this file
+ * shares through store_internal.h.
  *
  * Design:
  *  - One struct store owns one sqlite3 connection, opened with
  *    journal_mode=WAL, synchronous=FULL, foreign_keys=ON and a 5 s busy
  *    timeout. With WAL + FULL a write call that returned 0 has been fsynced:
- *    `kill -9` cannot lose it (PRODUCT §6).
+ *    `kill -9` cannot lose it.
  *  - The schema is an array of migration steps keyed by PRAGMA user_version;
  *    store_open applies the missing ones and creates the keyed-hash key inside
  *    one BEGIN IMMEDIATE transaction, so two processes opening a fresh file at
@@ -21,16 +25,9 @@
  *    deployment limit, key creation, revocation). IMMEDIATE takes the write
  *    lock up front, so WAL never answers SQLITE_BUSY_SNAPSHOT mid-transaction
  *    and the busy timeout applies.
- *  - API keys: the text is "rrk_" + 64 hex of 32 random bytes. Only a keyed
- *    BLAKE2b-256 hash (crypto_generichash, key = 32 random bytes in table
- *    meta) is stored. Authentication looks the hash up through its UNIQUE
- *    index and then compares with sodium_memcmp. Secrets on the stack are
- *    wiped with sodium_memzero.
- *  - The run ledger (table runs) holds one row per tick decision. Its
- *    partial UNIQUE indexes make "decided at most once" (a scheduled time, an
- *    idempotency key) a property of the database rather than of a check, and
- *    its rows go with their deployment by ON DELETE CASCADE. Inserting a row
- *    prunes the deployment's older finished rows in the same transaction.
+ *  - A batch (store_batch_begin) keeps one transaction open across many
+ *    calls: their transactions become savepoints of it, their single
+ *    statements run inside it, and it all commits with one fsync.
  *  - All SQL uses bound parameters; the single exception is the integer in
  *    `PRAGMA user_version=N`, which PRAGMA cannot bind and which comes from a
  *    compile-time constant.
@@ -44,7 +41,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <math.h>
 #include <sodium.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -56,12 +52,6 @@
 #include <unistd.h>
 
 #define BUSY_TIMEOUT_MS 5000
-#define HASH_KEY_BYTES 32                  /* keyed-hash key kept in meta */
-#define HASH_BYTES crypto_generichash_BYTES /* 32: BLAKE2b-256 */
-#define KEY_RAW_BYTES 32                   /* random bytes in a key's text */
-#define KEY_ID_RAW_BYTES 8                 /* random bytes in a key's id */
-#define KEY_TEXT_PREFIX "rrk_"
-#define KEY_TEXT_INPUT_MAX 1024            /* longer presented keys: not found */
 #define META_HASH_KEY "hash_key"
 
 /* ================================================================ schema */
@@ -102,7 +92,7 @@ static const char *const migrations[] = {
     "  PRIMARY KEY (user, project_id));"
     "CREATE INDEX deployments_owner_key ON deployments(owner_key_id);",
 
-    /* 2: scheduler progress and the run ledger (PRODUCT §5). */
+    /* 2: scheduler progress and the run ledger. */
     "ALTER TABLE deployments ADD COLUMN last_fire_at REAL;" /* NULL: none */
     "CREATE TABLE runs("
     "  id INTEGER PRIMARY KEY AUTOINCREMENT," /* never reused, even after pruning */
@@ -144,47 +134,6 @@ static const char *const migrations[] = {
 
 /* ================================================================ statements */
 
-enum stmt_id {
-    ST_BEGIN,
-    ST_BEGIN_READ,
-    ST_COMMIT,
-    ST_ROLLBACK,
-    ST_SAVEPOINT,
-    ST_RELEASE,
-    ST_ROLLBACK_TO,
-    ST_DATA_VERSION,
-    ST_USER_ENSURE,
-    ST_KEY_INSERT,
-    ST_KEY_BY_HASH,
-    ST_KEY_BY_ID,
-    ST_KEY_LIST,
-    ST_KEY_REVOKE,
-    ST_KEY_COUNT,
-    ST_DEP_COUNT_USER,
-    ST_DEP_COUNT_ALL,
-    ST_DEP_EXISTS,
-    ST_DEP_INSERT,
-    ST_DEP_GET,
-    ST_DEP_UPDATE,
-    ST_DEP_DELETE,
-    ST_DEP_LIST_USER,
-    ST_DEP_LIST_ALL,
-    ST_DEP_LIST_KEY,
-    ST_DEP_PROGRESS,
-    ST_RUN_INSERT,
-    ST_RUN_PRUNE,
-    ST_RUN_UPDATE,
-    ST_RUN_GET,
-    ST_RUN_FIND_IDEM,
-    ST_RUN_LAST,
-    ST_RUN_LIST,
-    ST_RUN_LIVE,
-    ST_RUN_LAST_EACH,
-    ST_DEP_PIPELINE,
-    ST_RUN_INTERRUPT,
-    ST__COUNT
-};
-
 /* Columns of a key row, in this order, for key_from_row(). */
 #define KEY_COLS                                                               \
     "SELECT k.id, u.name, k.label, k.perms, k.created_at, k.expires_at, "      \
@@ -197,12 +146,13 @@ enum stmt_id {
     "owner_key_id, created_at, updated_at, next_run_at, last_fire_at FROM deployments "
 
 /* Columns of a run row, in this order, for run_from_row(); ST_RUN_INSERT
- * takes the same columns after id as ?1..?16 (run_bind()). */
-#define RUN_COLS                                                               \
-    "SELECT id, user, project_id, trigger, scheduled_for, created_at, "        \
+ * takes the same columns after id as ?1..?16 (run_bind()). RUN_COL_LIST alone
+ * follows RETURNING. */
+#define RUN_COL_LIST                                                           \
+    "id, user, project_id, trigger, scheduled_for, created_at, "               \
     "started_at, finished_at, outcome, reason, exit_code, signal, output, "    \
-    "idempotency_key, missed_count, window_start, window_end, pid, pid_start "  \
-    "FROM runs "
+    "idempotency_key, missed_count, window_start, window_end, pid, pid_start "
+#define RUN_COLS "SELECT " RUN_COL_LIST "FROM runs "
 
 static const char *const stmt_sql[ST__COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -240,6 +190,14 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_DEP_LIST_KEY] = DEP_COLS "WHERE owner_key_id = ?1 ORDER BY user, project_id",
     [ST_DEP_PROGRESS] = "UPDATE deployments SET last_fire_at = ?3, next_run_at = ?4 "
                         "WHERE user = ?1 AND project_id = ?2",
+    [ST_DEP_SET_ERRORED] =
+        "UPDATE deployments SET state = 'errored', error = ?3, next_run_at = NULL, "
+        "updated_at = ?4 WHERE user = ?1 AND project_id = ?2",
+    /* A NULL pipeline or schedule keeps the row's. */
+    [ST_DEP_CHANGE] =
+        "UPDATE deployments SET pipeline = coalesce(?3, pipeline), "
+        "schedule = coalesce(?4, schedule), state = ?5, updated_at = ?6, next_run_at = ?7 "
+        "WHERE user = ?1 AND project_id = ?2",
     [ST_RUN_INSERT] =
         "INSERT INTO runs(user, project_id, trigger, scheduled_for, created_at, started_at, "
         "finished_at, outcome, reason, exit_code, signal, output, idempotency_key, "
@@ -275,22 +233,16 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_RUN_INTERRUPT] =
         "UPDATE runs SET outcome = 'interrupted', reason = ?1, finished_at = ?2 "
         "WHERE outcome IN ('queued', 'running')",
-};
-
-struct store {
-    sqlite3 *db;                        /* owned; sqlite3_close_v2 */
-    sqlite3_stmt *st[ST__COUNT];        /* owned; sqlite3_finalize */
-    unsigned char hkey[HASH_KEY_BYTES]; /* keyed-hash key; wiped on close */
-    bool batch;                         /* inside store_batch_begin/commit */
-    bool batch_read;                    /* ... begun by store_batch_begin_read and
-                                           not yet made a write batch */
-#ifdef RRDEPLOY_TEST_HOOKS
-    int fail_commits;                   /* batch commits still to fail */
-#endif
-    char *path;                         /* owned; the file as opened */
-    struct checkpointer *ckpt;          /* owned; NULL unless started */
-    dev_t dev;                          /* its identity, for store_health */
-    ino_t ino;
+    /* The outcome in the WHERE makes the first decision win: a run that is
+     * no longer queued (or no longer live) matches nothing. */
+    [ST_RUN_START] =
+        "UPDATE runs SET outcome = 'running', started_at = ?2, pid = ?3, pid_start = ?4 "
+        "WHERE id = ?1 AND outcome = 'queued' RETURNING " RUN_COL_LIST,
+    [ST_RUN_FINISH] =
+        "UPDATE runs SET outcome = ?2, "
+        "started_at = CASE WHEN started_at IS NULL AND ?3 THEN ?4 ELSE started_at END, "
+        "finished_at = ?4, reason = ?5, exit_code = ?6, signal = ?7, output = ?8 "
+        "WHERE id = ?1 AND outcome IN ('queued', 'running') RETURNING " RUN_COL_LIST,
 };
 
 static void checkpointer_stop(struct checkpointer *c);
@@ -316,7 +268,7 @@ static int map_rc(int rc)
     }
 }
 
-static int db_fail(struct store *s, struct err *e, int rc, const char *what)
+int store__db_fail(struct store *s, struct err *e, int rc, const char *what)
 {
     int code = map_rc(rc);
     const char *msg = s && s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc);
@@ -331,7 +283,7 @@ static int db_fail(struct store *s, struct err *e, int rc, const char *what)
 
 /* The cached statement for id, or, when that one is still stepping (a walk's
  * callback calling back into the store), a fresh one the caller releases. */
-static int stmt_acquire(struct store *s, enum stmt_id id, sqlite3_stmt **out /* OUT */,
+int store__stmt_acquire(struct store *s, enum stmt_id id, sqlite3_stmt **out /* OUT */,
                         struct err *e)
 {
     sqlite3_stmt *st = s->st[id];
@@ -341,13 +293,13 @@ static int stmt_acquire(struct store *s, enum stmt_id id, sqlite3_stmt **out /* 
     }
     int rc = sqlite3_prepare_v3(s->db, stmt_sql[id], -1, 0, &st, NULL);
     if (rc != SQLITE_OK)
-        return db_fail(s, e, rc, "prepare");
+        return store__db_fail(s, e, rc, "prepare");
     *out = st;
     return 0;
 }
 
 /* Reset and unbind a cached statement, or finalize a throw-away one. */
-static void stmt_release(struct store *s, enum stmt_id id, sqlite3_stmt *st)
+void store__stmt_release(struct store *s, enum stmt_id id, sqlite3_stmt *st)
 {
     if (!st)
         return;
@@ -362,7 +314,7 @@ static void stmt_release(struct store *s, enum stmt_id id, sqlite3_stmt *st)
 
 /* Bind a C string (NULL binds SQL NULL). The text must stay valid until the
  * statement is released. */
-static int bind_str(sqlite3_stmt *st, int i, const char *v)
+int store__bind_str(sqlite3_stmt *st, int i, const char *v)
 {
     if (!v)
         return sqlite3_bind_null(st, i);
@@ -370,39 +322,39 @@ static int bind_str(sqlite3_stmt *st, int i, const char *v)
 }
 
 /* Bind a time where 0 means "none" (SQL NULL). */
-static int bind_time_opt(sqlite3_stmt *st, int i, double t)
+int store__bind_time_opt(sqlite3_stmt *st, int i, double t)
 {
     return t == 0 ? sqlite3_bind_null(st, i) : sqlite3_bind_double(st, i, t);
 }
 
 /* Step a statement that returns no row. */
-static int step_done(struct store *s, sqlite3_stmt *st, struct err *e, const char *what)
+int store__step_done(struct store *s, sqlite3_stmt *st, struct err *e, const char *what)
 {
     int rc = sqlite3_step(st);
-    return rc == SQLITE_DONE ? 0 : db_fail(s, e, rc, what);
+    return rc == SQLITE_DONE ? 0 : store__db_fail(s, e, rc, what);
 }
 
 /* Run one of the cached parameterless statements (BEGIN, COMMIT, ...). */
 static int exec_cached(struct store *s, enum stmt_id id, struct err *e, const char *what)
 {
     sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, id, &st, e);
+    int rc = store__stmt_acquire(s, id, &st, e);
     if (rc)
         return rc;
-    rc = step_done(s, st, e, what);
-    stmt_release(s, id, st);
+    rc = store__step_done(s, st, e, what);
+    store__stmt_release(s, id, st);
     return rc;
 }
 
 /* Inside a batch (store_batch_begin) a call's transaction is a savepoint of
  * the batch's, so its effects commit, or not, with the batch. */
-static int tx_begin(struct store *s, struct err *e)
+int store__tx_begin(struct store *s, struct err *e)
 {
     return exec_cached(s, s->batch ? ST_SAVEPOINT : ST_BEGIN, e,
                        "begin transaction");
 }
 
-static void tx_rollback(struct store *s)
+void store__tx_rollback(struct store *s)
 {
     /* Some errors (SQLITE_FULL, SQLITE_IOERR) already rolled back. */
     if (sqlite3_get_autocommit(s->db))
@@ -417,11 +369,11 @@ static void tx_rollback(struct store *s)
         log_error("store: rollback failed; the transaction is left to the connection");
 }
 
-static int tx_commit(struct store *s, struct err *e)
+int store__tx_commit(struct store *s, struct err *e)
 {
     int rc = exec_cached(s, s->batch ? ST_RELEASE : ST_COMMIT, e, "commit");
     if (rc)
-        tx_rollback(s);
+        store__tx_rollback(s);
     return rc;
 }
 
@@ -471,14 +423,14 @@ int store_batch_commit(struct store *s)
 #ifdef RRDEPLOY_TEST_HOOKS
     if (s->fail_commits > 0) {
         s->fail_commits--;
-        tx_rollback(s);
+        store__tx_rollback(s);
         log_error("store: commit batch: failed on purpose (test hook)");
         return RR_E_IO;
     }
 #endif
     int rc = exec_cached(s, ST_COMMIT, NULL, "commit batch");
     if (rc)
-        tx_rollback(s);
+        store__tx_rollback(s);
     return rc;
 }
 
@@ -490,15 +442,15 @@ void store_test_fail_commits(struct store *s, int n)
 #endif
 
 /* Run a query returning one integer in its first column. */
-static int query_int64(struct store *s, enum stmt_id id, const char *bind1,
+int store__query_int64(struct store *s, enum stmt_id id, const char *bind1,
                        int64_t *out /* OUT */, struct err *e, const char *what)
 {
     sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, id, &st, e);
+    int rc = store__stmt_acquire(s, id, &st, e);
     if (rc)
         return rc;
-    if (bind1 && (rc = bind_str(st, 1, bind1)) != SQLITE_OK) {
-        rc = db_fail(s, e, rc, what);
+    if (bind1 && (rc = store__bind_str(st, 1, bind1)) != SQLITE_OK) {
+        rc = store__db_fail(s, e, rc, what);
         goto out;
     }
     rc = sqlite3_step(st);
@@ -506,15 +458,15 @@ static int query_int64(struct store *s, enum stmt_id id, const char *bind1,
         *out = sqlite3_column_int64(st, 0);
         rc = 0;
     } else {
-        rc = db_fail(s, e, rc, what);
+        rc = store__db_fail(s, e, rc, what);
     }
 out:
-    stmt_release(s, id, st);
+    store__stmt_release(s, id, st);
     return rc;
 }
 
 /* Bounded copy of a column's text into a fixed field ("" for NULL). */
-static void copy_col(char *dst, size_t n, sqlite3_stmt *st, int col)
+void store__copy_col(char *dst, size_t n, sqlite3_stmt *st, int col)
 {
     const char *v = (const char *)sqlite3_column_text(st, col);
     if (!v)
@@ -523,115 +475,15 @@ static void copy_col(char *dst, size_t n, sqlite3_stmt *st, int col)
 }
 
 /* A time column where NULL means 0. */
-static double col_time(sqlite3_stmt *st, int col)
+double store__col_time(sqlite3_stmt *st, int col)
 {
     return sqlite3_column_type(st, col) == SQLITE_NULL ? 0 : sqlite3_column_double(st, col);
 }
 
-/* ================================================================ validation */
-
-int store_user_validate(const char *user, struct err *e)
+/* A copy of an optional string: free(); NULL for NULL. */
+char *store__dup_opt(const char *s)
 {
-    if (!user || !*user)
-        return err_set(e, RR_E_INVAL, "user name is empty");
-    size_t n = strlen(user);
-    if (n > STORE_USER_MAX)
-        return err_set(e, RR_E_INVAL, "user name is longer than %d bytes", STORE_USER_MAX);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)user[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '@' || c == '-'))
-            return err_set(e, RR_E_INVAL,
-                           "user name may contain only letters, digits and . _ @ - "
-                           "(bad byte 0x%02x at offset %zu)",
-                           c, i);
-    }
-    return 0;
-}
-
-int store_label_validate(const char *label, struct err *e)
-{
-    if (!label)
-        return 0;
-    size_t n = strlen(label);
-    if (n > STORE_LABEL_MAX)
-        return err_set(e, RR_E_INVAL, "label is longer than %d bytes", STORE_LABEL_MAX);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)label[i];
-        if (c < 0x20 || c == 0x7f)
-            return err_set(e, RR_E_INVAL,
-                           "label contains a control character (0x%02x at offset %zu)", c, i);
-    }
-    return 0;
-}
-
-/* ================================================================ permissions */
-
-static const struct {
-    const char *name;
-    unsigned bit;
-} perm_names[] = {
-    {"task.control", STORE_PERM_CONTROL},
-    {"task.monitor", STORE_PERM_MONITOR},
-    {"org.admin", STORE_PERM_ORG_ADMIN},
-};
-#define PERM_KNOWN (STORE_PERM_CONTROL | STORE_PERM_MONITOR | STORE_PERM_ORG_ADMIN)
-
-static int is_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
-}
-
-int store_perms_parse(const char *text, unsigned *out, struct err *e)
-{
-    unsigned bits = 0;
-    const char *p = text ? text : "";
-    for (;;) {
-        const char *end = strchr(p, ',');
-        size_t n = end ? (size_t)(end - p) : strlen(p);
-        const char *b = p, *x = p + n;
-        while (b < x && is_space(*b))
-            b++;
-        while (x > b && is_space(x[-1]))
-            x--;
-        size_t len = (size_t)(x - b);
-        if (len > 0) { /* empty items ("a,,b", trailing comma, "") add nothing */
-            size_t i;
-            for (i = 0; i < sizeof perm_names / sizeof perm_names[0]; i++) {
-                if (strlen(perm_names[i].name) == len && memcmp(perm_names[i].name, b, len) == 0)
-                    break;
-            }
-            if (i == sizeof perm_names / sizeof perm_names[0]) {
-                int shown = len > 64 ? 64 : (int)len;
-                return err_set(e, RR_E_INVAL, "unknown permission '%.*s%s'", shown, b,
-                               len > 64 ? "..." : "");
-            }
-            bits |= perm_names[i].bit;
-        }
-        if (!end)
-            break;
-        p = end + 1;
-    }
-    *out = bits;
-    return 0;
-}
-
-void store_perms_format(unsigned perms, char *out, size_t outsz)
-{
-    if (!out || outsz == 0)
-        return;
-    size_t used = 0;
-    out[0] = '\0';
-    for (size_t i = 0; i < sizeof perm_names / sizeof perm_names[0]; i++) {
-        if (!(perms & perm_names[i].bit))
-            continue;
-        int n = snprintf(out + used, outsz - used, "%s%s", used ? "," : "", perm_names[i].name);
-        if (n < 0 || (size_t)n >= outsz - used) {
-            out[used] = '\0'; /* drop a name that does not fit whole */
-            return;
-        }
-        used += (size_t)n;
-    }
+    return s ? xstrdup(s) : NULL;
 }
 
 /* ================================================================ open / close */
@@ -660,16 +512,16 @@ static int pragma_query(struct store *s, const char *sql, int64_t *iv, char *tv,
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
     if (rc != SQLITE_OK)
-        return db_fail(s, e, rc, sql);
+        return store__db_fail(s, e, rc, sql);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         if (iv)
             *iv = sqlite3_column_int64(st, 0);
         if (tv)
-            copy_col(tv, tvsz, st, 0);
+            store__copy_col(tv, tvsz, st, 0);
         rc = 0;
     } else {
-        rc = db_fail(s, e, rc, sql);
+        rc = store__db_fail(s, e, rc, sql);
     }
     sqlite3_finalize(st);
     return rc;
@@ -682,9 +534,9 @@ static int hash_key_load(struct store *s, struct err *e)
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(s->db, "SELECT v FROM meta WHERE k = ?1", -1, &st, NULL);
     if (rc != SQLITE_OK)
-        return db_fail(s, e, rc, "prepare meta lookup");
+        return store__db_fail(s, e, rc, "prepare meta lookup");
     if ((rc = sqlite3_bind_text(st, 1, META_HASH_KEY, -1, SQLITE_STATIC)) != SQLITE_OK) {
-        rc = db_fail(s, e, rc, "bind");
+        rc = store__db_fail(s, e, rc, "bind");
         goto out;
     }
     rc = sqlite3_step(st);
@@ -699,7 +551,7 @@ static int hash_key_load(struct store *s, struct err *e)
         goto out;
     }
     if (rc != SQLITE_DONE) {
-        rc = db_fail(s, e, rc, "read hash key");
+        rc = store__db_fail(s, e, rc, "read hash key");
         goto out;
     }
     sqlite3_finalize(st);
@@ -708,15 +560,15 @@ static int hash_key_load(struct store *s, struct err *e)
     randombytes_buf(s->hkey, sizeof s->hkey);
     rc = sqlite3_prepare_v2(s->db, "INSERT INTO meta(k, v) VALUES (?1, ?2)", -1, &st, NULL);
     if (rc != SQLITE_OK) {
-        rc = db_fail(s, e, rc, "prepare meta insert");
+        rc = store__db_fail(s, e, rc, "prepare meta insert");
         goto out;
     }
     if ((rc = sqlite3_bind_text(st, 1, META_HASH_KEY, -1, SQLITE_STATIC)) != SQLITE_OK ||
         (rc = sqlite3_bind_blob(st, 2, s->hkey, sizeof s->hkey, SQLITE_STATIC)) != SQLITE_OK) {
-        rc = db_fail(s, e, rc, "bind");
+        rc = store__db_fail(s, e, rc, "bind");
         goto out;
     }
-    rc = step_done(s, st, e, "store hash key");
+    rc = store__step_done(s, st, e, "store hash key");
 out:
     sqlite3_finalize(st);
     return rc;
@@ -796,7 +648,7 @@ int store_open(const char *path, struct store **out, struct err *e)
     }
     if ((rc = sqlite3_extended_result_codes(s->db, 1)) != SQLITE_OK ||
         (rc = sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS)) != SQLITE_OK) {
-        rc = db_fail(s, e, rc, "configure connection");
+        rc = store__db_fail(s, e, rc, "configure connection");
         goto fail;
     }
     if ((rc = exec_sql(s, "PRAGMA foreign_keys = ON", e, "enable foreign keys")) != 0 ||
@@ -823,7 +675,7 @@ int store_open(const char *path, struct store **out, struct err *e)
         int prc = sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
                                      &s->st[i], NULL);
         if (prc != SQLITE_OK) {
-            rc = db_fail(s, e, prc, "prepare");
+            rc = store__db_fail(s, e, prc, "prepare");
             goto fail;
         }
     }
@@ -958,7 +810,7 @@ int store_health(struct store *s, struct err *e)
                            s->path);
     }
     int64_t n;
-    int rc = query_int64(s, ST_KEY_COUNT, NULL, &n, e, "health check read");
+    int rc = store__query_int64(s, ST_KEY_COUNT, NULL, &n, e, "health check read");
     if (rc)
         return rc;
     return 0;
@@ -966,1068 +818,5 @@ int store_health(struct store *s, struct err *e)
 
 int store_data_version(struct store *s, int64_t *out)
 {
-    return query_int64(s, ST_DATA_VERSION, NULL, out, NULL, "read data_version");
-}
-
-/* ================================================================ keys */
-
-static void key_hash(const struct store *s, const char *text, size_t len,
-                     unsigned char h[HASH_BYTES] /* OUT */)
-{
-    /* Cannot fail with these sizes (out 32, key 32 bytes). */
-    (void)crypto_generichash(h, HASH_BYTES, (const unsigned char *)text, len, s->hkey,
-                             sizeof s->hkey);
-}
-
-static void key_from_row(sqlite3_stmt *st, struct store_key *k /* OUT */)
-{
-    memset(k, 0, sizeof *k);
-    copy_col(k->id, sizeof k->id, st, 0);
-    copy_col(k->user, sizeof k->user, st, 1);
-    copy_col(k->label, sizeof k->label, st, 2);
-    k->perms = (unsigned)sqlite3_column_int64(st, 3) & PERM_KNOWN;
-    k->created_at = sqlite3_column_double(st, 4);
-    k->expires_at = col_time(st, 5);
-    k->revoked_at = col_time(st, 6);
-}
-
-/* Find the key whose text is text (by its keyed hash, then a constant-time
- * compare). 0 and *out, RR_E_NOTFOUND, or an error. */
-static int key_find_by_text(struct store *s, const char *text, struct store_key *out /* OUT */,
-                            struct err *e)
-{
-    size_t len = text ? strnlen(text, KEY_TEXT_INPUT_MAX + 1) : 0;
-    if (len == 0 || len > KEY_TEXT_INPUT_MAX)
-        return err_set(e, RR_E_NOTFOUND, "no such key");
-    unsigned char h[HASH_BYTES];
-    key_hash(s, text, len, h);
-
-    sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_KEY_BY_HASH, &st, e);
-    if (rc)
-        goto out_wipe;
-    if ((rc = sqlite3_bind_blob(st, 1, h, sizeof h, SQLITE_STATIC)) != SQLITE_OK) {
-        rc = db_fail(s, e, rc, "bind");
-        goto out;
-    }
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) {
-        rc = err_set(e, RR_E_NOTFOUND, "no such key");
-    } else if (rc != SQLITE_ROW) {
-        rc = db_fail(s, e, rc, "look up key");
-    } else if (sqlite3_column_bytes(st, 7) != HASH_BYTES ||
-               sodium_memcmp(sqlite3_column_blob(st, 7), h, HASH_BYTES) != 0) {
-        rc = err_set(e, RR_E_NOTFOUND, "no such key");
-    } else {
-        key_from_row(st, out);
-        rc = 0;
-    }
-out:
-    stmt_release(s, ST_KEY_BY_HASH, st);
-out_wipe:
-    sodium_memzero(h, sizeof h);
-    return rc;
-}
-
-static int key_find_by_id(struct store *s, const char *id, struct store_key *out /* OUT */,
-                          struct err *e)
-{
-    if (!id || !*id)
-        return err_set(e, RR_E_NOTFOUND, "no such key");
-    sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_KEY_BY_ID, &st, e);
-    if (rc)
-        return rc;
-    if ((rc = bind_str(st, 1, id)) != SQLITE_OK) {
-        rc = db_fail(s, e, rc, "bind");
-        goto out;
-    }
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        key_from_row(st, out);
-        rc = 0;
-    } else if (rc == SQLITE_DONE) {
-        rc = err_set(e, RR_E_NOTFOUND, "no such key");
-    } else {
-        rc = db_fail(s, e, rc, "look up key");
-    }
-out:
-    stmt_release(s, ST_KEY_BY_ID, st);
-    return rc;
-}
-
-/* One INSERT attempt of a fresh key inside the caller's transaction. */
-static int key_insert(struct store *s, const char *id, const char *user, const char *label,
-                      unsigned perms, const unsigned char h[HASH_BYTES], double expires_at,
-                      double now, struct err *e)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_KEY_INSERT, &st, e);
-    if (rc)
-        return rc;
-    if ((rc = bind_str(st, 1, id)) != SQLITE_OK || (rc = bind_str(st, 2, label)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(st, 3, (sqlite3_int64)perms)) != SQLITE_OK ||
-        (rc = sqlite3_bind_blob(st, 4, h, HASH_BYTES, SQLITE_STATIC)) != SQLITE_OK ||
-        (rc = sqlite3_bind_double(st, 5, now)) != SQLITE_OK ||
-        (rc = bind_time_opt(st, 6, expires_at)) != SQLITE_OK ||
-        (rc = bind_str(st, 7, user)) != SQLITE_OK) {
-        rc = db_fail(s, e, rc, "bind");
-        goto out;
-    }
-    if ((rc = step_done(s, st, e, "insert key")) == 0 && sqlite3_changes(s->db) != 1)
-        rc = err_set(e, RR_E_INTERNAL, "insert key: user '%s' vanished", user);
-out:
-    stmt_release(s, ST_KEY_INSERT, st);
-    return rc;
-}
-
-static int user_ensure(struct store *s, const char *user, double now, struct err *e)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_USER_ENSURE, &st, e);
-    if (rc)
-        return rc;
-    if ((rc = bind_str(st, 1, user)) != SQLITE_OK ||
-        (rc = sqlite3_bind_double(st, 2, now)) != SQLITE_OK)
-        rc = db_fail(s, e, rc, "bind");
-    else
-        rc = step_done(s, st, e, "create user");
-    stmt_release(s, ST_USER_ENSURE, st);
-    return rc;
-}
-
-int store_key_create(struct store *s, const char *user, const char *label, unsigned perms,
-                     double expires_at, double now, char key_text[STORE_KEY_TEXT_MAX],
-                     struct store_key *out)
-{
-    struct err local = {0};
-    struct err *e = &local; /* no err parameter: collect, then log */
-    int rc;
-    if ((rc = store_user_validate(user, e)) != 0 || (rc = store_label_validate(label, e)) != 0)
-        goto fail;
-    if (perms & ~PERM_KNOWN) {
-        rc = err_set(e, RR_E_INVAL, "unknown permission bits 0x%x", perms & ~PERM_KNOWN);
-        goto fail;
-    }
-    if (!isfinite(expires_at) || expires_at < 0 || (expires_at != 0 && expires_at <= now)) {
-        rc = err_set(e, RR_E_INVAL, "key expiry must be in the future");
-        goto fail;
-    }
-
-    unsigned char raw[KEY_RAW_BYTES], idraw[KEY_ID_RAW_BYTES], h[HASH_BYTES];
-    char text[STORE_KEY_TEXT_MAX];
-    char id[STORE_KEY_ID_MAX];
-    if ((rc = tx_begin(s, e)) != 0)
-        goto fail;
-    if ((rc = user_ensure(s, user, now, e)) != 0)
-        goto rollback;
-    /* A clash of 64 random bits (id) or 256 (hash) is never expected, but a
-     * retry is cheaper than reasoning about it. */
-    for (int attempt = 0; attempt < 3; attempt++) {
-        randombytes_buf(raw, sizeof raw);
-        randombytes_buf(idraw, sizeof idraw);
-        memcpy(text, KEY_TEXT_PREFIX, sizeof KEY_TEXT_PREFIX - 1);
-        const size_t pl = sizeof KEY_TEXT_PREFIX - 1;
-        sodium_bin2hex(text + pl, sizeof text - pl, raw, sizeof raw);
-        memcpy(id, "k_", 2);
-        sodium_bin2hex(id + 2, sizeof id - 2, idraw, sizeof idraw);
-        key_hash(s, text, strlen(text), h);
-        rc = key_insert(s, id, user, label, perms, h, expires_at, now, e);
-        if (rc != RR_E_EXISTS)
-            break;
-    }
-    if (rc)
-        goto rollback;
-    if ((rc = tx_commit(s, e)) != 0)
-        goto wipe;
-
-    memcpy(key_text, text, sizeof text);
-    if (out) {
-        memset(out, 0, sizeof *out);
-        snprintf(out->id, sizeof out->id, "%s", id);
-        snprintf(out->user, sizeof out->user, "%s", user);
-        snprintf(out->label, sizeof out->label, "%s", label ? label : "");
-        out->perms = perms;
-        out->created_at = now;
-        out->expires_at = expires_at;
-    }
-    rc = 0;
-    goto wipe;
-rollback:
-    tx_rollback(s);
-wipe:
-    sodium_memzero(raw, sizeof raw);
-    sodium_memzero(text, sizeof text);
-    sodium_memzero(h, sizeof h);
-    if (rc == 0)
-        return 0;
-fail:
-    if (rc == RR_E_INVAL) /* the name may be what is invalid: not echoed */
-        log_warn("store: create key: %s", local.msg);
-    else
-        log_error("store: create key for '%s': %s", user ? user : "(null)", local.msg);
-    return rc;
-}
-
-int store_key_auth(struct store *s, const char *key_text, double now, struct store_key *out)
-{
-    struct err e = {0};
-    struct store_key k;
-    int rc = key_find_by_text(s, key_text, &k, &e);
-    if (rc == RR_E_NOTFOUND)
-        return rc;
-    if (rc) {
-        log_error("store: authenticate key: %s", e.msg);
-        return rc;
-    }
-    *out = k;
-    sodium_memzero(&k, sizeof k);
-    if (out->revoked_at != 0)
-        return RR_E_REVOKED;
-    if (out->expires_at != 0 && now >= out->expires_at)
-        return RR_E_EXPIRED;
-    return 0;
-}
-
-int store_key_get(struct store *s, const char *id, struct store_key *out)
-{
-    struct err e = {0};
-    struct store_key k;
-    int rc = key_find_by_id(s, id, &k, &e);
-    if (rc == 0)
-        *out = k;
-    else if (rc != RR_E_NOTFOUND)
-        log_error("store: get key: %s", e.msg);
-    return rc;
-}
-
-int store_key_list(struct store *s, store_key_cb cb, void *ud)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_KEY_LIST, &st, NULL);
-    if (rc)
-        return rc;
-    for (;;) {
-        int src = sqlite3_step(st);
-        if (src == SQLITE_DONE) {
-            rc = 0;
-            break;
-        }
-        if (src != SQLITE_ROW) {
-            rc = db_fail(s, NULL, src, "list keys");
-            break;
-        }
-        struct store_key k;
-        key_from_row(st, &k);
-        if ((rc = cb(&k, ud)) != 0)
-            break;
-    }
-    stmt_release(s, ST_KEY_LIST, st);
-    return rc;
-}
-
-int store_key_revoke(struct store *s, const char *id_or_key, double now, struct store_key *out)
-{
-    struct err e = {0};
-    struct store_key k;
-    bool by_text =
-        id_or_key && strncmp(id_or_key, KEY_TEXT_PREFIX, sizeof KEY_TEXT_PREFIX - 1) == 0;
-    int rc = tx_begin(s, &e);
-    if (rc)
-        goto fail;
-    rc = by_text ? key_find_by_text(s, id_or_key, &k, &e) : key_find_by_id(s, id_or_key, &k, &e);
-    if (rc)
-        goto rollback;
-    sqlite3_stmt *st = NULL;
-    if ((rc = stmt_acquire(s, ST_KEY_REVOKE, &st, &e)) != 0)
-        goto rollback;
-    if ((rc = sqlite3_bind_double(st, 1, now)) != SQLITE_OK ||
-        (rc = bind_str(st, 2, k.id)) != SQLITE_OK)
-        rc = db_fail(s, &e, rc, "bind");
-    else
-        rc = step_done(s, st, &e, "revoke key");
-    stmt_release(s, ST_KEY_REVOKE, st);
-    if (rc)
-        goto rollback;
-    /* Read back: a second revoke keeps the first revoked_at. */
-    if ((rc = key_find_by_id(s, k.id, &k, &e)) != 0)
-        goto rollback;
-    if ((rc = tx_commit(s, &e)) != 0)
-        goto fail;
-    if (out)
-        *out = k;
-    return 0;
-rollback:
-    tx_rollback(s);
-fail:
-    if (rc != RR_E_NOTFOUND)
-        log_error("store: revoke key: %s", e.msg);
-    return rc;
-}
-
-int store_key_count(struct store *s, int64_t *out)
-{
-    return query_int64(s, ST_KEY_COUNT, NULL, out, NULL, "count keys");
-}
-
-/* ================================================================ deployments */
-
-const char *store_state_name(enum store_state st)
-{
-    switch (st) {
-    case STORE_ACTIVE: return "active";
-    case STORE_PAUSED: return "paused";
-    case STORE_ERRORED: return "errored";
-    }
-    return "invalid";
-}
-
-int store_state_parse(const char *s, enum store_state *out)
-{
-    if (!s)
-        return RR_E_INVAL;
-    if (strcmp(s, "active") == 0)
-        *out = STORE_ACTIVE;
-    else if (strcmp(s, "paused") == 0)
-        *out = STORE_PAUSED;
-    else if (strcmp(s, "errored") == 0)
-        *out = STORE_ERRORED;
-    else
-        return RR_E_INVAL;
-    return 0;
-}
-
-void store_dep_clear(struct store_dep *d)
-{
-    if (!d)
-        return;
-    free(d->user);
-    free(d->project_id);
-    free(d->pipeline);
-    free(d->schedule);
-    free(d->error);
-    free(d->created_by);
-    free(d->owner_key_id);
-    memset(d, 0, sizeof *d);
-}
-
-/* Programmer-supplied fields the schema requires. */
-static int dep_check(const struct store_dep *d, const char *what)
-{
-    if (!d || !d->user || !d->project_id || !d->pipeline || !d->schedule ||
-        (unsigned)d->state > STORE_ERRORED) {
-        log_error("store: %s: deployment lacks user, project_id, pipeline or schedule, "
-                  "or has an invalid state",
-                  what);
-        return RR_E_INVAL;
-    }
-    return 0;
-}
-
-/* Bind ?1..?12 in DEP_COLS order. */
-static int dep_bind(sqlite3_stmt *st, const struct store_dep *d)
-{
-    int rc;
-    if ((rc = bind_str(st, 1, d->user)) != SQLITE_OK ||
-        (rc = bind_str(st, 2, d->project_id)) != SQLITE_OK ||
-        (rc = bind_str(st, 3, d->pipeline)) != SQLITE_OK ||
-        (rc = bind_str(st, 4, d->schedule)) != SQLITE_OK ||
-        (rc = bind_str(st, 5, store_state_name(d->state))) != SQLITE_OK ||
-        (rc = bind_str(st, 6, d->error)) != SQLITE_OK ||
-        (rc = bind_str(st, 7, d->created_by)) != SQLITE_OK ||
-        (rc = bind_str(st, 8, d->owner_key_id)) != SQLITE_OK ||
-        (rc = sqlite3_bind_double(st, 9, d->created_at)) != SQLITE_OK ||
-        (rc = sqlite3_bind_double(st, 10, d->updated_at)) != SQLITE_OK ||
-        (rc = bind_time_opt(st, 11, d->next_run_at)) != SQLITE_OK ||
-        (rc = bind_time_opt(st, 12, d->last_fire_at)) != SQLITE_OK)
-        return rc;
-    return SQLITE_OK;
-}
-
-/* Fill d with pointers borrowed from the current row (valid until the next
- * step or reset). */
-static int dep_from_row(sqlite3_stmt *st, struct store_dep *d /* OUT */)
-{
-    memset(d, 0, sizeof *d);
-    d->user = (char *)sqlite3_column_text(st, 0);
-    d->project_id = (char *)sqlite3_column_text(st, 1);
-    d->pipeline = (char *)sqlite3_column_text(st, 2);
-    d->schedule = (char *)sqlite3_column_text(st, 3);
-    const char *state = (const char *)sqlite3_column_text(st, 4);
-    d->error = (char *)sqlite3_column_text(st, 5);
-    d->created_by = (char *)sqlite3_column_text(st, 6);
-    d->owner_key_id = (char *)sqlite3_column_text(st, 7);
-    d->created_at = sqlite3_column_double(st, 8);
-    d->updated_at = sqlite3_column_double(st, 9);
-    d->next_run_at = col_time(st, 10);
-    d->last_fire_at = col_time(st, 11);
-    if (!d->user || !d->project_id || !d->pipeline || !d->schedule ||
-        store_state_parse(state, &d->state) != 0) {
-        log_error("store: deployment row is malformed (or out of memory reading it)");
-        return RR_E_IO;
-    }
-    return 0;
-}
-
-static char *dup_opt(const char *s)
-{
-    return s ? xstrdup(s) : NULL;
-}
-
-/* Is (user, project_id) present? 1, 0, or a negative error. */
-static int dep_exists(struct store *s, const char *user, const char *project_id)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_DEP_EXISTS, &st, NULL);
-    if (rc)
-        return rc;
-    if ((rc = bind_str(st, 1, user)) != SQLITE_OK ||
-        (rc = bind_str(st, 2, project_id)) != SQLITE_OK) {
-        rc = db_fail(s, NULL, rc, "bind");
-    } else {
-        rc = sqlite3_step(st);
-        rc = rc == SQLITE_ROW    ? 1
-             : rc == SQLITE_DONE ? 0
-                                 : db_fail(s, NULL, rc, "look up deployment");
-    }
-    stmt_release(s, ST_DEP_EXISTS, st);
-    return rc;
-}
-
-int store_dep_insert(struct store *s, const struct store_dep *d, int64_t max_per_user)
-{
-    int rc = dep_check(d, "insert deployment");
-    if (rc)
-        return rc;
-    if ((rc = tx_begin(s, NULL)) != 0)
-        return rc;
-    if (max_per_user > 0) {
-        int64_t n = 0;
-        if ((rc = query_int64(s, ST_DEP_COUNT_USER, d->user, &n, NULL, "count deployments")) != 0)
-            goto rollback;
-        if (n >= max_per_user) {
-            /* At the limit, a duplicate is still reported as a duplicate: it
-             * is the more precise answer. Same transaction, so no race. */
-            rc = dep_exists(s, d->user, d->project_id);
-            rc = rc == 1 ? RR_E_EXISTS : rc < 0 ? rc : RR_E_LIMIT;
-            goto rollback;
-        }
-    }
-    sqlite3_stmt *st = NULL;
-    if ((rc = stmt_acquire(s, ST_DEP_INSERT, &st, NULL)) != 0)
-        goto rollback;
-    if ((rc = dep_bind(st, d)) != SQLITE_OK) {
-        rc = db_fail(s, NULL, rc, "bind");
-    } else {
-        rc = sqlite3_step(st);
-        if (rc == SQLITE_DONE)
-            rc = 0;
-        else if (rc == SQLITE_CONSTRAINT_PRIMARYKEY)
-            rc = RR_E_EXISTS; /* the primary key decides; no check-then-insert */
-        else
-            rc = db_fail(s, NULL, rc, "insert deployment");
-    }
-    stmt_release(s, ST_DEP_INSERT, st);
-    if (rc)
-        goto rollback;
-    return tx_commit(s, NULL);
-rollback:
-    tx_rollback(s);
-    return rc;
-}
-
-int store_dep_get(struct store *s, const char *user, const char *project_id,
-                  struct store_dep *out)
-{
-    if (!user || !project_id)
-        return RR_E_NOTFOUND;
-    sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_DEP_GET, &st, NULL);
-    if (rc)
-        return rc;
-    if ((rc = bind_str(st, 1, user)) != SQLITE_OK ||
-        (rc = bind_str(st, 2, project_id)) != SQLITE_OK) {
-        rc = db_fail(s, NULL, rc, "bind");
-        goto out;
-    }
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) {
-        rc = RR_E_NOTFOUND;
-    } else if (rc != SQLITE_ROW) {
-        rc = db_fail(s, NULL, rc, "get deployment");
-    } else {
-        struct store_dep b;
-        if ((rc = dep_from_row(st, &b)) == 0) {
-            struct store_dep d = b;
-            d.user = xstrdup(b.user);
-            d.project_id = xstrdup(b.project_id);
-            d.pipeline = xstrdup(b.pipeline);
-            d.schedule = xstrdup(b.schedule);
-            d.error = dup_opt(b.error);
-            d.created_by = dup_opt(b.created_by);
-            d.owner_key_id = dup_opt(b.owner_key_id);
-            *out = d;
-        }
-    }
-out:
-    stmt_release(s, ST_DEP_GET, st);
-    return rc;
-}
-
-/* Run a one-row write keyed by (user, project_id); RR_E_NOTFOUND when it
- * touched nothing. */
-static int dep_write(struct store *s, enum stmt_id id, const struct store_dep *d,
-                     const char *user, const char *project_id, const char *what)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, id, &st, NULL);
-    if (rc)
-        return rc;
-    if (d)
-        rc = dep_bind(st, d);
-    else if ((rc = bind_str(st, 1, user)) == SQLITE_OK)
-        rc = bind_str(st, 2, project_id);
-    if (rc != SQLITE_OK)
-        rc = db_fail(s, NULL, rc, "bind");
-    else if ((rc = step_done(s, st, NULL, what)) == 0 && sqlite3_changes(s->db) == 0)
-        rc = RR_E_NOTFOUND;
-    stmt_release(s, id, st);
-    return rc;
-}
-
-int store_dep_update(struct store *s, const struct store_dep *d)
-{
-    int rc = dep_check(d, "update deployment");
-    return rc ? rc : dep_write(s, ST_DEP_UPDATE, d, NULL, NULL, "update deployment");
-}
-
-int store_dep_delete(struct store *s, const char *user, const char *project_id)
-{
-    if (!user || !project_id)
-        return RR_E_NOTFOUND;
-    return dep_write(s, ST_DEP_DELETE, NULL, user, project_id, "delete deployment");
-}
-
-int store_dep_count(struct store *s, const char *user, int64_t *out)
-{
-    return user ? query_int64(s, ST_DEP_COUNT_USER, user, out, NULL, "count deployments")
-                : query_int64(s, ST_DEP_COUNT_ALL, NULL, out, NULL, "count deployments");
-}
-
-/* Walk the rows of statement id (bound to arg when not NULL). */
-static int dep_walk(struct store *s, enum stmt_id id, const char *arg, store_dep_cb cb, void *ud)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, id, &st, NULL);
-    if (rc)
-        return rc;
-    if (arg && (rc = bind_str(st, 1, arg)) != SQLITE_OK) {
-        rc = db_fail(s, NULL, rc, "bind");
-        goto out;
-    }
-    for (;;) {
-        int src = sqlite3_step(st);
-        if (src == SQLITE_DONE) {
-            rc = 0;
-            break;
-        }
-        if (src != SQLITE_ROW) {
-            rc = db_fail(s, NULL, src, "list deployments");
-            break;
-        }
-        struct store_dep d;
-        if ((rc = dep_from_row(st, &d)) != 0 || (rc = cb(&d, ud)) != 0)
-            break;
-    }
-out:
-    stmt_release(s, id, st);
-    return rc;
-}
-
-int store_dep_list(struct store *s, const char *user, store_dep_cb cb, void *ud)
-{
-    return user ? dep_walk(s, ST_DEP_LIST_USER, user, cb, ud)
-                : dep_walk(s, ST_DEP_LIST_ALL, NULL, cb, ud);
-}
-
-int store_dep_list_by_key(struct store *s, const char *key_id, store_dep_cb cb, void *ud)
-{
-    if (!key_id)
-        return 0;
-    return dep_walk(s, ST_DEP_LIST_KEY, key_id, cb, ud);
-}
-
-int store_dep_pipeline(struct store *s, const char *user, const char *project_id,
-                       char **out)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_DEP_PIPELINE, &st, NULL);
-    if (rc)
-        return rc;
-    if ((rc = bind_str(st, 1, user)) != SQLITE_OK ||
-        (rc = bind_str(st, 2, project_id)) != SQLITE_OK) {
-        rc = db_fail(s, NULL, rc, "bind");
-    } else {
-        int src = sqlite3_step(st);
-        const char *text = src == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
-        if (src == SQLITE_DONE)
-            rc = RR_E_NOTFOUND;
-        else if (src != SQLITE_ROW)
-            rc = db_fail(s, NULL, src, "get pipeline");
-        else if (!text)
-            rc = RR_E_IO;
-        else
-            *out = xstrndup(text, (size_t)sqlite3_column_bytes(st, 0));
-    }
-    stmt_release(s, ST_DEP_PIPELINE, st);
-    return rc;
-}
-
-int store_dep_set_progress(struct store *s, const char *user, const char *project_id,
-                           double last_fire_at, double next_run_at)
-{
-    if (!user || !project_id)
-        return RR_E_NOTFOUND;
-    sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_DEP_PROGRESS, &st, NULL);
-    if (rc)
-        return rc;
-    if ((rc = bind_str(st, 1, user)) != SQLITE_OK ||
-        (rc = bind_str(st, 2, project_id)) != SQLITE_OK ||
-        (rc = bind_time_opt(st, 3, last_fire_at)) != SQLITE_OK ||
-        (rc = bind_time_opt(st, 4, next_run_at)) != SQLITE_OK)
-        rc = db_fail(s, NULL, rc, "bind");
-    else if ((rc = step_done(s, st, NULL, "record scheduler progress")) == 0 &&
-             sqlite3_changes(s->db) == 0)
-        rc = RR_E_NOTFOUND;
-    stmt_release(s, ST_DEP_PROGRESS, st);
-    return rc;
-}
-
-/* ================================================================ run ledger */
-
-/* Indexed by enum store_outcome; the names are the schema's CHECK list. */
-static const char *const outcome_names[] = {
-    [STORE_RUN_QUEUED] = "queued",
-    [STORE_RUN_RUNNING] = "running",
-    [STORE_RUN_SUCCEEDED] = "succeeded",
-    [STORE_RUN_FAILED] = "failed",
-    [STORE_RUN_TIMED_OUT] = "timed_out",
-    [STORE_RUN_CANCELLED] = "cancelled",
-    [STORE_RUN_INTERRUPTED] = "interrupted",
-    [STORE_RUN_SKIPPED] = "skipped",
-    [STORE_RUN_MISSED] = "missed",
-};
-#define OUTCOME_COUNT (sizeof outcome_names / sizeof outcome_names[0])
-_Static_assert(OUTCOME_COUNT == STORE_RUN_MISSED + 1, "outcome_names must name every outcome");
-
-const char *store_outcome_name(enum store_outcome o)
-{
-    return (unsigned)o < OUTCOME_COUNT ? outcome_names[o] : "invalid";
-}
-
-int store_outcome_parse(const char *s, enum store_outcome *out)
-{
-    if (!s)
-        return RR_E_INVAL;
-    for (size_t i = 0; i < OUTCOME_COUNT; i++) {
-        if (strcmp(s, outcome_names[i]) == 0) {
-            *out = (enum store_outcome)i;
-            return 0;
-        }
-    }
-    return RR_E_INVAL;
-}
-
-bool store_outcome_final(enum store_outcome o)
-{
-    return o != STORE_RUN_QUEUED && o != STORE_RUN_RUNNING;
-}
-
-void store_run_clear(struct store_run *r)
-{
-    if (!r)
-        return;
-    free(r->user);
-    free(r->project_id);
-    free(r->trigger);
-    free(r->reason);
-    free(r->output);
-    free(r->idempotency_key);
-    memset(r, 0, sizeof *r);
-}
-
-void store_run_copy(struct store_run *dst, const struct store_run *src)
-{
-    *dst = *src;
-    dst->user = src->user ? xstrdup(src->user) : NULL;
-    dst->project_id = src->project_id ? xstrdup(src->project_id) : NULL;
-    dst->trigger = src->trigger ? xstrdup(src->trigger) : NULL;
-    dst->reason = src->reason ? xstrdup(src->reason) : NULL;
-    dst->idempotency_key = src->idempotency_key ? xstrdup(src->idempotency_key) : NULL;
-    dst->output = NULL;
-    if (src->output) {
-        dst->output = xmalloc(src->output_len + 1);
-        memcpy(dst->output, src->output, src->output_len);
-        dst->output[src->output_len] = '\0';
-    }
-}
-
-/* Programmer-supplied fields the schema requires (what the CHECK constraints
- * would otherwise reject with a less useful message). */
-static int run_check(const struct store_run *r, bool for_insert, const char *what)
-{
-    bool ok = r && (unsigned)r->outcome < OUTCOME_COUNT && (r->output || r->output_len == 0);
-    if (ok && for_insert)
-        ok = r->user && r->project_id && r->trigger &&
-             (strcmp(r->trigger, "schedule") == 0 || strcmp(r->trigger, "manual") == 0);
-    if (!ok) {
-        log_error("store: %s: run lacks user, project_id or a valid trigger, has an invalid "
-                  "outcome, or has output_len without output",
-                  what);
-        return RR_E_INVAL;
-    }
-    return 0;
-}
-
-/* exit_code -1 and signal 0 mean "none" (SQL NULL). */
-static int bind_int_opt(sqlite3_stmt *st, int i, int v, int none)
-{
-    return v == none ? sqlite3_bind_null(st, i) : sqlite3_bind_int(st, i, v);
-}
-
-/* The output tail: output_len bytes, NULL binds SQL NULL. Borrowed until the
- * statement is released. */
-static int bind_output(sqlite3_stmt *st, int i, const struct store_run *r)
-{
-    if (!r->output)
-        return sqlite3_bind_null(st, i);
-    /* A non-NULL pointer with length 0 is an empty blob, not NULL. */
-    return sqlite3_bind_blob64(st, i, r->output, (sqlite3_uint64)r->output_len, SQLITE_STATIC);
-}
-
-/* Bind ?1..?16 of ST_RUN_INSERT (RUN_COLS order, without id). */
-static int run_bind(sqlite3_stmt *st, const struct store_run *r)
-{
-    int rc;
-    if ((rc = bind_str(st, 1, r->user)) != SQLITE_OK ||
-        (rc = bind_str(st, 2, r->project_id)) != SQLITE_OK ||
-        (rc = bind_str(st, 3, r->trigger)) != SQLITE_OK ||
-        (rc = bind_time_opt(st, 4, r->scheduled_for)) != SQLITE_OK ||
-        (rc = sqlite3_bind_double(st, 5, r->created_at)) != SQLITE_OK ||
-        (rc = bind_time_opt(st, 6, r->started_at)) != SQLITE_OK ||
-        (rc = bind_time_opt(st, 7, r->finished_at)) != SQLITE_OK ||
-        (rc = bind_str(st, 8, store_outcome_name(r->outcome))) != SQLITE_OK ||
-        (rc = bind_str(st, 9, r->reason)) != SQLITE_OK ||
-        (rc = bind_int_opt(st, 10, r->exit_code, -1)) != SQLITE_OK ||
-        (rc = bind_int_opt(st, 11, r->signal, 0)) != SQLITE_OK ||
-        (rc = bind_output(st, 12, r)) != SQLITE_OK ||
-        (rc = bind_str(st, 13, r->idempotency_key)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(st, 14, r->missed_count)) != SQLITE_OK ||
-        (rc = bind_time_opt(st, 15, r->window_start)) != SQLITE_OK ||
-        (rc = bind_time_opt(st, 16, r->window_end)) != SQLITE_OK)
-        return rc;
-    return SQLITE_OK;
-}
-
-/* Copy the current row (RUN_COLS) into *r, owned: free with store_run_clear.
- * The output gets a NUL after its output_len bytes for convenience. */
-static int run_from_row(sqlite3_stmt *st, struct store_run *r /* OUT */)
-{
-    const char *user = (const char *)sqlite3_column_text(st, 1);
-    const char *project_id = (const char *)sqlite3_column_text(st, 2);
-    const char *trigger = (const char *)sqlite3_column_text(st, 3);
-    const char *outcome = (const char *)sqlite3_column_text(st, 8);
-    enum store_outcome o;
-    if (!user || !project_id || !trigger || store_outcome_parse(outcome, &o) != 0) {
-        log_error("store: run row is malformed (or out of memory reading it)");
-        return RR_E_IO;
-    }
-    struct store_run x = {0};
-    x.id = sqlite3_column_int64(st, 0);
-    x.scheduled_for = col_time(st, 4);
-    x.created_at = sqlite3_column_double(st, 5);
-    x.started_at = col_time(st, 6);
-    x.finished_at = col_time(st, 7);
-    x.outcome = o;
-    x.exit_code = sqlite3_column_type(st, 10) == SQLITE_NULL ? -1 : sqlite3_column_int(st, 10);
-    x.signal = sqlite3_column_type(st, 11) == SQLITE_NULL ? 0 : sqlite3_column_int(st, 11);
-    if (sqlite3_column_type(st, 12) != SQLITE_NULL) {
-        /* blob before bytes (SQLite's rule); an empty blob's pointer is NULL. */
-        const void *b = sqlite3_column_blob(st, 12);
-        int n = sqlite3_column_bytes(st, 12);
-        if (n < 0 || (n > 0 && !b)) {
-            log_error("store: out of memory reading a run's output");
-            return RR_E_NOMEM;
-        }
-        x.output = xmalloc((size_t)n + 1);
-        if (n > 0)
-            memcpy(x.output, b, (size_t)n);
-        x.output[n] = '\0';
-        x.output_len = (size_t)n;
-    }
-    x.missed_count = sqlite3_column_int64(st, 14);
-    x.window_start = col_time(st, 15);
-    x.window_end = col_time(st, 16);
-    x.pid = sqlite3_column_int(st, 17);
-    x.pid_start = (uint64_t)sqlite3_column_int64(st, 18);
-    /* Reading other columns leaves these pointers valid (only a step, a reset
-     * or a type conversion of the same column moves them). */
-    x.user = xstrdup(user);
-    x.project_id = xstrdup(project_id);
-    x.trigger = xstrdup(trigger);
-    x.reason = dup_opt((const char *)sqlite3_column_text(st, 9));
-    x.idempotency_key = dup_opt((const char *)sqlite3_column_text(st, 13));
-    *r = x;
-    return 0;
-}
-
-/* Step a bound single-row lookup: 0 and *out (owned), RR_E_NOTFOUND, or an
- * error. */
-static int run_one(struct store *s, sqlite3_stmt *st, struct store_run *out /* OUT */,
-                   const char *what)
-{
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE)
-        return RR_E_NOTFOUND;
-    if (rc != SQLITE_ROW)
-        return db_fail(s, NULL, rc, what);
-    return run_from_row(st, out);
-}
-
-/* Inside the caller's transaction: drop the deployment's finished rows that
- * are not among its newest `keep`. */
-static int run_prune(struct store *s, const char *user, const char *project_id, int64_t keep)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_RUN_PRUNE, &st, NULL);
-    if (rc)
-        return rc;
-    if ((rc = bind_str(st, 1, user)) != SQLITE_OK ||
-        (rc = bind_str(st, 2, project_id)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(st, 3, keep)) != SQLITE_OK)
-        rc = db_fail(s, NULL, rc, "bind");
-    else
-        rc = step_done(s, st, NULL, "prune runs");
-    stmt_release(s, ST_RUN_PRUNE, st);
-    return rc;
-}
-
-int store_run_prune(struct store *s, const char *user, const char *project_id, int64_t keep)
-{
-    if (keep <= 0 || !user || !project_id)
-        return 0;
-    return run_prune(s, user, project_id, keep);
-}
-
-int store_run_insert(struct store *s, const struct store_run *r, int64_t keep, int64_t *id_out)
-{
-    int rc = run_check(r, true, "insert run");
-    if (rc)
-        return rc;
-    if ((rc = tx_begin(s, NULL)) != 0)
-        return rc;
-    int64_t id = 0;
-    sqlite3_stmt *st = NULL;
-    if ((rc = stmt_acquire(s, ST_RUN_INSERT, &st, NULL)) != 0)
-        goto rollback;
-    if ((rc = run_bind(st, r)) != SQLITE_OK) {
-        rc = db_fail(s, NULL, rc, "bind");
-    } else {
-        /* The indexes decide, not a check-then-insert: runs_sched_once and
-         * runs_idem answer UNIQUE, the missing parent FOREIGNKEY. */
-        rc = sqlite3_step(st);
-        if (rc == SQLITE_DONE) {
-            id = sqlite3_last_insert_rowid(s->db);
-            rc = 0;
-        } else if (rc == SQLITE_CONSTRAINT_UNIQUE) {
-            rc = RR_E_EXISTS;
-        } else if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) {
-            rc = RR_E_NOTFOUND;
-        } else {
-            rc = db_fail(s, NULL, rc, "insert run");
-        }
-    }
-    stmt_release(s, ST_RUN_INSERT, st);
-    if (rc)
-        goto rollback;
-    /* Pruning an old scheduled row also drops its runs_sched_once entry, so
-     * the index alone no longer stops that time being decided again. That is
-     * acceptable: deployments.last_fire_at guards it too (the scheduler never
-     * decides a time <= last_fire_at), and the row just inserted is the
-     * newest, never pruned while keep >= 1, so the index still covers the
-     * moment between this commit and the scheduler's store_dep_set_progress. */
-    if (keep > 0 && (rc = run_prune(s, r->user, r->project_id, keep)) != 0)
-        goto rollback;
-    if ((rc = tx_commit(s, NULL)) != 0)
-        return rc;
-    if (id_out)
-        *id_out = id;
-    return 0;
-rollback:
-    tx_rollback(s);
-    return rc;
-}
-
-int store_run_update(struct store *s, const struct store_run *r)
-{
-    int rc = run_check(r, false, "update run");
-    if (rc)
-        return rc;
-    sqlite3_stmt *st = NULL;
-    if ((rc = stmt_acquire(s, ST_RUN_UPDATE, &st, NULL)) != 0)
-        return rc;
-    if ((rc = sqlite3_bind_int64(st, 1, r->id)) != SQLITE_OK ||
-        (rc = bind_time_opt(st, 2, r->started_at)) != SQLITE_OK ||
-        (rc = bind_time_opt(st, 3, r->finished_at)) != SQLITE_OK ||
-        (rc = bind_str(st, 4, store_outcome_name(r->outcome))) != SQLITE_OK ||
-        (rc = bind_str(st, 5, r->reason)) != SQLITE_OK ||
-        (rc = bind_int_opt(st, 6, r->exit_code, -1)) != SQLITE_OK ||
-        (rc = bind_int_opt(st, 7, r->signal, 0)) != SQLITE_OK ||
-        (rc = bind_output(st, 8, r)) != SQLITE_OK ||
-        (rc = bind_int_opt(st, 9, r->pid, 0)) != SQLITE_OK ||
-        (rc = r->pid_start ? sqlite3_bind_int64(st, 10, (sqlite3_int64)r->pid_start)
-                           : sqlite3_bind_null(st, 10)) != SQLITE_OK)
-        rc = db_fail(s, NULL, rc, "bind");
-    else if ((rc = step_done(s, st, NULL, "update run")) == 0 && sqlite3_changes(s->db) == 0)
-        rc = RR_E_NOTFOUND;
-    stmt_release(s, ST_RUN_UPDATE, st);
-    return rc;
-}
-
-int store_run_get(struct store *s, int64_t id, struct store_run *out)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_RUN_GET, &st, NULL);
-    if (rc)
-        return rc;
-    if ((rc = sqlite3_bind_int64(st, 1, id)) != SQLITE_OK)
-        rc = db_fail(s, NULL, rc, "bind");
-    else
-        rc = run_one(s, st, out, "get run");
-    stmt_release(s, ST_RUN_GET, st);
-    return rc;
-}
-
-int store_run_find_idem(struct store *s, const char *user, const char *project_id,
-                        const char *key, struct store_run *out)
-{
-    if (!user || !project_id || !key)
-        return RR_E_NOTFOUND;
-    sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_RUN_FIND_IDEM, &st, NULL);
-    if (rc)
-        return rc;
-    if ((rc = bind_str(st, 1, user)) != SQLITE_OK ||
-        (rc = bind_str(st, 2, project_id)) != SQLITE_OK ||
-        (rc = bind_str(st, 3, key)) != SQLITE_OK)
-        rc = db_fail(s, NULL, rc, "bind");
-    else
-        rc = run_one(s, st, out, "find run by idempotency key");
-    stmt_release(s, ST_RUN_FIND_IDEM, st);
-    return rc;
-}
-
-int store_run_last(struct store *s, const char *user, const char *project_id,
-                   struct store_run *out)
-{
-    if (!user || !project_id)
-        return RR_E_NOTFOUND;
-    sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_RUN_LAST, &st, NULL);
-    if (rc)
-        return rc;
-    if ((rc = bind_str(st, 1, user)) != SQLITE_OK ||
-        (rc = bind_str(st, 2, project_id)) != SQLITE_OK)
-        rc = db_fail(s, NULL, rc, "bind");
-    else
-        rc = run_one(s, st, out, "get newest run");
-    stmt_release(s, ST_RUN_LAST, st);
-    return rc;
-}
-
-/* Step a bound run query, handing each row to cb as an owned copy (not
- * pointers into the row: the callback may write, and the output needs its
- * NUL anyway). */
-static int run_walk(struct store *s, sqlite3_stmt *st, store_run_cb cb, void *ud)
-{
-    for (;;) {
-        int src = sqlite3_step(st);
-        if (src == SQLITE_DONE)
-            return 0;
-        if (src != SQLITE_ROW)
-            return db_fail(s, NULL, src, "list runs");
-        struct store_run r;
-        int rc = run_from_row(st, &r);
-        if (rc)
-            return rc;
-        rc = cb(&r, ud);
-        store_run_clear(&r);
-        if (rc)
-            return rc;
-    }
-}
-
-int store_run_list(struct store *s, const char *user, const char *project_id, int64_t limit,
-                   store_run_cb cb, void *ud)
-{
-    if (!user || !project_id)
-        return 0;
-    sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_RUN_LIST, &st, NULL);
-    if (rc)
-        return rc;
-    if ((rc = bind_str(st, 1, user)) != SQLITE_OK ||
-        (rc = bind_str(st, 2, project_id)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(st, 3, limit > 0 ? limit : -1)) != SQLITE_OK)
-        rc = db_fail(s, NULL, rc, "bind");
-    else
-        rc = run_walk(s, st, cb, ud);
-    stmt_release(s, ST_RUN_LIST, st);
-    return rc;
-}
-
-int store_run_last_each(struct store *s, const char *user, store_run_cb cb, void *ud)
-{
-    if (!user)
-        return 0;
-    sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_RUN_LAST_EACH, &st, NULL);
-    if (rc)
-        return rc;
-    if ((rc = bind_str(st, 1, user)) != SQLITE_OK)
-        rc = db_fail(s, NULL, rc, "bind");
-    else
-        rc = run_walk(s, st, cb, ud);
-    stmt_release(s, ST_RUN_LAST_EACH, st);
-    return rc;
-}
-
-int store_run_list_live(struct store *s, store_run_cb cb, void *ud)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_RUN_LIVE, &st, NULL);
-    if (rc)
-        return rc;
-    rc = run_walk(s, st, cb, ud);
-    stmt_release(s, ST_RUN_LIVE, st);
-    return rc;
-}
-
-int store_run_interrupt_all(struct store *s, double now, const char *reason, int64_t *count)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = stmt_acquire(s, ST_RUN_INTERRUPT, &st, NULL);
-    if (rc)
-        return rc;
-    int64_t n = 0;
-    if ((rc = bind_str(st, 1, reason)) != SQLITE_OK ||
-        (rc = bind_time_opt(st, 2, now)) != SQLITE_OK)
-        rc = db_fail(s, NULL, rc, "bind");
-    else if ((rc = step_done(s, st, NULL, "interrupt live runs")) == 0)
-        n = sqlite3_changes(s->db);
-    stmt_release(s, ST_RUN_INTERRUPT, st);
-    if (rc == 0 && count)
-        *count = n;
-    return rc;
+    return store__query_int64(s, ST_DATA_VERSION, NULL, out, NULL, "read data_version");
 }

@@ -185,6 +185,27 @@ int store_dep_pipeline(struct store *s, const char *user, const char *project_id
 int store_dep_set_progress(struct store *s, const char *user, const char *project_id,
                            double last_fire_at, double next_run_at) MUST_CHECK;
 
+/* A deployment becomes errored: state errored, error = why, next_run_at none,
+ * updated_at = now; the rest of the row is kept. One statement, no read
+ * first. why is borrowed for the call (NULL: no reason). RR_E_NOTFOUND. */
+int store_dep_set_errored(struct store *s, const char *user, const char *project_id,
+                          const char *why, double now) MUST_CHECK;
+
+/* What an update changes; strings borrowed for the call. */
+struct store_dep_change {
+    const char *pipeline;       /* NULL = keep */
+    const char *schedule;       /* NULL = keep */
+    enum store_state state;
+    double updated_at;
+    double next_run_at;         /* 0 = none */
+};
+/* Change a deployment in one statement (no read first): pipeline and schedule
+ * when given, state, updated_at and next_run_at always; error, last_fire_at
+ * and the rest of the row are kept. RR_E_NOTFOUND; RR_E_INVAL when c is NULL
+ * or its state invalid. */
+int store_dep_change(struct store *s, const char *user, const char *project_id,
+                     const struct store_dep_change *c) MUST_CHECK;
+
 /* ---------------------------------------------------------------- run ledger
  *
  * One row per tick decision (PRODUCT §5). Rows belong to a deployment
@@ -243,6 +264,40 @@ int store_run_insert(struct store *s, const struct store_run *r, int64_t keep,
 /* Overwrite the mutable columns of row r->id: started_at, finished_at,
  * outcome, reason, exit_code, signal, output, pid, pid_start. RR_E_NOTFOUND. */
 int store_run_update(struct store *s, const struct store_run *r) MUST_CHECK;
+
+/* A queued run starts: outcome running, started_at = at, pid, pid_start
+ * (0 = none); the rest of the row is kept. One statement, no read first
+ * (only a refusal reads, to tell its two reasons apart). *out (may be NULL)
+ * receives the row as it is after the change (owned: store_run_clear).
+ * RR_E_NOTFOUND: no such run; RR_E_BUSY: the run is not queued (nothing
+ * changes). A database that stays locked past the busy timeout is RR_E_IO
+ * here, never RR_E_BUSY. */
+int store_run_start(struct store *s, int64_t id, double at, int pid,
+                    uint64_t pid_start, struct store_run *out /* OUT, may be NULL */) MUST_CHECK;
+
+/* How a run ended. Strings borrowed for the call. */
+struct store_run_end {
+    enum store_outcome outcome; /* a final outcome */
+    double at;                  /* finished_at; also started_at when the row has
+                                 * none and started is true */
+    bool started;               /* a process (or task) really ran */
+    const char *reason;         /* NULL = none (replaces the row's reason) */
+    int exit_code;              /* -1 = none */
+    int signal;                 /* 0 = none */
+    const char *output;         /* output tail, may hold NULs; NULL or
+                                 * output_len 0 = none */
+    size_t output_len;
+};
+/* A queued or running run ends: outcome, finished_at, reason, exit_code,
+ * signal and output become end's; started_at is kept when the row has one;
+ * pid, pid_start and the rest of the row are kept. One statement, no read
+ * first. RR_E_NOTFOUND: no such run; RR_E_BUSY: it already has a final
+ * outcome (the first decision wins, nothing changes); RR_E_INVAL: end is NULL
+ * or its outcome is not final. *out (may be NULL) receives the row after the
+ * change (owned: store_run_clear). Locking as for store_run_start. */
+int store_run_finish(struct store *s, int64_t id, const struct store_run_end *end,
+                     struct store_run *out /* OUT, may be NULL */) MUST_CHECK;
+
 /* Drop a deployment's finished rows beyond its newest `keep` (what
  * store_run_insert does with keep > 0), for callers that insert with keep 0
  * on a hot path and prune later. */

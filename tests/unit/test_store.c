@@ -1,12 +1,14 @@
-/* test_store.c -- unit tests for store/: schema, keys, deployments, runs.
+/* test_store.c -- unit tests for store/store.c: opening, the schema and its
+ * migrations, pragmas, several connections, batches, health and the
+ * checkpointer.
  *
- * Design: every test gets a fresh database file in its own mkdtemp directory
- * (setup) that teardown closes and removes. Time is passed in explicitly, never
- * read from the clock. Races between connections are provoked with forked
- * children, each opening its own connection, as separate processes (the
- * daemon and the `rrdeploy keys` CLI) do.
+ * Design: every test gets a fresh database file in its own temporary
+ * directory (fixture_setup) that fixture_teardown closes and removes. Time is
+ * passed in explicitly, never read from the clock. Older databases are built
+ * with raw SQL from the store's own migration steps.
  *
- * Thread: single-threaded; children are forked before they open anything. */
+ * Thread: the test's, plus the checkpoint thread that test_checkpointer
+ * starts through the store. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,80 +21,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "store/store.h"
 #include "store/store_internal.h"
+#include "fixture.h"
 
-#define T0 1767225600.0 /* 2026-01-01T00:00:00Z */
-
-struct fx {
-    char dir[64];
-    char path[128];
-    struct store *s; /* owned */
-};
-
-static int setup(void **state)
-{
-    struct fx *f = calloc(1, sizeof *f);
-    assert_non_null(f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/rrstore.XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    snprintf(f->path, sizeof f->path, "%s/test.db", f->dir);
-    struct err e = {0};
-    int rc = store_open(f->path, &f->s, &e);
-    if (rc)
-        fail_msg("store_open: %d %s", rc, e.msg);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fx *f = *state;
-    char p[160];
-    store_close(f->s);
-    static const char *const sfx[] = {"", "-wal", "-shm", "-journal"};
-    for (size_t i = 0; i < sizeof sfx / sizeof sfx[0]; i++) {
-        snprintf(p, sizeof p, "%s%s", f->path, sfx[i]);
-        unlink(p);
-    }
-    rmdir(f->dir);
-    free(f);
-    return 0;
-}
-
-static void reopen(struct fx *f)
-{
-    struct err e = {0};
-    store_close(f->s); /* NULL is fine */
-    f->s = NULL;
-    int rc = store_open(f->path, &f->s, &e);
-    if (rc)
-        fail_msg("reopen: %d %s", rc, e.msg);
-}
-
-static void raw_exec(sqlite3 *db, const char *sql)
-{
-    char *msg = NULL;
-    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
-        fail_msg("%s: %s", sql, msg ? msg : "?");
-}
-
-/* One integer from a query on a separate, raw connection. */
-static int64_t raw_int(const char *path, const char *sql)
-{
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    int64_t v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    assert_int_equal(sqlite3_close(db), SQLITE_OK);
-    return v;
-}
+#define T0 FIXTURE_T0
 
 static void pragma_text(sqlite3 *db, const char *sql, char *out, size_t n)
 {
@@ -103,52 +38,36 @@ static void pragma_text(sqlite3 *db, const char *sql, char *out, size_t n)
     sqlite3_finalize(st);
 }
 
-static void make_key(struct store *s, const char *user, unsigned perms, double expires,
-                     double now, char text[STORE_KEY_TEXT_MAX], struct store_key *k)
+static void raw_exec(sqlite3 *db, const char *sql)
 {
-    int rc = store_key_create(s, user, "test key", perms, expires, now, text, k);
-    assert_int_equal(rc, 0);
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("%s: %s", sql, msg ? msg : "?");
 }
 
-static struct store_dep dep(const char *user, const char *pid, const char *pipeline)
-{
-    struct store_dep d = {
-        .user = (char *)user,
-        .project_id = (char *)pid,
-        .pipeline = (char *)pipeline,
-        .schedule = (char *)"*/5 * * * *",
-        .state = STORE_ACTIVE,
-        .created_by = (char *)user,
-        .owner_key_id = (char *)"k_0000000000000000",
-        .created_at = T0,
-        .updated_at = T0,
-        .next_run_at = T0 + 300,
-    };
-    return d;
-}
-
-/* ================================================================ schema */
+/* ================================================================ open */
 
 static void test_open_migrate_reopen(void **state)
 {
-    struct fx *f = *state;
-    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 3);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
-                                      "AND name IN ('meta','users','api_keys','deployments',"
-                                      "'runs')"),
+    struct fixture *f = *state;
+    assert_int_equal(fixture_sql_int(f->path, "PRAGMA user_version"), 3);
+    assert_int_equal(fixture_sql_int(f->path,
+                                     "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+                                     "AND name IN ('meta','users','api_keys','deployments',"
+                                     "'runs')"),
                      5);
     int64_t n = -1;
     assert_int_equal(store_key_count(f->s, &n), 0);
     assert_int_equal(n, 0);
-    reopen(f);
-    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 3);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM meta"), 1);
+    fixture_reopen(f);
+    assert_int_equal(fixture_sql_int(f->path, "PRAGMA user_version"), 3);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM meta"), 1);
     store_close(NULL);
 }
 
 static void test_newer_schema_refused(void **state)
 {
-    struct fx *f = *state;
+    struct fixture *f = *state;
     store_close(f->s);
     f->s = NULL;
     sqlite3 *db = NULL;
@@ -171,7 +90,7 @@ static void test_open_bad_path(void **state)
     assert_non_null(strstr(e.msg, "/nonexistent-dir-rrdeploy/x.db"));
 
     /* A file that is not a database. */
-    struct fx *f = *state;
+    struct fixture *f = *state;
     store_close(f->s);
     f->s = NULL;
     FILE *fp = fopen(f->path, "wb");
@@ -194,7 +113,7 @@ static void test_open_bad_path(void **state)
 
 static void test_pragmas(void **state)
 {
-    struct fx *f = *state;
+    struct fixture *f = *state;
     sqlite3 *db = store__db(f->s);
     char v[32];
     pragma_text(db, "PRAGMA journal_mode", v, sizeof v);
@@ -217,724 +136,17 @@ static void test_pragmas(void **state)
     assert_int_equal(sb.st_mode & 077, 0);
 }
 
-/* ================================================================ keys */
-
-static int is_lower_hex(const char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
-            return 0;
-    return 1;
-}
-
-static void test_key_create_auth(void **state)
-{
-    struct fx *f = *state;
-    char text[STORE_KEY_TEXT_MAX];
-    struct store_key k, a;
-    make_key(f->s, "alice", STORE_PERM_ALL, 0, T0, text, &k);
-
-    assert_int_equal(strlen(text), 4 + 64);
-    assert_memory_equal(text, "rrk_", 4);
-    assert_true(is_lower_hex(text + 4, 64));
-    assert_int_equal(strlen(k.id), 2 + 16);
-    assert_memory_equal(k.id, "k_", 2);
-    assert_true(is_lower_hex(k.id + 2, 16));
-    assert_string_equal(k.user, "alice");
-    assert_string_equal(k.label, "test key");
-    assert_int_equal(k.perms, STORE_PERM_ALL);
-    assert_true(k.created_at == T0);
-    assert_true(k.expires_at == 0);
-    assert_true(k.revoked_at == 0);
-
-    memset(&a, 0, sizeof a);
-    assert_int_equal(store_key_auth(f->s, text, T0 + 1e6, &a), 0);
-    assert_string_equal(a.id, k.id);
-    assert_string_equal(a.user, "alice");
-    assert_string_equal(a.label, "test key");
-    assert_int_equal(a.perms, STORE_PERM_ALL);
-    assert_true(a.created_at == T0);
-
-    /* Wrong keys: one changed hex digit, truncated, extended, garbage. */
-    char bad[STORE_KEY_TEXT_MAX];
-    memcpy(bad, text, sizeof bad);
-    bad[10] = bad[10] == 'a' ? 'b' : 'a';
-    memset(&a, 0x5a, sizeof a);
-    struct store_key untouched = a;
-    assert_int_equal(store_key_auth(f->s, bad, T0, &a), RR_E_NOTFOUND);
-    assert_memory_equal(&a, &untouched, sizeof a); /* OUT written only on success */
-    memcpy(bad, text, sizeof bad);
-    bad[67] = '\0';
-    assert_int_equal(store_key_auth(f->s, bad, T0, &a), RR_E_NOTFOUND);
-    char longer[STORE_KEY_TEXT_MAX + 1];
-    snprintf(longer, sizeof longer, "%sa", text);
-    assert_int_equal(store_key_auth(f->s, longer, T0, &a), RR_E_NOTFOUND);
-    assert_int_equal(store_key_auth(f->s, "", T0, &a), RR_E_NOTFOUND);
-    assert_int_equal(store_key_auth(f->s, NULL, T0, &a), RR_E_NOTFOUND);
-    assert_int_equal(store_key_auth(f->s, k.id, T0, &a), RR_E_NOTFOUND); /* the id is no key */
-
-    /* Label NULL and other permissions; user row is shared. */
-    char text2[STORE_KEY_TEXT_MAX];
-    struct store_key k2;
-    assert_int_equal(store_key_create(f->s, "alice", NULL, STORE_PERM_MONITOR, 0, T0 + 1, text2,
-                                      NULL),
-                     0);
-    assert_string_not_equal(text, text2);
-    assert_int_equal(store_key_auth(f->s, text2, T0, &k2), 0);
-    assert_string_equal(k2.label, "");
-    assert_int_equal(k2.perms, STORE_PERM_MONITOR);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM users"), 1);
-
-    struct store_key g;
-    assert_int_equal(store_key_get(f->s, k.id, &g), 0);
-    assert_string_equal(g.id, k.id);
-    assert_int_equal(store_key_get(f->s, "k_ffffffffffffffff", &g), RR_E_NOTFOUND);
-}
-
-static void test_key_revoke_by_id(void **state)
-{
-    struct fx *f = *state;
-    char text[STORE_KEY_TEXT_MAX];
-    struct store_key k, r, a;
-    make_key(f->s, "bob", STORE_PERM_ALL, 0, T0, text, &k);
-    assert_int_equal(store_key_revoke(f->s, k.id, T0 + 10, &r), 0);
-    assert_string_equal(r.id, k.id);
-    assert_true(r.revoked_at == T0 + 10);
-
-    memset(&a, 0, sizeof a);
-    assert_int_equal(store_key_auth(f->s, text, T0 + 11, &a), RR_E_REVOKED);
-    assert_string_equal(a.id, k.id); /* filled for REVOKED too */
-    assert_string_equal(a.user, "bob");
-    assert_true(a.revoked_at == T0 + 10);
-
-    /* Twice: first revoked_at kept, still 0. */
-    assert_int_equal(store_key_revoke(f->s, k.id, T0 + 50, &r), 0);
-    assert_true(r.revoked_at == T0 + 10);
-    assert_int_equal(store_key_revoke(f->s, k.id, T0 + 60, NULL), 0);
-
-    assert_int_equal(store_key_revoke(f->s, "k_0123456789abcdef", T0, &r), RR_E_NOTFOUND);
-    assert_int_equal(store_key_revoke(f->s, "", T0, &r), RR_E_NOTFOUND);
-    assert_int_equal(store_key_revoke(f->s, NULL, T0, &r), RR_E_NOTFOUND);
-}
-
-static void test_key_revoke_by_text(void **state)
-{
-    struct fx *f = *state;
-    char text[STORE_KEY_TEXT_MAX], other[STORE_KEY_TEXT_MAX];
-    struct store_key k, k2, r, a;
-    make_key(f->s, "carol", STORE_PERM_CONTROL, 0, T0, text, &k);
-    make_key(f->s, "carol", STORE_PERM_CONTROL, 0, T0, other, &k2);
-    assert_int_equal(store_key_revoke(f->s, text, T0 + 5, &r), 0);
-    assert_string_equal(r.id, k.id);
-    assert_int_equal(store_key_auth(f->s, text, T0 + 6, &a), RR_E_REVOKED);
-    assert_int_equal(store_key_auth(f->s, other, T0 + 6, &a), 0); /* only that key */
-
-    char bad[STORE_KEY_TEXT_MAX];
-    memcpy(bad, other, sizeof bad);
-    bad[20] = bad[20] == '0' ? '1' : '0';
-    assert_int_equal(store_key_revoke(f->s, bad, T0, &r), RR_E_NOTFOUND);
-    assert_int_equal(store_key_auth(f->s, other, T0 + 6, &a), 0);
-}
-
-static void test_key_expiry(void **state)
-{
-    struct fx *f = *state;
-    char text[STORE_KEY_TEXT_MAX];
-    struct store_key k, a;
-    make_key(f->s, "dave", STORE_PERM_ALL, T0 + 100, T0, text, &k);
-    assert_true(k.expires_at == T0 + 100);
-    assert_int_equal(store_key_auth(f->s, text, T0 + 99.999, &a), 0);
-    memset(&a, 0, sizeof a);
-    assert_int_equal(store_key_auth(f->s, text, T0 + 100, &a), RR_E_EXPIRED);
-    assert_string_equal(a.id, k.id);
-    assert_true(a.expires_at == T0 + 100);
-    assert_int_equal(store_key_auth(f->s, text, T0 + 1000, &a), RR_E_EXPIRED);
-
-    /* Revoked wins over expired. */
-    assert_int_equal(store_key_revoke(f->s, k.id, T0 + 500, NULL), 0);
-    assert_int_equal(store_key_auth(f->s, text, T0 + 1000, &a), RR_E_REVOKED);
-
-    /* An expiry that is not in the future is refused. */
-    char t2[STORE_KEY_TEXT_MAX];
-    assert_int_equal(store_key_create(f->s, "dave", NULL, STORE_PERM_ALL, T0, T0, t2, NULL),
-                     RR_E_INVAL);
-    assert_int_equal(store_key_create(f->s, "dave", NULL, STORE_PERM_ALL, -5, T0, t2, NULL),
-                     RR_E_INVAL);
-}
-
-static void test_perms_parse_format(void **state)
-{
-    (void)state;
-    unsigned p = 99;
-    struct err e = {0};
-    assert_int_equal(store_perms_parse("task.control,task.monitor", &p, &e), 0);
-    assert_int_equal(p, STORE_PERM_ALL);
-    assert_int_equal(store_perms_parse("  task.monitor  ", &p, &e), 0);
-    assert_int_equal(p, STORE_PERM_MONITOR);
-    assert_int_equal(store_perms_parse(" task.control ,\torg.admin\n", &p, &e), 0);
-    assert_int_equal(p, STORE_PERM_CONTROL | STORE_PERM_ORG_ADMIN);
-    assert_int_equal(store_perms_parse("", &p, &e), 0);
-    assert_int_equal(p, 0);
-    assert_int_equal(store_perms_parse("task.monitor,task.monitor", &p, &e), 0);
-    assert_int_equal(p, STORE_PERM_MONITOR);
-
-    p = 77;
-    assert_int_equal(store_perms_parse("task.control,bogus", &p, &e), RR_E_INVAL);
-    assert_int_equal(p, 77); /* untouched on failure */
-    assert_int_equal(e.code, RR_E_INVAL);
-    assert_string_equal(e.msg, "unknown permission 'bogus'");
-    assert_int_equal(store_perms_parse(" Task.Control ", &p, &e), RR_E_INVAL);
-    assert_string_equal(e.msg, "unknown permission 'Task.Control'");
-    assert_int_equal(store_perms_parse("task.control task.monitor", &p, &e), RR_E_INVAL);
-    assert_string_equal(e.msg, "unknown permission 'task.control task.monitor'");
-    assert_int_equal(store_perms_parse("task", &p, NULL), RR_E_INVAL);
-
-    char out[64];
-    store_perms_format(STORE_PERM_ALL, out, sizeof out);
-    assert_string_equal(out, "task.control,task.monitor");
-    store_perms_format(STORE_PERM_ALL | STORE_PERM_ORG_ADMIN, out, sizeof out);
-    assert_string_equal(out, "task.control,task.monitor,org.admin");
-    store_perms_format(STORE_PERM_MONITOR, out, sizeof out);
-    assert_string_equal(out, "task.monitor");
-    store_perms_format(0, out, sizeof out);
-    assert_string_equal(out, "");
-    store_perms_format(STORE_PERM_ALL, out, 16); /* too small: whole names only */
-    assert_string_equal(out, "task.control");
-
-    /* Round trip. */
-    for (unsigned bits = 0; bits < 8; bits++) {
-        store_perms_format(bits, out, sizeof out);
-        assert_int_equal(store_perms_parse(out, &p, &e), 0);
-        assert_int_equal(p, bits);
-    }
-}
-
-struct key_walk {
-    int n;
-    char ids[8][STORE_KEY_ID_MAX];
-    int stop_at;
-};
-
-static int key_cb(const struct store_key *k, void *ud)
-{
-    struct key_walk *w = ud;
-    snprintf(w->ids[w->n], sizeof w->ids[w->n], "%s", k->id);
-    w->n++;
-    return w->n == w->stop_at ? 42 : 0;
-}
-
-static void test_key_list_count(void **state)
-{
-    struct fx *f = *state;
-    char text[STORE_KEY_TEXT_MAX];
-    struct store_key k[4];
-    /* Created out of time order: the list is ordered by created_at. */
-    make_key(f->s, "u1", STORE_PERM_ALL, 0, T0 + 30, text, &k[0]);
-    make_key(f->s, "u2", STORE_PERM_ALL, 0, T0 + 10, text, &k[1]);
-    make_key(f->s, "u1", STORE_PERM_ALL, 0, T0 + 20, text, &k[2]);
-    make_key(f->s, "u3", STORE_PERM_ALL, 0, T0 + 40, text, &k[3]);
-    int64_t n = 0;
-    assert_int_equal(store_key_count(f->s, &n), 0);
-    assert_int_equal(n, 4);
-
-    struct key_walk w = {0};
-    assert_int_equal(store_key_list(f->s, key_cb, &w), 0);
-    assert_int_equal(w.n, 4);
-    assert_string_equal(w.ids[0], k[1].id);
-    assert_string_equal(w.ids[1], k[2].id);
-    assert_string_equal(w.ids[2], k[0].id);
-    assert_string_equal(w.ids[3], k[3].id);
-
-    memset(&w, 0, sizeof w);
-    w.stop_at = 2;
-    assert_int_equal(store_key_list(f->s, key_cb, &w), 42);
-    assert_int_equal(w.n, 2);
-    /* The statement was reset after an early stop: a new walk starts over. */
-    memset(&w, 0, sizeof w);
-    assert_int_equal(store_key_list(f->s, key_cb, &w), 0);
-    assert_int_equal(w.n, 4);
-}
-
-static void test_hash_key_persists(void **state)
-{
-    struct fx *f = *state;
-    char text[STORE_KEY_TEXT_MAX];
-    struct store_key k, a;
-    make_key(f->s, "erin", STORE_PERM_ALL, 0, T0, text, &k);
-    reopen(f);
-    assert_int_equal(store_key_auth(f->s, text, T0, &a), 0);
-    assert_string_equal(a.id, k.id);
-    int64_t n = 0;
-    assert_int_equal(store_key_count(f->s, &n), 0);
-    assert_int_equal(n, 1);
-}
-
-/* Does the file at path contain needle? (missing file: no) */
-static int file_contains(const char *path, const char *needle)
-{
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return 0;
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    assert_non_null(buf);
-    size_t r;
-    while ((r = fread(buf + len, 1, cap - len, fp)) > 0) {
-        len += r;
-        if (len == cap) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-            assert_non_null(buf);
-        }
-    }
-    fclose(fp);
-    size_t nl = strlen(needle);
-    int found = 0;
-    for (size_t i = 0; !found && i + nl <= len; i++)
-        found = memcmp(buf + i, needle, nl) == 0;
-    free(buf);
-    return found;
-}
-
-static void test_key_text_not_in_db(void **state)
-{
-    struct fx *f = *state;
-    char texts[5][STORE_KEY_TEXT_MAX];
-    struct store_key k;
-    for (int i = 0; i < 5; i++)
-        make_key(f->s, "frank", STORE_PERM_ALL, 0, T0 + i, texts[i], &k);
-    char wal[160];
-    snprintf(wal, sizeof wal, "%s-wal", f->path);
-    for (int pass = 0; pass < 2; pass++) {
-        /* The scan itself works: the user name is there. */
-        assert_true(file_contains(f->path, "frank") || file_contains(wal, "frank"));
-        for (int i = 0; i < 5; i++) {
-            assert_false(file_contains(f->path, texts[i] + 4));
-            assert_false(file_contains(wal, texts[i] + 4));
-            char half[40]; /* no recognisable part of it either */
-            snprintf(half, sizeof half, "%.16s", texts[i] + 4);
-            assert_false(file_contains(f->path, half));
-            assert_false(file_contains(wal, half));
-        }
-        reopen(f); /* close checkpoints the WAL into the main file */
-    }
-}
-
-static void test_invalid_user_label(void **state)
-{
-    struct fx *f = *state;
-    char text[STORE_KEY_TEXT_MAX];
-    struct err e = {0};
-    char u65[66], l129[130], u64[65], l128[129];
-    memset(u65, 'a', 65);
-    u65[65] = '\0';
-    memset(u64, 'b', 64);
-    u64[64] = '\0';
-    memset(l129, 'x', 129);
-    l129[129] = '\0';
-    memset(l128, 'y', 128);
-    l128[128] = '\0';
-
-    static const char *const bad_users[] = {"", "a b", "al/ice", "zo\xc3\xab", "tab\t", "a'b"};
-    for (size_t i = 0; i < sizeof bad_users / sizeof bad_users[0]; i++) {
-        assert_int_equal(store_user_validate(bad_users[i], &e), RR_E_INVAL);
-        assert_true(strlen(e.msg) > 0);
-        assert_int_equal(store_key_create(f->s, bad_users[i], NULL, STORE_PERM_ALL, 0, T0, text,
-                                          NULL),
-                         RR_E_INVAL);
-    }
-    assert_int_equal(store_user_validate(NULL, &e), RR_E_INVAL);
-    assert_int_equal(store_user_validate("", &e), RR_E_INVAL);
-    assert_string_equal(e.msg, "user name is empty");
-    assert_int_equal(store_user_validate(u65, &e), RR_E_INVAL);
-    assert_string_equal(e.msg, "user name is longer than 64 bytes");
-    assert_int_equal(store_user_validate("a b", &e), RR_E_INVAL);
-    assert_non_null(strstr(e.msg, "letters, digits"));
-    assert_int_equal(store_user_validate("Ops.Team_1@example-corp", &e), 0);
-    assert_int_equal(store_user_validate(u64, &e), 0);
-
-    assert_int_equal(store_label_validate(NULL, &e), 0);
-    assert_int_equal(store_label_validate("", &e), 0);
-    assert_int_equal(store_label_validate("ci key \xe2\x9c\x93 (prod)", &e), 0);
-    assert_int_equal(store_label_validate(l128, &e), 0);
-    assert_int_equal(store_label_validate(l129, &e), RR_E_INVAL);
-    assert_string_equal(e.msg, "label is longer than 128 bytes");
-    assert_int_equal(store_label_validate("a\nb", &e), RR_E_INVAL);
-    assert_non_null(strstr(e.msg, "control character"));
-    assert_int_equal(store_label_validate("a\x7f", &e), RR_E_INVAL);
-
-    assert_int_equal(store_key_create(f->s, "ok", l129, STORE_PERM_ALL, 0, T0, text, NULL),
-                     RR_E_INVAL);
-    assert_int_equal(store_key_create(f->s, "ok", "a\x1b[31m", STORE_PERM_ALL, 0, T0, text, NULL),
-                     RR_E_INVAL);
-    assert_int_equal(store_key_create(f->s, "ok", NULL, 0x80, 0, T0, text, NULL), RR_E_INVAL);
-    assert_int_equal(store_key_create(f->s, u64, l128, STORE_PERM_ALL, 0, T0, text, NULL), 0);
-
-    /* Nothing half-written by the failures. */
-    int64_t n = 0;
-    assert_int_equal(store_key_count(f->s, &n), 0);
-    assert_int_equal(n, 1);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM users"), 1);
-}
-
-/* ================================================================ deployments */
-
-static void assert_dep_equal(const struct store_dep *a, const struct store_dep *b)
-{
-    assert_string_equal(a->user, b->user);
-    assert_string_equal(a->project_id, b->project_id);
-    assert_string_equal(a->pipeline, b->pipeline);
-    assert_string_equal(a->schedule, b->schedule);
-    assert_int_equal(a->state, b->state);
-    if (a->error || b->error) {
-        assert_non_null(a->error);
-        assert_non_null(b->error);
-        assert_string_equal(a->error, b->error);
-    }
-    if (a->created_by || b->created_by)
-        assert_string_equal(a->created_by, b->created_by);
-    if (a->owner_key_id || b->owner_key_id)
-        assert_string_equal(a->owner_key_id, b->owner_key_id);
-    assert_true(a->created_at == b->created_at);
-    assert_true(a->updated_at == b->updated_at);
-    assert_true(a->next_run_at == b->next_run_at);
-    assert_true(a->last_fire_at == b->last_fire_at);
-}
-
-static void test_dep_insert_get(void **state)
-{
-    struct fx *f = *state;
-    struct store_dep d = dep("alice", "proj-1", "{\"project_id\":\"proj-1\",\"b\":1,\"a\":2}");
-    d.created_at = T0 + 0.125;
-    d.updated_at = T0 + 0.5;
-    assert_int_equal(store_dep_insert(f->s, &d, 10000), 0);
-
-    struct store_dep g = {0};
-    assert_int_equal(store_dep_get(f->s, "alice", "proj-1", &g), 0);
-    assert_dep_equal(&g, &d);
-    assert_null(g.error);
-    store_dep_clear(&g);
-    assert_null(g.user);
-    store_dep_clear(NULL);
-
-    /* next_run_at 0 <-> NULL; error and optional strings NULL <-> NULL. */
-    struct store_dep m = dep("alice", "manual-one", "{}");
-    m.schedule = (char *)"manual";
-    m.next_run_at = 0;
-    m.created_by = NULL;
-    m.owner_key_id = NULL;
-    assert_int_equal(store_dep_insert(f->s, &m, 0), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM deployments WHERE project_id = "
-                                      "'manual-one' AND next_run_at IS NULL AND error IS NULL "
-                                      "AND created_by IS NULL"),
-                     1);
-    assert_int_equal(store_dep_get(f->s, "alice", "manual-one", &g), 0);
-    assert_true(g.next_run_at == 0);
-    assert_null(g.created_by);
-    assert_null(g.owner_key_id);
-    store_dep_clear(&g);
-
-    /* Not found: unknown id, unknown user; out untouched. */
-    memset(&g, 0, sizeof g);
-    assert_int_equal(store_dep_get(f->s, "alice", "nope", &g), RR_E_NOTFOUND);
-    assert_null(g.user);
-    assert_int_equal(store_dep_get(f->s, "nobody", "proj-1", &g), RR_E_NOTFOUND);
-
-    /* Missing required fields are refused. */
-    struct store_dep bad = dep("alice", "x", NULL);
-    assert_int_equal(store_dep_insert(f->s, &bad, 0), RR_E_INVAL);
-    bad = dep("alice", "x", "{}");
-    bad.state = (enum store_state)7;
-    assert_int_equal(store_dep_insert(f->s, &bad, 0), RR_E_INVAL);
-}
-
-static void test_dep_duplicate(void **state)
-{
-    struct fx *f = *state;
-    struct store_dep d = dep("alice", "p", "{\"v\":1}");
-    assert_int_equal(store_dep_insert(f->s, &d, 100), 0);
-    struct store_dep d2 = dep("alice", "p", "{\"v\":2}");
-    assert_int_equal(store_dep_insert(f->s, &d2, 100), RR_E_EXISTS);
-    assert_int_equal(store_dep_insert(f->s, &d2, 0), RR_E_EXISTS);
-    struct store_dep g;
-    assert_int_equal(store_dep_get(f->s, "alice", "p", &g), 0);
-    assert_string_equal(g.pipeline, "{\"v\":1}"); /* the first one stays */
-    store_dep_clear(&g);
-    /* Same project id for another user is a different deployment. */
-    struct store_dep o = dep("bob", "p", "{\"v\":3}");
-    assert_int_equal(store_dep_insert(f->s, &o, 100), 0);
-    /* The store is still usable: no transaction left open. */
-    assert_true(sqlite3_get_autocommit(store__db(f->s)) != 0);
-}
-
-static void test_dep_limit(void **state)
-{
-    struct fx *f = *state;
-    char id[16];
-    for (int i = 0; i < 3; i++) {
-        snprintf(id, sizeof id, "p%d", i);
-        struct store_dep d = dep("alice", id, "{}");
-        assert_int_equal(store_dep_insert(f->s, &d, 3), 0);
-    }
-    struct store_dep d = dep("alice", "p3", "{}");
-    assert_int_equal(store_dep_insert(f->s, &d, 3), RR_E_LIMIT);
-    assert_int_equal(store_dep_get(f->s, "alice", "p3", &(struct store_dep){0}), RR_E_NOTFOUND);
-    /* At the limit a duplicate is still a duplicate. */
-    struct store_dep dup = dep("alice", "p1", "{}");
-    assert_int_equal(store_dep_insert(f->s, &dup, 3), RR_E_EXISTS);
-    /* Other users are counted separately. */
-    struct store_dep o = dep("bob", "p3", "{}");
-    assert_int_equal(store_dep_insert(f->s, &o, 3), 0);
-    int64_t n = 0;
-    assert_int_equal(store_dep_count(f->s, "alice", &n), 0);
-    assert_int_equal(n, 3);
-    assert_int_equal(store_dep_count(f->s, "bob", &n), 0);
-    assert_int_equal(n, 1);
-    assert_int_equal(store_dep_count(f->s, NULL, &n), 0);
-    assert_int_equal(n, 4);
-    assert_int_equal(store_dep_count(f->s, "nobody", &n), 0);
-    assert_int_equal(n, 0);
-    /* Room again after a delete. */
-    assert_int_equal(store_dep_delete(f->s, "alice", "p0"), 0);
-    assert_int_equal(store_dep_insert(f->s, &d, 3), 0);
-    assert_int_equal(store_dep_insert(f->s, &dup, 1), RR_E_EXISTS);
-    struct store_dep x = dep("alice", "p9", "{}");
-    assert_int_equal(store_dep_insert(f->s, &x, 1), RR_E_LIMIT);
-}
-
-static void test_dep_update_delete(void **state)
-{
-    struct fx *f = *state;
-    struct store_dep d = dep("alice", "p", "{\"v\":1}");
-    assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
-
-    struct store_dep u = d;
-    u.pipeline = (char *)"{\"v\":2}";
-    u.schedule = (char *)"0 3 * * *";
-    u.state = STORE_ERRORED;
-    u.error = (char *)"owner key k_1 was revoked";
-    u.owner_key_id = (char *)"k_1111111111111111";
-    u.updated_at = T0 + 99;
-    u.next_run_at = 0;
-    assert_int_equal(store_dep_update(f->s, &u), 0);
-    struct store_dep g;
-    assert_int_equal(store_dep_get(f->s, "alice", "p", &g), 0);
-    assert_dep_equal(&g, &u);
-    store_dep_clear(&g);
-
-    u.state = STORE_PAUSED;
-    u.error = NULL;
-    assert_int_equal(store_dep_update(f->s, &u), 0);
-    assert_int_equal(store_dep_get(f->s, "alice", "p", &g), 0);
-    assert_int_equal(g.state, STORE_PAUSED);
-    assert_null(g.error);
-    store_dep_clear(&g);
-
-    struct store_dep missing = dep("alice", "q", "{}");
-    assert_int_equal(store_dep_update(f->s, &missing), RR_E_NOTFOUND);
-    missing = dep("bob", "p", "{}"); /* another user's id */
-    assert_int_equal(store_dep_update(f->s, &missing), RR_E_NOTFOUND);
-    assert_int_equal(store_dep_delete(f->s, "bob", "p"), RR_E_NOTFOUND);
-    assert_int_equal(store_dep_delete(f->s, "alice", "q"), RR_E_NOTFOUND);
-
-    assert_int_equal(store_dep_delete(f->s, "alice", "p"), 0);
-    assert_int_equal(store_dep_delete(f->s, "alice", "p"), RR_E_NOTFOUND);
-    assert_int_equal(store_dep_get(f->s, "alice", "p", &g), RR_E_NOTFOUND);
-}
-
-struct dep_walk {
-    int n;
-    char got[16][64];
-    int stop_at;
-    struct store *s; /* for re-entrant calls */
-    int nested;
-};
-
-static int dep_cb(const struct store_dep *d, void *ud)
-{
-    struct dep_walk *w = ud;
-    assert_true(w->n < 16);
-    snprintf(w->got[w->n], sizeof w->got[w->n], "%s/%s", d->user, d->project_id);
-    w->n++;
-    return w->n == w->stop_at ? -99 : 0;
-}
-
-static void test_dep_list_order_isolation(void **state)
-{
-    struct fx *f = *state;
-    /* BINARY collation: bytes compare, so "C" < "a" < "aa" < "b" < "é". */
-    static const char *const ids[] = {"b", "a", "\xc3\xa9", "C", "aa"};
-    for (size_t i = 0; i < 5; i++) {
-        struct store_dep d = dep("alice", ids[i], "{}");
-        assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
-    }
-    struct store_dep o = dep("bob", "a", "{}");
-    assert_int_equal(store_dep_insert(f->s, &o, 0), 0);
-    o = dep("Adam", "z", "{}");
-    assert_int_equal(store_dep_insert(f->s, &o, 0), 0);
-
-    struct dep_walk w = {0};
-    assert_int_equal(store_dep_list(f->s, "alice", dep_cb, &w), 0);
-    assert_int_equal(w.n, 5);
-    assert_string_equal(w.got[0], "alice/C");
-    assert_string_equal(w.got[1], "alice/a");
-    assert_string_equal(w.got[2], "alice/aa");
-    assert_string_equal(w.got[3], "alice/b");
-    assert_string_equal(w.got[4], "alice/\xc3\xa9");
-
-    memset(&w, 0, sizeof w);
-    assert_int_equal(store_dep_list(f->s, "bob", dep_cb, &w), 0);
-    assert_int_equal(w.n, 1);
-    assert_string_equal(w.got[0], "bob/a");
-
-    memset(&w, 0, sizeof w);
-    assert_int_equal(store_dep_list(f->s, "nobody", dep_cb, &w), 0);
-    assert_int_equal(w.n, 0);
-
-    memset(&w, 0, sizeof w);
-    assert_int_equal(store_dep_list(f->s, NULL, dep_cb, &w), 0);
-    assert_int_equal(w.n, 7);
-    assert_string_equal(w.got[0], "Adam/z");
-    assert_string_equal(w.got[1], "alice/C");
-    assert_string_equal(w.got[6], "bob/a");
-
-    memset(&w, 0, sizeof w);
-    w.stop_at = 2;
-    assert_int_equal(store_dep_list(f->s, NULL, dep_cb, &w), -99);
-    assert_int_equal(w.n, 2);
-
-    /* bob's "a" and alice's "a" are separate rows. */
-    assert_int_equal(store_dep_delete(f->s, "bob", "a"), 0);
-    struct store_dep g;
-    assert_int_equal(store_dep_get(f->s, "alice", "a", &g), 0);
-    store_dep_clear(&g);
-}
-
-static int nested_cb(const struct store_dep *d, void *ud)
-{
-    struct dep_walk *w = ud;
-    struct dep_walk inner = {0};
-    /* Re-enter the same walk and other calls while the outer one runs. */
-    assert_int_equal(store_dep_list(w->s, d->user, dep_cb, &inner), 0);
-    assert_int_equal(inner.n, 2);
-    struct store_dep g;
-    assert_int_equal(store_dep_get(w->s, d->user, d->project_id, &g), 0);
-    assert_string_equal(g.project_id, d->project_id);
-    store_dep_clear(&g);
-    struct store_dep u = *d;
-    u.updated_at = T0 + 1000;
-    assert_int_equal(store_dep_update(w->s, &u), 0);
-    /* A write transaction that fails and rolls back under the running walk. */
-    struct store_dep dup = *d;
-    assert_int_equal(store_dep_insert(w->s, &dup, 0), RR_E_EXISTS);
-    assert_int_equal(store_dep_insert(w->s, &dup, 1), RR_E_EXISTS);
-    w->n++;
-    return 0;
-}
-
-static void test_dep_list_reentrant(void **state)
-{
-    struct fx *f = *state;
-    struct store_dep d = dep("alice", "one", "{}");
-    assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
-    d = dep("alice", "two", "{}");
-    assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
-    struct dep_walk w = {.s = f->s};
-    assert_int_equal(store_dep_list(f->s, "alice", nested_cb, &w), 0);
-    assert_int_equal(w.n, 2);
-    struct store_dep g;
-    assert_int_equal(store_dep_get(f->s, "alice", "two", &g), 0);
-    assert_true(g.updated_at == T0 + 1000);
-    store_dep_clear(&g);
-}
-
-static void test_dep_unicode_big(void **state)
-{
-    struct fx *f = *state;
-    const char *pid = "\xe9\xa1\xb9\xe7\x9b\xae-\xf0\x9f\x9a\x80"; /* 项目-🚀 */
-    const char *pipe_small =
-        "{\"z\":1,\"a\":\"caf\xc3\xa9 \xf0\x9f\x98\x80\",\"m\":[3,2,1],\"e\":\"\\u0000\\n\"}";
-    struct store_dep d = dep("alice", pid, pipe_small);
-    d.schedule = (char *)"30 2 * * 1-5";
-    assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
-    struct store_dep g;
-    assert_int_equal(store_dep_get(f->s, "alice", pid, &g), 0);
-    assert_string_equal(g.project_id, pid);
-    assert_string_equal(g.pipeline, pipe_small);
-    store_dep_clear(&g);
-
-    /* 1 MiB pipeline, non-repeating content, round-trips byte for byte. */
-    size_t n = 1u << 20;
-    char *big = malloc(n + 1);
-    assert_non_null(big);
-    memcpy(big, "{\"k\":\"", 6);
-    for (size_t i = 6; i < n - 2; i++)
-        big[i] = (char)('a' + (i * 7919u) % 26);
-    memcpy(big + n - 2, "\"}", 2);
-    big[n] = '\0';
-    struct store_dep b = dep("alice", "big", big);
-    assert_int_equal(store_dep_insert(f->s, &b, 0), 0);
-    reopen(f);
-    assert_int_equal(store_dep_get(f->s, "alice", "big", &g), 0);
-    assert_int_equal(strlen(g.pipeline), n);
-    assert_memory_equal(g.pipeline, big, n);
-    store_dep_clear(&g);
-    free(big);
-}
-
-static int key_dep_cb(const struct store_dep *d, void *ud)
-{
-    return dep_cb(d, ud);
-}
-
-static void test_dep_list_by_key(void **state)
-{
-    struct fx *f = *state;
-    struct store_dep d = dep("alice", "a1", "{}");
-    d.owner_key_id = (char *)"k_aaaaaaaaaaaaaaaa";
-    assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
-    d = dep("alice", "a2", "{}");
-    d.owner_key_id = (char *)"k_bbbbbbbbbbbbbbbb";
-    assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
-    d = dep("alice", "a0", "{}");
-    d.owner_key_id = (char *)"k_aaaaaaaaaaaaaaaa";
-    assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
-    struct dep_walk w = {0};
-    assert_int_equal(store_dep_list_by_key(f->s, "k_aaaaaaaaaaaaaaaa", key_dep_cb, &w), 0);
-    assert_int_equal(w.n, 2);
-    assert_string_equal(w.got[0], "alice/a0");
-    assert_string_equal(w.got[1], "alice/a1");
-    memset(&w, 0, sizeof w);
-    assert_int_equal(store_dep_list_by_key(f->s, "k_cccccccccccccccc", key_dep_cb, &w), 0);
-    assert_int_equal(w.n, 0);
-}
-
-static void test_state_names(void **state)
-{
-    (void)state;
-    enum store_state st;
-    static const char *const names[] = {"active", "paused", "errored"};
-    for (int i = 0; i < 3; i++) {
-        assert_string_equal(store_state_name((enum store_state)i), names[i]);
-        assert_int_equal(store_state_parse(names[i], &st), 0);
-        assert_int_equal(st, i);
-    }
-    assert_int_equal(store_state_parse("Active", &st), RR_E_INVAL);
-    assert_int_equal(store_state_parse("", &st), RR_E_INVAL);
-    assert_int_equal(store_state_parse(NULL, &st), RR_E_INVAL);
-}
-
 /* ================================================================ several connections */
 
 static void test_two_connections(void **state)
 {
-    struct fx *f = *state;
+    struct fixture *f = *state;
     struct store *b = NULL;
     struct err e = {0};
     assert_int_equal(store_open(f->path, &b, &e), 0);
 
     /* Same (user, project) from the second connection: EXISTS. */
-    struct store_dep d = dep("alice", "p", "{}");
+    struct store_dep d = fixture_dep("alice", "p", "{}");
     assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
     assert_int_equal(store_dep_insert(b, &d, 0), RR_E_EXISTS);
     struct store_dep g;
@@ -945,7 +157,7 @@ static void test_two_connections(void **state)
      * data_version moves when B commits, but not for A's own writes. */
     char text[STORE_KEY_TEXT_MAX];
     struct store_key k, a;
-    make_key(f->s, "alice", STORE_PERM_ALL, 0, T0, text, &k);
+    fixture_key(f->s, "alice", STORE_PERM_ALL, 0, T0, text, &k);
     int64_t v0 = 0, v1 = 0, v2 = 0, v3 = 0;
     assert_int_equal(store_data_version(f->s, &v0), 0);
     assert_int_equal(store_data_version(f->s, &v1), 0);
@@ -957,712 +169,41 @@ static void test_two_connections(void **state)
     assert_true(v2 != v1);
     assert_int_equal(store_key_auth(f->s, text, T0 + 2, &a), RR_E_REVOKED);
 
-    struct store_dep d2 = dep("alice", "q", "{}");
+    struct store_dep d2 = fixture_dep("alice", "q", "{}");
     assert_int_equal(store_dep_insert(f->s, &d2, 0), 0); /* A's own write */
     assert_int_equal(store_data_version(f->s, &v3), 0);
     assert_true(v3 == v2);
 
     /* Keys created on B authenticate on A (same hash key). */
     char text2[STORE_KEY_TEXT_MAX];
-    make_key(b, "bob", STORE_PERM_MONITOR, 0, T0, text2, NULL);
+    fixture_key(b, "bob", STORE_PERM_MONITOR, 0, T0, text2, NULL);
     assert_int_equal(store_key_auth(f->s, text2, T0, &a), 0);
     assert_string_equal(a.user, "bob");
 
     store_close(b);
 }
 
-/* Fork n children that each open their own connection and insert; return how
- * many got 0, RR_E_EXISTS and RR_E_LIMIT. The parent's connection is closed
- * across the fork: a SQLite connection must never be carried into a child. */
-static void race(struct fx *f, int n, int same_id, int64_t max, int *ok, int *exists,
-                 int *limit)
-{
-    const char *path = f->path;
-    store_close(f->s);
-    f->s = NULL;
-    pid_t pids[16];
-    int go[2];
-    assert_true(n <= 16);
-    assert_int_equal(pipe(go), 0);
-    for (int i = 0; i < n; i++) {
-        pid_t pid = fork();
-        assert_true(pid >= 0);
-        if (pid == 0) {
-            close(go[1]);
-            struct store *s = NULL;
-            if (store_open(path, &s, NULL) != 0)
-                _exit(100);
-            char buf;
-            if (read(go[0], &buf, 1) < 0) /* wait until everyone is ready */
-                _exit(101);
-            char id[16];
-            snprintf(id, sizeof id, "p%d", same_id ? 0 : i);
-            struct store_dep d = dep("racer", id, "{}");
-            int rc = store_dep_insert(s, &d, max);
-            store_close(s);
-            _exit(rc == 0 ? 0 : rc == RR_E_EXISTS ? 1 : rc == RR_E_LIMIT ? 2 : 3);
-        }
-        pids[i] = pid;
-    }
-    close(go[0]);
-    close(go[1]); /* EOF releases every child at once */
-    *ok = *exists = *limit = 0;
-    for (int i = 0; i < n; i++) {
-        int st = 0;
-        assert_int_equal(waitpid(pids[i], &st, 0), pids[i]);
-        assert_true(WIFEXITED(st));
-        switch (WEXITSTATUS(st)) {
-        case 0: (*ok)++; break;
-        case 1: (*exists)++; break;
-        case 2: (*limit)++; break;
-        default: fail_msg("child exit %d", WEXITSTATUS(st));
-        }
-    }
-    reopen(f);
-}
-
-static void test_racing_inserts(void **state)
-{
-    struct fx *f = *state;
-    int ok, exists, limit;
-    race(f, 8, 1, 0, &ok, &exists, &limit);
-    assert_int_equal(ok, 1);
-    assert_int_equal(exists, 7);
-    assert_int_equal(limit, 0);
-
-    assert_int_equal(store_dep_delete(f->s, "racer", "p0"), 0);
-    race(f, 8, 0, 3, &ok, &exists, &limit);
-    assert_int_equal(ok, 3);
-    assert_int_equal(limit, 5);
-    int64_t n = 0;
-    assert_int_equal(store_dep_count(f->s, "racer", &n), 0);
-    assert_int_equal(n, 3);
-}
-
-/* ================================================================ scheduler progress */
-
-static void test_dep_progress(void **state)
-{
-    struct fx *f = *state;
-    struct store_dep d = dep("alice", "p", "{}");
-    d.last_fire_at = T0 + 60;
-    assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
-    struct store_dep g;
-    assert_int_equal(store_dep_get(f->s, "alice", "p", &g), 0);
-    assert_dep_equal(&g, &d);
-    store_dep_clear(&g);
-
-    /* The walk reads it too. */
-    struct store_dep x = dep("alice", "q", "{}"); /* last_fire_at 0 */
-    assert_int_equal(store_dep_insert(f->s, &x, 0), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM deployments WHERE project_id = 'q' "
-                                      "AND last_fire_at IS NULL"),
-                     1);
-
-    /* update overwrites it, 0 <-> NULL. */
-    struct store_dep u = d;
-    u.last_fire_at = 0;
-    assert_int_equal(store_dep_update(f->s, &u), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM deployments WHERE project_id = 'p' "
-                                      "AND last_fire_at IS NULL"),
-                     1);
-    u.last_fire_at = T0 + 90.5;
-    assert_int_equal(store_dep_update(f->s, &u), 0);
-    assert_int_equal(store_dep_get(f->s, "alice", "p", &g), 0);
-    assert_true(g.last_fire_at == T0 + 90.5);
-    store_dep_clear(&g);
-
-    /* set_progress touches those two columns only. */
-    assert_int_equal(store_dep_set_progress(f->s, "alice", "p", T0 + 120, T0 + 180), 0);
-    assert_int_equal(store_dep_get(f->s, "alice", "p", &g), 0);
-    struct store_dep want = u;
-    want.last_fire_at = T0 + 120;
-    want.next_run_at = T0 + 180;
-    assert_dep_equal(&g, &want);
-    store_dep_clear(&g);
-    assert_int_equal(store_dep_set_progress(f->s, "alice", "p", T0 + 180, 0), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM deployments WHERE project_id = 'p' "
-                                      "AND next_run_at IS NULL AND last_fire_at IS NOT NULL"),
-                     1);
-    /* The other row is untouched. */
-    assert_int_equal(store_dep_get(f->s, "alice", "q", &g), 0);
-    assert_dep_equal(&g, &x);
-    store_dep_clear(&g);
-
-    assert_int_equal(store_dep_set_progress(f->s, "alice", "nope", T0, T0), RR_E_NOTFOUND);
-    assert_int_equal(store_dep_set_progress(f->s, "bob", "p", T0, T0), RR_E_NOTFOUND);
-    assert_int_equal(store_dep_set_progress(f->s, NULL, "p", T0, T0), RR_E_NOTFOUND);
-}
-
-/* ================================================================ run ledger */
-
-static struct store_run run(const char *user, const char *pid, const char *trigger,
-                            double scheduled_for, enum store_outcome o)
-{
-    struct store_run r = {
-        .user = (char *)user,
-        .project_id = (char *)pid,
-        .trigger = (char *)trigger,
-        .scheduled_for = scheduled_for,
-        .created_at = T0 + 1,
-        .outcome = o,
-        .exit_code = -1,
-    };
-    return r;
-}
-
-static void add_dep(struct fx *f, const char *user, const char *pid)
-{
-    struct store_dep d = dep(user, pid, "{}");
-    assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
-}
-
-static int64_t add_run(struct fx *f, const struct store_run *r, int64_t keep)
-{
-    int64_t id = 0;
-    assert_int_equal(store_run_insert(f->s, r, keep, &id), 0);
-    assert_true(id > 0);
-    return id;
-}
-
-static void assert_opt_str(const char *a, const char *b)
-{
-    if (a || b) {
-        assert_non_null(a);
-        assert_non_null(b);
-        assert_string_equal(a, b);
-    }
-}
-
-static void assert_run_equal(const struct store_run *a, const struct store_run *b)
-{
-    assert_int_equal(a->id, b->id);
-    assert_string_equal(a->user, b->user);
-    assert_string_equal(a->project_id, b->project_id);
-    assert_string_equal(a->trigger, b->trigger);
-    assert_true(a->scheduled_for == b->scheduled_for);
-    assert_true(a->created_at == b->created_at);
-    assert_true(a->started_at == b->started_at);
-    assert_true(a->finished_at == b->finished_at);
-    assert_int_equal(a->outcome, b->outcome);
-    assert_opt_str(a->reason, b->reason);
-    assert_int_equal(a->exit_code, b->exit_code);
-    assert_int_equal(a->signal, b->signal);
-    assert_int_equal(a->output_len, b->output_len);
-    if (a->output || b->output) {
-        assert_non_null(a->output);
-        assert_non_null(b->output);
-        assert_memory_equal(a->output, b->output, a->output_len);
-    }
-    assert_opt_str(a->idempotency_key, b->idempotency_key);
-    assert_int_equal(a->missed_count, b->missed_count);
-    assert_true(a->window_start == b->window_start);
-    assert_true(a->window_end == b->window_end);
-}
-
-static void test_run_round_trip(void **state)
-{
-    struct fx *f = *state;
-    add_dep(f, "alice", "p");
-
-    /* Every field set. */
-    static const char out1[] = "line 1\n\0binary\0\xff\xfe tail";
-    struct store_run r = run("alice", "p", "schedule", T0 + 60, STORE_RUN_RUNNING);
-    r.created_at = T0 + 60.25;
-    r.started_at = T0 + 60.5;
-    r.finished_at = T0 + 61.75;
-    r.reason = (char *)"some reason";
-    r.exit_code = 3;
-    r.signal = 9;
-    r.output = (char *)out1;
-    r.output_len = sizeof out1 - 1; /* includes the inner NULs */
-    r.idempotency_key = (char *)"idem-1";
-    r.missed_count = 7;
-    r.window_start = T0 - 3600;
-    r.window_end = T0 - 60;
-    r.id = add_run(f, &r, 100);
-
-    struct store_run g;
-    assert_int_equal(store_run_get(f->s, r.id, &g), 0);
-    assert_run_equal(&g, &r);
-    assert_int_equal(g.output[g.output_len], '\0'); /* NUL-terminated for convenience */
-    store_run_clear(&g);
-    assert_null(g.user);
-    store_run_clear(NULL);
-
-    /* Update: the mutable columns, including a 64 KiB output with NULs. */
-    size_t n = 64u * 1024;
-    char *big = malloc(n);
-    assert_non_null(big);
-    for (size_t i = 0; i < n; i++)
-        big[i] = (char)((i * 7919u) % 251); /* every 251st byte is 0 */
-    struct store_run u = r;
-    u.started_at = T0 + 70;
-    u.finished_at = T0 + 80;
-    u.outcome = STORE_RUN_FAILED;
-    u.reason = NULL;
-    u.exit_code = 0;
-    u.signal = 15;
-    u.output = big;
-    u.output_len = n;
-    /* Immutable columns passed differently are ignored. */
-    u.trigger = (char *)"manual";
-    u.scheduled_for = T0 + 999;
-    u.missed_count = 1;
-    assert_int_equal(store_run_update(f->s, &u), 0);
-    assert_int_equal(store_run_get(f->s, r.id, &g), 0);
-    struct store_run want = r;
-    want.started_at = u.started_at;
-    want.finished_at = u.finished_at;
-    want.outcome = u.outcome;
-    want.reason = NULL;
-    want.exit_code = 0;
-    want.signal = 15;
-    want.output = big;
-    want.output_len = n;
-    assert_run_equal(&g, &want);
-    assert_null(g.reason);
-    assert_int_equal(g.output[n], '\0');
-    store_run_clear(&g);
-    reopen(f); /* durable, and read back through fresh statements */
-    assert_int_equal(store_run_get(f->s, r.id, &g), 0);
-    assert_run_equal(&g, &want);
-    store_run_clear(&g);
-    free(big);
-
-    /* The "none" values are SQL NULL and read back as none. */
-    struct store_run m = run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
-    m.id = add_run(f, &m, 100);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs WHERE trigger = 'manual' AND "
-                                      "scheduled_for IS NULL AND started_at IS NULL AND "
-                                      "finished_at IS NULL AND reason IS NULL AND exit_code IS "
-                                      "NULL AND signal IS NULL AND output IS NULL AND "
-                                      "idempotency_key IS NULL AND missed_count = 0 AND "
-                                      "window_start IS NULL AND window_end IS NULL"),
-                     1);
-    assert_int_equal(store_run_get(f->s, m.id, &g), 0);
-    assert_run_equal(&g, &m);
-    assert_int_equal(g.exit_code, -1);
-    assert_int_equal(g.signal, 0);
-    assert_null(g.output);
-    assert_int_equal(g.output_len, 0);
-    store_run_clear(&g);
-
-    /* An empty, non-NULL output is an empty blob, not NULL. */
-    m.outcome = STORE_RUN_SUCCEEDED;
-    m.exit_code = 0;
-    m.output = (char *)"";
-    m.output_len = 0;
-    assert_int_equal(store_run_update(f->s, &m), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs WHERE output IS NOT NULL AND "
-                                      "length(output) = 0 AND exit_code = 0"),
-                     1);
-    assert_int_equal(store_run_get(f->s, m.id, &g), 0);
-    assert_non_null(g.output);
-    assert_int_equal(g.output_len, 0);
-    assert_string_equal(g.output, "");
-    store_run_clear(&g);
-
-    /* Not found; out untouched. */
-    memset(&g, 0, sizeof g);
-    assert_int_equal(store_run_get(f->s, 9999, &g), RR_E_NOTFOUND);
-    assert_null(g.user);
-    struct store_run gone = m;
-    gone.id = 9999;
-    assert_int_equal(store_run_update(f->s, &gone), RR_E_NOTFOUND);
-
-    /* Programmer errors are refused before SQL. */
-    int64_t id = 0;
-    struct store_run bad = run("alice", "p", "cron", 0, STORE_RUN_QUEUED);
-    assert_int_equal(store_run_insert(f->s, &bad, 0, &id), RR_E_INVAL);
-    bad = run("alice", "p", NULL, 0, STORE_RUN_QUEUED);
-    assert_int_equal(store_run_insert(f->s, &bad, 0, &id), RR_E_INVAL);
-    bad = run("alice", NULL, "manual", 0, STORE_RUN_QUEUED);
-    assert_int_equal(store_run_insert(f->s, &bad, 0, &id), RR_E_INVAL);
-    bad = run("alice", "p", "manual", 0, (enum store_outcome)42);
-    assert_int_equal(store_run_insert(f->s, &bad, 0, &id), RR_E_INVAL);
-    bad = run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
-    bad.output_len = 5; /* and output NULL */
-    assert_int_equal(store_run_insert(f->s, &bad, 0, &id), RR_E_INVAL);
-    bad.id = m.id;
-    assert_int_equal(store_run_update(f->s, &bad), RR_E_INVAL);
-    assert_int_equal(id, 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs"), 2);
-}
-
-static void test_run_sched_unique(void **state)
-{
-    struct fx *f = *state;
-    add_dep(f, "alice", "p");
-    add_dep(f, "alice", "q");
-    struct store_run r = run("alice", "p", "schedule", T0 + 60, STORE_RUN_QUEUED);
-    int64_t first = add_run(f, &r, 100);
-
-    /* The same scheduled time again: whatever the outcome, refused. */
-    int64_t id = -1;
-    struct store_run again = run("alice", "p", "schedule", T0 + 60, STORE_RUN_SKIPPED);
-    again.reason = (char *)"overlap";
-    assert_int_equal(store_run_insert(f->s, &again, 100, &id), RR_E_EXISTS);
-    assert_int_equal(id, -1);
-    assert_true(sqlite3_get_autocommit(store__db(f->s)) != 0); /* rolled back */
-    struct store_run g;
-    assert_int_equal(store_run_last(f->s, "alice", "p", &g), 0);
-    assert_int_equal(g.id, first);
-    assert_int_equal(g.outcome, STORE_RUN_QUEUED);
-    store_run_clear(&g);
-
-    /* Another time, another deployment, or manual rows: fine. */
-    r.scheduled_for = T0 + 120;
-    add_run(f, &r, 100);
-    struct store_run q = run("alice", "q", "schedule", T0 + 60, STORE_RUN_QUEUED);
-    add_run(f, &q, 100);
-    struct store_run m = run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
-    add_run(f, &m, 100);
-    add_run(f, &m, 100); /* scheduled_for 0 (NULL) twice */
-    m.scheduled_for = T0 + 60; /* manual rows are not in the index */
-    add_run(f, &m, 100);
-    add_run(f, &m, 100);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs"), 7);
-
-    /* Still refused once the first row has finished. */
-    struct store_run done = run("alice", "p", "schedule", T0 + 60, STORE_RUN_SUCCEEDED);
-    done.id = first;
-    done.exit_code = 0;
-    assert_int_equal(store_run_update(f->s, &done), 0);
-    assert_int_equal(store_run_insert(f->s, &again, 100, &id), RR_E_EXISTS);
-    reopen(f);
-    assert_int_equal(store_run_insert(f->s, &again, 100, &id), RR_E_EXISTS);
-}
-
-static void test_run_idem(void **state)
-{
-    struct fx *f = *state;
-    add_dep(f, "alice", "p");
-    add_dep(f, "bob", "p");
-    struct store_run r = run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
-    r.idempotency_key = (char *)"req-42";
-    r.id = add_run(f, &r, 100);
-
-    int64_t id = -1;
-    struct store_run dup = run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
-    dup.idempotency_key = (char *)"req-42";
-    assert_int_equal(store_run_insert(f->s, &dup, 100, &id), RR_E_EXISTS);
-    assert_int_equal(id, -1);
-
-    /* The same key on another deployment, another key, or none: fine. */
-    struct store_run b = run("bob", "p", "manual", 0, STORE_RUN_QUEUED);
-    b.idempotency_key = (char *)"req-42";
-    b.id = add_run(f, &b, 100);
-    dup.idempotency_key = (char *)"req-43";
-    add_run(f, &dup, 100);
-    dup.idempotency_key = NULL;
-    add_run(f, &dup, 100);
-    add_run(f, &dup, 100);
-
-    struct store_run g;
-    assert_int_equal(store_run_find_idem(f->s, "alice", "p", "req-42", &g), 0);
-    assert_run_equal(&g, &r);
-    store_run_clear(&g);
-    assert_int_equal(store_run_find_idem(f->s, "bob", "p", "req-42", &g), 0);
-    assert_int_equal(g.id, b.id);
-    assert_string_equal(g.user, "bob");
-    store_run_clear(&g);
-    memset(&g, 0, sizeof g);
-    assert_int_equal(store_run_find_idem(f->s, "alice", "p", "req-44", &g), RR_E_NOTFOUND);
-    assert_int_equal(store_run_find_idem(f->s, "alice", "q", "req-42", &g), RR_E_NOTFOUND);
-    assert_int_equal(store_run_find_idem(f->s, "alice", "p", NULL, &g), RR_E_NOTFOUND);
-    assert_null(g.user);
-}
-
-struct run_walk {
-    int n;
-    int64_t ids[32];
-    int stop_at;
-    struct store *s; /* for re-entrant calls */
-};
-
-static int run_cb(const struct store_run *r, void *ud)
-{
-    struct run_walk *w = ud;
-    assert_true(w->n < 32);
-    if (r->output)
-        assert_int_equal(r->output[r->output_len], '\0');
-    w->ids[w->n++] = r->id;
-    return w->n == w->stop_at ? -99 : 0;
-}
-
-/* The deployment's ids, newest first. */
-static int list_ids(struct fx *f, const char *user, const char *pid, int64_t limit,
-                    int64_t *ids, int max)
-{
-    struct run_walk w = {0};
-    assert_int_equal(store_run_list(f->s, user, pid, limit, run_cb, &w), 0);
-    assert_true(w.n <= max);
-    memcpy(ids, w.ids, (size_t)w.n * sizeof ids[0]);
-    return w.n;
-}
-
-static void test_run_prune(void **state)
-{
-    struct fx *f = *state;
-    add_dep(f, "alice", "p");
-    add_dep(f, "alice", "q");
-    int64_t id[9] = {0};
-    struct store_run r = run("alice", "p", "schedule", 0, STORE_RUN_RUNNING);
-    r.scheduled_for = T0 + 60;
-    id[1] = add_run(f, &r, 3);
-    r.scheduled_for = T0 + 120;
-    r.outcome = STORE_RUN_QUEUED;
-    id[2] = add_run(f, &r, 3);
-    /* The other deployment's rows are never touched by p's pruning. */
-    struct store_run o = run("alice", "q", "manual", 0, STORE_RUN_SUCCEEDED);
-    for (int i = 0; i < 5; i++)
-        add_run(f, &o, 0);
-    for (int i = 3; i <= 7; i++) {
-        struct store_run d = run("alice", "p", "manual", 0, STORE_RUN_SUCCEEDED);
-        if (i == 5)
-            d.outcome = STORE_RUN_SKIPPED;
-        id[i] = add_run(f, &d, 3);
-    }
-    /* The newest 3, plus the older live ones. */
-    int64_t got[16];
-    int n = list_ids(f, "alice", "p", 0, got, 16);
-    assert_int_equal(n, 5);
-    assert_int_equal(got[0], id[7]);
-    assert_int_equal(got[1], id[6]);
-    assert_int_equal(got[2], id[5]);
-    assert_int_equal(got[3], id[2]);
-    assert_int_equal(got[4], id[1]);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs WHERE project_id = 'q'"), 5);
-
-    /* Once finished, the old live row goes at the next insert. */
-    struct store_run fin = run("alice", "p", "schedule", T0 + 60, STORE_RUN_INTERRUPTED);
-    fin.id = id[1];
-    assert_int_equal(store_run_update(f->s, &fin), 0);
-    struct store_run d = run("alice", "p", "manual", 0, STORE_RUN_FAILED);
-    id[8] = add_run(f, &d, 3);
-    n = list_ids(f, "alice", "p", 0, got, 16);
-    assert_int_equal(n, 4);
-    assert_int_equal(got[0], id[8]);
-    assert_int_equal(got[1], id[7]);
-    assert_int_equal(got[2], id[6]);
-    assert_int_equal(got[3], id[2]);
-    assert_int_equal(store_run_get(f->s, id[1], &d), RR_E_NOTFOUND);
-
-    /* keep <= 0: nothing pruned. */
-    add_run(f, &d, 0);
-    add_run(f, &d, -1);
-    assert_int_equal(list_ids(f, "alice", "p", 0, got, 16), 6);
-    /* keep 1: just the new row and the live one. */
-    int64_t last = add_run(f, &d, 1);
-    n = list_ids(f, "alice", "p", 0, got, 16);
-    assert_int_equal(n, 2);
-    assert_int_equal(got[0], last);
-    assert_int_equal(got[1], id[2]);
-    /* Ids are never reused after pruning (AUTOINCREMENT). */
-    assert_true(add_run(f, &d, 1) > last);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs WHERE project_id = 'q'"), 5);
-}
-
-static int reentrant_run_cb(const struct store_run *r, void *ud)
-{
-    struct run_walk *w = ud;
-    /* Re-enter the same walk, a lookup, an update and an insert that prunes,
-     * while the outer walk is running. */
-    struct run_walk inner = {0};
-    assert_int_equal(store_run_list(w->s, r->user, r->project_id, 2, run_cb, &inner), 0);
-    assert_int_equal(inner.n, 2);
-    struct store_run g;
-    assert_int_equal(store_run_get(w->s, r->id, &g), 0);
-    assert_int_equal(g.id, r->id);
-    store_run_clear(&g);
-    struct store_run u = *r;
-    u.reason = (char *)"seen";
-    assert_int_equal(store_run_update(w->s, &u), 0);
-    struct store_run m = run(r->user, r->project_id, "manual", 0, STORE_RUN_SUCCEEDED);
-    int64_t id = 0;
-    assert_int_equal(store_run_insert(w->s, &m, 100, &id), 0);
-    assert_true(w->n < 32);
-    w->ids[w->n++] = r->id;
-    return 0;
-}
-
-static void test_run_list_last(void **state)
-{
-    struct fx *f = *state;
-    add_dep(f, "alice", "p");
-    add_dep(f, "alice", "q");
-    add_dep(f, "bob", "p");
-
-    struct store_run g;
-    memset(&g, 0, sizeof g);
-    assert_int_equal(store_run_last(f->s, "alice", "p", &g), RR_E_NOTFOUND);
-    assert_null(g.user);
-    int64_t got[32];
-    assert_int_equal(list_ids(f, "alice", "p", 0, got, 32), 0);
-
-    int64_t id[5];
-    for (int i = 0; i < 5; i++) {
-        struct store_run r =
-            run("alice", "p", "schedule", T0 + 60.0 * (i + 1), STORE_RUN_SUCCEEDED);
-        r.output = (char *)"ok\n";
-        r.output_len = 3;
-        id[i] = add_run(f, &r, 100);
-        /* Interleave other deployments' rows. */
-        struct store_run o = run(i % 2 ? "alice" : "bob", i % 2 ? "q" : "p", "manual", 0,
-                                 STORE_RUN_QUEUED);
-        add_run(f, &o, 100);
-    }
-    int n = list_ids(f, "alice", "p", 0, got, 32);
-    assert_int_equal(n, 5);
-    for (int i = 0; i < 5; i++)
-        assert_int_equal(got[i], id[4 - i]);
-    n = list_ids(f, "alice", "p", 2, got, 32);
-    assert_int_equal(n, 2);
-    assert_int_equal(got[0], id[4]);
-    assert_int_equal(got[1], id[3]);
-    assert_int_equal(list_ids(f, "alice", "p", -5, got, 32), 5);
-    assert_int_equal(list_ids(f, "alice", "p", 100, got, 32), 5);
-    assert_int_equal(list_ids(f, "alice", "q", 0, got, 32), 2);
-    assert_int_equal(list_ids(f, "bob", "p", 0, got, 32), 3);
-    assert_int_equal(list_ids(f, "bob", "q", 0, got, 32), 0);
-    assert_int_equal(store_run_list(f->s, NULL, "p", 0, run_cb, &(struct run_walk){0}), 0);
-
-    /* A callback's non-zero return stops the walk and is returned. */
-    struct run_walk w = {.stop_at = 2};
-    assert_int_equal(store_run_list(f->s, "alice", "p", 0, run_cb, &w), -99);
-    assert_int_equal(w.n, 2);
-
-    assert_int_equal(store_run_last(f->s, "alice", "p", &g), 0);
-    assert_int_equal(g.id, id[4]);
-    assert_true(g.scheduled_for == T0 + 300);
-    assert_int_equal(g.output_len, 3);
-    assert_string_equal(g.output, "ok\n");
-    store_run_clear(&g);
-
-    /* Re-entrant: the walk sees the rows it started with, and the callback's
-     * writes land. */
-    struct run_walk rw = {.s = f->s};
-    assert_int_equal(store_run_list(f->s, "alice", "p", 3, reentrant_run_cb, &rw), 0);
-    assert_int_equal(rw.n, 3);
-    assert_int_equal(rw.ids[0], id[4]);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs WHERE reason = 'seen'"), 3);
-    assert_int_equal(list_ids(f, "alice", "p", 0, got, 32), 8);
-    assert_true(sqlite3_get_autocommit(store__db(f->s)) != 0);
-}
-
-static void test_run_interrupt_all(void **state)
-{
-    struct fx *f = *state;
-    add_dep(f, "alice", "p");
-    add_dep(f, "bob", "q");
-    struct store_run r = run("alice", "p", "schedule", T0 + 60, STORE_RUN_RUNNING);
-    r.started_at = T0 + 60.5;
-    int64_t running = add_run(f, &r, 100);
-    r = run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
-    int64_t queued = add_run(f, &r, 100);
-    r = run("bob", "q", "manual", 0, STORE_RUN_RUNNING);
-    int64_t other = add_run(f, &r, 100);
-    r = run("alice", "p", "schedule", T0 + 120, STORE_RUN_SUCCEEDED);
-    r.finished_at = T0 + 130;
-    r.exit_code = 0;
-    int64_t done = add_run(f, &r, 100);
-    r = run("alice", "p", "schedule", T0 + 180, STORE_RUN_SKIPPED);
-    r.reason = (char *)"overlap";
-    int64_t skipped = add_run(f, &r, 100);
-
-    int64_t n = -1;
-    assert_int_equal(store_run_interrupt_all(f->s, T0 + 500, "server restarted", &n), 0);
-    assert_int_equal(n, 3);
-    int64_t live[] = {running, queued, other};
-    for (size_t i = 0; i < 3; i++) {
-        struct store_run g;
-        assert_int_equal(store_run_get(f->s, live[i], &g), 0);
-        assert_int_equal(g.outcome, STORE_RUN_INTERRUPTED);
-        assert_string_equal(g.reason, "server restarted");
-        assert_true(g.finished_at == T0 + 500);
-        assert_true(store_outcome_final(g.outcome));
-        if (live[i] == running)
-            assert_true(g.started_at == T0 + 60.5); /* kept */
-        store_run_clear(&g);
-    }
-    struct store_run g;
-    assert_int_equal(store_run_get(f->s, done, &g), 0);
-    assert_int_equal(g.outcome, STORE_RUN_SUCCEEDED);
-    assert_null(g.reason);
-    assert_true(g.finished_at == T0 + 130);
-    store_run_clear(&g);
-    assert_int_equal(store_run_get(f->s, skipped, &g), 0);
-    assert_int_equal(g.outcome, STORE_RUN_SKIPPED);
-    assert_string_equal(g.reason, "overlap");
-    assert_true(g.finished_at == 0);
-    store_run_clear(&g);
-
-    /* Nothing left to interrupt; count may be NULL. */
-    assert_int_equal(store_run_interrupt_all(f->s, T0 + 600, "again", &n), 0);
-    assert_int_equal(n, 0);
-    assert_int_equal(store_run_interrupt_all(f->s, T0 + 600, "again", NULL), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs WHERE reason = 'again'"), 0);
-}
-
-struct live_walk {
-    int n;
-    int64_t ids[8];
-};
-
-static int collect_live(const struct store_run *r, void *ud)
-{
-    struct live_walk *w = ud;
-    w->ids[w->n++] = r->id;
-    return 0;
-}
-
-static void test_run_pid_and_live(void **state)
-{
-    struct fx *f = *state;
-    add_dep(f, "alice", "p");
-    struct store_run r = run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
-    int64_t a = add_run(f, &r, 100);
-    int64_t b = add_run(f, &r, 100);
-    r.outcome = STORE_RUN_SUCCEEDED;
-    add_run(f, &r, 100);
-    struct store_run g;
-    assert_int_equal(store_run_get(f->s, a, &g), 0);
-    assert_int_equal(g.pid, 0);
-    g.outcome = STORE_RUN_RUNNING;
-    g.pid = 4242;
-    g.pid_start = 123456789012ull;
-    assert_int_equal(store_run_update(f->s, &g), 0);
-    store_run_clear(&g);
-    assert_int_equal(store_run_get(f->s, a, &g), 0);
-    assert_int_equal(g.pid, 4242);
-    assert_true(g.pid_start == 123456789012ull);
-    store_run_clear(&g);
-    struct live_walk w = {0};
-    assert_int_equal(store_run_list_live(f->s, collect_live, &w), 0);
-    assert_int_equal(w.n, 2);
-    assert_true(w.ids[0] == a && w.ids[1] == b);
-}
+/* ================================================================ batches */
 
 static void test_batch(void **state)
 {
-    struct fx *f = *state;
-    add_dep(f, "alice", "p");
+    struct fixture *f = *state;
+    fixture_add_dep(f->s, "alice", "p");
     assert_int_equal(store_batch_commit(f->s), RR_E_INVAL);
     assert_int_equal(store_batch_begin(f->s), 0);
     assert_int_equal(store_batch_begin(f->s), RR_E_BUSY);
-    struct store_run r = run("alice", "p", "schedule", T0 + 60, STORE_RUN_QUEUED);
-    int64_t a = add_run(f, &r, 100);
+    struct store_run r = fixture_run("alice", "p", "schedule", T0 + 60, STORE_RUN_QUEUED);
+    int64_t a = fixture_add_run(f->s, &r, 100);
     /* a failing call inside the batch undoes only itself */
     int64_t dup;
     assert_int_equal(store_run_insert(f->s, &r, 100, &dup), RR_E_EXISTS);
     r.scheduled_for = T0 + 120;
-    int64_t b = add_run(f, &r, 100);
+    int64_t b = fixture_add_run(f->s, &r, 100);
     assert_int_equal(store_dep_set_progress(f->s, "alice", "p", T0 + 120, T0 + 180), 0);
     /* not visible to another connection before the commit */
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs"), 0);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs"), 0);
     assert_int_equal(store_batch_commit(f->s), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs"), 2);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs"), 2);
     struct store_run g;
     assert_int_equal(store_run_get(f->s, a, &g), 0);
     store_run_clear(&g);
@@ -1670,8 +211,8 @@ static void test_batch(void **state)
     store_run_clear(&g);
     /* and writes outside a batch are their own transactions again */
     r.scheduled_for = T0 + 180;
-    add_run(f, &r, 100);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs"), 3);
+    fixture_add_run(f->s, &r, 100);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs"), 3);
 }
 
 /* A read batch holds no write lock until store_batch_write, and then writes
@@ -1679,8 +220,8 @@ static void test_batch(void **state)
  * (a deferred transaction would fail that upgrade with SQLITE_BUSY). */
 static void test_batch_read_then_write(void **state)
 {
-    struct fx *f = *state;
-    add_dep(f, "alice", "p");
+    struct fixture *f = *state;
+    fixture_add_dep(f->s, "alice", "p");
     assert_int_equal(store_batch_write(f->s), 0); /* outside a batch: nothing */
     assert_int_equal(store_batch_begin_read(f->s), 0);
     assert_int_equal(store_batch_begin_read(f->s), RR_E_BUSY);
@@ -1696,8 +237,8 @@ static void test_batch_read_then_write(void **state)
 
     assert_int_equal(store_batch_write(f->s), 0);
     assert_int_equal(store_batch_write(f->s), 0); /* already writing: nothing */
-    struct store_run r = run("alice", "p", "schedule", T0 + 60, STORE_RUN_QUEUED);
-    add_run(f, &r, 100);
+    struct store_run r = fixture_run("alice", "p", "schedule", T0 + 60, STORE_RUN_QUEUED);
+    fixture_add_run(f->s, &r, 100);
     /* the write lock is held: another writer waits out its busy timeout */
     sqlite3_busy_timeout(other, 0);
     char *msg = NULL;
@@ -1706,8 +247,8 @@ static void test_batch_read_then_write(void **state)
                      SQLITE_BUSY);
     sqlite3_free(msg);
     assert_int_equal(store_batch_commit(f->s), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs"), 1);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM users WHERE name = 'zed'"), 1);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs"), 1);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM users WHERE name = 'zed'"), 1);
     assert_int_equal(sqlite3_close(other), SQLITE_OK);
 
     /* A read batch that never writes commits nothing and takes no write lock. */
@@ -1722,70 +263,61 @@ static void test_batch_read_then_write(void **state)
     assert_int_equal(store_batch_commit(f->s), 0);
 }
 
-static void test_run_cascade(void **state)
+/* ================================================================ health and checkpoints */
+
+/* store_health notices the file gone or replaced under the open connection,
+ * and recovers when the original is back. */
+static void test_health(void **state)
 {
-    struct fx *f = *state;
-    add_dep(f, "alice", "p");
-    add_dep(f, "alice", "q");
-    struct store_run r = run("alice", "p", "schedule", T0 + 60, STORE_RUN_RUNNING);
-    int64_t a = add_run(f, &r, 100);
-    r.scheduled_for = T0 + 120;
-    add_run(f, &r, 100);
-    struct store_run o = run("alice", "q", "manual", 0, STORE_RUN_SUCCEEDED);
-    int64_t b = add_run(f, &o, 100);
+    struct fixture *f = *state;
+    struct err e = {0};
+    assert_int_equal(store_health(f->s, &e), 0);
 
-    assert_int_equal(store_dep_delete(f->s, "alice", "p"), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs WHERE project_id = 'p'"), 0);
-    struct store_run g;
-    assert_int_equal(store_run_get(f->s, a, &g), RR_E_NOTFOUND);
-    assert_int_equal(store_run_get(f->s, b, &g), 0); /* the other deployment's stays */
-    store_run_clear(&g);
+    char moved[160];
+    snprintf(moved, sizeof moved, "%s.moved", f->path);
+    assert_int_equal(rename(f->path, moved), 0);
+    assert_int_equal(store_health(f->s, &e), RR_E_IO);
+    assert_non_null(strstr(e.msg, f->path));
+    FILE *fp = fopen(f->path, "wb"); /* another file at the same path */
+    assert_non_null(fp);
+    fclose(fp);
+    assert_int_equal(store_health(f->s, &e), RR_E_IO);
+    assert_non_null(strstr(e.msg, "replaced"));
+    assert_int_equal(rename(moved, f->path), 0);
+    assert_int_equal(store_health(f->s, NULL), 0);
 
-    /* Re-adding the same id starts with an empty ledger; the old scheduled
-     * times are free again. */
-    add_dep(f, "alice", "p");
-    assert_int_equal(store_run_last(f->s, "alice", "p", &g), RR_E_NOTFOUND);
-    r.scheduled_for = T0 + 60;
-    assert_true(add_run(f, &r, 100) > b);
+    struct store *m = fixture_open(":memory:");
+    assert_int_equal(store_health(m, &e), 0);
+    store_close(m);
 }
 
-static void test_run_missing_dep(void **state)
+/* The checkpointer takes automatic checkpoints off the connection's commits
+ * and stops with store_close (LeakSanitizer would report its connection
+ * left open). In-memory databases have no WAL: nothing to start. */
+static void test_checkpointer(void **state)
 {
-    struct fx *f = *state;
-    add_dep(f, "alice", "p");
-    int64_t id = -1;
-    struct store_run r = run("alice", "nope", "manual", 0, STORE_RUN_QUEUED);
-    assert_int_equal(store_run_insert(f->s, &r, 100, &id), RR_E_NOTFOUND);
-    r = run("bob", "p", "schedule", T0 + 60, STORE_RUN_QUEUED); /* another user's id */
-    assert_int_equal(store_run_insert(f->s, &r, 100, &id), RR_E_NOTFOUND);
-    assert_int_equal(id, -1);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs"), 0);
-    assert_true(sqlite3_get_autocommit(store__db(f->s)) != 0);
-    r = run("alice", "p", "schedule", T0 + 60, STORE_RUN_QUEUED);
-    assert_int_equal(store_run_insert(f->s, &r, 100, &id), 0);
+    struct fixture *f = *state;
+    sqlite3 *db = store__db(f->s);
+    char v[32];
+    pragma_text(db, "PRAGMA wal_autocheckpoint", v, sizeof v);
+    assert_string_equal(v, "1000");
+    struct err e = {0};
+    assert_int_equal(store_checkpointer_start(f->s, &e), 0);
+    assert_int_equal(store_checkpointer_start(f->s, &e), 0); /* already running */
+    pragma_text(db, "PRAGMA wal_autocheckpoint", v, sizeof v);
+    assert_string_equal(v, "0");
+    fixture_add_dep(f->s, "alice", "p"); /* writes go on */
+    fixture_reopen(f);                   /* closing stops it */
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM deployments"), 1);
+
+    struct store *m = fixture_open(":memory:");
+    assert_int_equal(store_checkpointer_start(m, &e), 0);
+    pragma_text(store__db(m), "PRAGMA wal_autocheckpoint", v, sizeof v);
+    assert_string_equal(v, "1000");
+    store_close(m);
 }
 
-static void test_outcome_names(void **state)
-{
-    (void)state;
-    static const char *const names[] = {"queued",      "running", "succeeded",
-                                        "failed",      "timed_out", "cancelled",
-                                        "interrupted", "skipped", "missed"};
-    enum store_outcome o;
-    for (int i = 0; i < 9; i++) {
-        assert_string_equal(store_outcome_name((enum store_outcome)i), names[i]);
-        assert_int_equal(store_outcome_parse(names[i], &o), 0);
-        assert_int_equal(o, i);
-        assert_int_equal(store_outcome_final((enum store_outcome)i), i >= 2);
-    }
-    assert_string_equal(store_outcome_name((enum store_outcome)9), "invalid");
-    assert_int_equal(store_outcome_parse("Queued", &o), RR_E_INVAL);
-    assert_int_equal(store_outcome_parse("", &o), RR_E_INVAL);
-    assert_int_equal(store_outcome_parse("invalid", &o), RR_E_INVAL);
-    assert_int_equal(store_outcome_parse(NULL, &o), RR_E_INVAL);
-}
-
-/* ================================================================ migration 1 -> 2 */
+/* ================================================================ migrations */
 
 /* The schema as text, for comparing two databases. */
 static char *schema_text(const char *path)
@@ -1809,7 +341,7 @@ static char *schema_text(const char *path)
 
 static void test_migrate_v1_to_v2(void **state)
 {
-    struct fx *f = *state;
+    struct fixture *f = *state;
     assert_null(store__migration_sql(0));
     assert_null(store__migration_sql(4));
     assert_non_null(store__migration_sql(3));
@@ -1854,8 +386,8 @@ static void test_migrate_v1_to_v2(void **state)
                  "'k_0123456789abcdef', 1767225600, 1767225601, 1767236400)");
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 
-    reopen(f); /* migrates */
-    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 3);
+    fixture_reopen(f); /* migrates */
+    assert_int_equal(fixture_sql_int(f->path, "PRAGMA user_version"), 3);
 
     /* The key still authenticates (hash key kept), the deployment is intact. */
     struct store_key k;
@@ -1878,11 +410,11 @@ static void test_migrate_v1_to_v2(void **state)
 
     /* The new parts work on the migrated file. */
     assert_int_equal(store_dep_set_progress(f->s, "alice", "p", T0 + 10800, T0 + 97200), 0);
-    struct store_run r = run("alice", "p", "schedule", T0 + 10800, STORE_RUN_QUEUED);
-    int64_t id = add_run(f, &r, 100);
+    struct store_run r = fixture_run("alice", "p", "schedule", T0 + 10800, STORE_RUN_QUEUED);
+    int64_t id = fixture_add_run(f->s, &r, 100);
     assert_int_equal(store_run_insert(f->s, &r, 100, &id), RR_E_EXISTS);
     assert_int_equal(store_dep_delete(f->s, "alice", "p"), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM runs"), 0);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs"), 0);
 
     /* Same schema as a database created fresh by this build. */
     char fresh[160];
@@ -1906,44 +438,16 @@ static void test_migrate_v1_to_v2(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_open_migrate_reopen, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_open_bad_path, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_pragmas, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_key_create_auth, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_key_revoke_by_id, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_key_revoke_by_text, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_key_expiry, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_perms_parse_format, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_key_list_count, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_hash_key_persists, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_key_text_not_in_db, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_invalid_user_label, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dep_insert_get, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dep_duplicate, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dep_limit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dep_update_delete, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dep_list_order_isolation, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dep_list_reentrant, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dep_unicode_big, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dep_list_by_key, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_state_names, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_two_connections, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_racing_inserts, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dep_progress, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_run_round_trip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_run_sched_unique, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_run_idem, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_run_prune, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_run_list_last, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_run_interrupt_all, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_run_cascade, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_batch_read_then_write, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_run_pid_and_live, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_run_missing_dep, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_outcome_names, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_migrate_v1_to_v2, setup, teardown),
+        FIXTURE_TEST(test_open_migrate_reopen),
+        FIXTURE_TEST(test_newer_schema_refused),
+        FIXTURE_TEST(test_open_bad_path),
+        FIXTURE_TEST(test_pragmas),
+        FIXTURE_TEST(test_two_connections),
+        FIXTURE_TEST(test_batch),
+        FIXTURE_TEST(test_batch_read_then_write),
+        FIXTURE_TEST(test_health),
+        FIXTURE_TEST(test_checkpointer),
+        FIXTURE_TEST(test_migrate_v1_to_v2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
