@@ -1,11 +1,13 @@
 /* cmd.c -- the command handlers: session (auth, deauth, ping, probe) and the
  * deployment commands (rrext_deploy_*).
  *
- * Design: each handler validates its arguments in the order PROTOCOL §4 gives
- * (that order decides which message the caller sees), talks to the store, and
- * writes its body as compact JSON into res->body. Pipelines are handled as raw
- * text (util/jraw) so they come back exactly as sent. Handlers never fail
- * silently: every path ends in a body or a dap__fail with a wire code.
+ * Design: each handler validates its arguments in the order docs/protocol.md
+ * §5 gives (that order decides which message the caller sees), reads from
+ * the store or changes deployments and runs through the scheduler (which
+ * writes the store and its index together), and writes its body into
+ * res->body with wire.c. Pipelines are handled as raw text (util/jraw) so
+ * they come back exactly as sent. Handlers never fail silently: every path
+ * ends in a body or a dap__fail with a wire code.
  * Thread: service thread only. */
 #include "dap/dap_internal.h"
 
@@ -94,14 +96,6 @@ static int parse_schedule(struct dap_app *app, const json_t *v,
     return 0;
 }
 
-/* next_run_at for a record: the next fire as float seconds, 0 when none. */
-static double next_run(const struct cronx *cx, enum store_state st,
-                       double last_fire, double now)
-{
-    int64_t t = sched_next_fire(cx, st, (int64_t)last_fire, now);
-    return t == CRONX_NEVER ? 0 : (double)t;
-}
-
 /* The raw text of arguments.pipeline, compacted into out. The tree has
  * already been checked to hold an object there. */
 static int raw_pipeline(struct dap_app *app, struct dap_req *req,
@@ -130,6 +124,20 @@ static int fail_store(struct dap_res *res, int rc, const char *project_id)
         return dap__fail(res, DAP_NOT_FOUND, "Deployment not found: %s",
                          project_id);
     return dap__fail(res, DAP_INTERNAL, "Internal error: %s", err_str(rc));
+}
+
+/* Map a scheduler error to the wire: not found, a conflict with what exists
+ * (the project id is taken; paused, errored, running, not running), a
+ * limit, or the server's own failure. */
+static int fail_sched(struct dap_res *res, int rc, const struct err *e)
+{
+    if (rc == RR_E_NOTFOUND)
+        return dap__fail(res, DAP_NOT_FOUND, "%s", e->msg);
+    if (rc == RR_E_BUSY || rc == RR_E_EXISTS)
+        return dap__fail(res, DAP_CONFLICT, "%s", e->msg);
+    if (rc == RR_E_LIMIT)
+        return dap__fail(res, DAP_TOO_LARGE, "%s", e->msg);
+    return dap__fail(res, DAP_INTERNAL, "%s", e->msg);
 }
 
 /* ---------------------------------------------------------------- session */
@@ -258,26 +266,13 @@ static int cmd_add(struct dap_app *app, struct dap_session *ss,
     d.project_id = (char *)project_id;
     d.pipeline = (char *)buf_cstr(&text);
     d.schedule = (char *)json_string_value(jsched);
-    d.state = STORE_ACTIVE;
     d.created_by = ss->key.user;
     d.owner_key_id = (char *)owner_key_id(ss);
-    d.created_at = dap__now(app);
-    d.updated_at = dap__now(app);
-    d.next_run_at = next_run(cx, d.state, 0, d.created_at);
-
-    rc = store_dep_insert(app->store, &d, app->cfg->max_deployments);
-    if (rc == RR_E_EXISTS)
-        rc = dap__fail(res, DAP_CONFLICT, "Deployment already exists: %s",
-                       project_id);
-    else if (rc == RR_E_LIMIT)
-        rc = dap__fail(res, DAP_TOO_LARGE,
-                       "Deployment limit reached: at most %lld per user",
-                       (long long)app->cfg->max_deployments);
-    else if (rc)
-        rc = fail_store(res, rc, project_id);
-    else if ((rc = sched_dep_upsert(app->sched, &d)) != 0)
-        rc = dap__fail(res, DAP_INTERNAL, "Internal error: cannot schedule %s",
-                       project_id);
+    struct err e = {0};
+    rc = sched_add(app->sched, &d, cx, app->cfg->max_deployments, dap__now(app), &e);
+    cx = NULL; /* taken */
+    if (rc)
+        rc = fail_sched(res, rc, &e);
     else
         dap__write_record(&res->body, &d, NULL);
     buf_free(&text);
@@ -293,10 +288,10 @@ static int cmd_remove(struct dap_app *app, struct dap_session *ss,
     const char *project_id = NULL;
     if (arg_project_id(req, res, &project_id))
         return -1;
-    int rc = store_dep_delete(app->store, ss->key.user, project_id);
+    struct err e = {0};
+    int rc = sched_remove(app->sched, ss->key.user, project_id, dap__now(app), &e);
     if (rc)
-        return fail_store(res, rc, project_id);
-    sched_dep_removed(app->sched, ss->key.user, project_id, dap__now(app));
+        return fail_sched(res, rc, &e);
     buf_puts(&res->body, "{}");
     return 0;
 }
@@ -415,21 +410,20 @@ static int cmd_update(struct dap_app *app, struct dap_session *ss,
     const char *project_id = NULL;
     if (arg_project_id(req, res, &project_id))
         return -1;
-    struct store_dep d;
-    int rc = store_dep_get(app->store, ss->key.user, project_id, &d);
-    if (rc)
-        return fail_store(res, rc, project_id);
+    enum store_state current;
+    if (sched_lookup(app->sched, ss->key.user, project_id, &current) != 0)
+        return dap__fail(res, DAP_NOT_FOUND, "Deployment not found: %s",
+                         project_id);
 
-    struct cronx *cx = NULL;
+    struct sched_change ch = {0};
     struct buf text, forced;
     buf_init(&text, 0);
     buf_init(&forced, 0);
     json_t *pipe = json_object_get(req->args, "pipeline");
     json_t *jsched = json_object_get(req->args, "schedule");
     json_t *jstate = json_object_get(req->args, "state");
-    enum store_state new_state = d.state;
 
-    rc = -1;
+    int rc = -1;
     if (pipe) {
         if (!json_is_object(pipe)) {
             dap__fail(res, DAP_BAD_REQUEST, "pipeline must be an object");
@@ -438,61 +432,32 @@ static int cmd_update(struct dap_app *app, struct dap_session *ss,
         if (raw_pipeline(app, req, res, &text))
             goto out;
         force_project_id(&forced, buf_data(&text), text.len, pipe, project_id);
+        ch.pipeline = buf_cstr(&forced);
     }
     if (jsched) {
-        if (parse_schedule(app, jsched, res, &cx))
+        if (parse_schedule(app, jsched, res, &ch.cx))
             goto out;
-    } else {
-        struct err e = {0};
-        if (sched_parse(app->sched, d.schedule, &cx, &e) != 0) {
-            dap__fail(res, DAP_INTERNAL,
-                      "Internal error: stored schedule '%s': %s", d.schedule,
-                      e.msg);
-            goto out;
-        }
+        ch.schedule = json_string_value(jsched);
     }
     if (jstate) {
         if (!json_is_string(jstate) ||
-            store_state_parse(json_string_value(jstate), &new_state) != 0 ||
-            new_state == STORE_ERRORED) {
+            store_state_parse(json_string_value(jstate), &ch.state) != 0 ||
+            ch.state == STORE_ERRORED) {
             dap__fail(res, DAP_BAD_REQUEST, "state must be 'active' or 'paused'");
             goto out;
         }
-        if (d.state == STORE_ERRORED) {
-            dap__fail(res, DAP_CONFLICT,
-                      "Deployment '%s' is errored (%s): remove it and add it again",
-                      project_id, d.error ? d.error : "no reason recorded");
-            goto out;
-        }
+        ch.set_state = true;
     }
-
-    if (pipe) {
-        free(d.pipeline);
-        d.pipeline = buf_take(&forced, NULL);
-    }
-    if (jsched) {
-        free(d.schedule);
-        d.schedule = xstrdup(json_string_value(jsched));
-    }
-    d.state = new_state;
-    d.updated_at = dap__now(app);
-    d.next_run_at = next_run(cx, d.state, d.last_fire_at, d.updated_at);
-    rc = store_dep_update(app->store, &d);
-    if (rc) {
-        fail_store(res, rc, project_id);
-        goto out;
-    }
-    if ((rc = sched_dep_upsert(app->sched, &d)) != 0) {
-        dap__fail(res, DAP_INTERNAL, "Internal error: cannot schedule %s",
-                  project_id);
-        goto out;
-    }
-    buf_puts(&res->body, "{}");
+    struct err e = {0};
+    rc = sched_update(app->sched, ss->key.user, project_id, &ch, dap__now(app), &e);
+    if (rc)
+        fail_sched(res, rc, &e);
+    else
+        buf_puts(&res->body, "{}");
 out:
-    cronx_free(cx);
+    cronx_free(ch.cx); /* NULL once sched_update took it */
     buf_free(&text);
     buf_free(&forced);
-    store_dep_clear(&d);
     return rc;
 }
 
@@ -557,17 +522,6 @@ static int cmd_preview(struct dap_app *app, struct dap_session *ss,
 }
 
 /* ---------------------------------------------------------------- runs */
-
-/* Map a scheduler error to the wire: not found, or a conflict with the
- * deployment's state (paused, errored, running, not running). */
-static int fail_sched(struct dap_res *res, int rc, const struct err *e)
-{
-    if (rc == RR_E_NOTFOUND)
-        return dap__fail(res, DAP_NOT_FOUND, "%s", e->msg);
-    if (rc == RR_E_BUSY || rc == RR_E_EXISTS)
-        return dap__fail(res, DAP_CONFLICT, "%s", e->msg);
-    return dap__fail(res, DAP_INTERNAL, "%s", e->msg);
-}
 
 static int cmd_run(struct dap_app *app, struct dap_session *ss,
                    struct dap_req *req, struct dap_res *res)

@@ -1,23 +1,28 @@
-/* engine.c -- tick decisions: when each deployment fires and what a fire does.
+/* engine.c -- tick decisions: when each deployment fires and what a fire
+ * does; and every change of a deployment, so that the store and the
+ * engine's index never disagree.
  *
- * Design: every active, non-manual deployment sits in a binary min-heap keyed
- * by its next fire instant (ties broken by insertion sequence); a hash index
- * by (user, project_id) serves commands. The server arms one timer for
- * sched_next_deadline() and calls sched_tick(now) when it expires; the engine
- * pops every due deployment and decides: errored owner -> `errored`; previous
- * run still going -> `skipped` (overlap); otherwise a ledger row is committed
- * and only then the run is handed to the executor. Every decision advances the
- * deployment's last_fire_at, persisted, and the next fire is always computed
- * strictly after both now and last_fire_at: a wall clock stepped back can
- * never fire a scheduled time twice, and several ticks due at once (clock
- * stepped forward, stalled host) fire once, the earlier ones recorded as one
+ * Design: every deployment of the store sits in a hash index by (user,
+ * project_id); the active, non-manual ones also sit in a binary min-heap
+ * keyed by their next fire instant (ties broken by insertion sequence).
+ * Adds, updates, removals and owner checks (sched_add, sched_update,
+ * sched_remove, sched_keys_changed) write the store and update the index in
+ * one call. The daemon arms one timer for sched_next_deadline() and calls
+ * sched_tick(now) when it expires; the engine pops every due deployment and
+ * decides: errored owner -> `errored`; previous run still going -> `skipped`
+ * (overlap); otherwise a ledger row is committed and only then the run is
+ * handed to the executor. Every decision advances the deployment's
+ * last_fire_at, persisted, and the next fire is always computed strictly
+ * after both now and last_fire_at: a wall clock stepped back can never fire a
+ * scheduled time twice, and several ticks due at once (clock stepped
+ * forward, stalled host) fire once, the earlier ones recorded as one
  * `missed` row -- never a burst. A restart records ticks that fell due while
  * the server was down the same way, and runs that were in progress become
- * `interrupted`.
+ * `interrupted` (docs/runs.md).
  *
  * Memory: per deployment one struct sched_dep (names in one allocation) and
  * its parsed schedule; pipelines stay in the database until a run needs one.
- * Thread: the service thread only; no lws, no locks. */
+ * Thread: the service thread only; no sockets, no locks. */
 #include "scheduler/scheduler.h"
 
 #include <math.h>
@@ -395,19 +400,8 @@ static const char *owner_problem(struct sched *s, const struct sched_dep *d,
 static void set_errored(struct sched *s, struct sched_dep *d, const char *why,
                         double now)
 {
-    struct store_dep row;
-    if (store_dep_get(s->store, d->user, d->project_id, &row) != 0)
+    if (store_dep_set_errored(s->store, d->user, d->project_id, why, now) != 0)
         return;
-    free(row.error);
-    row.error = xstrdup(why);
-    row.state = STORE_ERRORED;
-    row.next_run_at = 0;
-    row.updated_at = now;
-    if (store_dep_update(s->store, &row) != 0) {
-        store_dep_clear(&row);
-        return;
-    }
-    store_dep_clear(&row);
     d->state = STORE_ERRORED;
     heap_remove(s, d);
     s->stats.errored++;
@@ -445,16 +439,12 @@ static void submit(struct sched *s, struct pending *p, double now)
         return;
     log_error("run %lld of %s/%s: the executor refused it: %s",
               (long long)p->run_id, p->dep->user, p->dep->project_id, err_str(rc));
-    struct store_run r;
-    if (store_run_get(s->store, p->run_id, &r) == 0) {
-        r.outcome = STORE_RUN_FAILED;
-        r.finished_at = now;
-        free(r.reason);
-        r.reason = xstrdup("executor refused the run");
-        if (store_run_update(s->store, &r) != 0)
-            log_error("run %lld: cannot record its failure", (long long)p->run_id);
-        store_run_clear(&r);
-    }
+    struct store_run_end end = {.outcome = STORE_RUN_FAILED, .at = now,
+                                .reason = "executor refused the run",
+                                .exit_code = -1};
+    rc = store_run_finish(s->store, p->run_id, &end, NULL);
+    if (rc && rc != RR_E_NOTFOUND)
+        log_error("run %lld: cannot record its failure", (long long)p->run_id);
     if (p->dep->run_id == p->run_id)
         p->dep->run_id = 0;
 }
@@ -498,7 +488,7 @@ static int start_run(struct sched *s, struct sched_dep *d, const char *trigger,
     } else {
         submit(s, &p, now);
     }
-    if (out)
+    if (out) /* read back: a refused submit has already failed the run */
         return store_run_get(s->store, r.id, out);
     return 0;
 }
@@ -534,13 +524,10 @@ static void record_skip(struct sched *s, struct sched_dep *d, int64_t t,
         s->stats.skipped_overlap++;
     else
         s->stats.missed += (uint64_t)count;
-    struct store_run full;
-    if (store_run_get(s->store, r.id, &full) == 0) {
-        emit_run(s, outcome == STORE_RUN_SKIPPED ? SCHED_EV_TICK_SKIPPED
-                                                 : SCHED_EV_TICK_MISSED,
-                 &full, full.created_at);
-        store_run_clear(&full);
-    }
+    /* r is the row as stored: no need to read it back */
+    emit_run(s, outcome == STORE_RUN_SKIPPED ? SCHED_EV_TICK_SKIPPED
+                                             : SCHED_EV_TICK_MISSED,
+             &r, now);
 }
 
 static void persist_progress(struct sched *s, const struct sched_dep *d)
@@ -635,7 +622,7 @@ static void fire(struct sched *s, struct sched_dep *d, int64_t now, double now_f
 int64_t sched_next_fire(const struct cronx *cx, enum store_state st,
                         int64_t last_fire, double now)
 {
-    if (st != STORE_ACTIVE || cronx_is_manual(cx))
+    if (st != STORE_ACTIVE || !cx || cronx_is_manual(cx))
         return CRONX_NEVER;
     int64_t from = (int64_t)floor(now);
     return cronx_next(cx, from > last_fire ? from : last_fire);
@@ -696,16 +683,19 @@ void sched_free(struct sched *s)
     free(s);
 }
 
-/* Create or refresh the in-memory state of a deployment from its row. */
-static int dep_apply(struct sched *s, const struct store_dep *row,
-                     struct sched_dep **out)
+/* Create or refresh the in-memory state of a deployment from its row. cx is
+ * row->schedule parsed (taken), or NULL to parse it here. A stored schedule
+ * that no longer parses (a dialect tightened by an upgrade) keeps the
+ * deployment indexed but never scheduled: it can still be shown, run by
+ * hand, updated and removed. */
+static struct sched_dep *dep_apply(struct sched *s, const struct store_dep *row,
+                                   struct cronx *cx)
 {
-    struct cronx *cx;
     struct err e = {0};
-    if (cronx_parse(row->schedule, s->cfg.default_zone, &cx, &e) != 0) {
+    if (!cx && sched_parse(s, row->schedule, &cx, &e) != 0) {
         log_error("deployment %s/%s: stored schedule '%s' no longer parses: %s",
                   row->user, row->project_id, row->schedule, e.msg);
-        return RR_E_INVAL;
+        cx = NULL;
     }
     /* The owner never changes: update keeps it, remove and add make a new
      * deployment. */
@@ -716,8 +706,7 @@ static int dep_apply(struct sched *s, const struct store_dep *row,
     d->cx = cx;
     d->state = row->state;
     d->last_fire = (int64_t)row->last_fire_at;
-    *out = d;
-    return 0;
+    return d;
 }
 
 /* While deferring, remember that (user, project_id) was changed. */
@@ -736,21 +725,24 @@ static void note_changed(struct sched *s, const char *user, const char *project_
     s->changed[s->nchanged++] = k;
 }
 
-int sched_dep_upsert(struct sched *s, const struct store_dep *row)
+/* Index a deployment as its row now stands in the store (cx as for
+ * dep_apply) and schedule it at row->next_run_at. */
+static void index_put(struct sched *s, const struct store_dep *row,
+                      struct cronx *cx)
 {
     note_changed(s, row->user, row->project_id);
     struct sched_dep *d = dep_find(s, row->user, row->project_id);
     bool changed = d && d->state != row->state;
-    int rc = dep_apply(s, row, &d);
-    if (rc)
-        return rc;
-    heap_set(s, d, row->next_run_at > 0 ? (int64_t)row->next_run_at : CRONX_NEVER);
+    d = dep_apply(s, row, cx);
+    heap_set(s, d, d->cx && row->next_run_at > 0 ? (int64_t)row->next_run_at
+                                                 : CRONX_NEVER);
     if (changed)
         emit_state(s, d, row->state, row->error, row->updated_at);
-    return 0;
 }
 
-void sched_dep_removed(struct sched *s, const char *user, const char *project_id,
+/* Forget a deployment the store no longer has: its run is stopped
+ * (interrupted), a run decided ahead is dropped with it. */
+static void index_drop(struct sched *s, const char *user, const char *project_id,
                        double now)
 {
     note_changed(s, user, project_id);
@@ -778,6 +770,108 @@ void sched_dep_removed(struct sched *s, const char *user, const char *project_id
     dep_delete(s, d);
 }
 
+/* ---------------------------------------------------------------- changes */
+
+int sched_lookup(const struct sched *s, const char *user, const char *project_id,
+                 enum store_state *out)
+{
+    const struct sched_dep *d = dep_find(s, user, project_id);
+    if (!d)
+        return RR_E_NOTFOUND;
+    *out = d->state;
+    return 0;
+}
+
+static int64_t next_or_zero(const struct cronx *cx, enum store_state st,
+                            int64_t last_fire, double now)
+{
+    int64_t t = sched_next_fire(cx, st, last_fire, now);
+    return t == CRONX_NEVER ? 0 : t;
+}
+
+int sched_add(struct sched *s, struct store_dep *d, struct cronx *cx,
+              int64_t max_per_user, double now, struct err *e)
+{
+    d->state = STORE_ACTIVE;
+    d->error = NULL;
+    d->created_at = d->updated_at = now;
+    d->last_fire_at = 0;
+    d->next_run_at = (double)next_or_zero(cx, d->state, 0, now);
+    int rc = store_dep_insert(s->store, d, max_per_user);
+    if (rc) {
+        cronx_free(cx);
+        if (rc == RR_E_EXISTS)
+            return err_set(e, rc, "Deployment already exists: %s", d->project_id);
+        if (rc == RR_E_LIMIT)
+            return err_set(e, rc, "Deployment limit reached: at most %lld per user",
+                           (long long)max_per_user);
+        return err_set(e, rc, "Internal error: %s", err_str(rc));
+    }
+    index_put(s, d, cx);
+    return 0;
+}
+
+int sched_update(struct sched *s, const char *user, const char *project_id,
+                 struct sched_change *ch, double now, struct err *e)
+{
+    struct cronx *cx = ch->cx;
+    ch->cx = NULL; /* taken */
+    struct sched_dep *d = dep_find(s, user, project_id);
+    if (!d) {
+        cronx_free(cx);
+        return err_set(e, RR_E_NOTFOUND, "Deployment not found: %s", project_id);
+    }
+    if (ch->set_state && d->state == STORE_ERRORED) {
+        struct store_dep row;
+        bool got = store_dep_get(s->store, user, project_id, &row) == 0;
+        err_set(e, RR_E_BUSY,
+                "Deployment '%s' is errored (%s): remove it and add it again",
+                project_id, got && row.error ? row.error : "no reason recorded");
+        if (got)
+            store_dep_clear(&row);
+        cronx_free(cx);
+        return RR_E_BUSY;
+    }
+    enum store_state st = ch->set_state ? ch->state : d->state;
+    struct store_dep_change c = {
+        .pipeline = ch->pipeline,
+        .schedule = ch->schedule,
+        .state = st,
+        .updated_at = now,
+        .next_run_at = (double)next_or_zero(cx ? cx : d->cx, st, d->last_fire, now),
+    };
+    int rc = store_dep_change(s->store, user, project_id, &c);
+    if (rc) {
+        cronx_free(cx);
+        return err_set(e, rc, rc == RR_E_NOTFOUND ? "Deployment not found: %s"
+                                                  : "Internal error: cannot update %s",
+                       project_id);
+    }
+    note_changed(s, user, project_id);
+    if (cx) {
+        cronx_free(d->cx);
+        d->cx = cx;
+    }
+    heap_set(s, d, c.next_run_at > 0 ? (int64_t)c.next_run_at : CRONX_NEVER);
+    if (st != d->state) {
+        d->state = st;
+        emit_state(s, d, st, NULL, now);
+    }
+    return 0;
+}
+
+int sched_remove(struct sched *s, const char *user, const char *project_id,
+                 double now, struct err *e)
+{
+    int rc = store_dep_delete(s->store, user, project_id);
+    if (rc == RR_E_NOTFOUND)
+        return err_set(e, rc, "Deployment not found: %s", project_id);
+    if (rc)
+        return err_set(e, rc, "Internal error: %s", err_str(rc));
+    index_drop(s, user, project_id, now);
+    return 0;
+}
+
 struct load_ctx {
     struct sched *s;
     double now;
@@ -788,15 +882,13 @@ static int load_one(const struct store_dep *row, void *ud)
 {
     struct load_ctx *lc = ud;
     struct sched *s = lc->s;
-    struct sched_dep *d;
-    if (dep_apply(s, row, &d) != 0)
-        return 0; /* logged; the rest still loads */
+    struct sched_dep *d = dep_apply(s, row, NULL);
     lc->loaded++;
     int64_t now = (int64_t)floor(lc->now);
     int64_t next = row->next_run_at > 0 ? (int64_t)row->next_run_at
                                         : sched_next_fire(d->cx, d->state,
                                                           d->last_fire, lc->now);
-    if (d->state != STORE_ACTIVE || cronx_is_manual(d->cx))
+    if (d->state != STORE_ACTIVE || !d->cx || cronx_is_manual(d->cx))
         next = CRONX_NEVER;
     if (next != CRONX_NEVER && next <= d->last_fire)
         next = sched_next_fire(d->cx, d->state, d->last_fire, lc->now);
@@ -874,17 +966,12 @@ static void hold(struct sched *s, const struct pending *p)
 static void drop_held(struct sched *s, struct pending *p, double now,
                       const char *why)
 {
-    struct store_run r;
-    if (store_run_get(s->store, p->run_id, &r) == 0) {
-        r.outcome = STORE_RUN_CANCELLED;
-        r.finished_at = now;
-        free(r.reason);
-        r.reason = xstrdup(why);
-        if (store_run_update(s->store, &r) != 0)
-            log_error("run %lld: cannot record that it did not start",
-                      (long long)p->run_id);
-        store_run_clear(&r);
-    }
+    struct store_run_end end = {.outcome = STORE_RUN_CANCELLED, .at = now,
+                                .reason = why, .exit_code = -1};
+    int rc = store_run_finish(s->store, p->run_id, &end, NULL);
+    if (rc && rc != RR_E_NOTFOUND)
+        log_error("run %lld: cannot record that it did not start",
+                  (long long)p->run_id);
     if (p->dep->run_id == p->run_id)
         p->dep->run_id = 0;
     free(p->pipeline);
@@ -1019,12 +1106,11 @@ static void resync(struct sched *s, const char *user, const char *project_id,
     struct store_dep row;
     int rc = store_dep_get(s->store, user, project_id, &row);
     if (rc == 0) {
-        if (sched_dep_upsert(s, &row) != 0)
-            log_error("deployment %s/%s: cannot reload it", user, project_id);
+        index_put(s, &row, NULL);
         store_dep_clear(&row);
     } else if (rc == RR_E_NOTFOUND) {
         if (dep_find(s, user, project_id))
-            sched_dep_removed(s, user, project_id, now);
+            index_drop(s, user, project_id, now);
     } else {
         log_error("deployment %s/%s: cannot reload it: %s", user, project_id,
                   err_str(rc));
@@ -1120,57 +1206,50 @@ int sched_cancel(struct sched *s, const char *user, const char *project_id,
 }
 
 /* The run's process started; the report's pgid and leader_start identify its
- * process group and are kept in the ledger for sched_load after a crash. */
+ * process group and are kept in the ledger for sched_load after a crash. A
+ * run that is no longer queued (removed with its deployment, or already
+ * ended) is left as it is. */
 static void run_started(struct sched *s, const struct sched_report *rep)
 {
     struct store_run r;
-    if (store_run_get(s->store, rep->run_id, &r) != 0)
-        return; /* its deployment was removed */
-    if (r.outcome == STORE_RUN_QUEUED) {
-        r.outcome = STORE_RUN_RUNNING;
-        r.started_at = rep->at;
-        r.pid = rep->pgid;
-        r.pid_start = rep->leader_start;
-        if (store_run_update(s->store, &r) != 0)
-            log_error("run %lld: cannot record its start", (long long)rep->run_id);
-        emit_run(s, SCHED_EV_RUN_STARTED, &r, rep->at);
+    int rc = store_run_start(s->store, rep->run_id, rep->at, rep->pgid,
+                             rep->leader_start, &r);
+    if (rc == RR_E_NOTFOUND || rc == RR_E_BUSY)
+        return;
+    if (rc) {
+        log_error("run %lld: cannot record its start", (long long)rep->run_id);
+        return;
     }
+    emit_run(s, SCHED_EV_RUN_STARTED, &r, rep->at);
     store_run_clear(&r);
 }
 
+/* The first decision wins: a run that already has its outcome keeps it. */
 static void run_finished(struct sched *s, const struct sched_report *rep)
 {
+    struct store_run_end end = {
+        .outcome = rep->outcome, .at = rep->at, .started = rep->started,
+        .reason = rep->reason, .exit_code = rep->exit_code,
+        .signal = rep->signal, .output = rep->output,
+        .output_len = rep->output_len,
+    };
     struct store_run r;
-    if (store_run_get(s->store, rep->run_id, &r) != 0)
+    int rc = store_run_finish(s->store, rep->run_id, &end, &r);
+    if (rc == RR_E_BUSY) /* already ended: only its deployment is freed */
+        rc = store_run_get(s->store, rep->run_id, &r) == 0 ? RR_E_BUSY : RR_E_NOTFOUND;
+    if (rc == RR_E_NOTFOUND)
         return; /* its deployment was removed */
+    if (rc != 0 && rc != RR_E_BUSY) {
+        log_error("run %lld: cannot record its outcome", (long long)rep->run_id);
+        return;
+    }
     struct sched_dep *d = dep_find(s, r.user, r.project_id);
     if (d && d->run_id == rep->run_id)
         d->run_id = 0;
-    if (store_outcome_final(r.outcome)) {
-        store_run_clear(&r);
-        return;
+    if (rc == 0) {
+        s->stats.finished[rep->outcome]++;
+        emit_run(s, SCHED_EV_RUN_FINISHED, &r, rep->at);
     }
-    r.outcome = rep->outcome;
-    if (!r.started_at && rep->started)
-        r.started_at = rep->at;
-    r.finished_at = rep->at;
-    free(r.reason);
-    r.reason = rep->reason ? xstrdup(rep->reason) : NULL;
-    r.exit_code = rep->exit_code;
-    r.signal = rep->signal;
-    free(r.output);
-    r.output = NULL;
-    r.output_len = 0;
-    if (rep->output_len) {
-        r.output = xmalloc(rep->output_len + 1);
-        memcpy(r.output, rep->output, rep->output_len);
-        r.output[rep->output_len] = '\0';
-        r.output_len = rep->output_len;
-    }
-    if (store_run_update(s->store, &r) != 0)
-        log_error("run %lld: cannot record its outcome", (long long)rep->run_id);
-    s->stats.finished[rep->outcome]++;
-    emit_run(s, SCHED_EV_RUN_FINISHED, &r, rep->at);
     store_run_clear(&r);
 }
 

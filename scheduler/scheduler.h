@@ -136,13 +136,42 @@ int sched_parse(const struct sched *s, const char *text,
 int64_t sched_next_fire(const struct cronx *cx, enum store_state st,
                         int64_t last_fire, double now);
 
-/* After a successful store insert/update of row (with next_run_at computed by
- * sched_next_fire): index it and (re)schedule it. */
-int sched_dep_upsert(struct sched *s, const struct store_dep *row);
-/* After a successful store delete at now: stop its run (interrupted) and
- * forget it. */
-void sched_dep_removed(struct sched *s, const char *user, const char *project_id,
-                       double now);
+/* ---- Deployment changes. Each writes the store and updates the engine's
+ * index together, so no caller can do one and forget the other; on an error
+ * neither changed and e holds the message for the client. */
+
+/* Add a deployment from d's user, project_id, pipeline (compact JSON text),
+ * schedule, created_by and owner_key_id (all borrowed); cx is d->schedule
+ * parsed with sched_parse, taken in every case. The engine fills in d's
+ * state (active), error, created_at and updated_at (now), last_fire_at and
+ * next_run_at. RR_E_EXISTS (the user has that project id), RR_E_LIMIT (the
+ * user has max_per_user deployments; <= 0 means no limit). */
+int sched_add(struct sched *s, struct store_dep *d, struct cronx *cx,
+              int64_t max_per_user, double now, struct err *e) MUST_CHECK;
+
+/* What an update changes; strings borrowed for the call. */
+struct sched_change {
+    const char *pipeline;      /* compact JSON text; NULL = keep */
+    const char *schedule;      /* NULL = keep */
+    struct cronx *cx;          /* schedule parsed (taken); NULL with it */
+    bool set_state;
+    enum store_state state;    /* with set_state: active or paused */
+};
+/* Change a deployment (updated_at = now, next_run_at recomputed).
+ * RR_E_NOTFOUND; RR_E_BUSY for a state change of an errored deployment
+ * (it is removed and added again instead). ch->cx is taken in every case. */
+int sched_update(struct sched *s, const char *user, const char *project_id,
+                 struct sched_change *ch, double now, struct err *e) MUST_CHECK;
+
+/* Remove a deployment and its ledger; a run of it still going is stopped
+ * (interrupted). RR_E_NOTFOUND. */
+int sched_remove(struct sched *s, const char *user, const char *project_id,
+                 double now, struct err *e) MUST_CHECK;
+
+/* The state of (user, project_id), from the engine's index (which holds
+ * every deployment of the store). RR_E_NOTFOUND when there is none. */
+int sched_lookup(const struct sched *s, const char *user, const char *project_id,
+                 enum store_state *out /* OUT */);
 
 /* Earliest fire instant of all deployments, CRONX_NEVER when none. */
 int64_t sched_next_deadline(const struct sched *s);

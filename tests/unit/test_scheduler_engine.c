@@ -164,12 +164,12 @@ static int teardown(void **state)
     return 0;
 }
 
-/* Add a deployment as the server does: store insert, then upsert. */
+/* Add a deployment as the server does (sched_add). */
 static void add(struct fx *fx, const char *pid, const char *schedule, double now)
 {
     struct cronx *cx;
     struct err e = {0};
-    assert_int_equal(cronx_parse(schedule, "UTC", &cx, &e), 0);
+    assert_int_equal(sched_parse(fx->s, schedule, &cx, &e), 0);
     char pipe[128];
     snprintf(pipe, sizeof pipe, "{\"project_id\":\"%s\"}", pid);
     struct store_dep d = {0};
@@ -177,32 +177,26 @@ static void add(struct fx *fx, const char *pid, const char *schedule, double now
     d.project_id = (char *)pid;
     d.pipeline = pipe;
     d.schedule = (char *)schedule;
-    d.state = STORE_ACTIVE;
     d.created_by = "alice";
     d.owner_key_id = fx->key_id;
-    d.created_at = d.updated_at = now;
+    assert_int_equal(sched_add(fx->s, &d, cx, 0, now, &e), 0);
     int64_t next = sched_next_fire(cx, STORE_ACTIVE, 0, now);
-    d.next_run_at = next == CRONX_NEVER ? 0 : (double)next;
-    cronx_free(cx);
-    assert_int_equal(store_dep_insert(fx->st, &d, 0), 0);
-    assert_int_equal(sched_dep_upsert(fx->s, &d), 0);
+    assert_true(d.next_run_at == (next == CRONX_NEVER ? 0 : (double)next));
 }
 
+/* Pause or resume as the server does (sched_update). */
 static void set_state(struct fx *fx, const char *pid, enum store_state st,
                       double now)
 {
-    struct store_dep d;
-    assert_int_equal(store_dep_get(fx->st, "alice", pid, &d), 0);
-    struct cronx *cx;
-    assert_int_equal(cronx_parse(d.schedule, "UTC", &cx, NULL), 0);
-    d.state = st;
-    d.updated_at = now;
-    int64_t next = sched_next_fire(cx, st, (int64_t)d.last_fire_at, now);
-    d.next_run_at = next == CRONX_NEVER ? 0 : (double)next;
-    cronx_free(cx);
-    assert_int_equal(store_dep_update(fx->st, &d), 0);
-    assert_int_equal(sched_dep_upsert(fx->s, &d), 0);
-    store_dep_clear(&d);
+    struct sched_change ch = {.set_state = true, .state = st};
+    struct err e = {0};
+    assert_int_equal(sched_update(fx->s, "alice", pid, &ch, now, &e), 0);
+}
+
+static void remove_dep(struct fx *fx, const char *pid, double now)
+{
+    struct err e = {0};
+    assert_int_equal(sched_remove(fx->s, "alice", pid, now, &e), 0);
 }
 
 static void started(struct fx *fx, int64_t run_id, double at, int pgid,
@@ -483,8 +477,7 @@ static void test_remove_interrupts(void **state)
     struct fx *fx = *state;
     add(fx, "p", "* * * * *", T0);
     sched_tick(fx->s, T0 + 60, 0);
-    assert_int_equal(store_dep_delete(fx->st, "alice", "p"), 0);
-    sched_dep_removed(fx->s, "alice", "p", T0);
+    remove_dep(fx, "p", T0);
     assert_int_equal(fx->ncancels, 1);
     assert_int_equal(fx->cancel_as[0], STORE_RUN_INTERRUPTED);
     assert_true(sched_next_deadline(fx->s) == CRONX_NEVER);
@@ -518,8 +511,7 @@ static void test_failed_batch_resyncs(void **state)
     sched_defer_begin(fx->s);
     add(fx, "ghost", "* * * * *", T0);                /* rolled back below */
     set_state(fx, "kept", STORE_PAUSED, T0);
-    assert_int_equal(store_dep_delete(fx->st, "alice", "gone"), 0);
-    sched_dep_removed(fx->s, "alice", "gone", T0);
+    remove_dep(fx, "gone", T0);
     sched_count_states(fx->s, n);
     assert_int_equal(n[STORE_ACTIVE], 1);
     assert_int_equal(n[STORE_PAUSED], 1);
@@ -597,8 +589,7 @@ static void test_decides_ahead(void **state)
     finish(fx, fx->jobs[0], STORE_RUN_SUCCEEDED, T0 + 121);
     fx->njobs = 0;
     assert_int_equal(sched_tick(fx->s, T0 + 179.5, 1.0), 1);
-    assert_int_equal(store_dep_delete(fx->st, "alice", "a"), 0);
-    sched_dep_removed(fx->s, "alice", "a", T0);
+    remove_dep(fx, "a", T0);
     assert_int_equal(sched_release(fx->s, T0 + 180), 0);
     assert_int_equal(fx->njobs, 0);
 }
@@ -626,8 +617,8 @@ static void test_heap_order(void **state)
         store_dep_clear(&probe);
         if (rand() % 2) {
             set_state(fx, pid, STORE_PAUSED, T0);
-        } else if (store_dep_delete(fx->st, "alice", pid) == 0) {
-            sched_dep_removed(fx->s, "alice", pid, T0);
+        } else {
+            remove_dep(fx, pid, T0);
         }
         events_clear(fx);
     }
