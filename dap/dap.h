@@ -14,7 +14,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <uv.h>
 
 #include "scheduler/scheduler.h"
 #include "store/store.h"
@@ -41,8 +40,9 @@ struct dap_config {
 void dap_config_defaults(struct dap_config *cfg);
 
 /* What the server borrows from the daemon that runs it, for its whole life. */
+struct uv_loop_s; /* libuv's uv_loop_t */
 struct dap_env {
-    uv_loop_t *loop;           /* lws joins it */
+    struct uv_loop_s *loop;    /* lws joins it */
     struct store *store;       /* the service thread's connection */
     struct sched *sched;       /* deployments, runs, tick decisions */
     struct clock *clock;       /* the wall clock (a test clock may move it) */

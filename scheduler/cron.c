@@ -1,4 +1,4 @@
-/* cron.c -- cron schedules: parser, next fire time, preview (PRODUCT §4).
+/* cron.c -- cron schedules: parser, next fire time, preview (docs/schedules.md).
  *
  * Purpose: turn schedule text into an immutable struct cronx and answer "when
  * is the first fire strictly after instant t" under the documented DST

@@ -1,6 +1,6 @@
 /* cron.h -- cron schedules: parsing, time zones, next fire times, preview.
  *
- * The dialect (PRODUCT §4): "manual"; 5-field cron (minute hour day-of-month
+ * The dialect (docs/schedules.md): "manual"; 5-field cron (minute hour day-of-month
  * month day-of-week) with *, a, a-b, * /n, a-b/n, a/n, comma lists, JAN-DEC and
  * SUN-SAT names (case-insensitive, 0 and 7 are Sunday); presets @yearly
  * @annually @monthly @weekly @daily @midnight @hourly; an optional leading

@@ -208,7 +208,7 @@ int store_dep_change(struct store *s, const char *user, const char *project_id,
 
 /* ---------------------------------------------------------------- run ledger
  *
- * One row per tick decision (PRODUCT §5). Rows belong to a deployment
+ * One row per tick decision (docs/runs.md §6). Rows belong to a deployment
  * (user, project_id) and are deleted with it. A scheduled time is decided at
  * most once: (user, project_id, scheduled_for) is unique among rows with
  * trigger "schedule", and the row is committed before the process starts. */

@@ -1,12 +1,12 @@
 /* bench_dap.c -- request throughput and latency of `rrdeploy serve` over
- * WebSocket, against a bare libwebsockets echo baseline (issue #6).
+ * WebSocket, against a bare libwebsockets echo baseline.
  *
  * Purpose: print, in one run, requests/s and latency p50/p99/max for
  * rrext_deploy_status (one deployment), rrext_deploy_list (a user with 100
  * deployments) and durable rrext_deploy_add, the same generator against
  * bench_dap_echo (the limit of lws + loopback TCP on this machine), a paced
  * phase at half the measured status peak, and an fsync baseline, with
- * PASS/MISS for the targets of issue #6. Numbers only; not a test.
+ * PASS/MISS for the request path's targets. Numbers only; not a test.
  *
  * Design:
  *  - Driver: starts a fresh `rrdeploy serve --listen 127.0.0.1:0 --db
@@ -685,8 +685,8 @@ static void conn_auth(struct conn *c, const char *key)
 
 enum req_kind { REQ_STATUS, REQ_LIST, REQ_ADD };
 
-/* The pipeline of every deployment: the webhook -> response example of
- * PROTOCOL §5.2, %s being the project id. */
+/* The pipeline of every deployment: a webhook source feeding a response
+ * component, as RocketRide's own examples do; %s is the project id. */
 #define PIPELINE_FMT                                                                 \
     "{\"project_id\":\"%s\",\"components\":[{\"id\":\"webhook_1\",\"provider\":"     \
     "\"webhook\",\"config\":{\"mode\":\"Source\",\"type\":\"webhook\",\"hideForm\":" \
@@ -1229,7 +1229,7 @@ int main(int argc, char **argv)
         die("epoll_create1: %s", strerror(errno));
     flush_list = xrealloc(NULL, sizeof *flush_list * (size_t)(nconns * 3 + 8));
 
-    printf("bench_dap: rrdeploy serve over WebSocket vs a bare lws echo server (issue #6)\n");
+    printf("bench_dap: rrdeploy serve over WebSocket vs a bare lws echo server\n");
     machine_line();
     printf("note: the generator (1 thread), the server (1 service thread) and the echo\n"
            "      server share these CPUs with each other and with other jobs; numbers are\n"

@@ -1,6 +1,6 @@
 /* bench_dap_echo.c -- the baseline for bench_dap: a minimal libwebsockets
  * server that answers every text message at once with a reply of the size a
- * real response would have (issue #6).
+ * real response would have.
  *
  * Purpose: measure what the stack alone (this lws build, the kernel's
  * loopback TCP, one service thread, the same 2 cores) delivers with the same

@@ -4,14 +4,14 @@
 Run with /usr/bin/python3 (Debian's croniter 1.3.5 lives there, not in pyenv):
     /usr/bin/python3 tests/cron/differential.py --cli build/tests/cron/cron_cli
 
-For N random expressions of our grammar (PRODUCT §4), each from a random instant
+For N random expressions of our grammar (docs/schedules.md), each from a random instant
 between 1990 and 2037, the next 5 fires are compared in UTC and in one other
 zone (fixed-offset or DST). Exit 0 = zero mismatches, 1 = mismatches, 77 = skip
 (croniter not installed).
 
 Where our contract knowingly differs from croniter (these cases are skipped
 and counted, never compared):
-  1. DST. Ours: PRODUCT §4 (hour field starting with '*' follows elapsed
+  1. DST. Ours: docs/schedules.md §10 (hour field starting with '*' follows elapsed
      time; other hour fields fire each local time once, gap -> end of gap,
      fold -> first occurrence). croniter 1.3.5 computes on naive local time and
      then applies an ad-hoc "lag" correction, which repeats/skips fires
@@ -19,7 +19,7 @@ and counted, never compared):
      (+/- 1 day) contains an offset change are skipped; the DST contract is
      checked instead by the brute-force oracle in tests/unit/test_scheduler.c.
   2. DOM/DOW OR rule. Ours: OR applies when neither field is exactly '*'
-     (PRODUCT §4, Vixie/POSIX). croniter (default day_or=True) first expands
+     (docs/schedules.md §6, Vixie/POSIX). croniter (default day_or=True) first expands
      each field and rewrites a field covering every value (e.g. '1-31', '*/1',
      '0-6', '0-7', 'SUN-SAT') to '*', so '0 0 1-31 * MON' is "Mondays" for
      croniter but "every day" for us. Cases where DOM or DOW is not '*' yet
@@ -37,7 +37,7 @@ and counted, never compared):
      Detected per case: the first differing fire is ours, earlier, and an
      independent Python predicate confirms it matches. Counted, not compared.
   6. Expressions that can never fire ('0 0 30 2 *') are rejected by our
-     parser by design (PRODUCT §4); croniter searches and raises. Not generated.
+     parser by design (docs/schedules.md §9); croniter searches and raises. Not generated.
 """
 import argparse
 import bisect

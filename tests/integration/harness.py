@@ -783,7 +783,7 @@ class ServerTest(unittest.TestCase):
 
 
 def pipeline(project_id, **extra):
-    """A realistic pipeline (PROTOCOL §5.2 test example)."""
+    """A realistic pipeline: a webhook source feeding a response component."""
     p = {"project_id": project_id,
          "components": [
              {"id": "webhook_1", "provider": "webhook",

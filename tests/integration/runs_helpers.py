@@ -1,5 +1,5 @@
 """runs_helpers.py -- shared pieces of the scheduled-runs integration tests
-(issue #4; PRODUCT §3 extensions, §5 runs, §7 shutdown).
+(docs/protocol.md §5 for the run commands, docs/runs.md for runs and shutdown).
 
 The server runs pipelines with `--exec 'exec sh <dir>/run.sh'` (so the
 script's $$ is the run's process-group leader). The script records

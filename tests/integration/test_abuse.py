@@ -1,4 +1,4 @@
-"""The server under abuse (issue #6): a thousand concurrent authenticated
+"""The server under abuse: a thousand concurrent authenticated
 connections, a slow reader flooding large-response requests, clients that
 vanish mid-request, unauthenticated floods, and silent sockets that never
 authenticate. Each test runs its own server and stops it with SIGTERM at the

@@ -1,5 +1,5 @@
-"""Authentication and session lifecycle over a real WebSocket (PROTOCOL §3,
-PRODUCT §2): auth success/failure messages and closes, the pre-auth gate,
+"""Authentication and session lifecycle over a real WebSocket (docs/protocol.md §4,
+docs/operations.md §4): auth success/failure messages and closes, the pre-auth gate,
 deauth, revocation and expiry of live sessions, the attempt cap, the
 unauthenticated timeout, ROCKETRIDE_APIKEY, ConnectResult shape."""
 
@@ -257,7 +257,7 @@ class AuthTest(ServerTest):
         elapsed = time.monotonic() - revoked_at
         self.assertErr(r, "unauthorized", "Not authenticated")
         await c.wait_closed(10)
-        self.assertLess(elapsed, 1.5, "PRODUCT §2: within 1 second")
+        self.assertLess(elapsed, 1.5, "a revocation takes effect within 1 second")
         # a new connection with the revoked key
         c2 = await self.client()
         r = await c2.auth(c.key, check=False)

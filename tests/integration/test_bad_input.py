@@ -1,4 +1,4 @@
-"""Hostile and odd input over a real WebSocket (PROTOCOL §1-2, PRODUCT §6):
+"""Hostile and odd input over a real WebSocket (docs/protocol.md §1-2, §9-10):
 malformed and non-object JSON, wrong envelope and argument types, nesting and
 size limits, unknown commands, binary and fragmented frames, WebSocket pings,
 paths other than the WebSocket path. After every recoverable error the

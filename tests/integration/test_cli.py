@@ -1,4 +1,4 @@
-"""The client subcommands (PRODUCT §8): `rrdeploy add|list|status|update|
+"""The client subcommands (docs/operations.md §5): `rrdeploy add|list|status|update|
 remove|run|cancel|runs|watch|preview` against the real server, in table and
 --json form, with their error exits (1 server, 2 usage/input, 3 connection).
 

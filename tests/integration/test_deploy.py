@@ -1,5 +1,5 @@
-"""The rrext_deploy_* commands over a real WebSocket (PROTOCOL §4 with the
-PRODUCT §3 decisions): every success path and every error path, permissions,
+"""The rrext_deploy_* commands over a real WebSocket (docs/protocol.md §5 and the
+record of §6): every success path and every error path, permissions,
 per-user isolation, the duplicate-add race, verbatim pipelines, SDK framing."""
 
 import asyncio
@@ -21,7 +21,7 @@ class DeployTest(ServerTest):
     def check_record(self, rec, user, project_id, schedule="manual",
                      state="active"):
         self.assertEqual(list(rec.keys())[:6], RECORD_KEYS[:6],
-                         "PROTOCOL §4.6 field order")
+                         "the record's field order, docs/protocol.md §6")
         self.assertEqual(set(rec.keys()), set(RECORD_KEYS))
         self.assertEqual(rec["pipeline"]["project_id"], project_id)
         self.assertEqual(rec["schedule"], schedule)

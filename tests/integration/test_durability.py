@@ -1,4 +1,4 @@
-"""Durability (PRODUCT §6): every acknowledged write survives `kill -9` at
+"""Durability (docs/operations.md §10): every acknowledged write survives `kill -9` at
 once after its acknowledgement; keys and records survive restarts; a restart
 on a non-empty database prints no new bootstrap key."""
 

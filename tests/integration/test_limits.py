@@ -1,4 +1,4 @@
-"""Per-user deployment limit (PRODUCT §6: at most 10,000 per user), driven
+"""Per-user deployment limit (docs/protocol.md §10: at most 10,000 per user), driven
 with pipelined adds the way a bulk-import script would."""
 
 import asyncio

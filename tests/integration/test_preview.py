@@ -1,4 +1,4 @@
-"""rrext_deploy_preview (PRODUCT §3/§4): fire times, zones, errors, bounds."""
+"""rrext_deploy_preview (docs/protocol.md §5, docs/schedules.md §11): fire times, zones, errors, bounds."""
 
 import unittest
 

@@ -1,4 +1,4 @@
-"""Real-time smoke test (issue #4; PRODUCT §4 precision): no test clock; a
+"""Real-time smoke test (docs/runs.md §7: a due tick starts within a second): no test clock; a
 `* * * * *` deployment fires at the next real minute boundary and its run
 starts within 1 s of it. Slow (up to a minute of waiting): ctest label
 "slow"."""

@@ -1,4 +1,4 @@
-"""Scheduled and manual runs (issue #4; PRODUCT §3 extensions, §5): ticks on
+"""Scheduled and manual runs (docs/runs.md, docs/protocol.md §5): ticks on
 the test clock, the pipeline on stdin and the RR_* environment, overlap
 skips, pause/resume, manual runs with idempotency keys, the output tail, a
 wall clock stepped back, and the missing executor."""

@@ -1,4 +1,4 @@
-"""Run processes (issue #4; PRODUCT §5): cancel, --run-timeout and remove
+"""Run processes (docs/runs.md §4, §12): cancel, --run-timeout and remove
 end the run's whole process group; --max-runs caps concurrent runs without
 losing any."""
 

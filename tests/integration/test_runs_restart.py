@@ -1,4 +1,4 @@
-"""Runs across restarts and stops (issue #4; PRODUCT §5 restart rules, §7
+"""Runs across restarts and stops (docs/runs.md §13 restarts, §14
 SIGTERM): kill -9 during a run, downtime across ticks, a graceful stop that
 lets a run finish, and one whose grace runs out."""
 

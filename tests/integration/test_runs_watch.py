@@ -1,5 +1,5 @@
-"""Watch events and errored owners (issue #4; PRODUCT §3 rrext_deploy_watch,
-§5 errored): events for started, finished, skipped, missed and state changes,
+"""Watch events and errored owners (docs/protocol.md §8 rrext_deploy_watch,
+docs/runs.md §10 errored): events for started, finished, skipped, missed and state changes,
 only for the subscriber's own deployments (and only the one project when
 filtered); a revoked or expired owner key marks its deployments errored, with
 an event, and nothing of theirs runs again."""

@@ -1,6 +1,6 @@
 /* test_scheduler.c -- unit tests for scheduler/ (cron parser, zones, next fire).
  *
- * Purpose: pin the PRODUCT §4 dialect and DST contract.
+ * Purpose: pin the schedule dialect and DST contract (docs/schedules.md).
  * Design:
  *   - table-driven vectors from tests/data/cron/<kind>.tsv (parse errors with their
  *     exact reason, next-N fires as local ISO strings, preview warnings);
@@ -415,7 +415,7 @@ static int64_t glibc_local(int64_t t)
     return t + tm.tm_gmtoff;
 }
 
-/* Oracle: next fire strictly after `after` per PRODUCT §4, or INT64_MIN if
+/* Oracle: next fire strictly after `after` per docs/schedules.md, or INT64_MIN if
  * none within `window` seconds. Instants and offsets are minute-aligned in the
  * zones used here (post-1970). */
 static int64_t oracle_next(const struct gen *g, int64_t after, int64_t window)
