@@ -17,7 +17,7 @@ and counted, never compared):
      then applies an ad-hoc "lag" correction, which repeats/skips fires
      differently around transitions. Cases whose window [from, last fire]
      (+/- 1 day) contains an offset change are skipped; the DST contract is
-     checked instead by the brute-force oracle in tests/unit/test_scheduler.c.
+     checked instead by the brute-force oracle in tests/unit/test_scheduler_cron.c.
   2. DOM/DOW OR rule. Ours: OR applies when neither field is exactly '*'
      (docs/schedules.md §6, Vixie/POSIX). croniter (default day_or=True) first expands
      each field and rewrites a field covering every value (e.g. '1-31', '*/1',

@@ -1,6 +1,7 @@
-/* test_dap.c -- unit tests for the DAP message layer (dap/msg.c, dap/cmd.c)
- * without sockets: messages go in as text, frames come out as text. A real
- * store on a temporary file backs the commands; the clock is injected. */
+/* test_dap.c -- unit tests for the DAP message layer (dap/msg.c, dap/cmd.c,
+ * dap/wire.c) without sockets: messages go in as text, frames come out as
+ * text. A real store on a temporary file backs the commands; the clock is
+ * injected. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,14 +14,14 @@
 #include <unistd.h>
 
 #include "dap/dap_internal.h"
+#include "tests/unit/fixture.h"
 #include "util/jraw.h"
 
 #define MAX_FRAMES 8
 
 struct fx {
-    char dir[64];
-    char db[128];
-    struct store *st;
+    struct fixture *f;
+    struct store *st;                  /* = f->s */
     struct dap_config cfg;
     struct dap_app app;
     struct sched *sched;
@@ -52,11 +53,8 @@ static void frames_clear(struct fx *fx)
 static int setup(void **state)
 {
     struct fx *fx = calloc(1, sizeof *fx);
-    snprintf(fx->dir, sizeof fx->dir, "/tmp/rr-test-dap-XXXXXX");
-    assert_non_null(mkdtemp(fx->dir));
-    snprintf(fx->db, sizeof fx->db, "%s/t.db", fx->dir);
-    struct err e = {0};
-    assert_int_equal(store_open(fx->db, &fx->st, &e), 0);
+    fx->f = fixture_new();
+    fx->st = fx->f->s;
     dap_config_defaults(&fx->cfg);
     fx->app.cfg = &fx->cfg;
     fx->app.store = fx->st;
@@ -65,10 +63,8 @@ static int setup(void **state)
     sched_config_defaults(&sc);
     fx->sched = sched_new(fx->st, &sc, NULL); /* no executor: runs fail */
     fx->app.sched = fx->sched;
-    assert_int_equal(store_key_create(fx->st, "alice", NULL, STORE_PERM_ALL, 0,
-                                      FAKE_NOW, fx->key, NULL), 0);
-    assert_int_equal(store_key_create(fx->st, "mona", NULL, STORE_PERM_MONITOR,
-                                      0, FAKE_NOW, fx->monitor, NULL), 0);
+    fixture_key(fx->st, "alice", STORE_PERM_ALL, 0, FAKE_NOW, fx->key, NULL);
+    fixture_key(fx->st, "mona", STORE_PERM_MONITOR, 0, FAKE_NOW, fx->monitor, NULL);
     *state = fx;
     return 0;
 }
@@ -78,14 +74,7 @@ static int teardown(void **state)
     struct fx *fx = *state;
     frames_clear(fx);
     sched_free(fx->sched);
-    store_close(fx->st);
-    char path[160];
-    static const char *const files[] = {"t.db", "t.db-wal", "t.db-shm"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(path, sizeof path, "%s/%s", fx->dir, files[i]);
-        unlink(path);
-    }
-    rmdir(fx->dir);
+    fixture_free(fx->f);
     free(fx);
     return 0;
 }

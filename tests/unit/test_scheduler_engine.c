@@ -13,15 +13,15 @@
 
 #include "scheduler/scheduler.h"
 #include "store/store.h"
+#include "tests/unit/fixture.h"
 
-#define T0 1767225600.0 /* 2026-01-01T00:00:00Z, a Thursday */
+#define T0 FIXTURE_T0 /* 2026-01-01T00:00:00Z, a Thursday */
 #define MAX_JOBS 4096
 #define MAX_EVENTS 16384
 
 struct fx {
-    char dir[64];
-    char db[128];
-    struct store *st;
+    struct fixture *f;  /* the database; f->s is the engine's connection */
+    struct store *st;   /* = f->s */
     struct store *st2;  /* a second connection: sees only committed rows */
     struct sched *s;
     char key_id[STORE_KEY_ID_MAX];
@@ -131,15 +131,11 @@ static void engine_start(struct fx *fx, double now)
 static int setup(void **state)
 {
     struct fx *fx = calloc(1, sizeof *fx);
-    snprintf(fx->dir, sizeof fx->dir, "/tmp/rr-test-engine-XXXXXX");
-    assert_non_null(mkdtemp(fx->dir));
-    snprintf(fx->db, sizeof fx->db, "%s/t.db", fx->dir);
-    struct err e = {0};
-    assert_int_equal(store_open(fx->db, &fx->st, &e), 0);
-    assert_int_equal(store_open(fx->db, &fx->st2, &e), 0);
+    fx->f = fixture_new();
+    fx->st = fx->f->s;
+    fx->st2 = fixture_open(fx->f->path);
     struct store_key k;
-    assert_int_equal(store_key_create(fx->st, "alice", NULL, STORE_PERM_ALL, 0, T0,
-                                      fx->key, &k), 0);
+    fixture_key(fx->st, "alice", STORE_PERM_ALL, 0, T0, fx->key, &k);
     memcpy(fx->key_id, k.id, sizeof fx->key_id);
     engine_start(fx, T0);
     *state = fx;
@@ -152,14 +148,7 @@ static int teardown(void **state)
     events_clear(fx);
     sched_free(fx->s);
     store_close(fx->st2);
-    store_close(fx->st);
-    char path[160];
-    static const char *const files[] = {"t.db", "t.db-wal", "t.db-shm"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(path, sizeof path, "%s/%s", fx->dir, files[i]);
-        unlink(path);
-    }
-    rmdir(fx->dir);
+    fixture_free(fx->f);
     free(fx);
     return 0;
 }

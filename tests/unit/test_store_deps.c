@@ -23,7 +23,7 @@
 
 #include "store/store.h"
 #include "store/store_internal.h"
-#include "fixture.h"
+#include "tests/unit/fixture.h"
 
 #define T0 FIXTURE_T0
 

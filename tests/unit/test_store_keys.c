@@ -18,7 +18,7 @@
 #include <string.h>
 
 #include "store/store.h"
-#include "fixture.h"
+#include "tests/unit/fixture.h"
 
 #define T0 FIXTURE_T0
 

@@ -1,4 +1,4 @@
-/* test_scheduler.c -- unit tests for scheduler/ (cron parser, zones, next fire).
+/* test_scheduler_cron.c -- cron: the parser, zones, next fire (scheduler/cron.c, tz.c).
  *
  * Purpose: pin the schedule dialect and DST contract (docs/schedules.md).
  * Design:
