@@ -86,7 +86,18 @@ static int bootstrap_admin(struct store *st)
     return 0;
 }
 
-int cli_run_serve(int argc, char **argv)
+/* Everything `serve` is told on its command line. */
+struct serve_args {
+    struct runner_config cfg;
+    const char *db;
+    char host[256];
+    enum log_level lvl;
+    enum log_format fmt;
+};
+
+/* Parse argv into a; -1 to go on, else the exit status to return (help,
+ * usage, an invalid option, with its message printed). */
+static int parse_serve_args(int argc, char **argv, struct serve_args *a)
 {
     static const struct option opts[] = {
         {"listen", required_argument, NULL, 'l'},
@@ -109,83 +120,78 @@ int cli_run_serve(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    struct runner_config cfg;
-    runner_config_defaults(&cfg);
-    const char *db = CLI_DEFAULT_DB;
-    char host[256] = "127.0.0.1";
-    enum log_level lvl = LOG_INFO;
-    enum log_format fmt = LOG_FORMAT_TEXT;
+    struct runner_config *cfg = &a->cfg;
     int c;
     long v;
     struct err e = {0};
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'l':
-            if (parse_listen(optarg, host, sizeof host, &cfg.dap.port))
+            if (parse_listen(optarg, a->host, sizeof a->host, &cfg->dap.port))
                 return cli__fail(CLI_EXIT_FAILED,
                                  "--listen: expected HOST:PORT, got '%s'",
                                  optarg);
-            cfg.dap.listen_host = host;
+            cfg->dap.listen_host = a->host;
             break;
-        case 'd': db = optarg; break;
+        case 'd': a->db = optarg; break;
         case 'z':
             if (cronx_zone_check(optarg, &e))
                 return cli__fail(CLI_EXIT_FAILED, "--timezone: %s", e.msg);
-            cfg.default_zone = optarg;
+            cfg->default_zone = optarg;
             break;
         case 'a':
             if (cli__parse_long_opt("--auth-timeout", optarg, 1, 86400,
                                     "seconds", &v))
                 return CLI_EXIT_FAILED;
-            cfg.dap.auth_timeout_s = (int)v;
+            cfg->dap.auth_timeout_s = (int)v;
             break;
-        case 'p': cfg.port_file = optarg; break;
+        case 'p': cfg->port_file = optarg; break;
         case 'L':
-            if (log_level_parse(optarg, &lvl))
+            if (log_level_parse(optarg, &a->lvl))
                 return cli__fail(CLI_EXIT_FAILED,
                                  "--log-level: expected debug|info|warn|error");
             break;
         case 'F':
-            if (log_format_parse(optarg, &fmt))
+            if (log_format_parse(optarg, &a->fmt))
                 return cli__fail(CLI_EXIT_FAILED,
                                  "--log-format: expected text|json");
             break;
         case 'x':
             if (!*optarg)
                 return cli__fail(CLI_EXIT_FAILED, "--exec: empty command");
-            cfg.exec_cmd = optarg;
+            cfg->exec_cmd = optarg;
             break;
         case 't':
             if (cli__parse_duration_opt("--run-timeout", optarg,
                                         "a duration like 1h, 90m or 0.5s",
-                                        &cfg.run_timeout_s))
+                                        &cfg->run_timeout_s))
                 return CLI_EXIT_FAILED;
             break;
         case 'm':
             if (cli__parse_long_opt("--max-runs", optarg, 1, 4096, "1-4096",
                                     &v))
                 return CLI_EXIT_FAILED;
-            cfg.max_runs = (int)v;
+            cfg->max_runs = (int)v;
             break;
         case 'k':
             if (cli__parse_long_opt("--keep-runs", optarg, 1, 1000000,
                                     "1-1000000", &v))
                 return CLI_EXIT_FAILED;
-            cfg.keep_runs = v;
+            cfg->keep_runs = v;
             break;
         case 'g':
             if (cli__parse_duration_opt("--shutdown-grace", optarg,
                                         "a duration like 30s",
-                                        &cfg.shutdown_grace_s))
+                                        &cfg->shutdown_grace_s))
                 return CLI_EXIT_FAILED;
             break;
-        case 'C': cfg.dap.tls_cert = optarg; break;
-        case 'K': cfg.dap.tls_key = optarg; break;
+        case 'C': cfg->dap.tls_cert = optarg; break;
+        case 'K': cfg->dap.tls_key = optarg; break;
 #ifdef RRDEPLOY_TEST_HOOKS
         case 'T': {
-            cfg.test_clock = true;
+            cfg->test_clock = true;
             char *end;
-            if (optarg && (cfg.test_clock_start = strtod(optarg, &end), *end))
+            if (optarg && (cfg->test_clock_start = strtod(optarg, &end), *end))
                 return cli__fail(CLI_EXIT_FAILED,
                                  "--test-clock: expected Unix seconds");
             break;
@@ -198,33 +204,43 @@ int cli_run_serve(int argc, char **argv)
     if (optind < argc)
         return cli__fail(CLI_EXIT_FAILED, "serve: unexpected argument '%s'",
                          argv[optind]);
-    if (!cfg.dap.tls_cert != !cfg.dap.tls_key)
+    if (!cfg->dap.tls_cert != !cfg->dap.tls_key)
         return cli__fail(CLI_EXIT_FAILED,
                          "--tls-cert and --tls-key go together");
-    if (cfg.dap.tls_cert &&
-        (access(cfg.dap.tls_cert, R_OK) || access(cfg.dap.tls_key, R_OK)))
+    if (cfg->dap.tls_cert &&
+        (access(cfg->dap.tls_cert, R_OK) || access(cfg->dap.tls_key, R_OK)))
         return cli__fail(CLI_EXIT_FAILED, "cannot read %s",
-                         access(cfg.dap.tls_cert, R_OK) ? cfg.dap.tls_cert
-                                                        : cfg.dap.tls_key);
-    log_configure(lvl, fmt);
+                         access(cfg->dap.tls_cert, R_OK) ? cfg->dap.tls_cert
+                                                         : cfg->dap.tls_key);
+    return -1;
+}
+
+int cli_run_serve(int argc, char **argv)
+{
+    struct serve_args a = {.db = CLI_DEFAULT_DB, .host = "127.0.0.1",
+                           .lvl = LOG_INFO, .fmt = LOG_FORMAT_TEXT};
+    runner_config_defaults(&a.cfg);
+    int rc = parse_serve_args(argc, argv, &a);
+    if (rc >= 0)
+        return rc;
+    log_configure(a.lvl, a.fmt);
 
     raise_fd_limit();
     const char *dev = getenv("ROCKETRIDE_APIKEY");
     if (dev && *dev) {
-        cfg.dap.dev_key = dev;
+        a.cfg.dap.dev_key = dev;
         log_info("ROCKETRIDE_APIKEY is set: it authenticates as user 'local'");
     }
 
     struct store *st;
-    if (cli__open_store(db, &st))
+    if (cli__open_store(a.db, &st))
         return CLI_EXIT_FAILED;
     if (bootstrap_admin(st)) {
         store_close(st);
         return CLI_EXIT_FAILED;
     }
-    log_info("rrdeploy %s, database %s", RRDEPLOY_VERSION, db);
-    int rc = runner_serve(&cfg, st);
+    log_info("rrdeploy %s, database %s", RRDEPLOY_VERSION, a.db);
+    rc = runner_serve(&a.cfg, st);
     store_close(st);
     return rc ? CLI_EXIT_FAILED : CLI_EXIT_OK;
 }
-

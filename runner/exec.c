@@ -1176,6 +1176,43 @@ static void kick(struct exec *x)
         log_error("exec: write eventfd: %s", strerror(errno));
 }
 
+/* A random name for this executor, which marks its runs' processes (see
+ * kill_escaped). */
+static void name_instance(struct exec *x)
+{
+    unsigned char rnd[INSTANCE_BYTES];
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+        /* Never in practice (8 bytes, blocking only before the pool is
+         * ready); the pid and clock still tell servers apart. */
+        uint64_t v = (uint64_t)getpid() << 32 ^ (uint64_t)time_now_mono_ms();
+        memcpy(rnd, &v, sizeof rnd);
+    }
+    for (size_t i = 0; i < sizeof rnd; i++)
+        snprintf(x->instance + 2 * i, 3, "%02x", rnd[i]);
+}
+
+/* Can children be watched with pidfds? RRDEPLOY_RUNNER_NO_PIDFD=1 forces
+ * the polling fallback (tests). */
+static int pidfd_usable(void)
+{
+    const char *nopidfd = getenv("RRDEPLOY_RUNNER_NO_PIDFD");
+    if (nopidfd && strcmp(nopidfd, "1") == 0) {
+        log_info("exec: pidfd disabled by RRDEPLOY_RUNNER_NO_PIDFD; polling "
+                 "children every %d ms",
+                 POLL_MS);
+        return 0;
+    }
+    int fd = pidfd_open_(getpid());
+    if (fd < 0) {
+        log_warn("exec: pidfd_open unavailable (%s); polling children "
+                 "every %d ms",
+                 strerror(errno), POLL_MS);
+        return 0;
+    }
+    close_fd(&fd);
+    return 1;
+}
+
 static const struct executor_ops exec_ops;
 
 struct executor *exec_new(const struct exec_config *cfg, struct err *e)
@@ -1202,31 +1239,8 @@ struct executor *exec_new(const struct exec_config *cfg, struct err *e)
     x->grace_ms = secs_to_ms(cfg->kill_grace_s);
     x->epfd = x->evfd = -1;
     x->scratch = xmalloc(READ_CHUNK);
-    unsigned char rnd[INSTANCE_BYTES];
-    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
-        /* Never in practice (8 bytes, blocking only before the pool is
-         * ready); the pid and clock still tell servers apart. */
-        uint64_t v = (uint64_t)getpid() << 32 ^ (uint64_t)time_now_mono_ms();
-        memcpy(rnd, &v, sizeof rnd);
-    }
-    for (size_t i = 0; i < sizeof rnd; i++)
-        snprintf(x->instance + 2 * i, 3, "%02x", rnd[i]);
-
-    /* RRDEPLOY_RUNNER_NO_PIDFD=1 forces the polling fallback (tests). */
-    const char *nopidfd = getenv("RRDEPLOY_RUNNER_NO_PIDFD");
-    int fd = -1;
-    if (nopidfd && strcmp(nopidfd, "1") == 0) {
-        log_info("exec: pidfd disabled by RRDEPLOY_RUNNER_NO_PIDFD; polling "
-                 "children every %d ms",
-                 POLL_MS);
-    } else if ((fd = pidfd_open_(getpid())) >= 0) {
-        x->use_pidfd = 1;
-        close_fd(&fd);
-    } else {
-        log_warn("exec: pidfd_open unavailable (%s); polling children "
-                 "every %d ms",
-                 strerror(errno), POLL_MS);
-    }
+    name_instance(x);
+    x->use_pidfd = pidfd_usable();
 
     int rc = pthread_mutex_init(&x->mu, NULL);
     if (rc) {
