@@ -62,6 +62,8 @@ void cli_print_usage(FILE *f)
           "  --max-runs N          runs at once; more wait their turn (default 64)\n"
           "  --keep-runs N         ledger rows kept per deployment (default 100)\n"
           "  --shutdown-grace DUR  on SIGTERM, let runs finish this long (default 30s)\n"
+          "  --starting-deadline DUR  after a restart, start runs decided before it\n"
+          "                        up to this late; later ones are missed (60s)\n"
           "  --tls-cert PEM        serve wss:// and https:// with this certificate\n"
           "  --tls-key PEM         ... and this private key\n"
           "  --log-level LEVEL     debug|info|warn|error (default info)\n"

@@ -112,6 +112,7 @@ static int parse_serve_args(int argc, char **argv, struct serve_args *a)
         {"max-runs", required_argument, NULL, 'm'},
         {"keep-runs", required_argument, NULL, 'k'},
         {"shutdown-grace", required_argument, NULL, 'g'},
+        {"starting-deadline", required_argument, NULL, 'D'},
         {"tls-cert", required_argument, NULL, 'C'},
         {"tls-key", required_argument, NULL, 'K'},
 #ifdef RRDEPLOY_TEST_HOOKS
@@ -183,6 +184,12 @@ static int parse_serve_args(int argc, char **argv, struct serve_args *a)
             if (cli__parse_duration_opt("--shutdown-grace", optarg,
                                         "a duration like 30s",
                                         &cfg->shutdown_grace_s))
+                return CLI_EXIT_FAILED;
+            break;
+        case 'D':
+            if (cli__parse_duration_opt("--starting-deadline", optarg,
+                                        "a duration like 60s or 5m",
+                                        &cfg->starting_deadline_s))
                 return CLI_EXIT_FAILED;
             break;
         case 'C': cfg->dap.tls_cert = optarg; break;

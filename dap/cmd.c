@@ -645,7 +645,9 @@ static int cmd_watch(struct dap_app *app, struct dap_session *ss,
 #ifdef RRDEPLOY_TEST_HOOKS
 /* Test builds only, and only with --test-clock: move the wall clock the
  * scheduler sees ({"set": t} or {"advance": seconds}) and decide every tick
- * due at the new time before answering. */
+ * due at the new time before answering -- and, with {"lead": seconds}, the
+ * ticks due that much later, as the daemon's timer does a second ahead
+ * (their runs are held until their time). */
 static int cmd_test_clock(struct dap_app *app, struct dap_session *ss,
                           struct dap_req *req, struct dap_res *res)
 {
@@ -663,11 +665,15 @@ static int cmd_test_clock(struct dap_app *app, struct dap_session *ss,
     if (!(t >= 0 && t <= 253402300799.0)) /* 1970 .. 9999, and not NaN */
         return dap__fail(res, DAP_BAD_REQUEST,
                          "the test clock must stay within 1970-9999");
+    json_t *jlead = json_object_get(req->args, "lead");
+    double lead = jlead && json_is_number(jlead) ? json_number_value(jlead) : 0;
+    if (!(lead >= 0 && lead <= 60))
+        return dap__fail(res, DAP_BAD_REQUEST, "lead must be 0-60 seconds");
     app->clock->at = t;
     int fired = 0;
     if (!app->stopping) {
         sched_release(app->sched, dap__now(app));
-        fired = sched_tick(app->sched, dap__now(app), 0);
+        fired = sched_tick(app->sched, dap__now(app), lead);
     }
     buf_printf(&res->body, "{\"now\":%.6f,\"fired\":%d}", app->clock->at, fired);
     return 0;

@@ -189,15 +189,16 @@ static void on_signal(uv_signal_t *h, int sig)
 }
 
 /* Runs that outlived the grace: their rows say interrupted, then their
- * processes are stopped. */
+ * processes are stopped. Runs decided but not started (held for their
+ * second, or queued behind --max-runs) stay queued: the next start starts
+ * them if they are not too late (sched_load). */
 static void finish_shutdown(struct daemon *d)
 {
     record_reports(d);
-    /* Still running, queued behind --max-runs, or decided ahead and held:
-     * none of them will finish now. */
     int64_t n = 0;
-    if (store_run_interrupt_all(d->store, clock_now(&d->clock),
-                                "server shut down before the run finished", &n) == 0 &&
+    if (store_run_interrupt_running(d->store, clock_now(&d->clock),
+                                    "server shut down before the run finished",
+                                    &n) == 0 &&
         n > 0)
         log_warn("%lld run(s) recorded as interrupted", (long long)n);
     executor_free(d->exec);
@@ -214,6 +215,7 @@ void runner_config_defaults(struct runner_config *cfg)
     cfg->run_timeout_s = 3600;
     cfg->max_runs = 64;
     cfg->keep_runs = 100;
+    cfg->starting_deadline_s = 60;
     cfg->shutdown_grace_s = 30;
 }
 
@@ -239,6 +241,7 @@ static int start_runs(struct daemon *d)
     sched_config_defaults(&sc);
     sc.default_zone = cfg->default_zone;
     sc.keep_runs = cfg->keep_runs;
+    sc.starting_deadline_s = cfg->starting_deadline_s;
     sc.dev_key_present = cfg->dap.dev_key != NULL;
     sc.emit = on_event;
     sc.emit_ud = d;

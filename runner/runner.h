@@ -22,6 +22,7 @@ struct runner_config {
     double run_timeout_s;      /* --run-timeout (3600) */
     int max_runs;              /* --max-runs (64) */
     int64_t keep_runs;         /* --keep-runs (100) */
+    double starting_deadline_s; /* --starting-deadline (60) */
     double shutdown_grace_s;   /* --shutdown-grace (30) */
     bool test_clock;           /* --test-clock: builds with test hooks only */
     double test_clock_start;   /* its initial time; 0 = the real time */

@@ -639,6 +639,7 @@ void sched_config_defaults(struct sched_config *cfg)
     memset(cfg, 0, sizeof *cfg);
     cfg->default_zone = "UTC";
     cfg->keep_runs = 100;
+    cfg->starting_deadline_s = 60;
 }
 
 struct sched *sched_new(struct store *st, const struct sched_config *cfg,
@@ -878,6 +879,21 @@ struct load_ctx {
     int64_t loaded, missed;
 };
 
+/* Ticks seem to have fallen due while the server was down, from `next` on.
+ * The deployment's progress columns are written after the ledger rows of a
+ * tick, in a second commit, so a crash between the two leaves them behind:
+ * the ledger is what says which scheduled times were decided. Returns the
+ * first fire after the latest of them. */
+static int64_t after_ledger(struct sched *s, struct sched_dep *d, int64_t next)
+{
+    double decided = 0;
+    if (store_run_last_scheduled(s->store, d->user, d->project_id, &decided) != 0 ||
+        (int64_t)decided < next)
+        return next;
+    d->last_fire = (int64_t)decided;
+    return cronx_next(d->cx, d->last_fire);
+}
+
 static int load_one(const struct store_dep *row, void *ud)
 {
     struct load_ctx *lc = ud;
@@ -892,6 +908,8 @@ static int load_one(const struct store_dep *row, void *ud)
         next = CRONX_NEVER;
     if (next != CRONX_NEVER && next <= d->last_fire)
         next = sched_next_fire(d->cx, d->state, d->last_fire, lc->now);
+    if (next != CRONX_NEVER && next <= now)
+        next = after_ledger(s, d, next);
     if (next != CRONX_NEVER && next <= now) {
         int64_t last;
         int64_t n = count_due(d->cx, next, now, &last);
@@ -910,48 +928,6 @@ static int load_one(const struct store_dep *row, void *ud)
     return 0;
 }
 
-static int reclaim_one(const struct store_run *r, void *ud)
-{
-    struct sched *s = ud;
-    if (s->exec.reclaim)
-        s->exec.reclaim(s->exec.ud, r);
-    return 0;
-}
-
-int sched_load(struct sched *s, double now)
-{
-    /* A run of the previous life may still be going: stop it, or it would
-     * overlap the next run of its deployment. */
-    int rc = store_run_list_live(s->store, reclaim_one, s);
-    if (rc)
-        return rc;
-    int64_t interrupted = 0;
-    rc = store_run_interrupt_all(s->store, now,
-                                     "server stopped while the run was in progress",
-                                     &interrupted);
-    if (rc)
-        return rc;
-    if (interrupted)
-        log_warn("%lld run(s) were in progress when the server stopped: "
-                 "recorded as interrupted", (long long)interrupted);
-    /* The missed rows and progress of every deployment: one transaction. */
-    bool batch = store_batch_begin(s->store) == 0;
-    struct load_ctx lc = {s, now, 0, 0};
-    rc = store_dep_list(s->store, NULL, load_one, &lc);
-    if (batch && store_batch_commit(s->store) != 0 && rc == 0)
-        rc = RR_E_IO;
-    if (rc)
-        return rc;
-    log_info("scheduler: %lld deployment(s) loaded, %zu scheduled, %lld with "
-             "missed ticks", (long long)lc.loaded, s->heap_n, (long long)lc.missed);
-    return 0;
-}
-
-int64_t sched_next_deadline(const struct sched *s)
-{
-    return s->heap_n ? s->heap[0]->next_at : CRONX_NEVER;
-}
-
 static void hold(struct sched *s, const struct pending *p)
 {
     if (s->nheld == s->cap_held) {
@@ -960,6 +936,130 @@ static void hold(struct sched *s, const struct pending *p)
     }
     s->held[s->nheld++] = *p;
 }
+
+/* A run the previous server decided and never started: held for its
+ * second, queued behind the executor's limit, or not yet handed over. */
+struct undone {
+    int64_t id;
+    char *user, *project_id;      /* owned */
+    bool manual;
+    double due;                   /* scheduled_for; created_at when manual */
+};
+
+struct live_ctx {
+    struct sched *s;
+    struct undone *undone;        /* owned array */
+    size_t n, cap;
+};
+
+/* Running rows: stop what is left of them (they become interrupted). Queued
+ * rows: kept for resume_undone. */
+static int take_live(const struct store_run *r, void *ud)
+{
+    struct live_ctx *lc = ud;
+    if (r->outcome == STORE_RUN_RUNNING) {
+        if (lc->s->exec.reclaim)
+            lc->s->exec.reclaim(lc->s->exec.ud, r);
+        return 0;
+    }
+    if (lc->n == lc->cap) {
+        lc->cap = lc->cap ? lc->cap * 2 : 64;
+        lc->undone = xrealloc(lc->undone, lc->cap * sizeof *lc->undone);
+    }
+    bool manual = strcmp(r->trigger, "manual") == 0;
+    lc->undone[lc->n++] = (struct undone){
+        .id = r->id, .user = xstrdup(r->user), .project_id = xstrdup(r->project_id),
+        .manual = manual, .due = manual ? r->created_at : r->scheduled_for};
+    return 0;
+}
+
+/* Start an undone run after all (held until its second, if that has not
+ * come), or record it missed when it is more than the starting deadline
+ * late. Its scheduled time counts as decided either way. */
+static void resume_undone(struct sched *s, const struct undone *u, double now)
+{
+    struct sched_dep *d = dep_find(s, u->user, u->project_id);
+    if (!d)
+        return; /* the ledger goes with its deployment: cannot happen */
+    if (!u->manual && (int64_t)u->due > d->last_fire) {
+        d->last_fire = (int64_t)u->due;
+        heap_set(s, d, sched_next_fire(d->cx, d->state, d->last_fire, now));
+        persist_progress(s, d);
+    }
+    double late = now - u->due;
+    char why[160];
+    char *pipeline = NULL;
+    if (late > s->cfg.starting_deadline_s)
+        snprintf(why, sizeof why, "decided but not started before the server "
+                 "stopped; %.0f s late at restart, past the %.0f s starting deadline",
+                 late, s->cfg.starting_deadline_s);
+    else if (d->run_id)
+        snprintf(why, sizeof why, "decided but not started before the server "
+                 "stopped; another run of the deployment came first");
+    else if (store_dep_pipeline(s->store, d->user, d->project_id, &pipeline) != 0)
+        snprintf(why, sizeof why, "decided but not started before the server "
+                 "stopped; its pipeline could not be read");
+    if (!pipeline) {
+        if (store_run_miss(s->store, u->id, now, why) != 0)
+            log_error("run %lld: cannot record it missed", (long long)u->id);
+        return;
+    }
+    d->run_id = u->id;
+    struct pending p = {.dep = d, .run_id = u->id,
+                        .trigger = u->manual ? "manual" : "schedule",
+                        .release_at = u->manual ? 0 : (int64_t)u->due,
+                        .pipeline = pipeline};
+    iso_utc((int64_t)floor(u->due), p.when);
+    hold(s, &p);
+    log_info("run %lld of %s/%s: decided before the restart, not started: "
+             "%s", (long long)u->id, d->user, d->project_id,
+             late > 0 ? "starting it now" : "held for its time");
+}
+
+int sched_load(struct sched *s, double now)
+{
+    /* A run of the previous life may still be going: stop it, or it would
+     * overlap the next run of its deployment. */
+    struct live_ctx live = {s, NULL, 0, 0};
+    int rc = store_run_list_live(s->store, take_live, &live);
+    int64_t interrupted = 0;
+    if (rc == 0)
+        rc = store_run_interrupt_running(s->store, now,
+                                         "server stopped while the run was in progress",
+                                         &interrupted);
+    if (interrupted)
+        log_warn("%lld run(s) were in progress when the server stopped: "
+                 "recorded as interrupted", (long long)interrupted);
+    /* The missed rows and progress of every deployment, and what becomes of
+     * the runs decided but not started: one transaction. */
+    struct load_ctx lc = {s, now, 0, 0};
+    if (rc == 0) {
+        bool batch = store_batch_begin(s->store) == 0;
+        rc = store_dep_list(s->store, NULL, load_one, &lc);
+        for (size_t i = 0; rc == 0 && i < live.n; i++)
+            resume_undone(s, &live.undone[i], now);
+        if (batch && store_batch_commit(s->store) != 0 && rc == 0)
+            rc = RR_E_IO;
+    }
+    for (size_t i = 0; i < live.n; i++) {
+        free(live.undone[i].user);
+        free(live.undone[i].project_id);
+    }
+    free(live.undone);
+    if (rc)
+        return rc;
+    log_info("scheduler: %lld deployment(s) loaded, %zu scheduled, %lld with "
+             "missed ticks, %zu run(s) decided before the restart", (long long)lc.loaded,
+             s->heap_n, (long long)lc.missed, live.n);
+    sched_release(s, now); /* those whose time has come start now */
+    return 0;
+}
+
+int64_t sched_next_deadline(const struct sched *s)
+{
+    return s->heap_n ? s->heap[0]->next_at : CRONX_NEVER;
+}
+
 
 /* A held run whose deployment was paused or errored before its time does
  * not start: its row says why. */

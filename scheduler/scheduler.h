@@ -90,6 +90,9 @@ struct sched_event {
 struct sched_config {
     const char *default_zone;  /* for schedules without CRON_TZ= */
     int64_t keep_runs;         /* ledger rows kept per deployment */
+    /* A run decided before a restart that never started still starts after
+     * it if at most this many seconds late; else it is recorded missed. */
+    double starting_deadline_s;
     bool dev_key_present;      /* ROCKETRIDE_APIKEY is configured */
     /* Event sink, on the service thread. Events raised inside a batch are
      * sent once it commits and dropped if it fails. */
@@ -120,9 +123,12 @@ struct sched *sched_new(struct store *st, const struct sched_config *cfg,
                         const struct sched_exec *exec);
 void sched_free(struct sched *s); /* NULL is fine */
 
-/* Startup: process groups of runs a crashed server left running are killed
- * and those runs, with any left queued, become interrupted; every deployment
- * is indexed; ticks missed while down become one `missed` row each. */
+/* Startup: what is left of runs a previous server left running is stopped
+ * (the executor's reclaim) and those runs become interrupted; every
+ * deployment is indexed; ticks that fell due while down become one `missed`
+ * row each; runs that were decided but never started are started (held for
+ * their second when it has not come yet) if at most cfg.starting_deadline_s
+ * late, and recorded missed otherwise. No scheduled time gets two rows. */
 int sched_load(struct sched *s, double now) MUST_CHECK;
 
 /* Parse a schedule as the engine reads it (cronx_parse with the engine's

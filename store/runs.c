@@ -530,7 +530,8 @@ int store_run_list_live(struct store *s, store_run_cb cb, void *ud)
     return rc;
 }
 
-int store_run_interrupt_all(struct store *s, double now, const char *reason, int64_t *count)
+int store_run_interrupt_running(struct store *s, double now, const char *reason,
+                                int64_t *count)
 {
     sqlite3_stmt *st = NULL;
     int rc = store__stmt_acquire(s, ST_RUN_INTERRUPT, &st, NULL);
@@ -540,10 +541,47 @@ int store_run_interrupt_all(struct store *s, double now, const char *reason, int
     if ((rc = store__bind_str(st, 1, reason)) != SQLITE_OK ||
         (rc = store__bind_time_opt(st, 2, now)) != SQLITE_OK)
         rc = store__db_fail(s, NULL, rc, "bind");
-    else if ((rc = store__step_done(s, st, NULL, "interrupt live runs")) == 0)
+    else if ((rc = store__step_done(s, st, NULL, "interrupt running runs")) == 0)
         n = sqlite3_changes(s->db);
     store__stmt_release(s, ST_RUN_INTERRUPT, st);
     if (rc == 0 && count)
         *count = n;
+    return rc;
+}
+
+int store_run_miss(struct store *s, int64_t id, double at, const char *reason)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = store__stmt_acquire(s, ST_RUN_MISS, &st, NULL);
+    if (rc)
+        return rc;
+    if ((rc = sqlite3_bind_int64(st, 1, id)) != SQLITE_OK ||
+        (rc = store__bind_time_opt(st, 2, at)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 3, reason)) != SQLITE_OK)
+        rc = store__db_fail(s, NULL, rc, "bind");
+    else if ((rc = store__step_done(s, st, NULL, "record a missed run")) == 0 &&
+             sqlite3_changes(s->db) == 0)
+        rc = RR_E_NOTFOUND;
+    store__stmt_release(s, ST_RUN_MISS, st);
+    return rc == RR_E_NOTFOUND ? run_missing_or_busy(s, id) : rc;
+}
+
+int store_run_last_scheduled(struct store *s, const char *user,
+                             const char *project_id, double *out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = store__stmt_acquire(s, ST_RUN_LAST_SCHEDULED, &st, NULL);
+    if (rc)
+        return rc;
+    if ((rc = store__bind_str(st, 1, user)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 2, project_id)) != SQLITE_OK) {
+        rc = store__db_fail(s, NULL, rc, "bind");
+    } else if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        *out = sqlite3_column_type(st, 0) == SQLITE_NULL ? 0 : sqlite3_column_double(st, 0);
+        rc = 0;
+    } else {
+        rc = store__db_fail(s, NULL, rc, "read the latest scheduled run");
+    }
+    store__stmt_release(s, ST_RUN_LAST_SCHEDULED, st);
     return rc;
 }

@@ -122,8 +122,9 @@ static const char *const migrations[] = {
     "  WHERE trigger = 'schedule';"
     "CREATE UNIQUE INDEX runs_idem ON runs(user, project_id, idempotency_key) "
     "  WHERE idempotency_key IS NOT NULL;"
-    /* Live rows only, for store_run_interrupt_all. The WHERE must stay
-     * textually identical to ST_RUN_INTERRUPT's for the planner to use it. */
+    /* Live rows only, for store_run_interrupt_running. The IN term must
+     * stay textually identical to ST_RUN_INTERRUPT's for the planner to use
+     * it. */
     "CREATE INDEX runs_live ON runs(outcome) WHERE outcome IN ('queued', 'running');",
     /* 3: the process group of a running run, so a restart can stop what a
      * crashed server left behind (pid_start tells a reused pid apart). */
@@ -232,7 +233,7 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_RUN_LIVE] = RUN_COLS "WHERE outcome IN ('queued', 'running') ORDER BY id",
     [ST_RUN_INTERRUPT] =
         "UPDATE runs SET outcome = 'interrupted', reason = ?1, finished_at = ?2 "
-        "WHERE outcome IN ('queued', 'running')",
+        "WHERE outcome IN ('queued', 'running') AND outcome = 'running'",
     /* The outcome in the WHERE makes the first decision win: a run that is
      * no longer queued (or no longer live) matches nothing. */
     [ST_RUN_START] =
@@ -243,6 +244,15 @@ static const char *const stmt_sql[ST__COUNT] = {
         "started_at = CASE WHEN started_at IS NULL AND ?3 THEN ?4 ELSE started_at END, "
         "finished_at = ?4, reason = ?5, exit_code = ?6, signal = ?7, output = ?8 "
         "WHERE id = ?1 AND outcome IN ('queued', 'running') RETURNING " RUN_COL_LIST,
+    /* A decided run that never started: one scheduled time not run. */
+    [ST_RUN_MISS] =
+        "UPDATE runs SET outcome = 'missed', finished_at = ?2, reason = ?3, "
+        "missed_count = 1, window_start = scheduled_for, window_end = scheduled_for "
+        "WHERE id = ?1 AND outcome = 'queued'",
+    /* The latest scheduled time decided (runs_sched_once answers it). */
+    [ST_RUN_LAST_SCHEDULED] =
+        "SELECT max(scheduled_for) FROM runs "
+        "WHERE user = ?1 AND project_id = ?2 AND trigger = 'schedule'",
 };
 
 static void checkpointer_stop(struct checkpointer *c);

@@ -320,9 +320,19 @@ int store_run_list(struct store *s, const char *user, const char *project_id,
 int store_run_last_each(struct store *s, const char *user, store_run_cb cb, void *ud);
 /* Every row still queued or running, oldest first. Same callback rules. */
 int store_run_list_live(struct store *s, store_run_cb cb, void *ud);
-/* Every row still queued or running becomes interrupted with `reason` and
- * finished_at = now (after a crash or at shutdown). *count gets how many. */
-int store_run_interrupt_all(struct store *s, double now, const char *reason,
-                            int64_t *count /* OUT, may be NULL */) MUST_CHECK;
+/* Every row still running becomes interrupted with `reason` and
+ * finished_at = now (after a crash or at shutdown). Queued rows -- decided,
+ * never started -- are left to the scheduler. *count gets how many. */
+int store_run_interrupt_running(struct store *s, double now, const char *reason,
+                                int64_t *count /* OUT, may be NULL */) MUST_CHECK;
+/* A queued run that will not start: outcome missed, one scheduled time not
+ * run (missed_count 1, the window its scheduled time), finished_at = at.
+ * RR_E_NOTFOUND: no such run; RR_E_BUSY: it is not queued. */
+int store_run_miss(struct store *s, int64_t id, double at, const char *reason) MUST_CHECK;
+/* The latest scheduled time a deployment's ledger has decided (0 when
+ * none), whatever its outcome: the ledger, not the deployment's progress
+ * columns, is what says a time was decided. */
+int store_run_last_scheduled(struct store *s, const char *user,
+                             const char *project_id, double *out /* OUT */);
 
 #endif

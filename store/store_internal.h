@@ -65,6 +65,8 @@ enum stmt_id {
     ST_RUN_INTERRUPT,
     ST_RUN_START,
     ST_RUN_FINISH,
+    ST_RUN_MISS,
+    ST_RUN_LAST_SCHEDULED,
     ST__COUNT
 };
 

@@ -239,12 +239,14 @@ class RunsTest(ServerTest):
         return es
 
     # -- requests
-    async def clock(self, c, set=None, advance=None):
+    async def clock(self, c, set=None, advance=None, lead=None):
         args = {}
         if set is not None:
             args["set"] = set
         if advance is not None:
             args["advance"] = advance
+        if lead is not None:
+            args["lead"] = lead
         return self.assertOk(await c.request("rrtest_clock", args))
 
     async def add(self, c, project_id, schedule=None, **extra):

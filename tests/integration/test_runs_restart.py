@@ -315,5 +315,91 @@ class RestartTest(RunsTest):
                          "succeeded")
 
 
+    # -- runs decided ahead (a second before their time) across a restart
+
+    async def decide_ahead(self, c, n, prefix):
+        """n every-minute deployments, decided a second before the minute
+        (ledger rows committed as queued, runs held for their time)."""
+        for i in range(n):
+            await self.add(c, "%s%04d" % (prefix, i), "* * * * *")
+        t = BASE + MINUTE
+        self.assertEqual((await self.clock(c, set=t - 0.5, lead=1))["fired"], n)
+        return t
+
+    async def wait_db(self, es, pred, what, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = es.db_runs()
+            if pred(rows):
+                return rows
+            if time.monotonic() > deadline:
+                raise AssertionError("never %s: %r" % (what, rows[:5]))
+            await asyncio.sleep(0.05)
+
+    @async_test(timeout=170)
+    async def test_kill9_in_the_second_before_a_tick_loses_no_run(self):
+        n = 1000
+        es = self.exec_server()
+        c = await self.admin(es.server)
+        t = await self.decide_ahead(c, n, "ahead")
+        self.assertEqual(es.started_run_ids(), [])
+        es.server.kill9()
+
+        # restart at once, still before the minute: held again, then run
+        await self.restart_at(es, t - 0.4)
+        c = await self.admin(es.server)
+        self.assertEqual(es.started_run_ids(), [])
+        self.assertEqual((await self.clock(c, set=t))["fired"], 0)
+        rows = await self.wait_db(
+            es, lambda rs: sum(r["outcome"] == "succeeded" for r in rs) == n,
+            "ran all %d" % n)
+        self.assertEqual(len(rows), n, "a scheduled time got two rows")
+        self.assertEqual({r["project_id"] for r in rows},
+                         {"ahead%04d" % i for i in range(n)})
+        self.assertTrue(all(r["scheduled_for"] == t for r in rows))
+        self.assertEqual(len(es.started_run_ids()), n)
+        # and the next minute is the next tick, once each
+        self.assertEqual((await self.clock(c, set=t + MINUTE))["fired"], n)
+
+    @async_test(timeout=60)
+    async def test_decided_run_starts_late_within_the_starting_deadline(self):
+        es = self.exec_server()
+        c = await self.admin(es.server)
+        t = await self.decide_ahead(c, 1, "late")
+        es.server.kill9()
+        await self.restart_at(es, t + 5)  # 5 s late: started at once
+        c = await self.admin(es.server)
+        rows = await self.wait_db(
+            es, lambda rs: rs and rs[0]["outcome"] == "succeeded", "ran")
+        self.assertEqual([(r["scheduled_for"], r["outcome"]) for r in rows],
+                         [(t, "succeeded")])
+        self.assertEqual((await self.status(c, "late0000"))["next_run_at"],
+                         t + MINUTE)
+
+    @async_test(timeout=60)
+    async def test_decided_run_past_the_starting_deadline_is_missed_once(self):
+        es = self.exec_server(args=["--starting-deadline", "30s"])
+        c = await self.admin(es.server)
+        t = await self.decide_ahead(c, 1, "gone")
+        es.server.kill9()
+        await self.restart_at(es, t + MINUTE + 10)  # 70 s late
+        c = await self.admin(es.server)
+        runs = await self.runs(c, "gone0000")
+        self.assertEqual([(r["scheduled_for"], r["outcome"]) for r in runs],
+                         [(t + MINUTE, "missed"), (t, "missed")], runs)
+        newer, older = runs
+        # the decided run: one time, its own row, said why
+        self.assertEqual(older["missed_count"], 1)
+        self.assertEqual((older["window_start"], older["window_end"]), (t, t))
+        self.assertIn("starting deadline", older["reason"])
+        self.assertIsNone(older["started_at"])
+        # the tick that fell due while down: not counted twice
+        self.assertEqual(newer["missed_count"], 1)
+        self.assertEqual(newer["window_start"], t + MINUTE)
+        self.assertEqual(es.started_run_ids(), [])
+        self.assertEqual((await self.status(c, "gone0000"))["next_run_at"],
+                         t + 2 * MINUTE)
+
+
 if __name__ == "__main__":
     unittest.main()

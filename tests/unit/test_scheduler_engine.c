@@ -583,6 +583,74 @@ static void test_decides_ahead(void **state)
     assert_int_equal(fx->njobs, 0);
 }
 
+/* A run decided ahead and never started survives a crash: after a restart
+ * before its second it is held again and starts on time, as one row. */
+static void test_restart_holds_decided_run(void **state)
+{
+    struct fx *fx = *state;
+    add(fx, "p", "* * * * *", T0);
+    assert_int_equal(sched_tick(fx->s, T0 + 59.5, 1.0), 1);
+    assert_int_equal(fx->njobs, 0); /* held for 00:01 */
+    sched_free(fx->s);              /* the server dies */
+    engine_start(fx, T0 + 59.6);
+    assert_int_equal(fx->njobs, 0);
+    assert_true(sched_next_release(fx->s) == T0 + 60);
+    assert_true(sched_next_deadline(fx->s) == (int64_t)T0 + 120);
+    assert_int_equal(sched_release(fx->s, T0 + 60), 1);
+    assert_int_equal(fx->njobs, 1);
+    assert_string_equal(fx->job_when[0], "2026-01-01T00:01:00Z");
+    finish(fx, fx->jobs[0], STORE_RUN_SUCCEEDED, T0 + 61);
+    struct count_ctx c = ledger(fx, "p");
+    assert_int_equal(c.n[STORE_RUN_SUCCEEDED], 1);
+    assert_int_equal(c.n[STORE_RUN_INTERRUPTED] + c.n[STORE_RUN_MISSED], 0);
+    /* restarted a few seconds after its time, it starts at once */
+    fx->njobs = 0;
+    assert_int_equal(sched_tick(fx->s, T0 + 119.5, 1.0), 1);
+    sched_free(fx->s);
+    engine_start(fx, T0 + 125);
+    assert_int_equal(fx->njobs, 1);
+    assert_string_equal(fx->job_when[0], "2026-01-01T00:02:00Z");
+}
+
+/* Past the starting deadline the decided run is recorded missed, once, and
+ * the tick that fell due meanwhile is a missed row of its own. */
+static void test_restart_misses_decided_run_past_deadline(void **state)
+{
+    struct fx *fx = *state;
+    add(fx, "p", "* * * * *", T0);
+    assert_int_equal(sched_tick(fx->s, T0 + 59.5, 1.0), 1);
+    sched_free(fx->s);
+    engine_start(fx, T0 + 130); /* 70 s late, the deadline is 60 s */
+    assert_int_equal(fx->njobs, 0);
+    assert_true(sched_next_release(fx->s) == 0);
+    struct count_ctx c = ledger(fx, "p");
+    assert_int_equal(c.n[STORE_RUN_MISSED], 2);
+    assert_int_equal(c.missed_count, 2); /* 00:01 and 00:02, once each */
+    assert_int_equal(c.n[STORE_RUN_INTERRUPTED], 0);
+    assert_true(sched_next_deadline(fx->s) == (int64_t)T0 + 180);
+}
+
+/* The server dies between a tick's ledger rows and its progress columns:
+ * after a restart, the missed window starts after what the ledger decided. */
+static void test_crash_between_tick_commits_counts_once(void **state)
+{
+    struct fx *fx = *state;
+    add(fx, "p", "* * * * *", T0);
+    sched_tick(fx->s, T0 + 60, 0);
+    assert_int_equal(fx->njobs, 1);
+    finish(fx, fx->jobs[0], STORE_RUN_SUCCEEDED, T0 + 61);
+    /* as if the progress commit had been lost */
+    assert_int_equal(store_dep_set_progress(fx->st, "alice", "p", 0, T0 + 60), 0);
+    sched_free(fx->s);
+    fx->njobs = 0;
+    engine_start(fx, T0 + 200); /* 00:03:20 */
+    struct count_ctx c = ledger(fx, "p");
+    assert_int_equal(c.n[STORE_RUN_SUCCEEDED], 1);
+    assert_int_equal(c.n[STORE_RUN_MISSED], 1);
+    assert_int_equal(c.missed_count, 2); /* 00:02 and 00:03, not 00:01 */
+    assert_int_equal(fx->njobs, 0);
+}
+
 /* The heap against a sorted model: random inserts, moves and removals. */
 static void test_heap_order(void **state)
 {
@@ -654,6 +722,9 @@ int main(void)
         T(test_failed_tick_sends_nothing),
 #endif
         T(test_decides_ahead),
+        T(test_restart_holds_decided_run),
+        T(test_restart_misses_decided_run_past_deadline),
+        T(test_crash_between_tick_commits_counts_once),
         T(test_heap_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

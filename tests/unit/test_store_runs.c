@@ -455,7 +455,7 @@ static void test_run_list_last(void **state)
     assert_true(sqlite3_get_autocommit(store__db(f->s)) != 0);
 }
 
-static void test_run_interrupt_all(void **state)
+static void test_run_interrupt_running(void **state)
 {
     struct fixture *f = *state;
     fixture_add_dep(f->s, "alice", "p");
@@ -476,10 +476,10 @@ static void test_run_interrupt_all(void **state)
     int64_t skipped = fixture_add_run(f->s, &r, 100);
 
     int64_t n = -1;
-    assert_int_equal(store_run_interrupt_all(f->s, T0 + 500, "server restarted", &n), 0);
-    assert_int_equal(n, 3);
-    int64_t live[] = {running, queued, other};
-    for (size_t i = 0; i < 3; i++) {
+    assert_int_equal(store_run_interrupt_running(f->s, T0 + 500, "server restarted", &n), 0);
+    assert_int_equal(n, 2);
+    int64_t live[] = {running, other};
+    for (size_t i = 0; i < 2; i++) {
         struct store_run g;
         assert_int_equal(store_run_get(f->s, live[i], &g), 0);
         assert_int_equal(g.outcome, STORE_RUN_INTERRUPTED);
@@ -490,7 +490,12 @@ static void test_run_interrupt_all(void **state)
             assert_true(g.started_at == T0 + 60.5); /* kept */
         store_run_clear(&g);
     }
+    /* A queued run never started: it is the scheduler's to start or miss. */
     struct store_run g;
+    assert_int_equal(store_run_get(f->s, queued, &g), 0);
+    assert_int_equal(g.outcome, STORE_RUN_QUEUED);
+    assert_null(g.reason);
+    store_run_clear(&g);
     assert_int_equal(store_run_get(f->s, done, &g), 0);
     assert_int_equal(g.outcome, STORE_RUN_SUCCEEDED);
     assert_null(g.reason);
@@ -503,11 +508,46 @@ static void test_run_interrupt_all(void **state)
     store_run_clear(&g);
 
     /* Nothing left to interrupt; count may be NULL. */
-    assert_int_equal(store_run_interrupt_all(f->s, T0 + 600, "again", &n), 0);
+    assert_int_equal(store_run_interrupt_running(f->s, T0 + 600, "again", &n), 0);
     assert_int_equal(n, 0);
-    assert_int_equal(store_run_interrupt_all(f->s, T0 + 600, "again", NULL), 0);
+    assert_int_equal(store_run_interrupt_running(f->s, T0 + 600, "again", NULL), 0);
     assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs WHERE reason = 'again'"),
                      0);
+}
+
+/* A decided run that never started becomes one missed scheduled time; the
+ * ledger's latest scheduled time is what was decided, whatever came of it. */
+static void test_run_miss_and_last_scheduled(void **state)
+{
+    struct fixture *f = *state;
+    fixture_add_dep(f->s, "alice", "p");
+    double last = -1;
+    assert_int_equal(store_run_last_scheduled(f->s, "alice", "p", &last), 0);
+    assert_true(last == 0);
+    struct store_run r = fixture_run("alice", "p", "schedule", T0 + 60, STORE_RUN_SUCCEEDED);
+    fixture_add_run(f->s, &r, 100);
+    r = fixture_run("alice", "p", "schedule", T0 + 120, STORE_RUN_QUEUED);
+    int64_t queued = fixture_add_run(f->s, &r, 100);
+    r = fixture_run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
+    int64_t manual = fixture_add_run(f->s, &r, 100);
+    assert_int_equal(store_run_last_scheduled(f->s, "alice", "p", &last), 0);
+    assert_true(last == T0 + 120); /* manual runs have no scheduled time */
+
+    assert_int_equal(store_run_miss(f->s, queued, T0 + 500, "not started"), 0);
+    struct store_run g;
+    assert_int_equal(store_run_get(f->s, queued, &g), 0);
+    assert_int_equal(g.outcome, STORE_RUN_MISSED);
+    assert_string_equal(g.reason, "not started");
+    assert_true(g.finished_at == T0 + 500);
+    assert_int_equal(g.missed_count, 1);
+    assert_true(g.window_start == T0 + 120 && g.window_end == T0 + 120);
+    store_run_clear(&g);
+    /* the first decision wins; unknown runs are not found */
+    assert_int_equal(store_run_miss(f->s, queued, T0 + 600, "again"), RR_E_BUSY);
+    assert_int_equal(store_run_miss(f->s, 999999, T0 + 600, "none"), RR_E_NOTFOUND);
+    assert_int_equal(store_run_last_scheduled(f->s, "alice", "p", &last), 0);
+    assert_true(last == T0 + 120);
+    assert_int_equal(store_run_miss(f->s, manual, T0 + 600, "not started"), 0);
 }
 
 struct live_walk {
@@ -977,7 +1017,8 @@ int main(void)
         FIXTURE_TEST(test_run_idem),
         FIXTURE_TEST(test_run_prune),
         FIXTURE_TEST(test_run_list_last),
-        FIXTURE_TEST(test_run_interrupt_all),
+        FIXTURE_TEST(test_run_interrupt_running),
+        FIXTURE_TEST(test_run_miss_and_last_scheduled),
         FIXTURE_TEST(test_run_pid_and_live),
         FIXTURE_TEST(test_run_cascade),
         FIXTURE_TEST(test_run_missing_dep),
