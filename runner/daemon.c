@@ -151,7 +151,8 @@ static void on_keys_poll(uv_timer_t *h)
         return;
     d->data_version = v;
     dap_server_keys_changed(d->dap);
-    sched_keys_changed(d->sched, clock_now(&d->clock));
+    if (sched_keys_changed(d->sched, clock_now(&d->clock)) < 0)
+        d->data_version = -1; /* not recorded: try again at the next poll */
 }
 
 /* ---------------------------------------------------------------- stopping */

@@ -1382,6 +1382,56 @@ static int key_cmp(const void *a, const void *b)
     return strcmp(((const struct store_key *)a)->id, ((const struct store_key *)b)->id);
 }
 
+/* An owner key that lost the right to run, and why. */
+struct bad_owner {
+    char id[STORE_KEY_ID_MAX];
+    char why[160];
+    int64_t n;                    /* deployments errored */
+};
+
+struct owner_sweep {
+    struct bad_owner *owners;     /* owned; few: the keys just revoked */
+    size_t nowners, cap_owners;
+    struct sched_dep **deps;      /* owned array of borrowed pointers */
+    size_t ndeps, cap_deps;
+};
+
+static void sweep_add(struct owner_sweep *w, struct sched_dep *d, const char *why)
+{
+    size_t i = 0;
+    while (i < w->nowners && strcmp(w->owners[i].id, d->owner_key_id) != 0)
+        i++;
+    if (i == w->nowners) {
+        if (w->nowners == w->cap_owners) {
+            w->cap_owners = w->cap_owners ? w->cap_owners * 2 : 4;
+            w->owners = xrealloc(w->owners, w->cap_owners * sizeof *w->owners);
+        }
+        struct bad_owner *o = &w->owners[w->nowners++];
+        snprintf(o->id, sizeof o->id, "%s", d->owner_key_id);
+        snprintf(o->why, sizeof o->why, "%s", why);
+        o->n = 0;
+    }
+    if (w->ndeps == w->cap_deps) {
+        w->cap_deps = w->cap_deps ? w->cap_deps * 2 : 64;
+        w->deps = xrealloc(w->deps, w->cap_deps * sizeof *w->deps);
+    }
+    w->deps[w->ndeps++] = d;
+}
+
+/* Write the sweep: one statement per owner, all in one transaction, so
+ * revoking a key that owns thousands of deployments is one short write. */
+static int sweep_write(struct sched *s, struct owner_sweep *w, double now)
+{
+    int rc = store_batch_begin(s->store);
+    if (rc)
+        return rc;
+    for (size_t i = 0; rc == 0 && i < w->nowners; i++)
+        rc = store_dep_error_by_key(s->store, w->owners[i].id, w->owners[i].why,
+                                    now, &w->owners[i].n);
+    int crc = store_batch_commit(s->store);
+    return rc ? rc : crc;
+}
+
 int sched_keys_changed(struct sched *s, double now)
 {
     struct key_scan ks = {0};
@@ -1391,11 +1441,7 @@ int sched_keys_changed(struct sched *s, double now)
         return rc;
     }
     qsort(ks.keys, ks.n, sizeof *ks.keys, key_cmp);
-    /* Collect first: set_errored changes nothing in the index, but keep the
-     * walk independent of what the callbacks do. */
-    size_t nbad = 0, cap = 0;
-    struct sched_dep **bad = NULL;
-    char **why = NULL;
+    struct owner_sweep w = {0};
     for (size_t i = 0; i < s->nbuckets; i++) {
         for (struct sched_dep *d = s->buckets[i]; d; d = d->hnext) {
             if (d->state == STORE_ERRORED)
@@ -1404,26 +1450,35 @@ int sched_keys_changed(struct sched *s, double now)
             snprintf(probe.id, sizeof probe.id, "%s", d->owner_key_id);
             const struct store_key *k =
                 bsearch(&probe, ks.keys, ks.n, sizeof *ks.keys, key_cmp);
-            char buf[160];
-            if (!owner_verdict(s, d, k, now, buf, sizeof buf))
-                continue;
-            if (nbad == cap) {
-                cap = cap ? cap * 2 : 16;
-                bad = xrealloc(bad, cap * sizeof *bad);
-                why = xrealloc(why, cap * sizeof *why);
-            }
-            bad[nbad] = d;
-            why[nbad++] = xstrdup(buf);
+            char why[160];
+            if (owner_verdict(s, d, k, now, why, sizeof why))
+                sweep_add(&w, d, why);
         }
     }
-    for (size_t i = 0; i < nbad; i++) {
-        set_errored(s, bad[i], why[i], now);
-        free(why[i]);
-    }
-    free(bad);
-    free(why);
     free(ks.keys);
-    return (int)nbad;
+    rc = w.ndeps ? sweep_write(s, &w, now) : 0;
+    if (rc == 0) {
+        for (size_t i = 0; i < w.ndeps; i++) {
+            struct sched_dep *d = w.deps[i];
+            const struct bad_owner *o = w.owners;
+            while (strcmp(o->id, d->owner_key_id) != 0)
+                o++;
+            d->state = STORE_ERRORED;
+            heap_remove(s, d);
+            s->stats.errored++;
+            emit_state(s, d, STORE_ERRORED, o->why, now);
+        }
+        for (size_t i = 0; i < w.nowners; i++)
+            log_warn("%s: %lld deployment(s) errored", w.owners[i].why,
+                     (long long)w.owners[i].n);
+    } else {
+        log_error("cannot mark the deployments of %zu owner key(s) errored: %s",
+                  w.nowners, err_str(rc));
+    }
+    int n = rc ? rc : (int)w.ndeps;
+    free(w.owners);
+    free(w.deps);
+    return n;
 }
 
 const struct sched_stats *sched_stats(const struct sched *s)

@@ -378,6 +378,26 @@ int store_dep_set_errored(struct store *s, const char *user, const char *project
     return dep_write_end(s, ST_DEP_SET_ERRORED, st, rc, "mark deployment errored");
 }
 
+int store_dep_error_by_key(struct store *s, const char *key_id, const char *why,
+                           double now, int64_t *count)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = store__stmt_acquire(s, ST_DEP_ERROR_BY_KEY, &st, NULL);
+    if (rc)
+        return rc;
+    int64_t n = 0;
+    if ((rc = store__bind_str(st, 1, key_id)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 2, why)) != SQLITE_OK ||
+        (rc = sqlite3_bind_double(st, 3, now)) != SQLITE_OK)
+        rc = store__db_fail(s, NULL, rc, "bind");
+    else if ((rc = store__step_done(s, st, NULL, "mark a key's deployments errored")) == 0)
+        n = sqlite3_changes(s->db);
+    store__stmt_release(s, ST_DEP_ERROR_BY_KEY, st);
+    if (rc == 0 && count)
+        *count = n;
+    return rc;
+}
+
 int store_dep_change(struct store *s, const char *user, const char *project_id,
                      const struct store_dep_change *c)
 {

@@ -194,6 +194,10 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_DEP_SET_ERRORED] =
         "UPDATE deployments SET state = 'errored', error = ?3, next_run_at = NULL, "
         "updated_at = ?4 WHERE user = ?1 AND project_id = ?2",
+    /* Every deployment a key owns, in one statement (deployments_owner_key). */
+    [ST_DEP_ERROR_BY_KEY] =
+        "UPDATE deployments SET state = 'errored', error = ?2, next_run_at = NULL, "
+        "updated_at = ?3 WHERE owner_key_id = ?1 AND state != 'errored'",
     /* A NULL pipeline or schedule keeps the row's. */
     [ST_DEP_CHANGE] =
         "UPDATE deployments SET pipeline = coalesce(?3, pipeline), "
@@ -537,9 +541,9 @@ static int pragma_query(struct store *s, const char *sql, int64_t *iv, char *tv,
     return rc;
 }
 
-/* Load the keyed-hash key from meta, creating it on first open. Runs inside
- * the open transaction. */
-static int hash_key_load(struct store *s, struct err *e)
+/* Read the keyed-hash key from meta: 0, RR_E_NOTFOUND when there is none
+ * yet, or an error. */
+static int hash_key_read(struct store *s, struct err *e)
 {
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(s->db, "SELECT v FROM meta WHERE k = ?1", -1, &st, NULL);
@@ -547,26 +551,31 @@ static int hash_key_load(struct store *s, struct err *e)
         return store__db_fail(s, e, rc, "prepare meta lookup");
     if ((rc = sqlite3_bind_text(st, 1, META_HASH_KEY, -1, SQLITE_STATIC)) != SQLITE_OK) {
         rc = store__db_fail(s, e, rc, "bind");
-        goto out;
-    }
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
+    } else if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (sqlite3_column_bytes(st, 0) != HASH_KEY_BYTES) {
             rc = err_set(e, RR_E_IO, "database: meta '%s' has %d bytes, expected %d",
                          META_HASH_KEY, sqlite3_column_bytes(st, 0), HASH_KEY_BYTES);
-            goto out;
+        } else {
+            memcpy(s->hkey, sqlite3_column_blob(st, 0), HASH_KEY_BYTES);
+            rc = 0;
         }
-        memcpy(s->hkey, sqlite3_column_blob(st, 0), HASH_KEY_BYTES);
-        rc = 0;
-        goto out;
-    }
-    if (rc != SQLITE_DONE) {
+    } else if (rc == SQLITE_DONE) {
+        rc = RR_E_NOTFOUND;
+    } else {
         rc = store__db_fail(s, e, rc, "read hash key");
-        goto out;
     }
     sqlite3_finalize(st);
-    st = NULL;
+    return rc;
+}
 
+/* Load the keyed-hash key from meta, creating it on first open. Runs inside
+ * the open transaction. */
+static int hash_key_load(struct store *s, struct err *e)
+{
+    int rc = hash_key_read(s, e);
+    if (rc != RR_E_NOTFOUND)
+        return rc;
+    sqlite3_stmt *st = NULL;
     randombytes_buf(s->hkey, sizeof s->hkey);
     rc = sqlite3_prepare_v2(s->db, "INSERT INTO meta(k, v) VALUES (?1, ?2)", -1, &st, NULL);
     if (rc != SQLITE_OK) {
@@ -584,10 +593,30 @@ out:
     return rc;
 }
 
+/* A database this build has already set up needs no write lock to open:
+ * read its version and hash key in a read transaction, which in WAL mode
+ * never waits for a writer -- so `rrdeploy keys` opens the file at once even
+ * while the server is in a long transaction. 0 when that was all; 1 when
+ * the database needs setting up. */
+static int open_ready(struct store *s, struct err *e)
+{
+    int64_t ver = 0;
+    int rc = exec_sql(s, "BEGIN", e, "begin read");
+    if (rc)
+        return rc;
+    if ((rc = pragma_query(s, "PRAGMA user_version", &ver, NULL, 0, e)) == 0)
+        rc = ver == SCHEMA_VERSION ? hash_key_read(s, e) : RR_E_NOTFOUND;
+    (void)exec_sql(s, "COMMIT", NULL, "end read");
+    return rc == RR_E_NOTFOUND ? 1 : rc;
+}
+
 /* Bring the schema to SCHEMA_VERSION and load the hash key, atomically. */
 static int migrate(struct store *s, struct err *e)
 {
-    int rc = exec_sql(s, "BEGIN IMMEDIATE", e, "begin migration");
+    int rc = open_ready(s, e);
+    if (rc <= 0)
+        return rc;
+    rc = exec_sql(s, "BEGIN IMMEDIATE", e, "begin migration");
     if (rc)
         return rc;
     int64_t ver = 0;

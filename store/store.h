@@ -191,6 +191,13 @@ int store_dep_set_progress(struct store *s, const char *user, const char *projec
 int store_dep_set_errored(struct store *s, const char *user, const char *project_id,
                           const char *why, double now) MUST_CHECK;
 
+/* Every deployment key_id owns that is not errored yet becomes errored (as
+ * store_dep_set_errored), in one statement: revoking a key that owns
+ * thousands of deployments costs one write. *count (may be NULL) gets how
+ * many. */
+int store_dep_error_by_key(struct store *s, const char *key_id, const char *why,
+                           double now, int64_t *count /* OUT, may be NULL */) MUST_CHECK;
+
 /* What an update changes; strings borrowed for the call. */
 struct store_dep_change {
     const char *pipeline;       /* NULL = keep */

@@ -66,6 +66,7 @@ enum stmt_id {
     ST_RUN_START,
     ST_RUN_FINISH,
     ST_RUN_MISS,
+    ST_DEP_ERROR_BY_KEY,
     ST_RUN_LAST_SCHEDULED,
     ST__COUNT
 };

@@ -395,6 +395,40 @@ static void test_revoked_owner_errors(void **state)
     assert_non_null(strstr(e.msg, "is errored: owner key"));
 }
 
+/* Revoking a key errors every deployment it owns in one sweep (one write per
+ * key, one transaction); other owners' deployments are untouched. */
+static void test_revoked_key_sweep(void **state)
+{
+    struct fx *fx = *state;
+    enum { N = 300 };
+    for (int i = 0; i < N; i++) {
+        char pid[16];
+        snprintf(pid, sizeof pid, "d%03d", i);
+        add(fx, pid, i % 2 ? "* * * * *" : "manual", T0);
+    }
+    char bob_key[STORE_KEY_TEXT_MAX];
+    struct store_key bk;
+    fixture_key(fx->st, "bob", STORE_PERM_ALL, 0, T0, bob_key, &bk);
+    char alice_id[STORE_KEY_ID_MAX];
+    memcpy(alice_id, fx->key_id, sizeof alice_id);
+    memcpy(fx->key_id, bk.id, sizeof fx->key_id); /* add() as bob's key now */
+    add(fx, "bobs", "* * * * *", T0);
+    events_clear(fx);
+    assert_int_equal(store_key_revoke(fx->st, alice_id, T0 + 1, NULL), 0);
+    assert_int_equal(sched_keys_changed(fx->s, T0 + 2), N);
+    assert_int_equal(has_event(fx, "\"state\":\"errored\""), N);
+    assert_int_equal(fixture_sql_int(fx->f->path, "SELECT count(*) FROM deployments "
+                                     "WHERE state = 'errored' AND error LIKE "
+                                     "'%was revoked' AND next_run_at IS NULL"), N);
+    uint64_t n[3];
+    sched_count_states(fx->s, n);
+    assert_int_equal(n[STORE_ERRORED], N);
+    assert_int_equal(n[STORE_ACTIVE], 1);
+    assert_true(sched_next_deadline(fx->s) == (int64_t)T0 + 60); /* only bob's */
+    /* nothing left to do the second time */
+    assert_int_equal(sched_keys_changed(fx->s, T0 + 3), 0);
+}
+
 static void test_monitor_only_owner_errors(void **state)
 {
     struct fx *fx = *state;
@@ -713,6 +747,7 @@ int main(void)
         T(test_first_tick_after_add_catches_up_once),
         T(test_restart_missed_and_interrupted),
         T(test_revoked_owner_errors),
+        T(test_revoked_key_sweep),
         T(test_monitor_only_owner_errors),
         T(test_manual_runs),
         T(test_executor_refusal_recorded),
