@@ -341,7 +341,7 @@ int runner_serve(const struct runner_config *cfg, struct store *st)
     if (store_data_version(st, &d.data_version) != 0)
         return RR_E_IO;
     struct err ce = {0};
-    if (store_checkpointer_start(st, &ce) != 0)
+    if (store_checkpointer_start(st, 0, &ce) != 0)
         log_warn("%s; checkpoints stay inside commits", ce.msg);
     if (uv_loop_init(&d.loop) != 0) {
         log_error("cannot create the event loop");

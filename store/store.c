@@ -729,6 +729,8 @@ void store_close(struct store *s)
 {
     if (!s)
         return;
+    if (s->ckpt)
+        sqlite3_wal_hook(s->db, NULL, NULL);
     checkpointer_stop(s->ckpt);
     for (int i = 0; i < ST__COUNT; i++)
         sqlite3_finalize(s->st[i]);
@@ -766,24 +768,89 @@ struct checkpointer {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stop;          /* guarded by mu */
+    bool urgent;        /* guarded by mu: the WAL passed a quarter of the limit */
+    /* Held by whoever checkpoints (the thread, or a commit that passed the
+     * limit): SQLite refuses a second checkpoint while one runs. */
+    pthread_mutex_t ckpt_mu;
     sqlite3 *db;        /* owned by the thread */
+    int64_t wal_limit;  /* bytes; see store_checkpointer_start */
+    int64_t frame_bytes; /* bytes of one WAL frame (a page and its header) */
 };
 
+static int64_t wal_bytes(const struct checkpointer *c, int frames)
+{
+    return (int64_t)frames * c->frame_bytes;
+}
+
+/* The server's connection committed and its WAL holds `frames` frames. Past
+ * a quarter of the limit the checkpointer is woken at once; past the limit --
+ * the checkpointer has fallen behind a burst of writes -- this commit
+ * checkpoints and truncates the WAL itself before returning (SQLite calls
+ * this after the write lock is released, so it may), which bounds the file
+ * whatever the write rate. */
+static int wal_hook(void *ud, sqlite3 *db, const char *name, int frames)
+{
+    (void)name;
+    struct checkpointer *c = ud;
+    int64_t bytes = wal_bytes(c, frames);
+    if (bytes > c->wal_limit) {
+        pthread_mutex_lock(&c->ckpt_mu);
+        int rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_TRUNCATE,
+                                           NULL, NULL);
+        pthread_mutex_unlock(&c->ckpt_mu);
+        if (rc != SQLITE_OK)
+            log_warn("store: the WAL is over %lld bytes and could not be "
+                     "truncated: %s", (long long)c->wal_limit, sqlite3_errmsg(db));
+    } else if (bytes > c->wal_limit / 4) {
+        pthread_mutex_lock(&c->mu);
+        c->urgent = true;
+        pthread_cond_signal(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+    }
+    return SQLITE_OK;
+}
+
+static int64_t data_version(sqlite3 *db)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t v = -1;
+    if (sqlite3_prepare_v2(db, "PRAGMA data_version", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* Once a second, or when woken: a passive checkpoint, which copies what it
+ * can without blocking anyone. When nothing was committed since the last
+ * round (the server is idle) and the WAL is not empty, a truncating one,
+ * which then has nothing to wait for and leaves a zero-byte WAL file. */
 static void *checkpoint_main(void *arg)
 {
     struct checkpointer *c = arg;
+    int64_t seen = data_version(c->db);
     pthread_mutex_lock(&c->mu);
     while (!c->stop) {
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_sec += CHECKPOINT_INTERVAL_MS / 1000;
-        pthread_cond_timedwait(&c->cv, &c->mu, &until);
+        while (!c->stop && !c->urgent &&
+               pthread_cond_timedwait(&c->cv, &c->mu, &until) == 0) {
+        }
         if (c->stop)
             break;
+        c->urgent = false;
         pthread_mutex_unlock(&c->mu);
         int log = 0, done = 0;
+        pthread_mutex_lock(&c->ckpt_mu);
         int rc = sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE,
                                            &log, &done);
+        int64_t now = data_version(c->db);
+        if (rc == SQLITE_OK && log > 0 && now == seen)
+            rc = sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_TRUNCATE,
+                                           NULL, NULL);
+        pthread_mutex_unlock(&c->ckpt_mu);
+        seen = now;
         if (rc != SQLITE_OK && rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
             log_warn("store: checkpoint: %s", sqlite3_errmsg(c->db));
         pthread_mutex_lock(&c->mu);
@@ -792,11 +859,16 @@ static void *checkpoint_main(void *arg)
     return NULL;
 }
 
-int store_checkpointer_start(struct store *s, struct err *e)
+int store_checkpointer_start(struct store *s, int64_t wal_limit, struct err *e)
 {
     if (s->ckpt || !s->path || strcmp(s->path, ":memory:") == 0)
         return 0;
+    int64_t page = 0;
+    if (pragma_query(s, "PRAGMA page_size", &page, NULL, 0, e) != 0)
+        return RR_E_IO;
     struct checkpointer *c = xcalloc(1, sizeof *c);
+    c->wal_limit = wal_limit > 0 ? wal_limit : STORE_WAL_LIMIT;
+    c->frame_bytes = page + 24;
     int rc = sqlite3_open_v2(s->path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
                              NULL);
     if (rc != SQLITE_OK || sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS) != SQLITE_OK ||
@@ -808,15 +880,24 @@ int store_checkpointer_start(struct store *s, struct err *e)
         return RR_E_IO;
     }
     pthread_mutex_init(&c->mu, NULL);
+    pthread_mutex_init(&c->ckpt_mu, NULL);
     pthread_cond_init(&c->cv, NULL);
     if (pthread_create(&c->thread, NULL, checkpoint_main, c) != 0) {
         sqlite3_close(c->db);
         pthread_cond_destroy(&c->cv);
+        pthread_mutex_destroy(&c->ckpt_mu);
         pthread_mutex_destroy(&c->mu);
         free(c);
         return err_set(e, RR_E_INTERNAL, "cannot start the checkpoint thread");
     }
+    /* After a reset, a WAL file bigger than this is cut back to it. */
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA journal_size_limit = %lld",
+             (long long)(c->wal_limit / 4));
+    if (exec_sql(s, sql, NULL, "set journal_size_limit") != 0)
+        log_warn("store: the WAL file will not shrink after a reset");
     sqlite3_wal_autocheckpoint(s->db, 0);
+    sqlite3_wal_hook(s->db, wal_hook, c);
     s->ckpt = c;
     return 0;
 }
@@ -832,6 +913,7 @@ static void checkpointer_stop(struct checkpointer *c)
     pthread_join(c->thread, NULL);
     sqlite3_close(c->db);
     pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->ckpt_mu);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }

@@ -73,11 +73,18 @@ int store_batch_write(struct store *s) MUST_CHECK;
 void store_test_fail_commits(struct store *s, int n);
 #endif
 
-/* Move WAL checkpoints off this connection's commits: a thread with its own
- * connection makes a passive checkpoint about once a second, and this
- * connection's automatic checkpoints are turned off. For long-lived
- * processes (the server); stopped by store_close. */
-int store_checkpointer_start(struct store *s, struct err *e);
+#define STORE_WAL_LIMIT (64 * 1024 * 1024) /* bytes of WAL, by default */
+
+/* Keep the WAL small and checkpoints off this connection's commits: a thread
+ * with its own connection makes a passive checkpoint about once a second --
+ * at once when the WAL passes a quarter of wal_limit -- and truncates the WAL
+ * file to zero once nothing was committed for a second; this connection's
+ * automatic checkpoints are turned off. Should the WAL still pass wal_limit
+ * bytes (the checkpointer behind a burst of writes), the commit that passed
+ * it checkpoints and truncates it before returning: the file stays within
+ * wal_limit plus one transaction. wal_limit <= 0 means STORE_WAL_LIMIT. For
+ * long-lived processes (the server); stopped by store_close. */
+int store_checkpointer_start(struct store *s, int64_t wal_limit, struct err *e);
 
 /* Is the database usable: its file is still the one opened, at the same
  * path, and a read succeeds. 0, or RR_E_IO with the reason in e. */

@@ -19,6 +19,7 @@
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -317,8 +318,8 @@ static void test_checkpointer(void **state)
     pragma_text(db, "PRAGMA wal_autocheckpoint", v, sizeof v);
     assert_string_equal(v, "1000");
     struct err e = {0};
-    assert_int_equal(store_checkpointer_start(f->s, &e), 0);
-    assert_int_equal(store_checkpointer_start(f->s, &e), 0); /* already running */
+    assert_int_equal(store_checkpointer_start(f->s, 0, &e), 0);
+    assert_int_equal(store_checkpointer_start(f->s, 0, &e), 0); /* already running */
     pragma_text(db, "PRAGMA wal_autocheckpoint", v, sizeof v);
     assert_string_equal(v, "0");
     fixture_add_dep(f->s, "alice", "p"); /* writes go on */
@@ -326,10 +327,59 @@ static void test_checkpointer(void **state)
     assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM deployments"), 1);
 
     struct store *m = fixture_open(":memory:");
-    assert_int_equal(store_checkpointer_start(m, &e), 0);
+    assert_int_equal(store_checkpointer_start(m, 0, &e), 0);
     pragma_text(store__db(m), "PRAGMA wal_autocheckpoint", v, sizeof v);
     assert_string_equal(v, "1000");
     store_close(m);
+}
+
+static off_t file_size(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 ? sb.st_size : 0;
+}
+
+/* The WAL stays within its limit plus one transaction however fast the
+ * writes come (the commit that passes the limit truncates it), and shrinks
+ * to nothing once the writes stop. */
+static void test_wal_bounded(void **state)
+{
+    struct fixture *f = *state;
+    enum { LIMIT = 1024 * 1024, BATCHES = 150, ROWS = 50, OUT = 4096 };
+    struct err e = {0};
+    assert_int_equal(store_checkpointer_start(f->s, LIMIT, &e), 0);
+    char wal[160];
+    snprintf(wal, sizeof wal, "%s-wal", f->path);
+    fixture_add_dep(f->s, "alice", "p");
+    static char output[OUT];
+    memset(output, 'x', sizeof output);
+    off_t most = 0;
+    for (int b = 0; b < BATCHES; b++) {
+        assert_int_equal(store_batch_begin(f->s), 0);
+        for (int i = 0; i < ROWS; i++) {
+            struct store_run r = fixture_run("alice", "p", "manual", 0, STORE_RUN_SUCCEEDED);
+            r.output = output;
+            r.output_len = sizeof output;
+            fixture_add_run(f->s, &r, 200);
+        }
+        assert_int_equal(store_batch_commit(f->s), 0);
+        off_t now = file_size(wal);
+        if (now > most)
+            most = now;
+    }
+    print_message("largest WAL after a commit: %lld bytes (limit %d)\n",
+                  (long long)most, LIMIT);
+    /* about 30 MB written: one batch is about ROWS x OUT of WAL, more with
+     * its index pages and the rows the prune deletes */
+    assert_true(most <= LIMIT + 2 * ROWS * OUT + 64 * 1024);
+    /* idle: the checkpointer truncates it (bounded wait for that) */
+    int64_t deadline = time_now_mono_ms() + 10000;
+    while (file_size(wal) > 0 && time_now_mono_ms() < deadline) {
+        struct timespec pause = {0, 20 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+    assert_int_equal(file_size(wal), 0);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs"), 200);
 }
 
 /* ================================================================ migrations */
@@ -463,6 +513,7 @@ int main(void)
         FIXTURE_TEST(test_batch_read_then_write),
         FIXTURE_TEST(test_health),
         FIXTURE_TEST(test_checkpointer),
+        FIXTURE_TEST(test_wal_bounded),
         FIXTURE_TEST(test_migrate_v1_to_v2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
