@@ -1,6 +1,8 @@
 """Long work that must not stall the service thread (docs/runs.md §9, §10):
 revoking a key that owns 10,000 deployments errors them all at once while
-another user's requests stay fast.
+another user's requests stay fast; 10,000 every-minute deployments catch up
+after the clock jumps 30 days, and after 30 days down, in time proportional
+to the deployments, not to the ticks they missed.
 
 Latencies are measured by a client that sends one request after another the
 whole time, so a stall of the service thread shows up as one slow request;
@@ -15,6 +17,8 @@ import unittest
 from harness import ServerTest, async_test, pipeline
 
 N = 10000
+BASE = 1767225600           # 2026-01-01T00:00:00Z
+DAYS30 = 30 * 86400
 
 
 def count(db, sql):
@@ -97,6 +101,50 @@ class LongWorkTest(ServerTest):
                                "project_id = 'mine'"), "active")
         # one log line for the whole key, not one per deployment
         self.assertEqual(srv.stderr().count("deployment(s) errored"), 1)
+
+    @async_test(timeout=400)
+    async def test_catching_up_after_30_days(self):
+        srv = self.new_server(extra_args=["--test-clock=%d" % (BASE + 10)])
+        owner = await self.user_client(server=srv)
+        await self.add_many(owner, N, "m", "* * * * *")
+        other = await self.user_client(server=srv)
+        await other.ok("rrext_deploy_add", pipeline=pipeline("mine"))
+        loop = asyncio.get_running_loop()
+        spare = await loop.run_in_executor(None, lambda: srv.create_key("spare"))
+
+        # The clock jumps 30 days: every deployment has 43,200 missed ticks.
+        lat, stop = [], asyncio.Event()
+        poller = asyncio.create_task(self.poll_status(other, "mine", lat, stop))
+        while len(lat) < 20:
+            await asyncio.sleep(0.01)
+        jump = asyncio.ensure_future(owner.request(
+            "rrtest_clock", {"set": BASE + DAYS30 + 30}, timeout=120))
+        revoke = loop.run_in_executor(None, lambda: srv.revoke_key(spare))
+        r = await jump
+        self.assertTrue(r.get("success"), r)
+        self.assertEqual(r["body"]["fired"], N)
+        await revoke  # `keys revoke` succeeded during the catch-up
+        stop.set()
+        await poller
+        worst = max(lat)
+        print("\n  clock +30 days, %d deployments: the other user's %d requests "
+              "meanwhile took at most %.0f ms" % (N, len(lat), worst * 1e3))
+        self.assertLess(worst, 1.0)
+        self.assertEqual(count(srv.db, "SELECT count(*) FROM runs WHERE "
+                               "outcome = 'missed'"), N)
+        self.assertEqual(count(srv.db, "SELECT sum(missed_count) FROM runs WHERE "
+                               "outcome = 'missed'"), N * (DAYS30 // 60 - 1))
+
+        # Stopped, and started again 30 days later.
+        srv.stop()
+        srv.extra_args = ["--test-clock=%d" % (BASE + 2 * DAYS30 + 30)]
+        t0 = time.monotonic()
+        await loop.run_in_executor(None, srv.start)
+        took = time.monotonic() - t0
+        print("  restart after 30 days down: listening after %.2f s" % took)
+        self.assertLess(took, 2.0)
+        self.assertEqual(count(srv.db, "SELECT count(*) FROM runs WHERE "
+                               "outcome = 'missed'"), 2 * N)
 
 
 if __name__ == "__main__":
