@@ -62,6 +62,11 @@ void cli_print_usage(FILE *f)
           "  --max-runs N          runs at once; more wait their turn (default 64)\n"
           "  --keep-runs N         ledger rows kept per deployment (default 100)\n"
           "  --shutdown-grace DUR  on SIGTERM, let runs finish this long (default 30s)\n"
+          "  --output-max SIZE     output kept per run, bytes or K/M, 0-16M (default 64K)\n"
+          "  --run-env NAME=VALUE  set NAME in every run's environment (repeatable)\n"
+          "  --pass-env NAME       give runs NAME from the server's environment\n"
+          "                        (repeatable; runs get no other variable of it\n"
+          "                        but PATH, LANG, LC_*, TZ)\n"
           "  --tls-cert PEM        serve wss:// and https:// with this certificate\n"
           "  --tls-key PEM         ... and this private key\n"
           "  --log-level LEVEL     debug|info|warn|error (default info)\n"
@@ -76,7 +81,7 @@ void cli_print_usage(FILE *f)
           "  --json                (list) one JSON object per line\n"
           "\n"
           "Environment: ROCKETRIDE_APIKEY, when set for `serve`, also authenticates\n"
-          "as user 'local' with both permissions.\n",
+          "as user 'local' with both permissions; runs never see it.\n",
           f);
 }
 

@@ -1,10 +1,10 @@
 /* serve.c -- `rrdeploy serve`: the daemon's options, then the server.
  *
  * Design: parse the options into a struct runner_config, check what can be
- * checked before start-up (the time zone, the TLS files), configure the log,
- * raise the open-file limit, open the database (creating the first admin key
- * on an empty one) and hand over to the daemon (runner_serve) until a stop
- * signal.
+ * checked before start-up (the time zone, the TLS files, runs' environment),
+ * configure the log, raise the open-file limit, open the database (creating
+ * the first admin key on an empty one) and hand over to the daemon
+ * (runner_serve) until a stop signal.
  * Thread: main thread; runner_serve() runs the event loop on it. */
 #include "cli/cli.h"
 
@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cli/cli_internal.h"
+#include "runner/executor.h"
 #include "runner/runner.h"
 #include "scheduler/cron.h"
 #include "store/store.h"
@@ -93,7 +94,62 @@ struct serve_args {
     char host[256];
     enum log_level lvl;
     enum log_format fmt;
+    /* Runs' environment (parse_run_option): */
+    const char **run_env, **pass_env; /* owned arrays of argv strings */
 };
+
+/* Options with no letter of their own, kept apart from the others. */
+enum {
+    OPT_RUN_ENV = 256,
+    OPT_PASS_ENV,
+    OPT_OUTPUT_MAX,
+};
+
+/* A size in bytes: digits, then optionally K (KiB) or M (MiB). 0 and *out
+ * if it is at most max, else RR_E_INVAL. */
+static int parse_size(const char *s, size_t max, size_t *out /* OUT */)
+{
+    if (*s < '0' || *s > '9')
+        return RR_E_INVAL;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10), mul = 1;
+    if (*end == 'K' || *end == 'k')
+        mul = 1024, end++;
+    else if (*end == 'M' || *end == 'm')
+        mul = 1024 * 1024, end++;
+    if (errno || *end || v > max / mul)
+        return RR_E_INVAL;
+    *out = (size_t)(v * mul);
+    return 0;
+}
+
+/* --run-env, --pass-env and --output-max. 0, or
+ * CLI_EXIT_FAILED with the reason printed. */
+static int parse_run_option(int c, const char *arg, struct serve_args *a)
+{
+    struct runner_config *cfg = &a->cfg;
+    struct err e = {0};
+    if (c == OPT_RUN_ENV || c == OPT_PASS_ENV) {
+        bool set = c == OPT_RUN_ENV;
+        if (exec_env_check(arg, set, &e))
+            return cli__fail(CLI_EXIT_FAILED, "%s: %s",
+                             set ? "--run-env" : "--pass-env", e.msg);
+        const char ***list = set ? &a->run_env : &a->pass_env;
+        size_t *n = set ? &cfg->nrun_env : &cfg->npass_env;
+        *list = xrealloc(*list, (*n + 1) * sizeof **list);
+        (*list)[(*n)++] = arg;
+        cfg->run_env = a->run_env;
+        cfg->pass_env = a->pass_env;
+    } else if (c == OPT_OUTPUT_MAX) {
+        if (parse_size(arg, EXEC_OUTPUT_LIMIT, &cfg->output_max))
+            return cli__fail(CLI_EXIT_FAILED,
+                             "--output-max: expected bytes from 0 to 16M "
+                             "(e.g. 65536, 64K, 1M), got '%s'",
+                             arg);
+    }
+    return 0;
+}
 
 /* Parse argv into a; -1 to go on, else the exit status to return (help,
  * usage, an invalid option, with its message printed). */
@@ -114,6 +170,9 @@ static int parse_serve_args(int argc, char **argv, struct serve_args *a)
         {"shutdown-grace", required_argument, NULL, 'g'},
         {"tls-cert", required_argument, NULL, 'C'},
         {"tls-key", required_argument, NULL, 'K'},
+        {"run-env", required_argument, NULL, OPT_RUN_ENV},
+        {"pass-env", required_argument, NULL, OPT_PASS_ENV},
+        {"output-max", required_argument, NULL, OPT_OUTPUT_MAX},
 #ifdef RRDEPLOY_TEST_HOOKS
         {"test-clock", optional_argument, NULL, 'T'},
 #endif
@@ -187,6 +246,12 @@ static int parse_serve_args(int argc, char **argv, struct serve_args *a)
             break;
         case 'C': cfg->dap.tls_cert = optarg; break;
         case 'K': cfg->dap.tls_key = optarg; break;
+        case OPT_RUN_ENV:
+        case OPT_PASS_ENV:
+        case OPT_OUTPUT_MAX:
+            if (parse_run_option(c, optarg, a))
+                return CLI_EXIT_FAILED;
+            break;
 #ifdef RRDEPLOY_TEST_HOOKS
         case 'T': {
             cfg->test_clock = true;
@@ -215,32 +280,40 @@ static int parse_serve_args(int argc, char **argv, struct serve_args *a)
     return -1;
 }
 
+/* Serve with the options of a until a stop signal; the exit status. */
+static int serve(struct serve_args *a)
+{
+    log_configure(a->lvl, a->fmt);
+
+    raise_fd_limit();
+    const char *dev = getenv("ROCKETRIDE_APIKEY");
+    if (dev && *dev) {
+        a->cfg.dap.dev_key = dev;
+        log_info("ROCKETRIDE_APIKEY is set: it authenticates as user 'local'");
+    }
+
+    struct store *st;
+    if (cli__open_store(a->db, &st))
+        return CLI_EXIT_FAILED;
+    if (bootstrap_admin(st)) {
+        store_close(st);
+        return CLI_EXIT_FAILED;
+    }
+    log_info("rrdeploy %s, database %s", RRDEPLOY_VERSION, a->db);
+    int rc = runner_serve(&a->cfg, st);
+    store_close(st);
+    return rc ? CLI_EXIT_FAILED : CLI_EXIT_OK;
+}
+
 int cli_run_serve(int argc, char **argv)
 {
     struct serve_args a = {.db = CLI_DEFAULT_DB, .host = "127.0.0.1",
                            .lvl = LOG_INFO, .fmt = LOG_FORMAT_TEXT};
     runner_config_defaults(&a.cfg);
     int rc = parse_serve_args(argc, argv, &a);
-    if (rc >= 0)
-        return rc;
-    log_configure(a.lvl, a.fmt);
-
-    raise_fd_limit();
-    const char *dev = getenv("ROCKETRIDE_APIKEY");
-    if (dev && *dev) {
-        a.cfg.dap.dev_key = dev;
-        log_info("ROCKETRIDE_APIKEY is set: it authenticates as user 'local'");
-    }
-
-    struct store *st;
-    if (cli__open_store(a.db, &st))
-        return CLI_EXIT_FAILED;
-    if (bootstrap_admin(st)) {
-        store_close(st);
-        return CLI_EXIT_FAILED;
-    }
-    log_info("rrdeploy %s, database %s", RRDEPLOY_VERSION, a.db);
-    rc = runner_serve(&a.cfg, st);
-    store_close(st);
-    return rc ? CLI_EXIT_FAILED : CLI_EXIT_OK;
+    if (rc < 0)
+        rc = serve(&a);
+    free(a.run_env);
+    free(a.pass_env);
+    return rc;
 }

@@ -23,6 +23,11 @@ struct runner_config {
     int max_runs;              /* --max-runs (64) */
     int64_t keep_runs;         /* --keep-runs (100) */
     double shutdown_grace_s;   /* --shutdown-grace (30) */
+    size_t output_max;         /* --output-max: bytes kept per run (64 KiB) */
+    const char *const *run_env;  /* --run-env NAME=VALUE, borrowed */
+    size_t nrun_env;
+    const char *const *pass_env; /* --pass-env NAME, borrowed */
+    size_t npass_env;
     bool test_clock;           /* --test-clock: builds with test hooks only */
     double test_clock_start;   /* its initial time; 0 = the real time */
 };
