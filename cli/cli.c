@@ -67,6 +67,8 @@ void cli_print_usage(FILE *f)
           "  --pass-env NAME       give runs NAME from the server's environment\n"
           "                        (repeatable; runs get no other variable of it\n"
           "                        but PATH, LANG, LC_*, TZ)\n"
+          "  --admin-key-file PATH on the first start, write the admin key to this\n"
+          "                        new file (mode 0600) instead of stderr\n"
           "  --tls-cert PEM        serve wss:// and https:// with this certificate\n"
           "  --tls-key PEM         ... and this private key\n"
           "  --log-level LEVEL     debug|info|warn|error (default info)\n"
