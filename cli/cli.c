@@ -64,6 +64,13 @@ void cli_print_usage(FILE *f)
           "  --shutdown-grace DUR  on SIGTERM, let runs finish this long (default 30s)\n"
           "  --starting-deadline DUR  after a restart, start runs decided before it\n"
           "                        up to this late; later ones are missed (60s)\n"
+          "  --output-max SIZE     output kept per run, bytes or K/M, 0-16M (default 64K)\n"
+          "  --run-env NAME=VALUE  set NAME in every run's environment (repeatable)\n"
+          "  --pass-env NAME       give runs NAME from the server's environment\n"
+          "                        (repeatable; runs get no other variable of it\n"
+          "                        but PATH, LANG, LC_*, TZ)\n"
+          "  --admin-key-file PATH on the first start, write the admin key to this\n"
+          "                        new file (mode 0600) instead of stderr\n"
           "  --tls-cert PEM        serve wss:// and https:// with this certificate\n"
           "  --tls-key PEM         ... and this private key\n"
           "  --log-level LEVEL     debug|info|warn|error (default info)\n"
@@ -78,7 +85,7 @@ void cli_print_usage(FILE *f)
           "  --json                (list) one JSON object per line\n"
           "\n"
           "Environment: ROCKETRIDE_APIKEY, when set for `serve`, also authenticates\n"
-          "as user 'local' with both permissions.\n",
+          "as user 'local' with both permissions; runs never see it.\n",
           f);
 }
 

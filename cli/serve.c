@@ -1,22 +1,28 @@
 /* serve.c -- `rrdeploy serve`: the daemon's options, then the server.
  *
  * Design: parse the options into a struct runner_config, check what can be
- * checked before start-up (the time zone, the TLS files), configure the log,
- * raise the open-file limit, open the database (creating the first admin key
- * on an empty one) and hand over to the daemon (runner_serve) until a stop
+ * checked before start-up (the time zone, the TLS files, runs' environment),
+ * configure the log, raise the open-file limit, open the database (creating
+ * the first admin key on an empty one, shown on stderr or written to
+ * --admin-key-file) and hand over to the daemon (runner_serve) until a stop
  * signal.
  * Thread: main thread; runner_serve() runs the event loop on it. */
 #include "cli/cli.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "cli/cli_internal.h"
+#include "runner/executor.h"
 #include "runner/runner.h"
 #include "scheduler/cron.h"
 #include "store/store.h"
@@ -61,9 +67,111 @@ static void raise_fd_limit(void)
         log_warn("cannot raise the open-file limit: %s", strerror(errno));
 }
 
+/* ------------------------------------------------------------ admin key */
+
+/* Write all n bytes of p to fd. 0, or -errno. */
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -errno;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* fsync the directory holding path, so that the new name is durable too.
+ * 0, or -errno. */
+static int sync_parent(const char *path)
+{
+    char *dir = xstrdup(path);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        strcpy(dir, ".");
+    else
+        slash[slash == dir ? 1 : 0] = '\0';
+    int rc = 0, fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd) != 0)
+        rc = -errno;
+    if (fd >= 0)
+        close(fd);
+    free(dir);
+    return rc;
+}
+
+/* The key and a newline into the new file fd (closed here), on disk when
+ * this returns 0; else -errno. */
+static int key_file_write(int fd, const char *path, const char *key)
+{
+    int rc = fchmod(fd, 0600) == 0 ? 0 : -errno; /* whatever the umask */
+    if (rc == 0)
+        rc = write_all(fd, key, strlen(key));
+    if (rc == 0)
+        rc = write_all(fd, "\n", 1);
+    if (rc == 0 && fsync(fd) != 0)
+        rc = -errno;
+    if (close(fd) != 0 && rc == 0)
+        rc = -errno;
+    if (rc == 0)
+        rc = sync_parent(path);
+    return rc;
+}
+
+/* The admin key goes to a new file at path, and nowhere else. The key is
+ * created in a store batch committed only once the file is on disk: on any
+ * failure the file is removed and the batch never commits (closing the
+ * store, as the caller then does, rolls it back), so the database is still
+ * empty and the next start tries again. */
+static int bootstrap_admin_to_file(struct store *st, const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 && errno == EEXIST)
+        return cli__fail(CLI_EXIT_FAILED,
+                         "--admin-key-file: %s already exists and is never "
+                         "overwritten: save the key it holds and delete it, "
+                         "or name another file",
+                         path);
+    if (fd < 0)
+        return cli__fail(CLI_EXIT_FAILED, "--admin-key-file: cannot create "
+                         "%s: %s", path, strerror(errno));
+    char key[STORE_KEY_TEXT_MAX];
+    struct store_key k;
+    if (store_batch_begin(st) != 0 ||
+        store_key_create(st, "admin", "bootstrap", STORE_PERM_ALL, 0,
+                         time_now_real(), key, &k) != 0) {
+        close(fd);
+        unlink(path);
+        return cli__fail(CLI_EXIT_FAILED, "cannot create the first admin key");
+    }
+    int rc = key_file_write(fd, path, key);
+    sodium_memzero(key, sizeof key);
+    if (rc != 0) {
+        unlink(path);
+        return cli__fail(CLI_EXIT_FAILED, "--admin-key-file: cannot write "
+                         "%s: %s", path, strerror(-rc));
+    }
+    if (store_batch_commit(st) != 0) {
+        unlink(path);
+        return cli__fail(CLI_EXIT_FAILED,
+                         "cannot save the first admin key in the database");
+    }
+    fprintf(stderr,
+            "rrdeploy: first start: created user 'admin' with key %s "
+            "(task.control,task.monitor). The key is in %s (mode 0600) and "
+            "shown nowhere else: read it once, then delete the file.\n",
+            k.id, path);
+    fflush(stderr);
+    return 0;
+}
+
 /* First start on an empty database: create the admin key and show it once,
- * straight to stderr, never through the logger. */
-static int bootstrap_admin(struct store *st)
+ * straight to stderr, never through the logger; or, with key_file, write it
+ * to that new file instead. */
+static int bootstrap_admin(struct store *st, const char *key_file)
 {
     int64_t n;
     if (store_key_count(st, &n) != 0)
@@ -71,6 +179,8 @@ static int bootstrap_admin(struct store *st)
                          "cannot read keys from the database");
     if (n > 0)
         return 0;
+    if (key_file)
+        return bootstrap_admin_to_file(st, key_file);
     char key[STORE_KEY_TEXT_MAX];
     struct store_key k;
     if (store_key_create(st, "admin", "bootstrap", STORE_PERM_ALL, 0,
@@ -82,9 +192,11 @@ static int bootstrap_admin(struct store *st)
             "%s\n",
             k.id, key);
     fflush(stderr);
-    memset(key, 0, sizeof key);
+    sodium_memzero(key, sizeof key);
     return 0;
 }
+
+/* ------------------------------------------------------------ options */
 
 /* Everything `serve` is told on its command line. */
 struct serve_args {
@@ -93,7 +205,68 @@ struct serve_args {
     char host[256];
     enum log_level lvl;
     enum log_format fmt;
+    /* Runs' environment and the first admin key (parse_run_option): */
+    const char **run_env, **pass_env; /* owned arrays of argv strings */
+    const char *admin_key_file;
 };
+
+/* Options with no letter of their own, kept apart from the others. */
+enum {
+    OPT_RUN_ENV = 256,
+    OPT_PASS_ENV,
+    OPT_OUTPUT_MAX,
+    OPT_ADMIN_KEY_FILE,
+};
+
+/* A size in bytes: digits, then optionally K (KiB) or M (MiB). 0 and *out
+ * if it is at most max, else RR_E_INVAL. */
+static int parse_size(const char *s, size_t max, size_t *out /* OUT */)
+{
+    if (*s < '0' || *s > '9')
+        return RR_E_INVAL;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10), mul = 1;
+    if (*end == 'K' || *end == 'k')
+        mul = 1024, end++;
+    else if (*end == 'M' || *end == 'm')
+        mul = 1024 * 1024, end++;
+    if (errno || *end || v > max / mul)
+        return RR_E_INVAL;
+    *out = (size_t)(v * mul);
+    return 0;
+}
+
+/* --run-env, --pass-env, --output-max and --admin-key-file. 0, or
+ * CLI_EXIT_FAILED with the reason printed. */
+static int parse_run_option(int c, const char *arg, struct serve_args *a)
+{
+    struct runner_config *cfg = &a->cfg;
+    struct err e = {0};
+    if (c == OPT_RUN_ENV || c == OPT_PASS_ENV) {
+        bool set = c == OPT_RUN_ENV;
+        if (exec_env_check(arg, set, &e))
+            return cli__fail(CLI_EXIT_FAILED, "%s: %s",
+                             set ? "--run-env" : "--pass-env", e.msg);
+        const char ***list = set ? &a->run_env : &a->pass_env;
+        size_t *n = set ? &cfg->nrun_env : &cfg->npass_env;
+        *list = xrealloc(*list, (*n + 1) * sizeof **list);
+        (*list)[(*n)++] = arg;
+        cfg->run_env = a->run_env;
+        cfg->pass_env = a->pass_env;
+    } else if (c == OPT_OUTPUT_MAX) {
+        if (parse_size(arg, EXEC_OUTPUT_LIMIT, &cfg->output_max))
+            return cli__fail(CLI_EXIT_FAILED,
+                             "--output-max: expected bytes from 0 to 16M "
+                             "(e.g. 65536, 64K, 1M), got '%s'",
+                             arg);
+    } else if (c == OPT_ADMIN_KEY_FILE) {
+        if (!*arg)
+            return cli__fail(CLI_EXIT_FAILED, "--admin-key-file: empty path");
+        a->admin_key_file = arg;
+    }
+    return 0;
+}
 
 /* Parse argv into a; -1 to go on, else the exit status to return (help,
  * usage, an invalid option, with its message printed). */
@@ -115,6 +288,10 @@ static int parse_serve_args(int argc, char **argv, struct serve_args *a)
         {"starting-deadline", required_argument, NULL, 'D'},
         {"tls-cert", required_argument, NULL, 'C'},
         {"tls-key", required_argument, NULL, 'K'},
+        {"run-env", required_argument, NULL, OPT_RUN_ENV},
+        {"pass-env", required_argument, NULL, OPT_PASS_ENV},
+        {"output-max", required_argument, NULL, OPT_OUTPUT_MAX},
+        {"admin-key-file", required_argument, NULL, OPT_ADMIN_KEY_FILE},
 #ifdef RRDEPLOY_TEST_HOOKS
         {"test-clock", optional_argument, NULL, 'T'},
 #endif
@@ -194,6 +371,13 @@ static int parse_serve_args(int argc, char **argv, struct serve_args *a)
             break;
         case 'C': cfg->dap.tls_cert = optarg; break;
         case 'K': cfg->dap.tls_key = optarg; break;
+        case OPT_RUN_ENV:
+        case OPT_PASS_ENV:
+        case OPT_OUTPUT_MAX:
+        case OPT_ADMIN_KEY_FILE:
+            if (parse_run_option(c, optarg, a))
+                return CLI_EXIT_FAILED;
+            break;
 #ifdef RRDEPLOY_TEST_HOOKS
         case 'T': {
             cfg->test_clock = true;
@@ -222,32 +406,40 @@ static int parse_serve_args(int argc, char **argv, struct serve_args *a)
     return -1;
 }
 
+/* Serve with the options of a until a stop signal; the exit status. */
+static int serve(struct serve_args *a)
+{
+    log_configure(a->lvl, a->fmt);
+
+    raise_fd_limit();
+    const char *dev = getenv("ROCKETRIDE_APIKEY");
+    if (dev && *dev) {
+        a->cfg.dap.dev_key = dev;
+        log_info("ROCKETRIDE_APIKEY is set: it authenticates as user 'local'");
+    }
+
+    struct store *st;
+    if (cli__open_store(a->db, &st))
+        return CLI_EXIT_FAILED;
+    if (bootstrap_admin(st, a->admin_key_file)) {
+        store_close(st);
+        return CLI_EXIT_FAILED;
+    }
+    log_info("rrdeploy %s, database %s", RRDEPLOY_VERSION, a->db);
+    int rc = runner_serve(&a->cfg, st);
+    store_close(st);
+    return rc ? CLI_EXIT_FAILED : CLI_EXIT_OK;
+}
+
 int cli_run_serve(int argc, char **argv)
 {
     struct serve_args a = {.db = CLI_DEFAULT_DB, .host = "127.0.0.1",
                            .lvl = LOG_INFO, .fmt = LOG_FORMAT_TEXT};
     runner_config_defaults(&a.cfg);
     int rc = parse_serve_args(argc, argv, &a);
-    if (rc >= 0)
-        return rc;
-    log_configure(a.lvl, a.fmt);
-
-    raise_fd_limit();
-    const char *dev = getenv("ROCKETRIDE_APIKEY");
-    if (dev && *dev) {
-        a.cfg.dap.dev_key = dev;
-        log_info("ROCKETRIDE_APIKEY is set: it authenticates as user 'local'");
-    }
-
-    struct store *st;
-    if (cli__open_store(a.db, &st))
-        return CLI_EXIT_FAILED;
-    if (bootstrap_admin(st)) {
-        store_close(st);
-        return CLI_EXIT_FAILED;
-    }
-    log_info("rrdeploy %s, database %s", RRDEPLOY_VERSION, a.db);
-    rc = runner_serve(&a.cfg, st);
-    store_close(st);
-    return rc ? CLI_EXIT_FAILED : CLI_EXIT_OK;
+    if (rc < 0)
+        rc = serve(&a);
+    free(a.run_env);
+    free(a.pass_env);
+    return rc;
 }

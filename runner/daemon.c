@@ -218,6 +218,7 @@ void runner_config_defaults(struct runner_config *cfg)
     cfg->keep_runs = 100;
     cfg->starting_deadline_s = 60;
     cfg->shutdown_grace_s = 30;
+    cfg->output_max = EXEC_OUTPUT_DEFAULT;
 }
 
 /* The executor and the scheduler; stale runs reclaimed, missed ticks
@@ -230,6 +231,11 @@ static int start_runs(struct daemon *d)
     ec.cmd = cfg->exec_cmd;
     ec.max_runs = cfg->max_runs;
     ec.timeout_s = cfg->run_timeout_s;
+    ec.output_max = cfg->output_max;
+    ec.run_env = cfg->run_env;
+    ec.nrun_env = cfg->nrun_env;
+    ec.pass_env = cfg->pass_env;
+    ec.npass_env = cfg->npass_env;
     ec.wake = wake_loop;
     ec.wake_ud = d;
     struct err e = {0};

@@ -1,7 +1,8 @@
 /* exec.c -- the `exec` executor: pipelines as child processes (docs/runs.md).
  *
  * Purpose: run `/bin/sh -c CMD` once per job, off the service thread, with
- * the pipeline JSON on stdin, the RR_* environment, stdout+stderr captured
+ * the pipeline JSON on stdin, a clean environment (the operator's allow-list
+ * and the run's RR_* variables, never the server's secrets), stdout+stderr captured
  * (the last output_max bytes kept), a timeout, cancellation, and a hard cap
  * on concurrent runs; report that runs started and finished back to the
  * service thread (executor_drain).
@@ -15,6 +16,11 @@
  * with the timeout of epoll_wait computed from the earliest deadline (run
  * timeout, TERM->KILL grace, shutdown bound) on the monotonic clock. No
  * sleeps, no busy loops, no SIGCHLD handler.
+ *
+ * A run's environment is not inherited: exec_new builds the part every run
+ * shares once (env_base: the allow-list from the server's environment, HOME
+ * from the password database, the operator's pass_env and run_env), and
+ * each spawn adds the run's RR_* variables and its mark (env_build).
  *
  * Each child is spawned with posix_spawn into its own process group
  * (POSIX_SPAWN_SETPGROUP, pgid = its pid), an empty signal mask and default
@@ -49,6 +55,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -62,6 +69,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <sodium.h>
 
 extern char **environ;
 
@@ -152,6 +161,11 @@ struct exec {
      * (RRDEPLOY_RUN=<instance>:<id>), so the sweep for processes that left
      * a run's group never touches another server's runs of the same id. */
     char instance[2 * INSTANCE_BYTES + 1];
+    /* What every run's environment starts from (see the top): owned,
+     * NULL-terminated "NAME=VALUE" strings, read-only once the supervisor
+     * runs, wiped when freed (an operator may pass credentials). */
+    char **env_base;
+    size_t nenv_base;
 
     pthread_mutex_t mu;
     /* Guarded by mu: */
@@ -339,7 +353,7 @@ void exec_config_defaults(struct exec_config *cfg)
     cfg->max_runs = 64;
     cfg->timeout_s = 3600;
     cfg->kill_grace_s = 10;
-    cfg->output_max = 64 * 1024;
+    cfg->output_max = EXEC_OUTPUT_DEFAULT;
     cfg->wake = NULL;
     cfg->wake_ud = NULL;
 }
@@ -487,17 +501,200 @@ static void finish(struct exec *x, struct task *t, enum store_outcome oc,
     task_free(t);
 }
 
-/* ============================================================ spawning */
+/* ============================================================ environment */
 
-static int is_rr_var(const char *kv)
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Set by the server in every run (env_build): the operator can neither set
+ * nor pass them. */
+static const char *const reserved_names[] = {
+    "RR_PROJECT_ID", "RR_USER_ID",      "RR_RUN_ID",
+    "RR_TRIGGER",    "RR_SCHEDULED_AT", "RRDEPLOY_RUN",
+};
+
+/* Secrets of the server. The development key authenticates as user `local`
+ * with both permissions: a run that saw it could act for every client of
+ * the server. */
+static const char *const secret_names[] = {"ROCKETRIDE_APIKEY"};
+
+static bool name_in(const char *name, size_t n, const char *const *list,
+                    size_t count)
 {
-    static const char *const names[] = {
-        "RR_PROJECT_ID=", "RR_USER_ID=", "RR_RUN_ID=", "RR_TRIGGER=",
-        "RR_SCHEDULED_AT=", RUN_MARK};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (strncmp(kv, names[i], strlen(names[i])) == 0)
-            return 1;
+    for (size_t i = 0; i < count; i++)
+        if (strlen(list[i]) == n && memcmp(list[i], name, n) == 0)
+            return true;
+    return false;
+}
+
+/* [A-Za-z_][A-Za-z0-9_]*: what a shell can name, and so what a run reads. */
+static bool name_valid(const char *s, size_t n)
+{
+    if (n == 0 || (s[0] >= '0' && s[0] <= '9'))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+              (c >= '0' && c <= '9') || c == '_'))
+            return false;
+    }
+    return true;
+}
+
+int exec_env_check(const char *entry, bool with_value, struct err *e)
+{
+    if (!entry)
+        return err_set(e, RR_E_INVAL, "no variable");
+    size_t n = strcspn(entry, "=");
+    int len = n > 128 ? 128 : (int)n; /* what a message shows of a name */
+    if (with_value && !entry[n])
+        return err_set(e, RR_E_INVAL, "expected NAME=VALUE, found no '='");
+    if (!with_value && entry[n])
+        return err_set(e, RR_E_INVAL, "expected a NAME, without '=' or a "
+                                      "value");
+    if (!name_valid(entry, n))
+        return err_set(e, RR_E_INVAL,
+                       "'%.*s' is not a variable name (letters, digits and "
+                       "'_', not starting with a digit)",
+                       len, entry);
+    if (name_in(entry, n, reserved_names, COUNT(reserved_names)))
+        return err_set(e, RR_E_INVAL, "%.*s is set by the server in every run",
+                       len, entry);
+    if (name_in(entry, n, secret_names, COUNT(secret_names)))
+        return err_set(e, RR_E_INVAL,
+                       "%.*s is the server's API key: a secret, never given "
+                       "to a run",
+                       len, entry);
     return 0;
+}
+
+/* A growing NULL-terminated array of owned "NAME=VALUE" strings. */
+struct envlist {
+    char **v;
+    size_t n, cap;
+};
+
+/* Values may be credentials the operator passes: wipe before freeing. */
+static void wipe_free(char *s)
+{
+    if (s) {
+        sodium_memzero(s, strlen(s));
+        free(s);
+    }
+}
+
+/* "name=value", allocated to size (no intermediate copies of the value). */
+static char *env_entry(const char *name, const char *value)
+{
+    size_t n = strlen(name), v = strlen(value);
+    char *s = xmalloc(n + v + 2);
+    memcpy(s, name, n);
+    s[n] = '=';
+    memcpy(s + n + 1, value, v + 1);
+    return s;
+}
+
+/* Add entry (taken); it replaces an entry of the same name. */
+static void env_put(struct envlist *l, char *entry)
+{
+    size_t n = strcspn(entry, "=") + 1; /* the name and its '=' */
+    for (size_t i = 0; i < l->n; i++)
+        if (strncmp(l->v[i], entry, n) == 0) {
+            wipe_free(l->v[i]);
+            l->v[i] = entry;
+            return;
+        }
+    if (l->n + 2 > l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 16;
+        l->v = xrealloc(l->v, l->cap * sizeof *l->v);
+    }
+    l->v[l->n++] = entry;
+    l->v[l->n] = NULL;
+}
+
+/* Copy name from the server's environment into l, if it is set there. */
+static bool env_pass(struct envlist *l, const char *name)
+{
+    const char *v = getenv(name);
+    if (v)
+        env_put(l, env_entry(name, v));
+    return v != NULL;
+}
+
+/* The home directory of the effective user in the password database, as
+ * systemd sets HOME for a unit's user; NULL when it has no entry. Owned. */
+static char *home_of_euid(void)
+{
+    for (size_t len = 1024;; len *= 2) {
+        char *mem = xmalloc(len);
+        struct passwd pw, *found = NULL;
+        int rc = getpwuid_r(geteuid(), &pw, mem, len, &found);
+        if (rc == ERANGE && len < 1024 * 1024) {
+            free(mem);
+            continue;
+        }
+        char *home = rc == 0 && found && found->pw_dir && *found->pw_dir
+                         ? xstrdup(found->pw_dir)
+                         : NULL;
+        free(mem);
+        return home;
+    }
+}
+
+/* Log the names (never the values) a run gets from the operator's choices. */
+static void env_log(const struct envlist *l)
+{
+    struct buf b;
+    buf_init(&b, 0);
+    for (size_t i = 0; i < l->n; i++)
+        buf_printf(&b, "%s%.*s", i ? " " : "",
+                   (int)strcspn(l->v[i], "="), l->v[i]);
+    log_info("exec: runs get the environment %s, and the run's RR_* "
+             "variables and RRDEPLOY_RUN",
+             buf_cstr(&b));
+    buf_free(&b);
+}
+
+/* The environment every run of cfg starts from (see the top); *n entries.
+ * cfg's entries have passed exec_env_check. Thread: before the supervisor
+ * starts (it reads the process environment). */
+static char **env_base_build(const struct exec_config *cfg, size_t *n)
+{
+    struct envlist l = {0};
+    const char *path = getenv("PATH");
+    env_put(&l, env_entry("PATH", path && *path ? path : EXEC_DEFAULT_PATH));
+    env_pass(&l, "LANG");
+    for (char **e = environ; e && *e; e++) {
+        size_t k = strcspn(*e, "=");
+        if (k > 3 && strncmp(*e, "LC_", 3) == 0 && (*e)[k] == '=' &&
+            name_valid(*e, k))
+            env_put(&l, xstrdup(*e));
+    }
+    env_pass(&l, "TZ");
+    char *home = home_of_euid();
+    if (home)
+        env_put(&l, env_entry("HOME", home));
+    else
+        log_warn("exec: user id %u has no entry in the password database: "
+                 "runs get no HOME",
+                 (unsigned)geteuid());
+    free(home);
+    for (size_t i = 0; i < cfg->npass_env; i++)
+        if (!env_pass(&l, cfg->pass_env[i]))
+            log_warn("exec: %s, to be passed to runs, is not set in the "
+                     "server's environment",
+                     cfg->pass_env[i]);
+    for (size_t i = 0; i < cfg->nrun_env; i++)
+        env_put(&l, xstrdup(cfg->run_env[i]));
+    env_log(&l);
+    *n = l.n;
+    return l.v;
+}
+
+static void env_base_free(char **env)
+{
+    for (size_t i = 0; env && env[i]; i++)
+        wipe_free(env[i]);
+    free(env);
 }
 
 /* The environment entry that marks the processes of run run_id. */
@@ -506,20 +703,16 @@ static char *run_mark(const struct exec *x, int64_t run_id)
     return xasprintf(RUN_MARK "%s:%lld", x->instance, (long long)run_id);
 }
 
-/* The server's environment minus any RR_* of ours, plus the job's and the
- * run's mark. Returns a NULL-terminated array; entries [*nown, end) are
- * owned (free them and the array with env_free). */
+/* The run's environment: the executor's base (borrowed), then the job's
+ * RR_* variables and the run's mark. Returns a NULL-terminated array;
+ * entries from *first_own on are owned (free them and the array with
+ * env_free). */
 static char **env_build(const struct exec *x, const struct job *job,
                         size_t *first_own)
 {
-    size_t n = 0;
-    for (char **e = environ; e && *e; e++)
-        n++;
-    char **env = xmalloc((n + 7) * sizeof *env);
-    size_t k = 0;
-    for (char **e = environ; e && *e; e++)
-        if (!is_rr_var(*e))
-            env[k++] = *e;
+    char **env = xmalloc((x->nenv_base + 7) * sizeof *env);
+    memcpy(env, x->env_base, x->nenv_base * sizeof *env);
+    size_t k = x->nenv_base;
     *first_own = k;
     env[k++] =
         xasprintf("RR_PROJECT_ID=%s", job->project_id ? job->project_id : "");
@@ -539,6 +732,8 @@ static void env_free(char **env, size_t first_own)
         free(env[i]);
     free(env);
 }
+
+/* ============================================================ spawning */
 
 static int epoll_add(struct exec *x, int fd, uint32_t events, struct watch *w)
 {
@@ -1213,23 +1408,36 @@ static int pidfd_usable(void)
     return 1;
 }
 
+/* What exec_new refuses (see executor.h). */
+static int config_check(const struct exec_config *cfg, struct err *e)
+{
+    if (!cfg)
+        return err_set(e, RR_E_INVAL, "exec: no configuration");
+    if (cfg->max_runs < 1)
+        return err_set(e, RR_E_INVAL,
+                       "exec: max_runs must be at least 1 (got %d)",
+                       cfg->max_runs);
+    if (cfg->cmd && !*cfg->cmd)
+        return err_set(e, RR_E_INVAL, "exec: empty exec command");
+    if (cfg->output_max > EXEC_OUTPUT_LIMIT)
+        return err_set(e, RR_E_INVAL, "exec: output_max %zu is over %d bytes",
+                       cfg->output_max, EXEC_OUTPUT_LIMIT);
+    struct err why = {0};
+    for (size_t i = 0; i < cfg->nrun_env; i++)
+        if (exec_env_check(cfg->run_env[i], true, &why))
+            return err_set(e, RR_E_INVAL, "exec: run_env: %s", why.msg);
+    for (size_t i = 0; i < cfg->npass_env; i++)
+        if (exec_env_check(cfg->pass_env[i], false, &why))
+            return err_set(e, RR_E_INVAL, "exec: pass_env: %s", why.msg);
+    return 0;
+}
+
 static const struct executor_ops exec_ops;
 
 struct executor *exec_new(const struct exec_config *cfg, struct err *e)
 {
-    if (!cfg) {
-        err_set(e, RR_E_INVAL, "exec: no configuration");
+    if (config_check(cfg, e))
         return NULL;
-    }
-    if (cfg->max_runs < 1) {
-        err_set(e, RR_E_INVAL, "exec: max_runs must be at least 1 (got %d)",
-                cfg->max_runs);
-        return NULL;
-    }
-    if (cfg->cmd && !*cfg->cmd) {
-        err_set(e, RR_E_INVAL, "exec: empty exec command");
-        return NULL;
-    }
 
     struct exec *x = xcalloc(1, sizeof *x);
     x->base.ops = &exec_ops;
@@ -1241,6 +1449,11 @@ struct executor *exec_new(const struct exec_config *cfg, struct err *e)
     x->scratch = xmalloc(READ_CHUNK);
     name_instance(x);
     x->use_pidfd = pidfd_usable();
+    if (x->cfg.cmd)
+        x->env_base = env_base_build(cfg, &x->nenv_base);
+    /* Borrowed for this call only. */
+    x->cfg.run_env = x->cfg.pass_env = NULL;
+    x->cfg.nrun_env = x->cfg.npass_env = 0;
 
     int rc = pthread_mutex_init(&x->mu, NULL);
     if (rc) {
@@ -1289,6 +1502,7 @@ fail:
 fail_nomutex:
     close_fd(&x->evfd);
     close_fd(&x->epfd);
+    env_base_free(x->env_base);
     free(x->scratch);
     free((char *)x->cfg.cmd);
     free(x);
@@ -1438,6 +1652,7 @@ static void exec_free(struct executor *base)
     close_fd(&x->evfd);
     close_fd(&x->epfd);
     pthread_mutex_destroy(&x->mu);
+    env_base_free(x->env_base);
     free(x->scratch);
     free((char *)x->cfg.cmd);
     free(x);

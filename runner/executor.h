@@ -70,8 +70,8 @@ int executor_record(struct executor *x, struct sched *s, struct store *st,
 /* ---------------------------------------------------------------- exec */
 
 /* The `exec` executor (docs/runs.md): each run is `/bin/sh -c CMD` in its
- * own process group, with the pipeline JSON on stdin, the RR_* environment,
- * and stdout+stderr captured (the last output_max bytes kept). A supervisor
+ * own process group, with the pipeline JSON on stdin, a clean environment
+ * (below), and stdout+stderr captured (the last output_max bytes kept). A supervisor
  * thread owns every child: it spawns, feeds stdin, reads output, enforces
  * the timeout (SIGTERM to the group, SIGKILL after kill_grace_s) and reaps.
  * At most max_runs run at once; further jobs wait in FIFO order and are
@@ -81,7 +81,21 @@ struct exec_config {
     int max_runs;             /* concurrent runs (default 64) */
     double timeout_s;         /* per run (default 3600); <= 0 = none */
     double kill_grace_s;      /* SIGTERM -> SIGKILL delay (default 10) */
-    size_t output_max;        /* bytes of output kept (default 64 KiB) */
+    size_t output_max;        /* bytes of output kept (default 64 KiB), at
+                               * most EXEC_OUTPUT_LIMIT */
+    /* A run's environment is built the way systemd builds a unit's, not
+     * inherited: from the server's environment only PATH (EXEC_DEFAULT_PATH
+     * when unset or empty), LANG, every LC_* and TZ; HOME of the effective
+     * user from the password database; then the names in pass_env that the
+     * server's environment has, then run_env; then the run's own RR_* and
+     * its mark RRDEPLOY_RUN. A later entry replaces an earlier one of the
+     * same name. Entries must pass exec_env_check. Both arrays and their
+     * strings are borrowed for exec_new, which copies what it keeps. */
+    const char *const *run_env;  /* "NAME=VALUE", set in every run */
+    size_t nrun_env;
+    const char *const *pass_env; /* "NAME", copied from the server's
+                                  * environment when set there */
+    size_t npass_env;
     /* Called from the supervisor thread when reports are waiting: it must be
      * safe from any thread, and lead to executor_drain on the service
      * thread. */
@@ -90,9 +104,24 @@ struct exec_config {
 };
 void exec_config_defaults(struct exec_config *cfg);
 
+#define EXEC_OUTPUT_DEFAULT (64 * 1024)      /* output_max by default */
+#define EXEC_OUTPUT_LIMIT (16 * 1024 * 1024) /* the most output_max may be */
+#define EXEC_DEFAULT_PATH "/usr/local/bin:/usr/bin:/bin"
+
+/* Check one operator entry for runs' environment: "NAME=VALUE" (with_value,
+ * for run_env) or "NAME" (for pass_env). NAME must be
+ * [A-Za-z_][A-Za-z0-9_]*, not one the server sets in every run (RR_PROJECT_ID,
+ * RR_USER_ID, RR_RUN_ID, RR_TRIGGER, RR_SCHEDULED_AT, RRDEPLOY_RUN) and not
+ * a secret of the server (ROCKETRIDE_APIKEY, its development API key). 0, or
+ * RR_E_INVAL with the reason in e, which names the variable but never
+ * shows a value. */
+int exec_env_check(const char *entry, bool with_value, struct err *e);
+
 /* Start the supervisor. NULL if it cannot (the reason in e): RR_E_INVAL for
- * max_runs < 1 or an empty cmd. cfg is borrowed for the call (cmd is
- * copied). The executor's free blocks at most kill_grace_s + 1 s. */
+ * max_runs < 1, an empty cmd, output_max over EXEC_OUTPUT_LIMIT or an entry
+ * exec_env_check refuses. cfg is borrowed for the call (cmd and the
+ * environment are copied). The executor's free blocks at most
+ * kill_grace_s + 1 s. */
 struct executor *exec_new(const struct exec_config *cfg, struct err *e);
 
 /* The start time of process pid (clock ticks since boot, /proc/PID/stat

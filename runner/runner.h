@@ -24,6 +24,11 @@ struct runner_config {
     int64_t keep_runs;         /* --keep-runs (100) */
     double starting_deadline_s; /* --starting-deadline (60) */
     double shutdown_grace_s;   /* --shutdown-grace (30) */
+    size_t output_max;         /* --output-max: bytes kept per run (64 KiB) */
+    const char *const *run_env;  /* --run-env NAME=VALUE, borrowed */
+    size_t nrun_env;
+    const char *const *pass_env; /* --pass-env NAME, borrowed */
+    size_t npass_env;
     bool test_clock;           /* --test-clock: builds with test hooks only */
     double test_clock_start;   /* its initial time; 0 = the real time */
 };

@@ -1,7 +1,9 @@
 /* test_executor.c -- the `exec` executor (runner/exec.c, docs/runs.md).
  *
  * Purpose: pin what the daemon relies on: outcomes (exit code, signal,
- * timeout, cancel), the RR_* environment, stdin/output plumbing and the
+ * timeout, cancel), the run's environment (exactly the allow-list, the
+ * operator's additions and the RR_* variables; never the server's secrets),
+ * stdin/output plumbing and the
  * output tail bound, the max_runs cap with FIFO starts, and that nothing of
  * a run survives it: no process of its group, no zombie, no leaked fd.
  *
@@ -22,6 +24,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -40,6 +43,8 @@
 #include <cmocka.h>
 
 #include "runner/executor.h"
+
+extern char **environ;
 
 #define WAIT_MS 20000 /* generous: sanitizers make the shell slow to start */
 
@@ -445,6 +450,223 @@ static void test_environment(void **state)
                                    "RR_SCHEDULED_AT=2024-05-01T12:00:00Z\n"
                                    "RR_TRIGGER=schedule\n"
                                    "RR_USER_ID=user-1\n");
+}
+
+/* ------------------------------------------------------------ environment */
+
+/* The test process's environment, saved so that a test can replace it
+ * wholesale (clearenv) and put it back. */
+static char **env_save(void)
+{
+    size_t n = 0;
+    for (char **e = environ; *e; e++)
+        n++;
+    char **saved = calloc(n + 1, sizeof *saved);
+    assert_non_null(saved);
+    for (size_t i = 0; i < n; i++)
+        assert_non_null(saved[i] = strdup(environ[i]));
+    return saved;
+}
+
+static void env_restore(char **saved)
+{
+    assert_int_equal(clearenv(), 0);
+    for (char **e = saved; *e; e++) {
+        char *eq = strchr(*e, '=');
+        if (eq) {
+            *eq = '\0';
+            assert_int_equal(setenv(*e, eq + 1, 1), 0);
+        }
+        free(*e);
+    }
+    free(saved);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The lines of want[] sorted bytewise (as LC_ALL=C sort), each with '\n',
+ * in a static buffer. */
+static const char *sorted_lines(const char **want, size_t n)
+{
+    static char out[8192];
+    qsort(want, n, sizeof *want, cmp_str);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        int w = snprintf(out + k, sizeof out - k, "%s\n", want[i]);
+        assert_true(w > 0 && (size_t)w < sizeof out - k);
+        k += (size_t)w;
+    }
+    return out;
+}
+
+/* Exactly what the shell was given by execve (its /proc environ; `env`
+ * would add what the shell exports itself, such as PWD), sorted, with the
+ * random part of the run's mark replaced by X after checking its form. */
+#define SHOW_ENV                                                               \
+    "cat >/dev/null; tr '\\0' '\\n' </proc/$$/environ | "                      \
+    "sed 's/^RRDEPLOY_RUN=[0-9a-f]\\{16\\}:/RRDEPLOY_RUN=X:/' | LC_ALL=C sort"
+
+/* The password database's home of this user, as "HOME=...", or NULL. */
+static char *home_entry(void)
+{
+    struct passwd *pw = getpwuid(geteuid());
+    if (!pw || !pw->pw_dir || !*pw->pw_dir)
+        return NULL;
+    char *s = malloc(strlen(pw->pw_dir) + 6);
+    assert_non_null(s);
+    sprintf(s, "HOME=%s", pw->pw_dir);
+    return s;
+}
+
+static const char *const env_set[] = {"GREETING=hello world", "LANG=C",
+                                      "EMPTY="};
+static const char *const env_pass[] = {"PASS_ME", "NOT_SET_ANYWHERE"};
+
+static void t_env(struct exec_config *cfg)
+{
+    cfg->run_env = env_set;
+    cfg->nrun_env = sizeof env_set / sizeof env_set[0];
+    cfg->pass_env = env_pass;
+    cfg->npass_env = sizeof env_pass / sizeof env_pass[0];
+}
+
+/* A server with secrets, a stray HOME and a busy environment: a run sees
+ * the allow-list (PATH, LANG, LC_*, TZ), HOME from the password database,
+ * what --pass-env and --run-env name (run_env replacing LANG), its RR_*
+ * and its mark; nothing else. */
+static void test_environment_is_clean(void **state)
+{
+    struct ctx *c = *state;
+    char *path = strdup(getenv("PATH") ? getenv("PATH") : "/usr/bin:/bin");
+    assert_non_null(path);
+    char **saved = env_save();
+    assert_int_equal(clearenv(), 0);
+    const char *server_env[][2] = {
+        {"PATH", path},          {"ROCKETRIDE_APIKEY", "dev-s3cret"},
+        {"SECRET_TOKEN", "t0k"}, {"HOME", "/not/from/the/environment"},
+        {"LANG", "C.UTF-8"},     {"LC_TIME", "en_GB.UTF-8"},
+        {"LC_ALL", "C.UTF-8"},   {"TZ", "Europe/Berlin"},
+        {"PASS_ME", "passed"},   {"RR_TRIGGER", "bogus"},
+        {"RRDEPLOY_RUN", "x:1"}, {"USER", "someone"},
+        {"LCX", "not-locale"},
+    };
+    for (size_t i = 0; i < sizeof server_env / sizeof server_env[0]; i++)
+        assert_int_equal(setenv(server_env[i][0], server_env[i][1], 1), 0);
+    start(c, SHOW_ENV, t_env);
+    env_restore(saved); /* runs use what exec_new saw */
+    submit(c, 42, "{}", 2);
+    const struct rec *f = wait_finished(c, 42);
+    assert_int_equal(f->outcome, STORE_RUN_SUCCEEDED);
+
+    char path_entry[4096];
+    snprintf(path_entry, sizeof path_entry, "PATH=%s", path);
+    char *home = home_entry();
+    const char *want[] = {
+        path_entry, "LANG=C", "LC_ALL=C.UTF-8", "LC_TIME=en_GB.UTF-8",
+        "TZ=Europe/Berlin", "PASS_ME=passed", "GREETING=hello world",
+        "EMPTY=", "RR_PROJECT_ID=proj-1", "RR_USER_ID=user-1",
+        "RR_RUN_ID=42", "RR_TRIGGER=schedule",
+        "RR_SCHEDULED_AT=2024-05-01T12:00:00Z", "RRDEPLOY_RUN=X:42",
+        home, /* last: may be NULL */
+    };
+    size_t n = sizeof want / sizeof want[0] - (home == NULL);
+    assert_string_equal(f->output, sorted_lines(want, n));
+    assert_null(strstr(f->output, "s3cret"));
+    free(home);
+    free(path);
+}
+
+/* PATH unset (or empty) in the server: runs get a sane default, as
+ * systemd gives units; and nothing else of an otherwise empty
+ * environment. */
+static void test_environment_default_path(void **state)
+{
+    struct ctx *c = *state;
+    char **saved = env_save();
+    assert_int_equal(clearenv(), 0);
+    assert_int_equal(setenv("PATH", "", 1), 0);
+    start(c, SHOW_ENV, NULL);
+    env_restore(saved);
+    submit(c, 7, "{}", 2);
+    const struct rec *f = wait_finished(c, 7);
+    assert_int_equal(f->outcome, STORE_RUN_SUCCEEDED);
+    char *home = home_entry();
+    const char *want[] = {
+        "PATH=" EXEC_DEFAULT_PATH, "RR_PROJECT_ID=proj-1",
+        "RR_USER_ID=user-1", "RR_RUN_ID=7", "RR_TRIGGER=schedule",
+        "RR_SCHEDULED_AT=2024-05-01T12:00:00Z", "RRDEPLOY_RUN=X:7", home,
+    };
+    size_t n = sizeof want / sizeof want[0] - (home == NULL);
+    assert_string_equal(f->output, sorted_lines(want, n));
+    free(home);
+}
+
+/* One operator entry: refused (RR_E_INVAL) with a message naming the
+ * variable and never the value. */
+static void refused(const char *entry, bool with_value, const char *why)
+{
+    struct err e = {0};
+    assert_int_equal(exec_env_check(entry, with_value, &e), RR_E_INVAL);
+    if (!strstr(e.msg, why))
+        fail_msg("%s: '%s' does not say '%s'", entry, e.msg, why);
+    const char *eq = strchr(entry, '=');
+    if (eq && eq[1])
+        assert_null(strstr(e.msg, eq + 1));
+}
+
+static void test_environment_config_check(void **state)
+{
+    (void)state;
+    static const char *const reserved[] = {
+        "RR_PROJECT_ID", "RR_USER_ID",      "RR_RUN_ID",
+        "RR_TRIGGER",    "RR_SCHEDULED_AT", "RRDEPLOY_RUN"};
+    char buf[64];
+    for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++) {
+        refused(reserved[i], false, "set by the server in every run");
+        snprintf(buf, sizeof buf, "%s=x", reserved[i]);
+        refused(buf, true, "set by the server in every run");
+    }
+    refused("ROCKETRIDE_APIKEY", false, "ROCKETRIDE_APIKEY is the server's");
+    refused("ROCKETRIDE_APIKEY=hunter2", true, "a secret");
+    refused("1ABC=x", true, "'1ABC' is not a variable name");
+    refused("A-B=x", true, "not a variable name");
+    refused("=x", true, "not a variable name");
+    refused("", false, "not a variable name");
+    refused("A B", false, "not a variable name");
+    refused("NAME", true, "expected NAME=VALUE");
+    refused("NAME=hunter2", false, "expected a NAME");
+    struct err e = {0};
+    assert_int_equal(exec_env_check("_x1=a=b", true, &e), 0);
+    assert_int_equal(exec_env_check("lower_case=", true, &e), 0);
+    assert_int_equal(exec_env_check("RR_OTHER", false, &e), 0);
+    assert_int_equal(exec_env_check("LANG", false, &e), 0);
+
+    /* exec_new runs the same check, and bounds the output kept. */
+    struct exec_config cfg;
+    const char *bad_set[] = {"OK=1", "RR_RUN_ID=x"};
+    const char *bad_pass[] = {"ROCKETRIDE_APIKEY"};
+    exec_config_defaults(&cfg);
+    cfg.cmd = "true";
+    cfg.run_env = bad_set;
+    cfg.nrun_env = 2;
+    assert_null(exec_new(&cfg, &e));
+    assert_int_equal(e.code, RR_E_INVAL);
+    assert_non_null(strstr(e.msg, "RR_RUN_ID"));
+    exec_config_defaults(&cfg);
+    cfg.pass_env = bad_pass;
+    cfg.npass_env = 1;
+    assert_null(exec_new(&cfg, &e)); /* also with no command */
+    assert_non_null(strstr(e.msg, "ROCKETRIDE_APIKEY"));
+    exec_config_defaults(&cfg);
+    cfg.output_max = EXEC_OUTPUT_LIMIT + 1;
+    assert_null(exec_new(&cfg, &e));
+    cfg.output_max = EXEC_OUTPUT_LIMIT;
+    struct executor *r = exec_new(&cfg, &e);
+    assert_non_null(r);
+    executor_free(r);
 }
 
 static void test_exit_code(void **state)
@@ -962,6 +1184,9 @@ int main(void)
         T(test_empty_pipeline),
         T(test_stderr_interleaved),
         T(test_environment),
+        T(test_environment_is_clean),
+        T(test_environment_default_path),
+        T(test_environment_config_check),
         T(test_exit_code),
         T(test_killed_by_signal),
         T(test_output_tail_64k),
