@@ -2,7 +2,8 @@
  *
  * Purpose: turn schedule text into an immutable struct cronx and answer "when
  * is the first fire strictly after instant t" under the documented DST
- * contract, fast enough to call for every deployment on every wake.
+ * contract, fast enough to call for every deployment on every wake; and "how
+ * many fires between two instants, and the latest two" without visiting them.
  *
  * Design: fields are bitmasks (minutes uint64, hours uint32, months uint16,
  * and for days a precomputed 31-bit mask for each weekday of the 1st, with
@@ -737,6 +738,256 @@ static int64_t next_fire(const struct cronx *c, int64_t after, int64_t *L_out)
 int64_t cronx_next(const struct cronx *c, int64_t after)
 {
     return next_fire(c, after, NULL);
+}
+
+/* ============================================================ counting */
+
+/* Counting the fires in a window without visiting each one. Inside one span
+ * of constant offset the walk of next_fire from a fire t is plain: the next
+ * fire is L - off for the next matching local minute L, as long as no instant
+ * before the span reached a later local time (a fold) and the zone is not too
+ * dense for first_instant to find its way. So cronx_count walks with
+ * next_fire only into each span (one call, or a few after a fold) and counts
+ * the rest of the span arithmetically, day by day and month by month. */
+
+#define DAY_SECS 86400LL
+#define CYCLE_DAYS 146097LL /* 400 years: dates and weekdays repeat */
+#define SETTLE_SECS (3 * DAY_SECS) /* > twice the largest offset (26 h) */
+#define SETTLE_SPANS 4 /* more spans than this within SETTLE_SECS: walk */
+
+static inline int hibit64(uint64_t x) { return 63 - __builtin_clzll(x); }
+static inline int popc64(uint64_t x) { return __builtin_popcountll(x); }
+
+/* Bits lo..hi of a 64-bit mask (0 <= lo, hi <= 62; empty when lo > hi). */
+static uint64_t bits(int lo, int hi)
+{
+    return lo > hi ? 0 : ((2ULL << hi) - 1) & ~((1ULL << lo) - 1);
+}
+
+static bool day_matches(const struct cronx *c, int64_t day)
+{
+    int64_t y;
+    int m, d;
+    cronx__civil_from_days(day, &y, &m, &d);
+    return ((c->months >> m) & 1) &&
+           ((c->days_by_first[cronx__weekday(day - d + 1)] >> d) & 1);
+}
+
+/* Matching minutes of a matching day whose minute-of-day is in [a, b]. */
+static int64_t minutes_in_day(const struct cronx *c, int a, int b)
+{
+    int ha = a / 60, hb = b / 60;
+    if (ha == hb)
+        return ((c->hours >> ha) & 1)
+                   ? popc64(c->minutes & bits(a % 60, b % 60))
+                   : 0;
+    int64_t n = (int64_t)popc64(c->hours & bits(ha + 1, hb - 1)) *
+                popc64(c->minutes);
+    if ((c->hours >> ha) & 1)
+        n += popc64(c->minutes & bits(a % 60, 59));
+    if ((c->hours >> hb) & 1)
+        n += popc64(c->minutes & bits(0, b % 60));
+    return n;
+}
+
+/* Matching days in [d0, d1] (days since the epoch), one month at a time;
+ * months the schedule excludes cost a test each. */
+static int64_t days_by_month(const struct cronx *c, int64_t d0, int64_t d1)
+{
+    int64_t y, y1, n = 0;
+    int m, d, m1, d1m;
+    cronx__civil_from_days(d0, &y, &m, &d);
+    cronx__civil_from_days(d1, &y1, &m1, &d1m);
+    for (;;) {
+        bool end = y == y1 && m == m1;
+        if ((c->months >> m) & 1) {
+            int64_t first = cronx__days_from_civil(y, m, 1);
+            int hi = end ? d1m : cronx__days_in_month(y, m);
+            n += popc64(c->days_by_first[cronx__weekday(first)] & bits(d, hi));
+        }
+        if (end)
+            return n;
+        d = 1;
+        if (++m > 12) {
+            m = 1;
+            y++;
+        }
+    }
+}
+
+/* Matching days in [d0, d1]; whole 400-year cycles are counted once. */
+static int64_t count_days(const struct cronx *c, int64_t d0, int64_t d1)
+{
+    if (d1 < d0)
+        return 0;
+    int64_t n = 0, len = d1 - d0 + 1;
+    if (len >= 2 * CYCLE_DAYS) {
+        int64_t k = len / CYCLE_DAYS - 1;
+        n = k * days_by_month(c, 0, CYCLE_DAYS - 1);
+        d0 += k * CYCLE_DAYS;
+    }
+    return n + days_by_month(c, d0, d1);
+}
+
+/* Matching local minutes in [La, Lb] (minute-aligned local seconds). */
+static int64_t count_local(const struct cronx *c, int64_t La, int64_t Lb)
+{
+    if (La > Lb)
+        return 0;
+    int64_t da = cronx__floordiv(La, DAY_SECS);
+    int64_t db = cronx__floordiv(Lb, DAY_SECS);
+    int ma = (int)((La - da * DAY_SECS) / 60);
+    int mb = (int)((Lb - db * DAY_SECS) / 60);
+    if (da == db)
+        return day_matches(c, da) ? minutes_in_day(c, ma, mb) : 0;
+    int64_t n = 0;
+    if (day_matches(c, da))
+        n += minutes_in_day(c, ma, 24 * 60 - 1);
+    if (day_matches(c, db))
+        n += minutes_in_day(c, 0, mb);
+    int64_t per_day = (int64_t)popc64(c->hours) * popc64(c->minutes);
+    return n + count_days(c, da + 1, db - 1) * per_day;
+}
+
+/* Last matching local minute <= L (L minute-aligned), or CRONX_NEVER when
+ * there is none at or after lo: next_local run backwards. */
+static int64_t prev_local(const struct cronx *c, int64_t L, int64_t lo)
+{
+    int64_t days = cronx__floordiv(L, DAY_SECS), sod = L - days * DAY_SECS;
+    int h = (int)(sod / 3600), mi = (int)(sod % 3600 / 60), m, d, lm, ld;
+    int64_t y, ylo;
+    cronx__civil_from_days(days, &y, &m, &d);
+    cronx__civil_from_days(cronx__floordiv(lo, DAY_SECS), &ylo, &lm, &ld);
+    while (y >= ylo) {
+        uint32_t mm = (uint32_t)c->months & (uint32_t)bits(1, m);
+        if (!mm) {
+            y--, m = 12, d = 31, h = 23, mi = 59;
+            continue;
+        }
+        if (hibit64(mm) != m)
+            m = hibit64(mm), d = 31, h = 23, mi = 59;
+        int64_t first = cronx__days_from_civil(y, m, 1);
+        int dim = cronx__days_in_month(y, m);
+        uint64_t dmask = c->days_by_first[cronx__weekday(first)] &
+                         bits(1, d < dim ? d : dim);
+        if (!dmask) {
+            if (--m == 0)
+                m = 12, y--;
+            d = 31, h = 23, mi = 59;
+            continue;
+        }
+        if (hibit64(dmask) != d)
+            d = hibit64(dmask), h = 23, mi = 59;
+        uint64_t hm = c->hours & bits(0, h);
+        if (!hm) {
+            d--, h = 23, mi = 59; /* d may be 0: dmask is then empty */
+            continue;
+        }
+        if (hibit64(hm) != h)
+            h = hibit64(hm), mi = 59;
+        uint64_t mnm = c->minutes & bits(0, mi);
+        if (!mnm) {
+            if (--h < 0)
+                d--, h = 23;
+            mi = 59;
+            continue;
+        }
+        int64_t r = (first + d - 1) * DAY_SECS + h * 3600 + hibit64(mnm) * 60;
+        return r < lo ? CRONX_NEVER : r;
+    }
+    return CRONX_NEVER;
+}
+
+/* Wall mode: may fire t in span *s start a counted stretch, and up to which
+ * instant (*hi, lowered if needed)? Yes when t's local time is at least the
+ * latest local time any earlier instant reached (nothing left of a fold), the
+ * spans of the 3 days before *s are few, and the stretch stays 3 days clear of
+ * a short span after *s; so next_fire and first_instant see one offset. */
+static bool wall_settled(const struct cronx *c, int64_t t,
+                         const struct cronx__span *s, int64_t *hi)
+{
+    if (s->start != INT64_MIN) {
+        int64_t high = s->start - 1 + s->prev_off;
+        struct cronx__span q;
+        span_at(c, s->start - 1, &q);
+        for (int k = 0;; k++) {
+            if (q.end - 1 + q.off > high)
+                high = q.end - 1 + q.off;
+            if (q.start == INT64_MIN || q.start <= s->start - SETTLE_SECS)
+                break;
+            if (k == SETTLE_SPANS)
+                return false;
+            span_at(c, q.start - 1, &q);
+        }
+        if (t + s->off < high)
+            return false;
+    }
+    if (s->end != INT64_MAX) {
+        struct cronx__span nx;
+        span_at(c, s->end, &nx);
+        if (nx.end != INT64_MAX && nx.end - nx.start < SETTLE_SECS &&
+            *hi > s->end - 1 - SETTLE_SECS)
+            *hi = s->end - 1 - SETTLE_SECS;
+    }
+    return true;
+}
+
+struct tally {
+    int64_t n, last, before_last;
+};
+
+/* Count the fires after fire t that share its span, up to `until`, without
+ * visiting them; returns the last one counted (t when none). */
+static int64_t count_span(const struct cronx *c, int64_t t, int64_t until,
+                          struct tally *k)
+{
+    struct cronx__span s;
+    span_at(c, t, &s);
+    int64_t hi = until < T_MAX - 1 ? until : T_MAX - 1; /* past 9000: walk */
+    if (s.end != INT64_MAX && s.end - 1 < hi)
+        hi = s.end - 1;
+    if (!c->elapsed && !c->fixed && !wall_settled(c, t, &s, &hi))
+        return t;
+    if (hi <= t)
+        return t;
+    /* next_fire from t searches local minutes above t's, in both modes */
+    int64_t La = floor60(t + s.off) + 60, Lb = floor60(hi + s.off);
+    int64_t n = count_local(c, La, Lb);
+    if (n == 0)
+        return t;
+    int64_t L1 = prev_local(c, Lb, La);
+    ASSERT(L1 != CRONX_NEVER);
+    if (n >= 2) {
+        int64_t L2 = prev_local(c, L1 - 60, La);
+        ASSERT(L2 != CRONX_NEVER);
+        k->before_last = L2 - s.off;
+    } else {
+        k->before_last = k->last;
+    }
+    k->last = L1 - s.off;
+    k->n += n;
+    return k->last;
+}
+
+int64_t cronx_count(const struct cronx *c, int64_t from, int64_t until,
+                    int64_t *last, int64_t *before_last)
+{
+    struct tally k = {0, CRONX_NEVER, CRONX_NEVER};
+    if (!c->manual && from <= until) {
+        /* the walk this replaces starts at next_fire(from - 1) */
+        int64_t x = from <= T_MIN ? T_MIN : from - 1, t;
+        while ((t = next_fire(c, x, NULL)) != CRONX_NEVER && t <= until) {
+            k.before_last = k.last;
+            k.last = t;
+            k.n++;
+            x = count_span(c, t, until, &k);
+        }
+    }
+    if (last)
+        *last = k.last;
+    if (before_last)
+        *before_last = k.before_last;
+    return k.n;
 }
 
 /* ============================================================ output */

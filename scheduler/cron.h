@@ -20,6 +20,8 @@
  * matching local date-time exactly once (inside a gap: at the first instant
  * after the gap; inside a fold: at the first occurrence).
  *
+ * cronx_count counts the fires in a window without visiting each one.
+ *
  * Instants are searched in 1800..9000 (earlier `after` values are clamped);
  * a search gives up after 400 years (CRONX_NEVER). Zone files are read from
  * /usr/share/zoneinfo, or $RRDEPLOY_ZONEINFO when set (tests). */
@@ -54,6 +56,18 @@ const char *cronx_zone_name(const struct cronx *c); /* "UTC" for manual */
 /* The first fire instant (Unix seconds, UTC) strictly after `after`, or
  * CRONX_NEVER. */
 int64_t cronx_next(const struct cronx *c, int64_t after);
+
+/* The fires t with from <= t <= until: returns how many there are, with the
+ * latest in *last and the one before it in *before_last (CRONX_NEVER when
+ * there are fewer than 1 or 2; either pointer may be NULL). Exactly what
+ * walking cronx_next from from - 1 gives, fire by fire, until a fire is past
+ * `until` or there is none: the same DST rules, the same 1800..9000 clamp
+ * (the first fire after 9000 still counts, none after it), the same 400-year
+ * search bound. 0 for manual schedules and when from > until. Costs time in
+ * proportion to the months spanned plus the DST transitions inside the
+ * window, not to the number of fires (whole 400-year cycles cost one cycle). */
+int64_t cronx_count(const struct cronx *c, int64_t from, int64_t until,
+                    int64_t *last /* OUT */, int64_t *before_last /* OUT */);
 
 /* Format instant t as local ISO-8601 with offset in the schedule's zone. */
 void cronx_format_local(const struct cronx *c, int64_t t,

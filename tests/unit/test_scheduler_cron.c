@@ -10,7 +10,10 @@
  *     sets the generator built directly; compared with cronx_next for random
  *     expressions around real DST transitions in several zones;
  *   - zone offsets compared with glibc over 1970-2199 (footer rules beyond the
- *     table), slim-vs-fat TZif files, bounds, thread safety.
+ *     table), slim-vs-fat TZif files, bounds, thread safety;
+ *   - cronx_count against walking cronx_next: hand-worked tables, and random
+ *     expressions and windows in five real zones and in synthetic zones whose
+ *     offset changes hours apart.
  * Thread: the thread test runs parses/next concurrently; the rest is serial. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -890,6 +893,431 @@ static void test_threads(void **state)
     }
 }
 
+/* ------------------------------------------------------------ count */
+
+#define T_1800 (-5364662400LL) /* 1800-01-01T00:00Z: earlier instants clamp */
+#define T_9000 (221845392000LL) /* 9000-01-01T00:00Z: no search starts later */
+#define WALK_CAP 1500           /* fires the walking reference may visit */
+
+/* The reference cronx_count must equal: walk cronx_next from from - 1. At
+ * most `cap` fires: returns -1 when there are more, with *capped the cap-th
+ * fire; else the count, *last and *before_last. */
+static int64_t walk_count(const struct cronx *c, int64_t from, int64_t until,
+                          int cap, int64_t *last, int64_t *before_last,
+                          int64_t *capped)
+{
+    int64_t n = 0, t = from == INT64_MIN ? from : from - 1;
+    *last = *before_last = CRONX_NEVER;
+    while ((t = cronx_next(c, t)) != CRONX_NEVER && t <= until) {
+        *before_last = *last;
+        *last = t;
+        if (++n == cap) {
+            *capped = t;
+            return -1;
+        }
+    }
+    return n;
+}
+
+/* A random expression of all five fields: gen_expr's, with the month field
+ * replaced by a random one half of the time, or a preset. */
+static void gen_count_expr(char *out, size_t cap)
+{
+    static const char *const presets[] = {"@hourly", "@daily", "@weekly",
+                                          "@monthly", "@yearly"};
+    if (rnd() % 16 == 0) {
+        snprintf(out, cap, "%s", presets[rnd() % 5]);
+        return;
+    }
+    struct gen g;
+    gen_expr(&g, rnd() % 2 == 0);
+    char mon[64] = "*";
+    if (rnd() % 2) {
+        bool set[13] = {0}, star, sf;
+        mon[0] = '\0';
+        gen_field(mon, sizeof mon, set, 1, 12, 3, &star, &sf, 1, 12);
+    }
+    char f[5][64];
+    if (sscanf(g.text, "%63s %63s %63s %63s %63s", f[0], f[1], f[2], f[3],
+               f[4]) != 5)
+        fail_msg("generated '%s' has not 5 fields", g.text);
+    snprintf(out, cap, "%s %s %s %s %s", f[0], f[1], f[2], mon, f[4]);
+}
+
+/* cronx_count over [from, until] against the walk; windows the walk cannot
+ * afford are cut at its WALK_CAP-th fire (or just before it), and the full
+ * window is checked for consistency instead: the latest two are consecutive
+ * fires, and with `split` the count splits at any point (a walk started
+ * between fires finds the same fires as one from before them: true in real
+ * zones, not in the dense test zones). Returns the fires compared. */
+static int64_t check_window(const struct cronx *c, const char *what,
+                            int64_t from, int64_t until, bool split)
+{
+    int64_t wl, wb, capped = 0, gl = 0, gb = 0;
+    int64_t wn = walk_count(c, from, until, WALK_CAP, &wl, &wb, &capped);
+    if (wn < 0) {
+        int64_t n = cronx_count(c, from, until, &gl, &gb);
+        int64_t mid = from + (until - from) / (int64_t)(2 + rnd() % 8);
+        if (mid >= T_9000) /* a walk from 9000 on finds nothing */
+            mid = from < T_9000 ? T_9000 - 1 : from;
+        int64_t l1, b1, l2, b2;
+        int64_t n1 = cronx_count(c, from, mid, &l1, &b1);
+        int64_t n2 = cronx_count(c, mid + 1, until, &l2, &b2);
+        int64_t after = cronx_next(c, gl);
+        bool split_ok = n2 >= 2   ? gl == l2 && gb == b2
+                        : n2 == 1 ? gl == l2 && gb == l1
+                                  : gl == l1 && gb == b1;
+        if (split && (n != n1 + n2 || !split_ok))
+            fail_msg("%s [%lld, %lld]: count %lld, split at %lld: %lld + %lld",
+                     what, (long long)from, (long long)until, (long long)n,
+                     (long long)mid, (long long)n1, (long long)n2);
+        if (n < WALK_CAP || gl > until ||
+            cronx_next(c, gb) != gl || !(after == CRONX_NEVER || after > until))
+            fail_msg("%s [%lld, %lld]: count %lld last %lld before %lld", what,
+                     (long long)from, (long long)until, (long long)n,
+                     (long long)gl, (long long)gb);
+        until = capped - (int64_t)(rnd() % 2);
+        wn = walk_count(c, from, until, WALK_CAP + 1, &wl, &wb, &capped);
+    }
+    int64_t gn = cronx_count(c, from, until, &gl, &gb);
+    if (gn != wn || gl != wl || gb != wb)
+        fail_msg("%s [%lld, %lld]: count %lld last %lld before %lld, walking "
+                 "gives %lld %lld %lld", what, (long long)from,
+                 (long long)until, (long long)gn, (long long)gl, (long long)gb,
+                 (long long)wn, (long long)wl, (long long)wb);
+    return wn;
+}
+
+/* A window of one of the kinds the contract is sharpest on. */
+static void pick_window(const struct cronx *c, const int64_t *tr, int ntr,
+                        int64_t *from, int64_t *until)
+{
+    /* 1990..2040 */
+    int64_t base = 631152000 + (int64_t)(rnd() % 1577836800ULL);
+    int64_t len = (int64_t)(rnd() % (1ULL << rnd_in(0, 28))); /* to 8.5 y */
+    switch (rnd() % 8) {
+    case 0: /* from and until exactly on fires */
+        *from = cronx_next(c, base);
+        *until = cronx_next(c, *from + len);
+        return;
+    case 1: /* one second either side of a fire */
+        *from = cronx_next(c, base) + 1;
+        *until = cronx_next(c, *from + len) - 1;
+        return;
+    case 2:
+    case 3: /* around an offset change; ends in a gap or fold half the time */
+        if (ntr > 0) {
+            int64_t T = tr[rnd() % (uint64_t)ntr];
+            *from = T - (int64_t)(rnd() % (2 * 86400));
+            *until = rnd() % 2 ? T - 3600 + (int64_t)(rnd() % 7200)
+                               : T + (int64_t)(rnd() % (2 * 86400));
+            if (rnd() % 2)
+                *from = T - 3600 + (int64_t)(rnd() % 7200);
+            return;
+        }
+        break;
+    case 4: /* the ends of the searched range: 1800 and 9000 */
+        if (rnd() % 2) {
+            *from = T_1800 - 86400 + (int64_t)(rnd() % (3 * 86400));
+            *until = *from + len;
+            if (rnd() % 4 == 0)
+                *from = INT64_MIN;
+        } else {
+            *from = T_9000 - (int64_t)(rnd() % (3 * 366 * 86400LL));
+            *until = rnd() % 4 == 0 ? INT64_MAX : *from + len;
+        }
+        return;
+    default:
+        break;
+    }
+    *from = base;
+    *until = base + len;
+}
+
+static const char *const count_zones[] = {
+    "UTC", "America/New_York", "Europe/Berlin", "Australia/Lord_Howe",
+    "Asia/Kolkata",
+};
+
+/* Differential: cronx_count against walking cronx_next, random expressions,
+ * zones and windows (docs/schedules.md §10 for what walking means at DST). */
+static void test_count_vs_walk(void **state)
+{
+    (void)state;
+    rng_state = 0xC0FFEE;
+    int64_t exprs = 0, windows = 0, fires = 0;
+    for (size_t zi = 0; zi < sizeof count_zones / sizeof *count_zones; zi++) {
+        const char *zone = count_zones[zi];
+        static int64_t tr[512];
+        set_tz(zone);
+        int ntr = find_transitions(tr, 512, 1985, 2045);
+        for (int q = 0; q < 1000; q++) {
+            char text[200];
+            gen_count_expr(text, sizeof text);
+            struct cronx *c = NULL;
+            struct err e = {0};
+            if (cronx_parse(text, zone, &c, &e) != 0)
+                continue; /* a day-of-month the months never have */
+            exprs++;
+            for (int w = 0; w < 8; w++) {
+                int64_t from, until;
+                pick_window(c, tr, ntr, &from, &until);
+                char what[300];
+                snprintf(what, sizeof what, "%s '%s'", zone, text);
+                fires += check_window(c, what, from, until, true);
+                windows++;
+            }
+            cronx_free(c);
+        }
+    }
+    unsetenv("TZ");
+    tzset();
+    print_message("count vs walk: %lld expressions, %lld windows, %lld fires\n",
+                  (long long)exprs, (long long)windows, (long long)fires);
+    assert_true(exprs >= 4500);
+}
+
+#define DENSE_START 1893456000LL /* 2030-01-01T00:00Z */
+#define DENSE_CHANGES 400
+
+/* Write dir/Dense/<name>: a TZif v2 zone without a footer rule whose offset
+ * changes DENSE_CHANGES times from DENSE_START on, between 30 minutes and 20
+ * days apart, by up to 5 hours either way (gaps and folds of every size, folds
+ * in a row). No real zone is this dense; it drives cronx_count off its
+ * arithmetic path. */
+static void make_dense(const char *dir, const char *name, uint64_t seed)
+{
+    static const int32_t offs[] = {0,    3600,  -3600, 7200,  1800,
+                                   -1800, 5400, 10800, -7200, 2700};
+    static const int64_t apart[] = {1800,      3600,      5400,
+                                    3 * 3600,  5 * 3600,  86400,
+                                    2 * 86400, 4 * 86400, 20 * 86400};
+    enum { NTYPES = sizeof offs / sizeof *offs };
+    static unsigned char out[16384];
+    memset(out, 0, sizeof out);
+    memcpy(out, "TZif2", 5); /* v1 part: no transitions, one type */
+    wr32(out + 36, 1);
+    wr32(out + 40, 1);
+    size_t o = 44 + 7;
+    unsigned char *h = out + o;
+    memcpy(h, "TZif2", 5);
+    wr32(h + 32, DENSE_CHANGES);
+    wr32(h + 36, NTYPES);
+    wr32(h + 40, 4);
+    o += 44;
+    unsigned char *idx = out + o + 8 * DENSE_CHANGES;
+    int64_t t = DENSE_START;
+    rng_state = seed;
+    for (int i = 0; i < DENSE_CHANGES; i++, o += 8) {
+        t += apart[rnd() % (sizeof apart / sizeof *apart)];
+        wr32(out + o, (uint32_t)((uint64_t)t >> 32));
+        wr32(out + o + 4, (uint32_t)t);
+        idx[i] = (unsigned char)(rnd() % NTYPES);
+        if (i > 0 && idx[i] == idx[i - 1])
+            idx[i] = (unsigned char)((idx[i] + 1) % NTYPES);
+    }
+    o += DENSE_CHANGES;
+    for (int k = 0; k < NTYPES; k++, o += 6)
+        wr32(out + o, (uint32_t)offs[k]); /* isdst 0, abbreviation 0 */
+    memcpy(out + o, "TST", 4);
+    o += 4;
+    out[o++] = '\n'; /* an empty footer: the last offset holds for ever */
+    out[o++] = '\n';
+    char path[1024];
+    snprintf(path, sizeof path, "%s/Dense", dir);
+    mkdir(path, 0700);
+    snprintf(path, sizeof path, "%s/Dense/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(out, 1, o, f), o);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* The same differential in zones whose offset changes hours apart, where
+ * cronx_count must fall back to walking near every change. */
+static void test_count_dense_zones(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/rr_tz_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    static const char *const names[] = {"Dense/A", "Dense/B", "Dense/C"};
+    for (int z = 0; z < 3; z++) {
+        make_dense(dir, names[z] + 6, 1000 + (uint64_t)z);
+        struct err e = {0};
+        setenv("RRDEPLOY_ZONEINFO", dir, 1); /* loaded once, then cached */
+        assert_int_equal(cronx_zone_check(names[z], &e), 0);
+        unsetenv("RRDEPLOY_ZONEINFO");
+    }
+    char cmd[1100];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    rng_state = 0xDE115E;
+    int64_t exprs = 0, fires = 0;
+    for (int q = 0; q < 900; q++) {
+        char text[200];
+        gen_count_expr(text, sizeof text);
+        struct cronx *c = NULL;
+        struct err e = {0};
+        if (cronx_parse(text, names[q % 3], &c, &e) != 0)
+            continue;
+        exprs++;
+        for (int w = 0; w < 6; w++) {
+            int64_t from = DENSE_START + (int64_t)(rnd() % (1300 * 86400ULL));
+            int64_t until = from + (int64_t)(rnd() % (1ULL << rnd_in(0, 26)));
+            if (w == 0)
+                from = cronx_next(c, from);
+            char what[300];
+            snprintf(what, sizeof what, "%s '%s'", names[q % 3], text);
+            fires += check_window(c, what, from, until, false);
+        }
+        cronx_free(c);
+    }
+    print_message("count vs walk, dense zones: %lld expressions, %lld fires\n",
+                  (long long)exprs, (long long)fires);
+    assert_true(exprs >= 750);
+}
+
+/* Month ends, leap years, DST days, the ends of the range: counts worked out
+ * by hand (docs/schedules.md §9, §10, §12). */
+static const struct count_case {
+    const char *expr, *zone, *from, *until;
+    int64_t n;
+    const char *last, *before_last; /* NULL: CRONX_NEVER */
+} count_cases[] = {
+    /* leap years: 2000 is one, 2100 is not */
+    {"0 0 29 2 *", "UTC", "2000-01-01T00:00Z", "2100-12-31T23:59Z", 25,
+     "2096-02-29T00:00Z", "2092-02-29T00:00Z"},
+    {"0 0 29 2 *", "UTC", "2096-03-01T00:00Z", "2104-02-28T23:59Z", 0,
+     NULL, NULL},
+    {"0 0 28-31 2 *", "UTC", "2024-01-01T00:00Z", "2025-12-31T00:00Z", 3,
+     "2025-02-28T00:00Z", "2024-02-29T00:00Z"},
+    /* month ends */
+    {"0 0 31 * *", "UTC", "2026-01-01T00:00Z", "2026-12-31T23:59:59Z", 7,
+     "2026-12-31T00:00Z", "2026-10-31T00:00Z"},
+    {"0 0 30,31 4,6,9,11 *", "UTC", "2026-01-01T00:00Z", "2026-12-31T00:00Z",
+     4, "2026-11-30T00:00Z", "2026-09-30T00:00Z"},
+    {"59 23 31 12 *", "UTC", "2020-01-01T00:00Z", "2029-12-31T23:59Z", 10,
+     "2029-12-31T23:59Z", "2028-12-31T23:59Z"},
+    {"59 23 31 12 *", "UTC", "2020-01-01T00:00Z", "2029-12-31T23:58:59Z", 9,
+     "2028-12-31T23:59Z", "2027-12-31T23:59Z"},
+    /* the OR rule, and day-of-week a/n running to 7 (Sunday) */
+    {"0 0 13 * FRI", "UTC", "2026-01-01T00:00Z", "2026-12-31T23:59Z", 61,
+     "2026-12-25T00:00Z", "2026-12-18T00:00Z"},
+    {"0 0 * * 1/2", "UTC", "2026-01-05T00:00Z", "2026-01-11T23:59Z", 4,
+     "2026-01-11T00:00Z", "2026-01-09T00:00Z"},
+    /* America/New_York: gap on 8 March 2026, fold on 1 November 2026 */
+    {"* * * * *", "America/New_York", "2026-03-08T00:00-05:00",
+     "2026-03-08T23:59:59-04:00", 23 * 60, "2026-03-08T23:59-04:00",
+     "2026-03-08T23:58-04:00"},
+    {"* * * * *", "America/New_York", "2026-11-01T00:00-04:00",
+     "2026-11-01T23:59:59-05:00", 25 * 60, "2026-11-01T23:59-05:00",
+     "2026-11-01T23:58-05:00"},
+    {"0,30 * * * *", "America/New_York", "2026-03-08T00:00-05:00",
+     "2026-03-08T23:59-04:00", 46, "2026-03-08T23:30-04:00",
+     "2026-03-08T23:00-04:00"},
+    {"30 * * * *", "America/New_York", "2026-11-01T01:00-04:00",
+     "2026-11-01T01:59-05:00", 2, "2026-11-01T01:30-05:00",
+     "2026-11-01T01:30-04:00"},
+    {"30 2 * * *", "America/New_York", "2026-03-07T00:00-05:00",
+     "2026-03-09T23:59-04:00", 3, "2026-03-09T02:30-04:00",
+     "2026-03-08T03:00-04:00"},
+    {"*/30 2 * * *", "America/New_York", "2026-03-08T00:00-05:00",
+     "2026-03-08T23:59-04:00", 1, "2026-03-08T03:00-04:00", NULL},
+    {"0 2,3 * * *", "America/New_York", "2026-03-08T00:00-05:00",
+     "2026-03-08T23:59-04:00", 1, "2026-03-08T03:00-04:00", NULL},
+    {"30 1 * * *", "America/New_York", "2026-10-31T12:00-04:00",
+     "2026-11-02T12:00-05:00", 2, "2026-11-02T01:30-05:00",
+     "2026-11-01T01:30-04:00"},
+    {"*/15 1 * * *", "America/New_York", "2026-11-01T00:00-04:00",
+     "2026-11-01T23:59-05:00", 4, "2026-11-01T01:45-04:00",
+     "2026-11-01T01:30-04:00"},
+    /* a window inside the gap's jump and inside the fold */
+    {"30 2 * * *", "America/New_York", "2026-03-08T03:00-04:00",
+     "2026-03-08T03:00-04:00", 1, "2026-03-08T03:00-04:00", NULL},
+    {"30 1 * * *", "America/New_York", "2026-11-01T01:00-05:00",
+     "2026-11-01T01:59-05:00", 0, NULL, NULL},
+    /* Australia/Lord_Howe shifts by 30 minutes */
+    {"* * * * *", "Australia/Lord_Howe", "2026-10-04T00:00+10:30",
+     "2026-10-04T23:59+11:00", 24 * 60 - 30, "2026-10-04T23:59+11:00",
+     "2026-10-04T23:58+11:00"},
+    {"* * * * *", "Australia/Lord_Howe", "2026-04-05T00:00+11:00",
+     "2026-04-05T23:59+10:30", 24 * 60 + 30, "2026-04-05T23:59+10:30",
+     "2026-04-05T23:58+10:30"},
+    {"15 2 * * *", "Australia/Lord_Howe", "2026-10-04T00:00+10:30",
+     "2026-10-04T23:59+11:00", 1, "2026-10-04T02:30+11:00", NULL},
+    /* Europe/Berlin */
+    {"30 2 * * *", "Europe/Berlin", "2026-03-29T00:00+01:00",
+     "2026-03-29T23:59+02:00", 1, "2026-03-29T03:00+02:00", NULL},
+    {"30 2 * * *", "Europe/Berlin", "2026-10-25T00:00+02:00",
+     "2026-10-25T23:59+01:00", 1, "2026-10-25T02:30+02:00", NULL},
+    /* four centuries in a zone without DST */
+    {"0 0 1 1 *", "Asia/Kolkata", "2001-01-01T00:00+05:30",
+     "2400-12-31T23:59+05:30", 400, "2400-01-01T00:00+05:30",
+     "2399-01-01T00:00+05:30"},
+    /* the ends of the range: from 1800 on, and the first fire at or after
+     * 9000-01-01 is the last */
+    {"0 0 1 1 *", "UTC", "1700-01-01T00:00Z", "1802-12-31T00:00Z", 2,
+     "1802-01-01T00:00Z", "1801-01-01T00:00Z"},
+    {"0 0 1 1 *", "UTC", "8990-06-01T00:00Z", "9100-01-01T00:00Z", 10,
+     "9000-01-01T00:00Z", "8999-01-01T00:00Z"},
+    {"0 0 2 1 *", "UTC", "8998-06-01T00:00Z", "9100-01-01T00:00Z", 2,
+     "9000-01-02T00:00Z", "8999-01-02T00:00Z"},
+};
+
+/* count_cases, each also against the walk. */
+static void test_count_table(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof count_cases / sizeof *count_cases; i++) {
+        const struct count_case *k = &count_cases[i];
+        struct cronx *c = must_parse(k->expr, k->zone);
+        int64_t from = 0, until = 0, want_last = CRONX_NEVER;
+        int64_t want_before = CRONX_NEVER;
+        if (parse_iso(k->from, &from) || parse_iso(k->until, &until) ||
+            (k->last && parse_iso(k->last, &want_last)) ||
+            (k->before_last && parse_iso(k->before_last, &want_before)))
+            fail_msg("case %zu: bad time", i);
+        int64_t last, before, wl, wb, capped;
+        int64_t n = cronx_count(c, from, until, &last, &before);
+        if (n != k->n || last != want_last || before != want_before)
+            fail_msg("case %zu '%s' %s: count %lld last %lld before %lld, want "
+                     "%lld %lld %lld", i, k->expr, k->zone, (long long)n,
+                     (long long)last, (long long)before, (long long)k->n,
+                     (long long)want_last, (long long)want_before);
+        assert_int_equal(walk_count(c, from, until, 100000, &wl, &wb, &capped),
+                         n);
+        cronx_free(c);
+    }
+}
+
+/* The edges of the arguments: manual, an empty or reversed window, NULL
+ * outputs, the whole range. */
+static void test_count_edges(void **state)
+{
+    (void)state;
+    int64_t last = 1, before = 1;
+    struct cronx *c = must_parse("manual", NULL);
+    assert_int_equal(cronx_count(c, 0, INT64_MAX, &last, &before), 0);
+    assert_true(last == CRONX_NEVER && before == CRONX_NEVER);
+    cronx_free(c);
+    c = must_parse("* * * * *", "America/New_York");
+    assert_int_equal(cronx_count(c, 120, 60, &last, &before), 0);
+    assert_true(last == CRONX_NEVER && before == CRONX_NEVER);
+    assert_int_equal(cronx_count(c, 120, 120, &last, &before), 1);
+    assert_true(last == 120 && before == CRONX_NEVER);
+    assert_int_equal(cronx_count(c, 121, 179, NULL, NULL), 0);
+    assert_int_equal(cronx_count(c, 60, 180, NULL, &before), 3);
+    assert_int_equal(before, 120);
+    cronx_free(c);
+    /* every minute after 1800-01-01T00:00Z to 9000-01-01T00:00Z included */
+    c = must_parse("* * * * *", "UTC");
+    int64_t n = cronx_count(c, INT64_MIN, INT64_MAX, &last, &before);
+    assert_int_equal(n, (T_9000 - T_1800) / 60);
+    assert_int_equal(last, T_9000);
+    assert_int_equal(before, T_9000 - 60);
+    cronx_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -906,6 +1334,10 @@ int main(void)
         cmocka_unit_test(test_slim_vs_fat),
         cmocka_unit_test(test_properties),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_count_table),
+        cmocka_unit_test(test_count_edges),
+        cmocka_unit_test(test_count_vs_walk),
+        cmocka_unit_test(test_count_dense_zones),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
