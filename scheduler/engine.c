@@ -31,7 +31,6 @@
 #include <string.h>
 #include <time.h>
 
-#define COLLAPSE_MAX 1000000 /* ticks counted when collapsing a missed window */
 #define HEAP_NONE SIZE_MAX
 
 struct sched_dep {
@@ -571,29 +570,16 @@ static void record_lateness(struct sched_stats *st, double late)
     st->ticks++;
 }
 
-/* Count the ticks in [first, now]; *last gets the latest one. */
-static int64_t count_due(const struct cronx *cx, int64_t first, int64_t now,
-                         int64_t *last)
-{
-    int64_t n = 1, t = first;
-    *last = first;
-    while (n < COLLAPSE_MAX && (t = cronx_next(cx, t)) != CRONX_NEVER && t <= now) {
-        *last = t;
-        n++;
-    }
-    return n;
-}
-
 static void fire(struct sched *s, struct sched_dep *d, int64_t now, double now_f)
 {
-    int64_t due = d->next_at, latest;
-    int64_t n = count_due(d->cx, due, now, &latest);
-    if (n > 1) {
+    /* Counted, not walked: a clock 30 days ahead costs what a minute does. */
+    int64_t due = d->next_at, latest, prev;
+    int64_t n = cronx_count(d->cx, due, now, &latest, &prev);
+    if (n == 0) {
+        latest = due; /* decided ahead of its time (sched_tick's lead) */
+    } else if (n > 1) {
         /* Several ticks due at once: the latest fires, the others are one
          * missed row. Not a burst. */
-        int64_t prev = due, t = due;
-        while ((t = cronx_next(d->cx, t)) != CRONX_NEVER && t < latest)
-            prev = t;
         record_skip(s, d, prev, STORE_RUN_MISSED,
                     "clock jumped forward or the server was stalled", n - 1, due,
                     now_f);
@@ -912,7 +898,7 @@ static int load_one(const struct store_dep *row, void *ud)
         next = after_ledger(s, d, next);
     if (next != CRONX_NEVER && next <= now) {
         int64_t last;
-        int64_t n = count_due(d->cx, next, now, &last);
+        int64_t n = cronx_count(d->cx, next, now, &last, NULL);
         record_skip(s, d, last, STORE_RUN_MISSED, "server was not running", n,
                     next, lc->now);
         lc->missed++;
