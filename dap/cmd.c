@@ -647,7 +647,9 @@ static int cmd_watch(struct dap_app *app, struct dap_session *ss,
  * scheduler sees ({"set": t} or {"advance": seconds}) and decide every tick
  * due at the new time before answering -- and, with {"lead": seconds}, the
  * ticks due that much later, as the daemon's timer does a second ahead
- * (their runs are held until their time). */
+ * (their runs are held until their time). With {"wait": false} it only
+ * moves the clock and answers: the daemon's timer then works through what
+ * is due, a chunk a turn, as after a real clock step. */
 static int cmd_test_clock(struct dap_app *app, struct dap_session *ss,
                           struct dap_req *req, struct dap_res *res)
 {
@@ -669,11 +671,12 @@ static int cmd_test_clock(struct dap_app *app, struct dap_session *ss,
     double lead = jlead && json_is_number(jlead) ? json_number_value(jlead) : 0;
     if (!(lead >= 0 && lead <= 60))
         return dap__fail(res, DAP_BAD_REQUEST, "lead must be 0-60 seconds");
+    json_t *jwait = json_object_get(req->args, "wait");
     app->clock->at = t;
     int fired = 0;
-    if (!app->stopping) {
+    if (!app->stopping && !json_is_false(jwait)) {
         sched_release(app->sched, dap__now(app));
-        fired = sched_tick(app->sched, dap__now(app), lead);
+        fired = sched_tick(app->sched, dap__now(app), lead, 0);
     }
     buf_printf(&res->body, "{\"now\":%.6f,\"fired\":%d}", app->clock->at, fired);
     return 0;

@@ -35,6 +35,8 @@
 
 #define KEYS_POLL_MS 250
 #define TICK_MAX_SLEEP_S 60.0            /* re-read the wall clock at least this often */
+#define SCHED_TICK_CHUNK 500             /* decisions per turn of the loop */
+#define REPORTS_CHUNK 1000               /* run reports recorded per turn */
 #define HEAP_KEEP (64 * 1024 * 1024)     /* free heap kept rather than trimmed */
 #define HEAP_PAD (1024 * 1024)           /* extra asked of the kernel per growth */
 
@@ -59,48 +61,56 @@ struct daemon {
 
 static void on_tick(uv_timer_t *h);
 
-/* Arm the tick timer SCHED_TICK_LEAD before the earliest deadline, or at the
- * earliest held run, whichever comes first -- never more than a minute away.
- * With a test clock, time moves only by the rrtest_clock request, which
- * decides due ticks itself. */
+/* Arm the tick timer for when the scheduler next needs it
+ * (sched_next_wake: SCHED_TICK_LEAD before the earliest deadline, the
+ * deadline itself when a running deployment must wait for it, a held run's
+ * second, or now while a large tick is being worked through in chunks) --
+ * never more than a minute away, so a stepped wall clock is noticed. With a
+ * test clock, time moves only by rrtest_clock: the timer fires only for work
+ * already due at the test time. */
 static void arm_tick(struct daemon *d)
 {
-    if (d->stopping || d->clock.fixed)
+    if (d->stopping)
         return;
-    int64_t due = sched_next_deadline(d->sched);
-    double release = sched_next_release(d->sched);
-    double at = due == CRONX_NEVER ? 0 : (double)due - SCHED_TICK_LEAD;
-    if (release > 0 && (at == 0 || release < at))
-        at = release;
-    if (at == 0) {
+    double now = clock_now(&d->clock);
+    double at = sched_next_wake(d->sched, now, SCHED_TICK_LEAD);
+    if (at == 0 || (d->clock.fixed && at > now)) {
         uv_timer_stop(&d->tick);
         return;
     }
-    double delay = at - time_now_real();
+    double delay = d->clock.fixed ? 0 : at - time_now_real();
     if (delay > TICK_MAX_SLEEP_S)
         delay = TICK_MAX_SLEEP_S;
-    /* +1 ms: the timer runs on the monotonic clock; never wake just before */
-    uint64_t ms = delay <= 0 ? 0 : (uint64_t)ceil(delay * 1e3) + 1;
+    /* +1 ms: the timer runs on the monotonic clock; never wake just before.
+     * Work due now still waits 1 ms: a 0 ms timer started from its own
+     * callback would run again in the same turn, before any I/O, and a
+     * chunked catch-up would starve every client. */
+    uint64_t ms = delay <= 0 ? 1 : (uint64_t)ceil(delay * 1e3) + 1;
     uv_update_time(&d->loop);
     uv_timer_start(&d->tick, on_tick, ms, 0);
 }
 
+/* At most SCHED_TICK_CHUNK decisions a turn: a clock stepped days ahead, or
+ * a burst far larger than usual, is worked through in short turns, with
+ * requests served in between. */
 static void on_tick(uv_timer_t *h)
 {
     struct daemon *d = h->data;
     if (!d->stopping) {
         sched_release(d->sched, clock_now(&d->clock));
-        sched_tick(d->sched, clock_now(&d->clock), SCHED_TICK_LEAD);
+        sched_tick(d->sched, clock_now(&d->clock), SCHED_TICK_LEAD, SCHED_TICK_CHUNK);
     }
     arm_tick(d);
 }
 
 /* ---------------------------------------------------------------- runs */
 
-/* Record what the executor reported; with a test clock, at the test time. */
-static void record_reports(struct daemon *d)
+/* Record what the executor reported, at most max reports (0: all); with a
+ * test clock, at the test time. Returns how many. */
+static int record_reports(struct daemon *d, int max)
 {
-    executor_record(d->exec, d->sched, d->store, d->clock.fixed ? d->clock.at : 0);
+    return executor_record(d->exec, d->sched, d->store,
+                           d->clock.fixed ? d->clock.at : 0, max);
 }
 
 /* The executor's threads call this (any thread). */
@@ -110,10 +120,13 @@ static void wake_loop(void *ud)
     uv_async_send(&d->wake);
 }
 
+/* At most REPORTS_CHUNK reports a turn, like ticks: ten thousand runs
+ * ending at once are recorded in short turns, requests served between. */
 static void on_wake(uv_async_t *h)
 {
     struct daemon *d = h->data;
-    record_reports(d);
+    if (record_reports(d, REPORTS_CHUNK) == REPORTS_CHUNK)
+        uv_async_send(&d->wake); /* the rest in the next turn */
     if (d->stopping && executor_active(d->exec) == 0)
         uv_stop(&d->loop);
     arm_tick(d);
@@ -195,7 +208,7 @@ static void on_signal(uv_signal_t *h, int sig)
  * them if they are not too late (sched_load). */
 static void finish_shutdown(struct daemon *d)
 {
-    record_reports(d);
+    record_reports(d, 0);
     int64_t n = 0;
     if (store_run_interrupt_running(d->store, clock_now(&d->clock),
                                     "server shut down before the run finished",

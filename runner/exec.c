@@ -1606,22 +1606,31 @@ static int exec_active(struct executor *base)
     return n;
 }
 
-static int exec_drain(struct executor *base, executor_report_fn fn, void *ud)
+static int exec_drain(struct executor *base, int max, executor_report_fn fn,
+                      void *ud)
 {
     struct exec *x = exec_of(base);
     pthread_mutex_lock(&x->mu);
-    struct ev_node *n = x->ev_head;
-    x->ev_head = x->ev_tail = NULL;
+    struct ev_node *n = x->ev_head, *last = NULL;
+    int count = 0;
+    for (struct ev_node *e = n; e && (max <= 0 || count < max); e = e->next) {
+        last = e;
+        count++;
+    }
+    if (last) { /* detach the first count nodes */
+        x->ev_head = last->next;
+        if (!x->ev_head)
+            x->ev_tail = NULL;
+        last->next = NULL;
+    }
     pthread_mutex_unlock(&x->mu);
 
-    int count = 0;
-    while (n) {
+    while (n && count) {
         struct ev_node *nx = n->next;
         if (fn)
             fn(ud, &n->ev);
         event_free(n);
         n = nx;
-        count++;
     }
     return count;
 }

@@ -29,9 +29,9 @@ int executor_active(struct executor *x)
     return x->ops->active(x);
 }
 
-int executor_drain(struct executor *x, executor_report_fn fn, void *ud)
+int executor_drain(struct executor *x, int max, executor_report_fn fn, void *ud)
 {
-    return x->ops->drain(x, fn, ud);
+    return x->ops->drain(x, max, fn, ud);
 }
 
 void executor_free(struct executor *x)
@@ -80,11 +80,11 @@ static void record_one(void *ud, const struct sched_report *r)
 }
 
 int executor_record(struct executor *x, struct sched *s, struct store *st,
-                    double at)
+                    double at, int max)
 {
     struct record rec = {s, at};
     bool batch = store_batch_begin(st) == 0;
-    int n = executor_drain(x, record_one, &rec);
+    int n = executor_drain(x, max, record_one, &rec);
     if (batch && store_batch_commit(st) != 0)
         log_error("could not record the latest run starts and ends");
     return n;

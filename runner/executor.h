@@ -39,8 +39,9 @@ struct executor_ops {
     void (*reclaim)(struct executor *x, const struct store_run *r);
     /* Runs taken and not yet reported finished. */
     int (*active)(struct executor *x);
-    /* Hand every pending report to fn; returns how many. */
-    int (*drain)(struct executor *x, executor_report_fn fn, void *ud);
+    /* Hand the pending reports to fn, oldest first, at most max of them
+     * (max <= 0: all); returns how many. */
+    int (*drain)(struct executor *x, int max, executor_report_fn fn, void *ud);
     /* Stop everything (runs finish as interrupted, their reports dropped)
      * and free. */
     void (*free)(struct executor *x);
@@ -55,17 +56,19 @@ int executor_submit(struct executor *x, const struct sched_job *job) MUST_CHECK;
 int executor_cancel(struct executor *x, int64_t run_id, enum store_outcome as);
 void executor_reclaim(struct executor *x, const struct store_run *r);
 int executor_active(struct executor *x);
-int executor_drain(struct executor *x, executor_report_fn fn, void *ud);
+int executor_drain(struct executor *x, int max, executor_report_fn fn, void *ud);
 void executor_free(struct executor *x); /* NULL is fine */
 
 /* The executor as the scheduler sees it (struct sched_exec for sched_new). */
 struct sched_exec executor_sched_exec(struct executor *x);
 
-/* Record every pending report of x in s, in one store transaction: after a
- * burst of thousands of runs, one fsync instead of two per run. `at`, when
- * not 0, replaces the reports' own times (a test clock). Returns how many. */
+/* Record the pending reports of x in s, at most max of them (max <= 0:
+ * all), in one store transaction: after a burst of thousands of runs, one
+ * fsync instead of two per run. `at`, when not 0, replaces the reports' own
+ * times (a test clock). Returns how many were recorded; max of them means
+ * more may be waiting. */
 int executor_record(struct executor *x, struct sched *s, struct store *st,
-                    double at);
+                    double at, int max);
 
 /* ---------------------------------------------------------------- exec */
 

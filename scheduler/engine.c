@@ -77,6 +77,7 @@ struct sched {
     uint64_t seq;
     struct sched_stats stats;
     bool in_tick;                 /* decisions are batched; runs wait in pending */
+    bool more;                    /* the last tick stopped at its max: work is due */
     bool deferring;               /* the caller's batch is open: runs wait too */
     /* Within one tick a key cannot change: the last owner key looked up and
      * its row (found or not) serve every deployment it owns. */
@@ -573,11 +574,11 @@ static void record_lateness(struct sched_stats *st, double late)
 static void fire(struct sched *s, struct sched_dep *d, int64_t now, double now_f)
 {
     /* Counted, not walked: a clock 30 days ahead costs what a minute does. */
-    int64_t due = d->next_at, latest, prev;
-    int64_t n = cronx_count(d->cx, due, now, &latest, &prev);
-    if (n == 0) {
-        latest = due; /* decided ahead of its time (sched_tick's lead) */
-    } else if (n > 1) {
+    int64_t due = d->next_at, last, before_last;
+    int64_t n = 1 + cronx_count(d->cx, due + 1, now, &last, &before_last);
+    int64_t latest = n > 1 ? last : due; /* due may be ahead (the lead) */
+    int64_t prev = n > 2 ? before_last : due;
+    if (n > 1) {
         /* Several ticks due at once: the latest fires, the others are one
          * missed row. Not a burst. */
         record_skip(s, d, prev, STORE_RUN_MISSED,
@@ -897,8 +898,9 @@ static int load_one(const struct store_dep *row, void *ud)
     if (next != CRONX_NEVER && next <= now)
         next = after_ledger(s, d, next);
     if (next != CRONX_NEVER && next <= now) {
-        int64_t last;
-        int64_t n = cronx_count(d->cx, next, now, &last, NULL);
+        int64_t latest;
+        int64_t n = 1 + cronx_count(d->cx, next + 1, now, &latest, NULL);
+        int64_t last = n > 1 ? latest : next;
         record_skip(s, d, last, STORE_RUN_MISSED, "server was not running", n,
                     next, lc->now);
         lc->missed++;
@@ -1089,6 +1091,21 @@ int sched_release(struct sched *s, double now)
     return released;
 }
 
+double sched_next_wake(const struct sched *s, double now, double lead)
+{
+    if (s->more)
+        return now;
+    double wake = 0;
+    if (s->heap_n) {
+        double top = (double)s->heap[0]->next_at;
+        wake = top - lead > now ? top - lead : top;
+    }
+    double release = sched_next_release(s);
+    if (release > 0 && (wake == 0 || release < wake))
+        wake = release;
+    return wake;
+}
+
 double sched_next_release(const struct sched *s)
 {
     int64_t first = CRONX_NEVER;
@@ -1098,10 +1115,11 @@ double sched_next_release(const struct sched *s)
     return first == CRONX_NEVER ? 0 : (double)first;
 }
 
-int sched_tick(struct sched *s, double now, double lead)
+int sched_tick(struct sched *s, double now, double lead, int max)
 {
     int64_t t = (int64_t)floor(now);
     int64_t ahead = (int64_t)floor(now + (lead > 0 ? lead : 0));
+    s->more = false;
     if (!s->heap_n || s->heap[0]->next_at > ahead)
         return 0;
     /* One transaction for every decision of this wake-up: 10,000 ticks due
@@ -1128,6 +1146,10 @@ int sched_tick(struct sched *s, double now, double lead)
             heap_remove(s, d);
             d->next_at = at;
             continue;
+        }
+        if (max > 0 && fired == max) {
+            s->more = true; /* the rest in the next turn */
+            break;
         }
         fire(s, d, t, now);
         fired++;

@@ -185,8 +185,17 @@ int64_t sched_next_deadline(const struct sched *s);
  * within `lead` seconds of deployments that have nothing running (those
  * cannot overlap): their ledger rows are committed now and their runs held
  * until their time (sched_release), so a burst of thousands due in the same
- * second starts on time. Returns how many deployments were decided. */
-int sched_tick(struct sched *s, double now, double lead);
+ * second starts on time. With max > 0, stop after max decisions (the rest
+ * stay due; sched_next_wake says so), so that a very large amount of work --
+ * a clock stepped days ahead -- is cut into short turns of the event loop.
+ * Returns how many deployments were decided. */
+int sched_tick(struct sched *s, double now, double lead, int max);
+/* When the engine next needs sched_tick or sched_release, in Unix seconds
+ * (`now` when work is due already), or 0 when nothing is scheduled: lead
+ * seconds before the earliest fire, or that fire's own time when it is
+ * within the lead (a deployment still running is decided at its time, not
+ * ahead), or the earliest held run. */
+double sched_next_wake(const struct sched *s, double now, double lead);
 /* Start the held runs whose time has come (one whose deployment was paused
  * or errored meanwhile does not start; its row says so). Returns how many. */
 int sched_release(struct sched *s, double now);

@@ -348,16 +348,17 @@ static void watch_report(void *ud, const struct sched_report *r)
     d->record_s += mono_now() - t0;
 }
 
-static int bexec_drain(struct executor *base, executor_report_fn fn, void *ud)
+static int bexec_drain(struct executor *base, int max, executor_report_fn fn,
+                       void *ud)
 {
     struct bexec *x = (struct bexec *)base;
     if (x->inner) {
         struct watched w = {x, fn, ud};
-        return executor_drain(x->inner, watch_report, &w);
+        return executor_drain(x->inner, max, watch_report, &w);
     }
     double at = real_now();
     int n = 0;
-    for (; x->reported < x->n; x->reported++, n += 2) {
+    for (; x->reported < x->n && (max <= 0 || n + 2 <= max); x->reported++, n += 2) {
         struct sched_report r = {.kind = SCHED_RUN_STARTED,
                                  .run_id = x->run_id[x->reported], .at = at};
         fn(ud, &r);
@@ -392,7 +393,7 @@ static const struct executor_ops bexec_ops = {
  * transaction), outside any measurement, and start counting afresh. */
 static void bexec_complete(struct bexec *x, struct sched *s, struct store *st)
 {
-    executor_record(&x->base, s, st, 0);
+    executor_record(&x->base, s, st, 0, 0);
     x->n = x->reported = 0;
 }
 
@@ -737,7 +738,7 @@ static void advance_to(struct sched *s, struct store *st, struct bexec *x,
 {
     int64_t t;
     while ((t = sched_next_deadline(s)) != CRONX_NEVER && t < until) {
-        sched_tick(s, (double)t, 0);
+        sched_tick(s, (double)t, 0, 0);
         bexec_complete(x, s, st);
     }
 }
@@ -752,7 +753,7 @@ static void burst_at(struct sched *s, struct bexec *x, int64_t due, struct burst
      * second. */
     sleep_until_real(r - SCHED_TICK_LEAD);
     double w = real_now();
-    int fired = sched_tick(s, (double)due + (w - r), SCHED_TICK_LEAD);
+    int fired = sched_tick(s, (double)due + (w - r), SCHED_TICK_LEAD, 0);
     double end = real_now();
     sleep_until_real(r);
     sched_release(s, (double)due + (real_now() - r));
@@ -1073,7 +1074,7 @@ int main(int argc, char **argv)
         }
         woken = false;
         pthread_mutex_unlock(&wake_mu);
-        executor_record(&x.base, s, su.st, 0); /* as the daemon's wake-up */
+        executor_record(&x.base, s, su.st, 0, 0); /* as the daemon's wake-up */
     }
     double recorded = real_now();
     executor_free(x.inner);

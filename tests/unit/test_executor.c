@@ -139,7 +139,7 @@ static int wait_until(struct ctx *c, pred_fn pred, int64_t arg, int ms)
         pthread_mutex_lock(&c->mu);
         unsigned seen = c->wakes;
         pthread_mutex_unlock(&c->mu);
-        executor_drain(c->r, drain_cb, c);
+        executor_drain(c->r, 0, drain_cb, c);
         if (pred(c, arg))
             return 1;
         int64_t now = time_now_mono_ms();

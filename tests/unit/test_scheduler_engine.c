@@ -237,8 +237,8 @@ static void test_fires_in_order(void **state)
     add(fx, "minutely", "* * * * *", T0 + 1);
     add(fx, "manual", "manual", T0 + 1);
     assert_true(sched_next_deadline(fx->s) == (int64_t)T0 + 60);
-    assert_int_equal(sched_tick(fx->s, T0 + 59.9, 0), 0);
-    assert_int_equal(sched_tick(fx->s, T0 + 60.01, 0), 1);
+    assert_int_equal(sched_tick(fx->s, T0 + 59.9, 0, 0), 0);
+    assert_int_equal(sched_tick(fx->s, T0 + 60.01, 0, 0), 1);
     assert_int_equal(fx->njobs, 1);
     assert_string_equal(fx->job_trigger[0], "schedule");
     assert_string_equal(fx->job_when[0], "2026-01-01T00:01:00Z");
@@ -246,7 +246,7 @@ static void test_fires_in_order(void **state)
     /* 00:59 .. 01:00: minutely fires 59 more times, hourly once */
     for (int m = 2; m <= 60; m++) {
         fx->njobs = 0;
-        sched_tick(fx->s, T0 + 60.0 * m + 0.01, 0);
+        sched_tick(fx->s, T0 + 60.0 * m + 0.01, 0, 0);
         for (int i = 0; i < fx->njobs; i++)
             finish(fx, fx->jobs[i], STORE_RUN_SUCCEEDED, T0 + 60.0 * m + 1);
         events_clear(fx);
@@ -265,11 +265,11 @@ static void test_overlap_skips(void **state)
 {
     struct fx *fx = *state;
     add(fx, "p", "* * * * *", T0);
-    sched_tick(fx->s, T0 + 60, 0);
+    sched_tick(fx->s, T0 + 60, 0, 0);
     assert_int_equal(fx->njobs, 1);
     started(fx, fx->jobs[0], T0 + 60.1, 0, 0);
-    sched_tick(fx->s, T0 + 120, 0);
-    sched_tick(fx->s, T0 + 180, 0);
+    sched_tick(fx->s, T0 + 120, 0, 0);
+    sched_tick(fx->s, T0 + 180, 0, 0);
     assert_int_equal(fx->njobs, 1); /* still running: no second process */
     struct count_ctx c = ledger(fx, "p");
     assert_int_equal(c.n[STORE_RUN_SKIPPED], 2);
@@ -277,7 +277,7 @@ static void test_overlap_skips(void **state)
     assert_int_equal(has_event(fx, "\"action\":\"tick_skipped\""), 2);
     assert_int_equal(has_event(fx, "\"reason\":\"overlap\""), 2);
     finish(fx, fx->jobs[0], STORE_RUN_SUCCEEDED, T0 + 200);
-    sched_tick(fx->s, T0 + 240, 0);
+    sched_tick(fx->s, T0 + 240, 0, 0);
     assert_int_equal(fx->njobs, 2);
 }
 
@@ -287,12 +287,12 @@ static void test_pause_resume(void **state)
     add(fx, "p", "*/5 * * * *", T0);
     set_state(fx, "p", STORE_PAUSED, T0 + 10);
     assert_true(sched_next_deadline(fx->s) == CRONX_NEVER);
-    assert_int_equal(sched_tick(fx->s, T0 + 3600, 0), 0);
+    assert_int_equal(sched_tick(fx->s, T0 + 3600, 0, 0), 0);
     assert_int_equal(fx->njobs, 0);
     assert_int_equal(has_event(fx, "\"state\":\"paused\""), 1);
     set_state(fx, "p", STORE_ACTIVE, T0 + 3601);
     assert_true(sched_next_deadline(fx->s) == (int64_t)T0 + 3900);
-    sched_tick(fx->s, T0 + 3900, 0);
+    sched_tick(fx->s, T0 + 3900, 0, 0);
     assert_int_equal(fx->njobs, 1);
     /* paused and errored deployments refuse manual runs */
     finish(fx, fx->jobs[0], STORE_RUN_SUCCEEDED, T0 + 3901);
@@ -308,17 +308,17 @@ static void test_clock_steps(void **state)
 {
     struct fx *fx = *state;
     add(fx, "p", "* * * * *", T0);
-    sched_tick(fx->s, T0 + 60, 0);
+    sched_tick(fx->s, T0 + 60, 0, 0);
     finish(fx, fx->jobs[0], STORE_RUN_SUCCEEDED, T0 + 60.5);
     /* Step back an hour: nothing fires until the clock passes 00:01 again. */
     for (double t = T0 - 3600; t <= T0 + 60; t += 30)
-        sched_tick(fx->s, t, 0);
+        sched_tick(fx->s, t, 0, 0);
     assert_int_equal(fx->njobs, 1);
-    sched_tick(fx->s, T0 + 120, 0);
+    sched_tick(fx->s, T0 + 120, 0, 0);
     assert_int_equal(fx->njobs, 2);
     finish(fx, fx->jobs[1], STORE_RUN_SUCCEEDED, T0 + 121);
     /* Step forward 10 minutes: one run, one missed row for the 9 before. */
-    sched_tick(fx->s, T0 + 720.5, 0);
+    sched_tick(fx->s, T0 + 720.5, 0, 0);
     assert_int_equal(fx->njobs, 3);
     assert_string_equal(fx->job_when[2], "2026-01-01T00:12:00Z");
     struct count_ctx c = ledger(fx, "p");
@@ -332,7 +332,7 @@ static void test_first_tick_after_add_catches_up_once(void **state)
     struct fx *fx = *state;
     /* Added at 00:00:30; the loop stalls until 00:05:10. */
     add(fx, "p", "* * * * *", T0 + 30);
-    sched_tick(fx->s, T0 + 310, 0);
+    sched_tick(fx->s, T0 + 310, 0, 0);
     assert_int_equal(fx->njobs, 1);
     assert_string_equal(fx->job_when[0], "2026-01-01T00:05:00Z");
     struct count_ctx c = ledger(fx, "p");
@@ -344,7 +344,7 @@ static void test_restart_missed_and_interrupted(void **state)
     struct fx *fx = *state;
     add(fx, "p", "* * * * *", T0);
     add(fx, "q", "0 0 * * *", T0);
-    sched_tick(fx->s, T0 + 60, 0);
+    sched_tick(fx->s, T0 + 60, 0, 0);
     started(fx, fx->jobs[0], T0 + 60.2, 4242, 77);
     /* The server dies (no finish); it comes back at 00:10:30. */
     sched_free(fx->s);
@@ -360,7 +360,7 @@ static void test_restart_missed_and_interrupted(void **state)
     assert_int_equal(fx->njobs, 0);      /* not run late */
     assert_int_equal(ledger(fx, "q").n[STORE_RUN_MISSED], 0);
     /* The 00:01 tick never fires again; 00:11 does. */
-    sched_tick(fx->s, T0 + 660, 0);
+    sched_tick(fx->s, T0 + 660, 0, 0);
     assert_int_equal(fx->njobs, 1);
     assert_string_equal(fx->job_when[0], "2026-01-01T00:11:00Z");
     /* A second restart at the same moment records nothing new. */
@@ -375,7 +375,7 @@ static void test_revoked_owner_errors(void **state)
     add(fx, "p", "* * * * *", T0);
     add(fx, "q", "@hourly", T0);
     assert_int_equal(store_key_revoke(fx->st, fx->key_id, T0 + 1, NULL), 0);
-    sched_tick(fx->s, T0 + 60, 0);
+    sched_tick(fx->s, T0 + 60, 0, 0);
     assert_int_equal(fx->njobs, 0);
     struct store_dep d;
     assert_int_equal(store_dep_get(fx->st, "alice", "p", &d), 0);
@@ -386,7 +386,7 @@ static void test_revoked_owner_errors(void **state)
     /* keys_changed errors the rest at once, and nothing fires ever again */
     assert_int_equal(sched_keys_changed(fx->s, T0 + 61), 1);
     for (int h = 1; h < 48; h++)
-        sched_tick(fx->s, T0 + 3600.0 * h, 0);
+        sched_tick(fx->s, T0 + 3600.0 * h, 0, 0);
     assert_int_equal(fx->njobs, 0);
     assert_true(sched_next_deadline(fx->s) == CRONX_NEVER);
     struct store_run r;
@@ -438,7 +438,7 @@ static void test_monitor_only_owner_errors(void **state)
                                       T0, key, &k), 0);
     memcpy(fx->key_id, k.id, sizeof fx->key_id);
     add(fx, "p", "* * * * *", T0);
-    sched_tick(fx->s, T0 + 60, 0);
+    sched_tick(fx->s, T0 + 60, 0, 0);
     assert_int_equal(fx->njobs, 0);
     assert_int_equal(has_event(fx, "lacks task.control"), 1);
 }
@@ -487,11 +487,11 @@ static void test_executor_refusal_recorded(void **state)
     struct fx *fx = *state;
     add(fx, "p", "* * * * *", T0);
     fx->refuse = 1;
-    sched_tick(fx->s, T0 + 60, 0);
+    sched_tick(fx->s, T0 + 60, 0, 0);
     struct count_ctx c = ledger(fx, "p");
     assert_int_equal(c.n[STORE_RUN_FAILED], 1);
     fx->refuse = 0;
-    sched_tick(fx->s, T0 + 120, 0); /* not stuck as "running" */
+    sched_tick(fx->s, T0 + 120, 0, 0); /* not stuck as "running" */
     assert_int_equal(fx->njobs, 1);
 }
 
@@ -499,7 +499,7 @@ static void test_remove_interrupts(void **state)
 {
     struct fx *fx = *state;
     add(fx, "p", "* * * * *", T0);
-    sched_tick(fx->s, T0 + 60, 0);
+    sched_tick(fx->s, T0 + 60, 0, 0);
     remove_dep(fx, "p", T0);
     assert_int_equal(fx->ncancels, 1);
     assert_int_equal(fx->cancel_as[0], STORE_RUN_INTERRUPTED);
@@ -549,7 +549,7 @@ static void test_failed_batch_resyncs(void **state)
     assert_int_equal(n[STORE_ACTIVE], 2);
     assert_int_equal(n[STORE_PAUSED], 0);
     /* at 00:05 both fire; the ghost, which the store never kept, does not */
-    assert_int_equal(sched_tick(fx->s, T0 + 300, 0), 2);
+    assert_int_equal(sched_tick(fx->s, T0 + 300, 0, 0), 2);
     assert_int_equal(fx->njobs, 2);
     assert_int_equal(ledger(fx, "kept").n[STORE_RUN_QUEUED], 1);
     assert_int_equal(ledger(fx, "gone").n[STORE_RUN_QUEUED], 1);
@@ -562,15 +562,15 @@ static void test_failed_tick_sends_nothing(void **state)
 {
     struct fx *fx = *state;
     add(fx, "p", "* * * * *", T0);
-    sched_tick(fx->s, T0 + 60, 0);
+    sched_tick(fx->s, T0 + 60, 0, 0);
     assert_int_equal(fx->njobs, 1);
     started(fx, fx->jobs[0], T0 + 60.1, 0, 0);
     events_clear(fx);
     store_test_fail_commits(fx->st, 1);
-    sched_tick(fx->s, T0 + 120, 0); /* an overlap skip, rolled back */
+    sched_tick(fx->s, T0 + 120, 0, 0); /* an overlap skip, rolled back */
     assert_int_equal(fx->nevents, 0);
     assert_int_equal(ledger(fx, "p").n[STORE_RUN_SKIPPED], 0);
-    sched_tick(fx->s, T0 + 180, 0);
+    sched_tick(fx->s, T0 + 180, 0, 0);
     assert_int_equal(has_event(fx, "\"action\":\"tick_skipped\""), 1);
     assert_int_equal(ledger(fx, "p").n[STORE_RUN_SKIPPED], 1);
 }
@@ -583,14 +583,14 @@ static void test_decides_ahead(void **state)
     add(fx, "a", "* * * * *", T0);
     add(fx, "b", "* * * * *", T0);
     add(fx, "c", "* * * * *", T0);
-    sched_tick(fx->s, T0 + 60, 0);            /* 00:01: a, b, c run */
+    sched_tick(fx->s, T0 + 60, 0, 0);            /* 00:01: a, b, c run */
     assert_int_equal(fx->njobs, 3);
     finish(fx, fx->jobs[0], STORE_RUN_SUCCEEDED, T0 + 61); /* a done */
     finish(fx, fx->jobs[1], STORE_RUN_SUCCEEDED, T0 + 61); /* b done */
     /* 0.6 s before 00:02 with a 1 s lead: a and b are decided, c (still
      * running) is left for its time. Nothing starts yet. */
     fx->njobs = 0;
-    assert_int_equal(sched_tick(fx->s, T0 + 119.4, 1.0), 2);
+    assert_int_equal(sched_tick(fx->s, T0 + 119.4, 1.0, 0), 2);
     assert_int_equal(fx->njobs, 0);
     assert_true(sched_next_release(fx->s) == T0 + 120);
     assert_true(sched_next_deadline(fx->s) == (int64_t)T0 + 120); /* c */
@@ -606,12 +606,12 @@ static void test_decides_ahead(void **state)
     assert_int_equal(cb.n[STORE_RUN_CANCELLED], 1);
     assert_true(sched_next_release(fx->s) == 0);
     /* c's tick at its time: still running, so skipped */
-    sched_tick(fx->s, T0 + 120, 1.0);
+    sched_tick(fx->s, T0 + 120, 1.0, 0);
     assert_int_equal(ledger(fx, "c").n[STORE_RUN_SKIPPED], 1);
     /* a removed while a run is held: nothing starts, nothing dangles */
     finish(fx, fx->jobs[0], STORE_RUN_SUCCEEDED, T0 + 121);
     fx->njobs = 0;
-    assert_int_equal(sched_tick(fx->s, T0 + 179.5, 1.0), 1);
+    assert_int_equal(sched_tick(fx->s, T0 + 179.5, 1.0, 0), 1);
     remove_dep(fx, "a", T0);
     assert_int_equal(sched_release(fx->s, T0 + 180), 0);
     assert_int_equal(fx->njobs, 0);
@@ -623,7 +623,7 @@ static void test_restart_holds_decided_run(void **state)
 {
     struct fx *fx = *state;
     add(fx, "p", "* * * * *", T0);
-    assert_int_equal(sched_tick(fx->s, T0 + 59.5, 1.0), 1);
+    assert_int_equal(sched_tick(fx->s, T0 + 59.5, 1.0, 0), 1);
     assert_int_equal(fx->njobs, 0); /* held for 00:01 */
     sched_free(fx->s);              /* the server dies */
     engine_start(fx, T0 + 59.6);
@@ -639,7 +639,7 @@ static void test_restart_holds_decided_run(void **state)
     assert_int_equal(c.n[STORE_RUN_INTERRUPTED] + c.n[STORE_RUN_MISSED], 0);
     /* restarted a few seconds after its time, it starts at once */
     fx->njobs = 0;
-    assert_int_equal(sched_tick(fx->s, T0 + 119.5, 1.0), 1);
+    assert_int_equal(sched_tick(fx->s, T0 + 119.5, 1.0, 0), 1);
     sched_free(fx->s);
     engine_start(fx, T0 + 125);
     assert_int_equal(fx->njobs, 1);
@@ -652,7 +652,7 @@ static void test_restart_misses_decided_run_past_deadline(void **state)
 {
     struct fx *fx = *state;
     add(fx, "p", "* * * * *", T0);
-    assert_int_equal(sched_tick(fx->s, T0 + 59.5, 1.0), 1);
+    assert_int_equal(sched_tick(fx->s, T0 + 59.5, 1.0, 0), 1);
     sched_free(fx->s);
     engine_start(fx, T0 + 130); /* 70 s late, the deadline is 60 s */
     assert_int_equal(fx->njobs, 0);
@@ -670,7 +670,7 @@ static void test_crash_between_tick_commits_counts_once(void **state)
 {
     struct fx *fx = *state;
     add(fx, "p", "* * * * *", T0);
-    sched_tick(fx->s, T0 + 60, 0);
+    sched_tick(fx->s, T0 + 60, 0, 0);
     assert_int_equal(fx->njobs, 1);
     finish(fx, fx->jobs[0], STORE_RUN_SUCCEEDED, T0 + 61);
     /* as if the progress commit had been lost */
@@ -726,7 +726,7 @@ static void test_heap_order(void **state)
         prev = due;
         now = (double)due;
         events_clear(fx);
-        fired += sched_tick(fx->s, now, 0);
+        fired += sched_tick(fx->s, now, 0, 0);
         while (fx->njobs) {
             int64_t id = fx->jobs[--fx->njobs];
             finish(fx, id, STORE_RUN_SUCCEEDED, now);
