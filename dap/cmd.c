@@ -43,7 +43,7 @@ static bool truthy(const json_t *v)
     return false;
 }
 
-/* The `projectId` argument: required, a string, a plausible id. */
+/* The `projectId` argument: required, a string without NUL. */
 static int arg_project_id(struct dap_req *req, struct dap_res *res,
                           const char **out)
 {
@@ -52,6 +52,10 @@ static int arg_project_id(struct dap_req *req, struct dap_res *res,
         return dap__fail(res, DAP_BAD_REQUEST, "projectId is required");
     if (!json_is_string(v))
         return dap__fail(res, DAP_BAD_REQUEST, "projectId must be a string");
+    /* A C string would stop at the NUL and name another deployment. */
+    if (strlen(json_string_value(v)) != json_string_length(v))
+        return dap__fail(res, DAP_BAD_REQUEST,
+                         "projectId must not contain a NUL character");
     *out = json_string_value(v);
     return 0;
 }

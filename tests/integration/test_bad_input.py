@@ -199,6 +199,41 @@ class BadInputTest(ServerTest):
                        "not_found")
 
     @async_test()
+    async def test_nul_in_ids_is_bad_request(self):
+        """A NUL inside an id is refused with a message naming the argument:
+        a C string stops at the NUL, so "dupA\\0zzz" must not reach dupA."""
+        c = await self.admin()
+        self.assertOk(await c.call("rrext_deploy_add",
+                                   pipeline=pipeline("dupA")))
+        nul = "dupA\u0000zzz"
+        cases = (("rrext_deploy_status", {"projectId": nul}, "projectId"),
+                 ("rrext_deploy_update", {"projectId": nul, "state": "paused"},
+                  "projectId"),
+                 ("rrext_deploy_remove", {"projectId": nul}, "projectId"),
+                 ("rrext_deploy_run", {"projectId": nul}, "projectId"),
+                 ("rrext_deploy_cancel", {"projectId": nul}, "projectId"),
+                 ("rrext_deploy_runs", {"projectId": nul}, "projectId"),
+                 ("rrext_deploy_watch", {"projectId": nul}, "projectId"),
+                 ("rrext_deploy_add", {"pipeline": pipeline(nul)},
+                  "pipeline.project_id"))
+        for cmd, args, name in cases:
+            for style in ("python", "ts"):
+                r = await c.request(cmd, args, style=style)
+                self.assertIn("\\u0000", c.sent[-1])
+                msg = self.assertErr(r, "bad_request")
+                self.assertTrue(msg.startswith(name + " must not contain"),
+                                (cmd, msg))
+        # dupA itself was neither paused, removed nor run
+        st = self.assertOk(await c.call("rrext_deploy_status", projectId="dupA"))
+        self.assertEqual(st["state"], "active")
+        self.assertIsNone(st["last_run"])
+        runs = self.assertOk(await c.call("rrext_deploy_runs", projectId="dupA"))
+        self.assertEqual(runs["runs"], [])
+        self.assertErr(await c.call("rrext_deploy_status", projectId=nul),
+                       "bad_request",
+                       "projectId must not contain a NUL character")
+
+    @async_test()
     async def test_invalid_utf8_and_surrogates(self):
         c = await self.admin()
         # invalid UTF-8 can only travel in a binary frame

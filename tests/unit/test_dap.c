@@ -488,6 +488,13 @@ static void test_argument_errors(void **state)
                  "bad_request", "projectId must be a string");
     expect_error(fx, "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_deploy_remove\"}",
                  "bad_request", "projectId is required");
+    /* "p\0x" must not name "p" */
+    json_decref(ask(fx, "{\"type\":\"request\",\"seq\":4,\"command\":"
+                         "\"rrext_deploy_add\",\"arguments\":{\"pipeline\":"
+                         "{\"project_id\":\"p\"}}}"));
+    expect_error(fx, "{\"type\":\"request\",\"seq\":5,\"command\":\"rrext_deploy_status\","
+                     "\"arguments\":{\"projectId\":\"p\\u0000x\"}}",
+                 "bad_request", "projectId must not contain a NUL character");
 }
 
 static void test_limits(void **state)
