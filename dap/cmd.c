@@ -149,6 +149,7 @@ static int fail_sched(struct dap_res *res, int rc, const struct err *e)
 static int auth_fail(struct dap_session *ss, struct dap_res *res, const char *msg)
 {
     ss->authed = false;
+    dap__session_clear(ss); /* no more events, whatever follows */
     res->close = true;
     log_info("auth failed: %s", msg);
     return dap__fail(res, DAP_UNAUTHORIZED, "%s", msg);
@@ -192,6 +193,11 @@ static int cmd_auth(struct dap_app *app, struct dap_session *ss,
             return auth_fail(ss, res, "Authentication failed");
         ss->dev = false;
     }
+    /* A re-auth keeps the connection's watch only for the same user with
+     * task.monitor: events are the user's, and watching needs the right. */
+    if (ss->watching && (strcmp(ss->key.user, k.user) != 0 ||
+                         !(k.perms & STORE_PERM_MONITOR)))
+        dap__session_clear(ss);
     ss->key = k;
     ss->authed = true;
     ss->revoked = false;

@@ -74,9 +74,11 @@ struct dap_session {
 /* Free what a session owns (not the session itself). */
 void dap__session_clear(struct dap_session *ss);
 
-/* Should an event about (user, project_id) go to this session? */
+/* Should an event about (user, project_id) go to this session at time now
+ * (wall clock)? Only while it watches, is authenticated as that user with a
+ * key that is neither revoked nor expired and still has task.monitor. */
 bool dap__session_wants(const struct dap_session *ss, const char *user,
-                        const char *project_id);
+                        const char *project_id, double now);
 
 
 /* A decoded request. */

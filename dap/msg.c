@@ -66,9 +66,13 @@ void dap__session_clear(struct dap_session *ss)
 }
 
 bool dap__session_wants(const struct dap_session *ss, const char *user,
-                        const char *project_id)
+                        const char *project_id, double now)
 {
+    /* Permission and expiry are checked at every delivery, not only when
+     * the watch began: the session's key may have changed since. */
+    bool expired = !ss->dev && ss->key.expires_at != 0 && now >= ss->key.expires_at;
     return ss->watching && ss->authed && !ss->revoked && !ss->closing &&
+           !expired && (ss->key.perms & STORE_PERM_MONITOR) &&
            strcmp(ss->key.user, user) == 0 &&
            (!ss->watch_project || strcmp(ss->watch_project, project_id) == 0);
 }

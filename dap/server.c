@@ -397,8 +397,9 @@ void dap_server_event(struct dap_server *srv, const struct sched_event *ev)
 {
     struct buf body;
     bool written = false;
+    double now = dap__now(&srv->app);
     for (struct pss *p = srv->sessions; p; p = p->next) {
-        if (!dap__session_wants(&p->ss, ev->user, ev->project_id))
+        if (!dap__session_wants(&p->ss, ev->user, ev->project_id, now))
             continue;
         if (!written) { /* once, for every watcher */
             buf_init(&body, 0);

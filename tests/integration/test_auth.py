@@ -328,6 +328,58 @@ class AuthTest(ServerTest):
         await c.wait_closed(10)
 
     @async_test()
+    async def test_reauth_without_monitor_ends_the_watch(self):
+        """A watch lasts only while the session may monitor that user's
+        deployments: a re-auth on the same connection with a key lacking
+        task.monitor, or with another user's key, ends it (the auth reply is
+        the usual ConnectResult); a re-auth with another key of the same user
+        that has task.monitor keeps it."""
+        srv = self.server
+        user = self.unique_user()
+        loop = asyncio.get_running_loop()
+
+        def key(u, perms=None):
+            return loop.run_in_executor(
+                None, lambda: srv.create_key(u, perms=perms))
+        full = await key(user)
+        actor = await self.client(key=full)
+        self.assertOk(await actor.call("rrext_deploy_add",
+                                       pipeline=pipeline("rw1")))
+        watchers = {}
+        for name, k, perms in (
+                ("no_monitor", await key(user, "task.control"),
+                 ["task.control"]),
+                ("other_user", await key(self.unique_user(), "task.monitor"),
+                 ["task.monitor"]),
+                ("same_user", await key(user), PERMS_BOTH)):
+            w = await self.client(key=full)
+            self.assertEqual(self.assertOk(await w.call("rrext_deploy_watch")),
+                             {"watching": True, "projectId": None})
+            r = await w.auth(k)
+            self.assertEqual(r["body"]["userToken"], "")
+            teams = r["body"]["organizations"][0]["teams"]
+            self.assertEqual(sorted(teams[0]["permissions"]), sorted(perms))
+            watchers[name] = w
+
+        self.assertOk(await actor.call("rrext_deploy_update", projectId="rw1",
+                                       state="paused"))
+        ev = await watchers["same_user"].wait_event(
+            lambda b: b["action"] == "state_changed", 10)
+        self.assertEqual(ev["body"]["projectId"], "rw1")
+        # Events of that update were queued before any later reply on the
+        # same connection, so once a ping is answered none can still come.
+        for name in ("no_monitor", "other_user"):
+            await self.assertAlive(watchers[name])
+            self.assertEqual(watchers[name].events, [], name)
+        self.assertOk(await actor.call("rrext_deploy_update", projectId="rw1",
+                                       state="active"))
+        await watchers["same_user"].wait_event(
+            lambda b: b.get("state") == "active", 10)
+        for name in ("no_monitor", "other_user"):
+            await self.assertAlive(watchers[name])
+            self.assertEqual(watchers[name].events, [], name)
+
+    @async_test()
     async def test_auth_timeout_closes_unauthenticated(self):
         """--auth-timeout 2: an idle unauthenticated socket is closed, an
         authenticated one opened at the same time is not; deauth re-arms."""

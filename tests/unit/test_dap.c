@@ -542,6 +542,70 @@ static void test_monitor_key(void **state)
     json_decref(r);
 }
 
+/* A new connection's state (auth attempts are capped per connection). */
+static void session_reset(struct fx *fx)
+{
+    dap__session_clear(&fx->ss);
+    memset(&fx->ss, 0, sizeof fx->ss);
+}
+
+static void watch_all(struct fx *fx)
+{
+    json_t *r = ask(fx, "{\"type\":\"request\",\"seq\":2,\"command\":"
+                         "\"rrext_deploy_watch\"}");
+    assert_true(json_is_true(json_object_get(r, "success")));
+    json_decref(r);
+    assert_true(dap__session_wants(&fx->ss, "alice", "p", FAKE_NOW));
+}
+
+/* A watch follows the session's current key: a re-auth without
+ * task.monitor or as another user ends it, a failed re-auth too; the same
+ * user with task.monitor keeps it. Expiry and permission are checked at
+ * every delivery. */
+static void test_watch_follows_the_key(void **state)
+{
+    struct fx *fx = *state;
+    char control[STORE_KEY_TEXT_MAX], other[STORE_KEY_TEXT_MAX];
+    char expiring[STORE_KEY_TEXT_MAX];
+    fixture_key(fx->st, "alice", STORE_PERM_CONTROL, 0, FAKE_NOW, control, NULL);
+    fixture_key(fx->st, "alice", STORE_PERM_ALL, 0, FAKE_NOW, other, NULL);
+    fixture_key(fx->st, "alice", STORE_PERM_ALL, FAKE_NOW + 60, FAKE_NOW,
+                expiring, NULL);
+
+    auth(fx, fx->key);
+    watch_all(fx);
+    assert_false(dap__session_wants(&fx->ss, "mona", "p", FAKE_NOW));
+    auth(fx, control); /* same user, no task.monitor: the reply is as usual */
+    assert_false(fx->ss.watching);
+    assert_false(dap__session_wants(&fx->ss, "alice", "p", FAKE_NOW));
+
+    session_reset(fx);
+    auth(fx, fx->key);
+    watch_all(fx);
+    auth(fx, fx->monitor); /* another user */
+    assert_false(fx->ss.watching);
+    assert_false(dap__session_wants(&fx->ss, "alice", "p", FAKE_NOW));
+    assert_false(dap__session_wants(&fx->ss, "mona", "p", FAKE_NOW));
+
+    session_reset(fx);
+    auth(fx, fx->key);
+    watch_all(fx);
+    auth(fx, other); /* same user, task.monitor: kept */
+    assert_true(dap__session_wants(&fx->ss, "alice", "p", FAKE_NOW));
+    expect_error(fx, "{\"type\":\"request\",\"seq\":3,\"command\":\"auth\","
+                     "\"arguments\":{\"auth\":\"rrk_nope\"}}",
+                 "unauthorized", "Invalid API key");
+    assert_false(fx->ss.watching);
+
+    session_reset(fx);
+    auth(fx, expiring);
+    watch_all(fx);
+    assert_false(dap__session_wants(&fx->ss, "alice", "p", FAKE_NOW + 60));
+    /* the permission itself, should the session's key lose it */
+    fx->ss.key.perms = STORE_PERM_CONTROL;
+    assert_false(dap__session_wants(&fx->ss, "alice", "p", FAKE_NOW));
+}
+
 static void test_preview(void **state)
 {
     struct fx *fx = *state;
@@ -583,6 +647,7 @@ int main(void)
         T(test_argument_errors),
         T(test_limits),
         T(test_monitor_key),
+        T(test_watch_follows_the_key),
         T(test_preview),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
