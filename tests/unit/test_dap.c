@@ -124,6 +124,13 @@ static void auth(struct fx *fx, const char *key)
     assert_true(fx->ss.authed);
 }
 
+/* A new connection's state (auth attempts are capped per connection). */
+static void session_reset(struct fx *fx)
+{
+    dap__session_clear(&fx->ss);
+    memset(&fx->ss, 0, sizeof fx->ss);
+}
+
 /* ---------------------------------------------------------------- envelope */
 
 static void test_malformed(void **state)
@@ -280,6 +287,46 @@ static void test_gate_and_unknown(void **state)
     expect_error(fx, "{\"type\":\"request\",\"seq\":4,\"command\":\"rrext_deploy_list\"}",
                  "unauthorized", "Not authenticated");
     assert_true(fx->ss.closing);
+}
+
+/* Before authentication only the envelope is read. jansson refuses \u0000
+ * in object keys, so arguments holding one show whether they were parsed:
+ * a command the gate refuses is answered Not authenticated (never
+ * "not valid JSON"), an unknown public one Invalid command; once
+ * authenticated, the same arguments are parsed and refused. */
+static void test_gate_before_arguments(void **state)
+{
+    struct fx *fx = *state;
+    expect_error(fx, "{\"seq\":1,\"command\":\"rrext_public_nope\","
+                     "\"arguments\":{\"a\\u0000\":1}}",
+                 "bad_request", "Invalid command: rrext_public_nope");
+    assert_false(fx->ss.closing);
+    /* the shape of arguments is part of the envelope */
+    expect_error(fx, "{\"seq\":2,\"command\":\"rrext_deploy_list\","
+                     "\"arguments\":[1]}",
+                 "bad_request", "arguments must be an object");
+    assert_false(fx->ss.closing);
+    static const char *const refused[] = {"rrext_deploy_list", "rrext_deploy_add",
+                                          "rrext_ping", "deauth", "rrext_bogus"};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        session_reset(fx);
+        char req[200];
+        snprintf(req, sizeof req,
+                 "{\"seq\":3,\"command\":\"%s\",\"arguments\":{\"a\\u0000\":1}}",
+                 refused[i]);
+        json_t *r = ask(fx, req);
+        assert_string_equal(str(r, "message"), "Not authenticated");
+        assert_string_equal(str(r, "command"), refused[i]);
+        assert_int_equal(json_integer_value(json_object_get(r, "request_seq")), 3);
+        json_decref(r);
+        assert_true(fx->ss.closing);
+    }
+    session_reset(fx);
+    auth(fx, fx->key);
+    expect_error(fx, "{\"seq\":4,\"command\":\"rrext_deploy_list\","
+                     "\"arguments\":{\"a\\u0000\":1}}",
+                 "bad_request", "Malformed request: not valid JSON");
+    assert_false(fx->ss.closing);
 }
 
 static void test_auth_and_connect_result(void **state)
@@ -542,13 +589,6 @@ static void test_monitor_key(void **state)
     json_decref(r);
 }
 
-/* A new connection's state (auth attempts are capped per connection). */
-static void session_reset(struct fx *fx)
-{
-    dap__session_clear(&fx->ss);
-    memset(&fx->ss, 0, sizeof fx->ss);
-}
-
 static void watch_all(struct fx *fx)
 {
     json_t *r = ask(fx, "{\"type\":\"request\",\"seq\":2,\"command\":"
@@ -638,6 +678,7 @@ int main(void)
         T(test_non_request_ignored),
         T(test_unauthenticated_flood_is_cut_off),
         T(test_gate_and_unknown),
+        T(test_gate_before_arguments),
         T(test_auth_and_connect_result),
         T(test_auth_failures),
         T(test_revoked_session),
