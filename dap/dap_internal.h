@@ -44,6 +44,8 @@ struct dap_app {
     double started_at;
     bool stopping;                 /* shutdown began: no new runs */
     struct dap_metrics metrics;
+    struct dap_guard *guard;       /* owned by whoever made the app (the
+                                      server): admission control */
 };
 
 /* The wall clock, float Unix seconds. */
@@ -157,6 +159,7 @@ typedef void (*dap_emit_fn)(void *ud, struct buf *frame);
 
 /* Per-connection protocol state. */
 struct dap_session {
+    struct dap_addr peer;  /* the client's address (the server sets it) */
     bool authed;
     bool revoked;          /* key revoked/expired since auth: next request fails */
     bool closing;          /* a reply asked to close the socket after it */

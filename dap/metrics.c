@@ -52,6 +52,19 @@ void dap__metrics_render(struct buf *b, const struct dap_app *app,
     buf_printf(b, "rrdeploy_messages_too_large_total %llu\n",
                (unsigned long long)m->messages_too_large);
 
+    const struct dap_guard_stats *gs = dap__guard_stats(app->guard);
+    help(b, "rrdeploy_auth_failures_total", "counter",
+         "Failed authentications (a credential checked and refused, or none given).");
+    buf_printf(b, "rrdeploy_auth_failures_total %llu\n",
+               (unsigned long long)gs->auth_failed);
+    help(b, "rrdeploy_auth_throttled_total", "counter",
+         "Authentications refused without checking the credential, by the limit "
+         "that refused them (address or global).");
+    buf_printf(b, "rrdeploy_auth_throttled_total{limit=\"address\"} %llu\n",
+               (unsigned long long)gs->throttled_address);
+    buf_printf(b, "rrdeploy_auth_throttled_total{limit=\"global\"} %llu\n",
+               (unsigned long long)gs->throttled_global);
+
     help(b, "rrdeploy_requests_total", "counter",
          "DAP requests answered, by command and outcome (ok or the error code).");
     for (size_t slot = 0; slot < DAP_CMD_SLOTS; slot++) {

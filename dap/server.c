@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <uv.h>
 
 
@@ -80,6 +81,8 @@ struct dap_server {
     const struct dap_env *env; /* borrowed */
     uv_check_t pass_end;       /* runs after each turn's I/O: process_ready */
     bool pass_end_open;
+    uv_timer_t guard_timer;    /* the guard's next log summary */
+    bool guard_timer_open;
     struct lws_context *ctx;
     struct pss *sessions;      /* live WebSocket sessions */
     struct pss *ready;         /* sessions with messages waiting */
@@ -333,6 +336,22 @@ static void drop_since_mark(struct pss *p)
     lws_callback_on_writable(p->wsi);
 }
 
+static void on_guard_timer(uv_timer_t *t);
+
+/* The guard logs its summaries at most once an interval: when one is due
+ * later, the timer wakes the loop for it. */
+static void guard_tick(struct dap_server *srv)
+{
+    int64_t wait = dap__guard_flush(srv->app.guard, time_now_mono_ms(), false);
+    if (wait >= 0 && srv->guard_timer_open && !uv_is_active((uv_handle_t *)&srv->guard_timer))
+        uv_timer_start(&srv->guard_timer, on_guard_timer, (uint64_t)wait, 0);
+}
+
+static void on_guard_timer(uv_timer_t *t)
+{
+    guard_tick(t->data);
+}
+
 /* After each service pass: every message that arrived in it, handled in one
  * store transaction (group commit: many clients' adds share one fsync, reads
  * share one read transaction). The transaction takes the write lock only at
@@ -382,6 +401,7 @@ static void process_ready(struct dap_server *srv)
     if (!ok)
         log_error("could not commit the requests of this pass; their "
                   "connections are closed unanswered");
+    guard_tick(srv);
     srv->env->pass_done(srv->env->ud); /* deployments may have changed */
 }
 
@@ -505,6 +525,18 @@ static int http_write(struct lws *wsi, struct pss *p)
 
 /* ---------------------------------------------------------------- callback */
 
+/* The address of the client on the other end of wsi. */
+static void peer_address(struct lws *wsi, struct dap_addr *out)
+{
+    struct sockaddr_storage sa;
+    socklen_t n = sizeof sa;
+    int fd = lws_get_socket_fd(wsi);
+    if (fd < 0 || getpeername(fd, (struct sockaddr *)&sa, &n) != 0)
+        dap__addr_from_sockaddr(out, NULL);
+    else
+        dap__addr_from_sockaddr(out, (struct sockaddr *)&sa);
+}
+
 static int callback(struct lws *wsi, enum lws_callback_reasons reason,
                     void *user, void *in, size_t len)
 {
@@ -528,6 +560,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
         p->srv = srv;
         p->wsi = wsi;
         p->live = true;
+        peer_address(wsi, &p->ss.peer);
         buf_init(&p->rx, 0);
         srv->app.metrics.connections_total++;
         p->next = srv->sessions;
@@ -639,6 +672,14 @@ int dap_server_start(const struct dap_config *cfg, const struct dap_env *env,
     srv->app.clock = env->clock;
     srv->app.test_hooks = env->clock->fixed; /* only a test clock allows them */
     srv->app.started_at = time_now_real();
+    struct dap_guard_config gc;
+    dap__guard_config_defaults(&gc);
+    srv->app.guard = dap__guard_new(&gc);
+    if (!srv->app.guard) {
+        log_error("cannot start libsodium");
+        free(srv);
+        return RR_E_INTERNAL;
+    }
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
 
     struct lws_context_creation_info info;
@@ -679,6 +720,9 @@ int dap_server_start(const struct dap_config *cfg, const struct dap_env *env,
     srv->pass_end.data = srv;
     uv_check_start(&srv->pass_end, on_pass_end);
     srv->pass_end_open = true;
+    uv_timer_init(env->loop, &srv->guard_timer);
+    srv->guard_timer.data = srv;
+    srv->guard_timer_open = true;
     srv->port = port;
     *out = srv;
     return 0;
@@ -697,6 +741,11 @@ void dap_server_close(struct dap_server *srv)
         uv_close((uv_handle_t *)&srv->pass_end, NULL);
         srv->pass_end_open = false;
     }
+    if (srv->guard_timer_open) {
+        uv_close((uv_handle_t *)&srv->guard_timer, NULL);
+        srv->guard_timer_open = false;
+    }
+    dap__guard_flush(srv->app.guard, time_now_mono_ms(), true); /* the last summary */
     /* With a loop lws does not own, destruction finishes in the close
      * callbacks of its handles (run by the loop); dap_server_free's call
      * frees what is left. info.pcontext clears srv->ctx once it is gone. */
@@ -710,5 +759,6 @@ void dap_server_free(struct dap_server *srv)
         return;
     if (srv->ctx)
         lws_context_destroy(srv->ctx);
+    dap__guard_free(srv->app.guard);
     free(srv);
 }

@@ -63,6 +63,10 @@ static int setup(void **state)
     sched_config_defaults(&sc);
     fx->sched = sched_new(fx->st, &sc, NULL); /* no executor: runs fail */
     fx->app.sched = fx->sched;
+    struct dap_guard_config gc;
+    dap__guard_config_defaults(&gc);
+    fx->app.guard = dap__guard_new(&gc);
+    assert_non_null(fx->app.guard);
     fixture_key(fx->st, "alice", STORE_PERM_ALL, 0, FAKE_NOW, fx->key, NULL);
     fixture_key(fx->st, "mona", STORE_PERM_MONITOR, 0, FAKE_NOW, fx->monitor, NULL);
     *state = fx;
@@ -73,6 +77,7 @@ static int teardown(void **state)
 {
     struct fx *fx = *state;
     frames_clear(fx);
+    dap__guard_free(fx->app.guard);
     sched_free(fx->sched);
     fixture_free(fx->f);
     free(fx);
