@@ -29,6 +29,7 @@ struct dap_config {
     const char *dev_key;       /* ROCKETRIDE_APIKEY at start, or NULL */
     int auth_timeout_s;        /* close unauthenticated sockets after this */
     size_t max_message;        /* bytes of one WebSocket message */
+    size_t max_message_unauth; /* ... before authentication (an auth is tiny) */
     size_t max_pipeline;       /* bytes of one pipeline */
     int max_depth;             /* JSON nesting */
     int64_t max_deployments;   /* per user */

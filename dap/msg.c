@@ -229,15 +229,17 @@ static void session_expire_check(struct dap_app *app, struct dap_session *ss)
 }
 
 /* Step 0, before authentication only: the message rate. */
-static enum step admit(struct dap_session *ss, const char *text, size_t len,
-                       struct envelope *env, struct dap_res *res)
+static enum step admit(struct dap_app *app, struct dap_session *ss,
+                       const char *text, size_t len, struct envelope *env,
+                       struct dap_res *res)
 {
     if (ss->authed || unauth_allowed(ss))
         return STEP_GO;
     env->seq = salvage_seq(text, len);
     dap__fail(res, DAP_UNAUTHORIZED, "Too many requests before authentication");
     res->close = true;
-    log_warn("closing an unauthenticated connection: too many requests");
+    dap__guard_note(app->guard, &ss->peer, DAP_GUARD_RATE, time_now_mono_ms(),
+                    "unauthenticated connection closed: too many requests");
     return STEP_ANSWER;
 }
 
@@ -364,7 +366,7 @@ void dap__handle_message(struct dap_app *app, struct dap_session *ss,
     buf_init(&env.cmd_text, 0);
     struct dap_req req = {0};
 
-    enum step st = admit(ss, text, len, &env, &res);
+    enum step st = admit(app, ss, text, len, &env, &res);
     if (st == STEP_GO)
         st = decode_envelope(app, text, len, &env, &res);
     if (st == STEP_GO)

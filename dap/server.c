@@ -525,6 +525,37 @@ static int http_write(struct lws *wsi, struct pss *p)
 
 /* ---------------------------------------------------------------- callback */
 
+/* Would len more bytes (and the rest of their frame, which the frame header
+ * announced) take the message being received past the session's limit?
+ * Then close 1009 now, before buffering any of it. Before authentication the
+ * limit is small, unless an earlier message (its auth, say) still waits to
+ * be handled in this pass: a client may authenticate and send a big request
+ * right behind, and the request is judged once the auth is. */
+static bool rx_over_limit(struct pss *p, struct lws *wsi, size_t len)
+{
+    struct dap_server *srv = p->srv;
+    const struct dap_config *cfg = srv->app.cfg;
+    bool unauth = !p->ss.authed && !p->in_head;
+    size_t limit = unauth ? cfg->max_message_unauth : cfg->max_message;
+    size_t incoming = len + lws_remaining_packet_payload(wsi);
+    if (p->rx.len + incoming <= limit)
+        return false;
+    lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
+                     (unsigned char *)"message too large", 17);
+    srv->app.metrics.messages_too_large++;
+    if (unauth) {
+        char what[128];
+        snprintf(what, sizeof what, "unauthenticated connection closed: "
+                 "message over %zu bytes", limit);
+        dap__guard_note(srv->app.guard, &p->ss.peer, DAP_GUARD_TOO_LARGE,
+                        time_now_mono_ms(), what);
+        guard_tick(srv);
+    } else {
+        log_warn("closing a connection: message over %zu bytes", limit);
+    }
+    return true;
+}
+
 /* The address of the client on the other end of wsi. */
 static void peer_address(struct lws *wsi, struct dap_addr *out)
 {
@@ -571,18 +602,14 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
         break;
 
     case LWS_CALLBACK_RECEIVE:
+        if (p->ss.closing)
+            break; /* its last reply is on its way: read, never kept */
         if (lws_is_first_fragment(wsi)) {
             buf_reset(&p->rx);
             p->rx_binary = lws_frame_is_binary(wsi);
         }
-        if (p->rx.len + len > srv->app.cfg->max_message) {
-            lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
-                             (unsigned char *)"message too large", 17);
-            log_warn("closing a connection: message over %zu bytes",
-                     srv->app.cfg->max_message);
-            srv->app.metrics.messages_too_large++;
+        if (rx_over_limit(p, wsi, len))
             return -1;
-        }
         buf_append(&p->rx, in, len);
         if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi))
             on_message(p);
@@ -656,6 +683,7 @@ void dap_config_defaults(struct dap_config *cfg)
     cfg->ws_path = DAP_DEFAULT_PATH;
     cfg->auth_timeout_s = 30;
     cfg->max_message = 16u * 1024 * 1024;
+    cfg->max_message_unauth = 64u * 1024;
     cfg->max_pipeline = 1024u * 1024;
     cfg->max_depth = 64;
     cfg->max_deployments = 10000;

@@ -16,6 +16,7 @@ import websockets.exceptions
 from harness import ServerTest, async_test, pipeline
 
 MAX_MESSAGE = 16 * 1024 * 1024
+UNAUTH_MESSAGE = 64 * 1024
 MAX_DEPTH = 64
 
 
@@ -356,6 +357,63 @@ class BadInputTest(ServerTest):
         r = await c.send_expect(text, 2, timeout=90)
         self.assertEqual(self.assertOk(r), {"pong": True})
         await self.assertAlive(c)
+
+    @async_test()
+    async def test_message_limit_before_auth(self):
+        """Before authentication a message may be at most 64 KiB: one over
+        closes the connection with 1009 (the frame header says how big it
+        will be, so nothing is buffered), one at the limit is answered."""
+        head = '{"type":"request","seq":1,"command":"rrext_public_probe"'
+        for size, ok in ((UNAUTH_MESSAGE, True), (UNAUTH_MESSAGE + 1, False)):
+            c = await self.client()
+            text = head + " " * (size - len(head) - 1) + "}"
+            self.assertEqual(len(text), size)
+            if ok:
+                self.assertOk(await c.send_expect(text, 1))
+                await c.auth(self.server.admin_key)
+                await self.assertAlive(c)
+            else:
+                try:
+                    await c.send_raw(text)
+                except websockets.exceptions.ConnectionClosed:
+                    pass
+                self.assertEqual(await c.wait_closed(10), 1009)
+        # fragmented: the fragments add up
+        c = await self.client()
+        parts = [head] + [" " * 16384] * 4 + ["}"]
+        try:
+            await c.send_raw(iter(parts))
+        except websockets.exceptions.ConnectionClosed:
+            pass
+        self.assertEqual(await c.wait_closed(10), 1009)
+
+    @async_test()
+    async def test_big_request_right_behind_auth(self):
+        """An SDK may send auth and, without waiting, a big request: the
+        request is judged once the auth is, so it gets the normal limit. If
+        the auth fails, the auth's refusal is still delivered and the big
+        request is dropped."""
+        key = self.server.admin_key
+        p = pipeline("behind_auth", pad="b" * (900 * 1024))
+        c = await self.client()
+        fa, sa = c.start("auth", {"auth": key})
+        fb, sb = c.start("rrext_deploy_add", {"pipeline": p})
+        await asyncio.gather(sa, sb)
+        self.assertOk(await asyncio.wait_for(fa, 30))
+        self.assertEqual(self.assertOk(await asyncio.wait_for(fb, 30))
+                         ["pipeline"], p)
+        c = await self.client()
+        fa, sa = c.start("auth", {"auth": "rrk_" + "0" * 64})
+        p2 = pipeline("behind_bad_auth", pad="b" * (900 * 1024))
+        fb, sb = c.start("rrext_deploy_add", {"pipeline": p2})
+        await asyncio.gather(sa, sb, return_exceptions=True)
+        self.assertErr(await asyncio.wait_for(fa, 30), "unauthorized",
+                       "Invalid API key")
+        self.assertEqual(await c.wait_closed(10), 1008)
+        self.assertIsInstance(fb.exception(), ConnectionError)
+        a = await self.admin()
+        self.assertErr(await a.call("rrext_deploy_status",
+                                    projectId="behind_bad_auth"), "not_found")
 
     # ------------------------------------------------------------- frames
 

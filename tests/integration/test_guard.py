@@ -9,13 +9,18 @@ when a test needs several client addresses: the server counts each as a
 client address of its own."""
 
 import asyncio
+import json
 import os
 import re
+import socket
+import sys
 import time
 import unittest
 
-from harness import ServerTest, async_test, pipeline
+from harness import Server, ServerTest, async_test, pipeline
 from test_abuse import RawWS, metrics, percentile, report
+
+MiB = 1024 * 1024
 
 WRONG_KEY = "rrk_" + "f00d" * 16  # well-formed, never issued
 
@@ -51,6 +56,66 @@ class RawAuth:
             return r["message"]
         finally:
             ws.drop()
+
+
+def proc_status_kib(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no %s for %d" % (field, pid))
+
+
+def pinger_main(port, key, seconds):
+    """Run in a process of its own (so that the load the test itself makes
+    does not show up as latency): authenticate, then rrext_deploy_status
+    "lat" every 5 ms for `seconds`; print the latencies in ms as JSON."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    f = s.makefile("rb")
+    s.sendall(RawWS.upgrade_request())
+    while f.readline() not in (b"\r\n", b""):
+        pass
+
+    def call(seq, command, args):
+        s.sendall(RawWS.frame(json.dumps({"type": "request", "seq": seq,
+                                          "command": command,
+                                          "arguments": args})))
+        while True:
+            b0, b1 = f.read(2)
+            n = b1 & 0x7F
+            if n == 126:
+                n = int.from_bytes(f.read(2), "big")
+            elif n == 127:
+                n = int.from_bytes(f.read(8), "big")
+            msg = json.loads(f.read(n))
+            if msg.get("request_seq") == seq:
+                return msg
+
+    if not call(1, "auth", {"auth": key})["success"]:
+        raise SystemExit("pinger: auth failed")
+    lat, seq, end = [], 1, time.monotonic() + seconds
+    while time.monotonic() < end:
+        seq += 1
+        t = time.perf_counter()
+        if not call(seq, "rrext_deploy_status", {"projectId": "lat"})["success"]:
+            raise SystemExit("pinger: status failed")
+        lat.append((time.perf_counter() - t) * 1000)
+        time.sleep(0.005)
+    print(json.dumps(lat))
+
+
+async def run_pinger(port, key, seconds):
+    """pinger_main in a child process; its latencies."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c",
+        "import test_guard; test_guard.pinger_main(%d, %r, %r)"
+        % (port, key, seconds),
+        cwd=os.path.dirname(os.path.abspath(__file__)),
+        stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise AssertionError("pinger failed (%s)" % proc.returncode)
+    return json.loads(out)
 
 
 def log_lines(server, start):
@@ -155,6 +220,128 @@ class GuardTest(ServerTest):
                "keys checked, %d refused unchecked; %d log lines during the "
                "flood, %d once summarised"
                % (N, elapsed, checked, throttled, flood_lines, len(lines)))
+        srv.stop()
+
+
+    # ---------------------------------------------------------- big messages
+
+    @async_test(timeout=120)
+    async def test_big_unauthenticated_messages_cost_nothing(self):
+        """40 unauthenticated connections, each from its own address, send
+        15 MiB messages for 3 s, a new connection for each: half as one
+        frame announcing 15 MiB,
+        half as 32 KiB fragments; half of them a JSON array of zeros (the
+        costliest thing to parse). The server closes each with 1009 once
+        64 KiB have come, so its memory grows by less than 50 MB, and an
+        authenticated client's requests keep a p99 under 50 ms."""
+        N, ROUNDS, SECONDS, SIZE, CHUNK = 40, 2, 3.0, 15 * MiB, 64 * 1024
+        # ASan keeps freed memory in a quarantine (256 MB by default), so
+        # every closed connection's buffers would stay in RSS; a small one
+        # lets RSS show what the server actually holds.
+        env = dict(os.environ)
+        env["ASAN_OPTIONS"] = (env.get("ASAN_OPTIONS", "detect_leaks=1") +
+                               ":quarantine_size_mb=16")
+        srv = Server(env=env)
+        self.servers.append(srv)
+        srv.start()
+        pid = srv.proc.pid
+        admin = await self.admin(srv)
+        self.assertOk(await admin.call("rrext_deploy_add",
+                                       pipeline=pipeline("lat")))
+        await self.assertAlive(admin)
+        rss0 = proc_status_kib(pid, "VmRSS")
+        zeros = b'{"type":"request","seq":1,"command":"rrext_deploy_list",' \
+                b'"arguments":{"a":[' + b"0," * (CHUNK // 2)
+        spaces = b" " * CHUNK
+        closes = []
+
+        async def one_message(i, rnd):
+            ws = RawWS(srv.port)
+            ws.reader, ws.writer = await asyncio.open_connection(
+                "127.0.0.1", srv.port, local_addr=("127.0.0.%d" % (10 + i), 0))
+            await ws.handshake()
+            # a small send buffer: the client learns of the close after a
+            # few hundred KiB instead of pushing megabytes into the kernel
+            ws.writer.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+            body = zeros if i % 2 else spaces
+            fragmented = (i + rnd) % 2 == 0
+            mask = b"\0\0\0\0"  # a zero mask: the payload goes as it is
+            closed = asyncio.ensure_future(ws.read_message(15))
+            sent = 0
+            try:
+                if not fragmented:
+                    ws.writer.write(b"\x81\xff" + SIZE.to_bytes(8, "big") + mask)
+                # stop writing once the server has closed: writing on
+                # would only load this process, not the server
+                while sent < SIZE and not closed.done():
+                    if fragmented:
+                        op = 0x01 if sent == 0 else 0x00
+                        piece = body[:32 * 1024]
+                        ws.writer.write(bytes([op, 0xfe]) +
+                                        len(piece).to_bytes(2, "big") + mask +
+                                        piece)
+                        sent += len(piece)
+                    else:
+                        ws.writer.write(body)
+                        sent += len(body)
+                    await ws.writer.drain()
+            except ConnectionError:
+                pass
+            try:
+                r = await closed
+            except (asyncio.IncompleteReadError, ConnectionError):
+                r = None  # reset before the Close frame could be read
+            closes.append((r, sent))
+            ws.drop()
+
+        async def sender(i):
+            rnd = 0
+            while rnd < ROUNDS or time.monotonic() - t0 < SECONDS:
+                await one_message(i, rnd)
+                rnd += 1
+
+        rss_max = [rss0]
+        stop = asyncio.Event()
+
+        async def sample_rss():
+            while not stop.is_set():
+                rss_max[0] = max(rss_max[0], proc_status_kib(pid, "VmRSS"))
+                await asyncio.sleep(0.02)
+
+        pinger = asyncio.ensure_future(
+            run_pinger(srv.port, srv.admin_key, SECONDS + 0.5))
+        sampler = asyncio.ensure_future(sample_rss())
+        t0 = time.monotonic()
+        await asyncio.gather(*(sender(i) for i in range(N)))
+        elapsed = time.monotonic() - t0
+        lat = await pinger
+        stop.set()
+        await sampler
+        hwm = proc_status_kib(pid, "VmHWM")
+        grow_mib = (max(hwm, rss_max[0]) - rss0) / 1024.0
+        p99 = percentile(lat, 0.99)
+        coded = [r for r, _ in closes if r is not None]
+        report("big unauthenticated messages: %d x 15 MiB in %.2f s, the "
+               "client wrote at most %.2f MiB before it saw the close (median "
+               "%.2f); server RSS %.1f MiB, +%.1f MiB at most (VmHWM %.1f "
+               "MiB); %d requests meanwhile, p50 %.2f p99 %.2f max %.2f ms"
+               % (len(closes), elapsed, max(s for _, s in closes) / MiB,
+                  percentile([s for _, s in closes], 0.5) / MiB, rss0 / 1024.0,
+                  grow_mib, hwm / 1024.0, len(lat), percentile(lat, 0.5), p99,
+                  max(lat)))
+        self.assertGreaterEqual(len(closes), N * ROUNDS)
+        self.assertGreater(len(coded), len(closes) // 2, closes[:5])
+        for r in coded:
+            self.assertEqual(r, ("close", 1009))
+        self.assertLess(grow_mib, 50.0)
+        self.assertGreater(len(lat), 20)
+        self.assertLess(p99, 50.0)
+        m = await metrics(srv)
+        self.assertEqual(m["rrdeploy_messages_too_large_total"], len(closes))
+        # none of them was ever handled
+        self.assertFalse([k for k in m if "rrext_deploy_list" in k], m)
+        await self.assertAlive(admin)
         srv.stop()
 
 
