@@ -114,6 +114,7 @@ static int parse_serve_args(int argc, char **argv, struct serve_args *a)
         {"shutdown-grace", required_argument, NULL, 'g'},
         {"tls-cert", required_argument, NULL, 'C'},
         {"tls-key", required_argument, NULL, 'K'},
+        {"max-unauth-per-address", required_argument, NULL, 'U'},
 #ifdef RRDEPLOY_TEST_HOOKS
         {"test-clock", optional_argument, NULL, 'T'},
 #endif
@@ -184,6 +185,12 @@ static int parse_serve_args(int argc, char **argv, struct serve_args *a)
                                         "a duration like 30s",
                                         &cfg->shutdown_grace_s))
                 return CLI_EXIT_FAILED;
+            break;
+        case 'U':
+            if (cli__parse_long_opt("--max-unauth-per-address", optarg, 0,
+                                    100000, "0-100000", &v))
+                return CLI_EXIT_FAILED;
+            cfg->dap.max_unauth_per_address = (int)v;
             break;
         case 'C': cfg->dap.tls_cert = optarg; break;
         case 'K': cfg->dap.tls_key = optarg; break;

@@ -28,6 +28,8 @@ struct dap_config {
     const char *ws_path;       /* "/task/service" */
     const char *dev_key;       /* ROCKETRIDE_APIKEY at start, or NULL */
     int auth_timeout_s;        /* close unauthenticated sockets after this */
+    int max_unauth_per_address; /* unauthenticated connections one client
+                                   address may hold (10); 0 = no cap */
     size_t max_message;        /* bytes of one WebSocket message */
     size_t max_message_unauth; /* ... before authentication (an auth is tiny) */
     size_t max_pipeline;       /* bytes of one pipeline */

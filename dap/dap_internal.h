@@ -270,6 +270,7 @@ size_t dap__cmd_slot(const struct dap_cmd *c); /* DAP_CMD_SLOTS - 1 for NULL */
 /* metrics.c: the Prometheus text exposition (format 0.0.4). */
 struct dap_gauges {
     uint64_t connections;       /* open WebSocket sessions */
+    uint64_t unauthenticated;   /* ... counted as not authenticated */
     uint64_t runs_in_progress;  /* queued or running in the runner */
     uint64_t deployments[3];    /* by enum store_state */
 };

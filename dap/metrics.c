@@ -43,6 +43,15 @@ void dap__metrics_render(struct buf *b, const struct dap_app *app,
 
     help(b, "rrdeploy_connections", "gauge", "Open WebSocket sessions.");
     buf_printf(b, "rrdeploy_connections %llu\n", (unsigned long long)g->connections);
+    help(b, "rrdeploy_connections_unauthenticated", "gauge",
+         "Open WebSocket sessions not authenticated.");
+    buf_printf(b, "rrdeploy_connections_unauthenticated %llu\n",
+               (unsigned long long)g->unauthenticated);
+    help(b, "rrdeploy_connections_refused_total", "counter",
+         "WebSocket sessions closed at once: their address already had the most "
+         "unauthenticated connections allowed.");
+    buf_printf(b, "rrdeploy_connections_refused_total %llu\n",
+               (unsigned long long)dap__guard_stats(app->guard)->refused);
     help(b, "rrdeploy_connections_total", "counter",
          "WebSocket sessions accepted since start.");
     buf_printf(b, "rrdeploy_connections_total %llu\n",

@@ -74,6 +74,10 @@ struct pss {
     bool in_pass;              /* its messages are being handled (process_ready) */
     struct frame *q_mark;      /* the queue's tail before this pass's replies */
     bool live;                 /* ESTABLISHED seen, not yet CLOSED */
+    struct dap_guard_conn unauth; /* counts it in the guard while it is not
+                                     authenticated */
+    bool refused;              /* over its address's cap: closing at once */
+    const char *close_text;    /* static: the reason sent with the Close frame */
 };
 
 struct dap_server {
@@ -198,10 +202,11 @@ static int write_some(struct pss *p)
              * reply it was sent. Closing from the wsi timer callback instead
              * sends a Close frame and waits for the client's, reading (and
              * ignoring) whatever arrives meanwhile. */
+            const char *why = p->close_text;
             lws_close_reason(p->wsi,
                              p->close_failed ? LWS_CLOSE_STATUS_UNEXPECTED_CONDITION
                                              : LWS_CLOSE_STATUS_POLICY_VIOLATION,
-                             NULL, 0);
+                             (unsigned char *)why, why ? strlen(why) : 0);
             lws_set_timer_usecs(p->wsi, 1);
             p->close_sent = true;
         }
@@ -265,6 +270,20 @@ static void auth_timer_update(struct pss *p)
                         p->srv->app.cfg->auth_timeout_s);
         p->auth_timer = true;
     }
+}
+
+/* Keep the guard's count of the address's unauthenticated connections
+ * right: a session counts while it is not authenticated (again after a
+ * deauth, even over the cap: it is open already). */
+static void unauth_count_update(struct pss *p)
+{
+    struct dap_guard *g = p->srv->app.guard;
+    bool unauth = !p->ss.authed && !p->refused;
+    if (unauth && !p->unauth.gen)
+        (void)dap__guard_conn_open(g, &p->ss.peer, true, time_now_mono_ms(),
+                                   &p->unauth);
+    else if (!unauth && p->unauth.gen)
+        dap__guard_conn_close(g, &p->unauth);
 }
 
 /* A whole message arrived: keep it for the end of this service pass. */
@@ -393,6 +412,7 @@ static void process_ready(struct dap_server *srv)
         p->ready_next = NULL;
         p->in_pass = false;
         auth_timer_update(p);
+        unauth_count_update(p);
         if (ok)
             send_now(p);
         else
@@ -461,8 +481,10 @@ static void health_body(struct dap_server *srv, struct buf *b, int *status)
 static void metrics_body(struct dap_server *srv, struct buf *b)
 {
     struct dap_gauges g = {0};
-    for (struct pss *p = srv->sessions; p; p = p->next)
+    for (struct pss *p = srv->sessions; p; p = p->next) {
         g.connections++;
+        g.unauthenticated += p->unauth.gen != 0;
+    }
     g.runs_in_progress = (uint64_t)srv->env->runs_in_progress(srv->env->ud);
     sched_count_states(srv->app.sched, g.deployments);
     dap__metrics_render(b, &srv->app, &g);
@@ -556,6 +578,22 @@ static bool rx_over_limit(struct pss *p, struct lws *wsi, size_t len)
     return true;
 }
 
+/* A new session counts against its address's unauthenticated connections;
+ * over the cap it is closed at once: 1008 with the reason in the Close
+ * frame (the upgrade has happened, so the client can read why). */
+static void admit(struct pss *p)
+{
+    struct dap_server *srv = p->srv;
+    if (dap__guard_conn_open(srv->app.guard, &p->ss.peer, false,
+                             time_now_mono_ms(), &p->unauth) == 0)
+        return;
+    p->refused = true;
+    p->ss.closing = true;
+    p->close_text = "too many unauthenticated connections from this address";
+    lws_callback_on_writable(p->wsi);
+    guard_tick(srv);
+}
+
 /* The address of the client on the other end of wsi. */
 static void peer_address(struct lws *wsi, struct dap_addr *out)
 {
@@ -599,6 +637,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
             srv->sessions->prev = p;
         srv->sessions = p;
         auth_timer_update(p);
+        admit(p);
         break;
 
     case LWS_CALLBACK_RECEIVE:
@@ -634,6 +673,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
         queue_free(p);
         buf_free(&p->rx);
         dap__session_clear(&p->ss);
+        dap__guard_conn_close(srv->app.guard, &p->unauth);
         p->live = false;
         p->wsi = NULL;
         break;
@@ -682,6 +722,7 @@ void dap_config_defaults(struct dap_config *cfg)
     cfg->port = DAP_DEFAULT_PORT;
     cfg->ws_path = DAP_DEFAULT_PATH;
     cfg->auth_timeout_s = 30;
+    cfg->max_unauth_per_address = 10;
     cfg->max_message = 16u * 1024 * 1024;
     cfg->max_message_unauth = 64u * 1024;
     cfg->max_pipeline = 1024u * 1024;
@@ -702,6 +743,7 @@ int dap_server_start(const struct dap_config *cfg, const struct dap_env *env,
     srv->app.started_at = time_now_real();
     struct dap_guard_config gc;
     dap__guard_config_defaults(&gc);
+    gc.max_unauth = cfg->max_unauth_per_address;
     srv->app.guard = dap__guard_new(&gc);
     if (!srv->app.guard) {
         log_error("cannot start libsodium");

@@ -138,7 +138,9 @@ class GuardTest(ServerTest):
         and the flooding address itself gets in with the right key once it
         waits as told."""
         N, WORKERS = 10000, 16
-        srv = self.new_server()
+        # 16 connections at once, and the server may count a closed one a
+        # moment longer than the client does: a cap well above that
+        srv = self.new_server(["--max-unauth-per-address", "64"])
         log_start = len(srv.stderr())
         flood = RawAuth(srv.port, WRONG_KEY)
         counts = {}
@@ -222,6 +224,68 @@ class GuardTest(ServerTest):
                % (N, elapsed, checked, throttled, flood_lines, len(lines)))
         srv.stop()
 
+
+    # ---------------------------------------------------------- connections
+
+    async def wait_metric(self, srv, name, want, timeout=10):
+        deadline = time.monotonic() + timeout
+        while True:
+            got = (await metrics(srv))[name]
+            if got == want:
+                return
+            self.assertLess(time.monotonic(), deadline,
+                            "%s is %s, not %s" % (name, got, want))
+            await asyncio.sleep(0.02)
+
+    @async_test()
+    async def test_unauthenticated_connections_per_address(self):
+        """Ten unauthenticated connections from one address are fine; the
+        eleventh is closed at once, 1008 with its reason. One more is
+        admitted as soon as one of the ten authenticates, or closes. Other
+        addresses are not affected; authenticated sessions do not count,
+        but one that deauthenticates counts again."""
+        srv = self.new_server()
+        reason = "too many unauthenticated connections from this address"
+        held = [await self.client(srv) for _ in range(10)]
+        for c in held:
+            self.assertOk(await c.call("rrext_public_probe"))
+        await self.wait_metric(srv, "rrdeploy_connections_unauthenticated", 10)
+
+        async def refused():
+            c = await self.client(srv)
+            self.assertEqual(await c.wait_closed(10), 1008)
+            self.assertEqual(c.ws.close_reason, reason)
+
+        async def admitted():
+            c = await self.client(srv)
+            self.assertOk(await c.call("rrext_public_probe"))
+            self.assertFalse(c.is_closed())
+            return c
+
+        await refused()
+        other = await self.client(srv, source="127.0.0.2")
+        self.assertOk(await other.call("rrext_public_probe"))
+        # one authenticates: its slot is free once its reply is out
+        await held[0].auth(srv.admin_key)
+        held.append(await admitted())
+        await refused()
+        # one closes: free once the server has seen it go
+        await held[1].close()
+        await self.wait_metric(srv, "rrdeploy_connections_unauthenticated",
+                               9 + 1)
+        held.append(await admitted())
+        await refused()
+        # a deauth makes a session count again, even over the cap
+        self.assertOk(await held[0].call("deauth"))
+        await self.wait_metric(srv, "rrdeploy_connections_unauthenticated",
+                               11 + 1)
+        self.assertOk(await held[0].call("rrext_public_probe"))
+        await refused()
+        m = await metrics(srv)
+        self.assertEqual(m["rrdeploy_connections_refused_total"], 4)
+        for c in held[2:]:
+            self.assertFalse(c.is_closed())
+        srv.stop()
 
     # ---------------------------------------------------------- big messages
 
