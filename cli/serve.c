@@ -238,6 +238,9 @@ int cli_run_serve(int argc, char **argv)
         a.cfg.dap.dev_key = dev;
         log_info("ROCKETRIDE_APIKEY is set: it authenticates as user 'local'");
     }
+    struct err e = {0};
+    if (dap_config_check(&a.cfg.dap, &e))
+        return cli__fail(CLI_EXIT_FAILED, "%s", e.msg);
 
     struct store *st;
     if (cli__open_store(a.db, &st))

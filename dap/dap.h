@@ -42,6 +42,12 @@ struct dap_config {
 /* Fill cfg with the product defaults. */
 void dap_config_defaults(struct dap_config *cfg);
 
+/* Check cfg before starting. A guessable development key (the SDKs' default
+ * MYAPIKEY, or shorter than 16 characters) is refused when listening on an
+ * address other than loopback (RR_E_INVAL, why and what to do in e), and
+ * warned about otherwise. */
+int dap_config_check(const struct dap_config *cfg, struct err *e) MUST_CHECK;
+
 /* What the server borrows from the daemon that runs it, for its whole life. */
 struct uv_loop_s; /* libuv's uv_loop_t */
 struct dap_env {

@@ -139,6 +139,57 @@ void dap__addr_format(const struct dap_addr *a, char out[DAP_ADDR_TEXT_MAX])
     }
 }
 
+/* ---------------------------------------------------------------- start-up */
+
+#define DEV_KEY_MIN 16
+#define SDK_DEFAULT_KEY "MYAPIKEY" /* what the SDKs send when given no key */
+
+/* Only this machine can connect to host: 127.0.0.0/8, ::1, localhost. A
+ * host name other than localhost counts as reachable from outside. */
+static bool is_loopback(const char *host)
+{
+    unsigned char b[16];
+    if (strcmp(host, "localhost") == 0)
+        return true;
+    if (inet_pton(AF_INET, host, b) == 1)
+        return b[0] == 127;
+    if (inet_pton(AF_INET6, host, b) != 1)
+        return false;
+    static const unsigned char one[16] = {[15] = 1};
+    return memcmp(b, one, 16) == 0 ||
+           (memcmp(b, v4_prefix, sizeof v4_prefix) == 0 && b[12] == 127);
+}
+
+int dap_config_check(const struct dap_config *cfg, struct err *e)
+{
+    const char *key = cfg->dev_key;
+    char why[128];
+    if (!key)
+        return 0;
+    if (strcmp(key, SDK_DEFAULT_KEY) == 0)
+        snprintf(why, sizeof why, "ROCKETRIDE_APIKEY is %s, the SDKs' "
+                 "well-known default key", SDK_DEFAULT_KEY);
+    else if (strlen(key) < DEV_KEY_MIN)
+        snprintf(why, sizeof why, "ROCKETRIDE_APIKEY is only %zu characters "
+                 "long", strlen(key));
+    else
+        return 0;
+    const char *fix = "set ROCKETRIDE_APIKEY to a random string of at least 16 "
+                      "characters (openssl rand -hex 32), or unset it and use "
+                      "keys from `rrdeploy keys create`";
+    if (!is_loopback(cfg->listen_host))
+        return err_set(e, RR_E_INVAL,
+                       "refusing to start: %s, and --listen %s is not a loopback "
+                       "address: anyone who can reach the port could guess it "
+                       "and act as user 'local'. To fix it, %s, or listen on "
+                       "127.0.0.1 only", why, cfg->listen_host, fix);
+    log_warn("WARNING: %s: anything that can connect to %s can guess it and act "
+             "as user 'local'", why, cfg->listen_host);
+    log_warn("WARNING: fine for development on this machine only; otherwise %s",
+             fix);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- table */
 
 void dap__guard_config_defaults(struct dap_guard_config *gc)

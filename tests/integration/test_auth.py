@@ -4,10 +4,15 @@ deauth, revocation and expiry of live sessions, the attempt cap, the
 unauthenticated timeout, ROCKETRIDE_APIKEY, ConnectResult shape."""
 
 import asyncio
+import os
+import shutil
+import subprocess
+import tempfile
 import time
 import unittest
 
-from harness import ServerTest, async_test, pipeline
+from harness import (ServerTest, async_test, binary_path, pipeline,
+                     sanitizer_env)
 
 PERMS_BOTH = ["task.control", "task.monitor"]
 
@@ -438,6 +443,50 @@ class DevKeyTest(ServerTest):
         r = await c.auth("MYAPIKEY2", check=False)
         self.assertErr(r, "unauthorized", "Invalid API key")
         await c.wait_closed(10)
+
+    def test_weak_dev_key_warned_about_on_loopback(self):
+        err = self.server.stderr()
+        self.assertIn("warn  WARNING: ROCKETRIDE_APIKEY is MYAPIKEY, the SDKs' "
+                      "well-known default key: anything that can connect to "
+                      "127.0.0.1 can guess it", err)
+        self.assertIn("openssl rand -hex 32", err)
+
+    def test_weak_dev_key_refused_beyond_loopback(self):
+        """A guessable ROCKETRIDE_APIKEY stops the server before it opens its
+        database when it would listen beyond loopback; the message says why
+        and what to do, and never shows a key of one's own."""
+        tmp = tempfile.mkdtemp(prefix="rrdeploy-it-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        db = os.path.join(tmp, "weak.db")
+        for key, why in (("MYAPIKEY", "MYAPIKEY, the SDKs' well-known default "
+                                      "key, and --listen 0.0.0.0 is not a "
+                                      "loopback address"),
+                         ("hunter2", "only 7 characters long, and --listen "
+                                     ":: is not")):
+            env = sanitizer_env()
+            env["ROCKETRIDE_APIKEY"] = key
+            listen = "0.0.0.0:0" if key == "MYAPIKEY" else "[::]:0"
+            r = subprocess.run([binary_path(), "serve", "--listen", listen,
+                                "--db", db], env=env, capture_output=True,
+                               timeout=30, stdin=subprocess.DEVNULL)
+            err = r.stderr.decode()
+            self.assertEqual(r.returncode, 1, err)
+            self.assertIn("rrdeploy: refusing to start: ROCKETRIDE_APIKEY is "
+                          + why, err)
+            self.assertIn("openssl rand -hex 32", err)
+            self.assertIn("rrdeploy keys create", err)
+            if key != "MYAPIKEY":
+                self.assertNotIn(key, err)
+            self.assertFalse(os.path.exists(db), "the database was created")
+
+    @async_test()
+    async def test_strong_dev_key_beyond_loopback(self):
+        key = "x7Rq2-" + "k" * 26
+        s = self.new_server(["--listen", "0.0.0.0:0"], dev_key=key)
+        self.assertNotIn("WARNING", s.stderr())
+        c = await self.client(s)
+        r = await c.auth(key)
+        self.assertEqual(r["body"]["userId"], "local")
 
     @async_test()
     async def test_without_env_the_dev_key_is_invalid(self):

@@ -91,6 +91,47 @@ static void test_addresses(void **state)
     assert_string_equal(out, "an unknown address");
 }
 
+/* ---------------------------------------------------------------- start-up */
+
+/* A guessable ROCKETRIDE_APIKEY is refused beyond loopback (and only
+ * warned about on it); a strong one, or none, is fine anywhere. */
+static void test_dev_key_check(void **state)
+{
+    (void)state;
+    struct dap_config cfg;
+    dap_config_defaults(&cfg);
+    struct err e = {0};
+    static const char *const loopback[] = {"127.0.0.1", "127.1.2.3", "::1",
+                                           "localhost", "::ffff:127.0.0.1"};
+    static const char *const outside[] = {"0.0.0.0", "::", "192.168.1.10",
+                                          "2001:db8::1", "example.com",
+                                          "::ffff:10.0.0.1"};
+    static const char *const weak[] = {"MYAPIKEY", "short", "fifteen-chars15"};
+    for (size_t k = 0; k < sizeof weak / sizeof weak[0]; k++) {
+        cfg.dev_key = weak[k];
+        for (size_t i = 0; i < sizeof loopback / sizeof loopback[0]; i++) {
+            cfg.listen_host = loopback[i];
+            assert_int_equal(dap_config_check(&cfg, &e), 0);
+        }
+        for (size_t i = 0; i < sizeof outside / sizeof outside[0]; i++) {
+            cfg.listen_host = outside[i];
+            assert_int_equal(dap_config_check(&cfg, &e), RR_E_INVAL);
+            assert_non_null(strstr(e.msg, "refusing to start: ROCKETRIDE_APIKEY is "));
+            assert_non_null(strstr(e.msg, "openssl rand -hex 32"));
+            if (k > 0) /* a key of one's own is a secret, weak or not */
+                assert_null(strstr(e.msg, weak[k]));
+        }
+    }
+    cfg.dev_key = "MYAPIKEY";
+    cfg.listen_host = "0.0.0.0";
+    assert_int_equal(dap_config_check(&cfg, &e), RR_E_INVAL);
+    assert_non_null(strstr(e.msg, "MYAPIKEY, the SDKs' well-known default key"));
+    cfg.dev_key = "sixteen-chars-16";
+    assert_int_equal(dap_config_check(&cfg, &e), 0);
+    cfg.dev_key = NULL;
+    assert_int_equal(dap_config_check(&cfg, &e), 0);
+}
+
 /* ---------------------------------------------------------------- buckets */
 
 /* 30 failures at once, then one per 2 s; a throttled attempt costs nothing
@@ -378,6 +419,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_addresses),
+        cmocka_unit_test(test_dev_key_check),
         cmocka_unit_test(test_address_bucket),
         cmocka_unit_test(test_global_bucket),
         cmocka_unit_test(test_connection_cap),
