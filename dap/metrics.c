@@ -30,17 +30,11 @@ static void histogram(struct buf *b, const char *name, const double *bounds,
                (unsigned long long)cum);
 }
 
-void dap__metrics_render(struct buf *b, const struct dap_app *app,
-                         const struct dap_gauges *g)
+/* Sessions, and what was refused before authentication. */
+static void render_connections(struct buf *b, const struct dap_app *app,
+                               const struct dap_gauges *g)
 {
     const struct dap_metrics *m = &app->metrics;
-
-    help(b, "rrdeploy_build_info", "gauge", "Version of the running server.");
-    buf_printf(b, "rrdeploy_build_info{version=\"%s\"} 1\n", RRDEPLOY_VERSION);
-    help(b, "rrdeploy_uptime_seconds", "gauge", "Seconds since the server started.");
-    buf_printf(b, "rrdeploy_uptime_seconds %.3f\n",
-               time_now_real() - app->started_at);
-
     help(b, "rrdeploy_connections", "gauge", "Open WebSocket sessions.");
     buf_printf(b, "rrdeploy_connections %llu\n", (unsigned long long)g->connections);
     help(b, "rrdeploy_connections_unauthenticated", "gauge",
@@ -73,6 +67,20 @@ void dap__metrics_render(struct buf *b, const struct dap_app *app,
                (unsigned long long)gs->throttled_address);
     buf_printf(b, "rrdeploy_auth_throttled_total{limit=\"global\"} %llu\n",
                (unsigned long long)gs->throttled_global);
+}
+
+void dap__metrics_render(struct buf *b, const struct dap_app *app,
+                         const struct dap_gauges *g)
+{
+    const struct dap_metrics *m = &app->metrics;
+
+    help(b, "rrdeploy_build_info", "gauge", "Version of the running server.");
+    buf_printf(b, "rrdeploy_build_info{version=\"%s\"} 1\n", RRDEPLOY_VERSION);
+    help(b, "rrdeploy_uptime_seconds", "gauge", "Seconds since the server started.");
+    buf_printf(b, "rrdeploy_uptime_seconds %.3f\n",
+               time_now_real() - app->started_at);
+
+    render_connections(b, app, g);
 
     help(b, "rrdeploy_requests_total", "counter",
          "DAP requests answered, by command and outcome (ok or the error code).");

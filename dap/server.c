@@ -606,6 +606,43 @@ static void peer_address(struct lws *wsi, struct dap_addr *out)
         dap__addr_from_sockaddr(out, (struct sockaddr *)&sa);
 }
 
+/* A WebSocket session begins: its state, its place in the list, the auth
+ * timer and the guard's say. */
+static void session_open(struct dap_server *srv, struct lws *wsi, struct pss *p)
+{
+    memset(p, 0, sizeof *p);
+    p->srv = srv;
+    p->wsi = wsi;
+    p->live = true;
+    peer_address(wsi, &p->ss.peer);
+    buf_init(&p->rx, 0);
+    srv->app.metrics.connections_total++;
+    p->next = srv->sessions;
+    if (srv->sessions)
+        srv->sessions->prev = p;
+    srv->sessions = p;
+    auth_timer_update(p);
+    admit(p);
+}
+
+/* The session is over: free what it owns; p->wsi is gone after this. */
+static void session_close(struct dap_server *srv, struct pss *p)
+{
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        srv->sessions = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    inbox_free(p);
+    queue_free(p);
+    buf_free(&p->rx);
+    dap__session_clear(&p->ss);
+    dap__guard_conn_close(srv->app.guard, &p->unauth);
+    p->live = false;
+    p->wsi = NULL;
+}
+
 static int callback(struct lws *wsi, enum lws_callback_reasons reason,
                     void *user, void *in, size_t len)
 {
@@ -625,19 +662,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
         return 0;
     }
     case LWS_CALLBACK_ESTABLISHED:
-        memset(p, 0, sizeof *p);
-        p->srv = srv;
-        p->wsi = wsi;
-        p->live = true;
-        peer_address(wsi, &p->ss.peer);
-        buf_init(&p->rx, 0);
-        srv->app.metrics.connections_total++;
-        p->next = srv->sessions;
-        if (srv->sessions)
-            srv->sessions->prev = p;
-        srv->sessions = p;
-        auth_timer_update(p);
-        admit(p);
+        session_open(srv, wsi, p);
         break;
 
     case LWS_CALLBACK_RECEIVE:
@@ -661,21 +686,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
         return p->close_sent ? -1 : 0; /* the polite close, see write_some() */
 
     case LWS_CALLBACK_CLOSED:
-        if (!p->live)
-            break;
-        if (p->prev)
-            p->prev->next = p->next;
-        else
-            srv->sessions = p->next;
-        if (p->next)
-            p->next->prev = p->prev;
-        inbox_free(p);
-        queue_free(p);
-        buf_free(&p->rx);
-        dap__session_clear(&p->ss);
-        dap__guard_conn_close(srv->app.guard, &p->unauth);
-        p->live = false;
-        p->wsi = NULL;
+        if (p->live)
+            session_close(srv, p);
         break;
 
     case LWS_CALLBACK_HTTP:
