@@ -225,6 +225,53 @@ class GuardTest(ServerTest):
         srv.stop()
 
 
+    @async_test(timeout=90)
+    async def test_flood_from_many_addresses_spares_good_standing(self):
+        """150 addresses each try a wrong key twice. Every first try is
+        checked (an address that never failed is in good standing); the
+        global limit (100, then 10 a second) then refuses most second tries
+        unchecked, "on this server". Meanwhile a newcomer address and an
+        address that authenticated before (even after a typo of its own)
+        are still checked, and the refused ones may try again after the
+        wait they are told."""
+        N = 150
+        srv = self.new_server()
+        trusted = RawAuth(srv.port, srv.admin_key, source="127.0.2.1")
+        self.assertIsNone(await trusted.attempt())
+        self.assertEqual(await RawAuth(srv.port, WRONG_KEY, "127.0.2.1")
+                         .attempt(), "Invalid API key")
+        floods = [RawAuth(srv.port, WRONG_KEY, "127.0.1.%d" % (i + 1))
+                  for i in range(N)]
+        gate = asyncio.Semaphore(8)
+
+        async def attempt(r):
+            async with gate:
+                return await r.attempt()
+        first = await asyncio.gather(*(attempt(r) for r in floods))
+        self.assertEqual(first, ["Invalid API key"] * N)
+        second = await asyncio.gather(*(attempt(r) for r in floods))
+        refused = [m for m in second if m.startswith(
+            "Too many failed authentication attempts on this server: retry in ")]
+        self.assertEqual(len(refused) + second.count("Invalid API key"), N)
+        self.assertGreater(len(refused), N // 2, second)
+        # still checked while the limit holds
+        newcomer = RawAuth(srv.port, srv.admin_key, source="127.0.3.1")
+        self.assertIsNone(await newcomer.attempt())
+        self.assertIsNone(await trusted.attempt())
+        flooder = floods[0]
+        msg = await flooder.attempt()
+        if msg != "Invalid API key":
+            wait = int(re.search(r"retry in (\d+) s$", msg).group(1))
+            await asyncio.sleep(wait)  # as the message says
+            self.assertEqual(await flooder.attempt(), "Invalid API key")
+        m = await metrics(srv)
+        self.assertGreaterEqual(m['rrdeploy_auth_throttled_total{limit="global"}'],
+                                len(refused))
+        report("flood from %d addresses: every first try checked, %d of %d "
+               "second tries refused by the global limit; a newcomer and a "
+               "returning address checked meanwhile" % (N, len(refused), N))
+        srv.stop()
+
     # ---------------------------------------------------------- connections
 
     async def wait_metric(self, srv, name, want, timeout=10):
