@@ -211,19 +211,21 @@ static int cmd_auth(struct dap_app *app, struct dap_session *ss,
                     struct dap_req *req, struct dap_res *res)
 {
     if (++ss->auth_attempts > 5)
-        return auth_fail(app, ss, res, "Too many authentication attempts", true);
+        return auth_fail(app, ss, res, "Too many authentication attempts",
+                         true);
     int retry = 0;
-    enum dap_guard_verdict verdict =
-        dap__guard_auth_check(app->guard, &ss->peer, time_now_mono_ms(), &retry);
+    enum dap_guard_verdict verdict = dap__guard_auth_check(
+        app->guard, &ss->peer, time_now_mono_ms(), &retry);
     if (verdict != DAP_GUARD_OK) {
         ss->authed = false;
         dap__session_clear(ss);
         res->close = true;
-        return dap__fail(res, DAP_UNAUTHORIZED,
-                         "Too many failed authentication attempts %s: retry in %d s",
-                         verdict == DAP_GUARD_BY_ADDRESS ? "from this address"
-                                                         : "on this server",
-                         retry);
+        return dap__fail(
+            res, DAP_UNAUTHORIZED,
+            "Too many failed authentication attempts %s: retry in %d s",
+            verdict == DAP_GUARD_BY_ADDRESS ? "from this address"
+                                            : "on this server",
+            retry);
     }
     struct store_key k;
     bool dev = false;

@@ -66,9 +66,11 @@ struct dap_addr {
     unsigned char b[16];
 };
 #define DAP_ADDR_TEXT_MAX 64
+/* sa is borrowed for the call, and may be NULL (unknown). */
 void dap__addr_from_sockaddr(struct dap_addr *out /* OUT */,
-                             const struct sockaddr *sa /* borrowed, may be NULL */);
-int dap__addr_parse(const char *text, struct dap_addr *out /* OUT */); /* RR_E_INVAL */
+                             const struct sockaddr *sa);
+/* "192.0.2.1", "2001:db8::1": 0, or RR_E_INVAL. */
+int dap__addr_parse(const char *text, struct dap_addr *out /* OUT */);
 /* "192.0.2.1", "2001:db8:1:2::/64" or "an unknown address". */
 void dap__addr_format(const struct dap_addr *a, char out[DAP_ADDR_TEXT_MAX]);
 
@@ -85,7 +87,8 @@ enum dap_guard_event {
 struct dap_guard_config {
     size_t slots;            /* addresses remembered, a multiple of 8; the
                                 table's memory is fixed by it */
-    int max_unauth;          /* unauthenticated connections per address; 0 = no cap */
+    int max_unauth;          /* unauthenticated connections per address;
+                                0 = no cap */
     double fail_burst;       /* failed auths an address may make at once ... */
     double fail_rate;        /* ... then per second */
     double global_burst;     /* failed auths of all addresses not in good */
@@ -93,8 +96,9 @@ struct dap_guard_config {
     int64_t trust_ms;        /* a successful auth puts its address in good
                                 standing for this long */
     int64_t log_interval_ms; /* a summary at most this often */
-    int log_firsts;          /* lines for an address's first event, per interval */
-    int log_top;             /* per-address summary lines, per interval (<= 16) */
+    int log_firsts;          /* lines for an address's first event, per
+                                interval */
+    int log_top;             /* per-address summary lines per interval, <= 16 */
     /* Where lines go; NULL: log_msg. line is borrowed for the call. */
     void (*log)(void *ud, enum log_level lvl, const char *line);
     void *log_ud;
@@ -115,8 +119,9 @@ struct dap_guard_conn {
 /* Count a new unauthenticated connection from a into *out, or refuse it
  * (RR_E_LIMIT, *out untouched) when a already has max_unauth open; force
  * counts it regardless (a session that became unauthenticated again). */
-int dap__guard_conn_open(struct dap_guard *g, const struct dap_addr *a, bool force,
-                         int64_t now_ms, struct dap_guard_conn *out /* OUT */);
+int dap__guard_conn_open(struct dap_guard *g, const struct dap_addr *a,
+                         bool force, int64_t now_ms,
+                         struct dap_guard_conn *out /* OUT */);
 /* The connection authenticated or closed. Idempotent. */
 void dap__guard_conn_close(struct dap_guard *g, struct dap_guard_conn *c);
 
@@ -129,23 +134,26 @@ enum dap_guard_verdict {
  * seconds (at least 1) one may. */
 enum dap_guard_verdict dap__guard_auth_check(struct dap_guard *g,
                                              const struct dap_addr *a,
-                                             int64_t now_ms, int *retry_s /* OUT */);
+                                             int64_t now_ms,
+                                             int *retry_s /* OUT */);
 /* An auth from a failed; reason (borrowed, never the credential) goes to the
  * log. A success puts a in good standing. */
 void dap__guard_auth_failed(struct dap_guard *g, const struct dap_addr *a,
                             int64_t now_ms, const char *reason);
-void dap__guard_auth_ok(struct dap_guard *g, const struct dap_addr *a, int64_t now_ms);
+void dap__guard_auth_ok(struct dap_guard *g, const struct dap_addr *a,
+                        int64_t now_ms);
 /* Count another event (DAP_GUARD_TOO_LARGE, DAP_GUARD_RATE) of a into the
  * log summaries; detail is its line if it opens a burst. */
 void dap__guard_note(struct dap_guard *g, const struct dap_addr *a,
-                     enum dap_guard_event ev, int64_t now_ms, const char *detail);
+                     enum dap_guard_event ev, int64_t now_ms,
+                     const char *detail);
 /* Write the summary when the log interval has passed (or force). Returns the
  * ms until the next one is due, or -1 when nothing is pending. */
 int64_t dap__guard_flush(struct dap_guard *g, int64_t now_ms, bool force);
 
 struct dap_guard_stats {
-    uint64_t auth_failed;        /* failed auths (credential checked or missing) */
-    uint64_t throttled_address;  /* auths refused unchecked, per-address limit */
+    uint64_t auth_failed;        /* failed auths (checked, or no credential) */
+    uint64_t throttled_address;  /* auths refused unchecked: address limit */
     uint64_t throttled_global;   /* ... global limit */
     uint64_t refused;            /* connections over the per-address cap */
     uint64_t evicted;            /* entries dropped to make room */

@@ -76,7 +76,8 @@ struct dap_guard {
 
 /* ---------------------------------------------------------------- addresses */
 
-static const unsigned char v4_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+static const unsigned char v4_prefix[12] = {0, 0, 0, 0, 0,    0,
+                                            0, 0, 0, 0, 0xff, 0xff};
 
 static void addr_v4(struct dap_addr *out, const void *four)
 {
@@ -179,12 +180,13 @@ int dap_config_check(const struct dap_config *cfg, struct err *e)
                       "keys from `rrdeploy keys create`";
     if (!is_loopback(cfg->listen_host))
         return err_set(e, RR_E_INVAL,
-                       "refusing to start: %s, and --listen %s is not a loopback "
-                       "address: anyone who can reach the port could guess it "
-                       "and act as user 'local'. To fix it, %s, or listen on "
-                       "127.0.0.1 only", why, cfg->listen_host, fix);
-    log_warn("WARNING: %s: anything that can connect to %s can guess it and act "
-             "as user 'local'", why, cfg->listen_host);
+                       "refusing to start: %s, and --listen %s is not a "
+                       "loopback address: anyone who can reach the port could "
+                       "guess it and act as user 'local'. To fix it, %s, or "
+                       "listen on 127.0.0.1 only",
+                       why, cfg->listen_host, fix);
+    log_warn("WARNING: %s: anything that can connect to %s can guess it and "
+             "act as user 'local'", why, cfg->listen_host);
     log_warn("WARNING: fine for development on this machine only; otherwise %s",
              fix);
     return 0;

@@ -57,7 +57,8 @@ static void render_connections(struct buf *b, const struct dap_app *app,
 
     const struct dap_guard_stats *gs = dap__guard_stats(app->guard);
     help(b, "rrdeploy_auth_failures_total", "counter",
-         "Failed authentications (a credential checked and refused, or none given).");
+         "Failed authentications (a credential checked and refused, or none "
+         "given).");
     buf_printf(b, "rrdeploy_auth_failures_total %llu\n",
                (unsigned long long)gs->auth_failed);
     help(b, "rrdeploy_auth_throttled_total", "counter",

@@ -5,8 +5,9 @@
  * bounds nesting and validates UTF-8. The envelope (type, seq, command) is
  * read from the text itself; only the arguments object is parsed with
  * jansson, for typed access, and only once the authentication gate has let
- * the command through (a refused command's arguments are never parsed). Values that must survive byte for byte (the
- * pipeline) are taken from the raw text, never from the tree. Every request
+ * the command through (a refused command's arguments are never parsed).
+ * Values that must survive byte for byte (the pipeline) are taken from the
+ * raw text, never from the tree. Every request
  * gets exactly one response frame (written by wire.c); malformed input gets
  * success:false with request_seq 0 when the seq is unknown.
  * Thread: service thread only. */
@@ -71,7 +72,8 @@ bool dap__session_wants(const struct dap_session *ss, const char *user,
 {
     /* Permission and expiry are checked at every delivery, not only when
      * the watch began: the session's key may have changed since. */
-    bool expired = !ss->dev && ss->key.expires_at != 0 && now >= ss->key.expires_at;
+    bool expired = !ss->dev && ss->key.expires_at != 0 &&
+                   now >= ss->key.expires_at;
     return ss->watching && ss->authed && !ss->revoked && !ss->closing &&
            !expired && (ss->key.perms & STORE_PERM_MONITOR) &&
            strcmp(ss->key.user, user) == 0 &&
@@ -256,13 +258,15 @@ static enum step decode_envelope(struct dap_app *app, const char *text,
     }
     struct jraw_span f[ENV_FIELDS];
     if (!jraw_members(text, len, envelope_keys, ENV_FIELDS, f)) {
-        dap__fail(res, DAP_BAD_REQUEST, "Malformed request: expected a JSON object");
+        dap__fail(res, DAP_BAD_REQUEST,
+                  "Malformed request: expected a JSON object");
         return STEP_ANSWER;
     }
     if (f[ENV_TYPE].p && !jraw_str_eq(f[ENV_TYPE], "request"))
         return STEP_SILENT; /* events and responses from a client */
     if (!raw_int(f[ENV_SEQ], &env->seq)) {
-        dap__fail(res, DAP_BAD_REQUEST, "Malformed request: seq must be an integer");
+        dap__fail(res, DAP_BAD_REQUEST,
+                  "Malformed request: seq must be an integer");
         return STEP_ANSWER;
     }
     if (f[ENV_COMMAND].p) {
@@ -344,7 +348,8 @@ static void dispatch(struct dap_app *app, struct dap_session *ss,
         return;
     }
     if (dc->writes && store_batch_write(app->store) != 0) {
-        dap__fail(res, DAP_INTERNAL, "Internal error: the store is not writable");
+        dap__fail(res, DAP_INTERNAL,
+                  "Internal error: the store is not writable");
         return;
     }
     dc->fn(app, ss, req, res);

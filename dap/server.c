@@ -3,8 +3,10 @@
  * Design: one lws context with one protocol that takes both the WebSocket
  * upgrade at cfg->ws_path (no subprotocol, no extensions) and plain HTTP
  * (/healthz, /metrics). lws joins the daemon's libuv loop (epoll: a turn
- * costs what is ready, not a poll() over every connection). Incoming
- * fragments are assembled into one message (bounded by cfg->max_message; past
+ * costs what is ready, not a poll() over every connection). A new session
+ * passes the guard (guard.c: unauthenticated connections per address).
+ * Incoming fragments are assembled into one message (bounded by
+ * cfg->max_message, or cfg->max_message_unauth before authentication; past
  * it the socket is closed with 1009) and kept until the end of the loop turn
  * (the service pass), when a uv_check handle handles every message of the
  * pass in one store transaction (process_ready); the message layer (msg.c)
@@ -362,7 +364,8 @@ static void on_guard_timer(uv_timer_t *t);
 static void guard_tick(struct dap_server *srv)
 {
     int64_t wait = dap__guard_flush(srv->app.guard, time_now_mono_ms(), false);
-    if (wait >= 0 && srv->guard_timer_open && !uv_is_active((uv_handle_t *)&srv->guard_timer))
+    if (wait >= 0 && srv->guard_timer_open &&
+        !uv_is_active((uv_handle_t *)&srv->guard_timer))
         uv_timer_start(&srv->guard_timer, on_guard_timer, (uint64_t)wait, 0);
 }
 
@@ -827,7 +830,8 @@ void dap_server_close(struct dap_server *srv)
         uv_close((uv_handle_t *)&srv->guard_timer, NULL);
         srv->guard_timer_open = false;
     }
-    dap__guard_flush(srv->app.guard, time_now_mono_ms(), true); /* the last summary */
+    /* what the guard has not summarised yet */
+    dap__guard_flush(srv->app.guard, time_now_mono_ms(), true);
     /* With a loop lws does not own, destruction finishes in the close
      * callbacks of its handles (run by the loop); dap_server_free's call
      * frees what is left. info.pcontext clears srv->ctx once it is gone. */
