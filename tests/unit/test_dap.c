@@ -380,6 +380,45 @@ static void test_auth_failures(void **state)
                  "unauthorized", "Too many authentication attempts");
 }
 
+/* After 30 failed auths from one address the next auth is refused without
+ * its credential being looked at, even a valid one, with when to retry;
+ * another address is not affected. */
+static void test_auth_throttled(void **state)
+{
+    struct fx *fx = *state;
+    const char *wrong = "{\"type\":\"request\",\"seq\":1,\"command\":\"auth\","
+                        "\"arguments\":{\"auth\":\"rrk_nope\"}}";
+    for (int i = 0; i < 30; i++) {
+        session_reset(fx);
+        expect_error(fx, wrong, "unauthorized", "Invalid API key");
+    }
+    char req[256];
+    snprintf(req, sizeof req,
+             "{\"type\":\"request\",\"seq\":2,\"command\":\"auth\","
+             "\"arguments\":{\"auth\":\"%s\"}}",
+             fx->key);
+    session_reset(fx);
+    json_t *r = ask(fx, req);
+    assert_string_equal(str(r, "code"), "unauthorized");
+    /* a token every 2 s: 2 s at most, 1 if the failures took over a second */
+    const char *m = str(r, "message");
+    const char *want = "Too many failed authentication attempts from this "
+                       "address: retry in ";
+    assert_int_equal(strncmp(m, want, strlen(want)), 0);
+    assert_true(strcmp(m + strlen(want), "2 s") == 0 ||
+                strcmp(m + strlen(want), "1 s") == 0);
+    assert_int_equal(json_integer_value(json_object_get(r, "request_seq")), 2);
+    json_decref(r);
+    assert_false(fx->ss.authed);
+    assert_true(fx->ss.closing);
+    const struct dap_guard_stats *st = dap__guard_stats(fx->app.guard);
+    assert_int_equal(st->auth_failed, 30);
+    assert_int_equal(st->throttled_address, 1);
+    session_reset(fx);
+    assert_int_equal(dap__addr_parse("192.0.2.77", &fx->ss.peer), 0);
+    auth(fx, fx->key);
+}
+
 static void test_revoked_session(void **state)
 {
     struct fx *fx = *state;
@@ -686,6 +725,7 @@ int main(void)
         T(test_gate_before_arguments),
         T(test_auth_and_connect_result),
         T(test_auth_failures),
+        T(test_auth_throttled),
         T(test_revoked_session),
         T(test_pipeline_verbatim),
         T(test_update_forces_project_id),
