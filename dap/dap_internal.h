@@ -101,7 +101,7 @@ struct dap_guard_config {
     int log_top;             /* per-address summary lines per interval, <= 16 */
     /* Where lines go; NULL: log_msg. line is borrowed for the call. */
     void (*log)(void *ud, enum log_level lvl, const char *line);
-    void *log_ud;
+    void *log_ud;            /* borrowed: passed to log as ud */
 };
 /* The server's settings: 4096 addresses (about 400 KB), 10 connections, 30
  * failures then one per 2 s per address, 100 then 10 per second together,

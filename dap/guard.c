@@ -28,8 +28,11 @@
  * one global line. At most log_firsts "first" lines per interval, so a flood
  * from any number of addresses logs a bounded number of lines.
  *
+ * Also here: dap_config_check, the start-up rule for a guessable
+ * ROCKETRIDE_APIKEY (refused beyond loopback).
+ *
  * Time: every call takes now_ms from a monotonic clock, so tests inject it.
- * Thread: service thread only. */
+ * Thread: service thread only (dap_config_check: any, before the server). */
 #include "dap/dap_internal.h"
 
 #include <arpa/inet.h>
