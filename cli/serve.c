@@ -292,6 +292,7 @@ static int parse_serve_args(int argc, char **argv, struct serve_args *a)
         {"pass-env", required_argument, NULL, OPT_PASS_ENV},
         {"output-max", required_argument, NULL, OPT_OUTPUT_MAX},
         {"admin-key-file", required_argument, NULL, OPT_ADMIN_KEY_FILE},
+        {"max-unauth-per-address", required_argument, NULL, 'U'},
 #ifdef RRDEPLOY_TEST_HOOKS
         {"test-clock", optional_argument, NULL, 'T'},
 #endif
@@ -369,6 +370,12 @@ static int parse_serve_args(int argc, char **argv, struct serve_args *a)
                                         &cfg->starting_deadline_s))
                 return CLI_EXIT_FAILED;
             break;
+        case 'U':
+            if (cli__parse_long_opt("--max-unauth-per-address", optarg, 0,
+                                    100000, "0-100000", &v))
+                return CLI_EXIT_FAILED;
+            cfg->dap.max_unauth_per_address = (int)v;
+            break;
         case 'C': cfg->dap.tls_cert = optarg; break;
         case 'K': cfg->dap.tls_key = optarg; break;
         case OPT_RUN_ENV:
@@ -417,6 +424,9 @@ static int serve(struct serve_args *a)
         a->cfg.dap.dev_key = dev;
         log_info("ROCKETRIDE_APIKEY is set: it authenticates as user 'local'");
     }
+    struct err e = {0};
+    if (dap_config_check(&a->cfg.dap, &e))
+        return cli__fail(CLI_EXIT_FAILED, "%s", e.msg);
 
     struct store *st;
     if (cli__open_store(a->db, &st))

@@ -43,7 +43,7 @@ static bool truthy(const json_t *v)
     return false;
 }
 
-/* The `projectId` argument: required, a string, a plausible id. */
+/* The `projectId` argument: required, a string without NUL. */
 static int arg_project_id(struct dap_req *req, struct dap_res *res,
                           const char **out)
 {
@@ -52,6 +52,10 @@ static int arg_project_id(struct dap_req *req, struct dap_res *res,
         return dap__fail(res, DAP_BAD_REQUEST, "projectId is required");
     if (!json_is_string(v))
         return dap__fail(res, DAP_BAD_REQUEST, "projectId must be a string");
+    /* A C string would stop at the NUL and name another deployment. */
+    if (strlen(json_string_value(v)) != json_string_length(v))
+        return dap__fail(res, DAP_BAD_REQUEST,
+                         "projectId must not contain a NUL character");
     *out = json_string_value(v);
     return 0;
 }
@@ -142,53 +146,100 @@ static int fail_sched(struct dap_res *res, int rc, const struct err *e)
 
 /* ---------------------------------------------------------------- session */
 
-static int auth_fail(struct dap_session *ss, struct dap_res *res, const char *msg)
+/* The session ends: a failed auth is answered, then the socket closes. A
+ * failure is counted against the client's address unless the server
+ * itself failed (counted false). */
+static int auth_fail(struct dap_app *app, struct dap_session *ss,
+                     struct dap_res *res, const char *msg, bool counted)
 {
     ss->authed = false;
+    dap__session_clear(ss); /* no more events, whatever follows */
     res->close = true;
-    log_info("auth failed: %s", msg);
+    if (counted)
+        dap__guard_auth_failed(app->guard, &ss->peer, time_now_mono_ms(), msg);
     return dap__fail(res, DAP_UNAUTHORIZED, "%s", msg);
 }
 
-static int cmd_auth(struct dap_app *app, struct dap_session *ss,
-                    struct dap_req *req, struct dap_res *res)
+#define AUTH_DB_FAILED "Authentication failed"
+
+/* The key a credential stands for in *k (*dev: the ROCKETRIDE_APIKEY key),
+ * or NULL; otherwise why it stands for none (AUTH_DB_FAILED: the server's
+ * fault, not the client's). The credential is never logged. */
+static const char *credential_key(struct dap_app *app, struct dap_req *req,
+                                  struct store_key *k, bool *dev)
 {
-    if (++ss->auth_attempts > 5)
-        return auth_fail(ss, res, "Too many authentication attempts");
     json_t *v = json_object_get(req->args, "auth");
     if (v && !json_is_string(v) && !json_is_null(v))
-        return auth_fail(ss, res, "auth must be a string");
+        return "auth must be a string";
     const char *cred = json_is_string(v) ? json_string_value(v) : "";
     size_t len = json_is_string(v) ? json_string_length(v) : 0;
     if (len >= 7 && strncmp(cred, "Bearer ", 7) == 0)
         cred += 7, len -= 7;
     if (len == 0)
-        return auth_fail(ss, res, "No authorization provided");
+        return "No authorization provided";
 
-    const char *dev = app->cfg->dev_key;
-    struct store_key k;
-    if (dev && strlen(dev) == len && sodium_memcmp(dev, cred, len) == 0) {
-        memset(&k, 0, sizeof k);
-        snprintf(k.id, sizeof k.id, "%s", SCHED_DEV_KEY_ID);
-        snprintf(k.user, sizeof k.user, "%s", DEV_USER);
-        snprintf(k.label, sizeof k.label, "ROCKETRIDE_APIKEY");
-        k.perms = STORE_PERM_ALL;
-        ss->dev = true;
-    } else {
-        if (strlen(cred) != len)
-            return auth_fail(ss, res, "Invalid API key");
-        int rc = store_key_auth(app->store, cred, dap__now(app), &k);
-        if (rc == RR_E_NOTFOUND)
-            return auth_fail(ss, res, "Invalid API key");
-        if (rc == RR_E_REVOKED)
-            return auth_fail(ss, res, "API key revoked");
-        if (rc == RR_E_EXPIRED)
-            return auth_fail(ss, res, "API key expired");
-        if (rc != 0)
-            return auth_fail(ss, res, "Authentication failed");
-        ss->dev = false;
+    const char *dk = app->cfg->dev_key;
+    *dev = dk && strlen(dk) == len && sodium_memcmp(dk, cred, len) == 0;
+    if (*dev) {
+        memset(k, 0, sizeof *k);
+        snprintf(k->id, sizeof k->id, "%s", SCHED_DEV_KEY_ID);
+        snprintf(k->user, sizeof k->user, "%s", DEV_USER);
+        snprintf(k->label, sizeof k->label, "ROCKETRIDE_APIKEY");
+        k->perms = STORE_PERM_ALL;
+        return NULL;
     }
+    if (strlen(cred) != len)
+        return "Invalid API key";
+    int rc = store_key_auth(app->store, cred, dap__now(app), k);
+    if (rc == RR_E_NOTFOUND)
+        return "Invalid API key";
+    if (rc == RR_E_REVOKED)
+        return "API key revoked";
+    if (rc == RR_E_EXPIRED)
+        return "API key expired";
+    if (rc != 0) {
+        log_error("auth: cannot read keys from the database: %s", err_str(rc));
+        return AUTH_DB_FAILED;
+    }
+    return NULL;
+}
+
+/* auth: the per-connection attempt cap, then the guard (an address, or all
+ * addresses together, with too many failures is refused before its
+ * credential is even looked at), then the credential. */
+static int cmd_auth(struct dap_app *app, struct dap_session *ss,
+                    struct dap_req *req, struct dap_res *res)
+{
+    if (++ss->auth_attempts > 5)
+        return auth_fail(app, ss, res, "Too many authentication attempts",
+                         true);
+    int retry = 0;
+    enum dap_guard_verdict verdict = dap__guard_auth_check(
+        app->guard, &ss->peer, time_now_mono_ms(), &retry);
+    if (verdict != DAP_GUARD_OK) {
+        ss->authed = false;
+        dap__session_clear(ss);
+        res->close = true;
+        return dap__fail(
+            res, DAP_UNAUTHORIZED,
+            "Too many failed authentication attempts %s: retry in %d s",
+            verdict == DAP_GUARD_BY_ADDRESS ? "from this address"
+                                            : "on this server",
+            retry);
+    }
+    struct store_key k;
+    bool dev = false;
+    const char *why = credential_key(app, req, &k, &dev);
+    if (why)
+        return auth_fail(app, ss, res, why, strcmp(why, AUTH_DB_FAILED) != 0);
+    dap__guard_auth_ok(app->guard, &ss->peer, time_now_mono_ms());
+    /* A re-auth keeps the connection's watch only for the same user with
+     * task.monitor: events are the user's, and watching needs the right. */
+    if (ss->watching && (strcmp(ss->key.user, k.user) != 0 ||
+                         !(k.perms & STORE_PERM_MONITOR)))
+        dap__session_clear(ss);
     ss->key = k;
+    ss->dev = dev;
     ss->authed = true;
     ss->revoked = false;
     log_info("auth ok: user=%s key=%s", k.user, k.id);

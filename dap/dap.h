@@ -28,7 +28,10 @@ struct dap_config {
     const char *ws_path;       /* "/task/service" */
     const char *dev_key;       /* ROCKETRIDE_APIKEY at start, or NULL */
     int auth_timeout_s;        /* close unauthenticated sockets after this */
+    int max_unauth_per_address; /* unauthenticated connections one client
+                                   address may hold (10); 0 = no cap */
     size_t max_message;        /* bytes of one WebSocket message */
+    size_t max_message_unauth; /* ... before authentication (an auth is tiny) */
     size_t max_pipeline;       /* bytes of one pipeline */
     int max_depth;             /* JSON nesting */
     int64_t max_deployments;   /* per user */
@@ -38,6 +41,12 @@ struct dap_config {
 
 /* Fill cfg with the product defaults. */
 void dap_config_defaults(struct dap_config *cfg);
+
+/* Check cfg before starting. A guessable development key (the SDKs' default
+ * MYAPIKEY, or shorter than 16 characters) is refused when listening on an
+ * address other than loopback (RR_E_INVAL, why and what to do in e), and
+ * warned about otherwise. */
+int dap_config_check(const struct dap_config *cfg, struct err *e) MUST_CHECK;
 
 /* What the server borrows from the daemon that runs it, for its whole life. */
 struct uv_loop_s; /* libuv's uv_loop_t */

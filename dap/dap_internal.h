@@ -44,6 +44,8 @@ struct dap_app {
     double started_at;
     bool stopping;                 /* shutdown began: no new runs */
     struct dap_metrics metrics;
+    struct dap_guard *guard;       /* owned by whoever made the app (the
+                                      server): admission control */
 };
 
 /* The wall clock, float Unix seconds. */
@@ -52,12 +54,120 @@ static inline double dap__now(const struct dap_app *app)
     return clock_now(app->clock);
 }
 
+/* guard.c: admission control before authentication (per-address and global
+ * limits, aggregated logs). */
+struct dap_guard;
+struct sockaddr;
+
+/* A client's address as the guard counts it: IPv4 as an IPv4-mapped IPv6
+ * address; IPv6 cut to its /64 (one host commonly holds a whole /64). All
+ * zero: unknown. */
+struct dap_addr {
+    unsigned char b[16];
+};
+#define DAP_ADDR_TEXT_MAX 64
+/* sa is borrowed for the call, and may be NULL (unknown). */
+void dap__addr_from_sockaddr(struct dap_addr *out /* OUT */,
+                             const struct sockaddr *sa);
+/* "192.0.2.1", "2001:db8::1": 0, or RR_E_INVAL. */
+int dap__addr_parse(const char *text, struct dap_addr *out /* OUT */);
+/* "192.0.2.1", "2001:db8:1:2::/64" or "an unknown address". */
+void dap__addr_format(const struct dap_addr *a, char out[DAP_ADDR_TEXT_MAX]);
+
+/* What the guard counts per address and logs in its summaries. */
+enum dap_guard_event {
+    DAP_GUARD_FAILED,     /* an auth failed */
+    DAP_GUARD_THROTTLED,  /* an auth refused without checking the key */
+    DAP_GUARD_REFUSED,    /* a connection over the per-address cap */
+    DAP_GUARD_TOO_LARGE,  /* a message over the limit before auth */
+    DAP_GUARD_RATE,       /* too many messages before auth */
+    DAP_GUARD_NEVENTS
+};
+
+struct dap_guard_config {
+    size_t slots;            /* addresses remembered, a multiple of 8; the
+                                table's memory is fixed by it */
+    int max_unauth;          /* unauthenticated connections per address;
+                                0 = no cap */
+    double fail_burst;       /* failed auths an address may make at once ... */
+    double fail_rate;        /* ... then per second */
+    double global_burst;     /* failed auths of all addresses not in good */
+    double global_rate;      /* standing together: at once, then per second */
+    int64_t trust_ms;        /* a successful auth puts its address in good
+                                standing for this long */
+    int64_t log_interval_ms; /* a summary at most this often */
+    int log_firsts;          /* lines for an address's first event, per
+                                interval */
+    int log_top;             /* per-address summary lines per interval, <= 16 */
+    /* Where lines go; NULL: log_msg. line is borrowed for the call. */
+    void (*log)(void *ud, enum log_level lvl, const char *line);
+    void *log_ud;            /* borrowed: passed to log as ud */
+};
+/* The server's settings: 4096 addresses (about 400 KB), 10 connections, 30
+ * failures then one per 2 s per address, 100 then 10 per second together,
+ * trust for 24 h, summaries every 10 s. */
+void dap__guard_config_defaults(struct dap_guard_config *gc);
+/* gc is copied. NULL if libsodium cannot start. Free with dap__guard_free. */
+struct dap_guard *dap__guard_new(const struct dap_guard_config *gc);
+void dap__guard_free(struct dap_guard *g);
+
+/* Which table entry counts an unauthenticated connection (gen 0: none). */
+struct dap_guard_conn {
+    uint32_t slot;
+    uint64_t gen;
+};
+/* Count a new unauthenticated connection from a into *out, or refuse it
+ * (RR_E_LIMIT, *out untouched) when a already has max_unauth open; force
+ * counts it regardless (a session that became unauthenticated again). */
+int dap__guard_conn_open(struct dap_guard *g, const struct dap_addr *a,
+                         bool force, int64_t now_ms,
+                         struct dap_guard_conn *out /* OUT */);
+/* The connection authenticated or closed. Idempotent. */
+void dap__guard_conn_close(struct dap_guard *g, struct dap_guard_conn *c);
+
+enum dap_guard_verdict {
+    DAP_GUARD_OK,          /* check the credential */
+    DAP_GUARD_BY_ADDRESS,  /* refuse it unchecked: this address's limit */
+    DAP_GUARD_BY_GLOBAL,   /* ... the limit of all addresses together */
+};
+/* May a credential from a be checked now? If not, *retry_s says in how many
+ * seconds (at least 1) one may. */
+enum dap_guard_verdict dap__guard_auth_check(struct dap_guard *g,
+                                             const struct dap_addr *a,
+                                             int64_t now_ms,
+                                             int *retry_s /* OUT */);
+/* An auth from a failed; reason (borrowed, never the credential) goes to the
+ * log. A success puts a in good standing. */
+void dap__guard_auth_failed(struct dap_guard *g, const struct dap_addr *a,
+                            int64_t now_ms, const char *reason);
+void dap__guard_auth_ok(struct dap_guard *g, const struct dap_addr *a,
+                        int64_t now_ms);
+/* Count another event (DAP_GUARD_TOO_LARGE, DAP_GUARD_RATE) of a into the
+ * log summaries; detail is its line if it opens a burst. */
+void dap__guard_note(struct dap_guard *g, const struct dap_addr *a,
+                     enum dap_guard_event ev, int64_t now_ms,
+                     const char *detail);
+/* Write the summary when the log interval has passed (or force). Returns the
+ * ms until the next one is due, or -1 when nothing is pending. */
+int64_t dap__guard_flush(struct dap_guard *g, int64_t now_ms, bool force);
+
+struct dap_guard_stats {
+    uint64_t auth_failed;        /* failed auths (checked, or no credential) */
+    uint64_t throttled_address;  /* auths refused unchecked: address limit */
+    uint64_t throttled_global;   /* ... global limit */
+    uint64_t refused;            /* connections over the per-address cap */
+    uint64_t evicted;            /* entries dropped to make room */
+    size_t tracked;              /* addresses in the table */
+};
+const struct dap_guard_stats *dap__guard_stats(const struct dap_guard *g);
+
 /* Frames leave the message layer through this sink, which takes ownership of
  * frame (a buf with DAP_FRAME_HEAD headroom holding one JSON text). */
 typedef void (*dap_emit_fn)(void *ud, struct buf *frame);
 
 /* Per-connection protocol state. */
 struct dap_session {
+    struct dap_addr peer;  /* the client's address (the server sets it) */
     bool authed;
     bool revoked;          /* key revoked/expired since auth: next request fails */
     bool closing;          /* a reply asked to close the socket after it */
@@ -74,9 +184,11 @@ struct dap_session {
 /* Free what a session owns (not the session itself). */
 void dap__session_clear(struct dap_session *ss);
 
-/* Should an event about (user, project_id) go to this session? */
+/* Should an event about (user, project_id) go to this session at time now
+ * (wall clock)? Only while it watches, is authenticated as that user with a
+ * key that is neither revoked nor expired and still has task.monitor. */
 bool dap__session_wants(const struct dap_session *ss, const char *user,
-                        const char *project_id);
+                        const char *project_id, double now);
 
 
 /* A decoded request. */
@@ -166,6 +278,7 @@ size_t dap__cmd_slot(const struct dap_cmd *c); /* DAP_CMD_SLOTS - 1 for NULL */
 /* metrics.c: the Prometheus text exposition (format 0.0.4). */
 struct dap_gauges {
     uint64_t connections;       /* open WebSocket sessions */
+    uint64_t unauthenticated;   /* ... counted as not authenticated */
     uint64_t runs_in_progress;  /* queued or running in the runner */
     uint64_t deployments[3];    /* by enum store_state */
 };

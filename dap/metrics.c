@@ -30,6 +30,46 @@ static void histogram(struct buf *b, const char *name, const double *bounds,
                (unsigned long long)cum);
 }
 
+/* Sessions, and what was refused before authentication. */
+static void render_connections(struct buf *b, const struct dap_app *app,
+                               const struct dap_gauges *g)
+{
+    const struct dap_metrics *m = &app->metrics;
+    help(b, "rrdeploy_connections", "gauge", "Open WebSocket sessions.");
+    buf_printf(b, "rrdeploy_connections %llu\n", (unsigned long long)g->connections);
+    help(b, "rrdeploy_connections_unauthenticated", "gauge",
+         "Open WebSocket sessions not authenticated.");
+    buf_printf(b, "rrdeploy_connections_unauthenticated %llu\n",
+               (unsigned long long)g->unauthenticated);
+    help(b, "rrdeploy_connections_refused_total", "counter",
+         "WebSocket sessions closed at once: their address already had the most "
+         "unauthenticated connections allowed.");
+    buf_printf(b, "rrdeploy_connections_refused_total %llu\n",
+               (unsigned long long)dap__guard_stats(app->guard)->refused);
+    help(b, "rrdeploy_connections_total", "counter",
+         "WebSocket sessions accepted since start.");
+    buf_printf(b, "rrdeploy_connections_total %llu\n",
+               (unsigned long long)m->connections_total);
+    help(b, "rrdeploy_messages_too_large_total", "counter",
+         "Connections closed for a message over the size limit.");
+    buf_printf(b, "rrdeploy_messages_too_large_total %llu\n",
+               (unsigned long long)m->messages_too_large);
+
+    const struct dap_guard_stats *gs = dap__guard_stats(app->guard);
+    help(b, "rrdeploy_auth_failures_total", "counter",
+         "Failed authentications (a credential checked and refused, or none "
+         "given).");
+    buf_printf(b, "rrdeploy_auth_failures_total %llu\n",
+               (unsigned long long)gs->auth_failed);
+    help(b, "rrdeploy_auth_throttled_total", "counter",
+         "Authentications refused without checking the credential, by the limit "
+         "that refused them (address or global).");
+    buf_printf(b, "rrdeploy_auth_throttled_total{limit=\"address\"} %llu\n",
+               (unsigned long long)gs->throttled_address);
+    buf_printf(b, "rrdeploy_auth_throttled_total{limit=\"global\"} %llu\n",
+               (unsigned long long)gs->throttled_global);
+}
+
 void dap__metrics_render(struct buf *b, const struct dap_app *app,
                          const struct dap_gauges *g)
 {
@@ -41,16 +81,7 @@ void dap__metrics_render(struct buf *b, const struct dap_app *app,
     buf_printf(b, "rrdeploy_uptime_seconds %.3f\n",
                time_now_real() - app->started_at);
 
-    help(b, "rrdeploy_connections", "gauge", "Open WebSocket sessions.");
-    buf_printf(b, "rrdeploy_connections %llu\n", (unsigned long long)g->connections);
-    help(b, "rrdeploy_connections_total", "counter",
-         "WebSocket sessions accepted since start.");
-    buf_printf(b, "rrdeploy_connections_total %llu\n",
-               (unsigned long long)m->connections_total);
-    help(b, "rrdeploy_messages_too_large_total", "counter",
-         "Connections closed for a message over the size limit.");
-    buf_printf(b, "rrdeploy_messages_too_large_total %llu\n",
-               (unsigned long long)m->messages_too_large);
+    render_connections(b, app, g);
 
     help(b, "rrdeploy_requests_total", "counter",
          "DAP requests answered, by command and outcome (ok or the error code).");

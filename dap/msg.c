@@ -4,8 +4,10 @@
  * Design: a message is first checked by the raw scanner (util/jraw), which
  * bounds nesting and validates UTF-8. The envelope (type, seq, command) is
  * read from the text itself; only the arguments object is parsed with
- * jansson, for typed access. Values that must survive byte for byte (the
- * pipeline) are taken from the raw text, never from the tree. Every request
+ * jansson, for typed access, and only once the authentication gate has let
+ * the command through (a refused command's arguments are never parsed).
+ * Values that must survive byte for byte (the pipeline) are taken from the
+ * raw text, never from the tree. Every request
  * gets exactly one response frame (written by wire.c); malformed input gets
  * success:false with request_seq 0 when the seq is unknown.
  * Thread: service thread only. */
@@ -66,9 +68,14 @@ void dap__session_clear(struct dap_session *ss)
 }
 
 bool dap__session_wants(const struct dap_session *ss, const char *user,
-                        const char *project_id)
+                        const char *project_id, double now)
 {
+    /* Permission and expiry are checked at every delivery, not only when
+     * the watch began: the session's key may have changed since. */
+    bool expired = !ss->dev && ss->key.expires_at != 0 &&
+                   now >= ss->key.expires_at;
     return ss->watching && ss->authed && !ss->revoked && !ss->closing &&
+           !expired && (ss->key.perms & STORE_PERM_MONITOR) &&
            strcmp(ss->key.user, user) == 0 &&
            (!ss->watch_project || strcmp(ss->watch_project, project_id) == 0);
 }
@@ -186,7 +193,31 @@ static bool is_public(const char *cmd)
     return strncmp(cmd, "rrext_public_", 13) == 0;
 }
 
-/* ---------------------------------------------------------------- dispatch */
+/* ---------------------------------------------------------------- steps */
+
+/* A message goes through four steps, each a function below: the envelope
+ * (type, seq, command, the shape of arguments) read from the text; the
+ * authentication gate; the arguments parsed; the command run. Before
+ * authentication only the envelope is ever read: the arguments of a command
+ * the gate refuses are never parsed, and those of auth and the public
+ * commands are small (the server caps messages before authentication). */
+
+/* What a step decided. */
+enum step {
+    STEP_GO,      /* on to the next step */
+    STEP_ANSWER,  /* res holds the answer: send it */
+    STEP_SILENT,  /* no answer at all (not a request) */
+};
+
+/* A message's envelope, read from its text. */
+struct envelope {
+    int64_t seq;               /* request_seq of the answer (0 = unknown) */
+    const char *cmd;           /* the decoded command, "" when absent */
+    size_t cmd_len;            /* its bytes (it may hold a NUL) */
+    struct buf cmd_text;       /* owned: cmd's storage */
+    struct jraw_span args;     /* raw "arguments"; p NULL if absent or null */
+    const struct dap_cmd *dc;  /* the command; NULL if unknown */
+};
 
 enum { ENV_TYPE, ENV_SEQ, ENV_COMMAND, ENV_ARGS, ENV_FIELDS };
 static const char *const envelope_keys[ENV_FIELDS] = {"type", "seq", "command",
@@ -199,119 +230,167 @@ static void session_expire_check(struct dap_app *app, struct dap_session *ss)
         ss->revoked = true;
 }
 
+/* Step 0, before authentication only: the message rate. */
+static enum step admit(struct dap_app *app, struct dap_session *ss,
+                       const char *text, size_t len, struct envelope *env,
+                       struct dap_res *res)
+{
+    if (ss->authed || unauth_allowed(ss))
+        return STEP_GO;
+    env->seq = salvage_seq(text, len);
+    dap__fail(res, DAP_UNAUTHORIZED, "Too many requests before authentication");
+    res->close = true;
+    dap__guard_note(app->guard, &ss->peer, DAP_GUARD_RATE, time_now_mono_ms(),
+                    "unauthenticated connection closed: too many requests");
+    return STEP_ANSWER;
+}
+
+/* Step 1: the envelope, straight from the text (no tree is built). */
+static enum step decode_envelope(struct dap_app *app, const char *text,
+                                 size_t len, struct envelope *env,
+                                 struct dap_res *res)
+{
+    struct err e = {0};
+    if (jraw_check(text, len, app->cfg->max_depth, &e) != 0) {
+        env->seq = salvage_seq(text, len);
+        dap__fail(res, DAP_BAD_REQUEST, "Malformed request: %s", e.msg);
+        return STEP_ANSWER;
+    }
+    struct jraw_span f[ENV_FIELDS];
+    if (!jraw_members(text, len, envelope_keys, ENV_FIELDS, f)) {
+        dap__fail(res, DAP_BAD_REQUEST,
+                  "Malformed request: expected a JSON object");
+        return STEP_ANSWER;
+    }
+    if (f[ENV_TYPE].p && !jraw_str_eq(f[ENV_TYPE], "request"))
+        return STEP_SILENT; /* events and responses from a client */
+    if (!raw_int(f[ENV_SEQ], &env->seq)) {
+        dap__fail(res, DAP_BAD_REQUEST,
+                  "Malformed request: seq must be an integer");
+        return STEP_ANSWER;
+    }
+    if (f[ENV_COMMAND].p) {
+        if (!jraw_str(&env->cmd_text, f[ENV_COMMAND])) {
+            dap__fail(res, DAP_BAD_REQUEST,
+                      "Malformed request: command must be a string");
+            return STEP_ANSWER;
+        }
+        env->cmd = buf_cstr(&env->cmd_text);
+        env->cmd_len = env->cmd_text.len;
+    }
+    struct jraw_span args = f[ENV_ARGS];
+    if (args.p && args.n == 4 && memcmp(args.p, "null", 4) == 0)
+        args.p = NULL;
+    if (args.p && args.p[0] != '{') {
+        dap__fail(res, DAP_BAD_REQUEST, "arguments must be an object");
+        return STEP_ANSWER;
+    }
+    env->args = args;
+    env->dc = strlen(env->cmd) == env->cmd_len ? dap__cmd_find(env->cmd) : NULL;
+    return STEP_GO;
+}
+
+/* Step 2: the authentication gate. Before authentication (or once the key
+ * was revoked or expired) only public commands pass: auth,
+ * rrext_public_probe, and any other rrext_public_* name (to be answered
+ * Invalid command). Anything else ends the session. */
+static enum step gate(struct dap_app *app, struct dap_session *ss,
+                      const struct envelope *env, struct dap_res *res)
+{
+    session_expire_check(app, ss);
+    if (ss->authed && !ss->revoked)
+        return STEP_GO;
+    if (env->dc ? env->dc->public_ : is_public(env->cmd))
+        return STEP_GO;
+    if (ss->revoked)
+        ss->authed = false;
+    dap__fail(res, DAP_UNAUTHORIZED, "Not authenticated");
+    res->close = true;
+    return STEP_ANSWER;
+}
+
+/* Step 3: the arguments, parsed with jansson for typed access. An unknown
+ * command's are not parsed before authentication: it is refused anyway. */
+static enum step parse_args(const struct dap_session *ss,
+                            const struct envelope *env, struct dap_req *req,
+                            struct dap_res *res)
+{
+    req->command = env->cmd;
+    req->seq = env->seq;
+    if (!env->args.p || (!env->dc && !ss->authed)) {
+        req->args = json_object();
+        return STEP_GO;
+    }
+    req->raw_args = env->args;
+    req->args = load_tolerant(env->args.p, env->args.n);
+    if (!req->args) {
+        dap__fail(res, DAP_BAD_REQUEST, "Malformed request: not valid JSON");
+        return STEP_ANSWER;
+    }
+    return STEP_GO;
+}
+
+/* Step 4: the command: known, permitted, the store writable, its handler. */
+static void dispatch(struct dap_app *app, struct dap_session *ss,
+                     const struct envelope *env, struct dap_req *req,
+                     struct dap_res *res)
+{
+    const struct dap_cmd *dc = env->dc;
+    if (!dc) {
+        dap__fail(res, DAP_BAD_REQUEST, "Invalid command: %s", env->cmd);
+        return;
+    }
+    if (dc->perm && !(ss->key.perms & dc->perm)) {
+        dap__fail(res, DAP_FORBIDDEN, "Permission '%s' denied",
+                  dc->perm == STORE_PERM_CONTROL   ? "task.control"
+                  : dc->perm == STORE_PERM_MONITOR ? "task.monitor"
+                                                   : "org.admin");
+        return;
+    }
+    if (dc->writes && store_batch_write(app->store) != 0) {
+        dap__fail(res, DAP_INTERNAL,
+                  "Internal error: the store is not writable");
+        return;
+    }
+    dc->fn(app, ss, req, res);
+}
+
+/* ---------------------------------------------------------------- a message */
+
 void dap__handle_message(struct dap_app *app, struct dap_session *ss,
                          const char *text, size_t len, dap_emit_fn emit,
                          void *ud)
 {
-    struct dap_res res;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct dap_res res = {.code = NULL, .close = false};
     buf_init(&res.body, 0);
     buf_reserve(&res.body, 1024); /* a status record without growing */
     buf_init(&res.msg, 0);
-    res.code = NULL;
-    res.close = false;
+    struct envelope env = {.cmd = ""};
+    buf_init(&env.cmd_text, 0);
     struct dap_req req = {0};
-    const struct dap_cmd *dc = NULL;
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    int64_t rseq = 0;
-    const char *cmd = "";
-    size_t cmd_len = 0;
-    struct buf cmd_text; /* the decoded "command" */
-    buf_init(&cmd_text, 0);
-    struct err e = {0};
 
-    if (!ss->authed && !unauth_allowed(ss)) {
-        rseq = salvage_seq(text, len);
-        dap__fail(&res, DAP_UNAUTHORIZED,
-                  "Too many requests before authentication");
-        res.close = true;
-        log_warn("closing an unauthenticated connection: too many requests");
-        goto respond;
-    }
-    if (jraw_check(text, len, app->cfg->max_depth, &e) != 0) {
-        rseq = salvage_seq(text, len);
-        dap__fail(&res, DAP_BAD_REQUEST, "Malformed request: %s", e.msg);
-        goto respond;
-    }
-    /* The envelope straight from the text; jansson only for arguments. */
-    struct jraw_span f[ENV_FIELDS];
-    if (!jraw_members(text, len, envelope_keys, ENV_FIELDS, f)) {
-        dap__fail(&res, DAP_BAD_REQUEST,
-                  "Malformed request: expected a JSON object");
-        goto respond;
-    }
-    if (f[ENV_TYPE].p && !jraw_str_eq(f[ENV_TYPE], "request"))
-        goto done; /* events and responses from a client get no reply */
+    enum step st = admit(app, ss, text, len, &env, &res);
+    if (st == STEP_GO)
+        st = decode_envelope(app, text, len, &env, &res);
+    if (st == STEP_GO)
+        st = gate(app, ss, &env, &res);
+    if (st == STEP_GO)
+        st = parse_args(ss, &env, &req, &res);
+    if (st == STEP_GO)
+        dispatch(app, ss, &env, &req, &res);
 
-    if (!raw_int(f[ENV_SEQ], &req.seq)) {
-        dap__fail(&res, DAP_BAD_REQUEST,
-                  "Malformed request: seq must be an integer");
-        goto respond;
+    if (st != STEP_SILENT) {
+        emit(ud, dap__response_frame(ss, env.seq, env.cmd, env.cmd_len, &res));
+        /* answers given before the command was known count as "other" */
+        count_request(&app->metrics, env.dc, res.code,
+                      (int64_t)t0.tv_sec * 1000000000 + t0.tv_nsec);
+        if (res.close)
+            ss->closing = true;
     }
-    rseq = req.seq;
-
-    if (f[ENV_COMMAND].p) {
-        if (!jraw_str(&cmd_text, f[ENV_COMMAND])) {
-            dap__fail(&res, DAP_BAD_REQUEST,
-                      "Malformed request: command must be a string");
-            goto respond;
-        }
-        cmd = buf_cstr(&cmd_text);
-        cmd_len = cmd_text.len;
-    }
-
-    struct jraw_span args = f[ENV_ARGS];
-    if (!args.p || (args.n == 4 && memcmp(args.p, "null", 4) == 0)) {
-        req.args = json_object();
-    } else if (args.p[0] == '{') {
-        req.raw_args = args;
-        req.args = load_tolerant(args.p, args.n);
-        if (!req.args) {
-            dap__fail(&res, DAP_BAD_REQUEST, "Malformed request: not valid JSON");
-            goto respond;
-        }
-    } else {
-        dap__fail(&res, DAP_BAD_REQUEST, "arguments must be an object");
-        goto respond;
-    }
-    req.command = cmd;
-
-    dc = strlen(cmd) == cmd_len ? dap__cmd_find(cmd) : NULL;
-    session_expire_check(app, ss);
-    bool allowed_unauth = dc ? dc->public_ : is_public(cmd);
-    if (!allowed_unauth && (!ss->authed || ss->revoked)) {
-        if (ss->revoked)
-            ss->authed = false;
-        dap__fail(&res, DAP_UNAUTHORIZED, "Not authenticated");
-        res.close = true;
-        goto respond;
-    }
-    if (!dc) {
-        dap__fail(&res, DAP_BAD_REQUEST, "Invalid command: %s", cmd);
-        goto respond;
-    }
-    if (dc->perm && !(ss->key.perms & dc->perm)) {
-        dap__fail(&res, DAP_FORBIDDEN, "Permission '%s' denied",
-                  dc->perm == STORE_PERM_CONTROL   ? "task.control"
-                  : dc->perm == STORE_PERM_MONITOR ? "task.monitor"
-                                                   : "org.admin");
-        goto respond;
-    }
-    if (dc->writes && store_batch_write(app->store) != 0) {
-        dap__fail(&res, DAP_INTERNAL, "Internal error: the store is not writable");
-        goto respond;
-    }
-    dc->fn(app, ss, &req, &res);
-
-respond:
-    emit(ud, dap__response_frame(ss, rseq, cmd, cmd_len, &res));
-    count_request(&app->metrics, dc, res.code,
-                  (int64_t)t0.tv_sec * 1000000000 + t0.tv_nsec);
-    if (res.close)
-        ss->closing = true;
-done:
     json_decref(req.args);
-    buf_free(&cmd_text);
+    buf_free(&env.cmd_text);
     buf_free(&res.body);
     buf_free(&res.msg);
 }

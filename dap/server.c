@@ -3,8 +3,10 @@
  * Design: one lws context with one protocol that takes both the WebSocket
  * upgrade at cfg->ws_path (no subprotocol, no extensions) and plain HTTP
  * (/healthz, /metrics). lws joins the daemon's libuv loop (epoll: a turn
- * costs what is ready, not a poll() over every connection). Incoming
- * fragments are assembled into one message (bounded by cfg->max_message; past
+ * costs what is ready, not a poll() over every connection). A new session
+ * passes the guard (guard.c: unauthenticated connections per address).
+ * Incoming fragments are assembled into one message (bounded by
+ * cfg->max_message, or cfg->max_message_unauth before authentication; past
  * it the socket is closed with 1009) and kept until the end of the loop turn
  * (the service pass), when a uv_check handle handles every message of the
  * pass in one store transaction (process_ready); the message layer (msg.c)
@@ -27,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <uv.h>
 
 
@@ -73,6 +76,10 @@ struct pss {
     bool in_pass;              /* its messages are being handled (process_ready) */
     struct frame *q_mark;      /* the queue's tail before this pass's replies */
     bool live;                 /* ESTABLISHED seen, not yet CLOSED */
+    struct dap_guard_conn unauth; /* counts it in the guard while it is not
+                                     authenticated */
+    bool refused;              /* over its address's cap: closing at once */
+    const char *close_text;    /* static: the reason sent with the Close frame */
 };
 
 struct dap_server {
@@ -80,6 +87,8 @@ struct dap_server {
     const struct dap_env *env; /* borrowed */
     uv_check_t pass_end;       /* runs after each turn's I/O: process_ready */
     bool pass_end_open;
+    uv_timer_t guard_timer;    /* the guard's next log summary */
+    bool guard_timer_open;
     struct lws_context *ctx;
     struct pss *sessions;      /* live WebSocket sessions */
     struct pss *ready;         /* sessions with messages waiting */
@@ -195,10 +204,11 @@ static int write_some(struct pss *p)
              * reply it was sent. Closing from the wsi timer callback instead
              * sends a Close frame and waits for the client's, reading (and
              * ignoring) whatever arrives meanwhile. */
+            const char *why = p->close_text;
             lws_close_reason(p->wsi,
                              p->close_failed ? LWS_CLOSE_STATUS_UNEXPECTED_CONDITION
                                              : LWS_CLOSE_STATUS_POLICY_VIOLATION,
-                             NULL, 0);
+                             (unsigned char *)why, why ? strlen(why) : 0);
             lws_set_timer_usecs(p->wsi, 1);
             p->close_sent = true;
         }
@@ -262,6 +272,20 @@ static void auth_timer_update(struct pss *p)
                         p->srv->app.cfg->auth_timeout_s);
         p->auth_timer = true;
     }
+}
+
+/* Keep the guard's count of the address's unauthenticated connections
+ * right: a session counts while it is not authenticated (again after a
+ * deauth, even over the cap: it is open already). */
+static void unauth_count_update(struct pss *p)
+{
+    struct dap_guard *g = p->srv->app.guard;
+    bool unauth = !p->ss.authed && !p->refused;
+    if (unauth && !p->unauth.gen)
+        (void)dap__guard_conn_open(g, &p->ss.peer, true, time_now_mono_ms(),
+                                   &p->unauth);
+    else if (!unauth && p->unauth.gen)
+        dap__guard_conn_close(g, &p->unauth);
 }
 
 /* A whole message arrived: keep it for the end of this service pass. */
@@ -333,6 +357,23 @@ static void drop_since_mark(struct pss *p)
     lws_callback_on_writable(p->wsi);
 }
 
+static void on_guard_timer(uv_timer_t *t);
+
+/* The guard logs its summaries at most once an interval: when one is due
+ * later, the timer wakes the loop for it. */
+static void guard_tick(struct dap_server *srv)
+{
+    int64_t wait = dap__guard_flush(srv->app.guard, time_now_mono_ms(), false);
+    if (wait >= 0 && srv->guard_timer_open &&
+        !uv_is_active((uv_handle_t *)&srv->guard_timer))
+        uv_timer_start(&srv->guard_timer, on_guard_timer, (uint64_t)wait, 0);
+}
+
+static void on_guard_timer(uv_timer_t *t)
+{
+    guard_tick(t->data);
+}
+
 /* After each service pass: every message that arrived in it, handled in one
  * store transaction (group commit: many clients' adds share one fsync, reads
  * share one read transaction). The transaction takes the write lock only at
@@ -374,6 +415,7 @@ static void process_ready(struct dap_server *srv)
         p->ready_next = NULL;
         p->in_pass = false;
         auth_timer_update(p);
+        unauth_count_update(p);
         if (ok)
             send_now(p);
         else
@@ -382,6 +424,7 @@ static void process_ready(struct dap_server *srv)
     if (!ok)
         log_error("could not commit the requests of this pass; their "
                   "connections are closed unanswered");
+    guard_tick(srv);
     srv->env->pass_done(srv->env->ud); /* deployments may have changed */
 }
 
@@ -397,8 +440,9 @@ void dap_server_event(struct dap_server *srv, const struct sched_event *ev)
 {
     struct buf body;
     bool written = false;
+    double now = dap__now(&srv->app);
     for (struct pss *p = srv->sessions; p; p = p->next) {
-        if (!dap__session_wants(&p->ss, ev->user, ev->project_id))
+        if (!dap__session_wants(&p->ss, ev->user, ev->project_id, now))
             continue;
         if (!written) { /* once, for every watcher */
             buf_init(&body, 0);
@@ -440,8 +484,10 @@ static void health_body(struct dap_server *srv, struct buf *b, int *status)
 static void metrics_body(struct dap_server *srv, struct buf *b)
 {
     struct dap_gauges g = {0};
-    for (struct pss *p = srv->sessions; p; p = p->next)
+    for (struct pss *p = srv->sessions; p; p = p->next) {
         g.connections++;
+        g.unauthenticated += p->unauth.gen != 0;
+    }
     g.runs_in_progress = (uint64_t)srv->env->runs_in_progress(srv->env->ud);
     sched_count_states(srv->app.sched, g.deployments);
     dap__metrics_render(b, &srv->app, &g);
@@ -504,6 +550,102 @@ static int http_write(struct lws *wsi, struct pss *p)
 
 /* ---------------------------------------------------------------- callback */
 
+/* Would len more bytes (and the rest of their frame, which the frame header
+ * announced) take the message being received past the session's limit?
+ * Then close 1009 now, before buffering any of it. Before authentication the
+ * limit is small, unless an earlier message (its auth, say) still waits to
+ * be handled in this pass: a client may authenticate and send a big request
+ * right behind, and the request is judged once the auth is. */
+static bool rx_over_limit(struct pss *p, struct lws *wsi, size_t len)
+{
+    struct dap_server *srv = p->srv;
+    const struct dap_config *cfg = srv->app.cfg;
+    bool unauth = !p->ss.authed && !p->in_head;
+    size_t limit = unauth ? cfg->max_message_unauth : cfg->max_message;
+    size_t incoming = len + lws_remaining_packet_payload(wsi);
+    if (p->rx.len + incoming <= limit)
+        return false;
+    lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
+                     (unsigned char *)"message too large", 17);
+    srv->app.metrics.messages_too_large++;
+    if (unauth) {
+        char what[128];
+        snprintf(what, sizeof what, "unauthenticated connection closed: "
+                 "message over %zu bytes", limit);
+        dap__guard_note(srv->app.guard, &p->ss.peer, DAP_GUARD_TOO_LARGE,
+                        time_now_mono_ms(), what);
+        guard_tick(srv);
+    } else {
+        log_warn("closing a connection: message over %zu bytes", limit);
+    }
+    return true;
+}
+
+/* A new session counts against its address's unauthenticated connections;
+ * over the cap it is closed at once: 1008 with the reason in the Close
+ * frame (the upgrade has happened, so the client can read why). */
+static void admit(struct pss *p)
+{
+    struct dap_server *srv = p->srv;
+    if (dap__guard_conn_open(srv->app.guard, &p->ss.peer, false,
+                             time_now_mono_ms(), &p->unauth) == 0)
+        return;
+    p->refused = true;
+    p->ss.closing = true;
+    p->close_text = "too many unauthenticated connections from this address";
+    lws_callback_on_writable(p->wsi);
+    guard_tick(srv);
+}
+
+/* The address of the client on the other end of wsi. */
+static void peer_address(struct lws *wsi, struct dap_addr *out)
+{
+    struct sockaddr_storage sa;
+    socklen_t n = sizeof sa;
+    int fd = lws_get_socket_fd(wsi);
+    if (fd < 0 || getpeername(fd, (struct sockaddr *)&sa, &n) != 0)
+        dap__addr_from_sockaddr(out, NULL);
+    else
+        dap__addr_from_sockaddr(out, (struct sockaddr *)&sa);
+}
+
+/* A WebSocket session begins: its state, its place in the list, the auth
+ * timer and the guard's say. */
+static void session_open(struct dap_server *srv, struct lws *wsi, struct pss *p)
+{
+    memset(p, 0, sizeof *p);
+    p->srv = srv;
+    p->wsi = wsi;
+    p->live = true;
+    peer_address(wsi, &p->ss.peer);
+    buf_init(&p->rx, 0);
+    srv->app.metrics.connections_total++;
+    p->next = srv->sessions;
+    if (srv->sessions)
+        srv->sessions->prev = p;
+    srv->sessions = p;
+    auth_timer_update(p);
+    admit(p);
+}
+
+/* The session is over: free what it owns; p->wsi is gone after this. */
+static void session_close(struct dap_server *srv, struct pss *p)
+{
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        srv->sessions = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    inbox_free(p);
+    queue_free(p);
+    buf_free(&p->rx);
+    dap__session_clear(&p->ss);
+    dap__guard_conn_close(srv->app.guard, &p->unauth);
+    p->live = false;
+    p->wsi = NULL;
+}
+
 static int callback(struct lws *wsi, enum lws_callback_reasons reason,
                     void *user, void *in, size_t len)
 {
@@ -523,32 +665,18 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
         return 0;
     }
     case LWS_CALLBACK_ESTABLISHED:
-        memset(p, 0, sizeof *p);
-        p->srv = srv;
-        p->wsi = wsi;
-        p->live = true;
-        buf_init(&p->rx, 0);
-        srv->app.metrics.connections_total++;
-        p->next = srv->sessions;
-        if (srv->sessions)
-            srv->sessions->prev = p;
-        srv->sessions = p;
-        auth_timer_update(p);
+        session_open(srv, wsi, p);
         break;
 
     case LWS_CALLBACK_RECEIVE:
+        if (p->ss.closing)
+            break; /* its last reply is on its way: read, never kept */
         if (lws_is_first_fragment(wsi)) {
             buf_reset(&p->rx);
             p->rx_binary = lws_frame_is_binary(wsi);
         }
-        if (p->rx.len + len > srv->app.cfg->max_message) {
-            lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
-                             (unsigned char *)"message too large", 17);
-            log_warn("closing a connection: message over %zu bytes",
-                     srv->app.cfg->max_message);
-            srv->app.metrics.messages_too_large++;
+        if (rx_over_limit(p, wsi, len))
             return -1;
-        }
         buf_append(&p->rx, in, len);
         if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi))
             on_message(p);
@@ -561,20 +689,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
         return p->close_sent ? -1 : 0; /* the polite close, see write_some() */
 
     case LWS_CALLBACK_CLOSED:
-        if (!p->live)
-            break;
-        if (p->prev)
-            p->prev->next = p->next;
-        else
-            srv->sessions = p->next;
-        if (p->next)
-            p->next->prev = p->prev;
-        inbox_free(p);
-        queue_free(p);
-        buf_free(&p->rx);
-        dap__session_clear(&p->ss);
-        p->live = false;
-        p->wsi = NULL;
+        if (p->live)
+            session_close(srv, p);
         break;
 
     case LWS_CALLBACK_HTTP:
@@ -621,7 +737,9 @@ void dap_config_defaults(struct dap_config *cfg)
     cfg->port = DAP_DEFAULT_PORT;
     cfg->ws_path = DAP_DEFAULT_PATH;
     cfg->auth_timeout_s = 30;
+    cfg->max_unauth_per_address = 10;
     cfg->max_message = 16u * 1024 * 1024;
+    cfg->max_message_unauth = 64u * 1024;
     cfg->max_pipeline = 1024u * 1024;
     cfg->max_depth = 64;
     cfg->max_deployments = 10000;
@@ -638,6 +756,15 @@ int dap_server_start(const struct dap_config *cfg, const struct dap_env *env,
     srv->app.clock = env->clock;
     srv->app.test_hooks = env->clock->fixed; /* only a test clock allows them */
     srv->app.started_at = time_now_real();
+    struct dap_guard_config gc;
+    dap__guard_config_defaults(&gc);
+    gc.max_unauth = cfg->max_unauth_per_address;
+    srv->app.guard = dap__guard_new(&gc);
+    if (!srv->app.guard) {
+        log_error("cannot start libsodium");
+        free(srv);
+        return RR_E_INTERNAL;
+    }
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
 
     struct lws_context_creation_info info;
@@ -678,6 +805,9 @@ int dap_server_start(const struct dap_config *cfg, const struct dap_env *env,
     srv->pass_end.data = srv;
     uv_check_start(&srv->pass_end, on_pass_end);
     srv->pass_end_open = true;
+    uv_timer_init(env->loop, &srv->guard_timer);
+    srv->guard_timer.data = srv;
+    srv->guard_timer_open = true;
     srv->port = port;
     *out = srv;
     return 0;
@@ -696,6 +826,12 @@ void dap_server_close(struct dap_server *srv)
         uv_close((uv_handle_t *)&srv->pass_end, NULL);
         srv->pass_end_open = false;
     }
+    if (srv->guard_timer_open) {
+        uv_close((uv_handle_t *)&srv->guard_timer, NULL);
+        srv->guard_timer_open = false;
+    }
+    /* what the guard has not summarised yet */
+    dap__guard_flush(srv->app.guard, time_now_mono_ms(), true);
     /* With a loop lws does not own, destruction finishes in the close
      * callbacks of its handles (run by the loop); dap_server_free's call
      * frees what is left. info.pcontext clears srv->ctx once it is gone. */
@@ -709,5 +845,6 @@ void dap_server_free(struct dap_server *srv)
         return;
     if (srv->ctx)
         lws_context_destroy(srv->ctx);
+    dap__guard_free(srv->app.guard);
     free(srv);
 }

@@ -177,8 +177,13 @@ int main(int argc, char **argv)
     struct sched *sched = sched_new(st, &sc, NULL);
     if (!sched)
         die("sched_new");
+    struct dap_guard_config gc;
+    dap__guard_config_defaults(&gc);
     struct dap_app app = {.cfg = &cfg, .store = st, .sched = sched,
-                          .started_at = BENCH_NOW, .clock = &bench_clock};
+                          .started_at = BENCH_NOW, .clock = &bench_clock,
+                          .guard = dap__guard_new(&gc)};
+    if (!app.guard)
+        die("dap__guard_new");
     char key[STORE_KEY_TEXT_MAX];
     if (store_key_create(st, "admin", NULL, STORE_PERM_ALL, 0, BENCH_NOW, key, NULL) != 0)
         die("store_key_create");
@@ -232,6 +237,7 @@ int main(int argc, char **argv)
                r.allocs_per_req, r.reply_bytes);
     }
 
+    dap__guard_free(app.guard);
     sched_free(sched);
     store_close(st);
     char cmd[128];

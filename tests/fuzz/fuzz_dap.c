@@ -117,6 +117,12 @@ static int env_open(struct env *ev)
     ev->sched = sched_new(ev->st, &sc, NULL); /* no executor: runs fail */
     if (!ev->sched)
         return -1;
+    struct dap_guard_config gc;
+    dap__guard_config_defaults(&gc);
+    gc.slots = 64; /* a few addresses at most; cheap to make per input */
+    ev->app.guard = dap__guard_new(&gc);
+    if (!ev->app.guard)
+        return -1;
     ev->app.cfg = &ev->cfg;
     ev->app.store = ev->st;
     ev->app.sched = ev->sched;
@@ -136,6 +142,7 @@ static int env_open(struct env *ev)
 
 static void env_close(struct env *ev)
 {
+    dap__guard_free(ev->app.guard);
     sched_free(ev->sched);
     store_close(ev->st);
 }

@@ -428,11 +428,12 @@ class Client:
     "ts" (compact raw UTF-8, omits `arguments` when there are none)."""
 
     def __init__(self, server_or_url, style="python", path=WS_PATH,
-                 compression=None):
+                 compression=None, source=None):
         self.url = (server_or_url.url(path) if isinstance(server_or_url, Server)
                     else server_or_url)
         self.style = style
         self.compression = compression
+        self.source = source      # local address to connect from (127.0.0.x)
         self.ws = None
         self.seq = 0
         self.pending = {}
@@ -447,10 +448,11 @@ class Client:
         self._reader = None
 
     async def connect(self):
+        extra = {"local_addr": (self.source, 0)} if self.source else {}
         self.ws = await websockets.connect(
             self.url, compression=self.compression, max_size=None,
             ping_interval=None, open_timeout=15, close_timeout=5,
-            max_queue=None)
+            max_queue=None, **extra)
         self.closed = asyncio.get_running_loop().create_future()
         self._event_flag = asyncio.Event()
         self._reader = asyncio.ensure_future(self._read_loop())
@@ -727,9 +729,12 @@ class ServerTest(unittest.TestCase):
         return s.start()
 
     async def client(self, server=None, style="python", key=None,
-                     path=WS_PATH, compression=None):
+                     path=WS_PATH, compression=None, source=None):
+        """A connected client; source: the local address to connect from
+        (any of 127.0.0.0/8 reaches the server, and the server counts each
+        as its own client address)."""
         c = Client(server or self.server, style=style, path=path,
-                   compression=compression)
+                   compression=compression, source=source)
         self.clients.append(c)
         await c.connect()
         if key is not None:

@@ -25,6 +25,10 @@ import unittest
 from harness import WS_PATH, ServerTest, async_test, pipeline
 
 MiB = 1024 * 1024
+# Every client here connects from 127.0.0.1, and several tests open tens or
+# hundreds of sockets before authenticating them: far over the default cap
+# of 10 unauthenticated connections per address (tested in test_guard.py).
+UNAUTH_CAP_RAISED = ["--max-unauth-per-address", "100000"]
 
 
 # ---------------------------------------------------------------- raw client
@@ -271,7 +275,7 @@ class AbuseTest(ServerTest):
                       "connections" % (limit, N))
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, limit))
         try:
-            srv = self.new_server()
+            srv = self.new_server(UNAUTH_CAP_RAISED)
         finally:
             resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
         with open("/proc/%d/limits" % srv.proc.pid) as f:
@@ -500,7 +504,7 @@ class AbuseTest(ServerTest):
         R = 24  # rounds per kind; half end in FIN, half in RST
         asan = os.environ.get("ASAN_OPTIONS", "")
         self.assertNotIn("detect_leaks=0", asan)
-        srv = self.new_server()
+        srv = self.new_server(UNAUTH_CAP_RAISED)
         self.assertNotIn("detect_leaks=0", srv.env.get("ASAN_OPTIONS", ""))
         loop = asyncio.get_running_loop()
         key = await loop.run_in_executor(None, lambda: srv.create_key("big"))
@@ -639,7 +643,7 @@ class AbuseTest(ServerTest):
         close, nothing more. An authenticated client pinging throughout
         never fails."""
         K, BURST = 20, 20
-        srv = self.new_server()
+        srv = self.new_server(UNAUTH_CAP_RAISED)
         admin = await self.client(srv, key=srv.admin_key)
         stop = asyncio.Event()
         lat = []
@@ -744,7 +748,8 @@ class AbuseTest(ServerTest):
         outlives the timeout itself)."""
         N, TIMEOUT, GRACE = 200, 1, 4.0
         raise_nofile()
-        srv = self.new_server(extra_args=["--auth-timeout", str(TIMEOUT)])
+        srv = self.new_server(extra_args=["--auth-timeout", str(TIMEOUT)] +
+                              UNAUTH_CAP_RAISED)
         admin = await self.client(srv, key=srv.admin_key)
         stop = asyncio.Event()
         lat = []

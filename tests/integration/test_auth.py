@@ -4,10 +4,15 @@ deauth, revocation and expiry of live sessions, the attempt cap, the
 unauthenticated timeout, ROCKETRIDE_APIKEY, ConnectResult shape."""
 
 import asyncio
+import os
+import shutil
+import subprocess
+import tempfile
 import time
 import unittest
 
-from harness import ServerTest, async_test, pipeline
+from harness import (ServerTest, async_test, binary_path, pipeline,
+                     sanitizer_env)
 
 PERMS_BOTH = ["task.control", "task.monitor"]
 
@@ -152,13 +157,16 @@ class AuthTest(ServerTest):
         refusal text, not a bare transport error. The server closes the TCP
         connection right after its Close frame, without waiting for the
         client's Close; requests still in flight then make the client's
-        transport fail and drop the already-received reply (1006)."""
+        transport fail and drop the already-received reply (1006).
+        Its own server: its 20 failed auths in a row would use up most of
+        the failed-auth burst of 127.0.0.1 (30) on the shared one."""
+        srv = self.new_server()
         lost = 0
         rounds = 30
         firsts = (("rrext_deploy_list", {}), ("auth", {"auth": "wrong"}),
                   ("auth", {"auth": "rrk_" + "0" * 64}))
         for i in range(rounds):
-            c = await self.client()
+            c = await self.client(srv)
             futs = []
             sends = []
             for cmd, args in (firsts[i % 3], ("rrext_ping", {}),
@@ -328,6 +336,58 @@ class AuthTest(ServerTest):
         await c.wait_closed(10)
 
     @async_test()
+    async def test_reauth_without_monitor_ends_the_watch(self):
+        """A watch lasts only while the session may monitor that user's
+        deployments: a re-auth on the same connection with a key lacking
+        task.monitor, or with another user's key, ends it (the auth reply is
+        the usual ConnectResult); a re-auth with another key of the same user
+        that has task.monitor keeps it."""
+        srv = self.server
+        user = self.unique_user()
+        loop = asyncio.get_running_loop()
+
+        def key(u, perms=None):
+            return loop.run_in_executor(
+                None, lambda: srv.create_key(u, perms=perms))
+        full = await key(user)
+        actor = await self.client(key=full)
+        self.assertOk(await actor.call("rrext_deploy_add",
+                                       pipeline=pipeline("rw1")))
+        watchers = {}
+        for name, k, perms in (
+                ("no_monitor", await key(user, "task.control"),
+                 ["task.control"]),
+                ("other_user", await key(self.unique_user(), "task.monitor"),
+                 ["task.monitor"]),
+                ("same_user", await key(user), PERMS_BOTH)):
+            w = await self.client(key=full)
+            self.assertEqual(self.assertOk(await w.call("rrext_deploy_watch")),
+                             {"watching": True, "projectId": None})
+            r = await w.auth(k)
+            self.assertEqual(r["body"]["userToken"], "")
+            teams = r["body"]["organizations"][0]["teams"]
+            self.assertEqual(sorted(teams[0]["permissions"]), sorted(perms))
+            watchers[name] = w
+
+        self.assertOk(await actor.call("rrext_deploy_update", projectId="rw1",
+                                       state="paused"))
+        ev = await watchers["same_user"].wait_event(
+            lambda b: b["action"] == "state_changed", 10)
+        self.assertEqual(ev["body"]["projectId"], "rw1")
+        # Events of that update were queued before any later reply on the
+        # same connection, so once a ping is answered none can still come.
+        for name in ("no_monitor", "other_user"):
+            await self.assertAlive(watchers[name])
+            self.assertEqual(watchers[name].events, [], name)
+        self.assertOk(await actor.call("rrext_deploy_update", projectId="rw1",
+                                       state="active"))
+        await watchers["same_user"].wait_event(
+            lambda b: b.get("state") == "active", 10)
+        for name in ("no_monitor", "other_user"):
+            await self.assertAlive(watchers[name])
+            self.assertEqual(watchers[name].events, [], name)
+
+    @async_test()
     async def test_auth_timeout_closes_unauthenticated(self):
         """--auth-timeout 2: an idle unauthenticated socket is closed, an
         authenticated one opened at the same time is not; deauth re-arms."""
@@ -383,6 +443,50 @@ class DevKeyTest(ServerTest):
         r = await c.auth("MYAPIKEY2", check=False)
         self.assertErr(r, "unauthorized", "Invalid API key")
         await c.wait_closed(10)
+
+    def test_weak_dev_key_warned_about_on_loopback(self):
+        err = self.server.stderr()
+        self.assertIn("warn  WARNING: ROCKETRIDE_APIKEY is MYAPIKEY, the SDKs' "
+                      "well-known default key: anything that can connect to "
+                      "127.0.0.1 can guess it", err)
+        self.assertIn("openssl rand -hex 32", err)
+
+    def test_weak_dev_key_refused_beyond_loopback(self):
+        """A guessable ROCKETRIDE_APIKEY stops the server before it opens its
+        database when it would listen beyond loopback; the message says why
+        and what to do, and never shows a key of one's own."""
+        tmp = tempfile.mkdtemp(prefix="rrdeploy-it-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        db = os.path.join(tmp, "weak.db")
+        for key, why in (("MYAPIKEY", "MYAPIKEY, the SDKs' well-known default "
+                                      "key, and --listen 0.0.0.0 is not a "
+                                      "loopback address"),
+                         ("hunter2", "only 7 characters long, and --listen "
+                                     ":: is not")):
+            env = sanitizer_env()
+            env["ROCKETRIDE_APIKEY"] = key
+            listen = "0.0.0.0:0" if key == "MYAPIKEY" else "[::]:0"
+            r = subprocess.run([binary_path(), "serve", "--listen", listen,
+                                "--db", db], env=env, capture_output=True,
+                               timeout=30, stdin=subprocess.DEVNULL)
+            err = r.stderr.decode()
+            self.assertEqual(r.returncode, 1, err)
+            self.assertIn("rrdeploy: refusing to start: ROCKETRIDE_APIKEY is "
+                          + why, err)
+            self.assertIn("openssl rand -hex 32", err)
+            self.assertIn("rrdeploy keys create", err)
+            if key != "MYAPIKEY":
+                self.assertNotIn(key, err)
+            self.assertFalse(os.path.exists(db), "the database was created")
+
+    @async_test()
+    async def test_strong_dev_key_beyond_loopback(self):
+        key = "x7Rq2-" + "k" * 26
+        s = self.new_server(["--listen", "0.0.0.0:0"], dev_key=key)
+        self.assertNotIn("WARNING", s.stderr())
+        c = await self.client(s)
+        r = await c.auth(key)
+        self.assertEqual(r["body"]["userId"], "local")
 
     @async_test()
     async def test_without_env_the_dev_key_is_invalid(self):

@@ -16,6 +16,7 @@ import websockets.exceptions
 from harness import ServerTest, async_test, pipeline
 
 MAX_MESSAGE = 16 * 1024 * 1024
+UNAUTH_MESSAGE = 64 * 1024
 MAX_DEPTH = 64
 
 
@@ -199,6 +200,41 @@ class BadInputTest(ServerTest):
                        "not_found")
 
     @async_test()
+    async def test_nul_in_ids_is_bad_request(self):
+        """A NUL inside an id is refused with a message naming the argument:
+        a C string stops at the NUL, so "dupA\\0zzz" must not reach dupA."""
+        c = await self.admin()
+        self.assertOk(await c.call("rrext_deploy_add",
+                                   pipeline=pipeline("dupA")))
+        nul = "dupA\u0000zzz"
+        cases = (("rrext_deploy_status", {"projectId": nul}, "projectId"),
+                 ("rrext_deploy_update", {"projectId": nul, "state": "paused"},
+                  "projectId"),
+                 ("rrext_deploy_remove", {"projectId": nul}, "projectId"),
+                 ("rrext_deploy_run", {"projectId": nul}, "projectId"),
+                 ("rrext_deploy_cancel", {"projectId": nul}, "projectId"),
+                 ("rrext_deploy_runs", {"projectId": nul}, "projectId"),
+                 ("rrext_deploy_watch", {"projectId": nul}, "projectId"),
+                 ("rrext_deploy_add", {"pipeline": pipeline(nul)},
+                  "pipeline.project_id"))
+        for cmd, args, name in cases:
+            for style in ("python", "ts"):
+                r = await c.request(cmd, args, style=style)
+                self.assertIn("\\u0000", c.sent[-1])
+                msg = self.assertErr(r, "bad_request")
+                self.assertTrue(msg.startswith(name + " must not contain"),
+                                (cmd, msg))
+        # dupA itself was neither paused, removed nor run
+        st = self.assertOk(await c.call("rrext_deploy_status", projectId="dupA"))
+        self.assertEqual(st["state"], "active")
+        self.assertIsNone(st["last_run"])
+        runs = self.assertOk(await c.call("rrext_deploy_runs", projectId="dupA"))
+        self.assertEqual(runs["runs"], [])
+        self.assertErr(await c.call("rrext_deploy_status", projectId=nul),
+                       "bad_request",
+                       "projectId must not contain a NUL character")
+
+    @async_test()
     async def test_invalid_utf8_and_surrogates(self):
         c = await self.admin()
         # invalid UTF-8 can only travel in a binary frame
@@ -321,6 +357,63 @@ class BadInputTest(ServerTest):
         r = await c.send_expect(text, 2, timeout=90)
         self.assertEqual(self.assertOk(r), {"pong": True})
         await self.assertAlive(c)
+
+    @async_test()
+    async def test_message_limit_before_auth(self):
+        """Before authentication a message may be at most 64 KiB: one over
+        closes the connection with 1009 (the frame header says how big it
+        will be, so nothing is buffered), one at the limit is answered."""
+        head = '{"type":"request","seq":1,"command":"rrext_public_probe"'
+        for size, ok in ((UNAUTH_MESSAGE, True), (UNAUTH_MESSAGE + 1, False)):
+            c = await self.client()
+            text = head + " " * (size - len(head) - 1) + "}"
+            self.assertEqual(len(text), size)
+            if ok:
+                self.assertOk(await c.send_expect(text, 1))
+                await c.auth(self.server.admin_key)
+                await self.assertAlive(c)
+            else:
+                try:
+                    await c.send_raw(text)
+                except websockets.exceptions.ConnectionClosed:
+                    pass
+                self.assertEqual(await c.wait_closed(10), 1009)
+        # fragmented: the fragments add up
+        c = await self.client()
+        parts = [head] + [" " * 16384] * 4 + ["}"]
+        try:
+            await c.send_raw(iter(parts))
+        except websockets.exceptions.ConnectionClosed:
+            pass
+        self.assertEqual(await c.wait_closed(10), 1009)
+
+    @async_test()
+    async def test_big_request_right_behind_auth(self):
+        """An SDK may send auth and, without waiting, a big request: the
+        request is judged once the auth is, so it gets the normal limit. If
+        the auth fails, the auth's refusal is still delivered and the big
+        request is dropped."""
+        key = self.server.admin_key
+        p = pipeline("behind_auth", pad="b" * (900 * 1024))
+        c = await self.client()
+        fa, sa = c.start("auth", {"auth": key})
+        fb, sb = c.start("rrext_deploy_add", {"pipeline": p})
+        await asyncio.gather(sa, sb)
+        self.assertOk(await asyncio.wait_for(fa, 30))
+        self.assertEqual(self.assertOk(await asyncio.wait_for(fb, 30))
+                         ["pipeline"], p)
+        c = await self.client()
+        fa, sa = c.start("auth", {"auth": "rrk_" + "0" * 64})
+        p2 = pipeline("behind_bad_auth", pad="b" * (900 * 1024))
+        fb, sb = c.start("rrext_deploy_add", {"pipeline": p2})
+        await asyncio.gather(sa, sb, return_exceptions=True)
+        self.assertErr(await asyncio.wait_for(fa, 30), "unauthorized",
+                       "Invalid API key")
+        self.assertEqual(await c.wait_closed(10), 1008)
+        self.assertIsInstance(fb.exception(), ConnectionError)
+        a = await self.admin()
+        self.assertErr(await a.call("rrext_deploy_status",
+                                    projectId="behind_bad_auth"), "not_found")
 
     # ------------------------------------------------------------- frames
 

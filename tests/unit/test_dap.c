@@ -63,6 +63,10 @@ static int setup(void **state)
     sched_config_defaults(&sc);
     fx->sched = sched_new(fx->st, &sc, NULL); /* no executor: runs fail */
     fx->app.sched = fx->sched;
+    struct dap_guard_config gc;
+    dap__guard_config_defaults(&gc);
+    fx->app.guard = dap__guard_new(&gc);
+    assert_non_null(fx->app.guard);
     fixture_key(fx->st, "alice", STORE_PERM_ALL, 0, FAKE_NOW, fx->key, NULL);
     fixture_key(fx->st, "mona", STORE_PERM_MONITOR, 0, FAKE_NOW, fx->monitor, NULL);
     *state = fx;
@@ -73,6 +77,7 @@ static int teardown(void **state)
 {
     struct fx *fx = *state;
     frames_clear(fx);
+    dap__guard_free(fx->app.guard);
     sched_free(fx->sched);
     fixture_free(fx->f);
     free(fx);
@@ -122,6 +127,13 @@ static void auth(struct fx *fx, const char *key)
     assert_true(json_is_true(json_object_get(r, "success")));
     json_decref(r);
     assert_true(fx->ss.authed);
+}
+
+/* A new connection's state (auth attempts are capped per connection). */
+static void session_reset(struct fx *fx)
+{
+    dap__session_clear(&fx->ss);
+    memset(&fx->ss, 0, sizeof fx->ss);
 }
 
 /* ---------------------------------------------------------------- envelope */
@@ -282,6 +294,46 @@ static void test_gate_and_unknown(void **state)
     assert_true(fx->ss.closing);
 }
 
+/* Before authentication only the envelope is read. jansson refuses \u0000
+ * in object keys, so arguments holding one show whether they were parsed:
+ * a command the gate refuses is answered Not authenticated (never
+ * "not valid JSON"), an unknown public one Invalid command; once
+ * authenticated, the same arguments are parsed and refused. */
+static void test_gate_before_arguments(void **state)
+{
+    struct fx *fx = *state;
+    expect_error(fx, "{\"seq\":1,\"command\":\"rrext_public_nope\","
+                     "\"arguments\":{\"a\\u0000\":1}}",
+                 "bad_request", "Invalid command: rrext_public_nope");
+    assert_false(fx->ss.closing);
+    /* the shape of arguments is part of the envelope */
+    expect_error(fx, "{\"seq\":2,\"command\":\"rrext_deploy_list\","
+                     "\"arguments\":[1]}",
+                 "bad_request", "arguments must be an object");
+    assert_false(fx->ss.closing);
+    static const char *const refused[] = {"rrext_deploy_list", "rrext_deploy_add",
+                                          "rrext_ping", "deauth", "rrext_bogus"};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        session_reset(fx);
+        char req[200];
+        snprintf(req, sizeof req,
+                 "{\"seq\":3,\"command\":\"%s\",\"arguments\":{\"a\\u0000\":1}}",
+                 refused[i]);
+        json_t *r = ask(fx, req);
+        assert_string_equal(str(r, "message"), "Not authenticated");
+        assert_string_equal(str(r, "command"), refused[i]);
+        assert_int_equal(json_integer_value(json_object_get(r, "request_seq")), 3);
+        json_decref(r);
+        assert_true(fx->ss.closing);
+    }
+    session_reset(fx);
+    auth(fx, fx->key);
+    expect_error(fx, "{\"seq\":4,\"command\":\"rrext_deploy_list\","
+                     "\"arguments\":{\"a\\u0000\":1}}",
+                 "bad_request", "Malformed request: not valid JSON");
+    assert_false(fx->ss.closing);
+}
+
 static void test_auth_and_connect_result(void **state)
 {
     struct fx *fx = *state;
@@ -326,6 +378,45 @@ static void test_auth_failures(void **state)
                  "{\"type\":\"request\",\"seq\":1,\"command\":\"auth\","
                  "\"arguments\":{\"auth\":\"x\"}}",
                  "unauthorized", "Too many authentication attempts");
+}
+
+/* After 30 failed auths from one address the next auth is refused without
+ * its credential being looked at, even a valid one, with when to retry;
+ * another address is not affected. */
+static void test_auth_throttled(void **state)
+{
+    struct fx *fx = *state;
+    const char *wrong = "{\"type\":\"request\",\"seq\":1,\"command\":\"auth\","
+                        "\"arguments\":{\"auth\":\"rrk_nope\"}}";
+    for (int i = 0; i < 30; i++) {
+        session_reset(fx);
+        expect_error(fx, wrong, "unauthorized", "Invalid API key");
+    }
+    char req[256];
+    snprintf(req, sizeof req,
+             "{\"type\":\"request\",\"seq\":2,\"command\":\"auth\","
+             "\"arguments\":{\"auth\":\"%s\"}}",
+             fx->key);
+    session_reset(fx);
+    json_t *r = ask(fx, req);
+    assert_string_equal(str(r, "code"), "unauthorized");
+    /* a token every 2 s: 2 s at most, 1 if the failures took over a second */
+    const char *m = str(r, "message");
+    const char *want = "Too many failed authentication attempts from this "
+                       "address: retry in ";
+    assert_int_equal(strncmp(m, want, strlen(want)), 0);
+    assert_true(strcmp(m + strlen(want), "2 s") == 0 ||
+                strcmp(m + strlen(want), "1 s") == 0);
+    assert_int_equal(json_integer_value(json_object_get(r, "request_seq")), 2);
+    json_decref(r);
+    assert_false(fx->ss.authed);
+    assert_true(fx->ss.closing);
+    const struct dap_guard_stats *st = dap__guard_stats(fx->app.guard);
+    assert_int_equal(st->auth_failed, 30);
+    assert_int_equal(st->throttled_address, 1);
+    session_reset(fx);
+    assert_int_equal(dap__addr_parse("192.0.2.77", &fx->ss.peer), 0);
+    auth(fx, fx->key);
 }
 
 static void test_revoked_session(void **state)
@@ -488,6 +579,13 @@ static void test_argument_errors(void **state)
                  "bad_request", "projectId must be a string");
     expect_error(fx, "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_deploy_remove\"}",
                  "bad_request", "projectId is required");
+    /* "p\0x" must not name "p" */
+    json_decref(ask(fx, "{\"type\":\"request\",\"seq\":4,\"command\":"
+                         "\"rrext_deploy_add\",\"arguments\":{\"pipeline\":"
+                         "{\"project_id\":\"p\"}}}"));
+    expect_error(fx, "{\"type\":\"request\",\"seq\":5,\"command\":\"rrext_deploy_status\","
+                     "\"arguments\":{\"projectId\":\"p\\u0000x\"}}",
+                 "bad_request", "projectId must not contain a NUL character");
 }
 
 static void test_limits(void **state)
@@ -535,6 +633,63 @@ static void test_monitor_key(void **state)
     json_decref(r);
 }
 
+static void watch_all(struct fx *fx)
+{
+    json_t *r = ask(fx, "{\"type\":\"request\",\"seq\":2,\"command\":"
+                         "\"rrext_deploy_watch\"}");
+    assert_true(json_is_true(json_object_get(r, "success")));
+    json_decref(r);
+    assert_true(dap__session_wants(&fx->ss, "alice", "p", FAKE_NOW));
+}
+
+/* A watch follows the session's current key: a re-auth without
+ * task.monitor or as another user ends it, a failed re-auth too; the same
+ * user with task.monitor keeps it. Expiry and permission are checked at
+ * every delivery. */
+static void test_watch_follows_the_key(void **state)
+{
+    struct fx *fx = *state;
+    char control[STORE_KEY_TEXT_MAX], other[STORE_KEY_TEXT_MAX];
+    char expiring[STORE_KEY_TEXT_MAX];
+    fixture_key(fx->st, "alice", STORE_PERM_CONTROL, 0, FAKE_NOW, control, NULL);
+    fixture_key(fx->st, "alice", STORE_PERM_ALL, 0, FAKE_NOW, other, NULL);
+    fixture_key(fx->st, "alice", STORE_PERM_ALL, FAKE_NOW + 60, FAKE_NOW,
+                expiring, NULL);
+
+    auth(fx, fx->key);
+    watch_all(fx);
+    assert_false(dap__session_wants(&fx->ss, "mona", "p", FAKE_NOW));
+    auth(fx, control); /* same user, no task.monitor: the reply is as usual */
+    assert_false(fx->ss.watching);
+    assert_false(dap__session_wants(&fx->ss, "alice", "p", FAKE_NOW));
+
+    session_reset(fx);
+    auth(fx, fx->key);
+    watch_all(fx);
+    auth(fx, fx->monitor); /* another user */
+    assert_false(fx->ss.watching);
+    assert_false(dap__session_wants(&fx->ss, "alice", "p", FAKE_NOW));
+    assert_false(dap__session_wants(&fx->ss, "mona", "p", FAKE_NOW));
+
+    session_reset(fx);
+    auth(fx, fx->key);
+    watch_all(fx);
+    auth(fx, other); /* same user, task.monitor: kept */
+    assert_true(dap__session_wants(&fx->ss, "alice", "p", FAKE_NOW));
+    expect_error(fx, "{\"type\":\"request\",\"seq\":3,\"command\":\"auth\","
+                     "\"arguments\":{\"auth\":\"rrk_nope\"}}",
+                 "unauthorized", "Invalid API key");
+    assert_false(fx->ss.watching);
+
+    session_reset(fx);
+    auth(fx, expiring);
+    watch_all(fx);
+    assert_false(dap__session_wants(&fx->ss, "alice", "p", FAKE_NOW + 60));
+    /* the permission itself, should the session's key lose it */
+    fx->ss.key.perms = STORE_PERM_CONTROL;
+    assert_false(dap__session_wants(&fx->ss, "alice", "p", FAKE_NOW));
+}
+
 static void test_preview(void **state)
 {
     struct fx *fx = *state;
@@ -567,8 +722,10 @@ int main(void)
         T(test_non_request_ignored),
         T(test_unauthenticated_flood_is_cut_off),
         T(test_gate_and_unknown),
+        T(test_gate_before_arguments),
         T(test_auth_and_connect_result),
         T(test_auth_failures),
+        T(test_auth_throttled),
         T(test_revoked_session),
         T(test_pipeline_verbatim),
         T(test_update_forces_project_id),
@@ -576,6 +733,7 @@ int main(void)
         T(test_argument_errors),
         T(test_limits),
         T(test_monitor_key),
+        T(test_watch_follows_the_key),
         T(test_preview),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
