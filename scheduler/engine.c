@@ -1115,6 +1115,39 @@ double sched_next_release(const struct sched *s)
     return first == CRONX_NEVER ? 0 : (double)first;
 }
 
+/* The decisions of a tick are committed: send its events, hand over the
+ * runs due now (or, inside the caller's batch, after its commit), hold those
+ * decided ahead, and record each deployment's progress and prune its ledger
+ * -- off the latency-critical path, in a second transaction. */
+static void tick_committed(struct sched *s, int64_t t, double now, int fired)
+{
+    if (!s->deferring) /* else they wait for the caller's commit */
+        free_events(s, true);
+    size_t waiting = 0;
+    for (size_t i = 0; i < s->npending; i++) {
+        if (s->pending[i].release_at > t)
+            hold(s, &s->pending[i]);
+        else if (s->deferring) /* inside the caller's batch: after its commit */
+            s->pending[waiting++] = s->pending[i];
+        else
+            submit(s, &s->pending[i], now);
+    }
+    s->npending = waiting;
+    /* Off the latency-critical path: progress and ledger pruning of every
+     * deployment decided, again in one transaction. */
+    bool batch = store_batch_begin(s->store) == 0;
+    for (size_t i = 0; i < s->ntouched; i++) {
+        struct sched_dep *d = s->touched[i];
+        persist_progress(s, d);
+        if (store_run_prune(s->store, d->user, d->project_id, s->cfg.keep_runs) != 0)
+            log_error("deployment %s/%s: cannot prune its ledger", d->user,
+                      d->project_id);
+    }
+    s->ntouched = 0;
+    if (batch && store_batch_commit(s->store) != 0)
+        log_error("scheduler: could not record the progress of %d tick(s)", fired);
+}
+
 int sched_tick(struct sched *s, double now, double lead, int max)
 {
     int64_t t = (int64_t)floor(now);
@@ -1173,31 +1206,7 @@ int sched_tick(struct sched *s, double now, double lead, int max)
             free_events(s, false);
         return fired;
     }
-    if (!s->deferring) /* else they wait for the caller's commit */
-        free_events(s, true);
-    size_t waiting = 0;
-    for (size_t i = 0; i < s->npending; i++) {
-        if (s->pending[i].release_at > t)
-            hold(s, &s->pending[i]);
-        else if (s->deferring) /* inside the caller's batch: after its commit */
-            s->pending[waiting++] = s->pending[i];
-        else
-            submit(s, &s->pending[i], now);
-    }
-    s->npending = waiting;
-    /* Off the latency-critical path: progress and ledger pruning of every
-     * deployment decided, again in one transaction. */
-    batch = store_batch_begin(s->store) == 0;
-    for (size_t i = 0; i < s->ntouched; i++) {
-        struct sched_dep *d = s->touched[i];
-        persist_progress(s, d);
-        if (store_run_prune(s->store, d->user, d->project_id, s->cfg.keep_runs) != 0)
-            log_error("deployment %s/%s: cannot prune its ledger", d->user,
-                      d->project_id);
-    }
-    s->ntouched = 0;
-    if (batch && store_batch_commit(s->store) != 0)
-        log_error("scheduler: could not record the progress of %d tick(s)", fired);
+    tick_committed(s, t, now, fired);
     return fired;
 }
 

@@ -55,6 +55,9 @@ ERROR_CODES = {
 
 WS_PATH = "/task/service"
 DEFAULT_TEST_TIMEOUT = 60.0
+# How much slower than a release build the binary under test is (a
+# sanitizer build: 4): bounds on the server's own speed are scaled by it.
+SLOW_BUILD = float(os.environ.get("RRDEPLOY_SLOW_BUILD", "1"))
 BOOT_TIMEOUT = 30.0
 
 

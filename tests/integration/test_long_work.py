@@ -7,14 +7,15 @@ to the deployments, not to the ticks they missed.
 Latencies are measured by a client that sends one request after another the
 whole time, so a stall of the service thread shows up as one slow request;
 the work is timed from the moment it was asked for to the moment the
-database says it is done."""
+database says it is done. The bounds are those of a release build, scaled
+for a sanitizer build (harness.SLOW_BUILD); every figure is printed."""
 
 import asyncio
 import sqlite3
 import time
 import unittest
 
-from harness import ServerTest, async_test, pipeline
+from harness import SLOW_BUILD, ServerTest, async_test, pipeline
 
 N = 10000
 BASE = 1767225600           # 2026-01-01T00:00:00Z
@@ -92,8 +93,8 @@ class LongWorkTest(ServerTest):
         print("\n  %d deployments errored %.3f s after the revocation; other "
               "user's status: %d requests, p99 %.1f ms, max %.1f ms"
               % (N, took, len(lat), p99 * 1e3, worst * 1e3))
-        self.assertLess(took, 1.0)
-        self.assertLess(p99, 0.050)
+        self.assertLess(took, 1.0 * SLOW_BUILD)
+        self.assertLess(p99, 0.050 * SLOW_BUILD)
         errors = count(srv.db, "SELECT count(DISTINCT error) FROM deployments "
                        "WHERE state = 'errored'")
         self.assertEqual(errors, 1)
@@ -136,7 +137,7 @@ class LongWorkTest(ServerTest):
         print("\n  clock +30 days, %d deployments: caught up in %.2f s; the "
               "other user's %d requests meanwhile took at most %.0f ms"
               % (N, took, len(lat), worst * 1e3))
-        self.assertLess(worst, 1.0)
+        self.assertLess(worst, 1.0 * SLOW_BUILD)
         self.assertEqual(count(srv.db, "SELECT sum(missed_count) FROM runs WHERE "
                                "outcome = 'missed'"), N * (DAYS30 // 60 - 1))
 
@@ -147,7 +148,7 @@ class LongWorkTest(ServerTest):
         await loop.run_in_executor(None, srv.start)
         took = time.monotonic() - t0
         print("  restart after 30 days down: listening after %.2f s" % took)
-        self.assertLess(took, 2.0)
+        self.assertLess(took, 2.0 * SLOW_BUILD)
         self.assertEqual(count(srv.db, "SELECT count(*) FROM runs WHERE "
                                "outcome = 'missed'"), 2 * N)
 
