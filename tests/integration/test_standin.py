@@ -446,17 +446,21 @@ class MonitorTest(StandinTest):
         await c.wait_event(lambda b: b.get("state") == 3
                            and b.get("__id") == body["id"])
         # only TASK now: no catch-up (no new bit), and no status updates
+        # (a periodic one may still come just before the reply)
         mark = len(c.frames)
         self.assertOk(await c.call("rrext_monitor", projectId="p1",
                                    source="webhook_1", types=["TASK"]))
-        self.assertEqual([describe(m) for m in c.messages(mark)],
-                         ["reply:rrext_monitor"])
+
+        def since_reply():
+            names = [describe(m) for m in c.messages(mark)]
+            return names[names.index("reply:rrext_monitor"):]
+        self.assertEqual(since_reply(), ["reply:rrext_monitor"])
         w = await self.client(s)
         await self.monitor(w)
         ticks = len(w.events)
         await w.wait_event(lambda b: b.get("state") == 3, start=ticks)
         await c.barrier()
-        self.assertEqual([describe(m) for m in c.messages(mark)],
+        self.assertEqual(since_reply(),
                          ["reply:rrext_monitor", "reply:rrext_ping"])
         # SUMMARY again: its catch-up only
         mark = len(c.frames)
@@ -860,12 +864,14 @@ class SweepTest(StandinTest):
         task = s.task(dflt["token"])
         self.assertEqual(task.ttl, 900)
         await s.wait_for(lambda: task.idle > 0)
+        # (a sweep may add its period between a reply and the check)
+        task.idle = 500
         self.assertOk(await c.call("rrext_get_task_status",
                                    token=dflt["token"]))
-        self.assertGreater(task.idle, 0)
+        self.assertGreaterEqual(task.idle, 500)
         pid = self.assertOk(await c.call("rrext_process", token=dflt["token"],
                                          subcommand="open"))["pipe_id"]
-        self.assertEqual(task.idle, 0)
+        self.assertLess(task.idle, 1)
         self.assertOk(await c.call("rrext_process", token=dflt["token"],
                                    subcommand="write", pipe_id=pid,
                                    data="abc"))
