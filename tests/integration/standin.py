@@ -1312,7 +1312,9 @@ class StandinServer:
 
     async def restart(self):
         """Simulate a server restart: every task is forgotten (nothing more
-        is sent about them) and every connection is dropped. Keys stay."""
+        is sent about them) and every connection is dropped. Keys, faults,
+        the request log, the counts and the history stay: they are the
+        test's view, not the server's memory."""
         for task in list(self._tasks.values()):
             task.abandon()
         self._tasks.clear()
