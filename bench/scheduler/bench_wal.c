@@ -123,6 +123,17 @@ static long long file_size(const char *path)
     return stat(path, &sb) == 0 ? (long long)sb.st_size : 0;
 }
 
+static void remove_db(const char *dir, const char *db)
+{
+    const char *sfx[] = {"", "-wal", "-shm"};
+    for (int i = 0; i < 3; i++) {
+        char p[128];
+        snprintf(p, sizeof p, "%s%s", db, sfx[i]);
+        unlink(p);
+    }
+    rmdir(dir);
+}
+
 static void add_all(struct sched *s, struct store *st, long n)
 {
     struct err e = {0};
@@ -218,12 +229,6 @@ int main(int argc, char **argv)
     sched_free(s);
     executor_free(&in.base);
     store_close(st);
-    const char *sfx[] = {"", "-wal", "-shm"};
-    for (int i = 0; i < 3; i++) {
-        char p[128];
-        snprintf(p, sizeof p, "%s%s", db, sfx[i]);
-        unlink(p);
-    }
-    rmdir(dir);
+    remove_db(dir, db);
     return 0;
 }
