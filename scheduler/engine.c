@@ -458,7 +458,7 @@ static int start_run(struct sched *s, struct sched_dep *d, const char *trigger,
                      struct store_run *out)
 {
     char *pipeline;
-    int rc = store_dep_pipeline(s->store, d->user, d->project_id, &pipeline);
+    int rc = store_dep_pipeline(s->store, d->user, d->project_id, &pipeline, NULL, NULL);
     if (rc)
         return rc;
     struct store_run r = {0};
@@ -984,7 +984,7 @@ static void resume_undone(struct sched *s, const struct undone *u, double now)
     else if (d->run_id)
         snprintf(why, sizeof why, "decided but not started before the server "
                  "stopped; another run of the deployment came first");
-    else if (store_dep_pipeline(s->store, d->user, d->project_id, &pipeline) != 0)
+    else if (store_dep_pipeline(s->store, d->user, d->project_id, &pipeline, NULL, NULL) != 0)
         snprintf(why, sizeof why, "decided but not started before the server "
                  "stopped; its pipeline could not be read");
     if (!pipeline) {
@@ -1330,7 +1330,7 @@ static void run_started(struct sched *s, const struct sched_report *rep)
 {
     struct store_run r;
     int rc = store_run_start(s->store, rep->run_id, rep->at, rep->pgid,
-                             rep->leader_start, &r);
+                             rep->leader_start, NULL, &r);
     if (rc == RR_E_NOTFOUND || rc == RR_E_BUSY)
         return;
     if (rc) {

@@ -16,6 +16,9 @@
  *    deletes its run ledger rows too (ON DELETE CASCADE in the schema).
  *  - store_dep_get hands back owned copies; the walks hand the callback
  *    pointers into the current row, valid until it returns.
+ *  - The sealed credential is written by insert and change and read only by
+ *    store_dep_pipeline, together with the pipeline, for a run: the other
+ *    reads never select it, so it is not copied into every listing.
  *
  * Thread: like every store call, on the one thread using the struct store. */
 #include "store/store.h"
@@ -62,6 +65,7 @@ void store_dep_clear(struct store_dep *d)
     free(d->error);
     free(d->created_by);
     free(d->owner_key_id);
+    free(d->credential);
     memset(d, 0, sizeof *d);
 }
 
@@ -96,6 +100,15 @@ static int dep_bind(sqlite3_stmt *st, const struct store_dep *d)
         (rc = store__bind_time_opt(st, 12, d->last_fire_at)) != SQLITE_OK)
         return rc;
     return SQLITE_OK;
+}
+
+/* A sealed credential (or none: NULL, or length 0) as ?i. Borrowed until the
+ * statement is released. */
+static int bind_credential(sqlite3_stmt *st, int i, const unsigned char *c, size_t n)
+{
+    if (!c || n == 0)
+        return sqlite3_bind_null(st, i);
+    return sqlite3_bind_blob64(st, i, c, (sqlite3_uint64)n, SQLITE_STATIC);
 }
 
 /* Fill d with pointers borrowed from the current row (valid until the next
@@ -167,7 +180,8 @@ int store_dep_insert(struct store *s, const struct store_dep *d, int64_t max_per
     sqlite3_stmt *st = NULL;
     if ((rc = store__stmt_acquire(s, ST_DEP_INSERT, &st, NULL)) != 0)
         goto rollback;
-    if ((rc = dep_bind(st, d)) != SQLITE_OK) {
+    if ((rc = dep_bind(st, d)) != SQLITE_OK ||
+        (rc = bind_credential(st, 13, d->credential, d->credential_len)) != SQLITE_OK) {
         rc = store__db_fail(s, NULL, rc, "bind");
     } else {
         rc = sqlite3_step(st);
@@ -328,8 +342,30 @@ int store_dep_list_by_key(struct store *s, const char *key_id, store_dep_cb cb, 
     return dep_walk(s, ST_DEP_LIST_KEY, key_id, cb, ud);
 }
 
+/* Copy the credential column (col) of the current row: 0 and *out (malloc'd,
+ * NULL when the row has none), or RR_E_NOMEM. */
+static int credential_from_row(sqlite3_stmt *st, int col, unsigned char **out /* OUT */,
+                               size_t *n /* OUT */)
+{
+    /* blob before bytes (SQLite's rule); an empty blob's pointer is NULL. */
+    const void *b = sqlite3_column_blob(st, col);
+    int len = sqlite3_column_bytes(st, col);
+    if (len < 0 || (len > 0 && !b)) {
+        log_error("store: out of memory reading a deployment's credential");
+        return RR_E_NOMEM;
+    }
+    *out = NULL;
+    *n = 0;
+    if (len > 0) {
+        *out = xmalloc((size_t)len);
+        memcpy(*out, b, (size_t)len);
+        *n = (size_t)len;
+    }
+    return 0;
+}
+
 int store_dep_pipeline(struct store *s, const char *user, const char *project_id,
-                       char **out)
+                       char **pipeline, unsigned char **credential, size_t *credential_len)
 {
     sqlite3_stmt *st = NULL;
     int rc = store__stmt_acquire(s, ST_DEP_PIPELINE, &st, NULL);
@@ -338,18 +374,33 @@ int store_dep_pipeline(struct store *s, const char *user, const char *project_id
     if ((rc = store__bind_str(st, 1, user)) != SQLITE_OK ||
         (rc = store__bind_str(st, 2, project_id)) != SQLITE_OK) {
         rc = store__db_fail(s, NULL, rc, "bind");
-    } else {
-        int src = sqlite3_step(st);
-        const char *text = src == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
-        if (src == SQLITE_DONE)
-            rc = RR_E_NOTFOUND;
-        else if (src != SQLITE_ROW)
-            rc = store__db_fail(s, NULL, src, "get pipeline");
-        else if (!text)
-            rc = RR_E_IO;
-        else
-            *out = xstrndup(text, (size_t)sqlite3_column_bytes(st, 0));
+        goto out;
     }
+    int src = sqlite3_step(st);
+    if (src == SQLITE_DONE) {
+        rc = RR_E_NOTFOUND;
+        goto out;
+    }
+    if (src != SQLITE_ROW) {
+        rc = store__db_fail(s, NULL, src, "get pipeline");
+        goto out;
+    }
+    unsigned char *cred = NULL;
+    size_t cred_len = 0;
+    if (credential && (rc = credential_from_row(st, 1, &cred, &cred_len)) != 0)
+        goto out;
+    const char *text = (const char *)sqlite3_column_text(st, 0);
+    if (!text) {
+        free(cred);
+        rc = RR_E_IO;
+        goto out;
+    }
+    *pipeline = xstrndup(text, (size_t)sqlite3_column_bytes(st, 0));
+    if (credential) {
+        *credential = cred;
+        *credential_len = cred_len;
+    }
+out:
     store__stmt_release(s, ST_DEP_PIPELINE, st);
     return rc;
 }
@@ -412,7 +463,9 @@ int store_dep_change(struct store *s, const char *user, const char *project_id,
     if ((rc = store__bind_str(st, 3, c->pipeline)) == SQLITE_OK &&
         (rc = store__bind_str(st, 4, c->schedule)) == SQLITE_OK &&
         (rc = store__bind_str(st, 5, store_state_name(c->state))) == SQLITE_OK &&
-        (rc = sqlite3_bind_double(st, 6, c->updated_at)) == SQLITE_OK)
-        rc = store__bind_time_opt(st, 7, c->next_run_at);
+        (rc = sqlite3_bind_double(st, 6, c->updated_at)) == SQLITE_OK &&
+        (rc = store__bind_time_opt(st, 7, c->next_run_at)) == SQLITE_OK &&
+        (rc = sqlite3_bind_int(st, 8, c->set_credential)) == SQLITE_OK)
+        rc = bind_credential(st, 9, c->credential, c->credential_len);
     return dep_write_end(s, ST_DEP_CHANGE, st, rc, "change deployment");
 }

@@ -16,6 +16,9 @@
  *    a read tell "no such run" from "not queued" or "already final".
  *  - Output tails are BLOBs: arbitrary bytes, NULs included, read back with
  *    a NUL after them for convenience.
+ *  - A run's task is the engine's report as JSON text, kept verbatim: the
+ *    caller writes valid JSON and the store neither parses nor checks it.
+ *    Starting and finishing keep the row's task unless given a new one.
  *  - Rows are copied out of SQLite before they are handed on (for the caller
  *    to clear with store_run_clear, or lent to a walk's callback), since a
  *    callback may write to the store while the walk runs.
@@ -77,6 +80,7 @@ void store_run_clear(struct store_run *r)
     free(r->reason);
     free(r->output);
     free(r->idempotency_key);
+    free(r->task);
     memset(r, 0, sizeof *r);
 }
 
@@ -88,6 +92,7 @@ void store_run_copy(struct store_run *dst, const struct store_run *src)
     dst->trigger = src->trigger ? xstrdup(src->trigger) : NULL;
     dst->reason = src->reason ? xstrdup(src->reason) : NULL;
     dst->idempotency_key = src->idempotency_key ? xstrdup(src->idempotency_key) : NULL;
+    dst->task = src->task ? xstrdup(src->task) : NULL;
     dst->output = NULL;
     if (src->output) {
         dst->output = xmalloc(src->output_len + 1);
@@ -135,7 +140,8 @@ static int bind_output(sqlite3_stmt *st, int i, const char *output, size_t len)
     return sqlite3_bind_blob64(st, i, output, (sqlite3_uint64)len, SQLITE_STATIC);
 }
 
-/* Bind ?1..?16 of ST_RUN_INSERT (RUN_COLS order, without id). */
+/* Bind ?1..?17 of ST_RUN_INSERT (RUN_COLS order, without id, pid and
+ * pid_start). */
 static int run_bind(sqlite3_stmt *st, const struct store_run *r)
 {
     int rc;
@@ -154,7 +160,8 @@ static int run_bind(sqlite3_stmt *st, const struct store_run *r)
         (rc = store__bind_str(st, 13, r->idempotency_key)) != SQLITE_OK ||
         (rc = sqlite3_bind_int64(st, 14, r->missed_count)) != SQLITE_OK ||
         (rc = store__bind_time_opt(st, 15, r->window_start)) != SQLITE_OK ||
-        (rc = store__bind_time_opt(st, 16, r->window_end)) != SQLITE_OK)
+        (rc = store__bind_time_opt(st, 16, r->window_end)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 17, r->task)) != SQLITE_OK)
         return rc;
     return SQLITE_OK;
 }
@@ -207,6 +214,7 @@ static int run_from_row(sqlite3_stmt *st, struct store_run *r /* OUT */)
     x.trigger = xstrdup(trigger);
     x.reason = store__dup_opt((const char *)sqlite3_column_text(st, 9));
     x.idempotency_key = store__dup_opt((const char *)sqlite3_column_text(st, 13));
+    x.task = store__dup_opt((const char *)sqlite3_column_text(st, 19));
     *r = x;
     return 0;
 }
@@ -315,7 +323,8 @@ int store_run_update(struct store *s, const struct store_run *r)
         (rc = bind_int_opt(st, 7, r->signal, 0)) != SQLITE_OK ||
         (rc = bind_output(st, 8, r->output, r->output_len)) != SQLITE_OK ||
         (rc = bind_int_opt(st, 9, r->pid, 0)) != SQLITE_OK ||
-        (rc = bind_pid_start(st, 10, r->pid_start)) != SQLITE_OK)
+        (rc = bind_pid_start(st, 10, r->pid_start)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 11, r->task)) != SQLITE_OK)
         rc = store__db_fail(s, NULL, rc, "bind");
     else if ((rc = store__step_done(s, st, NULL, "update run")) == 0 && sqlite3_changes(s->db) == 0)
         rc = RR_E_NOTFOUND;
@@ -366,7 +375,7 @@ static int run_returning(struct store *s, sqlite3_stmt *st, struct store_run *ou
 }
 
 int store_run_start(struct store *s, int64_t id, double at, int pid, uint64_t pid_start,
-                    struct store_run *out)
+                    const char *task, struct store_run *out)
 {
     sqlite3_stmt *st = NULL;
     int rc = store__stmt_acquire(s, ST_RUN_START, &st, NULL);
@@ -375,7 +384,8 @@ int store_run_start(struct store *s, int64_t id, double at, int pid, uint64_t pi
     if ((rc = sqlite3_bind_int64(st, 1, id)) != SQLITE_OK ||
         (rc = store__bind_time_opt(st, 2, at)) != SQLITE_OK ||
         (rc = bind_int_opt(st, 3, pid, 0)) != SQLITE_OK ||
-        (rc = bind_pid_start(st, 4, pid_start)) != SQLITE_OK)
+        (rc = bind_pid_start(st, 4, pid_start)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 5, task)) != SQLITE_OK)
         rc = store__db_fail(s, NULL, rc, "bind");
     else
         rc = run_returning(s, st, out, "start run");
@@ -403,7 +413,8 @@ int store_run_finish(struct store *s, int64_t id, const struct store_run_end *en
         (rc = store__bind_str(st, 5, end->reason)) != SQLITE_OK ||
         (rc = bind_int_opt(st, 6, end->exit_code, -1)) != SQLITE_OK ||
         (rc = bind_int_opt(st, 7, end->signal, 0)) != SQLITE_OK ||
-        (rc = bind_output(st, 8, output, end->output_len)) != SQLITE_OK)
+        (rc = bind_output(st, 8, output, end->output_len)) != SQLITE_OK ||
+        (rc = store__bind_str(st, 9, end->task)) != SQLITE_OK)
         rc = store__db_fail(s, NULL, rc, "bind");
     else
         rc = run_returning(s, st, out, "finish run");

@@ -130,6 +130,13 @@ static const char *const migrations[] = {
      * crashed server left behind (pid_start tells a reused pid apart). */
     ("ALTER TABLE runs ADD COLUMN pid INTEGER;"
      "ALTER TABLE runs ADD COLUMN pid_start INTEGER;"),
+    /* 4: runs on a RocketRide engine, as the deployment's owner. The owner's
+     * credential, sealed with the server's secret, which is not in the
+     * database (util/vault.h; NULL: none, runs use the server's service
+     * credential); and what the engine told about a run's task, a JSON
+     * object text (NULL: none, e.g. runs of the exec executor). */
+    ("ALTER TABLE deployments ADD COLUMN credential BLOB;"
+     "ALTER TABLE runs ADD COLUMN task TEXT;"),
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -141,18 +148,20 @@ static const char *const migrations[] = {
     "k.revoked_at, k.hash FROM api_keys k JOIN users u ON u.id = k.user_id "
 
 /* Columns of a deployment row, in this order, for dep_from_row(), and the
- * parameter numbers dep_bind() fills. */
+ * parameter numbers dep_bind() fills. The credential is not among them: only
+ * ST_DEP_PIPELINE reads it (store.h says why). */
 #define DEP_COLS                                                               \
     "SELECT user, project_id, pipeline, schedule, state, error, created_by, "  \
     "owner_key_id, created_at, updated_at, next_run_at, last_fire_at FROM deployments "
 
 /* Columns of a run row, in this order, for run_from_row(); ST_RUN_INSERT
- * takes the same columns after id as ?1..?16 (run_bind()). RUN_COL_LIST alone
- * follows RETURNING. */
+ * takes the same columns after id, but for pid and pid_start, as ?1..?17
+ * (run_bind()). RUN_COL_LIST alone follows RETURNING. */
 #define RUN_COL_LIST                                                           \
     "id, user, project_id, trigger, scheduled_for, created_at, "               \
     "started_at, finished_at, outcome, reason, exit_code, signal, output, "    \
-    "idempotency_key, missed_count, window_start, window_end, pid, pid_start "
+    "idempotency_key, missed_count, window_start, window_end, pid, pid_start, " \
+    "task "
 #define RUN_COLS "SELECT " RUN_COL_LIST "FROM runs "
 
 static const char *const stmt_sql[ST__COUNT] = {
@@ -178,8 +187,8 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_DEP_EXISTS] = "SELECT 1 FROM deployments WHERE user = ?1 AND project_id = ?2",
     [ST_DEP_INSERT] =
         "INSERT INTO deployments(user, project_id, pipeline, schedule, state, error, "
-        "created_by, owner_key_id, created_at, updated_at, next_run_at, last_fire_at) "
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        "created_by, owner_key_id, created_at, updated_at, next_run_at, last_fire_at, "
+        "credential) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     [ST_DEP_GET] = DEP_COLS "WHERE user = ?1 AND project_id = ?2",
     [ST_DEP_UPDATE] =
         "UPDATE deployments SET pipeline = ?3, schedule = ?4, state = ?5, error = ?6, "
@@ -198,16 +207,18 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_DEP_ERROR_BY_KEY] =
         "UPDATE deployments SET state = 'errored', error = ?2, next_run_at = NULL, "
         "updated_at = ?3 WHERE owner_key_id = ?1 AND state != 'errored'",
-    /* A NULL pipeline or schedule keeps the row's. */
+    /* A NULL pipeline or schedule keeps the row's; the credential changes
+     * only with ?8 (set_credential), to ?9 (NULL clears it). */
     [ST_DEP_CHANGE] =
         "UPDATE deployments SET pipeline = coalesce(?3, pipeline), "
-        "schedule = coalesce(?4, schedule), state = ?5, updated_at = ?6, next_run_at = ?7 "
+        "schedule = coalesce(?4, schedule), state = ?5, updated_at = ?6, next_run_at = ?7, "
+        "credential = CASE WHEN ?8 THEN ?9 ELSE credential END "
         "WHERE user = ?1 AND project_id = ?2",
     [ST_RUN_INSERT] =
         "INSERT INTO runs(user, project_id, trigger, scheduled_for, created_at, started_at, "
         "finished_at, outcome, reason, exit_code, signal, output, idempotency_key, "
-        "missed_count, window_start, window_end) "
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        "missed_count, window_start, window_end, task) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     /* Keep the newest ?3 rows by id, and every live (queued or running) row
      * whatever its age: those are still being acted on. The ?3-th newest id
      * is one seek and ?3 steps back along runs_dep; everything older and
@@ -219,19 +230,21 @@ static const char *const stmt_sql[ST__COUNT] = {
         "ORDER BY id DESC LIMIT 1 OFFSET ?3 - 1)",
     [ST_RUN_UPDATE] =
         "UPDATE runs SET started_at = ?2, finished_at = ?3, outcome = ?4, reason = ?5, "
-        "exit_code = ?6, signal = ?7, output = ?8, pid = ?9, pid_start = ?10 WHERE id = ?1",
+        "exit_code = ?6, signal = ?7, output = ?8, pid = ?9, pid_start = ?10, task = ?11 "
+        "WHERE id = ?1",
     [ST_RUN_GET] = RUN_COLS "WHERE id = ?1",
     [ST_RUN_FIND_IDEM] =
         RUN_COLS "WHERE user = ?1 AND project_id = ?2 AND idempotency_key = ?3",
     [ST_RUN_LAST] = RUN_COLS "WHERE user = ?1 AND project_id = ?2 ORDER BY id DESC LIMIT 1",
     /* A negative LIMIT means no limit. */
     [ST_RUN_LIST] = RUN_COLS "WHERE user = ?1 AND project_id = ?2 ORDER BY id DESC LIMIT ?3",
-    [ST_DEP_PIPELINE] = "SELECT pipeline FROM deployments WHERE user = ?1 AND project_id = ?2",
+    [ST_DEP_PIPELINE] =
+        "SELECT pipeline, credential FROM deployments WHERE user = ?1 AND project_id = ?2",
     /* Output left out (NULL): a summary per deployment for list answers. */
     [ST_RUN_LAST_EACH] =
         "SELECT id, user, project_id, trigger, scheduled_for, created_at, started_at, "
         "finished_at, outcome, reason, exit_code, signal, NULL, idempotency_key, "
-        "missed_count, window_start, window_end, pid, pid_start FROM runs "
+        "missed_count, window_start, window_end, pid, pid_start, task FROM runs "
         "WHERE id IN (SELECT max(id) FROM runs WHERE user = ?1 GROUP BY project_id) "
         "ORDER BY project_id",
     [ST_RUN_LIVE] = RUN_COLS "WHERE outcome IN ('queued', 'running') ORDER BY id",
@@ -240,13 +253,16 @@ static const char *const stmt_sql[ST__COUNT] = {
         "WHERE outcome IN ('queued', 'running') AND outcome = 'running'",
     /* The outcome in the WHERE makes the first decision win: a run that is
      * no longer queued (or no longer live) matches nothing. */
+    /* A NULL task (?5 here, ?9 in ST_RUN_FINISH) keeps the row's. */
     [ST_RUN_START] =
-        "UPDATE runs SET outcome = 'running', started_at = ?2, pid = ?3, pid_start = ?4 "
+        "UPDATE runs SET outcome = 'running', started_at = ?2, pid = ?3, pid_start = ?4, "
+        "task = coalesce(?5, task) "
         "WHERE id = ?1 AND outcome = 'queued' RETURNING " RUN_COL_LIST,
     [ST_RUN_FINISH] =
         "UPDATE runs SET outcome = ?2, "
         "started_at = CASE WHEN started_at IS NULL AND ?3 THEN ?4 ELSE started_at END, "
-        "finished_at = ?4, reason = ?5, exit_code = ?6, signal = ?7, output = ?8 "
+        "finished_at = ?4, reason = ?5, exit_code = ?6, signal = ?7, output = ?8, "
+        "task = coalesce(?9, task) "
         "WHERE id = ?1 AND outcome IN ('queued', 'running') RETURNING " RUN_COL_LIST,
     /* A decided run that never started: one scheduled time not run. */
     [ST_RUN_MISS] =

@@ -139,9 +139,9 @@ enum store_state { STORE_ACTIVE = 0, STORE_PAUSED, STORE_ERRORED };
 const char *store_state_name(enum store_state st);
 int store_state_parse(const char *s, enum store_state *out);
 
-/* One deployment row. Strings are owned by the struct (free with
- * store_dep_clear) when filled by the store; when passed in they are borrowed
- * for the call. */
+/* One deployment row. Strings and the credential are owned by the struct
+ * (free with store_dep_clear) when filled by the store; when passed in they
+ * are borrowed for the call. */
 struct store_dep {
     char *user;          /* owner's user name; key part 1 */
     char *project_id;    /* key part 2 */
@@ -156,36 +156,51 @@ struct store_dep {
     double next_run_at;  /* 0 = none */
     double last_fire_at; /* last scheduled time decided (fired, skipped or
                           * missed); 0 = none. The scheduler resumes after it. */
+    /* The owner's credential, sealed (util/vault.h): runs on an engine run
+     * as the owner with it. NULL (or length 0) = none: runs use the
+     * server's service credential. Written by store_dep_insert; every read
+     * leaves it NULL but store_dep_pipeline's, the one a run needs: a walk
+     * or a lookup that copied it around would hold it for no purpose. */
+    unsigned char *credential;
+    size_t credential_len;
 };
 void store_dep_clear(struct store_dep *d); /* frees owned strings, zeroes */
 
-/* Insert a new deployment atomically: RR_E_EXISTS if (user, project_id) is
- * taken; RR_E_LIMIT if the user already has max_per_user deployments.
+/* Insert a new deployment (its credential included) atomically: RR_E_EXISTS
+ * if (user, project_id) is taken; RR_E_LIMIT if the user already has
+ * max_per_user deployments.
  * (Additions: max_per_user <= 0 means no limit; a duplicate is RR_E_EXISTS even
  * when the user is also at the limit. user, project_id, pipeline and schedule
  * must be non-NULL, else RR_E_INVAL.) */
 int store_dep_insert(struct store *s, const struct store_dep *d,
                      int64_t max_per_user) MUST_CHECK;
-/* RR_E_NOTFOUND when absent. */
+/* RR_E_NOTFOUND when absent. out->credential stays NULL. */
 int store_dep_get(struct store *s, const char *user, const char *project_id,
                   struct store_dep *out /* OUT, clear with store_dep_clear */);
-/* Overwrite every column of the row (user, project_id). RR_E_NOTFOUND. */
+/* Overwrite every column of the row (user, project_id) but the credential,
+ * which no read fills (store_dep_change sets it). RR_E_NOTFOUND. */
 int store_dep_update(struct store *s, const struct store_dep *d) MUST_CHECK;
 int store_dep_delete(struct store *s, const char *user, const char *project_id) MUST_CHECK;
 /* Deployments of user (user NULL: of everyone). */
 int store_dep_count(struct store *s, const char *user, int64_t *out);
 /* A user's deployments ordered by project_id (user NULL: everyone's, ordered
- * by user then project_id). d is borrowed for the callback only. cb returning
- * non-zero stops the walk and that value is returned. */
+ * by user then project_id), credential NULL. d is borrowed for the callback
+ * only. cb returning non-zero stops the walk and that value is returned. */
 typedef int (*store_dep_cb)(const struct store_dep *d, void *ud);
 int store_dep_list(struct store *s, const char *user, store_dep_cb cb, void *ud);
 /* Deployments whose owner_key_id is key_id (e.g. to mark them errored when
- * that key is revoked), ordered by user then project_id. Same callback rules. */
+ * that key is revoked), ordered by user then project_id, credential NULL.
+ * Same callback rules. */
 int store_dep_list_by_key(struct store *s, const char *key_id, store_dep_cb cb, void *ud);
 
-/* Just the pipeline text of a deployment (*out: free()). RR_E_NOTFOUND. */
+/* What a run of a deployment needs, read in one statement: its pipeline
+ * text (*pipeline: free()) and, when credential is not NULL, its sealed
+ * credential (*credential: free(), NULL when it has none; *credential_len
+ * its length, 0 when none). RR_E_NOTFOUND. */
 int store_dep_pipeline(struct store *s, const char *user, const char *project_id,
-                       char **out /* OUT */);
+                       char **pipeline /* OUT */,
+                       unsigned char **credential /* OUT, may be NULL to skip */,
+                       size_t *credential_len /* OUT, with credential */);
 
 /* Record the scheduler's progress for one deployment without touching the
  * rest of the row. RR_E_NOTFOUND. */
@@ -205,18 +220,22 @@ int store_dep_set_errored(struct store *s, const char *user, const char *project
 int store_dep_error_by_key(struct store *s, const char *key_id, const char *why,
                            double now, int64_t *count /* OUT, may be NULL */) MUST_CHECK;
 
-/* What an update changes; strings borrowed for the call. */
+/* What an update changes; strings and the credential borrowed for the call. */
 struct store_dep_change {
     const char *pipeline;       /* NULL = keep */
     const char *schedule;       /* NULL = keep */
     enum store_state state;
     double updated_at;
     double next_run_at;         /* 0 = none */
+    bool set_credential;        /* false = keep the credential */
+    const unsigned char *credential; /* with set_credential: the new sealed
+                                      * credential; NULL (or length 0) clears it */
+    size_t credential_len;
 };
 /* Change a deployment in one statement (no read first): pipeline and schedule
- * when given, state, updated_at and next_run_at always; error, last_fire_at
- * and the rest of the row are kept. RR_E_NOTFOUND; RR_E_INVAL when c is NULL
- * or its state invalid. */
+ * when given, the credential with set_credential, state, updated_at and
+ * next_run_at always; error, last_fire_at and the rest of the row are kept.
+ * RR_E_NOTFOUND; RR_E_INVAL when c is NULL or its state invalid. */
 int store_dep_change(struct store *s, const char *user, const char *project_id,
                      const struct store_dep_change *c) MUST_CHECK;
 
@@ -263,31 +282,38 @@ struct store_run {
     double window_end;
     int pid;                  /* running: the process group (its leader); 0 = none */
     uint64_t pid_start;       /* the leader's start time (clock ticks after boot) */
+    char *task;               /* what the engine told about the run's task: a
+                               * JSON object text, kept verbatim (the store
+                               * checks nothing of it); NULL = none */
 };
+/* Rows the store fills own their strings (task included). */
 void store_run_clear(struct store_run *r); /* frees owned strings, zeroes */
 /* A deep copy of src into dst (clear it with store_run_clear). */
 void store_run_copy(struct store_run *dst /* OUT */, const struct store_run *src);
 
-/* Insert a decision, then prune the deployment's ledger to its newest `keep`
- * rows (keep <= 0: no pruning), in one transaction. RR_E_EXISTS when a
- * scheduled row for the same scheduled_for, or a row with the same
- * idempotency key, already exists for that deployment. *id_out receives the
- * new row id. */
+/* Insert a decision (its task included), then prune the deployment's ledger
+ * to its newest `keep` rows (keep <= 0: no pruning), in one transaction.
+ * RR_E_EXISTS when a scheduled row for the same scheduled_for, or a row with
+ * the same idempotency key, already exists for that deployment. *id_out
+ * receives the new row id. */
 int store_run_insert(struct store *s, const struct store_run *r, int64_t keep,
                      int64_t *id_out /* OUT */) MUST_CHECK;
 /* Overwrite the mutable columns of row r->id: started_at, finished_at,
- * outcome, reason, exit_code, signal, output, pid, pid_start. RR_E_NOTFOUND. */
+ * outcome, reason, exit_code, signal, output, pid, pid_start, task (NULL
+ * clears it). RR_E_NOTFOUND. */
 int store_run_update(struct store *s, const struct store_run *r) MUST_CHECK;
 
 /* A queued run starts: outcome running, started_at = at, pid, pid_start
- * (0 = none); the rest of the row is kept. One statement, no read first
- * (only a refusal reads, to tell its two reasons apart). *out (may be NULL)
+ * (0 = none), and task when not NULL (a JSON object text, borrowed for the
+ * call; NULL keeps the row's); the rest of the row is kept. One statement,
+ * no read first (only a refusal reads, to tell its two reasons apart). *out (may be NULL)
  * receives the row as it is after the change (owned: store_run_clear).
  * RR_E_NOTFOUND: no such run; RR_E_BUSY: the run is not queued (nothing
  * changes). A database that stays locked past the busy timeout is RR_E_IO
  * here, never RR_E_BUSY. */
 int store_run_start(struct store *s, int64_t id, double at, int pid,
-                    uint64_t pid_start, struct store_run *out /* OUT, may be NULL */) MUST_CHECK;
+                    uint64_t pid_start, const char *task,
+                    struct store_run *out /* OUT, may be NULL */) MUST_CHECK;
 
 /* How a run ended. Strings borrowed for the call. */
 struct store_run_end {
@@ -301,13 +327,15 @@ struct store_run_end {
     const char *output;         /* output tail, may hold NULs; NULL or
                                  * output_len 0 = none */
     size_t output_len;
+    const char *task;           /* what the engine told about the task, a
+                                 * JSON object text; NULL = keep the row's */
 };
 /* A queued or running run ends: outcome, finished_at, reason, exit_code,
- * signal and output become end's; started_at is kept when the row has one;
- * pid, pid_start and the rest of the row are kept. One statement, no read
- * first. RR_E_NOTFOUND: no such run; RR_E_BUSY: it already has a final
- * outcome (the first decision wins, nothing changes); RR_E_INVAL: end is NULL
- * or its outcome is not final. *out (may be NULL) receives the row after the
+ * signal and output become end's, and task when end's is not NULL;
+ * started_at is kept when the row has one; pid, pid_start and the rest of
+ * the row are kept. One statement, no read first. RR_E_NOTFOUND: no such
+ * run; RR_E_BUSY: it already has a final outcome (the first decision wins,
+ * nothing changes); RR_E_INVAL: end is NULL or its outcome is not final. *out (may be NULL) receives the row after the
  * change (owned: store_run_clear). Locking as for store_run_start. */
 int store_run_finish(struct store *s, int64_t id, const struct store_run_end *end,
                      struct store_run *out /* OUT, may be NULL */) MUST_CHECK;
@@ -330,7 +358,8 @@ typedef int (*store_run_cb)(const struct store_run *r, void *ud);
 int store_run_list(struct store *s, const char *user, const char *project_id,
                    int64_t limit, store_run_cb cb, void *ud);
 /* The newest row of each of user's deployments that has any, ordered by
- * project_id, without output (output NULL). Same callback rules. */
+ * project_id, without output (output NULL; the task is there). Same callback
+ * rules. */
 int store_run_last_each(struct store *s, const char *user, store_run_cb cb, void *ud);
 /* Every row still queued or running, oldest first. Same callback rules. */
 int store_run_list_live(struct store *s, store_run_cb cb, void *ud);

@@ -51,7 +51,7 @@ static void raw_exec(sqlite3 *db, const char *sql)
 static void test_open_migrate_reopen(void **state)
 {
     struct fixture *f = *state;
-    assert_int_equal(fixture_sql_int(f->path, "PRAGMA user_version"), 3);
+    assert_int_equal(fixture_sql_int(f->path, "PRAGMA user_version"), 4);
     assert_int_equal(fixture_sql_int(f->path,
                                      "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
                                      "AND name IN ('meta','users','api_keys','deployments',"
@@ -61,7 +61,7 @@ static void test_open_migrate_reopen(void **state)
     assert_int_equal(store_key_count(f->s, &n), 0);
     assert_int_equal(n, 0);
     fixture_reopen(f);
-    assert_int_equal(fixture_sql_int(f->path, "PRAGMA user_version"), 3);
+    assert_int_equal(fixture_sql_int(f->path, "PRAGMA user_version"), 4);
     assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM meta"), 1);
     store_close(NULL);
 }
@@ -404,12 +404,34 @@ static char *schema_text(const char *path)
     return t;
 }
 
+/* The schema of f's database is the one a fresh database of this build
+ * gets. */
+static void assert_same_schema_as_fresh(struct fixture *f)
+{
+    char fresh[160];
+    snprintf(fresh, sizeof fresh, "%s/fresh.db", f->dir);
+    struct store *s2 = NULL;
+    assert_int_equal(store_open(fresh, &s2, NULL), 0);
+    store_close(s2);
+    char *a = schema_text(f->path);
+    char *b = schema_text(fresh);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    static const char *const sfx[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < 3; i++) {
+        char p[200];
+        snprintf(p, sizeof p, "%s%s", fresh, sfx[i]);
+        unlink(p);
+    }
+}
+
 static void test_migrate_v1_to_v2(void **state)
 {
     struct fixture *f = *state;
     assert_null(store__migration_sql(0));
-    assert_null(store__migration_sql(4));
-    assert_non_null(store__migration_sql(3));
+    assert_null(store__migration_sql(5));
+    assert_non_null(store__migration_sql(4));
 
     /* A database as release 1 left it: its migration, its hash key, a key and
      * a deployment, written with raw SQL. */
@@ -452,7 +474,7 @@ static void test_migrate_v1_to_v2(void **state)
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 
     fixture_reopen(f); /* migrates */
-    assert_int_equal(fixture_sql_int(f->path, "PRAGMA user_version"), 3);
+    assert_int_equal(fixture_sql_int(f->path, "PRAGMA user_version"), 4);
 
     /* The key still authenticates (hash key kept), the deployment is intact. */
     struct store_key k;
@@ -481,23 +503,84 @@ static void test_migrate_v1_to_v2(void **state)
     assert_int_equal(store_dep_delete(f->s, "alice", "p"), 0);
     assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs"), 0);
 
-    /* Same schema as a database created fresh by this build. */
-    char fresh[160];
-    snprintf(fresh, sizeof fresh, "%s/fresh.db", f->dir);
-    struct store *s2 = NULL;
-    assert_int_equal(store_open(fresh, &s2, NULL), 0);
-    store_close(s2);
-    char *a = schema_text(f->path);
-    char *b = schema_text(fresh);
-    assert_string_equal(a, b);
-    free(a);
-    free(b);
-    static const char *const sfx[] = {"", "-wal", "-shm"};
-    for (size_t i = 0; i < 3; i++) {
-        char p[200];
-        snprintf(p, sizeof p, "%s%s", fresh, sfx[i]);
-        unlink(p);
-    }
+    assert_same_schema_as_fresh(f);
+}
+
+/* A database as release 3 left it -- a deployment with a run that had
+ * output and a process group -- is brought to 4 without losing anything: no
+ * credential, no task, and both can be set afterwards. */
+static void test_migrate_v3_to_v4(void **state)
+{
+    struct fixture *f = *state;
+    store_close(f->s);
+    f->s = NULL;
+    unlink(f->path);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    raw_exec(db, "PRAGMA journal_mode = WAL");
+    for (int v = 1; v <= 3; v++)
+        raw_exec(db, store__migration_sql(v));
+    raw_exec(db, "PRAGMA user_version = 3");
+    raw_exec(db, "INSERT INTO deployments(user, project_id, pipeline, schedule, state, error, "
+                 "created_by, owner_key_id, created_at, updated_at, next_run_at, last_fire_at) "
+                 "VALUES ('alice', 'p', '{\"a\":1}', '*/5 * * * *', 'active', NULL, 'alice', "
+                 "'k_0123456789abcdef', 1767225600, 1767225601, 1767225900, 1767225600)");
+    raw_exec(db, "INSERT INTO runs(user, project_id, trigger, scheduled_for, created_at, "
+                 "started_at, finished_at, outcome, reason, exit_code, signal, output, "
+                 "idempotency_key, missed_count, pid, pid_start) VALUES ('alice', 'p', "
+                 "'schedule', 1767225600, 1767225600.5, 1767225601, 1767225602, 'succeeded', "
+                 "NULL, 0, NULL, X'6F6B0A', NULL, 0, 4242, 987654321)");
+    raw_exec(db, "INSERT INTO runs(user, project_id, trigger, created_at, outcome) VALUES "
+                 "('alice', 'p', 'manual', 1767225700, 'queued')");
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+
+    fixture_reopen(f); /* migrates */
+    assert_int_equal(fixture_sql_int(f->path, "PRAGMA user_version"), 4);
+    struct store_dep g;
+    assert_int_equal(store_dep_get(f->s, "alice", "p", &g), 0);
+    assert_string_equal(g.pipeline, "{\"a\":1}");
+    assert_string_equal(g.schedule, "*/5 * * * *");
+    assert_int_equal(g.state, STORE_ACTIVE);
+    assert_string_equal(g.owner_key_id, "k_0123456789abcdef");
+    assert_true(g.updated_at == T0 + 1);
+    assert_true(g.next_run_at == T0 + 300);
+    assert_true(g.last_fire_at == T0);
+    store_dep_clear(&g);
+    char *pipeline = NULL;
+    unsigned char *cred = (unsigned char *)"unset";
+    size_t cred_len = 9;
+    assert_int_equal(store_dep_pipeline(f->s, "alice", "p", &pipeline, &cred, &cred_len), 0);
+    assert_string_equal(pipeline, "{\"a\":1}");
+    assert_null(cred);
+    assert_int_equal(cred_len, 0);
+    free(pipeline);
+    struct store_run r;
+    assert_int_equal(store_run_get(f->s, 1, &r), 0);
+    assert_int_equal(r.outcome, STORE_RUN_SUCCEEDED);
+    assert_true(r.started_at == T0 + 1 && r.finished_at == T0 + 2);
+    assert_int_equal(r.exit_code, 0);
+    assert_int_equal(r.output_len, 3);
+    assert_memory_equal(r.output, "ok\n", 3);
+    assert_int_equal(r.pid, 4242);
+    assert_true(r.pid_start == 987654321);
+    assert_null(r.task);
+    store_run_clear(&r);
+
+    /* The new columns work on the migrated file. */
+    static const unsigned char sealed[] = {1, 0, 2, 0, 3};
+    struct store_dep_change ch = {.state = STORE_ACTIVE, .updated_at = T0 + 10,
+                                  .next_run_at = T0 + 300, .set_credential = true,
+                                  .credential = sealed, .credential_len = sizeof sealed};
+    assert_int_equal(store_dep_change(f->s, "alice", "p", &ch), 0);
+    assert_int_equal(store_dep_pipeline(f->s, "alice", "p", &pipeline, &cred, &cred_len), 0);
+    assert_int_equal(cred_len, sizeof sealed);
+    assert_memory_equal(cred, sealed, sizeof sealed);
+    free(pipeline);
+    free(cred);
+    assert_int_equal(store_run_start(f->s, 2, T0 + 100, 0, 0, "{\"token\":\"t\"}", &r), 0);
+    assert_string_equal(r.task, "{\"token\":\"t\"}");
+    store_run_clear(&r);
+    assert_same_schema_as_fresh(f);
 }
 
 int main(void)
@@ -515,6 +598,7 @@ int main(void)
         FIXTURE_TEST(test_checkpointer),
         FIXTURE_TEST(test_wal_bounded),
         FIXTURE_TEST(test_migrate_v1_to_v2),
+        FIXTURE_TEST(test_migrate_v3_to_v4),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

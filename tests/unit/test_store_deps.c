@@ -1,5 +1,6 @@
 /* test_store_deps.c -- unit tests for store/deps.c: deployments, their
- * per-user limit, the walks and the scheduler's progress columns.
+ * per-user limit, the walks, the scheduler's progress columns and the
+ * owner's sealed credential.
  *
  * Design: every test gets a fresh database file in its own temporary
  * directory (fixture_setup) that fixture_teardown closes and removes. Time is
@@ -18,12 +19,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "store/store.h"
 #include "store/store_internal.h"
 #include "tests/unit/fixture.h"
+#include "util/vault.h"
 
 #define T0 FIXTURE_T0
 
@@ -666,6 +669,181 @@ static void test_dep_narrow_writes_batch(void **state)
                      1);
 }
 
+/* ================================================================ credentials */
+
+/* The credential store_dep_pipeline reads for (user, project_id): NULL when
+ * none. Owned: free(). */
+static unsigned char *pipeline_credential(struct store *s, const char *user,
+                                          const char *project_id, size_t *n)
+{
+    char *pipeline = NULL;
+    unsigned char *c = (unsigned char *)"unset";
+    *n = 99;
+    assert_int_equal(store_dep_pipeline(s, user, project_id, &pipeline, &c, n), 0);
+    assert_non_null(pipeline);
+    free(pipeline);
+    if (!c)
+        assert_int_equal(*n, 0);
+    return c;
+}
+
+static int no_credential_cb(const struct store_dep *d, void *ud)
+{
+    (void)ud;
+    assert_null(d->credential);
+    assert_int_equal(d->credential_len, 0);
+    return 0;
+}
+
+static void test_dep_credential(void **state)
+{
+    struct fixture *f = *state;
+    /* Any bytes: a sealed credential holds NULs and high bytes. */
+    static const unsigned char cred[] = {0x00, 0xff, 0x10, 0x00, 'x', 0x80, 0x7f};
+    struct store_dep d = fixture_dep("alice", "p", "{\"v\":1}");
+    d.credential = (unsigned char *)cred;
+    d.credential_len = sizeof cred;
+    assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
+    fixture_add_dep(f->s, "alice", "none");
+
+    /* One statement reads the pipeline and the credential. */
+    char *pipeline = NULL;
+    unsigned char *c = NULL;
+    size_t n = 0;
+    assert_int_equal(store_dep_pipeline(f->s, "alice", "p", &pipeline, &c, &n), 0);
+    assert_string_equal(pipeline, "{\"v\":1}");
+    assert_int_equal(n, sizeof cred);
+    assert_memory_equal(c, cred, sizeof cred);
+    free(pipeline);
+    free(c);
+    pipeline = NULL; /* the credential may be skipped */
+    assert_int_equal(store_dep_pipeline(f->s, "alice", "p", &pipeline, NULL, NULL), 0);
+    assert_string_equal(pipeline, "{\"v\":1}");
+    free(pipeline);
+    assert_null(pipeline_credential(f->s, "alice", "none", &n)); /* NULL stays NULL */
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM deployments "
+                                              "WHERE credential IS NULL"),
+                     1);
+    c = (unsigned char *)"unset";
+    assert_int_equal(store_dep_pipeline(f->s, "alice", "nope", &pipeline, &c, &n),
+                     RR_E_NOTFOUND);
+
+    /* No other read returns it. */
+    struct store_dep g;
+    assert_int_equal(store_dep_get(f->s, "alice", "p", &g), 0);
+    assert_null(g.credential);
+    assert_int_equal(g.credential_len, 0);
+    store_dep_clear(&g);
+    assert_int_equal(store_dep_list(f->s, "alice", no_credential_cb, NULL), 0);
+    assert_int_equal(store_dep_list(f->s, NULL, no_credential_cb, NULL), 0);
+    assert_int_equal(store_dep_list_by_key(f->s, "k_0000000000000000", no_credential_cb, NULL),
+                     0);
+
+    /* A change without set_credential keeps it, and so does an update. */
+    struct store_dep_change ch = {.pipeline = "{\"v\":2}", .state = STORE_ACTIVE,
+                                  .updated_at = T0 + 1, .next_run_at = T0 + 300};
+    assert_int_equal(store_dep_change(f->s, "alice", "p", &ch), 0);
+    assert_int_equal(store_dep_get(f->s, "alice", "p", &g), 0);
+    g.updated_at = T0 + 2;
+    assert_int_equal(store_dep_update(f->s, &g), 0);
+    store_dep_clear(&g);
+    c = pipeline_credential(f->s, "alice", "p", &n);
+    assert_int_equal(n, sizeof cred);
+    assert_memory_equal(c, cred, sizeof cred);
+    free(c);
+
+    /* set_credential replaces it ... */
+    static const unsigned char other[] = "another sealed credential";
+    ch = (struct store_dep_change){.state = STORE_ACTIVE, .updated_at = T0 + 3,
+                                   .set_credential = true, .credential = other,
+                                   .credential_len = sizeof other};
+    assert_int_equal(store_dep_change(f->s, "alice", "p", &ch), 0);
+    c = pipeline_credential(f->s, "alice", "p", &n);
+    assert_int_equal(n, sizeof other);
+    assert_memory_equal(c, other, sizeof other);
+    free(c);
+    ch.updated_at = T0 + 4; /* ... on a deployment that had none too */
+    assert_int_equal(store_dep_change(f->s, "alice", "none", &ch), 0);
+    c = pipeline_credential(f->s, "alice", "none", &n);
+    assert_int_equal(n, sizeof other);
+    free(c);
+
+    /* ... and with NULL clears it. */
+    ch = (struct store_dep_change){.state = STORE_PAUSED, .updated_at = T0 + 5,
+                                   .set_credential = true};
+    assert_int_equal(store_dep_change(f->s, "alice", "p", &ch), 0);
+    assert_null(pipeline_credential(f->s, "alice", "p", &n));
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM deployments "
+                                              "WHERE project_id = 'p' AND credential IS NULL "
+                                              "AND state = 'paused'"),
+                     1);
+    assert_int_equal(store_dep_change(f->s, "alice", "nope", &ch), RR_E_NOTFOUND);
+}
+
+/* Does the file at path hold the n bytes p? false when there is no file. */
+static bool file_holds(const char *path, const void *p, size_t n)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return false;
+    struct stat sb;
+    assert_int_equal(fstat(fileno(fp), &sb), 0);
+    char *buf = malloc((size_t)sb.st_size + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)sb.st_size, fp), (size_t)sb.st_size);
+    fclose(fp);
+    bool found = memmem(buf, (size_t)sb.st_size, p, n) != NULL;
+    free(buf);
+    return found;
+}
+
+/* Does the database (its file or its WAL) hold the n bytes p? */
+static bool db_holds(const struct fixture *f, const void *p, size_t n)
+{
+    char wal[sizeof f->path + 8];
+    snprintf(wal, sizeof wal, "%s-wal", f->path);
+    return file_holds(f->path, p, n) || file_holds(wal, p, n);
+}
+
+/* A credential sealed with the vault is stored sealed: its plain text is
+ * nowhere in the database's files, before or after the WAL is checkpointed
+ * into the database at close, while the sealed bytes are (so the search
+ * does look in the right place). */
+static void test_dep_credential_sealed_at_rest(void **state)
+{
+    struct fixture *f = *state;
+    static const char plain[] = "rr-secret-key-123456";
+    char secret[sizeof f->dir + 16];
+    snprintf(secret, sizeof secret, "%s/secret", f->dir);
+    struct vault *v = NULL;
+    assert_int_equal(vault_open(secret, &v, NULL), 0);
+    unsigned char *sealed = NULL;
+    size_t n = 0;
+    assert_int_equal(vault_seal(v, "alice", "p", plain, strlen(plain), &sealed, &n), 0);
+    struct store_dep d = fixture_dep("alice", "p", "{}");
+    d.credential = sealed;
+    d.credential_len = n;
+    assert_int_equal(store_dep_insert(f->s, &d, 0), 0);
+
+    assert_true(db_holds(f, sealed, n));
+    assert_false(db_holds(f, plain, strlen(plain)));
+    store_close(f->s);
+    f->s = NULL;
+    assert_true(file_holds(f->path, sealed, n));
+    assert_false(db_holds(f, plain, strlen(plain)));
+
+    /* What the store gives back opens with the vault. */
+    f->s = fixture_open(f->path);
+    unsigned char *c = pipeline_credential(f->s, "alice", "p", &n);
+    char *text = NULL;
+    assert_int_equal(vault_unseal(v, "alice", "p", c, n, &text), 0);
+    assert_string_equal(text, plain);
+    vault_text_free(text);
+    free(c);
+    free(sealed);
+    vault_free(v);
+}
+
 #ifdef RRDEPLOY_TEST_HOOKS
 /* A batch that does not commit (the test hook fails it as a full disk would)
  * leaves no trace of them. */
@@ -709,6 +887,8 @@ int main(void)
         FIXTURE_TEST(test_dep_progress),
         FIXTURE_TEST(test_dep_set_errored),
         FIXTURE_TEST(test_dep_change),
+        FIXTURE_TEST(test_dep_credential),
+        FIXTURE_TEST(test_dep_credential_sealed_at_rest),
         FIXTURE_TEST(test_dep_narrow_writes_batch),
 #ifdef RRDEPLOY_TEST_HOOKS
         FIXTURE_TEST(test_dep_narrow_writes_rolled_back),

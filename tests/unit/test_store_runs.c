@@ -57,6 +57,7 @@ static void assert_run_equal(const struct store_run *a, const struct store_run *
     assert_int_equal(a->missed_count, b->missed_count);
     assert_true(a->window_start == b->window_start);
     assert_true(a->window_end == b->window_end);
+    assert_opt_str(a->task, b->task);
 }
 
 static void test_run_round_trip(void **state)
@@ -679,7 +680,8 @@ static void test_run_start(void **state)
 
     /* The row handed back is the row as stored, with only the start changed. */
     struct store_run got;
-    assert_int_equal(store_run_start(f->s, q.id, T0 + 61.5, 4242, 123456789012ull, &got), 0);
+    assert_int_equal(store_run_start(f->s, q.id, T0 + 61.5, 4242, 123456789012ull, NULL, &got),
+                     0);
     struct store_run want = q;
     want.outcome = STORE_RUN_RUNNING;
     want.started_at = T0 + 61.5;
@@ -698,22 +700,22 @@ static void test_run_start(void **state)
      * refused and changes nothing; *out is left alone. */
     memset(&got, 0x5a, sizeof got);
     struct store_run untouched = got;
-    assert_int_equal(store_run_start(f->s, q.id, T0 + 99, 1, 1, &got), RR_E_BUSY);
+    assert_int_equal(store_run_start(f->s, q.id, T0 + 99, 1, 1, NULL, &got), RR_E_BUSY);
     assert_memory_equal(&got, &untouched, sizeof got);
     assert_run_is_stored(f, &want);
     struct store_run done = fixture_run("alice", "p", "manual", 0, STORE_RUN_SUCCEEDED);
     done.exit_code = 0;
     done.id = fixture_add_run(f->s, &done, 100);
-    assert_int_equal(store_run_start(f->s, done.id, T0 + 99, 1, 1, NULL), RR_E_BUSY);
+    assert_int_equal(store_run_start(f->s, done.id, T0 + 99, 1, 1, NULL, NULL), RR_E_BUSY);
     assert_run_is_stored(f, &done);
 
     /* No such run; and nothing left open by the refusals. */
-    assert_int_equal(store_run_start(f->s, 9999, T0 + 99, 1, 1, &got), RR_E_NOTFOUND);
+    assert_int_equal(store_run_start(f->s, 9999, T0 + 99, 1, 1, NULL, &got), RR_E_NOTFOUND);
     assert_memory_equal(&got, &untouched, sizeof got);
     assert_true(sqlite3_get_autocommit(store__db(f->s)) != 0);
 
     /* out may be NULL; pid and pid_start 0 are none (SQL NULL). */
-    assert_int_equal(store_run_start(f->s, other.id, T0 + 62, 0, 0, NULL), 0);
+    assert_int_equal(store_run_start(f->s, other.id, T0 + 62, 0, 0, NULL, NULL), 0);
     assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs WHERE trigger = 'manual' "
                                               "AND outcome = 'running' AND pid IS NULL AND "
                                               "pid_start IS NULL AND started_at IS NOT NULL"),
@@ -726,7 +728,7 @@ static void test_run_finish(void **state)
     fixture_add_dep(f->s, "alice", "p");
     struct store_run r = fixture_run("alice", "p", "schedule", T0 + 60, STORE_RUN_QUEUED);
     r.id = fixture_add_run(f->s, &r, 100);
-    assert_int_equal(store_run_start(f->s, r.id, T0 + 61, 4242, 777, NULL), 0);
+    assert_int_equal(store_run_start(f->s, r.id, T0 + 61, 4242, 777, NULL, NULL), 0);
 
     /* A running run ends: the end's columns replace the row's, started_at,
      * pid and pid_start stay. */
@@ -901,11 +903,11 @@ static void test_run_start_finish_batch(void **state)
 
     assert_int_equal(store_batch_begin(f->s), 0);
     struct store_run got;
-    assert_int_equal(store_run_start(f->s, a, T0 + 10, 100, 1000, &got), 0);
+    assert_int_equal(store_run_start(f->s, a, T0 + 10, 100, 1000, NULL, &got), 0);
     assert_int_equal(got.outcome, STORE_RUN_RUNNING);
     store_run_clear(&got);
-    assert_int_equal(store_run_start(f->s, a, T0 + 11, 100, 1000, NULL), RR_E_BUSY);
-    assert_int_equal(store_run_start(f->s, 9999, T0 + 11, 100, 1000, NULL), RR_E_NOTFOUND);
+    assert_int_equal(store_run_start(f->s, a, T0 + 11, 100, 1000, NULL, NULL), RR_E_BUSY);
+    assert_int_equal(store_run_start(f->s, 9999, T0 + 11, 100, 1000, NULL, NULL), RR_E_NOTFOUND);
     struct store_run_end end = {.outcome = STORE_RUN_SUCCEEDED, .at = T0 + 20, .started = true,
                                 .exit_code = 0, .output = "ok\n", .output_len = 3};
     assert_int_equal(store_run_finish(f->s, a, &end, &got), 0);
@@ -945,7 +947,7 @@ static void test_run_start_finish_read_batch(void **state)
     assert_int_equal(store_run_get(f->s, a, &got), 0); /* the read part */
     store_run_clear(&got);
     assert_int_equal(store_batch_write(f->s), 0);
-    assert_int_equal(store_run_start(f->s, a, T0 + 10, 100, 1000, NULL), 0);
+    assert_int_equal(store_run_start(f->s, a, T0 + 10, 100, 1000, NULL, NULL), 0);
     assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs WHERE outcome = 'queued'"),
                      2);
     assert_int_equal(store_batch_commit(f->s), 0);
@@ -969,6 +971,139 @@ static void test_run_start_finish_read_batch(void **state)
                      1);
 }
 
+/* ================================================================ tasks */
+
+/* The task every walk hands over for a row, by id. */
+struct task_walk {
+    int64_t id;
+    const char *want; /* NULL: no task */
+    int seen;
+};
+
+static int task_cb(const struct store_run *r, void *ud)
+{
+    struct task_walk *w = ud;
+    if (r->id != w->id)
+        return 0;
+    w->seen++;
+    assert_opt_str(r->task, w->want);
+    return 0;
+}
+
+/* Every read of a run returns its task: get, find by idempotency key, last,
+ * and the walks (list, last of each, live). */
+static void assert_task_everywhere(struct fixture *f, int64_t id, const char *want, bool live)
+{
+    struct store_run g;
+    assert_int_equal(store_run_get(f->s, id, &g), 0);
+    assert_opt_str(g.task, want);
+    if (g.idempotency_key) {
+        struct store_run h;
+        assert_int_equal(store_run_find_idem(f->s, g.user, g.project_id, g.idempotency_key, &h),
+                         0);
+        assert_opt_str(h.task, want);
+        store_run_clear(&h);
+    }
+    store_run_clear(&g);
+    assert_int_equal(store_run_last(f->s, "alice", "p", &g), 0);
+    assert_int_equal(g.id, id); /* callers make id the newest */
+    assert_opt_str(g.task, want);
+    store_run_clear(&g);
+    struct task_walk w = {.id = id, .want = want};
+    assert_int_equal(store_run_list(f->s, "alice", "p", 0, task_cb, &w), 0);
+    assert_int_equal(store_run_last_each(f->s, "alice", task_cb, &w), 0);
+    assert_int_equal(store_run_list_live(f->s, task_cb, &w), 0);
+    assert_int_equal(w.seen, live ? 3 : 2);
+}
+
+static void test_run_task(void **state)
+{
+    struct fixture *f = *state;
+    fixture_add_dep(f->s, "alice", "p");
+    /* Kept verbatim: spacing, key order, escapes and numbers as written. */
+    static const char task1[] =
+        "{ \"token\" : \"tk-1\", \"id\":\"t\\u00e9\", \"state\":\"running\", \"n\": 1.50 }";
+    static const char task2[] = "{\"token\":\"tk-1\",\"state\":\"completed\",\"exitCode\":0,"
+                                "\"exitMessage\":\"done\",\"counters\":{\"docs\":3}}";
+
+    struct store_run r = fixture_run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
+    r.idempotency_key = (char *)"idem-1";
+    r.id = fixture_add_run(f->s, &r, 100);
+    assert_task_everywhere(f, r.id, NULL, true);
+
+    /* Started with a task; a finish without one keeps it. */
+    struct store_run got;
+    assert_int_equal(store_run_start(f->s, r.id, T0 + 2, 0, 0, task1, &got), 0);
+    assert_string_equal(got.task, task1);
+    store_run_clear(&got);
+    assert_task_everywhere(f, r.id, task1, true);
+    struct store_run_end end = {.outcome = STORE_RUN_SUCCEEDED, .at = T0 + 3, .started = true,
+                                .exit_code = 0};
+    assert_int_equal(store_run_finish(f->s, r.id, &end, &got), 0);
+    assert_string_equal(got.task, task1);
+    store_run_clear(&got);
+    assert_task_everywhere(f, r.id, task1, false);
+
+    /* A finish with a task replaces the one the start gave. */
+    struct store_run r2 = fixture_run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
+    r2.id = fixture_add_run(f->s, &r2, 100);
+    assert_int_equal(store_run_start(f->s, r2.id, T0 + 4, 0, 0, task1, NULL), 0);
+    end.task = task2;
+    assert_int_equal(store_run_finish(f->s, r2.id, &end, &got), 0);
+    assert_string_equal(got.task, task2);
+    store_run_clear(&got);
+    assert_task_everywhere(f, r2.id, task2, false);
+
+    /* A start without one keeps what the row had; a finish sets one on a
+     * run that never had any. */
+    struct store_run r3 = fixture_run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
+    r3.task = (char *)task1; /* inserted with the row */
+    r3.id = fixture_add_run(f->s, &r3, 100);
+    assert_task_everywhere(f, r3.id, task1, true);
+    assert_int_equal(store_run_start(f->s, r3.id, T0 + 5, 0, 0, NULL, &got), 0);
+    assert_string_equal(got.task, task1);
+    store_run_clear(&got);
+    struct store_run r4 = fixture_run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
+    r4.id = fixture_add_run(f->s, &r4, 100);
+    end.task = task2;
+    assert_int_equal(store_run_finish(f->s, r4.id, &end, NULL), 0);
+    assert_task_everywhere(f, r4.id, task2, false);
+
+    /* store_run_update writes it as given: a task, or NULL clearing it. */
+    assert_int_equal(store_run_get(f->s, r4.id, &got), 0);
+    char *had = got.task;
+    got.task = (char *)task1;
+    assert_int_equal(store_run_update(f->s, &got), 0);
+    assert_task_everywhere(f, r4.id, task1, false);
+    got.task = NULL;
+    assert_int_equal(store_run_update(f->s, &got), 0);
+    assert_task_everywhere(f, r4.id, NULL, false);
+    assert_int_equal(fixture_sql_int(f->path, "SELECT count(*) FROM runs WHERE task IS NULL"), 1);
+    got.task = had;
+    store_run_clear(&got);
+
+    /* A refused finish changes no task. */
+    end.task = "{\"late\":true}";
+    assert_int_equal(store_run_finish(f->s, r2.id, &end, NULL), RR_E_BUSY);
+    assert_int_equal(store_run_get(f->s, r2.id, &got), 0);
+    assert_string_equal(got.task, task2);
+
+    /* store_run_copy copies it. */
+    struct store_run copy;
+    store_run_copy(&copy, &got);
+    assert_non_null(copy.task);
+    assert_ptr_not_equal(copy.task, got.task);
+    assert_string_equal(copy.task, task2);
+    store_run_clear(&got);
+    assert_string_equal(copy.task, task2); /* its own */
+    store_run_clear(&copy);
+    assert_null(copy.task);
+    struct store_run none = fixture_run("alice", "p", "manual", 0, STORE_RUN_QUEUED);
+    store_run_copy(&copy, &none);
+    assert_null(copy.task);
+    store_run_clear(&copy);
+}
+
 #ifdef RRDEPLOY_TEST_HOOKS
 /* A batch that does not commit (the test hook fails it as a full disk would)
  * leaves no trace of a start or an end. */
@@ -984,7 +1119,7 @@ static void test_run_start_finish_rolled_back(void **state)
     for (int read = 0; read < 2; read++) {
         assert_int_equal(read ? store_batch_begin_read(f->s) : store_batch_begin(f->s), 0);
         assert_int_equal(store_batch_write(f->s), 0);
-        assert_int_equal(store_run_start(f->s, r.id, T0 + 10, 100, 1000, NULL), 0);
+        assert_int_equal(store_run_start(f->s, r.id, T0 + 10, 100, 1000, NULL, NULL), 0);
         struct store_run_end end = {.outcome = STORE_RUN_FAILED, .at = T0 + 20, .started = true,
                                     .reason = "lost", .exit_code = 1, .output = "x\0y",
                                     .output_len = 3};
@@ -1002,7 +1137,7 @@ static void test_run_start_finish_rolled_back(void **state)
                          2);
     }
     /* and the rows can still start and end afterwards */
-    assert_int_equal(store_run_start(f->s, r.id, T0 + 30, 100, 1000, NULL), 0);
+    assert_int_equal(store_run_start(f->s, r.id, T0 + 30, 100, 1000, NULL, NULL), 0);
     struct store_run_end end = {.outcome = STORE_RUN_SUCCEEDED, .at = T0 + 40, .started = true,
                                 .exit_code = 0};
     assert_int_equal(store_run_finish(f->s, r.id, &end, NULL), 0);
@@ -1029,6 +1164,7 @@ int main(void)
         FIXTURE_TEST(test_run_finish_replaces),
         FIXTURE_TEST(test_run_start_finish_batch),
         FIXTURE_TEST(test_run_start_finish_read_batch),
+        FIXTURE_TEST(test_run_task),
 #ifdef RRDEPLOY_TEST_HOOKS
         FIXTURE_TEST(test_run_start_finish_rolled_back),
 #endif
