@@ -21,7 +21,8 @@
  * `interrupted` (docs/runs.md).
  *
  * Memory: per deployment one struct sched_dep (names in one allocation) and
- * its parsed schedule; pipelines stay in the database until a run needs one.
+ * its parsed schedule; pipelines and sealed credentials stay in the database
+ * until a run needs them.
  * Thread: the service thread only; no sockets, no locks. */
 #include "scheduler/scheduler.h"
 
@@ -64,6 +65,8 @@ struct pending {
     const char *trigger;          /* static string */
     char when[32];
     char *pipeline;               /* owned */
+    unsigned char *credential;    /* owned, sealed; NULL = none */
+    size_t credential_len;
 };
 
 struct sched {
@@ -418,8 +421,18 @@ static int64_t ledger_keep(const struct sched *s)
     return s->in_tick ? 0 : s->cfg.keep_runs;
 }
 
+/* Free what a pending run owns (its pipeline and credential); p stays, empty. */
+static void pending_clear(struct pending *p)
+{
+    free(p->pipeline);
+    free(p->credential);
+    p->pipeline = NULL;
+    p->credential = NULL;
+    p->credential_len = 0;
+}
+
 /* Hand a decided run to the executor; a refusal is recorded as the run's
- * failure. Takes p->pipeline. */
+ * failure. Takes p->pipeline and p->credential. */
 static void submit(struct sched *s, struct pending *p, double now)
 {
     struct sched_job job = {
@@ -430,11 +443,12 @@ static void submit(struct sched *s, struct pending *p, double now)
         .scheduled_at = p->when,
         .pipeline = p->pipeline,
         .pipeline_len = strlen(p->pipeline),
+        .credential = p->credential,
+        .credential_len = p->credential_len,
     };
     s->stats.runs_started++;
     int rc = s->exec.submit ? s->exec.submit(s->exec.ud, &job) : RR_E_INVAL;
-    free(p->pipeline);
-    p->pipeline = NULL;
+    pending_clear(p);
     if (rc == 0)
         return;
     log_error("run %lld of %s/%s: the executor refused it: %s",
@@ -457,8 +471,9 @@ static int start_run(struct sched *s, struct sched_dep *d, const char *trigger,
                      int64_t scheduled_for, const char *idem, double now,
                      struct store_run *out)
 {
-    char *pipeline;
-    int rc = store_dep_pipeline(s->store, d->user, d->project_id, &pipeline, NULL, NULL);
+    struct pending p = {.dep = d, .trigger = trigger, .release_at = scheduled_for};
+    int rc = store_dep_pipeline(s->store, d->user, d->project_id, &p.pipeline,
+                                &p.credential, &p.credential_len);
     if (rc)
         return rc;
     struct store_run r = {0};
@@ -472,12 +487,11 @@ static int start_run(struct sched *s, struct sched_dep *d, const char *trigger,
     r.idempotency_key = (char *)idem;
     rc = store_run_insert(s->store, &r, ledger_keep(s), &r.id);
     if (rc) {
-        free(pipeline);
+        pending_clear(&p);
         return rc;
     }
     d->run_id = r.id;
-    struct pending p = {.dep = d, .run_id = r.id, .trigger = trigger,
-                        .release_at = scheduled_for, .pipeline = pipeline};
+    p.run_id = r.id;
     iso_utc(scheduled_for ? scheduled_for : (int64_t)floor(now), p.when);
     if (s->in_tick || s->deferring) {
         if (s->npending == s->cap_pending) {
@@ -659,7 +673,7 @@ void sched_free(struct sched *s)
     free(s->buckets);
     free(s->heap);
     for (size_t i = 0; i < s->nheld; i++)
-        free(s->held[i].pipeline);
+        pending_clear(&s->held[i]);
     free(s->held);
     free(s->pending);
     free(s->touched);
@@ -744,7 +758,7 @@ static void index_drop(struct sched *s, const char *user, const char *project_id
         if (s->held[i].dep == d) {
             if (d->run_id == s->held[i].run_id)
                 d->run_id = 0;
-            free(s->held[i].pipeline);
+            pending_clear(&s->held[i]);
         } else {
             s->held[keep++] = s->held[i];
         }
@@ -827,6 +841,9 @@ int sched_update(struct sched *s, const char *user, const char *project_id,
         .state = st,
         .updated_at = now,
         .next_run_at = (double)next_or_zero(cx ? cx : d->cx, st, d->last_fire, now),
+        .set_credential = ch->set_credential,
+        .credential = ch->credential,
+        .credential_len = ch->credential_len,
     };
     int rc = store_dep_change(s->store, user, project_id, &c);
     if (rc) {
@@ -976,7 +993,9 @@ static void resume_undone(struct sched *s, const struct undone *u, double now)
     }
     double late = now - u->due;
     char why[160];
-    char *pipeline = NULL;
+    struct pending p = {.dep = d, .run_id = u->id,
+                        .trigger = u->manual ? "manual" : "schedule",
+                        .release_at = u->manual ? 0 : (int64_t)u->due};
     if (late > s->cfg.starting_deadline_s)
         snprintf(why, sizeof why, "decided but not started before the server "
                  "stopped; %.0f s late at restart, past the %.0f s starting deadline",
@@ -984,19 +1003,16 @@ static void resume_undone(struct sched *s, const struct undone *u, double now)
     else if (d->run_id)
         snprintf(why, sizeof why, "decided but not started before the server "
                  "stopped; another run of the deployment came first");
-    else if (store_dep_pipeline(s->store, d->user, d->project_id, &pipeline, NULL, NULL) != 0)
+    else if (store_dep_pipeline(s->store, d->user, d->project_id, &p.pipeline,
+                                &p.credential, &p.credential_len) != 0)
         snprintf(why, sizeof why, "decided but not started before the server "
                  "stopped; its pipeline could not be read");
-    if (!pipeline) {
+    if (!p.pipeline) {
         if (store_run_miss(s->store, u->id, now, why) != 0)
             log_error("run %lld: cannot record it missed", (long long)u->id);
         return;
     }
     d->run_id = u->id;
-    struct pending p = {.dep = d, .run_id = u->id,
-                        .trigger = u->manual ? "manual" : "schedule",
-                        .release_at = u->manual ? 0 : (int64_t)u->due,
-                        .pipeline = pipeline};
     iso_utc((int64_t)floor(u->due), p.when);
     hold(s, &p);
     log_info("run %lld of %s/%s: decided before the restart, not started: "
@@ -1062,8 +1078,7 @@ static void drop_held(struct sched *s, struct pending *p, double now,
                   (long long)p->run_id);
     if (p->dep->run_id == p->run_id)
         p->dep->run_id = 0;
-    free(p->pipeline);
-    p->pipeline = NULL;
+    pending_clear(p);
 }
 
 int sched_release(struct sched *s, double now)
@@ -1198,7 +1213,7 @@ int sched_tick(struct sched *s, double now, double lead, int max)
         for (size_t i = 0; i < s->npending; i++) {
             if (s->pending[i].dep->run_id == s->pending[i].run_id)
                 s->pending[i].dep->run_id = 0;
-            free(s->pending[i].pipeline);
+            pending_clear(&s->pending[i]);
         }
         s->npending = 0;
         s->ntouched = 0;
@@ -1243,7 +1258,7 @@ void sched_defer_end(struct sched *s, double now, bool committed)
         if (!committed) { /* its row was rolled back: it never was */
             if (p->dep->run_id == p->run_id)
                 p->dep->run_id = 0;
-            free(p->pipeline);
+            pending_clear(p);
         } else if (p->release_at > t) {
             hold(s, p);
         } else {

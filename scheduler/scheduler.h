@@ -32,6 +32,10 @@ struct sched_job {
     const char *scheduled_at;  /* ISO-8601 UTC */
     const char *pipeline;      /* JSON text */
     size_t pipeline_len;
+    /* The deployment's sealed credential (util/vault.h), to run as its
+     * owner; NULL = none (the server's service credential). */
+    const unsigned char *credential;
+    size_t credential_len;
 };
 
 struct sched_exec {
@@ -147,7 +151,8 @@ int64_t sched_next_fire(const struct cronx *cx, enum store_state st,
  * neither changed and e holds the message for the client. */
 
 /* Add a deployment from d's user, project_id, pipeline (compact JSON text),
- * schedule, created_by and owner_key_id (all borrowed); cx is d->schedule
+ * schedule, created_by, owner_key_id and sealed credential (NULL = none; all
+ * borrowed); cx is d->schedule
  * parsed with sched_parse, taken in every case. The engine fills in d's
  * state (active), error, created_at and updated_at (now), last_fire_at and
  * next_run_at. RR_E_EXISTS (the user has that project id), RR_E_LIMIT (the
@@ -155,13 +160,18 @@ int64_t sched_next_fire(const struct cronx *cx, enum store_state st,
 int sched_add(struct sched *s, struct store_dep *d, struct cronx *cx,
               int64_t max_per_user, double now, struct err *e) MUST_CHECK;
 
-/* What an update changes; strings borrowed for the call. */
+/* What an update changes; strings and the credential borrowed for the
+ * call. */
 struct sched_change {
     const char *pipeline;      /* compact JSON text; NULL = keep */
     const char *schedule;      /* NULL = keep */
     struct cronx *cx;          /* schedule parsed (taken); NULL with it */
     bool set_state;
     enum store_state state;    /* with set_state: active or paused */
+    bool set_credential;       /* false = keep the credential */
+    const unsigned char *credential; /* with set_credential: the new sealed
+                                      * credential; NULL clears it */
+    size_t credential_len;
 };
 /* Change a deployment (updated_at = now, next_run_at recomputed).
  * RR_E_NOTFOUND; RR_E_BUSY for a state change of an errored deployment

@@ -31,6 +31,9 @@ struct fx {
     char job_trigger[MAX_JOBS][16];
     char job_when[MAX_JOBS][32];
     int njobs;
+    unsigned char last_cred[64]; /* the last job's credential ... */
+    size_t last_cred_len;
+    bool last_cred_none;         /* ... or it had none */
     int64_t cancels[MAX_JOBS];
     int cancel_as[MAX_JOBS];
     int ncancels;
@@ -54,6 +57,12 @@ static int fake_submit(void *ud, const struct sched_job *job)
     assert_int_equal(store_run_get(fx->st2, job->run_id, &r), 0);
     assert_int_equal(r.outcome, STORE_RUN_QUEUED);
     store_run_clear(&r);
+    assert_true(job->credential_len <= sizeof fx->last_cred);
+    assert_true(!job->credential == !job->credential_len);
+    fx->last_cred_none = !job->credential;
+    fx->last_cred_len = job->credential_len;
+    if (job->credential)
+        memcpy(fx->last_cred, job->credential, job->credential_len);
     snprintf(fx->job_trigger[fx->njobs], 16, "%s", job->trigger);
     snprintf(fx->job_when[fx->njobs], 32, "%s", job->scheduled_at);
     fx->jobs[fx->njobs++] = job->run_id;
@@ -576,6 +585,82 @@ static void test_failed_tick_sends_nothing(void **state)
 }
 #endif
 
+/* The last job was handed the credential c (n bytes), or none (c NULL). */
+static void assert_job_credential(struct fx *fx, const void *c, size_t n)
+{
+    if (!c) {
+        assert_true(fx->last_cred_none);
+        return;
+    }
+    assert_false(fx->last_cred_none);
+    assert_int_equal(fx->last_cred_len, n);
+    assert_memory_equal(fx->last_cred, c, n);
+}
+
+/* A deployment's sealed credential goes with each of its runs to the
+ * executor, on every path a run starts by: a manual run, a tick, a run
+ * decided ahead, one resumed after a restart; as added, updated or
+ * cleared. */
+static void test_credential_reaches_the_job(void **state)
+{
+    struct fx *fx = *state;
+    static const unsigned char a[] = {'s', 0, 'A', 0xff}, b[] = "sealed B";
+    struct cronx *cx;
+    struct err e = {0};
+    assert_int_equal(sched_parse(fx->s, "* * * * *", &cx, &e), 0);
+    struct store_dep d = {0};
+    d.user = "alice";
+    d.project_id = "c";
+    d.pipeline = "{\"project_id\":\"c\"}";
+    d.schedule = "* * * * *";
+    d.created_by = "alice";
+    d.owner_key_id = fx->key_id;
+    d.credential = (unsigned char *)a;
+    d.credential_len = sizeof a;
+    assert_int_equal(sched_add(fx->s, &d, cx, 0, T0, &e), 0);
+    add(fx, "none", "manual", T0);
+
+    struct store_run r;
+    assert_int_equal(sched_run_now(fx->s, "alice", "c", NULL, T0 + 5, &r, &e), 0);
+    assert_job_credential(fx, a, sizeof a);
+    finish(fx, r.id, STORE_RUN_SUCCEEDED, T0 + 6);
+    store_run_clear(&r);
+    assert_int_equal(sched_run_now(fx->s, "alice", "none", NULL, T0 + 7, &r, &e), 0);
+    assert_job_credential(fx, NULL, 0);
+    store_run_clear(&r);
+
+    /* Replaced: the next tick's run carries the new one. */
+    struct sched_change ch = {.set_credential = true, .credential = b,
+                              .credential_len = sizeof b};
+    assert_int_equal(sched_update(fx->s, "alice", "c", &ch, T0 + 10, &e), 0);
+    fx->njobs = 0;
+    assert_int_equal(sched_tick(fx->s, T0 + 60, 0, 0), 1);
+    assert_int_equal(fx->njobs, 1);
+    assert_job_credential(fx, b, sizeof b);
+    finish(fx, fx->jobs[0], STORE_RUN_SUCCEEDED, T0 + 61);
+
+    /* Decided ahead, the server restarts, the run resumes: still there. */
+    fx->njobs = 0;
+    assert_int_equal(sched_tick(fx->s, T0 + 119.5, 1.0, 0), 1);
+    assert_int_equal(fx->njobs, 0);
+    sched_free(fx->s);
+    engine_start(fx, T0 + 119.6);
+    assert_int_equal(sched_release(fx->s, T0 + 120), 1);
+    assert_int_equal(fx->njobs, 1);
+    assert_job_credential(fx, b, sizeof b);
+    finish(fx, fx->jobs[0], STORE_RUN_SUCCEEDED, T0 + 121);
+
+    /* Cleared: runs have none again; a change without set_credential
+     * leaves it as it is. */
+    ch = (struct sched_change){.set_credential = true};
+    assert_int_equal(sched_update(fx->s, "alice", "c", &ch, T0 + 130, &e), 0);
+    ch = (struct sched_change){.set_state = true, .state = STORE_ACTIVE};
+    assert_int_equal(sched_update(fx->s, "alice", "c", &ch, T0 + 131, &e), 0);
+    assert_int_equal(sched_run_now(fx->s, "alice", "c", NULL, T0 + 132, &r, &e), 0);
+    assert_job_credential(fx, NULL, 0);
+    store_run_clear(&r);
+}
+
 /* Deciding ahead: rows committed before the due second, runs started at it. */
 static void test_decides_ahead(void **state)
 {
@@ -761,6 +846,7 @@ int main(void)
         T(test_restart_misses_decided_run_past_deadline),
         T(test_crash_between_tick_commits_counts_once),
         T(test_heap_order),
+        T(test_credential_reaches_the_job),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
