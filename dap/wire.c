@@ -8,11 +8,20 @@
  * LF: the TypeScript SDK splits frames at the first newline). Field names
  * follow the reference server where it has them (created_by, created_at,
  * updated_at) and the published deploy docs' aliases beside them (userId,
- * createdAt, updatedAt); docs/protocol.md lists every field.
+ * createdAt, updatedAt); docs/protocol.md lists every field. A run's task --
+ * what a RocketRide engine reported, kept by the store as the executor wrote
+ * it -- goes in as JSON, not as a string, with its white space stripped so
+ * the frame stays one line. Credentials are never written.
  * Thread: service thread only (no state). */
 #include "dap/dap_internal.h"
 
 #include <string.h>
+
+#include "util/jraw.h"
+
+/* Nesting accepted in a run's task: far more than an engine's report has,
+ * and well inside what clients accept for the whole frame. */
+#define TASK_MAX_DEPTH 32
 
 /* ---------------------------------------------------------------- values */
 
@@ -26,6 +35,21 @@ static void time_field(struct buf *b, const char *name, double t)
         buf_json_time(b, t);
     else
         buf_puts(b, "null");
+}
+
+/* ,"task":<the run's task>. The store checks nothing of it, so text that is
+ * not JSON (a bug, or a damaged row) is left out rather than allowed to
+ * break the frame. */
+static void task_field(struct buf *b, const struct store_run *r)
+{
+    size_t n = strlen(r->task);
+    struct err e = {0};
+    if (jraw_check(r->task, n, TASK_MAX_DEPTH, &e) != 0) {
+        log_warn("run %lld: its task is not JSON (%s); left out", (long long)r->id, e.msg);
+        return;
+    }
+    buf_puts(b, ",\"task\":");
+    jraw_compact(b, r->task, n);
 }
 
 void dap__write_run(struct buf *b, const struct store_run *r, bool with_output)
@@ -71,6 +95,8 @@ void dap__write_run(struct buf *b, const struct store_run *r, bool with_output)
         time_field(b, "window_start", r->window_start);
         time_field(b, "window_end", r->window_end);
     }
+    if (r->task)
+        task_field(b, r);
     buf_putc(b, '}');
 }
 

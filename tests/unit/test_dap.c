@@ -473,6 +473,81 @@ static void test_pipeline_verbatim(void **state)
     expect_error(fx, req, "conflict", "Deployment already exists: p\xc3\xa9");
 }
 
+/* A run's task goes out as the engine's JSON, not as a string: key order
+ * and number spelling as stored, white space stripped (one-line frames). A
+ * run without one has no "task"; a task that is not JSON is left out. */
+static void test_run_task_on_the_wire(void **state)
+{
+    (void)state;
+    static const char task[] = "{\"token\":\"tk-1\",\"id\":\"t\\u00e9\",\"state\":"
+                               "\"completed\",\"exitCode\":0,\"n\":12345678901234567890,"
+                               "\"x\":1e400,\"counters\":{\"docs\":3}}";
+    struct store_run r = fixture_run("alice", "p", "manual", 0, STORE_RUN_SUCCEEDED);
+    r.id = 7;
+    r.exit_code = 0;
+    struct buf b;
+    buf_init(&b, 0);
+    dap__write_run(&b, &r, true);
+    assert_null(strstr(buf_cstr(&b), "task"));
+    assert_int_equal(jraw_check(buf_cstr(&b), b.len, 64, NULL), 0);
+
+    for (int with_output = 0; with_output < 2; with_output++) {
+        r.task = (char *)task;
+        buf_reset(&b);
+        dap__write_run(&b, &r, with_output);
+        const char *t = buf_cstr(&b);
+        assert_int_equal(jraw_check(t, b.len, 64, NULL), 0);
+        struct jraw_span v;
+        assert_true(jraw_member(t, b.len, "task", &v, NULL));
+        assert_int_equal(v.n, strlen(task));
+        assert_memory_equal(v.p, task, v.n);
+        char tail[sizeof task + 16]; /* the last field */
+        snprintf(tail, sizeof tail, ",\"task\":%s}", task);
+        assert_true(b.len > strlen(tail));
+        assert_string_equal(t + b.len - strlen(tail), tail);
+    }
+    buf_reset(&b);
+
+    /* White space, a newline among it, is stripped; the rest is kept. */
+    r.task = (char *)"{ \"token\" :\n \"tk-1\",\r\n\t\"n\": 1.50 }";
+    dap__write_run(&b, &r, true);
+    assert_null(strchr(buf_cstr(&b), '\n'));
+    assert_non_null(strstr(buf_cstr(&b), ",\"task\":{\"token\":\"tk-1\",\"n\":1.50}}"));
+    buf_reset(&b);
+
+    /* Not JSON: left out, the run object still valid. */
+    r.task = (char *)"{\"token\":";
+    dap__write_run(&b, &r, true);
+    assert_null(strstr(buf_cstr(&b), "task"));
+    assert_int_equal(jraw_check(buf_cstr(&b), b.len, 64, NULL), 0);
+    buf_free(&b);
+}
+
+/* rrext_deploy_runs answers with the task of a run that has one. */
+static void test_runs_carry_the_task(void **state)
+{
+    struct fx *fx = *state;
+    auth(fx, fx->key);
+    json_decref(ask(fx, "{\"type\":\"request\",\"seq\":1,\"command\":"
+                        "\"rrext_deploy_add\",\"arguments\":{\"pipeline\":"
+                        "{\"project_id\":\"p\"},\"schedule\":\"manual\"}}"));
+    struct store_run r = fixture_run("alice", "p", "manual", 0, STORE_RUN_SUCCEEDED);
+    r.task = (char *)"{\"token\":\"tk-9\",\"state\":\"completed\"}";
+    fixture_add_run(fx->st, &r, 100);
+    r.task = NULL;
+    fixture_add_run(fx->st, &r, 100);
+    json_t *res = ask(fx, "{\"type\":\"request\",\"seq\":2,\"command\":"
+                          "\"rrext_deploy_runs\",\"arguments\":{\"projectId\":\"p\"}}");
+    json_t *runs = json_object_get(json_object_get(res, "body"), "runs");
+    assert_int_equal(json_array_size(runs), 2);
+    assert_null(json_object_get(json_array_get(runs, 0), "task")); /* newest first */
+    json_t *task = json_object_get(json_array_get(runs, 1), "task");
+    assert_true(json_is_object(task));
+    assert_string_equal(str(task, "token"), "tk-9");
+    assert_string_equal(str(task, "state"), "completed");
+    json_decref(res);
+}
+
 static void test_update_forces_project_id(void **state)
 {
     struct fx *fx = *state;
@@ -728,6 +803,8 @@ int main(void)
         T(test_auth_throttled),
         T(test_revoked_session),
         T(test_pipeline_verbatim),
+        T(test_run_task_on_the_wire),
+        T(test_runs_carry_the_task),
         T(test_update_forces_project_id),
         T(test_update_rules),
         T(test_argument_errors),
