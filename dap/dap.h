@@ -48,6 +48,12 @@ void dap_config_defaults(struct dap_config *cfg);
  * warned about otherwise. */
 int dap_config_check(const struct dap_config *cfg, struct err *e) MUST_CHECK;
 
+/* What the engine says a RocketRide credential is. */
+struct dap_identity {
+    char user[STORE_USER_MAX + 1];  /* the engine's userId */
+    unsigned perms;                 /* STORE_PERM_* it grants on its default team */
+};
+
 /* What the server borrows from the daemon that runs it, for its whole life. */
 struct uv_loop_s; /* libuv's uv_loop_t */
 struct dap_env {

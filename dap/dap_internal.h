@@ -46,6 +46,7 @@ struct dap_app {
     struct dap_metrics metrics;
     struct dap_guard *guard;       /* owned by whoever made the app (the
                                       server): admission control */
+    int64_t mono_ahead_ms;         /* tests: added to the monotonic clock */
 };
 
 /* The wall clock, float Unix seconds. */
@@ -53,6 +54,77 @@ static inline double dap__now(const struct dap_app *app)
 {
     return clock_now(app->clock);
 }
+
+/* The monotonic clock in ms, as the engine's verdicts are timed (tests move
+ * it with app->mono_ahead_ms). */
+static inline int64_t dap__mono_ms(const struct dap_app *app)
+{
+    return time_now_mono_ms() + app->mono_ahead_ms;
+}
+
+/* identity.c: the engine's recent verdicts on credentials, and the checks
+ * under way (a cache keyed by a keyed hash of the credential, which itself
+ * is never kept). */
+struct dap_ids;
+#define DAP_IDS_HASH_BYTES 16
+#define DAP_WHY_MAX 128    /* bytes of an engine's refusal text kept */
+struct dap_ids_config {
+    size_t slots;          /* entries, at most 65536; the memory is fixed */
+    int64_t accept_ms;     /* an accepted credential is trusted this long */
+    int64_t refuse_ms;     /* a refused one is refused this long unasked */
+    int64_t wait_ms;       /* a check is waited for this long at most */
+};
+/* 4096 entries (about 700 KB), 30 s, 5 s, 15 s. */
+void dap__ids_config_defaults(struct dap_ids_config *c);
+/* c is copied. NULL if libsodium cannot start. Free with dap__ids_free. */
+struct dap_ids *dap__ids_new(const struct dap_ids_config *c);
+void dap__ids_free(struct dap_ids *ids);
+/* The keyed hash of a credential (len bytes, borrowed for the call). */
+void dap__ids_hash(const struct dap_ids *ids, const char *cred, size_t len,
+                   unsigned char out[DAP_IDS_HASH_BYTES] /* OUT */);
+enum dap_ids_found {
+    DAP_IDS_NONE,      /* nothing known: ask the engine */
+    DAP_IDS_PENDING,   /* a check is under way: wait for its ticket */
+    DAP_IDS_ACCEPTED,  /* out->id */
+    DAP_IDS_REFUSED,   /* out->why */
+};
+struct dap_ids_hit {
+    uint64_t ticket;        /* PENDING */
+    int64_t deadline_ms;    /* PENDING: waited for until then */
+    struct dap_identity id; /* ACCEPTED */
+    char why[DAP_WHY_MAX];  /* REFUSED: the engine's text */
+};
+/* What is known about the credential hashed to h at now_ms; *out is written
+ * for all but NONE. Entries past their time are dropped on the way. */
+enum dap_ids_found dap__ids_find(struct dap_ids *ids,
+                                 const unsigned char h[DAP_IDS_HASH_BYTES],
+                                 int64_t now_ms,
+                                 struct dap_ids_hit *out /* OUT */);
+/* A check of h begins: its ticket (never 0) and *deadline_ms; 0 when every
+ * entry is a check under way (too many at once). */
+uint64_t dap__ids_begin(struct dap_ids *ids,
+                        const unsigned char h[DAP_IDS_HASH_BYTES],
+                        int64_t now_ms, int64_t *deadline_ms /* OUT */);
+/* The check of ticket will not be answered (the engine could not be asked):
+ * forget it. */
+void dap__ids_cancel(struct dap_ids *ids, uint64_t ticket);
+/* The verdict on ticket (see dap_server_identified): an acceptance is kept
+ * accept_ms, a refusal refuse_ms, "could not ask" not at all. false when no
+ * check waits for ticket (then nothing changes). */
+bool dap__ids_settle(struct dap_ids *ids, uint64_t ticket,
+                     const struct dap_identity *id, bool refused,
+                     const char *why, int64_t now_ms);
+/* Entries in the table (tests). */
+size_t dap__ids_count(const struct dap_ids *ids);
+/* A credential kept in memory of its own (sodium_malloc: guarded, never
+ * swapped where the system allows), n bytes and a NUL; aborts when out of
+ * memory, like xmalloc. Free with dap__secret_free, which wipes it. */
+char *dap__secret_dup(const char *s, size_t n);
+void dap__secret_free(char *s);
+/* Copy text from a peer into dst (size bytes, NUL included) so that it can
+ * be shown: invalid UTF-8 becomes '?', control characters ' ', and a cut
+ * never splits a character. src NULL gives "". */
+void dap__copy_text(char *dst, size_t size, const char *src);
 
 /* guard.c: admission control before authentication (per-address and global
  * limits, aggregated logs). */
