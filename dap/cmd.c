@@ -13,7 +13,9 @@
 
 #include <math.h>
 #include <sodium.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "scheduler/scheduler.h"
 
@@ -147,8 +149,8 @@ static int fail_sched(struct dap_res *res, int rc, const struct err *e)
 /* ---------------------------------------------------------------- session */
 
 /* The session ends: a failed auth is answered, then the socket closes. A
- * failure is counted against the client's address unless the server
- * itself failed (counted false). */
+ * failure is counted against the client's address unless it was not the
+ * client's fault (counted false: the server or the engine failed). */
 static int auth_fail(struct dap_app *app, struct dap_session *ss,
                      struct dap_res *res, const char *msg, bool counted)
 {
@@ -161,25 +163,47 @@ static int auth_fail(struct dap_app *app, struct dap_session *ss,
 }
 
 #define AUTH_DB_FAILED "Authentication failed"
+#define ENGINE_CRED_MAX 8192 /* bytes of a credential the engine is asked about */
 
-/* The key a credential stands for in *k (*dev: the ROCKETRIDE_APIKEY key),
- * or NULL; otherwise why it stands for none (AUTH_DB_FAILED: the server's
- * fault, not the client's). The credential is never logged. */
-static const char *credential_key(struct dap_app *app, struct dap_req *req,
-                                  struct store_key *k, bool *dev)
+/* The credential of an auth request, without a leading "Bearer ", in *cred
+ * (borrowed from req) and *len; or why there is none. */
+static const char *credential_text(struct dap_req *req, const char **cred,
+                                   size_t *len)
 {
     json_t *v = json_object_get(req->args, "auth");
     if (v && !json_is_string(v) && !json_is_null(v))
         return "auth must be a string";
-    const char *cred = json_is_string(v) ? json_string_value(v) : "";
-    size_t len = json_is_string(v) ? json_string_length(v) : 0;
-    if (len >= 7 && strncmp(cred, "Bearer ", 7) == 0)
-        cred += 7, len -= 7;
-    if (len == 0)
+    *cred = json_is_string(v) ? json_string_value(v) : "";
+    *len = json_is_string(v) ? json_string_length(v) : 0;
+    if (*len >= 7 && strncmp(*cred, "Bearer ", 7) == 0)
+        *cred += 7, *len -= 7;
+    if (*len == 0)
         return "No authorization provided";
+    return NULL;
+}
 
+static bool is_dev_key(const struct dap_app *app, const char *cred, size_t len)
+{
     const char *dk = app->cfg->dev_key;
-    *dev = dk && strlen(dk) == len && sodium_memcmp(dk, cred, len) == 0;
+    return dk && strlen(dk) == len && sodium_memcmp(dk, cred, len) == 0;
+}
+
+/* Does the engine decide about this credential? Only with an engine; never
+ * for an rrdeploy key (rrk_) or the development key. */
+static bool engine_bound(const struct dap_app *app, const char *cred,
+                         size_t len)
+{
+    return app->identify && !(len >= 4 && memcmp(cred, "rrk_", 4) == 0) &&
+           !is_dev_key(app, cred, len);
+}
+
+/* The key a local credential stands for in *k (*dev: the ROCKETRIDE_APIKEY
+ * key), or NULL; otherwise why it stands for none (AUTH_DB_FAILED: the
+ * server's fault, not the client's). The credential is never logged. */
+static const char *credential_key(struct dap_app *app, const char *cred,
+                                  size_t len, struct store_key *k, bool *dev)
+{
+    *dev = is_dev_key(app, cred, len);
     if (*dev) {
         memset(k, 0, sizeof *k);
         snprintf(k->id, sizeof k->id, "%s", SCHED_DEV_KEY_ID);
@@ -204,9 +228,260 @@ static const char *credential_key(struct dap_app *app, struct dap_req *req,
     return NULL;
 }
 
+/* The auth succeeded with key k: the session takes it (and secret, the
+ * engine credential, or NULL for a local key: taken). */
+static int auth_ok(struct dap_app *app, struct dap_session *ss,
+                   struct dap_res *res, const struct store_key *k, bool dev,
+                   char *secret)
+{
+    dap__guard_auth_ok(app->guard, &ss->peer, time_now_mono_ms());
+    /* A re-auth keeps the connection's watch only for the same user with
+     * task.monitor: events are the user's, and watching needs the right. */
+    if (ss->watching &&
+        (strcmp(ss->key.user, k->user) != 0 || !(k->perms & STORE_PERM_MONITOR)))
+        dap__session_unwatch(ss);
+    dap__secret_free(ss->cred);
+    ss->cred = secret;
+    ss->key = *k;
+    ss->dev = dev;
+    ss->engine = secret != NULL;
+    ss->authed = true;
+    ss->revoked = false;
+    log_info("auth ok: user=%s key=%s", k->user, k->id);
+    dap__write_connect_result(&res->body, k);
+    return 0;
+}
+
+/* The engine accepted a credential as id: the session becomes that user,
+ * keeping secret (taken), unless the user id is not one rrdeploy can use. */
+static int engine_ok(struct dap_app *app, struct dap_session *ss,
+                     struct dap_res *res, const struct dap_identity *id,
+                     char *secret)
+{
+    struct store_key k;
+    memset(&k, 0, sizeof k);
+    memcpy(k.user, id->user, sizeof k.user);
+    k.user[sizeof k.user - 1] = '\0';
+    struct err e = {0};
+    if (memchr(id->user, '\0', sizeof id->user) == NULL ||
+        store_user_validate(k.user, &e) != 0) {
+        dap__secret_free(secret);
+        log_warn("auth: the RocketRide engine gave a user id rrdeploy cannot "
+                 "use: %s", e.msg[0] ? e.msg : "too long");
+        char msg[sizeof e.msg + 64];
+        snprintf(msg, sizeof msg,
+                 "The RocketRide engine's user id cannot be used by rrdeploy: %s",
+                 e.msg[0] ? e.msg : "too long");
+        return auth_fail(app, ss, res, msg, false);
+    }
+    snprintf(k.id, sizeof k.id, "%s", DAP_ENGINE_KEY_ID);
+    /* the team's task rights; org.admin is rrdeploy's own (its keys) */
+    k.perms = id->perms & STORE_PERM_ALL;
+    k.created_at = dap__now(app);
+    return auth_ok(app, ss, res, &k, false, secret);
+}
+
+/* The engine's refusal as the client sees it (the SDKs expect its text). */
+static const char *refusal_text(const char *why)
+{
+    return why && why[0] ? why : "Invalid authorization provided";
+}
+
+static int engine_unavailable(struct dap_app *app, struct dap_session *ss,
+                              struct dap_res *res, const char *why)
+{
+    char msg[DAP_WHY_MAX + 96];
+    snprintf(msg, sizeof msg,
+             "Authentication unavailable: the RocketRide engine cannot be "
+             "reached (%s)", why && why[0] ? why : "no reason given");
+    return auth_fail(app, ss, res, msg, false);
+}
+
+/* ---------------------------------------------------------------- engine auth */
+
+enum verdict { V_NONE, V_ACCEPTED, V_REFUSED, V_UNREACHABLE, V_LATE };
+
+struct dap_auth_wait {
+    uint64_t ticket;        /* the check it waits for */
+    int64_t seq;            /* the auth request's seq */
+    int64_t deadline_ms;    /* monotonic: then V_LATE */
+    char *cred;             /* owned (dap__secret_dup) */
+    enum verdict verdict;
+    struct dap_identity id; /* V_ACCEPTED */
+    char why[DAP_WHY_MAX];  /* V_REFUSED, V_UNREACHABLE */
+};
+
+void dap__auth_wait_free(struct dap_auth_wait *w)
+{
+    if (!w)
+        return;
+    dap__secret_free(w->cred);
+    free(w);
+}
+
+/* The session waits for ticket with its auth request's seq. */
+static void wait_start(struct dap_session *ss, int64_t seq, uint64_t ticket,
+                       int64_t deadline_ms, const char *cred, size_t len)
+{
+    ASSERT(!ss->wait);
+    struct dap_auth_wait *w = xcalloc(1, sizeof *w);
+    w->ticket = ticket;
+    w->seq = seq;
+    w->deadline_ms = deadline_ms;
+    w->cred = dap__secret_dup(cred, len);
+    ss->wait = w;
+}
+
+/* An auth with a credential the engine decides about: a recent verdict
+ * answers at once; otherwise the session waits for a check -- one already
+ * under way for the same credential, or a new one -- and res is deferred. */
+static int engine_auth(struct dap_app *app, struct dap_session *ss,
+                       struct dap_req *req, struct dap_res *res,
+                       const char *cred, size_t len)
+{
+    if (strlen(cred) != len || len > ENGINE_CRED_MAX)
+        return auth_fail(app, ss, res, "Invalid API key", true);
+    int64_t now = dap__mono_ms(app);
+    unsigned char h[DAP_IDS_HASH_BYTES];
+    dap__ids_hash(app->ids, cred, len, h);
+    struct dap_ids_hit hit;
+    uint64_t *counts = app->metrics.engine_auth;
+    switch (dap__ids_find(app->ids, h, now, &hit)) {
+    case DAP_IDS_ACCEPTED:
+        counts[DAP_ENGINE_CACHED]++;
+        return engine_ok(app, ss, res, &hit.id, dap__secret_dup(cred, len));
+    case DAP_IDS_REFUSED:
+        counts[DAP_ENGINE_CACHED]++;
+        return auth_fail(app, ss, res, refusal_text(hit.why), true);
+    case DAP_IDS_PENDING: /* the same credential is being checked: share it */
+        wait_start(ss, req->seq, hit.ticket, hit.deadline_ms, cred, len);
+        break;
+    case DAP_IDS_NONE: {
+        int64_t deadline;
+        uint64_t ticket = dap__ids_begin(app->ids, h, now, &deadline);
+        if (!ticket) {
+            counts[DAP_ENGINE_UNAVAILABLE]++;
+            return engine_unavailable(app, ss, res,
+                                      "too many credentials being checked");
+        }
+        /* waiting before the call: a verdict given at once finds it */
+        wait_start(ss, req->seq, ticket, deadline, cred, len);
+        int rc = app->identify(app->identify_ud, ss->wait->cred, ticket);
+        if (rc < 0) {
+            dap__ids_cancel(app->ids, ticket);
+            dap__auth_wait_free(ss->wait);
+            ss->wait = NULL;
+            counts[DAP_ENGINE_UNAVAILABLE]++;
+            return engine_unavailable(app, ss, res, err_str(rc));
+        }
+        break;
+    }
+    }
+    res->deferred = true;
+    return 0;
+}
+
+bool dap__identified(struct dap_app *app, uint64_t ticket,
+                     const struct dap_identity *id, bool refused,
+                     const char *why)
+{
+    return app->ids &&
+           dap__ids_settle(app->ids, ticket, id, refused, why, dap__mono_ms(app));
+}
+
+bool dap__session_verdict(struct dap_session *ss, uint64_t ticket,
+                          const struct dap_identity *id, bool refused,
+                          const char *why)
+{
+    struct dap_auth_wait *w = ss->wait;
+    if (!w || w->verdict != V_NONE || w->ticket != ticket)
+        return false;
+    if (id) {
+        w->verdict = V_ACCEPTED;
+        w->id = *id;
+    } else {
+        w->verdict = refused ? V_REFUSED : V_UNREACHABLE;
+        dap__copy_text(w->why, sizeof w->why, why);
+    }
+    return true;
+}
+
+bool dap__session_late(struct dap_session *ss, int64_t now_ms)
+{
+    struct dap_auth_wait *w = ss->wait;
+    if (!w || w->verdict != V_NONE || now_ms < w->deadline_ms)
+        return false;
+    w->verdict = V_LATE;
+    return true;
+}
+
+enum dap_wait dap__session_wait(const struct dap_session *ss,
+                                int64_t *deadline_ms)
+{
+    if (!ss->wait)
+        return DAP_WAIT_NONE;
+    if (ss->wait->verdict != V_NONE)
+        return DAP_WAIT_DECIDED;
+    if (deadline_ms)
+        *deadline_ms = ss->wait->deadline_ms;
+    return DAP_WAIT_PENDING;
+}
+
+bool dap__session_answer(struct dap_app *app, struct dap_session *ss,
+                         dap_emit_fn emit, void *ud)
+{
+    struct dap_auth_wait *w = ss->wait;
+    if (!w || w->verdict == V_NONE)
+        return false;
+    if (ss->closing) { /* its socket is closing: nobody to answer */
+        dap__auth_wait_free(w);
+        ss->wait = NULL;
+        return false;
+    }
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    ss->wait = NULL;
+    struct dap_res res = {.code = NULL};
+    buf_init(&res.body, 0);
+    buf_init(&res.msg, 0);
+    uint64_t *counts = app->metrics.engine_auth;
+    switch (w->verdict) {
+    case V_ACCEPTED:
+        counts[DAP_ENGINE_ACCEPTED]++;
+        engine_ok(app, ss, &res, &w->id, w->cred);
+        w->cred = NULL; /* taken */
+        break;
+    case V_REFUSED:
+        counts[DAP_ENGINE_REFUSED]++;
+        auth_fail(app, ss, &res, refusal_text(w->why), true);
+        break;
+    case V_UNREACHABLE:
+        counts[DAP_ENGINE_UNAVAILABLE]++;
+        engine_unavailable(app, ss, &res, w->why);
+        break;
+    default:
+        counts[DAP_ENGINE_UNAVAILABLE]++;
+        auth_fail(app, ss, &res,
+                  "Authentication unavailable: the RocketRide engine did not "
+                  "answer in time", false);
+        break;
+    }
+    emit(ud, dap__response_frame(ss, w->seq, "auth", 4, &res));
+    dap__count_request(&app->metrics, dap__cmd_find("auth"), res.code,
+                       (int64_t)t0.tv_sec * 1000000000 + t0.tv_nsec);
+    if (res.close)
+        ss->closing = true;
+    dap__auth_wait_free(w);
+    buf_free(&res.body);
+    buf_free(&res.msg);
+    return true;
+}
+
 /* auth: the per-connection attempt cap, then the guard (an address, or all
  * addresses together, with too many failures is refused before its
- * credential is even looked at), then the credential. */
+ * credential is even looked at), then the credential: a local key, the
+ * development key, or -- with an engine -- a RocketRide credential the
+ * engine decides about. */
 static int cmd_auth(struct dap_app *app, struct dap_session *ss,
                     struct dap_req *req, struct dap_res *res)
 {
@@ -227,32 +502,28 @@ static int cmd_auth(struct dap_app *app, struct dap_session *ss,
                                             : "on this server",
             retry);
     }
+    const char *cred;
+    size_t len;
+    const char *why = credential_text(req, &cred, &len);
+    if (why)
+        return auth_fail(app, ss, res, why, true);
+    if (engine_bound(app, cred, len))
+        return engine_auth(app, ss, req, res, cred, len);
     struct store_key k;
     bool dev = false;
-    const char *why = credential_key(app, req, &k, &dev);
+    why = credential_key(app, cred, len, &k, &dev);
     if (why)
         return auth_fail(app, ss, res, why, strcmp(why, AUTH_DB_FAILED) != 0);
-    dap__guard_auth_ok(app->guard, &ss->peer, time_now_mono_ms());
-    /* A re-auth keeps the connection's watch only for the same user with
-     * task.monitor: events are the user's, and watching needs the right. */
-    if (ss->watching && (strcmp(ss->key.user, k.user) != 0 ||
-                         !(k.perms & STORE_PERM_MONITOR)))
-        dap__session_clear(ss);
-    ss->key = k;
-    ss->dev = dev;
-    ss->authed = true;
-    ss->revoked = false;
-    log_info("auth ok: user=%s key=%s", k.user, k.id);
-    dap__write_connect_result(&res->body, &k);
-    return 0;
+    return auth_ok(app, ss, res, &k, dev, NULL);
 }
 
 static int cmd_deauth(struct dap_app *app, struct dap_session *ss,
                       struct dap_req *req, struct dap_res *res)
 {
-    dap__session_clear(ss);
+    dap__session_clear(ss); /* the credential too */
     ss->authed = false;
     ss->dev = false;
+    ss->engine = false;
     memset(&ss->key, 0, sizeof ss->key);
     buf_puts(&res->body, "{}");
     return 0;
@@ -681,7 +952,9 @@ static int cmd_watch(struct dap_app *app, struct dap_session *ss,
             return -1;
         project_id = json_string_value(jp);
     }
-    dap__session_clear(ss);
+    free(ss->watch_project); /* the watch is replaced; monitors stay */
+    ss->watch_project = NULL;
+    ss->watching = false;
     if (enable) {
         ss->watching = true;
         ss->watch_project = project_id ? xstrdup(project_id) : NULL;
@@ -794,9 +1067,12 @@ const struct dap_cmd *dap__cmd_find(const char *name)
     return NULL;
 }
 
+/* Sessions of the development key and of the engine have no key row to
+ * lose (the engine does not revoke open sessions either; its verdicts are
+ * trusted for new auths only as long as the cache keeps them). */
 bool dap__session_recheck(struct dap_app *app, struct dap_session *ss)
 {
-    if (!ss->authed || ss->dev || ss->revoked)
+    if (!ss->authed || ss->dev || ss->engine || ss->revoked)
         return false;
     struct store_key k;
     int rc = store_key_get(app->store, ss->key.id, &k);

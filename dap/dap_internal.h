@@ -23,12 +23,23 @@
 #define DAP_OUTCOMES 8
 #define DAP_LATENCY_BOUNDS {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1}
 #define DAP_LATENCY_NBUCKETS 12
+/* Auths with an engine credential, by how they were answered. */
+enum dap_engine_auth {
+    DAP_ENGINE_ACCEPTED,     /* the engine accepted it (a check waited for) */
+    DAP_ENGINE_REFUSED,      /* the engine refused it */
+    DAP_ENGINE_UNAVAILABLE,  /* the engine could not be asked, or no answer
+                                within the wait */
+    DAP_ENGINE_CACHED,       /* answered from a recent verdict */
+    DAP_ENGINE_AUTH_RESULTS
+};
+extern const char *const dap__engine_auth_names[DAP_ENGINE_AUTH_RESULTS];
 struct dap_metrics {
     uint64_t requests[DAP_CMD_SLOTS][DAP_OUTCOMES];
     uint64_t latency_bucket[DAP_LATENCY_NBUCKETS + 1]; /* not cumulative */
     double latency_sum;
     uint64_t connections_total;
     uint64_t messages_too_large;
+    uint64_t engine_auth[DAP_ENGINE_AUTH_RESULTS]; /* by enum dap_engine_auth */
 };
 extern const char *const dap__outcome_names[DAP_OUTCOMES];
 
@@ -46,6 +57,11 @@ struct dap_app {
     struct dap_metrics metrics;
     struct dap_guard *guard;       /* owned by whoever made the app (the
                                       server): admission control */
+    /* With an engine: env->identify and env->ud (identify NULL without) */
+    int (*identify)(void *ud, const char *key, uint64_t ticket);
+    void *identify_ud;
+    struct dap_ids *ids;           /* owned by whoever made the app: the
+                                      engine's recent verdicts */
     int64_t mono_ahead_ms;         /* tests: added to the monotonic clock */
 };
 
@@ -237,6 +253,9 @@ const struct dap_guard_stats *dap__guard_stats(const struct dap_guard *g);
  * frame (a buf with DAP_FRAME_HEAD headroom holding one JSON text). */
 typedef void (*dap_emit_fn)(void *ud, struct buf *frame);
 
+/* An auth waiting for the engine's verdict (cmd.c). */
+struct dap_auth_wait;
+
 /* Per-connection protocol state. */
 struct dap_session {
     struct dap_addr peer;  /* the client's address (the server sets it) */
@@ -245,7 +264,14 @@ struct dap_session {
     bool closing;          /* a reply asked to close the socket after it */
     int auth_attempts;
     bool dev;              /* authenticated with the ROCKETRIDE_APIKEY key */
+    bool engine;           /* authenticated by the RocketRide engine: key.id
+                              is DAP_ENGINE_KEY_ID, key.user its userId */
     struct store_key key;  /* the authenticated key (user, perms, id) */
+    char *cred;            /* owned (sodium_malloc, wiped when freed): the
+                              engine credential of an engine session; NULL
+                              otherwise. Never logged. */
+    struct dap_auth_wait *wait; /* owned: an auth waiting for the engine;
+                                   the session handles nothing else meanwhile */
     int64_t seq;           /* last server seq sent on this connection */
     double unauth_tokens;  /* rate limit of messages before authentication */
     int64_t unauth_at_ms;  /* last refill; 0 = fresh session */
@@ -253,14 +279,53 @@ struct dap_session {
     char *watch_project;   /* owned; NULL = all of the user's deployments */
 };
 
-/* Free what a session owns (not the session itself). */
+/* Free what a session owns (not the session itself): its watch,
+ * credential and any auth waiting. */
 void dap__session_clear(struct dap_session *ss);
+
+/* Drop the session's watch (its event subscription). */
+void dap__session_unwatch(struct dap_session *ss);
+
+/* The credential an engine session authenticated with (borrowed until the
+ * session's next auth, deauth or end), or NULL for other sessions. */
+const char *dap__session_credential(const struct dap_session *ss);
 
 /* Should an event about (user, project_id) go to this session at time now
  * (wall clock)? Only while it watches, is authenticated as that user with a
  * key that is neither revoked nor expired and still has task.monitor. */
 bool dap__session_wants(const struct dap_session *ss, const char *user,
                         const char *project_id, double now);
+
+/* Engine verdicts, in three steps (the server does them in turn; a unit test
+ * can do the same):
+ *   dap__identified: the verdict on ticket (as dap_server_identified) goes
+ *     into the cache; false when the cache knew no such check.
+ *   dap__session_verdict: ...and to each session waiting for it; true when
+ *     ss was (ss must then be handled: dap__session_answer).
+ *   dap__session_answer: a session whose verdict is in gets the answer to its
+ *     auth, emitted like any response, and may go on with its messages.
+ * dap__session_late gives a session waiting past its deadline (monotonic
+ * ms) the verdict "no answer in time"; true when it did. */
+bool dap__identified(struct dap_app *app, uint64_t ticket,
+                     const struct dap_identity *id, bool refused,
+                     const char *why);
+bool dap__session_verdict(struct dap_session *ss, uint64_t ticket,
+                          const struct dap_identity *id, bool refused,
+                          const char *why);
+bool dap__session_late(struct dap_session *ss, int64_t now_ms);
+/* true when it answered (it emitted one frame); a closing session's verdict
+ * is dropped unanswered. */
+bool dap__session_answer(struct dap_app *app, struct dap_session *ss,
+                         dap_emit_fn emit, void *ud);
+/* Free an auth's wait (its credential wiped). NULL is fine. */
+void dap__auth_wait_free(struct dap_auth_wait *w);
+/* Where the session's auth with the engine is: none; waiting for the
+ * verdict, until *deadline_ms (monotonic; written then); or its verdict is
+ * in and dap__session_answer owes the answer. While there is one, the
+ * session handles no other message. */
+enum dap_wait { DAP_WAIT_NONE, DAP_WAIT_PENDING, DAP_WAIT_DECIDED };
+enum dap_wait dap__session_wait(const struct dap_session *ss,
+                                int64_t *deadline_ms /* OUT, may be NULL */);
 
 
 /* A decoded request. */
@@ -277,6 +342,8 @@ struct dap_res {
     const char *code;       /* NULL = success, else the machine error code */
     struct buf msg;         /* error message */
     bool close;             /* close the connection after sending */
+    bool deferred;          /* no answer now: the session waits for the
+                               engine (dap__session_answer answers) */
 };
 
 /* wire.c: every JSON text that goes on the wire. */
@@ -316,6 +383,12 @@ struct buf *dap__event_frame(struct dap_session *ss, const char *body,
 #define DAP_CONFLICT "conflict"
 #define DAP_TOO_LARGE "too_large"
 #define DAP_INTERNAL "internal"
+
+struct dap_cmd;
+/* Count an answered request (command dc, NULL: other; code NULL: ok) and
+ * its latency from started_ns (CLOCK_MONOTONIC) in the metrics. */
+void dap__count_request(struct dap_metrics *m, const struct dap_cmd *dc,
+                        const char *code, int64_t started_ns);
 
 /* Set an error on res; returns -1 so handlers can `return dap__fail(...)`. */
 int dap__fail(struct dap_res *res, const char *code, const char *fmt, ...)

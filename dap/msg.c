@@ -32,8 +32,8 @@ static size_t outcome_index(const char *code)
     return 0;
 }
 
-static void count_request(struct dap_metrics *m, const struct dap_cmd *dc,
-                          const char *code, int64_t started_ns)
+void dap__count_request(struct dap_metrics *m, const struct dap_cmd *dc,
+                        const char *code, int64_t started_ns)
 {
     static const double bounds[] = DAP_LATENCY_BOUNDS;
     m->requests[dap__cmd_slot(dc)][outcome_index(code)]++;
@@ -60,11 +60,25 @@ int dap__fail(struct dap_res *res, const char *code, const char *fmt, ...)
 
 /* ---------------------------------------------------------------- sessions */
 
-void dap__session_clear(struct dap_session *ss)
+void dap__session_unwatch(struct dap_session *ss)
 {
     free(ss->watch_project);
     ss->watch_project = NULL;
     ss->watching = false;
+}
+
+void dap__session_clear(struct dap_session *ss)
+{
+    dap__session_unwatch(ss);
+    dap__secret_free(ss->cred);
+    ss->cred = NULL;
+    dap__auth_wait_free(ss->wait);
+    ss->wait = NULL;
+}
+
+const char *dap__session_credential(const struct dap_session *ss)
+{
+    return ss->engine ? ss->cred : NULL;
 }
 
 bool dap__session_wants(const struct dap_session *ss, const char *user,
@@ -74,10 +88,11 @@ bool dap__session_wants(const struct dap_session *ss, const char *user,
      * the watch began: the session's key may have changed since. */
     bool expired = !ss->dev && ss->key.expires_at != 0 &&
                    now >= ss->key.expires_at;
-    return ss->watching && ss->authed && !ss->revoked && !ss->closing &&
-           !expired && (ss->key.perms & STORE_PERM_MONITOR) &&
-           strcmp(ss->key.user, user) == 0 &&
-           (!ss->watch_project || strcmp(ss->watch_project, project_id) == 0);
+    if (!ss->watching || !ss->authed || ss->revoked ||
+        ss->closing || expired || !(ss->key.perms & STORE_PERM_MONITOR) ||
+        strcmp(ss->key.user, user) != 0)
+        return false;
+    return !ss->watch_project || strcmp(ss->watch_project, project_id) == 0;
 }
 
 /* ---------------------------------------------------------------- decoding */
@@ -381,11 +396,11 @@ void dap__handle_message(struct dap_app *app, struct dap_session *ss,
     if (st == STEP_GO)
         dispatch(app, ss, &env, &req, &res);
 
-    if (st != STEP_SILENT) {
+    if (st != STEP_SILENT && !res.deferred) {
         emit(ud, dap__response_frame(ss, env.seq, env.cmd, env.cmd_len, &res));
         /* answers given before the command was known count as "other" */
-        count_request(&app->metrics, env.dc, res.code,
-                      (int64_t)t0.tv_sec * 1000000000 + t0.tv_nsec);
+        dap__count_request(&app->metrics, env.dc, res.code,
+                           (int64_t)t0.tv_sec * 1000000000 + t0.tv_nsec);
         if (res.close)
             ss->closing = true;
     }
