@@ -13,6 +13,7 @@
 
 #include <math.h>
 #include <sodium.h>
+#include <strings.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -235,9 +236,10 @@ static int auth_ok(struct dap_app *app, struct dap_session *ss,
                    char *secret)
 {
     dap__guard_auth_ok(app->guard, &ss->peer, time_now_mono_ms());
-    /* A re-auth keeps the connection's watch only for the same user with
-     * task.monitor: events are the user's, and watching needs the right. */
-    if (ss->watching &&
+    /* A re-auth keeps the connection's watch and monitors only for the same
+     * user with task.monitor: events are the user's, and watching needs the
+     * right. */
+    if ((ss->watching || ss->nmonitors) &&
         (strcmp(ss->key.user, k->user) != 0 || !(k->perms & STORE_PERM_MONITOR)))
         dap__session_unwatch(ss);
     dap__secret_free(ss->cred);
@@ -545,12 +547,165 @@ static int cmd_probe(struct dap_app *app, struct dap_session *ss,
     return 0;
 }
 
-/* Task monitors belong to a pipeline engine; rrdeploy has none to report, but
- * accepts the subscription so that reconnecting SDK clients replay cleanly. */
+/* rrext_monitor: RocketRide's subscription command, which the SDKs send
+ * again after a reconnect. Here its keys subscribe to the caller's
+ * apaevt_deploy events: {token:"*"} to all of them, {projectId[, source]}
+ * to one project's. A task token names an engine task, not a deployment:
+ * accepted, with no deployment events. The types (RocketRide's event type
+ * bits) replace those of the key; none removes it. Any type delivers the
+ * deployment events. */
+
+static const struct {
+    const char *name;
+    unsigned bits;
+} event_types[] = {
+    {"none", 0},    {"debugger", 1}, {"detail", 2}, {"summary", 4},
+    {"output", 8},  {"flow", 16},    {"task", 32},  {"sse", 64},
+    {"dashboard", 128}, {"all", 255},
+};
+#define EVENT_TYPES_ALL 255u
+
+/* A type name's bits; unknown names count for none (as in RocketRide, so
+ * that a newer client's names do not fail). */
+static unsigned event_type_bits(const char *name)
+{
+    for (size_t i = 0; i < sizeof event_types / sizeof event_types[0]; i++)
+        if (strcasecmp(name, event_types[i].name) == 0)
+            return event_types[i].bits;
+    return 0;
+}
+
+/* The `types` argument: a list of names, a number, a string of digits or
+ * one name; missing or null is none. */
+static int parse_types(const json_t *v, unsigned *out, struct dap_res *res)
+{
+    static const char *const bad = "types must be a list of event type "
+                                   "names, a number or a string of digits";
+    *out = 0;
+    if (!v || json_is_null(v))
+        return 0;
+    if (json_is_array(v)) {
+        size_t i;
+        const json_t *e;
+        json_array_foreach(v, i, e) {
+            if (!json_is_string(e))
+                return dap__fail(res, DAP_BAD_REQUEST, "%s", bad);
+            *out |= event_type_bits(json_string_value(e));
+        }
+        return 0;
+    }
+    double d;
+    if (json_is_number(v)) {
+        d = json_number_value(v);
+    } else if (json_is_string(v)) {
+        const char *t = json_string_value(v);
+        size_t n = json_string_length(v);
+        if (n == 0 || strspn(t, "0123456789") != n) {
+            *out = event_type_bits(t);
+            return 0;
+        }
+        d = n > 10 ? -1 : strtod(t, NULL);
+    } else {
+        return dap__fail(res, DAP_BAD_REQUEST, "%s", bad);
+    }
+    if (!(d >= 0 && d <= 2147483647.0) || d != floor(d))
+        return dap__fail(res, DAP_BAD_REQUEST, "%s", bad);
+    *out = (unsigned)d & EVENT_TYPES_ALL;
+    return 0;
+}
+
+/* A key's optional source: like a project id, but not required. */
+static int arg_source(const json_t *v, struct dap_res *res, const char **out)
+{
+    *out = NULL;
+    if (!truthy(v))
+        return 0;
+    if (check_project_id(v, "source", res))
+        return -1;
+    *out = json_string_value(v);
+    return 0;
+}
+
+static bool monitor_is(const struct dap_monitor *m, const char *project,
+                       const char *source)
+{
+    if (!m->project || !project)
+        return !m->project && !project;
+    if (strcmp(m->project, project) != 0 || m->has_source != (source != NULL))
+        return false;
+    return !source || strcmp(m->project + strlen(m->project) + 1, source) == 0;
+}
+
+/* Set the key (project NULL: all; source NULL: none) to types, replacing
+ * what it had; types 0 removes it. */
+static int monitor_set(struct dap_session *ss, const char *project,
+                       const char *source, unsigned types, struct dap_res *res)
+{
+    uint8_t i = 0;
+    while (i < ss->nmonitors && !monitor_is(&ss->monitors[i], project, source))
+        i++;
+    if (i < ss->nmonitors) {
+        if (types) {
+            ss->monitors[i].types = types;
+        } else {
+            free(ss->monitors[i].project);
+            memmove(&ss->monitors[i], &ss->monitors[i + 1],
+                    (size_t)(ss->nmonitors - i - 1) * sizeof ss->monitors[0]);
+            if (--ss->nmonitors == 0) {
+                free(ss->monitors);
+                ss->monitors = NULL;
+            }
+        }
+        return 0;
+    }
+    if (!types)
+        return 0; /* removing what is not there */
+    if (ss->nmonitors >= DAP_MONITORS_MAX)
+        return dap__fail(res, DAP_TOO_LARGE,
+                         "Too many monitors on this connection: at most %d",
+                         DAP_MONITORS_MAX);
+    ss->monitors = xrealloc(ss->monitors,
+                            (size_t)(ss->nmonitors + 1) * sizeof ss->monitors[0]);
+    struct dap_monitor *m = &ss->monitors[ss->nmonitors++];
+    m->types = types;
+    m->has_source = source != NULL;
+    m->project = NULL;
+    if (project) {
+        size_t lp = strlen(project), ls = source ? strlen(source) : 0;
+        m->project = xmalloc(lp + ls + 2);
+        memcpy(m->project, project, lp + 1);
+        memcpy(m->project + lp + 1, source ? source : "", ls + 1);
+    }
+    return 0;
+}
+
 static int cmd_monitor(struct dap_app *app, struct dap_session *ss,
                        struct dap_req *req, struct dap_res *res)
 {
-    return 0;
+    json_t *jtok = json_object_get(req->args, "token");
+    json_t *jpid = json_object_get(req->args, "projectId");
+    json_t *jsrc = json_object_get(req->args, "source");
+    bool by_token = truthy(jtok), by_project = truthy(jpid) || truthy(jsrc);
+    if (by_token && by_project)
+        return dap__fail(res, DAP_BAD_REQUEST, "You must specifiy either "
+                         "token or project_id/source, not both");
+    if (!by_token && !truthy(jpid))
+        return dap__fail(res, DAP_BAD_REQUEST,
+                         "You must specifiy either token or project_id/source");
+    if (by_token && !json_is_string(jtok))
+        return dap__fail(res, DAP_BAD_REQUEST, "token must be a string");
+    const char *project = NULL, *source = NULL;
+    if (!by_token && (check_project_id(jpid, "projectId", res) ||
+                      arg_source(jsrc, res, &source)))
+        return -1;
+    if (!by_token)
+        project = json_string_value(jpid);
+    unsigned types;
+    if (parse_types(json_object_get(req->args, "types"), &types, res))
+        return -1;
+    if (by_token && strcmp(json_string_value(jtok), "*") != 0)
+        return 0; /* an engine task's token: no deployment events */
+    return monitor_set(ss, project, source, types, res);
 }
 
 /* ---------------------------------------------------------------- deploy */

@@ -253,6 +253,15 @@ const struct dap_guard_stats *dap__guard_stats(const struct dap_guard *g);
  * frame (a buf with DAP_FRAME_HEAD headroom holding one JSON text). */
 typedef void (*dap_emit_fn)(void *ud, struct buf *frame);
 
+/* An rrext_monitor subscription (a key and its event types). */
+struct dap_monitor {
+    char *project;         /* owned: "<projectId>\0<source>\0" in one
+                              allocation; NULL for token "*" (all) */
+    unsigned types;        /* RocketRide event type bits, never 0 */
+    bool has_source;       /* a source was given (it is part of the key) */
+};
+#define DAP_MONITORS_MAX 16 /* subscriptions per connection */
+
 /* An auth waiting for the engine's verdict (cmd.c). */
 struct dap_auth_wait;
 
@@ -277,13 +286,15 @@ struct dap_session {
     int64_t unauth_at_ms;  /* last refill; 0 = fresh session */
     bool watching;         /* rrext_deploy_watch: send apaevt_deploy events */
     char *watch_project;   /* owned; NULL = all of the user's deployments */
+    struct dap_monitor *monitors; /* owned: nmonitors rrext_monitor keys */
+    uint8_t nmonitors;
 };
 
-/* Free what a session owns (not the session itself): its watch,
+/* Free what a session owns (not the session itself): its watch, monitors,
  * credential and any auth waiting. */
 void dap__session_clear(struct dap_session *ss);
 
-/* Drop the session's watch (its event subscription). */
+/* Drop the session's watch and monitors (its event subscriptions). */
 void dap__session_unwatch(struct dap_session *ss);
 
 /* The credential an engine session authenticated with (borrowed until the
@@ -291,8 +302,9 @@ void dap__session_unwatch(struct dap_session *ss);
 const char *dap__session_credential(const struct dap_session *ss);
 
 /* Should an event about (user, project_id) go to this session at time now
- * (wall clock)? Only while it watches, is authenticated as that user with a
- * key that is neither revoked nor expired and still has task.monitor. */
+ * (wall clock)? Only while it watches or holds a monitor for it, is
+ * authenticated as that user with a key that is neither revoked nor expired
+ * and still has task.monitor. */
 bool dap__session_wants(const struct dap_session *ss, const char *user,
                         const char *project_id, double now);
 

@@ -65,6 +65,11 @@ void dap__session_unwatch(struct dap_session *ss)
     free(ss->watch_project);
     ss->watch_project = NULL;
     ss->watching = false;
+    for (uint8_t i = 0; i < ss->nmonitors; i++)
+        free(ss->monitors[i].project);
+    free(ss->monitors);
+    ss->monitors = NULL;
+    ss->nmonitors = 0;
 }
 
 void dap__session_clear(struct dap_session *ss)
@@ -88,11 +93,19 @@ bool dap__session_wants(const struct dap_session *ss, const char *user,
      * the watch began: the session's key may have changed since. */
     bool expired = !ss->dev && ss->key.expires_at != 0 &&
                    now >= ss->key.expires_at;
-    if (!ss->watching || !ss->authed || ss->revoked ||
+    if (!(ss->watching || ss->nmonitors) || !ss->authed || ss->revoked ||
         ss->closing || expired || !(ss->key.perms & STORE_PERM_MONITOR) ||
         strcmp(ss->key.user, user) != 0)
         return false;
-    return !ss->watch_project || strcmp(ss->watch_project, project_id) == 0;
+    if (ss->watching &&
+        (!ss->watch_project || strcmp(ss->watch_project, project_id) == 0))
+        return true;
+    for (uint8_t i = 0; i < ss->nmonitors; i++) {
+        const char *p = ss->monitors[i].project;
+        if (!p || strcmp(p, project_id) == 0)
+            return true;
+    }
+    return false;
 }
 
 /* ---------------------------------------------------------------- decoding */
