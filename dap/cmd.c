@@ -1174,6 +1174,24 @@ static int cmd_test_fail_commit(struct dap_app *app, struct dap_session *ss,
     buf_puts(&res->body, "{}");
     return 0;
 }
+
+/* Stand in for the RocketRide engine's credential checks (see server.c):
+ * {"enable": true[, "wait_ms": n]} makes credentials go to it, with a fresh
+ * cache; {"down": true} makes it unreachable; {"answer": "<credential>",
+ * "user": "u", "perms": 3 | "refuse": "text" | "unreachable": "text"}
+ * gives the verdict on every check of that credential. The body lists the
+ * credentials waiting and how many were asked. */
+static int cmd_test_engine(struct dap_app *app, struct dap_session *ss,
+                           struct dap_req *req, struct dap_res *res)
+{
+    (void)ss;
+    if (!app->test_hooks)
+        return dap__fail(res, DAP_BAD_REQUEST, "Invalid command: rrtest_engine");
+    struct err e = {0};
+    if (dap__test_engine(app, req->args, &res->body, &e) != 0)
+        return dap__fail(res, DAP_BAD_REQUEST, "%s", e.msg);
+    return 0;
+}
 #endif
 
 /* ---------------------------------------------------------------- table */
@@ -1198,6 +1216,7 @@ static const struct dap_cmd commands[] = {
 #ifdef RRDEPLOY_TEST_HOOKS
     {"rrtest_clock",           cmd_test_clock, false, 0,                  true},
     {"rrtest_fail_commit",     cmd_test_fail_commit, false, 0,            true},
+    {"rrtest_engine",          cmd_test_engine, false, 0,                 false},
 #endif
 };
 

@@ -417,6 +417,13 @@ void dap__handle_message(struct dap_app *app, struct dap_session *ss,
  * expiry). Marks ss->revoked; returns true if the session lost its key. */
 bool dap__session_recheck(struct dap_app *app, struct dap_session *ss);
 
+#ifdef RRDEPLOY_TEST_HOOKS
+/* server.c, test builds: rrtest_engine, a stand-in for the engine's
+ * credential checks (app must be a server's). 0, or RR_E_INVAL with e. */
+int dap__test_engine(struct dap_app *app, const json_t *args, struct buf *body,
+                     struct err *e);
+#endif
+
 /* cmd.c: the command table. Handler returns 0 (body in res->body) or -1. */
 typedef int (*dap_cmd_fn)(struct dap_app *app, struct dap_session *ss,
                           struct dap_req *req, struct dap_res *res);

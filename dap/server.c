@@ -17,6 +17,15 @@
  * until it drains: a client that never reads cannot make the server buffer
  * without bound.
  *
+ * An auth that waits for the RocketRide engine's verdict (msg.c/cmd.c)
+ * holds its session: the connection is not read (rx_flow_apply) and its
+ * messages after the auth stay queued. dap_server_identified, or the wait
+ * timer at the wait's deadline, gives the session its verdict and puts it
+ * back on the ready list; a uv_idle handle (kick) keeps the loop from
+ * blocking in poll before the end of that pass, where the auth is answered
+ * like any request, then the queued messages in order, then reading
+ * resumes. The unauthenticated timeout is stopped meanwhile.
+ *
  * The daemon (runner/) owns the loop, the timers and the scheduler; it hears
  * of the end of every pass through env->pass_done, and tells the server of
  * key changes and scheduler events (dap_server_keys_changed,
@@ -26,6 +35,7 @@
 
 #include <libwebsockets.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,7 +112,20 @@ struct dap_server {
     struct pss *sessions;      /* live WebSocket sessions */
     struct pss *ready;         /* sessions with messages waiting */
     int port;                  /* the port it listens on */
+#ifdef RRDEPLOY_TEST_HOOKS
+    struct test_check {        /* rrtest_engine: the checks it was asked */
+        uint64_t ticket;
+        char *key;             /* owned */
+    } test_checks[64];
+    size_t ntest_checks;
+    uint64_t test_asked;       /* checks asked since start */
+    bool test_engine_down;     /* identify fails */
+#endif
 };
+
+/* The message layer's app is the server's first member (rrtest_engine finds
+ * the server from it). */
+_Static_assert(offsetof(struct dap_server, app) == 0, "app must come first");
 
 /* ---------------------------------------------------------------- queue */
 
@@ -561,6 +584,96 @@ void dap_server_stop_accepting(struct dap_server *srv)
     srv->app.stopping = true;
 }
 
+#ifdef RRDEPLOY_TEST_HOOKS
+/* ---------------------------------------------------------------- test engine */
+
+/* rrtest_engine: a stand-in for the RocketRide engine's credential checks,
+ * for the integration tests of auth with an engine (test builds with a test
+ * clock only). It records what it is asked and answers when told. */
+static int test_identify(void *ud, const char *key, uint64_t ticket)
+{
+    struct dap_server *srv = ud;
+    size_t cap = sizeof srv->test_checks / sizeof srv->test_checks[0];
+    if (srv->test_engine_down || srv->ntest_checks == cap)
+        return RR_E_IO;
+    srv->test_checks[srv->ntest_checks].ticket = ticket;
+    srv->test_checks[srv->ntest_checks++].key = xstrdup(key);
+    srv->test_asked++;
+    return 0;
+}
+
+static void test_checks_free(struct dap_server *srv)
+{
+    for (size_t i = 0; i < srv->ntest_checks; i++)
+        free(srv->test_checks[i].key);
+    srv->ntest_checks = 0;
+}
+
+int dap__test_engine(struct dap_app *app, const json_t *args, struct buf *body,
+                     struct err *e)
+{
+    struct dap_server *srv = (struct dap_server *)app;
+    const json_t *jen = json_object_get(args, "enable");
+    if (json_is_true(jen)) { /* a fresh engine and cache */
+        const json_t *jw = json_object_get(args, "wait_ms");
+        struct dap_ids_config ic;
+        dap__ids_config_defaults(&ic);
+        if (json_is_number(jw))
+            ic.wait_ms = (int64_t)json_number_value(jw);
+        dap__ids_free(app->ids);
+        app->ids = dap__ids_new(&ic);
+        test_checks_free(srv);
+        srv->test_engine_down = false;
+        app->identify = test_identify;
+        app->identify_ud = srv;
+    } else if (json_is_false(jen)) {
+        app->identify = NULL;
+    }
+    const json_t *jdown = json_object_get(args, "down");
+    if (json_is_boolean(jdown))
+        srv->test_engine_down = json_is_true(jdown);
+    const json_t *jans = json_object_get(args, "answer");
+    if (jans) {
+        if (!json_is_string(jans) || !app->ids)
+            return err_set(e, RR_E_INVAL, "answer must name a credential asked");
+        struct dap_identity id = {{0}, 0};
+        const json_t *juser = json_object_get(args, "user");
+        const json_t *jref = json_object_get(args, "refuse");
+        const json_t *junr = json_object_get(args, "unreachable");
+        if (json_is_string(juser)) {
+            snprintf(id.user, sizeof id.user, "%s", json_string_value(juser));
+            id.perms = (unsigned)json_number_value(json_object_get(args, "perms"));
+        }
+        /* answer every check of that credential, oldest first */
+        size_t i = 0;
+        while (i < srv->ntest_checks) {
+            struct test_check c = srv->test_checks[i];
+            if (strcmp(c.key, json_string_value(jans)) != 0) {
+                i++;
+                continue;
+            }
+            memmove(&srv->test_checks[i], &srv->test_checks[i + 1],
+                    (srv->ntest_checks - i - 1) * sizeof c);
+            srv->ntest_checks--;
+            dap_server_identified(srv, c.ticket, json_is_string(juser) ? &id : NULL,
+                                  json_is_string(jref),
+                                  json_is_string(jref) ? json_string_value(jref)
+                                  : json_string_value(junr));
+            free(c.key);
+        }
+    }
+    buf_printf(body, "{\"asked\":%llu,\"pending\":[",
+               (unsigned long long)srv->test_asked);
+    for (size_t i = 0; i < srv->ntest_checks; i++) {
+        if (i)
+            buf_putc(body, ',');
+        buf_json_cstr(body, srv->test_checks[i].key);
+    }
+    buf_puts(body, "]}");
+    return 0;
+}
+#endif
+
 /* ---------------------------------------------------------------- HTTP */
 
 static void health_body(struct dap_server *srv, struct buf *b, int *status)
@@ -970,5 +1083,8 @@ void dap_server_free(struct dap_server *srv)
         lws_context_destroy(srv->ctx);
     dap__guard_free(srv->app.guard);
     dap__ids_free(srv->app.ids);
+#ifdef RRDEPLOY_TEST_HOOKS
+    test_checks_free(srv);
+#endif
     free(srv);
 }
