@@ -101,13 +101,16 @@ void dap_server_keys_changed(struct dap_server *srv);
  * credential; otherwise id is NULL and why says why -- the engine's own
  * refusal text when refused is true, else why the engine could not be
  * asked (unreachable, timed out). A ticket nobody waits for any more is
- * ignored. why is borrowed for the call; NULL is fine. */
+ * ignored (an acceptance or refusal is still remembered for the next auth
+ * with that credential while the check is known). why is borrowed for the
+ * call; NULL is fine. Any callback on the loop may call it, identify
+ * itself included. */
 void dap_server_identified(struct dap_server *srv, uint64_t ticket,
                            const struct dap_identity *id, bool refused,
                            const char *why);
 
-/* Send an event to every session watching that deployment (the scheduler's
- * cfg.emit). ev is borrowed for the call. */
+/* Send an event to every session watching that deployment or holding a
+ * monitor for it (the scheduler's cfg.emit). ev is borrowed for the call. */
 void dap_server_event(struct dap_server *srv, const struct sched_event *ev);
 
 /* Stop in two steps, as lws needs with a loop it does not own: close starts

@@ -47,6 +47,7 @@ struct fx {
     char *asked[MAX_CALLS];       /* the credentials it was asked about */
     uint64_t tickets[MAX_CALLS];
     int identify_rc;              /* what identify returns */
+    bool instant;                 /* identify gives its verdict at once */
 };
 
 static int fake_identify(void *ud, const char *key, uint64_t ticket)
@@ -57,6 +58,12 @@ static int fake_identify(void *ud, const char *key, uint64_t ticket)
     assert_true(fx->calls < MAX_CALLS);
     fx->asked[fx->calls] = strdup(key);
     fx->tickets[fx->calls++] = ticket;
+    if (fx->instant) { /* as the server would: cache, then sessions */
+        static const struct dap_identity dora = {"dora", STORE_PERM_MONITOR};
+        (void)dap__identified(&fx->app, ticket, &dora, false, NULL);
+        for (int i = 0; i < 3; i++)
+            (void)dap__session_verdict(&fx->c[i].ss, ticket, &dora, false, NULL);
+    }
     return 0;
 }
 
@@ -400,6 +407,28 @@ static void test_deferred_answer_then_held_messages(void **state)
     assert_int_equal(m->requests[dap__cmd_slot(dap__cmd_find("auth"))][0], 1);
 }
 
+/* A verdict given from inside identify (before it returns) is answered as
+ * well, and the messages behind follow. */
+static void test_verdict_inside_identify(void **state)
+{
+    struct fx *fx = *state;
+    fx->instant = true;
+    struct conn *c = &fx->c[0];
+    c->in[c->nin++] = auth_req(0, 1, "rr-instant");
+    c->in[c->nin++] = PING(2);
+    pump(fx, c);
+    assert_int_equal(fx->calls, 1);
+    assert_int_equal(c->nframes, 2);
+    json_t *r = frame(c, 0);
+    assert_int_equal(json_integer_value(json_object_get(r, "request_seq")), 1);
+    assert_string_equal(str(json_object_get(r, "body"), "userId"), "dora");
+    json_decref(r);
+    r = frame(c, 1);
+    assert_int_equal(json_integer_value(json_object_get(r, "request_seq")), 2);
+    json_decref(r);
+    assert_int_equal(c->ss.key.perms, STORE_PERM_MONITOR);
+}
+
 /* The engine's refusal text goes to the client, the connection closes, the
  * messages behind are dropped, and the guard counts a failure. */
 static void test_refusal(void **state)
@@ -642,6 +671,7 @@ int main(void)
         cmocka_unit_test(test_copy_text),
         T(test_which_credentials_go_to_the_engine),
         T(test_deferred_answer_then_held_messages),
+        T(test_verdict_inside_identify),
         T(test_refusal),
         T(test_unavailable_is_not_counted),
         T(test_cache_hits),
