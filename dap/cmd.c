@@ -1185,10 +1185,10 @@ static int cmd_test_engine(struct dap_app *app, struct dap_session *ss,
                            struct dap_req *req, struct dap_res *res)
 {
     (void)ss;
-    if (!app->test_hooks)
+    if (!app->test_hooks || !app->server)
         return dap__fail(res, DAP_BAD_REQUEST, "Invalid command: rrtest_engine");
     struct err e = {0};
-    if (dap__test_engine(app, req->args, &res->body, &e) != 0)
+    if (dap__test_engine(app->server, req->args, &res->body, &e) != 0)
         return dap__fail(res, DAP_BAD_REQUEST, "%s", e.msg);
     return 0;
 }

@@ -63,6 +63,8 @@ struct dap_app {
     struct dap_ids *ids;           /* owned by whoever made the app: the
                                       engine's recent verdicts */
     int64_t mono_ahead_ms;         /* tests: added to the monotonic clock */
+    struct dap_server *server;     /* the server it belongs to; NULL when
+                                      the message layer runs alone (tests) */
 };
 
 /* The wall clock, float Unix seconds. */
@@ -419,9 +421,9 @@ bool dap__session_recheck(struct dap_app *app, struct dap_session *ss);
 
 #ifdef RRDEPLOY_TEST_HOOKS
 /* server.c, test builds: rrtest_engine, a stand-in for the engine's
- * credential checks (app must be a server's). 0, or RR_E_INVAL with e. */
-int dap__test_engine(struct dap_app *app, const json_t *args, struct buf *body,
-                     struct err *e);
+ * credential checks. 0, or RR_E_INVAL with e. */
+int dap__test_engine(struct dap_server *srv, const json_t *args,
+                     struct buf *body, struct err *e);
 #endif
 
 /* cmd.c: the command table. Handler returns 0 (body in res->body) or -1. */

@@ -35,7 +35,6 @@
 
 #include <libwebsockets.h>
 #include <math.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,10 +121,6 @@ struct dap_server {
     bool test_engine_down;     /* identify fails */
 #endif
 };
-
-/* The message layer's app is the server's first member (rrtest_engine finds
- * the server from it). */
-_Static_assert(offsetof(struct dap_server, app) == 0, "app must come first");
 
 /* ---------------------------------------------------------------- queue */
 
@@ -609,10 +604,10 @@ static void test_checks_free(struct dap_server *srv)
     srv->ntest_checks = 0;
 }
 
-int dap__test_engine(struct dap_app *app, const json_t *args, struct buf *body,
-                     struct err *e)
+int dap__test_engine(struct dap_server *srv, const json_t *args,
+                     struct buf *body, struct err *e)
 {
-    struct dap_server *srv = (struct dap_server *)app;
+    struct dap_app *app = &srv->app;
     const json_t *jen = json_object_get(args, "enable");
     if (json_is_true(jen)) { /* a fresh engine and cache */
         const json_t *jw = json_object_get(args, "wait_ms");
@@ -965,6 +960,7 @@ int dap_server_start(const struct dap_config *cfg, const struct dap_env *env,
 {
     struct dap_server *srv = xcalloc(1, sizeof *srv);
     srv->env = env;
+    srv->app.server = srv;
     srv->app.cfg = cfg;
     srv->app.store = env->store;
     srv->app.sched = env->sched;
