@@ -135,8 +135,10 @@ bool dap__ids_settle(struct dap_ids *ids, uint64_t ticket,
 /* Entries in the table (tests). */
 size_t dap__ids_count(const struct dap_ids *ids);
 /* A credential kept in memory of its own (sodium_malloc: guarded, never
- * swapped where the system allows), n bytes and a NUL; aborts when out of
- * memory, like xmalloc. Free with dap__secret_free, which wipes it. */
+ * swapped where the system allows; past 2048 of them at once, ordinary
+ * memory, locked if allowed), n bytes (no NUL among them) and a NUL. Aborts
+ * when out of memory, like xmalloc. Free with dap__secret_free, which
+ * wipes it. */
 char *dap__secret_dup(const char *s, size_t n);
 void dap__secret_free(char *s);
 /* Copy text from a peer into dst (size bytes, NUL included) so that it can

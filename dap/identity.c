@@ -17,6 +17,8 @@
  * check starts (too many at once). A ticket carries its slot index in its
  * low 16 bits, so a verdict finds its entry without a search.
  *
+ * Also here: the memory credentials are kept in (dap__secret_dup).
+ *
  * Time: every call takes now_ms from a monotonic clock, so tests inject it.
  * Thread: service thread only. */
 #include "dap/dap_internal.h"
@@ -330,19 +332,47 @@ size_t dap__ids_count(const struct dap_ids *ids)
 
 /* ---------------------------------------------------------------- secrets */
 
+/* A secret is a flag byte, the text and a NUL; the caller sees the text.
+ * sodium_malloc gives each allocation pages of its own between guard pages
+ * (four mappings each): a process has only so many mappings
+ * (vm.max_map_count, 65530 by default), and sqlite, lws and malloc need
+ * theirs. So at most GUARDED_MAX secrets are guarded at once; the rest (and
+ * any sodium_malloc refuses) go to ordinary memory, locked if the system
+ * allows. Either way a secret is wiped when freed. */
+#define SECRET_GUARDED 1
+#define SECRET_PLAIN 2
+#define GUARDED_MAX 2048
+
+static size_t guarded_live;
+
 char *dap__secret_dup(const char *s, size_t n)
 {
-    char *p = sodium_malloc(n + 1);
-    if (!p) {
-        log_error("out of memory for a credential (%zu bytes)", n + 1);
-        abort(); /* the xmalloc policy */
+    char *p = guarded_live < GUARDED_MAX ? sodium_malloc(n + 2) : NULL;
+    if (p) {
+        p[0] = SECRET_GUARDED;
+        guarded_live++;
+    } else {
+        p = xmalloc(n + 2);
+        (void)sodium_mlock(p, n + 2); /* best effort */
+        p[0] = SECRET_PLAIN;
     }
-    memcpy(p, s, n);
-    p[n] = '\0';
-    return p;
+    memcpy(p + 1, s, n);
+    p[n + 1] = '\0';
+    return p + 1;
 }
 
 void dap__secret_free(char *s)
 {
-    sodium_free(s); /* zeroes it first; NULL is fine */
+    if (!s)
+        return;
+    char *p = s - 1;
+    if (p[0] == SECRET_GUARDED) {
+        sodium_free(p); /* zeroes it first */
+        guarded_live--;
+        return;
+    }
+    ASSERT(p[0] == SECRET_PLAIN);
+    size_t n = strlen(s) + 2;
+    sodium_munlock(p, n); /* zeroes it, locked or not */
+    free(p);
 }

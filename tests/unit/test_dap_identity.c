@@ -16,6 +16,7 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sodium.h>
 #include <string.h>
 
 #include "dap/dap_internal.h"
@@ -311,6 +312,26 @@ static void test_copy_text(void **state)
     assert_string_equal(out, "???");
     dap__copy_text(out, sizeof out, NULL);
     assert_string_equal(out, "");
+}
+
+/* Secrets: kept, and freed; past the guarded ones (2048 at once, so that
+ * the process does not run out of mappings) ordinary memory takes over. */
+static void test_secrets(void **state)
+{
+    (void)state;
+    assert_true(sodium_init() >= 0);
+    enum { N = 3000 };
+    char **s = calloc(N, sizeof *s);
+    for (int i = 0; i < N; i++) {
+        char text[32];
+        int n = snprintf(text, sizeof text, "secret-%d", i);
+        s[i] = dap__secret_dup(text, (size_t)n);
+        assert_string_equal(s[i], text);
+    }
+    for (int i = 0; i < N; i++)
+        dap__secret_free(s[i]);
+    free(s);
+    dap__secret_free(NULL);
 }
 
 /* ---------------------------------------------------------------- auth */
@@ -669,6 +690,7 @@ int main(void)
         cmocka_unit_test(test_cache_verdicts_and_times),
         cmocka_unit_test(test_cache_bounded),
         cmocka_unit_test(test_copy_text),
+        cmocka_unit_test(test_secrets),
         T(test_which_credentials_go_to_the_engine),
         T(test_deferred_answer_then_held_messages),
         T(test_verdict_inside_identify),
