@@ -1,5 +1,5 @@
-/* cmd.c -- the command handlers: session (auth, deauth, ping, probe) and the
- * deployment commands (rrext_deploy_*).
+/* cmd.c -- the command handlers: session (auth, deauth, ping, probe,
+ * rrext_monitor) and the deployment commands (rrext_deploy_*).
  *
  * Design: each handler validates its arguments in the order docs/protocol.md
  * §5 gives (that order decides which message the caller sees), reads from
@@ -7,7 +7,10 @@
  * writes the store and its index together), and writes its body into
  * res->body with wire.c. Pipelines are handled as raw text (util/jraw) so
  * they come back exactly as sent. Handlers never fail silently: every path
- * ends in a body or a dap__fail with a wire code.
+ * ends in a body or a dap__fail with a wire code -- except an auth that
+ * waits for the RocketRide engine's verdict: it is deferred, and answered by
+ * dap__session_answer once the verdict is in (identity.c remembers recent
+ * verdicts; server.c holds the session meanwhile).
  * Thread: service thread only. */
 #include "dap/dap_internal.h"
 

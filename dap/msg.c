@@ -9,7 +9,9 @@
  * Values that must survive byte for byte (the pipeline) are taken from the
  * raw text, never from the tree. Every request
  * gets exactly one response frame (written by wire.c); malformed input gets
- * success:false with request_seq 0 when the seq is unknown.
+ * success:false with request_seq 0 when the seq is unknown. An auth that
+ * waits for the engine gets its frame later (res.deferred; cmd.c answers).
+ * The sessions' own state (their subscriptions, credential) is freed here.
  * Thread: service thread only. */
 #include "dap/dap_internal.h"
 
