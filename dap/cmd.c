@@ -1,5 +1,5 @@
-/* cmd.c -- the command handlers: session (auth, deauth, ping, probe) and the
- * deployment commands (rrext_deploy_*).
+/* cmd.c -- the command handlers: session (auth, deauth, ping, probe,
+ * rrext_monitor) and the deployment commands (rrext_deploy_*).
  *
  * Design: each handler validates its arguments in the order docs/protocol.md
  * §5 gives (that order decides which message the caller sees), reads from
@@ -7,13 +7,19 @@
  * writes the store and its index together), and writes its body into
  * res->body with wire.c. Pipelines are handled as raw text (util/jraw) so
  * they come back exactly as sent. Handlers never fail silently: every path
- * ends in a body or a dap__fail with a wire code.
+ * ends in a body or a dap__fail with a wire code -- except an auth that
+ * waits for the RocketRide engine's verdict: it is deferred, and answered by
+ * dap__session_answer once the verdict is in (identity.c remembers recent
+ * verdicts; server.c holds the session meanwhile).
  * Thread: service thread only. */
 #include "dap/dap_internal.h"
 
 #include <math.h>
 #include <sodium.h>
+#include <strings.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "scheduler/scheduler.h"
 
@@ -147,8 +153,8 @@ static int fail_sched(struct dap_res *res, int rc, const struct err *e)
 /* ---------------------------------------------------------------- session */
 
 /* The session ends: a failed auth is answered, then the socket closes. A
- * failure is counted against the client's address unless the server
- * itself failed (counted false). */
+ * failure is counted against the client's address unless it was not the
+ * client's fault (counted false: the server or the engine failed). */
 static int auth_fail(struct dap_app *app, struct dap_session *ss,
                      struct dap_res *res, const char *msg, bool counted)
 {
@@ -161,25 +167,47 @@ static int auth_fail(struct dap_app *app, struct dap_session *ss,
 }
 
 #define AUTH_DB_FAILED "Authentication failed"
+#define ENGINE_CRED_MAX 8192 /* bytes of a credential the engine is asked about */
 
-/* The key a credential stands for in *k (*dev: the ROCKETRIDE_APIKEY key),
- * or NULL; otherwise why it stands for none (AUTH_DB_FAILED: the server's
- * fault, not the client's). The credential is never logged. */
-static const char *credential_key(struct dap_app *app, struct dap_req *req,
-                                  struct store_key *k, bool *dev)
+/* The credential of an auth request, without a leading "Bearer ", in *cred
+ * (borrowed from req) and *len; or why there is none. */
+static const char *credential_text(struct dap_req *req, const char **cred,
+                                   size_t *len)
 {
     json_t *v = json_object_get(req->args, "auth");
     if (v && !json_is_string(v) && !json_is_null(v))
         return "auth must be a string";
-    const char *cred = json_is_string(v) ? json_string_value(v) : "";
-    size_t len = json_is_string(v) ? json_string_length(v) : 0;
-    if (len >= 7 && strncmp(cred, "Bearer ", 7) == 0)
-        cred += 7, len -= 7;
-    if (len == 0)
+    *cred = json_is_string(v) ? json_string_value(v) : "";
+    *len = json_is_string(v) ? json_string_length(v) : 0;
+    if (*len >= 7 && strncmp(*cred, "Bearer ", 7) == 0)
+        *cred += 7, *len -= 7;
+    if (*len == 0)
         return "No authorization provided";
+    return NULL;
+}
 
+static bool is_dev_key(const struct dap_app *app, const char *cred, size_t len)
+{
     const char *dk = app->cfg->dev_key;
-    *dev = dk && strlen(dk) == len && sodium_memcmp(dk, cred, len) == 0;
+    return dk && strlen(dk) == len && sodium_memcmp(dk, cred, len) == 0;
+}
+
+/* Does the engine decide about this credential? Only with an engine; never
+ * for an rrdeploy key (rrk_) or the development key. */
+static bool engine_bound(const struct dap_app *app, const char *cred,
+                         size_t len)
+{
+    return app->identify && !(len >= 4 && memcmp(cred, "rrk_", 4) == 0) &&
+           !is_dev_key(app, cred, len);
+}
+
+/* The key a local credential stands for in *k (*dev: the ROCKETRIDE_APIKEY
+ * key), or NULL; otherwise why it stands for none (AUTH_DB_FAILED: the
+ * server's fault, not the client's). The credential is never logged. */
+static const char *credential_key(struct dap_app *app, const char *cred,
+                                  size_t len, struct store_key *k, bool *dev)
+{
+    *dev = is_dev_key(app, cred, len);
     if (*dev) {
         memset(k, 0, sizeof *k);
         snprintf(k->id, sizeof k->id, "%s", SCHED_DEV_KEY_ID);
@@ -204,9 +232,261 @@ static const char *credential_key(struct dap_app *app, struct dap_req *req,
     return NULL;
 }
 
+/* The auth succeeded with key k: the session takes it (and secret, the
+ * engine credential, or NULL for a local key: taken). */
+static int auth_ok(struct dap_app *app, struct dap_session *ss,
+                   struct dap_res *res, const struct store_key *k, bool dev,
+                   char *secret)
+{
+    dap__guard_auth_ok(app->guard, &ss->peer, time_now_mono_ms());
+    /* A re-auth keeps the connection's watch and monitors only for the same
+     * user with task.monitor: events are the user's, and watching needs the
+     * right. */
+    if ((ss->watching || ss->nmonitors) &&
+        (strcmp(ss->key.user, k->user) != 0 || !(k->perms & STORE_PERM_MONITOR)))
+        dap__session_unwatch(ss);
+    dap__secret_free(ss->cred);
+    ss->cred = secret;
+    ss->key = *k;
+    ss->dev = dev;
+    ss->engine = secret != NULL;
+    ss->authed = true;
+    ss->revoked = false;
+    log_info("auth ok: user=%s key=%s", k->user, k->id);
+    dap__write_connect_result(&res->body, k);
+    return 0;
+}
+
+/* The engine accepted a credential as id: the session becomes that user,
+ * keeping secret (taken), unless the user id is not one rrdeploy can use. */
+static int engine_ok(struct dap_app *app, struct dap_session *ss,
+                     struct dap_res *res, const struct dap_identity *id,
+                     char *secret)
+{
+    struct store_key k;
+    memset(&k, 0, sizeof k);
+    memcpy(k.user, id->user, sizeof k.user);
+    k.user[sizeof k.user - 1] = '\0';
+    struct err e = {0};
+    if (memchr(id->user, '\0', sizeof id->user) == NULL ||
+        store_user_validate(k.user, &e) != 0) {
+        dap__secret_free(secret);
+        log_warn("auth: the RocketRide engine gave a user id rrdeploy cannot "
+                 "use: %s", e.msg[0] ? e.msg : "too long");
+        char msg[sizeof e.msg + 64];
+        snprintf(msg, sizeof msg,
+                 "The RocketRide engine's user id cannot be used by rrdeploy: %s",
+                 e.msg[0] ? e.msg : "too long");
+        return auth_fail(app, ss, res, msg, false);
+    }
+    snprintf(k.id, sizeof k.id, "%s", DAP_ENGINE_KEY_ID);
+    /* the team's task rights; org.admin is rrdeploy's own (its keys) */
+    k.perms = id->perms & STORE_PERM_ALL;
+    k.created_at = dap__now(app);
+    return auth_ok(app, ss, res, &k, false, secret);
+}
+
+/* The engine's refusal as the client sees it (the SDKs expect its text). */
+static const char *refusal_text(const char *why)
+{
+    return why && why[0] ? why : "Invalid authorization provided";
+}
+
+static int engine_unavailable(struct dap_app *app, struct dap_session *ss,
+                              struct dap_res *res, const char *why)
+{
+    char msg[DAP_WHY_MAX + 96];
+    snprintf(msg, sizeof msg,
+             "Authentication unavailable: the RocketRide engine cannot be "
+             "reached (%s)", why && why[0] ? why : "no reason given");
+    return auth_fail(app, ss, res, msg, false);
+}
+
+/* ---------------------------------------------------------------- engine auth */
+
+enum verdict { V_NONE, V_ACCEPTED, V_REFUSED, V_UNREACHABLE, V_LATE };
+
+struct dap_auth_wait {
+    uint64_t ticket;        /* the check it waits for */
+    int64_t seq;            /* the auth request's seq */
+    int64_t deadline_ms;    /* monotonic: then V_LATE */
+    char *cred;             /* owned (dap__secret_dup) */
+    enum verdict verdict;
+    struct dap_identity id; /* V_ACCEPTED */
+    char why[DAP_WHY_MAX];  /* V_REFUSED, V_UNREACHABLE */
+};
+
+void dap__auth_wait_free(struct dap_auth_wait *w)
+{
+    if (!w)
+        return;
+    dap__secret_free(w->cred);
+    free(w);
+}
+
+/* The session waits for ticket with its auth request's seq. */
+static void wait_start(struct dap_session *ss, int64_t seq, uint64_t ticket,
+                       int64_t deadline_ms, const char *cred, size_t len)
+{
+    ASSERT(!ss->wait);
+    struct dap_auth_wait *w = xcalloc(1, sizeof *w);
+    w->ticket = ticket;
+    w->seq = seq;
+    w->deadline_ms = deadline_ms;
+    w->cred = dap__secret_dup(cred, len);
+    ss->wait = w;
+}
+
+/* An auth with a credential the engine decides about: a recent verdict
+ * answers at once; otherwise the session waits for a check -- one already
+ * under way for the same credential, or a new one -- and res is deferred. */
+static int engine_auth(struct dap_app *app, struct dap_session *ss,
+                       struct dap_req *req, struct dap_res *res,
+                       const char *cred, size_t len)
+{
+    if (strlen(cred) != len || len > ENGINE_CRED_MAX)
+        return auth_fail(app, ss, res, "Invalid API key", true);
+    int64_t now = dap__mono_ms(app);
+    unsigned char h[DAP_IDS_HASH_BYTES];
+    dap__ids_hash(app->ids, cred, len, h);
+    struct dap_ids_hit hit;
+    uint64_t *counts = app->metrics.engine_auth;
+    switch (dap__ids_find(app->ids, h, now, &hit)) {
+    case DAP_IDS_ACCEPTED:
+        counts[DAP_ENGINE_CACHED]++;
+        return engine_ok(app, ss, res, &hit.id, dap__secret_dup(cred, len));
+    case DAP_IDS_REFUSED:
+        counts[DAP_ENGINE_CACHED]++;
+        return auth_fail(app, ss, res, refusal_text(hit.why), true);
+    case DAP_IDS_PENDING: /* the same credential is being checked: share it */
+        wait_start(ss, req->seq, hit.ticket, hit.deadline_ms, cred, len);
+        break;
+    case DAP_IDS_NONE: {
+        int64_t deadline;
+        uint64_t ticket = dap__ids_begin(app->ids, h, now, &deadline);
+        if (!ticket) {
+            counts[DAP_ENGINE_UNAVAILABLE]++;
+            return engine_unavailable(app, ss, res,
+                                      "too many credentials being checked");
+        }
+        /* waiting before the call: a verdict given at once finds it */
+        wait_start(ss, req->seq, ticket, deadline, cred, len);
+        int rc = app->identify(app->identify_ud, ss->wait->cred, ticket);
+        if (rc < 0) {
+            dap__ids_cancel(app->ids, ticket);
+            dap__auth_wait_free(ss->wait);
+            ss->wait = NULL;
+            counts[DAP_ENGINE_UNAVAILABLE]++;
+            return engine_unavailable(app, ss, res, err_str(rc));
+        }
+        break;
+    }
+    }
+    res->deferred = true;
+    return 0;
+}
+
+bool dap__identified(struct dap_app *app, uint64_t ticket,
+                     const struct dap_identity *id, bool refused,
+                     const char *why)
+{
+    return app->ids &&
+           dap__ids_settle(app->ids, ticket, id, refused, why, dap__mono_ms(app));
+}
+
+bool dap__session_verdict(struct dap_session *ss, uint64_t ticket,
+                          const struct dap_identity *id, bool refused,
+                          const char *why)
+{
+    struct dap_auth_wait *w = ss->wait;
+    if (!w || w->verdict != V_NONE || w->ticket != ticket)
+        return false;
+    if (id) {
+        w->verdict = V_ACCEPTED;
+        w->id = *id;
+    } else {
+        w->verdict = refused ? V_REFUSED : V_UNREACHABLE;
+        dap__copy_text(w->why, sizeof w->why, why);
+    }
+    return true;
+}
+
+bool dap__session_late(struct dap_session *ss, int64_t now_ms)
+{
+    struct dap_auth_wait *w = ss->wait;
+    if (!w || w->verdict != V_NONE || now_ms < w->deadline_ms)
+        return false;
+    w->verdict = V_LATE;
+    return true;
+}
+
+enum dap_wait dap__session_wait(const struct dap_session *ss,
+                                int64_t *deadline_ms)
+{
+    if (!ss->wait)
+        return DAP_WAIT_NONE;
+    if (ss->wait->verdict != V_NONE)
+        return DAP_WAIT_DECIDED;
+    if (deadline_ms)
+        *deadline_ms = ss->wait->deadline_ms;
+    return DAP_WAIT_PENDING;
+}
+
+bool dap__session_answer(struct dap_app *app, struct dap_session *ss,
+                         dap_emit_fn emit, void *ud)
+{
+    struct dap_auth_wait *w = ss->wait;
+    if (!w || w->verdict == V_NONE)
+        return false;
+    if (ss->closing) { /* its socket is closing: nobody to answer */
+        dap__auth_wait_free(w);
+        ss->wait = NULL;
+        return false;
+    }
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    ss->wait = NULL;
+    struct dap_res res = {.code = NULL};
+    buf_init(&res.body, 0);
+    buf_init(&res.msg, 0);
+    uint64_t *counts = app->metrics.engine_auth;
+    switch (w->verdict) {
+    case V_ACCEPTED:
+        counts[DAP_ENGINE_ACCEPTED]++;
+        engine_ok(app, ss, &res, &w->id, w->cred);
+        w->cred = NULL; /* taken */
+        break;
+    case V_REFUSED:
+        counts[DAP_ENGINE_REFUSED]++;
+        auth_fail(app, ss, &res, refusal_text(w->why), true);
+        break;
+    case V_UNREACHABLE:
+        counts[DAP_ENGINE_UNAVAILABLE]++;
+        engine_unavailable(app, ss, &res, w->why);
+        break;
+    default:
+        counts[DAP_ENGINE_UNAVAILABLE]++;
+        auth_fail(app, ss, &res,
+                  "Authentication unavailable: the RocketRide engine did not "
+                  "answer in time", false);
+        break;
+    }
+    emit(ud, dap__response_frame(ss, w->seq, "auth", 4, &res));
+    dap__count_request(&app->metrics, dap__cmd_find("auth"), res.code,
+                       (int64_t)t0.tv_sec * 1000000000 + t0.tv_nsec);
+    if (res.close)
+        ss->closing = true;
+    dap__auth_wait_free(w);
+    buf_free(&res.body);
+    buf_free(&res.msg);
+    return true;
+}
+
 /* auth: the per-connection attempt cap, then the guard (an address, or all
  * addresses together, with too many failures is refused before its
- * credential is even looked at), then the credential. */
+ * credential is even looked at), then the credential: a local key, the
+ * development key, or -- with an engine -- a RocketRide credential the
+ * engine decides about. */
 static int cmd_auth(struct dap_app *app, struct dap_session *ss,
                     struct dap_req *req, struct dap_res *res)
 {
@@ -227,32 +507,28 @@ static int cmd_auth(struct dap_app *app, struct dap_session *ss,
                                             : "on this server",
             retry);
     }
+    const char *cred;
+    size_t len;
+    const char *why = credential_text(req, &cred, &len);
+    if (why)
+        return auth_fail(app, ss, res, why, true);
+    if (engine_bound(app, cred, len))
+        return engine_auth(app, ss, req, res, cred, len);
     struct store_key k;
     bool dev = false;
-    const char *why = credential_key(app, req, &k, &dev);
+    why = credential_key(app, cred, len, &k, &dev);
     if (why)
         return auth_fail(app, ss, res, why, strcmp(why, AUTH_DB_FAILED) != 0);
-    dap__guard_auth_ok(app->guard, &ss->peer, time_now_mono_ms());
-    /* A re-auth keeps the connection's watch only for the same user with
-     * task.monitor: events are the user's, and watching needs the right. */
-    if (ss->watching && (strcmp(ss->key.user, k.user) != 0 ||
-                         !(k.perms & STORE_PERM_MONITOR)))
-        dap__session_clear(ss);
-    ss->key = k;
-    ss->dev = dev;
-    ss->authed = true;
-    ss->revoked = false;
-    log_info("auth ok: user=%s key=%s", k.user, k.id);
-    dap__write_connect_result(&res->body, &k);
-    return 0;
+    return auth_ok(app, ss, res, &k, dev, NULL);
 }
 
 static int cmd_deauth(struct dap_app *app, struct dap_session *ss,
                       struct dap_req *req, struct dap_res *res)
 {
-    dap__session_clear(ss);
+    dap__session_clear(ss); /* the credential too */
     ss->authed = false;
     ss->dev = false;
+    ss->engine = false;
     memset(&ss->key, 0, sizeof ss->key);
     buf_puts(&res->body, "{}");
     return 0;
@@ -274,12 +550,165 @@ static int cmd_probe(struct dap_app *app, struct dap_session *ss,
     return 0;
 }
 
-/* Task monitors belong to a pipeline engine; rrdeploy has none to report, but
- * accepts the subscription so that reconnecting SDK clients replay cleanly. */
+/* rrext_monitor: RocketRide's subscription command, which the SDKs send
+ * again after a reconnect. Here its keys subscribe to the caller's
+ * apaevt_deploy events: {token:"*"} to all of them, {projectId[, source]}
+ * to one project's. A task token names an engine task, not a deployment:
+ * accepted, with no deployment events. The types (RocketRide's event type
+ * bits) replace those of the key; none removes it. Any type delivers the
+ * deployment events. */
+
+static const struct {
+    const char *name;
+    unsigned bits;
+} event_types[] = {
+    {"none", 0},    {"debugger", 1}, {"detail", 2}, {"summary", 4},
+    {"output", 8},  {"flow", 16},    {"task", 32},  {"sse", 64},
+    {"dashboard", 128}, {"all", 255},
+};
+#define EVENT_TYPES_ALL 255u
+
+/* A type name's bits; unknown names count for none (as in RocketRide, so
+ * that a newer client's names do not fail). */
+static unsigned event_type_bits(const char *name)
+{
+    for (size_t i = 0; i < sizeof event_types / sizeof event_types[0]; i++)
+        if (strcasecmp(name, event_types[i].name) == 0)
+            return event_types[i].bits;
+    return 0;
+}
+
+/* The `types` argument: a list of names, a number, a string of digits or
+ * one name; missing or null is none. */
+static int parse_types(const json_t *v, unsigned *out, struct dap_res *res)
+{
+    static const char *const bad = "types must be a list of event type "
+                                   "names, a number or a string of digits";
+    *out = 0;
+    if (!v || json_is_null(v))
+        return 0;
+    if (json_is_array(v)) {
+        size_t i;
+        const json_t *e;
+        json_array_foreach(v, i, e) {
+            if (!json_is_string(e))
+                return dap__fail(res, DAP_BAD_REQUEST, "%s", bad);
+            *out |= event_type_bits(json_string_value(e));
+        }
+        return 0;
+    }
+    double d;
+    if (json_is_number(v)) {
+        d = json_number_value(v);
+    } else if (json_is_string(v)) {
+        const char *t = json_string_value(v);
+        size_t n = json_string_length(v);
+        if (n == 0 || strspn(t, "0123456789") != n) {
+            *out = event_type_bits(t);
+            return 0;
+        }
+        d = n > 10 ? -1 : strtod(t, NULL);
+    } else {
+        return dap__fail(res, DAP_BAD_REQUEST, "%s", bad);
+    }
+    if (!(d >= 0 && d <= 2147483647.0) || d != floor(d))
+        return dap__fail(res, DAP_BAD_REQUEST, "%s", bad);
+    *out = (unsigned)d & EVENT_TYPES_ALL;
+    return 0;
+}
+
+/* A key's optional source: like a project id, but not required. */
+static int arg_source(const json_t *v, struct dap_res *res, const char **out)
+{
+    *out = NULL;
+    if (!truthy(v))
+        return 0;
+    if (check_project_id(v, "source", res))
+        return -1;
+    *out = json_string_value(v);
+    return 0;
+}
+
+static bool monitor_is(const struct dap_monitor *m, const char *project,
+                       const char *source)
+{
+    if (!m->project || !project)
+        return !m->project && !project;
+    if (strcmp(m->project, project) != 0 || m->has_source != (source != NULL))
+        return false;
+    return !source || strcmp(m->project + strlen(m->project) + 1, source) == 0;
+}
+
+/* Set the key (project NULL: all; source NULL: none) to types, replacing
+ * what it had; types 0 removes it. */
+static int monitor_set(struct dap_session *ss, const char *project,
+                       const char *source, unsigned types, struct dap_res *res)
+{
+    uint8_t i = 0;
+    while (i < ss->nmonitors && !monitor_is(&ss->monitors[i], project, source))
+        i++;
+    if (i < ss->nmonitors) {
+        if (types) {
+            ss->monitors[i].types = types;
+        } else {
+            free(ss->monitors[i].project);
+            memmove(&ss->monitors[i], &ss->monitors[i + 1],
+                    (size_t)(ss->nmonitors - i - 1) * sizeof ss->monitors[0]);
+            if (--ss->nmonitors == 0) {
+                free(ss->monitors);
+                ss->monitors = NULL;
+            }
+        }
+        return 0;
+    }
+    if (!types)
+        return 0; /* removing what is not there */
+    if (ss->nmonitors >= DAP_MONITORS_MAX)
+        return dap__fail(res, DAP_TOO_LARGE,
+                         "Too many monitors on this connection: at most %d",
+                         DAP_MONITORS_MAX);
+    ss->monitors = xrealloc(ss->monitors,
+                            (size_t)(ss->nmonitors + 1) * sizeof ss->monitors[0]);
+    struct dap_monitor *m = &ss->monitors[ss->nmonitors++];
+    m->types = types;
+    m->has_source = source != NULL;
+    m->project = NULL;
+    if (project) {
+        size_t lp = strlen(project), ls = source ? strlen(source) : 0;
+        m->project = xmalloc(lp + ls + 2);
+        memcpy(m->project, project, lp + 1);
+        memcpy(m->project + lp + 1, source ? source : "", ls + 1);
+    }
+    return 0;
+}
+
 static int cmd_monitor(struct dap_app *app, struct dap_session *ss,
                        struct dap_req *req, struct dap_res *res)
 {
-    return 0;
+    json_t *jtok = json_object_get(req->args, "token");
+    json_t *jpid = json_object_get(req->args, "projectId");
+    json_t *jsrc = json_object_get(req->args, "source");
+    bool by_token = truthy(jtok), by_project = truthy(jpid) || truthy(jsrc);
+    if (by_token && by_project)
+        return dap__fail(res, DAP_BAD_REQUEST, "You must specifiy either "
+                         "token or project_id/source, not both");
+    if (!by_token && !truthy(jpid))
+        return dap__fail(res, DAP_BAD_REQUEST,
+                         "You must specifiy either token or project_id/source");
+    if (by_token && !json_is_string(jtok))
+        return dap__fail(res, DAP_BAD_REQUEST, "token must be a string");
+    const char *project = NULL, *source = NULL;
+    if (!by_token && (check_project_id(jpid, "projectId", res) ||
+                      arg_source(jsrc, res, &source)))
+        return -1;
+    if (!by_token)
+        project = json_string_value(jpid);
+    unsigned types;
+    if (parse_types(json_object_get(req->args, "types"), &types, res))
+        return -1;
+    if (by_token && strcmp(json_string_value(jtok), "*") != 0)
+        return 0; /* an engine task's token: no deployment events */
+    return monitor_set(ss, project, source, types, res);
 }
 
 /* ---------------------------------------------------------------- deploy */
@@ -681,7 +1110,9 @@ static int cmd_watch(struct dap_app *app, struct dap_session *ss,
             return -1;
         project_id = json_string_value(jp);
     }
-    dap__session_clear(ss);
+    free(ss->watch_project); /* the watch is replaced; monitors stay */
+    ss->watch_project = NULL;
+    ss->watching = false;
     if (enable) {
         ss->watching = true;
         ss->watch_project = project_id ? xstrdup(project_id) : NULL;
@@ -746,6 +1177,24 @@ static int cmd_test_fail_commit(struct dap_app *app, struct dap_session *ss,
     buf_puts(&res->body, "{}");
     return 0;
 }
+
+/* Stand in for the RocketRide engine's credential checks (see server.c):
+ * {"enable": true[, "wait_ms": n]} makes credentials go to it, with a fresh
+ * cache; {"down": true} makes it unreachable; {"answer": "<credential>",
+ * "user": "u", "perms": 3 | "refuse": "text" | "unreachable": "text"}
+ * gives the verdict on every check of that credential. The body lists the
+ * credentials waiting and how many were asked. */
+static int cmd_test_engine(struct dap_app *app, struct dap_session *ss,
+                           struct dap_req *req, struct dap_res *res)
+{
+    (void)ss;
+    if (!app->test_hooks || !app->server)
+        return dap__fail(res, DAP_BAD_REQUEST, "Invalid command: rrtest_engine");
+    struct err e = {0};
+    if (dap__test_engine(app->server, req->args, &res->body, &e) != 0)
+        return dap__fail(res, DAP_BAD_REQUEST, "%s", e.msg);
+    return 0;
+}
 #endif
 
 /* ---------------------------------------------------------------- table */
@@ -770,6 +1219,7 @@ static const struct dap_cmd commands[] = {
 #ifdef RRDEPLOY_TEST_HOOKS
     {"rrtest_clock",           cmd_test_clock, false, 0,                  true},
     {"rrtest_fail_commit",     cmd_test_fail_commit, false, 0,            true},
+    {"rrtest_engine",          cmd_test_engine, false, 0,                 false},
 #endif
 };
 
@@ -794,9 +1244,12 @@ const struct dap_cmd *dap__cmd_find(const char *name)
     return NULL;
 }
 
+/* Sessions of the development key and of the engine have no key row to
+ * lose (the engine does not revoke open sessions either; its verdicts are
+ * trusted for new auths only as long as the cache keeps them). */
 bool dap__session_recheck(struct dap_app *app, struct dap_session *ss)
 {
-    if (!ss->authed || ss->dev || ss->revoked)
+    if (!ss->authed || ss->dev || ss->engine || ss->revoked)
         return false;
     struct store_key k;
     int rc = store_key_get(app->store, ss->key.id, &k);

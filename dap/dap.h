@@ -48,6 +48,16 @@ void dap_config_defaults(struct dap_config *cfg);
  * warned about otherwise. */
 int dap_config_check(const struct dap_config *cfg, struct err *e) MUST_CHECK;
 
+/* What the engine says a RocketRide credential is. */
+struct dap_identity {
+    char user[STORE_USER_MAX + 1];  /* the engine's userId */
+    unsigned perms;                 /* STORE_PERM_* it grants on its default team */
+};
+
+/* The key id a session authenticated by the engine carries (store_key.id,
+ * and so the owner_key_id of what it adds); no local key has it. */
+#define DAP_ENGINE_KEY_ID "engine"
+
 /* What the server borrows from the daemon that runs it, for its whole life. */
 struct uv_loop_s; /* libuv's uv_loop_t */
 struct dap_env {
@@ -60,6 +70,12 @@ struct dap_env {
     void (*pass_done)(void *ud);
     /* Runs queued or running, for /healthz and /metrics. */
     int (*runs_in_progress)(void *ud);
+    /* With an engine (NULL without): check a RocketRide credential with it.
+     * key is borrowed for the call. The verdict comes back later, on the
+     * loop thread, through dap_server_identified(srv, ticket, ...). 0, or a
+     * negative code when the engine cannot be asked now (then no verdict
+     * comes for ticket). */
+    int (*identify)(void *ud, const char *key, uint64_t ticket);
     void *ud;
 };
 
@@ -81,8 +97,20 @@ void dap_server_stop_accepting(struct dap_server *srv);
  * key; a session that lost it fails its next request. */
 void dap_server_keys_changed(struct dap_server *srv);
 
-/* Send an event to every session watching that deployment (the scheduler's
- * cfg.emit). ev is borrowed for the call. */
+/* The verdict on ticket: id (borrowed) when the engine accepted the
+ * credential; otherwise id is NULL and why says why -- the engine's own
+ * refusal text when refused is true, else why the engine could not be
+ * asked (unreachable, timed out). A ticket nobody waits for any more is
+ * ignored (an acceptance or refusal is still remembered for the next auth
+ * with that credential while the check is known). why is borrowed for the
+ * call; NULL is fine. Any callback on the loop may call it, identify
+ * itself included. */
+void dap_server_identified(struct dap_server *srv, uint64_t ticket,
+                           const struct dap_identity *id, bool refused,
+                           const char *why);
+
+/* Send an event to every session watching that deployment or holding a
+ * monitor for it (the scheduler's cfg.emit). ev is borrowed for the call. */
 void dap_server_event(struct dap_server *srv, const struct sched_event *ev);
 
 /* Stop in two steps, as lws needs with a loop it does not own: close starts

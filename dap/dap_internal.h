@@ -23,12 +23,23 @@
 #define DAP_OUTCOMES 8
 #define DAP_LATENCY_BOUNDS {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1}
 #define DAP_LATENCY_NBUCKETS 12
+/* Auths with an engine credential, by how they were answered. */
+enum dap_engine_auth {
+    DAP_ENGINE_ACCEPTED,     /* the engine accepted it (a check waited for) */
+    DAP_ENGINE_REFUSED,      /* the engine refused it */
+    DAP_ENGINE_UNAVAILABLE,  /* the engine could not be asked, or no answer
+                                within the wait */
+    DAP_ENGINE_CACHED,       /* answered from a recent verdict */
+    DAP_ENGINE_AUTH_RESULTS
+};
+extern const char *const dap__engine_auth_names[DAP_ENGINE_AUTH_RESULTS];
 struct dap_metrics {
     uint64_t requests[DAP_CMD_SLOTS][DAP_OUTCOMES];
     uint64_t latency_bucket[DAP_LATENCY_NBUCKETS + 1]; /* not cumulative */
     double latency_sum;
     uint64_t connections_total;
     uint64_t messages_too_large;
+    uint64_t engine_auth[DAP_ENGINE_AUTH_RESULTS]; /* by enum dap_engine_auth */
 };
 extern const char *const dap__outcome_names[DAP_OUTCOMES];
 
@@ -46,6 +57,14 @@ struct dap_app {
     struct dap_metrics metrics;
     struct dap_guard *guard;       /* owned by whoever made the app (the
                                       server): admission control */
+    /* With an engine: env->identify and env->ud (identify NULL without) */
+    int (*identify)(void *ud, const char *key, uint64_t ticket);
+    void *identify_ud;
+    struct dap_ids *ids;           /* owned by whoever made the app: the
+                                      engine's recent verdicts */
+    int64_t mono_ahead_ms;         /* tests: added to the monotonic clock */
+    struct dap_server *server;     /* the server it belongs to; NULL when
+                                      the message layer runs alone (tests) */
 };
 
 /* The wall clock, float Unix seconds. */
@@ -53,6 +72,79 @@ static inline double dap__now(const struct dap_app *app)
 {
     return clock_now(app->clock);
 }
+
+/* The monotonic clock in ms, as the engine's verdicts are timed (tests move
+ * it with app->mono_ahead_ms). */
+static inline int64_t dap__mono_ms(const struct dap_app *app)
+{
+    return time_now_mono_ms() + app->mono_ahead_ms;
+}
+
+/* identity.c: the engine's recent verdicts on credentials, and the checks
+ * under way (a cache keyed by a keyed hash of the credential, which itself
+ * is never kept). */
+struct dap_ids;
+#define DAP_IDS_HASH_BYTES 16
+#define DAP_WHY_MAX 128    /* bytes of an engine's refusal text kept */
+struct dap_ids_config {
+    size_t slots;          /* entries, at most 65536; the memory is fixed */
+    int64_t accept_ms;     /* an accepted credential is trusted this long */
+    int64_t refuse_ms;     /* a refused one is refused this long unasked */
+    int64_t wait_ms;       /* a check is waited for this long at most */
+};
+/* 4096 entries (about 700 KB), 30 s, 5 s, 15 s. */
+void dap__ids_config_defaults(struct dap_ids_config *c);
+/* c is copied. NULL if libsodium cannot start. Free with dap__ids_free. */
+struct dap_ids *dap__ids_new(const struct dap_ids_config *c);
+void dap__ids_free(struct dap_ids *ids);
+/* The keyed hash of a credential (len bytes, borrowed for the call). */
+void dap__ids_hash(const struct dap_ids *ids, const char *cred, size_t len,
+                   unsigned char out[DAP_IDS_HASH_BYTES] /* OUT */);
+enum dap_ids_found {
+    DAP_IDS_NONE,      /* nothing known: ask the engine */
+    DAP_IDS_PENDING,   /* a check is under way: wait for its ticket */
+    DAP_IDS_ACCEPTED,  /* out->id */
+    DAP_IDS_REFUSED,   /* out->why */
+};
+struct dap_ids_hit {
+    uint64_t ticket;        /* PENDING */
+    int64_t deadline_ms;    /* PENDING: waited for until then */
+    struct dap_identity id; /* ACCEPTED */
+    char why[DAP_WHY_MAX];  /* REFUSED: the engine's text */
+};
+/* What is known about the credential hashed to h at now_ms; *out is written
+ * for all but NONE. Entries past their time are dropped on the way. */
+enum dap_ids_found dap__ids_find(struct dap_ids *ids,
+                                 const unsigned char h[DAP_IDS_HASH_BYTES],
+                                 int64_t now_ms,
+                                 struct dap_ids_hit *out /* OUT */);
+/* A check of h begins: its ticket (never 0) and *deadline_ms; 0 when every
+ * entry is a check under way (too many at once). */
+uint64_t dap__ids_begin(struct dap_ids *ids,
+                        const unsigned char h[DAP_IDS_HASH_BYTES],
+                        int64_t now_ms, int64_t *deadline_ms /* OUT */);
+/* The check of ticket will not be answered (the engine could not be asked):
+ * forget it. */
+void dap__ids_cancel(struct dap_ids *ids, uint64_t ticket);
+/* The verdict on ticket (see dap_server_identified): an acceptance is kept
+ * accept_ms, a refusal refuse_ms, "could not ask" not at all. false when no
+ * check waits for ticket (then nothing changes). */
+bool dap__ids_settle(struct dap_ids *ids, uint64_t ticket,
+                     const struct dap_identity *id, bool refused,
+                     const char *why, int64_t now_ms);
+/* Entries in the table (tests). */
+size_t dap__ids_count(const struct dap_ids *ids);
+/* A credential kept in memory of its own (sodium_malloc: guarded, never
+ * swapped where the system allows; past 2048 of them at once, ordinary
+ * memory, locked if allowed), n bytes (no NUL among them) and a NUL. Aborts
+ * when out of memory, like xmalloc. Free with dap__secret_free, which
+ * wipes it. */
+char *dap__secret_dup(const char *s, size_t n);
+void dap__secret_free(char *s);
+/* Copy text from a peer into dst (size bytes, NUL included) so that it can
+ * be shown: invalid UTF-8 becomes '?', control characters ' ', and a cut
+ * never splits a character. src NULL gives "". */
+void dap__copy_text(char *dst, size_t size, const char *src);
 
 /* guard.c: admission control before authentication (per-address and global
  * limits, aggregated logs). */
@@ -165,6 +257,18 @@ const struct dap_guard_stats *dap__guard_stats(const struct dap_guard *g);
  * frame (a buf with DAP_FRAME_HEAD headroom holding one JSON text). */
 typedef void (*dap_emit_fn)(void *ud, struct buf *frame);
 
+/* An rrext_monitor subscription (a key and its event types). */
+struct dap_monitor {
+    char *project;         /* owned: "<projectId>\0<source>\0" in one
+                              allocation; NULL for token "*" (all) */
+    unsigned types;        /* RocketRide event type bits, never 0 */
+    bool has_source;       /* a source was given (it is part of the key) */
+};
+#define DAP_MONITORS_MAX 16 /* subscriptions per connection */
+
+/* An auth waiting for the engine's verdict (cmd.c). */
+struct dap_auth_wait;
+
 /* Per-connection protocol state. */
 struct dap_session {
     struct dap_addr peer;  /* the client's address (the server sets it) */
@@ -173,22 +277,71 @@ struct dap_session {
     bool closing;          /* a reply asked to close the socket after it */
     int auth_attempts;
     bool dev;              /* authenticated with the ROCKETRIDE_APIKEY key */
+    bool engine;           /* authenticated by the RocketRide engine: key.id
+                              is DAP_ENGINE_KEY_ID, key.user its userId */
     struct store_key key;  /* the authenticated key (user, perms, id) */
+    char *cred;            /* owned (sodium_malloc, wiped when freed): the
+                              engine credential of an engine session; NULL
+                              otherwise. Never logged. */
+    struct dap_auth_wait *wait; /* owned: an auth waiting for the engine;
+                                   the session handles nothing else meanwhile */
     int64_t seq;           /* last server seq sent on this connection */
     double unauth_tokens;  /* rate limit of messages before authentication */
     int64_t unauth_at_ms;  /* last refill; 0 = fresh session */
     bool watching;         /* rrext_deploy_watch: send apaevt_deploy events */
     char *watch_project;   /* owned; NULL = all of the user's deployments */
+    struct dap_monitor *monitors; /* owned: nmonitors rrext_monitor keys */
+    uint8_t nmonitors;
 };
 
-/* Free what a session owns (not the session itself). */
+/* Free what a session owns (not the session itself): its watch, monitors,
+ * credential and any auth waiting. */
 void dap__session_clear(struct dap_session *ss);
 
+/* Drop the session's watch and monitors (its event subscriptions). */
+void dap__session_unwatch(struct dap_session *ss);
+
+/* The credential an engine session authenticated with (borrowed until the
+ * session's next auth, deauth or end), or NULL for other sessions. */
+const char *dap__session_credential(const struct dap_session *ss);
+
 /* Should an event about (user, project_id) go to this session at time now
- * (wall clock)? Only while it watches, is authenticated as that user with a
- * key that is neither revoked nor expired and still has task.monitor. */
+ * (wall clock)? Only while it watches or holds a monitor for it, is
+ * authenticated as that user with a key that is neither revoked nor expired
+ * and still has task.monitor. */
 bool dap__session_wants(const struct dap_session *ss, const char *user,
                         const char *project_id, double now);
+
+/* Engine verdicts, in three steps (the server does them in turn; a unit test
+ * can do the same):
+ *   dap__identified: the verdict on ticket (as dap_server_identified) goes
+ *     into the cache; false when the cache knew no such check.
+ *   dap__session_verdict: ...and to each session waiting for it; true when
+ *     ss was (ss must then be handled: dap__session_answer).
+ *   dap__session_answer: a session whose verdict is in gets the answer to its
+ *     auth, emitted like any response, and may go on with its messages.
+ * dap__session_late gives a session waiting past its deadline (monotonic
+ * ms) the verdict "no answer in time"; true when it did. */
+bool dap__identified(struct dap_app *app, uint64_t ticket,
+                     const struct dap_identity *id, bool refused,
+                     const char *why);
+bool dap__session_verdict(struct dap_session *ss, uint64_t ticket,
+                          const struct dap_identity *id, bool refused,
+                          const char *why);
+bool dap__session_late(struct dap_session *ss, int64_t now_ms);
+/* true when it answered (it emitted one frame); a closing session's verdict
+ * is dropped unanswered. */
+bool dap__session_answer(struct dap_app *app, struct dap_session *ss,
+                         dap_emit_fn emit, void *ud);
+/* Free an auth's wait (its credential wiped). NULL is fine. */
+void dap__auth_wait_free(struct dap_auth_wait *w);
+/* Where the session's auth with the engine is: none; waiting for the
+ * verdict, until *deadline_ms (monotonic; written then); or its verdict is
+ * in and dap__session_answer owes the answer. While there is one, the
+ * session handles no other message. */
+enum dap_wait { DAP_WAIT_NONE, DAP_WAIT_PENDING, DAP_WAIT_DECIDED };
+enum dap_wait dap__session_wait(const struct dap_session *ss,
+                                int64_t *deadline_ms /* OUT, may be NULL */);
 
 
 /* A decoded request. */
@@ -205,6 +358,8 @@ struct dap_res {
     const char *code;       /* NULL = success, else the machine error code */
     struct buf msg;         /* error message */
     bool close;             /* close the connection after sending */
+    bool deferred;          /* no answer now: the session waits for the
+                               engine (dap__session_answer answers) */
 };
 
 /* wire.c: every JSON text that goes on the wire. */
@@ -245,6 +400,12 @@ struct buf *dap__event_frame(struct dap_session *ss, const char *body,
 #define DAP_TOO_LARGE "too_large"
 #define DAP_INTERNAL "internal"
 
+struct dap_cmd;
+/* Count an answered request (command dc, NULL: other; code NULL: ok) and
+ * its latency from started_ns (CLOCK_MONOTONIC) in the metrics. */
+void dap__count_request(struct dap_metrics *m, const struct dap_cmd *dc,
+                        const char *code, int64_t started_ns);
+
 /* Set an error on res; returns -1 so handlers can `return dap__fail(...)`. */
 int dap__fail(struct dap_res *res, const char *code, const char *fmt, ...)
     RR_PRINTF(3, 4);
@@ -259,6 +420,13 @@ void dap__handle_message(struct dap_app *app, struct dap_session *ss,
 /* Re-check an authenticated session's key against the store (revocation,
  * expiry). Marks ss->revoked; returns true if the session lost its key. */
 bool dap__session_recheck(struct dap_app *app, struct dap_session *ss);
+
+#ifdef RRDEPLOY_TEST_HOOKS
+/* server.c, test builds: rrtest_engine, a stand-in for the engine's
+ * credential checks. 0, or RR_E_INVAL with e. */
+int dap__test_engine(struct dap_server *srv, const json_t *args,
+                     struct buf *body, struct err *e);
+#endif
 
 /* cmd.c: the command table. Handler returns 0 (body in res->body) or -1. */
 typedef int (*dap_cmd_fn)(struct dap_app *app, struct dap_session *ss,

@@ -9,6 +9,13 @@
 
 #include <string.h>
 
+const char *const dap__engine_auth_names[DAP_ENGINE_AUTH_RESULTS] = {
+    [DAP_ENGINE_ACCEPTED] = "accepted",
+    [DAP_ENGINE_REFUSED] = "refused",
+    [DAP_ENGINE_UNAVAILABLE] = "unavailable",
+    [DAP_ENGINE_CACHED] = "cached",
+};
+
 static void help(struct buf *b, const char *name, const char *type,
                  const char *text)
 {
@@ -68,6 +75,14 @@ static void render_connections(struct buf *b, const struct dap_app *app,
                (unsigned long long)gs->throttled_address);
     buf_printf(b, "rrdeploy_auth_throttled_total{limit=\"global\"} %llu\n",
                (unsigned long long)gs->throttled_global);
+    help(b, "rrdeploy_engine_auth_total", "counter",
+         "Authentications with a RocketRide credential, by how the engine "
+         "answered: accepted, refused, unavailable (it could not be asked or "
+         "did not answer in time), cached (a recent verdict answered).");
+    for (int r = 0; r < DAP_ENGINE_AUTH_RESULTS; r++)
+        buf_printf(b, "rrdeploy_engine_auth_total{result=\"%s\"} %llu\n",
+                   dap__engine_auth_names[r],
+                   (unsigned long long)m->engine_auth[r]);
 }
 
 void dap__metrics_render(struct buf *b, const struct dap_app *app,

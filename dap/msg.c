@@ -9,7 +9,9 @@
  * Values that must survive byte for byte (the pipeline) are taken from the
  * raw text, never from the tree. Every request
  * gets exactly one response frame (written by wire.c); malformed input gets
- * success:false with request_seq 0 when the seq is unknown.
+ * success:false with request_seq 0 when the seq is unknown. An auth that
+ * waits for the engine gets its frame later (res.deferred; cmd.c answers).
+ * The sessions' own state (their subscriptions, credential) is freed here.
  * Thread: service thread only. */
 #include "dap/dap_internal.h"
 
@@ -32,8 +34,8 @@ static size_t outcome_index(const char *code)
     return 0;
 }
 
-static void count_request(struct dap_metrics *m, const struct dap_cmd *dc,
-                          const char *code, int64_t started_ns)
+void dap__count_request(struct dap_metrics *m, const struct dap_cmd *dc,
+                        const char *code, int64_t started_ns)
 {
     static const double bounds[] = DAP_LATENCY_BOUNDS;
     m->requests[dap__cmd_slot(dc)][outcome_index(code)]++;
@@ -60,11 +62,30 @@ int dap__fail(struct dap_res *res, const char *code, const char *fmt, ...)
 
 /* ---------------------------------------------------------------- sessions */
 
-void dap__session_clear(struct dap_session *ss)
+void dap__session_unwatch(struct dap_session *ss)
 {
     free(ss->watch_project);
     ss->watch_project = NULL;
     ss->watching = false;
+    for (uint8_t i = 0; i < ss->nmonitors; i++)
+        free(ss->monitors[i].project);
+    free(ss->monitors);
+    ss->monitors = NULL;
+    ss->nmonitors = 0;
+}
+
+void dap__session_clear(struct dap_session *ss)
+{
+    dap__session_unwatch(ss);
+    dap__secret_free(ss->cred);
+    ss->cred = NULL;
+    dap__auth_wait_free(ss->wait);
+    ss->wait = NULL;
+}
+
+const char *dap__session_credential(const struct dap_session *ss)
+{
+    return ss->engine ? ss->cred : NULL;
 }
 
 bool dap__session_wants(const struct dap_session *ss, const char *user,
@@ -74,10 +95,19 @@ bool dap__session_wants(const struct dap_session *ss, const char *user,
      * the watch began: the session's key may have changed since. */
     bool expired = !ss->dev && ss->key.expires_at != 0 &&
                    now >= ss->key.expires_at;
-    return ss->watching && ss->authed && !ss->revoked && !ss->closing &&
-           !expired && (ss->key.perms & STORE_PERM_MONITOR) &&
-           strcmp(ss->key.user, user) == 0 &&
-           (!ss->watch_project || strcmp(ss->watch_project, project_id) == 0);
+    if (!(ss->watching || ss->nmonitors) || !ss->authed || ss->revoked ||
+        ss->closing || expired || !(ss->key.perms & STORE_PERM_MONITOR) ||
+        strcmp(ss->key.user, user) != 0)
+        return false;
+    if (ss->watching &&
+        (!ss->watch_project || strcmp(ss->watch_project, project_id) == 0))
+        return true;
+    for (uint8_t i = 0; i < ss->nmonitors; i++) {
+        const char *p = ss->monitors[i].project;
+        if (!p || strcmp(p, project_id) == 0)
+            return true;
+    }
+    return false;
 }
 
 /* ---------------------------------------------------------------- decoding */
@@ -381,11 +411,11 @@ void dap__handle_message(struct dap_app *app, struct dap_session *ss,
     if (st == STEP_GO)
         dispatch(app, ss, &env, &req, &res);
 
-    if (st != STEP_SILENT) {
+    if (st != STEP_SILENT && !res.deferred) {
         emit(ud, dap__response_frame(ss, env.seq, env.cmd, env.cmd_len, &res));
         /* answers given before the command was known count as "other" */
-        count_request(&app->metrics, env.dc, res.code,
-                      (int64_t)t0.tv_sec * 1000000000 + t0.tv_nsec);
+        dap__count_request(&app->metrics, env.dc, res.code,
+                           (int64_t)t0.tv_sec * 1000000000 + t0.tv_nsec);
         if (res.close)
             ss->closing = true;
     }

@@ -17,6 +17,15 @@
  * until it drains: a client that never reads cannot make the server buffer
  * without bound.
  *
+ * An auth that waits for the RocketRide engine's verdict (msg.c/cmd.c)
+ * holds its session: the connection is not read (rx_flow_apply) and its
+ * messages after the auth stay queued. dap_server_identified, or the wait
+ * timer at the wait's deadline, gives the session its verdict and puts it
+ * back on the ready list; a uv_idle handle (kick) keeps the loop from
+ * blocking in poll before the end of that pass, where the auth is answered
+ * like any request, then the queued messages in order, then reading
+ * resumes. The unauthenticated timeout is stopped meanwhile.
+ *
  * The daemon (runner/) owns the loop, the timers and the scheduler; it hears
  * of the end of every pass through env->pass_done, and tells the server of
  * key changes and scheduler events (dap_server_keys_changed,
@@ -63,7 +72,8 @@ struct pss {
     struct frame *q_head, *q_tail;
     size_t q_bytes;            /* memory queued (frame_cost), for flow control */
     size_t sent;               /* bytes of q_head already written */
-    bool rx_paused;
+    bool rx_paused;            /* its queue is over the high-water mark */
+    bool rx_off;               /* lws reads it not (rx_flow_apply) */
     bool auth_timer;           /* the unauthenticated timeout is armed */
     bool close_sent;           /* the closing handshake has been started */
     bool close_failed;         /* ... because the server failed (1011), not the
@@ -89,10 +99,27 @@ struct dap_server {
     bool pass_end_open;
     uv_timer_t guard_timer;    /* the guard's next log summary */
     bool guard_timer_open;
+    uv_idle_t kick;            /* active while sessions were made ready
+                                  outside I/O: the loop then does not block
+                                  before the end of its pass */
+    bool kick_open;
+    uv_timer_t wait_timer;     /* the earliest deadline of an auth waiting
+                                  for the engine */
+    bool wait_timer_open;
+    int64_t wait_due_ms;       /* when it is due (monotonic); 0: not armed */
     struct lws_context *ctx;
     struct pss *sessions;      /* live WebSocket sessions */
     struct pss *ready;         /* sessions with messages waiting */
     int port;                  /* the port it listens on */
+#ifdef RRDEPLOY_TEST_HOOKS
+    struct test_check {        /* rrtest_engine: the checks it was asked */
+        uint64_t ticket;
+        char *key;             /* owned */
+    } test_checks[64];
+    size_t ntest_checks;
+    uint64_t test_asked;       /* checks asked since start */
+    bool test_engine_down;     /* identify fails */
+#endif
 };
 
 /* ---------------------------------------------------------------- queue */
@@ -102,6 +129,18 @@ struct dap_server {
 static size_t frame_cost(const struct frame *f)
 {
     return f->b.len + sizeof *f + DAP_FRAME_HEAD + 64;
+}
+
+/* Read the connection or not: not while its queue is over the high-water
+ * mark, nor while its auth waits for the engine (its next messages must be
+ * handled after the auth's answer). */
+static void rx_flow_apply(struct pss *p)
+{
+    bool off = p->rx_paused || dap__session_wait(&p->ss, NULL) != DAP_WAIT_NONE;
+    if (off != p->rx_off) {
+        lws_rx_flow_control(p->wsi, off ? 0 : 1);
+        p->rx_off = off;
+    }
 }
 
 /* Put p on the list of sessions whose messages the end of the service
@@ -129,8 +168,8 @@ static void enqueue(void *ud, struct buf *frame)
     p->q_tail = f;
     p->q_bytes += frame_cost(f);
     if (!p->rx_paused && p->q_bytes > QUEUE_HIGH) {
-        lws_rx_flow_control(p->wsi, 0);
         p->rx_paused = true;
+        rx_flow_apply(p);
     }
     if (!p->in_pass) /* otherwise the end of the pass sends it (send_now) */
         lws_callback_on_writable(p->wsi);
@@ -231,8 +270,8 @@ static int write_some(struct pss *p)
             pop_frame(p);
     }
     if (p->rx_paused && p->q_bytes < QUEUE_LOW) {
-        lws_rx_flow_control(p->wsi, 1);
         p->rx_paused = false;
+        rx_flow_apply(p);
         if (p->in_head) /* messages left waiting: the next pass */
             mark_ready(p);
     }
@@ -262,12 +301,15 @@ static void send_now(struct pss *p)
 
 /* ---------------------------------------------------------------- sessions */
 
+/* An unauthenticated session has cfg->auth_timeout_s to authenticate; one
+ * whose auth waits for the engine is bounded by that wait instead. */
 static void auth_timer_update(struct pss *p)
 {
-    if (p->ss.authed && p->auth_timer) {
+    bool due = !p->ss.authed && dap__session_wait(&p->ss, NULL) == DAP_WAIT_NONE;
+    if (!due && p->auth_timer) {
         lws_set_timeout(p->wsi, NO_PENDING_TIMEOUT, 0);
         p->auth_timer = false;
-    } else if (!p->ss.authed && !p->auth_timer) {
+    } else if (due && !p->auth_timer) {
         lws_set_timeout(p->wsi, PENDING_TIMEOUT_USER_OK,
                         p->srv->app.cfg->auth_timeout_s);
         p->auth_timer = true;
@@ -374,6 +416,54 @@ static void on_guard_timer(uv_timer_t *t)
     guard_tick(t->data);
 }
 
+static void on_kick(uv_idle_t *h)
+{
+    (void)h; /* only keeps the loop from blocking until process_ready */
+}
+
+/* p has something to handle though no I/O brought it (a verdict, a timer):
+ * put it on the ready list and see that this loop turn reaches the end of
+ * its pass (process_ready) without waiting for I/O. */
+static void kick(struct dap_server *srv, struct pss *p)
+{
+    mark_ready(p);
+    if (srv->kick_open)
+        uv_idle_start(&srv->kick, on_kick);
+}
+
+static void on_wait_timer(uv_timer_t *t);
+
+/* Wake up at deadline_ms (monotonic) at the latest, when an auth waiting
+ * for the engine may be due. */
+static void wait_timer_arm(struct dap_server *srv, int64_t deadline_ms)
+{
+    if (!srv->wait_timer_open ||
+        (srv->wait_due_ms && srv->wait_due_ms <= deadline_ms))
+        return;
+    int64_t now = dap__mono_ms(&srv->app);
+    srv->wait_due_ms = deadline_ms;
+    uv_timer_start(&srv->wait_timer, on_wait_timer,
+                   deadline_ms > now ? (uint64_t)(deadline_ms - now) : 0, 0);
+}
+
+/* Auths that waited for the engine past their deadline get "no answer in
+ * time"; the timer is armed again for the next deadline. */
+static void on_wait_timer(uv_timer_t *t)
+{
+    struct dap_server *srv = t->data;
+    srv->wait_due_ms = 0;
+    int64_t now = dap__mono_ms(&srv->app), next = 0, deadline;
+    for (struct pss *p = srv->sessions; p; p = p->next) {
+        if (dap__session_late(&p->ss, now))
+            kick(srv, p);
+        else if (dap__session_wait(&p->ss, &deadline) == DAP_WAIT_PENDING &&
+                 (!next || deadline < next))
+            next = deadline;
+    }
+    if (next)
+        wait_timer_arm(srv, next);
+}
+
 /* After each service pass: every message that arrived in it, handled in one
  * store transaction (group commit: many clients' adds share one fsync, reads
  * share one read transaction). The transaction takes the write lock only at
@@ -385,6 +475,8 @@ static void on_guard_timer(uv_timer_t *t)
  * nothing unacknowledged stays. */
 static void process_ready(struct dap_server *srv)
 {
+    if (srv->kick_open)
+        uv_idle_stop(&srv->kick);
     struct pss *list = srv->ready;
     if (!list)
         return;
@@ -392,13 +484,22 @@ static void process_ready(struct dap_server *srv)
     bool batch = store_batch_begin_read(srv->app.store) == 0;
     sched_defer_begin(srv->app.sched);
     for (struct pss *p = list; p; p = p->ready_next) {
-        p->ready = false;
+        /* p->ready stays set during the pass: a verdict that arrives
+         * meanwhile (identify answering at once) must not put p on another
+         * list while this one is walked. */
         p->in_pass = true;
         p->q_mark = p->q_tail;
         /* A client that does not read its replies gets no more handled
          * than fit under the queue's high-water mark; the rest waits until
-         * the queue drains (write_some puts the session back). */
-        while (p->in_head && !p->rx_paused) {
+         * the queue drains (write_some puts the session back). An auth
+         * waiting for the engine holds the messages behind it until its
+         * answer (dap_server_identified puts the session back). */
+        for (;;) {
+            if (dap__session_answer(&srv->app, &p->ss, enqueue, p))
+                continue;
+            if (!p->in_head || p->rx_paused ||
+                dap__session_wait(&p->ss, NULL) != DAP_WAIT_NONE)
+                break;
             struct inmsg *m = p->in_head;
             p->in_head = m->next;
             handle(p, m);
@@ -413,9 +514,17 @@ static void process_ready(struct dap_server *srv)
     for (struct pss *p = list, *next; p; p = next) {
         next = p->ready_next;
         p->ready_next = NULL;
+        p->ready = false;
         p->in_pass = false;
         auth_timer_update(p);
         unauth_count_update(p);
+        rx_flow_apply(p);
+        int64_t deadline;
+        enum dap_wait w = dap__session_wait(&p->ss, &deadline);
+        if (w == DAP_WAIT_PENDING)
+            wait_timer_arm(srv, deadline);
+        else if (w == DAP_WAIT_DECIDED) /* its verdict came during the pass */
+            kick(srv, p);
         if (ok)
             send_now(p);
         else
@@ -434,6 +543,16 @@ void dap_server_keys_changed(struct dap_server *srv)
 {
     for (struct pss *p = srv->sessions; p; p = p->next)
         dap__session_recheck(&srv->app, &p->ss);
+}
+
+void dap_server_identified(struct dap_server *srv, uint64_t ticket,
+                           const struct dap_identity *id, bool refused,
+                           const char *why)
+{
+    (void)dap__identified(&srv->app, ticket, id, refused, why);
+    for (struct pss *p = srv->sessions; p; p = p->next)
+        if (dap__session_verdict(&p->ss, ticket, id, refused, why))
+            kick(srv, p);
 }
 
 void dap_server_event(struct dap_server *srv, const struct sched_event *ev)
@@ -459,6 +578,96 @@ void dap_server_stop_accepting(struct dap_server *srv)
 {
     srv->app.stopping = true;
 }
+
+#ifdef RRDEPLOY_TEST_HOOKS
+/* ---------------------------------------------------------------- test engine */
+
+/* rrtest_engine: a stand-in for the RocketRide engine's credential checks,
+ * for the integration tests of auth with an engine (test builds with a test
+ * clock only). It records what it is asked and answers when told. */
+static int test_identify(void *ud, const char *key, uint64_t ticket)
+{
+    struct dap_server *srv = ud;
+    size_t cap = sizeof srv->test_checks / sizeof srv->test_checks[0];
+    if (srv->test_engine_down || srv->ntest_checks == cap)
+        return RR_E_IO;
+    srv->test_checks[srv->ntest_checks].ticket = ticket;
+    srv->test_checks[srv->ntest_checks++].key = xstrdup(key);
+    srv->test_asked++;
+    return 0;
+}
+
+static void test_checks_free(struct dap_server *srv)
+{
+    for (size_t i = 0; i < srv->ntest_checks; i++)
+        free(srv->test_checks[i].key);
+    srv->ntest_checks = 0;
+}
+
+int dap__test_engine(struct dap_server *srv, const json_t *args,
+                     struct buf *body, struct err *e)
+{
+    struct dap_app *app = &srv->app;
+    const json_t *jen = json_object_get(args, "enable");
+    if (json_is_true(jen)) { /* a fresh engine and cache */
+        const json_t *jw = json_object_get(args, "wait_ms");
+        struct dap_ids_config ic;
+        dap__ids_config_defaults(&ic);
+        if (json_is_number(jw))
+            ic.wait_ms = (int64_t)json_number_value(jw);
+        dap__ids_free(app->ids);
+        app->ids = dap__ids_new(&ic);
+        test_checks_free(srv);
+        srv->test_engine_down = false;
+        app->identify = test_identify;
+        app->identify_ud = srv;
+    } else if (json_is_false(jen)) {
+        app->identify = NULL;
+    }
+    const json_t *jdown = json_object_get(args, "down");
+    if (json_is_boolean(jdown))
+        srv->test_engine_down = json_is_true(jdown);
+    const json_t *jans = json_object_get(args, "answer");
+    if (jans) {
+        if (!json_is_string(jans) || !app->ids)
+            return err_set(e, RR_E_INVAL, "answer must name a credential asked");
+        struct dap_identity id = {{0}, 0};
+        const json_t *juser = json_object_get(args, "user");
+        const json_t *jref = json_object_get(args, "refuse");
+        const json_t *junr = json_object_get(args, "unreachable");
+        if (json_is_string(juser)) {
+            snprintf(id.user, sizeof id.user, "%s", json_string_value(juser));
+            id.perms = (unsigned)json_number_value(json_object_get(args, "perms"));
+        }
+        /* answer every check of that credential, oldest first */
+        size_t i = 0;
+        while (i < srv->ntest_checks) {
+            struct test_check c = srv->test_checks[i];
+            if (strcmp(c.key, json_string_value(jans)) != 0) {
+                i++;
+                continue;
+            }
+            memmove(&srv->test_checks[i], &srv->test_checks[i + 1],
+                    (srv->ntest_checks - i - 1) * sizeof c);
+            srv->ntest_checks--;
+            dap_server_identified(srv, c.ticket, json_is_string(juser) ? &id : NULL,
+                                  json_is_string(jref),
+                                  json_is_string(jref) ? json_string_value(jref)
+                                  : json_string_value(junr));
+            free(c.key);
+        }
+    }
+    buf_printf(body, "{\"asked\":%llu,\"pending\":[",
+               (unsigned long long)srv->test_asked);
+    for (size_t i = 0; i < srv->ntest_checks; i++) {
+        if (i)
+            buf_putc(body, ',');
+        buf_json_cstr(body, srv->test_checks[i].key);
+    }
+    buf_puts(body, "]}");
+    return 0;
+}
+#endif
 
 /* ---------------------------------------------------------------- HTTP */
 
@@ -560,7 +769,8 @@ static bool rx_over_limit(struct pss *p, struct lws *wsi, size_t len)
 {
     struct dap_server *srv = p->srv;
     const struct dap_config *cfg = srv->app.cfg;
-    bool unauth = !p->ss.authed && !p->in_head;
+    bool unauth = !p->ss.authed && !p->in_head &&
+                  dap__session_wait(&p->ss, NULL) == DAP_WAIT_NONE;
     size_t limit = unauth ? cfg->max_message_unauth : cfg->max_message;
     size_t incoming = len + lws_remaining_packet_payload(wsi);
     if (p->rx.len + incoming <= limit)
@@ -750,6 +960,7 @@ int dap_server_start(const struct dap_config *cfg, const struct dap_env *env,
 {
     struct dap_server *srv = xcalloc(1, sizeof *srv);
     srv->env = env;
+    srv->app.server = srv;
     srv->app.cfg = cfg;
     srv->app.store = env->store;
     srv->app.sched = env->sched;
@@ -760,8 +971,16 @@ int dap_server_start(const struct dap_config *cfg, const struct dap_env *env,
     dap__guard_config_defaults(&gc);
     gc.max_unauth = cfg->max_unauth_per_address;
     srv->app.guard = dap__guard_new(&gc);
-    if (!srv->app.guard) {
+    if (env->identify) {
+        struct dap_ids_config ic;
+        dap__ids_config_defaults(&ic);
+        srv->app.ids = dap__ids_new(&ic);
+        srv->app.identify = env->identify;
+        srv->app.identify_ud = env->ud;
+    }
+    if (!srv->app.guard || (env->identify && !srv->app.ids)) {
         log_error("cannot start libsodium");
+        dap__guard_free(srv->app.guard);
         free(srv);
         return RR_E_INTERNAL;
     }
@@ -808,6 +1027,11 @@ int dap_server_start(const struct dap_config *cfg, const struct dap_env *env,
     uv_timer_init(env->loop, &srv->guard_timer);
     srv->guard_timer.data = srv;
     srv->guard_timer_open = true;
+    uv_idle_init(env->loop, &srv->kick);
+    srv->kick_open = true;
+    uv_timer_init(env->loop, &srv->wait_timer);
+    srv->wait_timer.data = srv;
+    srv->wait_timer_open = true;
     srv->port = port;
     *out = srv;
     return 0;
@@ -830,6 +1054,14 @@ void dap_server_close(struct dap_server *srv)
         uv_close((uv_handle_t *)&srv->guard_timer, NULL);
         srv->guard_timer_open = false;
     }
+    if (srv->kick_open) {
+        uv_close((uv_handle_t *)&srv->kick, NULL);
+        srv->kick_open = false;
+    }
+    if (srv->wait_timer_open) {
+        uv_close((uv_handle_t *)&srv->wait_timer, NULL);
+        srv->wait_timer_open = false;
+    }
     /* what the guard has not summarised yet */
     dap__guard_flush(srv->app.guard, time_now_mono_ms(), true);
     /* With a loop lws does not own, destruction finishes in the close
@@ -846,5 +1078,9 @@ void dap_server_free(struct dap_server *srv)
     if (srv->ctx)
         lws_context_destroy(srv->ctx);
     dap__guard_free(srv->app.guard);
+    dap__ids_free(srv->app.ids);
+#ifdef RRDEPLOY_TEST_HOOKS
+    test_checks_free(srv);
+#endif
     free(srv);
 }

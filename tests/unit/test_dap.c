@@ -77,6 +77,7 @@ static int teardown(void **state)
 {
     struct fx *fx = *state;
     frames_clear(fx);
+    dap__session_clear(&fx->ss);
     dap__guard_free(fx->app.guard);
     sched_free(fx->sched);
     fixture_free(fx->f);
@@ -765,6 +766,178 @@ static void test_watch_follows_the_key(void **state)
     assert_false(dap__session_wants(&fx->ss, "alice", "p", FAKE_NOW));
 }
 
+/* ---------------------------------------------------------------- rrext_monitor */
+
+/* Send rrext_monitor with args; expect success and no body. */
+static void monitor(struct fx *fx, const char *args)
+{
+    char req[512];
+    snprintf(req, sizeof req,
+             "{\"type\":\"request\",\"seq\":6,\"command\":\"rrext_monitor\","
+             "\"arguments\":%s}", args);
+    json_t *r = ask(fx, req);
+    if (!json_is_true(json_object_get(r, "success")))
+        fail_msg("rrext_monitor %s: %s", args, str(r, "message"));
+    assert_null(json_object_get(r, "body"));
+    json_decref(r);
+}
+
+static void monitor_error(struct fx *fx, const char *args, const char *code,
+                          const char *msg)
+{
+    char req[512];
+    snprintf(req, sizeof req,
+             "{\"type\":\"request\",\"seq\":6,\"command\":\"rrext_monitor\","
+             "\"arguments\":%s}", args);
+    expect_error(fx, req, code, msg);
+    assert_false(fx->ss.closing);
+}
+
+static void test_monitor_errors(void **state)
+{
+    struct fx *fx = *state;
+    auth(fx, fx->key);
+    const char *neither = "You must specifiy either token or project_id/source";
+    const char *both = "You must specifiy either token or project_id/source, not both";
+    monitor_error(fx, "{}", "bad_request", neither);
+    monitor_error(fx, "{\"types\":[\"all\"]}", "bad_request", neither);
+    monitor_error(fx, "{\"token\":\"\",\"projectId\":\"\"}", "bad_request", neither);
+    monitor_error(fx, "{\"source\":\"s\"}", "bad_request", neither);
+    monitor_error(fx, "{\"token\":\"*\",\"projectId\":\"p\"}", "bad_request", both);
+    monitor_error(fx, "{\"token\":\"tk_1\",\"source\":\"s\"}", "bad_request", both);
+    monitor_error(fx, "{\"token\":5}", "bad_request", "token must be a string");
+    monitor_error(fx, "{\"projectId\":5}", "bad_request", "projectId must be a string");
+    monitor_error(fx, "{\"projectId\":\"p\",\"source\":7}", "bad_request",
+                  "source must be a string");
+    const char *types = "types must be a list of event type names, a number "
+                        "or a string of digits";
+    monitor_error(fx, "{\"token\":\"*\",\"types\":true}", "bad_request", types);
+    monitor_error(fx, "{\"token\":\"*\",\"types\":[1]}", "bad_request", types);
+    monitor_error(fx, "{\"token\":\"*\",\"types\":-1}", "bad_request", types);
+    monitor_error(fx, "{\"token\":\"*\",\"types\":1.5}", "bad_request", types);
+    assert_int_equal(fx->ss.nmonitors, 0);
+}
+
+/* Keys, the types that replace theirs, and removal by none. */
+static void test_monitor_keys(void **state)
+{
+    struct fx *fx = *state;
+    auth(fx, fx->key);
+    monitor(fx, "{\"token\":\"*\",\"types\":[\"summary\",\"TASK\"]}");
+    assert_int_equal(fx->ss.nmonitors, 1);
+    assert_int_equal(fx->ss.monitors[0].types, 4 | 32);
+    assert_true(dap__session_wants(&fx->ss, "alice", "any", FAKE_NOW));
+    assert_false(dap__session_wants(&fx->ss, "mona", "any", FAKE_NOW));
+    monitor(fx, "{\"token\":\"*\",\"types\":16}"); /* replaces, no merge */
+    assert_int_equal(fx->ss.nmonitors, 1);
+    assert_int_equal(fx->ss.monitors[0].types, 16);
+    monitor(fx, "{\"token\":\"*\",\"types\":\"none\"}");
+    assert_int_equal(fx->ss.nmonitors, 0);
+    assert_false(dap__session_wants(&fx->ss, "alice", "any", FAKE_NOW));
+
+    monitor(fx, "{\"projectId\":\"p1\",\"types\":\"4\"}");
+    monitor(fx, "{\"projectId\":\"p1\",\"source\":\"webhook_1\",\"types\":[\"all\"]}");
+    assert_int_equal(fx->ss.nmonitors, 2);
+    assert_int_equal(fx->ss.monitors[1].types, 255);
+    assert_true(dap__session_wants(&fx->ss, "alice", "p1", FAKE_NOW));
+    assert_false(dap__session_wants(&fx->ss, "alice", "p2", FAKE_NOW));
+    monitor(fx, "{\"projectId\":\"p1\",\"types\":0}");
+    assert_int_equal(fx->ss.nmonitors, 1);
+    assert_true(dap__session_wants(&fx->ss, "alice", "p1", FAKE_NOW));
+    monitor(fx, "{\"projectId\":\"p1\",\"source\":\"webhook_1\",\"types\":[]}");
+    assert_int_equal(fx->ss.nmonitors, 0);
+    assert_false(dap__session_wants(&fx->ss, "alice", "p1", FAKE_NOW));
+    monitor(fx, "{\"projectId\":\"p1\",\"types\":[]}"); /* not there: fine */
+    monitor(fx, "{\"projectId\":\"p1\",\"types\":[\"nonsense\"]}"); /* = none */
+    assert_int_equal(fx->ss.nmonitors, 0);
+
+    /* a task token: accepted, no deployment events */
+    monitor(fx, "{\"token\":\"tk_0123\",\"types\":[\"all\"]}");
+    assert_int_equal(fx->ss.nmonitors, 0);
+    assert_false(dap__session_wants(&fx->ss, "alice", "p1", FAKE_NOW));
+
+    /* at most DAP_MONITORS_MAX keys */
+    for (int i = 0; i < DAP_MONITORS_MAX; i++) {
+        char args[64];
+        snprintf(args, sizeof args, "{\"projectId\":\"p%d\",\"types\":4}", i);
+        monitor(fx, args);
+    }
+    monitor_error(fx, "{\"projectId\":\"one-more\",\"types\":4}", "too_large",
+                  "Too many monitors on this connection: at most 16");
+    monitor(fx, "{\"projectId\":\"p3\",\"types\":8}"); /* a key it has */
+    monitor(fx, "{\"projectId\":\"p3\",\"types\":0}");
+    assert_int_equal(fx->ss.nmonitors, DAP_MONITORS_MAX - 1);
+    assert_false(dap__session_wants(&fx->ss, "alice", "p3", FAKE_NOW));
+    assert_true(dap__session_wants(&fx->ss, "alice", "p15", FAKE_NOW));
+}
+
+/* Monitors deliver the user's apaevt_deploy events beside the watch, with
+ * the watch's rules: task.monitor at delivery, the same user after a
+ * re-auth; deauth ends them. */
+static void test_monitor_delivery(void **state)
+{
+    struct fx *fx = *state;
+    auth(fx, fx->key);
+    monitor(fx, "{\"projectId\":\"p2\",\"types\":[\"task\"]}");
+    json_decref(ask(fx, "{\"type\":\"request\",\"seq\":7,\"command\":"
+                         "\"rrext_deploy_watch\",\"arguments\":{\"projectId\":\"p1\"}}"));
+    assert_true(dap__session_wants(&fx->ss, "alice", "p1", FAKE_NOW));
+    assert_true(dap__session_wants(&fx->ss, "alice", "p2", FAKE_NOW));
+    assert_false(dap__session_wants(&fx->ss, "alice", "p3", FAKE_NOW));
+    /* the watch is replaced on its own; the monitor stays */
+    json_decref(ask(fx, "{\"type\":\"request\",\"seq\":8,\"command\":"
+                         "\"rrext_deploy_watch\",\"arguments\":{\"enable\":false}}"));
+    assert_false(dap__session_wants(&fx->ss, "alice", "p1", FAKE_NOW));
+    assert_true(dap__session_wants(&fx->ss, "alice", "p2", FAKE_NOW));
+
+    /* the frame a delivery sends */
+    struct store_run run = fixture_run("alice", "p2", "manual", FAKE_NOW,
+                                       STORE_RUN_SUCCEEDED);
+    run.id = 1;
+    struct sched_event ev = {.kind = SCHED_EV_RUN_FINISHED, .user = "alice",
+                             .project_id = "p2", .at = FAKE_NOW, .run = &run};
+    struct buf body;
+    buf_init(&body, 0);
+    dap__write_event(&body, &ev);
+    int64_t seq = fx->ss.seq;
+    struct buf *f = dap__event_frame(&fx->ss, buf_data(&body), body.len);
+    json_t *e = json_loads(buf_cstr(f), 0, NULL);
+    assert_non_null(e);
+    assert_string_equal(str(e, "event"), "apaevt_deploy");
+    assert_int_equal(json_integer_value(json_object_get(e, "seq")), seq + 1);
+    assert_string_equal(str(json_object_get(e, "body"), "action"), "run_finished");
+    assert_string_equal(str(json_object_get(e, "body"), "projectId"), "p2");
+    json_decref(e);
+    buf_free(f);
+    free(f);
+    buf_free(&body);
+
+    /* a re-auth of the same user with task.monitor keeps it; of another
+     * user ends it */
+    char other[STORE_KEY_TEXT_MAX];
+    fixture_key(fx->st, "alice", STORE_PERM_ALL, 0, FAKE_NOW, other, NULL);
+    auth(fx, other);
+    assert_true(dap__session_wants(&fx->ss, "alice", "p2", FAKE_NOW));
+    auth(fx, fx->monitor);
+    assert_int_equal(fx->ss.nmonitors, 0);
+    assert_false(dap__session_wants(&fx->ss, "mona", "p2", FAKE_NOW));
+
+    /* without task.monitor: accepted, but nothing is delivered */
+    char control[STORE_KEY_TEXT_MAX];
+    fixture_key(fx->st, "carl", STORE_PERM_CONTROL, 0, FAKE_NOW, control, NULL);
+    session_reset(fx);
+    auth(fx, control);
+    monitor(fx, "{\"token\":\"*\",\"types\":\"255\"}");
+    assert_false(dap__session_wants(&fx->ss, "carl", "p2", FAKE_NOW));
+
+    session_reset(fx);
+    auth(fx, fx->key);
+    monitor(fx, "{\"token\":\"*\",\"types\":[\"all\"]}");
+    json_decref(ask(fx, "{\"type\":\"request\",\"seq\":9,\"command\":\"deauth\"}"));
+    assert_int_equal(fx->ss.nmonitors, 0);
+    assert_false(dap__session_wants(&fx->ss, "alice", "p2", FAKE_NOW));
+}
+
 static void test_preview(void **state)
 {
     struct fx *fx = *state;
@@ -811,6 +984,9 @@ int main(void)
         T(test_limits),
         T(test_monitor_key),
         T(test_watch_follows_the_key),
+        T(test_monitor_errors),
+        T(test_monitor_keys),
+        T(test_monitor_delivery),
         T(test_preview),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
