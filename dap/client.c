@@ -200,6 +200,10 @@ static void tick(lws_sorted_usec_list_t *sul)
 static int write_next(struct dap_client *c, struct lws *wsi)
 {
     if (c->want_close) {
+        /* once: lws then sends the close frame and waits for the answer,
+         * and may call here again meanwhile, where -1 would cut the
+         * connection without it */
+        c->want_close = false;
         lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL, NULL, 0);
         return -1;
     }
