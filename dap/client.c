@@ -13,42 +13,30 @@
  * be one JSON value, and queued in arrival order: a response is taken out by
  * its request_seq and events stay queued for dap_client_event(), so an event
  * that arrives while a request is outstanding is not lost (`run --wait`
- * subscribes before starting the run and relies on this). The envelope is
- * read with util/jraw, not a tree, so the body keeps its exact text.
+ * subscribes before starting the run and relies on this). The request
+ * queue, the assembling and decoding of messages and the words for a failed
+ * or closed connection are shared with the asynchronous client
+ * (client_conn.c).
  * Thread: single-threaded, on the caller's thread. Only
  * dap_client_interrupt() may be called from a signal handler. */
 #include "dap/client.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <jansson.h>
 #include <libwebsockets.h>
-#include <netdb.h>
-#include <poll.h>
 #include <signal.h>
-#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
-#include "dap/dap.h"
+#include "dap/dap_internal.h"
 
 #define TICK_US (100 * LWS_US_PER_MS)     /* loop wake-up for clock/interrupt checks */
 #define MAX_MESSAGE (256u * 1024 * 1024)  /* bytes of one server message */
-#define MAX_DEPTH 512                     /* JSON nesting we accept from the server */
 #define CLOSE_WAIT_MS 1000                /* close handshake */
-#define PROBE_WAIT_MS 2000                /* diagnose(): one TCP connect */
+#define PROBE_WAIT_MS 2000                /* finding why a connect failed */
 
 static volatile sig_atomic_t interrupted;
-
-/* One outgoing message. */
-struct out {
-    struct out *next;
-    struct buf b;   /* owned; LWS_PRE headroom */
-};
 
 enum cstate { C_CONNECTING, C_OPEN, C_CLOSED };
 
@@ -56,14 +44,14 @@ struct dap_client {
     struct lws_context *ctx;      /* owned */
     struct lws *wsi;              /* valid from ESTABLISHED until CLOSED */
     enum cstate state;
-    char url[384];                /* for messages */
-    char why[256];                /* why the connection failed or ended */
+    struct dap_url u;             /* where it connects */
+    char why[DAP_WHY_MAX];        /* why the connection failed or ended */
     int64_t deadline_ms;          /* monotonic; 0 = none */
     int64_t seq;                  /* last request seq sent */
     bool authed;
     bool want_close;              /* send a close frame on the next WRITEABLE */
     bool proto_error;             /* the server sent a non-DAP message */
-    struct out *out_head, *out_tail;
+    struct dap_outq out;          /* requests not yet written */
     struct buf rx;                /* message being assembled */
     struct dap_msg *in_head, *in_tail;  /* complete messages, arrival order */
     lws_sorted_usec_list_t sul_tick;
@@ -162,84 +150,17 @@ int dap_url_parse(const char *s, struct dap_url *out, struct err *e)
 
 /* ---------------------------------------------------------------- messages */
 
-void dap_msg_free(struct dap_msg *m)
-{
-    if (!m)
-        return;
-    free(m->text);
-    free(m->message);
-    free(m->code);
-    free(m);
-}
-
-/* The string value of member key of the frame, unescaped; NULL if absent or
- * not a string. */
-static char *member_string(const char *text, size_t len, const char *key)
-{
-    struct jraw_span sp;
-    if (!jraw_member(text, len, key, &sp, NULL) || sp.n < 2 || sp.p[0] != '"')
-        return NULL;
-    json_error_t jerr;
-    json_t *v = json_loadb(sp.p, sp.n, JSON_DECODE_ANY, &jerr);
-    char *s = json_is_string(v) ? xstrdup(json_string_value(v)) : NULL;
-    json_decref(v);
-    return s;
-}
-
-static bool member_is(const char *text, size_t len, const char *key,
-                      const char *raw)
-{
-    struct jraw_span sp;
-    return jraw_member(text, len, key, &sp, NULL) && sp.n == strlen(raw) &&
-           memcmp(sp.p, raw, sp.n) == 0;
-}
-
 /* Decode one complete frame (taken: text, a heap string of len bytes) into
- * the inbox. Messages that are neither responses nor events are dropped, as
- * the SDKs do; text that is not JSON marks a protocol error. */
+ * the inbox; text that is not JSON marks a protocol error. */
 static void inbox_add(struct dap_client *c, char *text, size_t len)
 {
-    struct err e = {0};
-    if (jraw_check(text, len, MAX_DEPTH, &e) != 0 || len == 0 || text[0] != '{') {
-        free(text);
+    struct dap_msg *m;
+    if (dap__msg_parse(text, len, &m, c->why) != 0) {
         c->proto_error = true;
-        snprintf(c->why, sizeof c->why, "the server sent invalid JSON%s%.180s",
-                 e.msg[0] ? ": " : "", e.msg);
         return;
     }
-    struct dap_msg *m = xcalloc(1, sizeof *m);
-    m->text = text;
-    m->len = len;
-    struct jraw_span sp;
-    if (member_is(text, len, "type", "\"event\"")) {
-        m->is_event = true;
-    } else if (member_is(text, len, "type", "\"response\"") &&
-               jraw_member(text, len, "request_seq", &sp, NULL)) {
-        char num[32];
-        char *end;
-        if (sp.n == 0 || sp.n >= sizeof num) {
-            dap_msg_free(m);
-            return;
-        }
-        memcpy(num, sp.p, sp.n);
-        num[sp.n] = '\0';
-        errno = 0;
-        long long v = strtoll(num, &end, 10);
-        if (errno || *end) {
-            dap_msg_free(m);
-            return;
-        }
-        m->request_seq = v;
-        /* as in the SDKs, a response without `success` succeeded */
-        m->success = !member_is(text, len, "success", "false");
-        m->message = member_string(text, len, "message");
-        m->code = member_string(text, len, "code");
-    } else {
-        dap_msg_free(m);
+    if (!m)
         return;
-    }
-    if (jraw_member(text, len, "body", &sp, NULL))
-        m->body = sp;
     if (c->in_tail)
         c->in_tail->next = m;
     else
@@ -267,14 +188,6 @@ static struct dap_msg *inbox_take(struct dap_client *c, bool is_event,
     return NULL;
 }
 
-static void out_free(struct out *o)
-{
-    if (o->b.mem)
-        sodium_memzero(o->b.mem, o->b.head + o->b.cap);
-    buf_free(&o->b);
-    free(o);
-}
-
 /* ---------------------------------------------------------------- lws */
 
 static void tick(lws_sorted_usec_list_t *sul)
@@ -283,29 +196,25 @@ static void tick(lws_sorted_usec_list_t *sul)
     lws_sul_schedule(c->ctx, 0, &c->sul_tick, tick, TICK_US);
 }
 
-/* Write the head of the queue as one text frame. */
+/* Write the head of the queue as one text frame, or the close frame. */
 static int write_next(struct dap_client *c, struct lws *wsi)
 {
     if (c->want_close) {
+        /* once: lws then sends the close frame and waits for the answer,
+         * and may call here again meanwhile, where -1 would cut the
+         * connection without it */
+        c->want_close = false;
         lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL, NULL, 0);
         return -1;
     }
-    struct out *o = c->out_head;
-    if (!o)
-        return 0;
-    int n = lws_write(wsi, (unsigned char *)buf_data(&o->b), o->b.len,
-                      LWS_WRITE_TEXT);
-    if (n < 0 || (size_t)n < o->b.len) {
-        snprintf(c->why, sizeof c->why, "cannot write to the connection");
-        return -1;
-    }
-    c->out_head = o->next;
-    if (!c->out_head)
-        c->out_tail = NULL;
-    out_free(o);
-    if (c->out_head)
-        lws_callback_on_writable(wsi);
-    return 0;
+    return dap__outq_write(&c->out, wsi, c->why);
+}
+
+/* Until when a probe may look for why the connection failed. */
+static int64_t probe_until(const struct dap_client *c)
+{
+    int64_t until = time_now_mono_ms() + PROBE_WAIT_MS;
+    return c->deadline_ms && c->deadline_ms < until ? c->deadline_ms : until;
 }
 
 static int callback(struct lws *wsi, enum lws_callback_reasons reason,
@@ -320,49 +229,35 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
         c->state = C_CLOSED;
         c->wsi = NULL;
         if (!c->why[0])
-            snprintf(c->why, sizeof c->why, "%s%s",
-                     in && strncmp(in, "HS:", 3) == 0
-                         ? "WebSocket handshake failed: " : "",
-                     in && *(const char *)in ? (const char *)in
-                                             : "connection failed");
+            dap__connect_failed_why(&c->u, in, probe_until(c), c->why);
         return 0;
 
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
         c->state = C_OPEN;
         c->wsi = wsi;
-        if (c->out_head || c->want_close)
+        if (c->out.head || c->want_close)
             lws_callback_on_writable(wsi);
         return 0;
 
-    case LWS_CALLBACK_CLIENT_RECEIVE:
-        if (lws_is_first_fragment(wsi))
-            buf_reset(&c->rx);
-        if (c->rx.len + len > MAX_MESSAGE) {
-            snprintf(c->why, sizeof c->why,
-                     "the server sent a message over %u bytes", MAX_MESSAGE);
+    case LWS_CALLBACK_CLIENT_RECEIVE: {
+        char *text;
+        size_t n;
+        int r = dap__rx_add(&c->rx, wsi, in, len, MAX_MESSAGE, &text, &n, c->why);
+        if (r < 0) {
             c->proto_error = true;
             return -1;
         }
-        buf_append(&c->rx, in, len);
-        if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi)) {
-            size_t n;
-            char *text = buf_take(&c->rx, &n);
+        if (r > 0)
             inbox_add(c, text, n);
-        }
         return 0;
+    }
 
     case LWS_CALLBACK_CLIENT_WRITEABLE:
         return write_next(c, wsi);
 
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
-        if (len >= 2 && !c->why[0]) {
-            const unsigned char *p = in;
-            unsigned code = (unsigned)p[0] << 8 | p[1];
-            int rn = (int)(len - 2 > 120 ? 120 : len - 2);
-            snprintf(c->why, sizeof c->why,
-                     "the server closed the connection (%u%s%.*s)", code,
-                     rn ? ": " : "", rn, (const char *)in + 2);
-        }
+        if (!c->why[0])
+            dap__close_why(in, len, c->why);
         return 0;
 
     case LWS_CALLBACK_CLIENT_CLOSED:
@@ -414,78 +309,25 @@ static int pump(struct dap_client *c, enum want w, int64_t seq,
         if (ready(c, w, seq))
             return 0;
         if (c->proto_error)
-            return err_set(e, -EPROTO, "%s: %s", c->url, c->why);
+            return err_set(e, -EPROTO, "%s: %s", c->u.text, c->why);
         if (c->state == C_CLOSED) {
             if (w == W_OPEN)
-                err_set(e, -EIO, "cannot connect to %s: %s", c->url, c->why);
+                err_set(e, -EIO, "cannot connect to %s: %s", c->u.text, c->why);
             else
-                err_set(e, -EIO, "%s: %s", c->url, c->why);
+                err_set(e, -EIO, "%s: %s", c->u.text, c->why);
             return -EIO;
         }
         if (interruptible && interrupted)
             return err_set(e, -EINTR, "interrupted");
         if (deadline_ms && time_now_mono_ms() >= deadline_ms) {
             err_set(e, -ETIMEDOUT, "%s %s: timed out",
-                    w == W_OPEN ? "cannot connect to" : "no answer from", c->url);
+                    w == W_OPEN ? "cannot connect to" : "no answer from", c->u.text);
             return -ETIMEDOUT;
         }
         if (lws_service(c->ctx, 0) < 0) {
-            err_set(e, -EIO, "%s: the event loop failed", c->url);
+            err_set(e, -EIO, "%s: the event loop failed", c->u.text);
             return -EIO;
         }
-    }
-}
-
-/* ---------------------------------------------------------------- diagnosis */
-
-/* lws 4.1 reports every failed connect as "Unable to connect" (or fails
- * lws_client_connect_via_info() with no reason at all). When that
- * happens, find the real reason with one plain TCP connect to the same
- * address (bounded by PROBE_WAIT_MS and the deadline) and say it in words:
- * "connection refused", "cannot resolve host 'x': ...". If the probe
- * connects, the problem was past TCP and lws's own text stays. */
-static void diagnose(struct dap_client *c, const struct dap_url *u)
-{
-    char port[16];
-    snprintf(port, sizeof port, "%d", u->port);
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_socktype = SOCK_STREAM;
-    int g = getaddrinfo(u->host, port, &hints, &res);
-    if (g != 0) {
-        snprintf(c->why, sizeof c->why, "cannot resolve host '%.100s': %s",
-                 u->host, gai_strerror(g));
-        return;
-    }
-    int err = 0;
-    int64_t until = time_now_mono_ms() + PROBE_WAIT_MS;
-    if (c->deadline_ms && c->deadline_ms < until)
-        until = c->deadline_ms;
-    int fd = socket(res->ai_family, res->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                    res->ai_protocol);
-    if (fd < 0) {
-        err = errno;
-    } else if (connect(fd, res->ai_addr, res->ai_addrlen) != 0) {
-        err = errno;
-        if (err == EINPROGRESS) {
-            struct pollfd pfd = {fd, POLLOUT, 0};
-            int64_t left = until - time_now_mono_ms();
-            int n = poll(&pfd, 1, left > 0 ? (int)left : 0);
-            socklen_t sl = sizeof err;
-            if (n <= 0)
-                err = ETIMEDOUT;
-            else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &sl) != 0)
-                err = errno;
-        }
-    }
-    if (fd >= 0)
-        close(fd);
-    freeaddrinfo(res);
-    if (err == ECONNREFUSED || err == EHOSTUNREACH || err == ENETUNREACH ||
-        err == ETIMEDOUT || err == EADDRNOTAVAIL) {
-        snprintf(c->why, sizeof c->why, "%s", strerror(err));
-        c->why[0] = (char)(c->why[0] >= 'A' && c->why[0] <= 'Z' ? c->why[0] + 32
-                                                                : c->why[0]);
     }
 }
 
@@ -508,11 +350,7 @@ static void client_free(struct dap_client *c)
         lws_sul_cancel(&c->sul_tick);
         lws_context_destroy(c->ctx);
     }
-    while (c->out_head) {
-        struct out *o = c->out_head;
-        c->out_head = o->next;
-        out_free(o);
-    }
+    dap__outq_clear(&c->out);
     while (c->in_head) {
         struct dap_msg *m = c->in_head;
         c->in_head = m->next;
@@ -527,7 +365,7 @@ int dap_client_open(const struct dap_url *u, double timeout_s,
 {
     struct dap_client *c = xcalloc(1, sizeof *c);
     buf_init(&c->rx, 0);
-    snprintf(c->url, sizeof c->url, "%s", u->text);
+    c->u = *u;
     dap_client_set_deadline(c, timeout_s);
 
     lws_set_log_level(0, NULL);
@@ -549,32 +387,13 @@ int dap_client_open(const struct dap_url *u, double timeout_s,
     }
     lws_sul_schedule(c->ctx, 0, &c->sul_tick, tick, TICK_US);
 
-    /* as the SDKs do: ping every 15 s, give up after 60 s without a pong */
-    static const lws_retry_bo_t keepalive = {
-        .secs_since_valid_ping = 15,
-        .secs_since_valid_hangup = 60,
-    };
     struct lws_client_connect_info ci;
-    memset(&ci, 0, sizeof ci);
-    ci.context = c->ctx;
-    ci.address = u->host;
-    ci.port = u->port;
-    ci.path = u->path;
-    ci.host = u->host;
-    ci.ssl_connection = u->tls ? LCCSCF_USE_SSL : 0;
-    ci.protocol = NULL;   /* no Sec-WebSocket-Protocol, as the SDKs */
-    ci.local_protocol_name = protocols[0].name;
-    ci.retry_and_idle_policy = &keepalive;
+    dap__connect_info(&ci, c->ctx, &c->u, protocols[0].name);
     if (!lws_client_connect_via_info(&ci) && c->state != C_CLOSED) {
         c->state = C_CLOSED;
-        snprintf(c->why, sizeof c->why, "connection failed");
+        dap__connect_failed_why(&c->u, NULL, probe_until(c), c->why);
     }
     int rc = pump(c, W_OPEN, 0, c->deadline_ms, false, e);
-    if (rc == -EIO && (strcmp(c->why, "Unable to connect") == 0 ||
-                       strcmp(c->why, "connection failed") == 0)) {
-        diagnose(c, u);
-        err_set(e, -EIO, "cannot connect to %s: %s", c->url, c->why);
-    }
     if (rc) {
         client_free(c);
         return rc;
@@ -587,22 +406,10 @@ int dap_client_request(struct dap_client *c, const char *command,
                        const char *args, struct dap_msg **out, struct err *e)
 {
     if (c->state != C_OPEN)
-        return err_set(e, -EIO, "%s: %s", c->url,
+        return err_set(e, -EIO, "%s: %s", c->u.text,
                        c->why[0] ? c->why : "not connected");
     int64_t seq = ++c->seq;
-    struct out *o = xcalloc(1, sizeof *o);
-    buf_init(&o->b, LWS_PRE);
-    buf_printf(&o->b, "{\"type\":\"request\",\"seq\":%lld,\"command\":",
-               (long long)seq);
-    buf_json_cstr(&o->b, command);
-    buf_puts(&o->b, ",\"arguments\":");
-    buf_puts(&o->b, args ? args : "{}");
-    buf_putc(&o->b, '}');
-    if (c->out_tail)
-        c->out_tail->next = o;
-    else
-        c->out_head = o;
-    c->out_tail = o;
+    dap__outq_request(&c->out, seq, command, args, args ? strlen(args) : 0);
     lws_callback_on_writable(c->wsi);
 
     int rc = pump(c, W_RESPONSE, seq, c->deadline_ms, false, e);

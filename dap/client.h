@@ -36,6 +36,7 @@ struct dap_msg {
     char *text;              /* owned (free()): the whole frame, NUL-terminated */
     size_t len;
     bool is_event;
+    char *event;             /* owned (free()): events' name, else NULL */
     int64_t request_seq;     /* responses only */
     bool success;            /* responses: success is true */
     struct jraw_span body;   /* borrowed from text; p is NULL without a body */

@@ -295,7 +295,7 @@ static const char *refusal_text(const char *why)
 static int engine_unavailable(struct dap_app *app, struct dap_session *ss,
                               struct dap_res *res, const char *why)
 {
-    char msg[DAP_WHY_MAX + 96];
+    char msg[DAP_REFUSAL_MAX + 96];
     snprintf(msg, sizeof msg,
              "Authentication unavailable: the RocketRide engine cannot be "
              "reached (%s)", why && why[0] ? why : "no reason given");
@@ -313,7 +313,7 @@ struct dap_auth_wait {
     char *cred;             /* owned (dap__secret_dup) */
     enum verdict verdict;
     struct dap_identity id; /* V_ACCEPTED */
-    char why[DAP_WHY_MAX];  /* V_REFUSED, V_UNREACHABLE */
+    char why[DAP_REFUSAL_MAX];  /* V_REFUSED, V_UNREACHABLE */
 };
 
 void dap__auth_wait_free(struct dap_auth_wait *w)

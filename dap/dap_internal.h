@@ -1,11 +1,13 @@
 /* dap_internal.h -- what the dap sources share: the request/response layer that knows
- * nothing about sockets, so it can be unit tested without a server. */
+ * nothing about sockets, so it can be unit tested without a server; and, at
+ * the end, what the two clients share (client_conn.c). */
 #ifndef RR_DAP_INTERNAL_H
 #define RR_DAP_INTERNAL_H
 
 #include <jansson.h>
 #include <stdbool.h>
 
+#include "dap/client.h"
 #include "dap/dap.h"
 #include "scheduler/scheduler.h"
 #include "store/store.h"
@@ -85,7 +87,7 @@ static inline int64_t dap__mono_ms(const struct dap_app *app)
  * is never kept). */
 struct dap_ids;
 #define DAP_IDS_HASH_BYTES 16
-#define DAP_WHY_MAX 128    /* bytes of an engine's refusal text kept */
+#define DAP_REFUSAL_MAX 128 /* bytes of an engine's refusal text kept */
 struct dap_ids_config {
     size_t slots;          /* entries, at most 65536; the memory is fixed */
     int64_t accept_ms;     /* an accepted credential is trusted this long */
@@ -110,7 +112,7 @@ struct dap_ids_hit {
     uint64_t ticket;        /* PENDING */
     int64_t deadline_ms;    /* PENDING: waited for until then */
     struct dap_identity id; /* ACCEPTED */
-    char why[DAP_WHY_MAX];  /* REFUSED: the engine's text */
+    char why[DAP_REFUSAL_MAX];  /* REFUSED: the engine's text */
 };
 /* What is known about the credential hashed to h at now_ms; *out is written
  * for all but NONE. Entries past their time are dropped on the way. */
@@ -452,5 +454,62 @@ struct dap_gauges {
 };
 void dap__metrics_render(struct buf *b, const struct dap_app *app,
                          const struct dap_gauges *g);
+
+/* ---------------------------------------------------------------------------
+ * client_conn.c: what the blocking client (client.c) and the asynchronous one
+ * (upstream.c) share about one connection to a server. Every call on the
+ * thread that owns the connection. */
+struct lws;
+struct lws_context;
+struct lws_client_connect_info;
+
+#define DAP_WHY_MAX 256  /* bytes of a one-line reason, NUL included */
+
+/* Decode one complete message from the server (text: taken, a heap string of
+ * len bytes). 0 and *out, owned by the caller (dap_msg_free), or NULL for a
+ * message that is neither a response nor an event (dropped, as the SDKs
+ * do); -EPROTO and why when text is not a JSON object. */
+int dap__msg_parse(char *text, size_t len, struct dap_msg **out /* OUT */,
+                   char why[DAP_WHY_MAX]);
+
+/* Add one received fragment (in, len bytes, borrowed) of wsi's message to rx.
+ * 0: more is to come; 1: *text (owned, free()) is the whole message of *n
+ * bytes; -1: the message grew past max bytes (why says so, rx is emptied). */
+int dap__rx_add(struct buf *rx, struct lws *wsi, const void *in, size_t len,
+                size_t max, char **text /* OUT */, size_t *n /* OUT */,
+                char why[DAP_WHY_MAX]);
+
+/* why for a close frame from the server (in: its payload, code and reason):
+ * "the server closed the connection (1000: bye)". */
+void dap__close_why(const void *in, size_t len, char why[DAP_WHY_MAX]);
+
+/* Requests waiting to be written, oldest first. Zeroed is empty. */
+struct dap_out;
+struct dap_outq {
+    struct dap_out *head, *tail;  /* owned */
+};
+/* Queue {"type":"request","seq":seq,"command":command,"arguments":args}
+ * (args: args_len bytes of a JSON object's text, copied; NULL sends {}). */
+void dap__outq_request(struct dap_outq *q, int64_t seq, const char *command,
+                       const char *args, size_t args_len);
+/* From wsi's WRITEABLE: write the oldest as one text frame, wipe its text and
+ * ask for WRITEABLE again while more wait. 0, or -1 and why (close wsi). */
+int dap__outq_write(struct dap_outq *q, struct lws *wsi, char why[DAP_WHY_MAX]);
+/* Wipe and free every request still waiting. */
+void dap__outq_clear(struct dap_outq *q);
+
+/* Fill *ci to connect to u on ctx with our local protocol (no subprotocol,
+ * TLS verified against the system's CA store for wss, the SDKs' keepalive).
+ * ci keeps pointers into u: u must outlive the connect call. */
+void dap__connect_info(struct lws_client_connect_info *ci /* OUT */,
+                       struct lws_context *ctx, const struct dap_url *u,
+                       const char *local_protocol);
+
+/* why a connection attempt to u failed, from lws's text in (NULL: none).
+ * When lws gives no useful reason, one plain TCP connect to u, bounded by
+ * until_ms (monotonic), finds it: "connection refused", "cannot resolve
+ * host 'x': ...". Blocks for that probe. */
+void dap__connect_failed_why(const struct dap_url *u, const char *in,
+                             int64_t until_ms, char why[DAP_WHY_MAX]);
 
 #endif

@@ -41,7 +41,7 @@ struct entry {
     uint64_t ticket;         /* PENDING only */
     union {
         struct dap_identity id;     /* ACCEPTED */
-        char why[DAP_WHY_MAX];      /* REFUSED */
+        char why[DAP_REFUSAL_MAX];      /* REFUSED */
     } v;
 };
 

@@ -1,12 +1,14 @@
 /* test_dap.c -- unit tests for the DAP message layer (dap/msg.c, dap/cmd.c,
  * dap/wire.c) without sockets: messages go in as text, frames come out as
  * text. A real store on a temporary file backs the commands; the clock is
- * injected. */
+ * injected. The clients' decoding of what a server sends (client_conn.c)
+ * is here too. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -960,6 +962,61 @@ static void test_preview(void **state)
                  "bad_request", "count must be an integer from 1 to 1000");
 }
 
+/* What the clients make of a server's messages: responses matched by
+ * request_seq with their outcome, events with their name, the body as its
+ * exact text; anything else dropped, and text that is not a JSON object
+ * refused. */
+static struct dap_msg *parse(const char *text, int want_rc)
+{
+    struct dap_msg *m = NULL;
+    char why[DAP_WHY_MAX] = "";
+    assert_int_equal(dap__msg_parse(xstrdup(text), strlen(text), &m, why), want_rc);
+    if (want_rc != 0) {
+        assert_null(m);
+        assert_non_null(strstr(why, "the server sent invalid JSON"));
+    }
+    return m;
+}
+
+static void test_client_decoding(void **state)
+{
+    (void)state;
+    struct dap_msg *m = parse("{\"type\":\"response\",\"seq\":9,\"request_seq\":12,"
+                              "\"command\":\"x\",\"success\":false,\"message\":"
+                              "\"no \\\"such\\\" thing\",\"code\":\"not_found\","
+                              "\"body\":{\"n\": 1.50}}", 0);
+    assert_non_null(m);
+    assert_false(m->is_event);
+    assert_null(m->event);
+    assert_int_equal(m->request_seq, 12);
+    assert_false(m->success);
+    assert_string_equal(m->message, "no \"such\" thing");
+    assert_string_equal(m->code, "not_found");
+    assert_int_equal(m->body.n, strlen("{\"n\": 1.50}"));
+    assert_memory_equal(m->body.p, "{\"n\": 1.50}", m->body.n);
+    dap_msg_free(m);
+
+    m = parse("{\"type\":\"response\",\"request_seq\":1}", 0);
+    assert_true(m->success); /* no `success`: succeeded, as in the SDKs */
+    assert_null(m->body.p);
+    assert_null(m->message);
+    dap_msg_free(m);
+
+    m = parse("{\"type\":\"event\",\"seq\":3,\"event\":\"apaevt_status\","
+              "\"body\":[1,2]}", 0);
+    assert_true(m->is_event);
+    assert_string_equal(m->event, "apaevt_status");
+    assert_memory_equal(m->body.p, "[1,2]", 5);
+    dap_msg_free(m);
+
+    assert_null(parse("{\"type\":\"response\"}", 0));           /* no request_seq */
+    assert_null(parse("{\"type\":\"request\",\"seq\":1}", 0));  /* not for a client */
+    assert_null(parse("{}", 0));
+    parse("[1]", -EPROTO);
+    parse("{\"type\":", -EPROTO);
+    parse("this is not json", -EPROTO);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -988,6 +1045,7 @@ int main(void)
         T(test_monitor_keys),
         T(test_monitor_delivery),
         T(test_preview),
+        cmocka_unit_test(test_client_decoding),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
