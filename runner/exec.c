@@ -90,16 +90,6 @@ extern char **environ;
 
 /* ============================================================ types */
 
-/* The last `max` bytes of a stream. Memory grows with the output up to
- * `max`, then the buffer wraps. */
-struct tail {
-    char *mem;    /* owned; NULL until the first byte */
-    size_t cap;   /* allocated bytes, <= max */
-    size_t max;   /* bytes kept */
-    size_t start; /* index of the oldest byte */
-    size_t len;   /* bytes held */
-};
-
 enum watch_kind { W_IN, W_OUT, W_PID };
 
 /* epoll_event.data.ptr of a run's fd; NULL is the eventfd. */
@@ -120,7 +110,7 @@ struct task {
     int pidfd, in_fd, out_fd; /* -1 when closed */
     size_t in_off;            /* pipeline bytes written */
     struct watch w_in, w_out, w_pid;
-    struct tail out;
+    struct out_tail out;
     int64_t term_at; /* mono ms: timeout; 0 = none */
     int64_t kill_at; /* mono ms: SIGKILL; 0 = none */
     int forced;      /* outcome decided by timeout/cancel */
@@ -264,74 +254,6 @@ static int pidfd_kill_(int pidfd, int sig)
 #endif
 }
 
-/* ============================================================ output tail */
-
-static void tail_push(struct tail *t, const char *p, size_t n)
-{
-    if (t->max == 0 || n == 0)
-        return;
-    if (n >= t->max) {
-        if (t->cap < t->max) {
-            free(t->mem);
-            t->mem = xmalloc(t->max);
-            t->cap = t->max;
-        }
-        memcpy(t->mem, p + (n - t->max), t->max);
-        t->start = 0;
-        t->len = t->max;
-        return;
-    }
-    if (t->len + n > t->cap && t->cap < t->max) {
-        /* Grow (linearising) before wrapping. */
-        size_t ncap = t->cap ? t->cap * 2 : 4096;
-        if (ncap < t->len + n)
-            ncap = t->len + n;
-        if (ncap > t->max)
-            ncap = t->max;
-        char *m = xmalloc(ncap);
-        size_t first = t->cap - t->start < t->len ? t->cap - t->start : t->len;
-        if (first)
-            memcpy(m, t->mem + t->start, first);
-        if (t->len > first)
-            memcpy(m + first, t->mem, t->len - first);
-        free(t->mem);
-        t->mem = m;
-        t->cap = ncap;
-        t->start = 0;
-    }
-    /* Now len + n <= cap, or cap == max and the oldest bytes go. */
-    if (t->len + n > t->cap) {
-        size_t drop = t->len + n - t->cap;
-        t->start = (t->start + drop) % t->cap;
-        t->len -= drop;
-    }
-    size_t pos = (t->start + t->len) % t->cap;
-    size_t first = t->cap - pos < n ? t->cap - pos : n;
-    memcpy(t->mem + pos, p, first);
-    if (n > first)
-        memcpy(t->mem, p + first, n - first);
-    t->len += n;
-}
-
-/* Take the tail as one NUL-terminated heap string (free()); t is emptied. */
-static char *tail_take(struct tail *t, size_t *len)
-{
-    char *s = xmalloc(t->len + 1);
-    size_t first = 0;
-    if (t->len) {
-        first = t->cap - t->start < t->len ? t->cap - t->start : t->len;
-        memcpy(s, t->mem + t->start, first);
-        if (t->len > first)
-            memcpy(s + first, t->mem, t->len - first);
-    }
-    s[t->len] = '\0';
-    *len = t->len;
-    free(t->mem);
-    t->mem = NULL;
-    t->cap = t->start = t->len = 0;
-    return s;
-}
-
 /* ============================================================ jobs */
 
 static void job_free(struct job *job)
@@ -365,7 +287,7 @@ static void task_free(struct task *t)
     close_fd(&t->pidfd);
     close_fd(&t->in_fd);
     close_fd(&t->out_fd);
-    free(t->out.mem);
+    out_tail_free(&t->out);
     job_free(t->job);
     free(t);
 }
@@ -466,7 +388,7 @@ static void finish(struct exec *x, struct task *t, enum store_outcome oc,
     n->ev.exit_code = exit_code;
     n->ev.signal = sig;
     n->ev.started = started != 0;
-    n->output = tail_take(&t->out, &n->ev.output_len);
+    n->output = out_tail_take(&t->out, &n->ev.output_len);
     n->ev.output = n->output;
 
     close_fd(&t->pidfd);
@@ -979,7 +901,7 @@ static void read_output(struct exec *x, struct task *t, int max_reads)
     for (int i = 0; i < max_reads && t->out_fd >= 0; i++) {
         ssize_t n = read(t->out_fd, x->scratch, READ_CHUNK);
         if (n > 0) {
-            tail_push(&t->out, x->scratch, (size_t)n);
+            out_tail_push(&t->out, x->scratch, (size_t)n);
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -1589,12 +1511,16 @@ static int exec_cancel(struct executor *base, int64_t run_id,
     return 0;
 }
 
-/* A run of a previous server: only a running one can have left processes. */
-static void exec_reclaim(struct executor *base, const struct store_run *r)
+/* A run of a previous server: only a running one can have left processes,
+ * and a process is never adopted, only stopped. */
+static bool exec_reclaim(struct executor *base, const struct sched_job *job,
+                         const struct store_run *r)
 {
     (void)base;
+    (void)job;
     if (r->outcome == STORE_RUN_RUNNING && r->pid > 0)
         exec_kill_stale(r->pid, r->pid_start);
+    return false;
 }
 
 static int exec_active(struct executor *base)

@@ -355,6 +355,8 @@ static const char *owner_verdict(const struct sched *s, const struct sched_dep *
                                  const struct store_key *k, double now,
                                  char *why, size_t whysz)
 {
+    if (strcmp(d->owner_key_id, SCHED_ENGINE_KEY_ID) == 0)
+        return NULL; /* the engine decides, at the run (sched_run_report) */
     if (strcmp(d->owner_key_id, SCHED_DEV_KEY_ID) == 0) {
         if (s->cfg.dev_key_present)
             return NULL;
@@ -953,18 +955,65 @@ struct undone {
 
 struct live_ctx {
     struct sched *s;
+    double now;
     struct undone *undone;        /* owned array */
     size_t n, cap;
+    struct store_run *running;    /* owned copies of the running rows */
+    size_t nrunning, caprunning;
+    int64_t adopted;              /* running rows the executor went on with */
+    int64_t interrupted;          /* ... and those it could not */
 };
 
-/* Running rows: stop what is left of them (they become interrupted). Queued
- * rows: kept for resume_undone. */
+/* A running row: the executor adopts it (its run goes on: a task on an
+ * engine outlives the server), or stops what is left of it, and the row
+ * becomes interrupted. */
+static void reclaim_running(struct live_ctx *lc, const struct store_run *r)
+{
+    struct sched *s = lc->s;
+    struct sched_dep *d = dep_find(s, r->user, r->project_id);
+    char *pipeline = NULL;
+    unsigned char *cred = NULL;
+    size_t cred_len = 0;
+    bool adopted = false;
+    if (s->exec.reclaim) {
+        struct sched_job job = {.run_id = r->id, .user = r->user,
+                                .project_id = r->project_id, .trigger = r->trigger};
+        bool have = store_dep_pipeline(s->store, r->user, r->project_id, &pipeline,
+                                       &cred, &cred_len) == 0;
+        if (have) {
+            job.pipeline = pipeline;
+            job.pipeline_len = strlen(pipeline);
+            job.credential = cred;
+            job.credential_len = cred_len;
+        }
+        adopted = s->exec.reclaim(s->exec.ud, have ? &job : NULL, r);
+    }
+    free(pipeline);
+    free(cred);
+    if (adopted) {
+        if (d)
+            d->run_id = r->id;
+        lc->adopted++;
+        return;
+    }
+    struct store_run_end end = {.outcome = STORE_RUN_INTERRUPTED, .at = lc->now,
+                                .reason = "server stopped while the run was in progress",
+                                .exit_code = -1};
+    if (store_run_finish(s->store, r->id, &end, NULL) == 0)
+        lc->interrupted++;
+}
+
+/* Running rows: kept for reclaim_running; queued rows: for resume_undone
+ * (both once the deployments are indexed). */
 static int take_live(const struct store_run *r, void *ud)
 {
     struct live_ctx *lc = ud;
     if (r->outcome == STORE_RUN_RUNNING) {
-        if (lc->s->exec.reclaim)
-            lc->s->exec.reclaim(lc->s->exec.ud, r);
+        if (lc->nrunning == lc->caprunning) {
+            lc->caprunning = lc->caprunning ? lc->caprunning * 2 : 16;
+            lc->running = xrealloc(lc->running, lc->caprunning * sizeof *lc->running);
+        }
+        store_run_copy(&lc->running[lc->nrunning++], r);
         return 0;
     }
     if (lc->n == lc->cap) {
@@ -1024,27 +1073,30 @@ int sched_load(struct sched *s, double now)
 {
     /* A run of the previous life may still be going: stop it, or it would
      * overlap the next run of its deployment. */
-    struct live_ctx live = {s, NULL, 0, 0};
+    struct live_ctx live = {.s = s, .now = now};
     int rc = store_run_list_live(s->store, take_live, &live);
-    int64_t interrupted = 0;
-    if (rc == 0)
-        rc = store_run_interrupt_running(s->store, now,
-                                         "server stopped while the run was in progress",
-                                         &interrupted);
-    if (interrupted)
-        log_warn("%lld run(s) were in progress when the server stopped: "
-                 "recorded as interrupted", (long long)interrupted);
     /* The missed rows and progress of every deployment, and what becomes of
      * the runs decided but not started: one transaction. */
     struct load_ctx lc = {s, now, 0, 0};
     if (rc == 0) {
         bool batch = store_batch_begin(s->store) == 0;
         rc = store_dep_list(s->store, NULL, load_one, &lc);
+        for (size_t i = 0; rc == 0 && i < live.nrunning; i++)
+            reclaim_running(&live, &live.running[i]);
         for (size_t i = 0; rc == 0 && i < live.n; i++)
             resume_undone(s, &live.undone[i], now);
         if (batch && store_batch_commit(s->store) != 0 && rc == 0)
             rc = RR_E_IO;
     }
+    if (live.interrupted)
+        log_warn("%lld run(s) were in progress when the server stopped: "
+                 "recorded as interrupted", (long long)live.interrupted);
+    if (live.adopted)
+        log_info("%lld run(s) in progress when the server stopped go on",
+                 (long long)live.adopted);
+    for (size_t i = 0; i < live.nrunning; i++)
+        store_run_clear(&live.running[i]);
+    free(live.running);
     for (size_t i = 0; i < live.n; i++) {
         free(live.undone[i].user);
         free(live.undone[i].project_id);
@@ -1345,7 +1397,7 @@ static void run_started(struct sched *s, const struct sched_report *rep)
 {
     struct store_run r;
     int rc = store_run_start(s->store, rep->run_id, rep->at, rep->pgid,
-                             rep->leader_start, NULL, &r);
+                             rep->leader_start, rep->task, &r);
     if (rc == RR_E_NOTFOUND || rc == RR_E_BUSY)
         return;
     if (rc) {
@@ -1363,7 +1415,7 @@ static void run_finished(struct sched *s, const struct sched_report *rep)
         .outcome = rep->outcome, .at = rep->at, .started = rep->started,
         .reason = rep->reason, .exit_code = rep->exit_code,
         .signal = rep->signal, .output = rep->output,
-        .output_len = rep->output_len,
+        .output_len = rep->output_len, .task = rep->task,
     };
     struct store_run r;
     int rc = store_run_finish(s->store, rep->run_id, &end, &r);
@@ -1382,6 +1434,10 @@ static void run_finished(struct sched *s, const struct sched_report *rep)
         s->stats.finished[rep->outcome]++;
         emit_run(s, SCHED_EV_RUN_FINISHED, &r, rep->at);
     }
+    /* The engine refused the owner's credential: retrying cannot help, so
+     * the deployment stops firing until it is removed and added again. */
+    if (d && rep->owner_refused && d->state != STORE_ERRORED)
+        set_errored(s, d, rep->owner_refused, rep->at);
     store_run_clear(&r);
 }
 

@@ -19,6 +19,10 @@
 #include "util/util.h"
 
 #define SCHED_DEV_KEY_ID "dev" /* owner_key_id of the ROCKETRIDE_APIKEY key */
+/* owner_key_id of deployments added with a RocketRide key (the engine
+ * checked it; no local key has this id): the engine checks the owner's
+ * credential again at every run, and its refusal errors the deployment. */
+#define SCHED_ENGINE_KEY_ID "engine"
 #define SCHED_TICK_LEAD 1.0    /* seconds ahead the server decides due ticks */
 
 struct sched;
@@ -43,10 +47,12 @@ struct sched_exec {
     int (*submit)(void *ud, const struct sched_job *job);
     /* Stop run_id, finishing it as `as`; 0 or RR_E_NOTFOUND. */
     int (*cancel)(void *ud, int64_t run_id, enum store_outcome as);
-    /* At start-up, for each run a previous life of the server left queued
-     * or running: stop whatever of it is still going (may be NULL). The
-     * run is recorded interrupted afterwards. */
-    void (*reclaim)(void *ud, const struct store_run *r);
+    /* At start-up, for each run a previous life of the server left
+     * running, with the job it is (may be NULL): true when the executor
+     * adopts it (it goes on, and is reported as usual); false when whatever
+     * of it is still going was stopped: the run is recorded interrupted. */
+    bool (*reclaim)(void *ud, const struct sched_job *job,
+                    const struct store_run *r);
     void *ud;
 };
 
@@ -69,6 +75,12 @@ struct sched_report {
     const char *output;        /* output tail (any bytes) */
     size_t output_len;
     bool started;              /* a process ran */
+    /* What a RocketRide engine said about the run's task, a JSON object
+     * (NULL: nothing; STARTED and FINISHED may both carry it). */
+    const char *task;
+    /* SCHED_RUN_FINISHED: the engine refused the owner's credential (this
+     * text says how): the deployment becomes errored. NULL otherwise. */
+    const char *owner_refused;
 };
 
 /* What watchers are told (the apaevt_deploy events); every pointer is

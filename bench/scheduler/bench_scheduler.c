@@ -309,10 +309,13 @@ static int bexec_cancel(struct executor *base, int64_t run_id,
     return x->inner ? executor_cancel(x->inner, run_id, as) : RR_E_NOTFOUND;
 }
 
-static void bexec_reclaim(struct executor *base, const struct store_run *r)
+static bool bexec_reclaim(struct executor *base, const struct sched_job *job,
+                          const struct store_run *r)
 {
     (void)base;
+    (void)job;
     (void)r;
+    return false;
 }
 
 static int bexec_active(struct executor *base)

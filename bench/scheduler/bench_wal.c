@@ -55,9 +55,11 @@ static int instant_cancel(struct executor *x, int64_t id, enum store_outcome as)
     return RR_E_NOTFOUND;
 }
 
-static void instant_reclaim(struct executor *x, const struct store_run *r)
+static bool instant_reclaim(struct executor *x, const struct sched_job *job,
+                            const struct store_run *r)
 {
-    (void)x, (void)r;
+    (void)x, (void)job, (void)r;
+    return false;
 }
 
 static int instant_active(struct executor *x)

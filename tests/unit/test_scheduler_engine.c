@@ -40,6 +40,7 @@ struct fx {
     int refuse;
     int stale_pgid;
     uint64_t stale_start;
+    bool adopt;         /* reclaim adopts running runs */
     /* events */
     char *events[MAX_EVENTS];
     int nevents;
@@ -77,13 +78,17 @@ static int fake_cancel(void *ud, int64_t run_id, enum store_outcome as)
     return 0;
 }
 
-static void fake_reclaim(void *ud, const struct store_run *r)
+static bool fake_reclaim(void *ud, const struct sched_job *job,
+                         const struct store_run *r)
 {
     struct fx *fx = ud;
-    if (r->outcome != STORE_RUN_RUNNING)
-        return;
+    assert_int_equal(r->outcome, STORE_RUN_RUNNING);
+    assert_non_null(job);
+    assert_int_equal(job->run_id, r->id);
+    assert_non_null(strstr(job->pipeline, "project_id"));
     fx->stale_pgid = r->pid;
     fx->stale_start = r->pid_start;
+    return fx->adopt;
 }
 
 /* Events are kept as text in the shape of their wire form ("action",
@@ -203,6 +208,16 @@ static void started(struct fx *fx, int64_t run_id, double at, int pgid,
     struct sched_report r = {.kind = SCHED_RUN_STARTED, .run_id = run_id,
                              .at = at, .pgid = pgid,
                              .leader_start = leader_start};
+    sched_run_report(fx->s, &r);
+}
+
+/* The run ended; the engine refused its owner's credential. */
+static void refused(struct fx *fx, int64_t run_id, double at, const char *why)
+{
+    struct sched_report r = {.kind = SCHED_RUN_FINISHED, .run_id = run_id,
+                             .at = at, .outcome = STORE_RUN_FAILED,
+                             .exit_code = -1, .reason = why,
+                             .owner_refused = why};
     sched_run_report(fx->s, &r);
 }
 
@@ -821,6 +836,61 @@ static void test_heap_order(void **state)
     assert_true(fired > 500);
 }
 
+/* A run on an engine outlives the server: after a restart the executor
+ * adopts it, the row stays running, no new run of it starts while it goes
+ * on, and its end is recorded as any other; the task record of its start is
+ * kept. */
+static void test_restart_adopts_running_run(void **state)
+{
+    struct fx *fx = *state;
+    add(fx, "p", "* * * * *", T0);
+    sched_tick(fx->s, T0 + 60, 0, 0);
+    struct sched_report st = {.kind = SCHED_RUN_STARTED, .run_id = fx->jobs[0],
+                              .at = T0 + 60.2, .task = "{\"token\":\"tk_1\"}"};
+    sched_run_report(fx->s, &st);
+    int64_t id = fx->jobs[0];
+    sched_free(fx->s);
+    fx->njobs = 0;
+    fx->adopt = true;
+    engine_start(fx, T0 + 90);
+    struct store_run r;
+    assert_int_equal(store_run_get(fx->st, id, &r), 0);
+    assert_int_equal(r.outcome, STORE_RUN_RUNNING);
+    assert_string_equal(r.task, "{\"token\":\"tk_1\"}");
+    store_run_clear(&r);
+    /* still running at 00:02: that tick is skipped, not run */
+    sched_tick(fx->s, T0 + 120, 0, 0);
+    assert_int_equal(fx->njobs, 0);
+    assert_int_equal(ledger(fx, "p").n[STORE_RUN_SKIPPED], 1);
+    finish(fx, id, STORE_RUN_SUCCEEDED, T0 + 130);
+    assert_int_equal(ledger(fx, "p").n[STORE_RUN_SUCCEEDED], 1);
+    sched_tick(fx->s, T0 + 180, 0, 0);
+    assert_int_equal(fx->njobs, 1);
+}
+
+/* The engine refused the owner's credential at a run: the run fails, the
+ * deployment is errored with the engine's words and never fires again. */
+static void test_engine_refusal_errors_the_deployment(void **state)
+{
+    struct fx *fx = *state;
+    add(fx, "p", "* * * * *", T0);
+    sched_tick(fx->s, T0 + 60, 0, 0);
+    assert_int_equal(fx->njobs, 1);
+    refused(fx, fx->jobs[0], T0 + 61, "the engine refused the owner's credential: API key revoked");
+    enum store_state stt;
+    assert_int_equal(sched_lookup(fx->s, "alice", "p", &stt), 0);
+    assert_int_equal(stt, STORE_ERRORED);
+    assert_int_equal(has_event(fx, "\"state\":\"errored\""), 1);
+    assert_int_equal(has_event(fx, "API key revoked"), 2); /* the run and the state */
+    struct store_dep d;
+    assert_int_equal(store_dep_get(fx->st, "alice", "p", &d), 0);
+    assert_non_null(strstr(d.error, "API key revoked"));
+    store_dep_clear(&d);
+    for (double t = T0 + 120; t <= T0 + 600; t += 60)
+        sched_tick(fx->s, t, 0, 0);
+    assert_int_equal(fx->njobs, 1);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -847,6 +917,8 @@ int main(void)
         T(test_crash_between_tick_commits_counts_once),
         T(test_heap_order),
         T(test_credential_reaches_the_job),
+        T(test_restart_adopts_running_run),
+        T(test_engine_refusal_errors_the_deployment),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
