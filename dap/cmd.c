@@ -13,6 +13,7 @@
  * verdicts; server.c holds the session meanwhile).
  * Thread: service thread only. */
 #include "dap/dap_internal.h"
+#include "util/vault.h"
 
 #include <math.h>
 #include <sodium.h>
@@ -279,7 +280,7 @@ static int engine_ok(struct dap_app *app, struct dap_session *ss,
                  e.msg[0] ? e.msg : "too long");
         return auth_fail(app, ss, res, msg, false);
     }
-    snprintf(k.id, sizeof k.id, "%s", DAP_ENGINE_KEY_ID);
+    snprintf(k.id, sizeof k.id, "%s", SCHED_ENGINE_KEY_ID);
     /* the team's task rights; org.admin is rrdeploy's own (its keys) */
     k.perms = id->perms & STORE_PERM_ALL;
     k.created_at = dap__now(app);
@@ -713,6 +714,37 @@ static int cmd_monitor(struct dap_app *app, struct dap_session *ss,
 
 /* ---------------------------------------------------------------- deploy */
 
+/* With an engine, what a deployment's runs authenticate with: the caller's
+ * RocketRide key, sealed for this deployment (*out, free()); or, for a
+ * caller signed in with a local key, nothing (*out NULL: the runs use the
+ * service credential) -- refused when the server has none, rather than
+ * accepted to fail at every run. Without an engine: nothing. */
+static int owner_credential(struct dap_app *app, const struct dap_session *ss,
+                            const char *project_id, struct dap_res *res,
+                            unsigned char **out, size_t *outn)
+{
+    *out = NULL;
+    *outn = 0;
+    if (!app->vault)
+        return 0;
+    const char *key = dap__session_credential(ss);
+    if (key) {
+        if (vault_seal(app->vault, ss->key.user, project_id, key, strlen(key),
+                       out, outn) != 0)
+            return dap__fail(res, DAP_INTERNAL,
+                             "Internal error: the credential could not be sealed");
+        return 0;
+    }
+    if (!app->service_credential)
+        return dap__fail(res, DAP_FORBIDDEN,
+                         "This server runs pipelines on a RocketRide engine as "
+                         "their owner: sign in with your RocketRide API key to "
+                         "add deployments (deployments of local keys need a "
+                         "service credential, --engine-key-file, which this "
+                         "server has not)");
+    return 0;
+}
+
 static int cmd_add(struct dap_app *app, struct dap_session *ss,
                    struct dap_req *req, struct dap_res *res)
 {
@@ -748,8 +780,14 @@ static int cmd_add(struct dap_app *app, struct dap_session *ss,
     d.schedule = (char *)json_string_value(jsched);
     d.created_by = ss->key.user;
     d.owner_key_id = (char *)owner_key_id(ss);
+    if ((rc = owner_credential(app, ss, project_id, res, &d.credential,
+                               &d.credential_len)) != 0) {
+        buf_free(&text);
+        goto out;
+    }
     struct err e = {0};
     rc = sched_add(app->sched, &d, cx, app->cfg->max_deployments, dap__now(app), &e);
+    free(d.credential);
     cx = NULL; /* taken */
     if (rc)
         rc = fail_sched(res, rc, &e);
@@ -929,7 +967,18 @@ static int cmd_update(struct dap_app *app, struct dap_session *ss,
         ch.set_state = true;
     }
     struct err e = {0};
+    /* A RocketRide key that updates a deployment becomes the one its runs
+     * use. */
+    unsigned char *cred = NULL;
+    if (dap__session_credential(ss) &&
+        owner_credential(app, ss, project_id, res, &cred, &ch.credential_len) != 0) {
+        rc = -1;
+        goto out;
+    }
+    ch.set_credential = cred != NULL;
+    ch.credential = cred;
     rc = sched_update(app->sched, ss->key.user, project_id, &ch, dap__now(app), &e);
+    free(cred);
     if (rc)
         fail_sched(res, rc, &e);
     else

@@ -54,12 +54,11 @@ struct dap_identity {
     unsigned perms;                 /* STORE_PERM_* it grants on its default team */
 };
 
-/* The key id a session authenticated by the engine carries (store_key.id,
- * and so the owner_key_id of what it adds); no local key has it. */
-#define DAP_ENGINE_KEY_ID "engine"
 
 /* What the server borrows from the daemon that runs it, for its whole life. */
 struct uv_loop_s; /* libuv's uv_loop_t */
+struct dap_engine_state;
+struct vault;
 struct dap_env {
     struct uv_loop_s *loop;    /* lws joins it */
     struct store *store;       /* the service thread's connection */
@@ -70,12 +69,21 @@ struct dap_env {
     void (*pass_done)(void *ud);
     /* Runs queued or running, for /healthz and /metrics. */
     int (*runs_in_progress)(void *ud);
+    const char *executor;      /* how runs run ("exec", "rocketride"), a label */
+    /* With an engine (NULL without): its state, for /healthz and /metrics. */
+    void (*engine_state)(void *ud, struct dap_engine_state *out);
     /* With an engine (NULL without): check a RocketRide credential with it.
      * key is borrowed for the call. The verdict comes back later, on the
      * loop thread, through dap_server_identified(srv, ticket, ...). 0, or a
      * negative code when the engine cannot be asked now (then no verdict
      * comes for ticket). */
     int (*identify)(void *ud, const char *key, uint64_t ticket);
+    /* With an engine: seals the credential `add` and `update` keep with a
+     * deployment (its owner's, for the runs). NULL without an engine. */
+    const struct vault *vault;
+    /* With an engine: deployments added with local keys run with the
+     * server's service credential; without one, their add is refused. */
+    bool service_credential;
     void *ud;
 };
 
@@ -118,5 +126,22 @@ void dap_server_event(struct dap_server *srv, const struct sched_event *ev);
  * after the loop has run them, releases the rest. NULL is fine for both. */
 void dap_server_close(struct dap_server *srv);
 void dap_server_free(struct dap_server *srv);
+
+/* What /healthz and /metrics say of the RocketRide engine runs go to
+ * (serve --engine); the executor fills it. */
+enum dap_engine_request { DAP_ENGINE_REQ_AUTH, DAP_ENGINE_REQ_MONITOR, DAP_ENGINE_REQ_STATUS,
+                          DAP_ENGINE_REQ_EXECUTE, DAP_ENGINE_REQ_TERMINATE,
+                          DAP_ENGINE_NREQUESTS };
+extern const char *const dap_engine_request_names[DAP_ENGINE_NREQUESTS];
+struct dap_engine_state {
+    const char *url;            /* normalised; borrowed */
+    bool reachable;             /* the last connection attempt succeeded */
+    double since;               /* wall clock of the last change; 0 = never tried */
+    char why[160];              /* why not reachable */
+    uint64_t connects;          /* connections that opened */
+    uint64_t connect_failures;  /* ... that could not */
+    uint64_t requests[DAP_ENGINE_NREQUESTS];
+    uint64_t owner_refusals;    /* owners' credentials refused at a run */
+};
 
 #endif

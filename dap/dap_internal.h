@@ -67,6 +67,9 @@ struct dap_app {
     int64_t mono_ahead_ms;         /* tests: added to the monotonic clock */
     struct dap_server *server;     /* the server it belongs to; NULL when
                                       the message layer runs alone (tests) */
+    /* With an engine (env->vault, NULL without): seals owners' keys. */
+    const struct vault *vault;
+    bool service_credential;       /* env->service_credential */
 };
 
 /* The wall clock, float Unix seconds. */
@@ -280,7 +283,7 @@ struct dap_session {
     int auth_attempts;
     bool dev;              /* authenticated with the ROCKETRIDE_APIKEY key */
     bool engine;           /* authenticated by the RocketRide engine: key.id
-                              is DAP_ENGINE_KEY_ID, key.user its userId */
+                              is SCHED_ENGINE_KEY_ID, key.user its userId */
     struct store_key key;  /* the authenticated key (user, perms, id) */
     char *cred;            /* owned (sodium_malloc, wiped when freed): the
                               engine credential of an engine session; NULL
@@ -378,6 +381,7 @@ void dap__write_connect_result(struct buf *b, const struct store_key *k);
 /* GET /healthz. */
 struct dap_health {
     const char *db_error;          /* NULL when the database is fine */
+    const struct dap_engine_state *engine; /* NULL without an engine */
     double uptime_s;
     uint64_t deployments;
     int runs_in_progress;
@@ -447,6 +451,8 @@ size_t dap__cmd_slot(const struct dap_cmd *c); /* DAP_CMD_SLOTS - 1 for NULL */
 
 /* metrics.c: the Prometheus text exposition (format 0.0.4). */
 struct dap_gauges {
+    const char *executor;       /* label of the runs counters */
+    const struct dap_engine_state *engine; /* NULL without an engine */
     uint64_t connections;       /* open WebSocket sessions */
     uint64_t unauthenticated;   /* ... counted as not authenticated */
     uint64_t runs_in_progress;  /* queued or running in the runner */

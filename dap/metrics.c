@@ -9,6 +9,10 @@
 
 #include <string.h>
 
+const char *const dap_engine_request_names[DAP_ENGINE_NREQUESTS] = {
+    "auth", "rrext_monitor", "rrext_get_task_status", "execute", "terminate",
+};
+
 const char *const dap__engine_auth_names[DAP_ENGINE_AUTH_RESULTS] = {
     [DAP_ENGINE_ACCEPTED] = "accepted",
     [DAP_ENGINE_REFUSED] = "refused",
@@ -85,6 +89,31 @@ static void render_connections(struct buf *b, const struct dap_app *app,
                    (unsigned long long)m->engine_auth[r]);
 }
 
+/* The engine runs go to (serve --engine). */
+static void render_engine(struct buf *b, const struct dap_engine_state *en)
+{
+    help(b, "rrdeploy_engine_reachable", "gauge",
+         "1 when the last connection to the RocketRide engine opened.");
+    buf_printf(b, "rrdeploy_engine_reachable %d\n", en->reachable ? 1 : 0);
+    help(b, "rrdeploy_engine_connects_total", "counter",
+         "Connections to the engine that opened.");
+    buf_printf(b, "rrdeploy_engine_connects_total %llu\n",
+               (unsigned long long)en->connects);
+    help(b, "rrdeploy_engine_connect_failures_total", "counter",
+         "Connections to the engine that could not be opened.");
+    buf_printf(b, "rrdeploy_engine_connect_failures_total %llu\n",
+               (unsigned long long)en->connect_failures);
+    help(b, "rrdeploy_engine_requests_total", "counter",
+         "Requests sent to the engine, by command.");
+    for (int i = 0; i < DAP_ENGINE_NREQUESTS; i++)
+        buf_printf(b, "rrdeploy_engine_requests_total{command=\"%s\"} %llu\n",
+                   dap_engine_request_names[i], (unsigned long long)en->requests[i]);
+    help(b, "rrdeploy_engine_owner_refusals_total", "counter",
+         "Runs whose owner's credential the engine refused.");
+    buf_printf(b, "rrdeploy_engine_owner_refusals_total %llu\n",
+               (unsigned long long)en->owner_refusals);
+}
+
 void dap__metrics_render(struct buf *b, const struct dap_app *app,
                          const struct dap_gauges *g)
 {
@@ -129,7 +158,8 @@ void dap__metrics_render(struct buf *b, const struct dap_app *app,
          "Runs finished, by outcome (skipped and missed ticks are counted in "
          "rrdeploy_skipped_ticks_total).");
     for (int o = STORE_RUN_SUCCEEDED; o <= STORE_RUN_INTERRUPTED; o++)
-        buf_printf(b, "rrdeploy_runs_total{outcome=\"%s\"} %llu\n",
+        buf_printf(b, "rrdeploy_runs_total{executor=\"%s\",outcome=\"%s\"} %llu\n",
+                   g->executor ? g->executor : "exec",
                    store_outcome_name((enum store_outcome)o),
                    (unsigned long long)ss->finished[o]);
     help(b, "rrdeploy_runs_started_total", "counter",
@@ -154,4 +184,7 @@ void dap__metrics_render(struct buf *b, const struct dap_app *app,
          "Seconds from a tick's due instant to its decision.");
     histogram(b, "rrdeploy_fire_lateness_seconds", late_bounds,
               SCHED_LATENESS_NBUCKETS, ss->lateness_bucket, ss->lateness_sum);
+    if (g->engine)
+        render_engine(b, g->engine);
 }
+

@@ -680,7 +680,11 @@ static void health_body(struct dap_server *srv, struct buf *b, int *status)
         log_error("health check: %s", e.msg);
     uint64_t deps[3];
     sched_count_states(srv->app.sched, deps);
+    struct dap_engine_state eng;
+    if (srv->env->engine_state)
+        srv->env->engine_state(srv->env->ud, &eng);
     struct dap_health h = {
+        .engine = srv->env->engine_state ? &eng : NULL,
         .db_error = rc ? e.msg : NULL,
         .uptime_s = time_now_real() - srv->app.started_at,
         .deployments = deps[0] + deps[1] + deps[2],
@@ -692,7 +696,12 @@ static void health_body(struct dap_server *srv, struct buf *b, int *status)
 
 static void metrics_body(struct dap_server *srv, struct buf *b)
 {
-    struct dap_gauges g = {0};
+    struct dap_gauges g = {.executor = srv->env->executor};
+    struct dap_engine_state eng;
+    if (srv->env->engine_state) {
+        srv->env->engine_state(srv->env->ud, &eng);
+        g.engine = &eng;
+    }
     for (struct pss *p = srv->sessions; p; p = p->next) {
         g.connections++;
         g.unauthenticated += p->unauth.gen != 0;
@@ -966,6 +975,8 @@ int dap_server_start(const struct dap_config *cfg, const struct dap_env *env,
     srv->app.sched = env->sched;
     srv->app.clock = env->clock;
     srv->app.test_hooks = env->clock->fixed; /* only a test clock allows them */
+    srv->app.vault = env->vault;
+    srv->app.service_credential = env->service_credential;
     srv->app.started_at = time_now_real();
     struct dap_guard_config gc;
     dap__guard_config_defaults(&gc);

@@ -221,6 +221,23 @@ void dap__write_health(struct buf *b, const struct dap_health *h)
     buf_i64(b, h->runs_in_progress);
     buf_puts(b, ",\"stopping\":");
     buf_puts(b, h->stopping ? "true" : "false");
+    if (h->engine) {
+        const struct dap_engine_state *en = h->engine;
+        buf_puts(b, ",\"engine\":{\"url\":");
+        buf_json_cstr(b, en->url);
+        buf_puts(b, ",\"reachable\":");
+        buf_puts(b, en->reachable ? "true" : "false");
+        buf_puts(b, ",\"since\":");
+        if (en->since > 0)
+            buf_json_time(b, en->since);
+        else
+            buf_puts(b, "null");
+        if (!en->reachable && en->why[0]) {
+            buf_puts(b, ",\"why\":");
+            buf_json_cstr(b, en->why);
+        }
+        buf_putc(b, '}');
+    }
     buf_puts(b, "}\n");
 }
 

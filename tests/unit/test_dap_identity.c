@@ -416,7 +416,7 @@ static void test_deferred_answer_then_held_messages(void **state)
     assert_true(c->ss.engine);
     assert_false(c->ss.dev);
     assert_string_equal(c->ss.key.user, "bob");
-    assert_string_equal(c->ss.key.id, DAP_ENGINE_KEY_ID);
+    assert_string_equal(c->ss.key.id, SCHED_ENGINE_KEY_ID);
     assert_string_equal(c->ss.key.label, "");
     assert_int_equal(c->ss.key.perms, STORE_PERM_ALL);
     assert_int_equal(dap__session_wait(&c->ss, NULL), DAP_WAIT_NONE);
