@@ -22,6 +22,7 @@
 #include <sodium.h>
 
 #include "cli/cli_internal.h"
+#include "dap/client.h"
 #include "runner/executor.h"
 #include "runner/runner.h"
 #include "scheduler/cron.h"
@@ -216,6 +217,9 @@ enum {
     OPT_PASS_ENV,
     OPT_OUTPUT_MAX,
     OPT_ADMIN_KEY_FILE,
+    OPT_ENGINE,
+    OPT_ENGINE_KEY_FILE,
+    OPT_SECRET_FILE,
 };
 
 /* A size in bytes: digits, then optionally K (KiB) or M (MiB). 0 and *out
@@ -264,6 +268,17 @@ static int parse_run_option(int c, const char *arg, struct serve_args *a)
         if (!*arg)
             return cli__fail(CLI_EXIT_FAILED, "--admin-key-file: empty path");
         a->admin_key_file = arg;
+    } else if (c == OPT_ENGINE) {
+        struct dap_url u;
+        if (dap_url_parse(arg, &u, &e))
+            return cli__fail(CLI_EXIT_FAILED, "--engine: %s", e.msg);
+        cfg->engine_url = arg;
+    } else if (c == OPT_ENGINE_KEY_FILE || c == OPT_SECRET_FILE) {
+        if (!*arg)
+            return cli__fail(CLI_EXIT_FAILED, "%s: empty path",
+                             c == OPT_SECRET_FILE ? "--secret-file"
+                                                  : "--engine-key-file");
+        *(c == OPT_SECRET_FILE ? &cfg->secret_file : &cfg->engine_key_file) = arg;
     }
     return 0;
 }
@@ -292,6 +307,9 @@ static int parse_serve_args(int argc, char **argv, struct serve_args *a)
         {"pass-env", required_argument, NULL, OPT_PASS_ENV},
         {"output-max", required_argument, NULL, OPT_OUTPUT_MAX},
         {"admin-key-file", required_argument, NULL, OPT_ADMIN_KEY_FILE},
+        {"engine", required_argument, NULL, OPT_ENGINE},
+        {"engine-key-file", required_argument, NULL, OPT_ENGINE_KEY_FILE},
+        {"secret-file", required_argument, NULL, OPT_SECRET_FILE},
         {"max-unauth-per-address", required_argument, NULL, 'U'},
 #ifdef RRDEPLOY_TEST_HOOKS
         {"test-clock", optional_argument, NULL, 'T'},
@@ -382,6 +400,9 @@ static int parse_serve_args(int argc, char **argv, struct serve_args *a)
         case OPT_PASS_ENV:
         case OPT_OUTPUT_MAX:
         case OPT_ADMIN_KEY_FILE:
+        case OPT_ENGINE:
+        case OPT_ENGINE_KEY_FILE:
+        case OPT_SECRET_FILE:
             if (parse_run_option(c, optarg, a))
                 return CLI_EXIT_FAILED;
             break;
@@ -402,6 +423,12 @@ static int parse_serve_args(int argc, char **argv, struct serve_args *a)
     if (optind < argc)
         return cli__fail(CLI_EXIT_FAILED, "serve: unexpected argument '%s'",
                          argv[optind]);
+    if (cfg->engine_url && cfg->exec_cmd)
+        return cli__fail(CLI_EXIT_FAILED, "--engine and --exec are two ways of "
+                         "running pipelines: give one of them");
+    if (!cfg->engine_url && (cfg->engine_key_file || cfg->secret_file))
+        return cli__fail(CLI_EXIT_FAILED, "%s needs --engine",
+                         cfg->engine_key_file ? "--engine-key-file" : "--secret-file");
     if (!cfg->dap.tls_cert != !cfg->dap.tls_key)
         return cli__fail(CLI_EXIT_FAILED,
                          "--tls-cert and --tls-key go together");
@@ -436,7 +463,15 @@ static int serve(struct serve_args *a)
         return CLI_EXIT_FAILED;
     }
     log_info("rrdeploy %s, database %s", RRDEPLOY_VERSION, a->db);
+    char *secret = NULL;
+    if (a->cfg.engine_url && !a->cfg.secret_file) { /* beside the database */
+        struct buf b;
+        buf_init(&b, 0);
+        buf_printf(&b, "%s.secret", a->db);
+        a->cfg.secret_file = secret = buf_take(&b, NULL);
+    }
     int rc = runner_serve(&a->cfg, st);
+    free(secret);
     store_close(st);
     return rc ? CLI_EXIT_FAILED : CLI_EXIT_OK;
 }

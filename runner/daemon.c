@@ -24,14 +24,20 @@
  * wake (uv_async_send). */
 #include "runner/runner.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <math.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "runner/executor.h"
+#include "util/vault.h"
 
 #define KEYS_POLL_MS 250
 #define TICK_MAX_SLEEP_S 60.0            /* re-read the wall clock at least this often */
@@ -50,6 +56,8 @@ struct daemon {
     uv_signal_t sig_term, sig_int;
     bool handles_open;
     struct executor *exec;           /* owned */
+    bool engine;                     /* exec is the rocketride executor */
+    struct vault *vault;             /* owned: seals owners' credentials */
     struct sched *sched;             /* owned */
     struct dap_env env;
     struct dap_server *dap;          /* owned */
@@ -120,11 +128,29 @@ static void wake_loop(void *ud)
     uv_async_send(&d->wake);
 }
 
+/* rocketride_drain_identities: a verdict goes to the session waiting. */
+static void on_verdict(void *ud, uint64_t ticket, const struct dap_identity *id,
+                       bool refused, const char *why)
+{
+    struct daemon *d = ud;
+    if (d->dap)
+        dap_server_identified(d->dap, ticket, id, refused, why);
+}
+
+/* dap_env.identify */
+static int identify(void *ud, const char *key, uint64_t ticket)
+{
+    struct daemon *d = ud;
+    return rocketride_identify(d->exec, key, ticket);
+}
+
 /* At most REPORTS_CHUNK reports a turn, like ticks: ten thousand runs
  * ending at once are recorded in short turns, requests served between. */
 static void on_wake(uv_async_t *h)
 {
     struct daemon *d = h->data;
+    if (d->engine)
+        rocketride_drain_identities(d->exec, on_verdict, d);
     if (record_reports(d, REPORTS_CHUNK) == REPORTS_CHUNK)
         uv_async_send(&d->wake); /* the rest in the next turn */
     if (d->stopping && executor_active(d->exec) == 0)
@@ -150,6 +176,12 @@ static int runs_in_progress(void *ud)
 {
     struct daemon *d = ud;
     return executor_active(d->exec);
+}
+
+static void engine_state(void *ud, struct dap_engine_state *out)
+{
+    struct daemon *d = ud;
+    rocketride_state(d->exec, out);
 }
 
 /* ---------------------------------------------------------------- keys */
@@ -184,7 +216,7 @@ static void begin_shutdown(struct daemon *d)
     dap_server_stop_accepting(d->dap);
     uv_timer_stop(&d->tick);
     int active = executor_active(d->exec);
-    if (active == 0) {
+    if (active == 0 || d->exec->ops->detaches) {
         uv_stop(&d->loop);
         return;
     }
@@ -210,7 +242,12 @@ static void finish_shutdown(struct daemon *d)
 {
     record_reports(d, 0);
     int64_t n = 0;
-    if (store_run_interrupt_running(d->store, clock_now(&d->clock),
+    if (d->exec->ops->detaches) { /* their tasks go on: the next start follows them */
+        int active = executor_active(d->exec);
+        if (active)
+            log_info("%d run(s) go on on the engine; the next start follows them",
+                     active);
+    } else if (store_run_interrupt_running(d->store, clock_now(&d->clock),
                                     "server shut down before the run finished",
                                     &n) == 0 &&
         n > 0)
@@ -234,9 +271,82 @@ void runner_config_defaults(struct runner_config *cfg)
     cfg->output_max = EXEC_OUTPUT_DEFAULT;
 }
 
-/* The executor and the scheduler; stale runs reclaimed, missed ticks
- * recorded. */
-static int start_runs(struct daemon *d)
+/* The service credential of --engine-key-file, in guarded memory
+ * (sodium_free), trailing white space removed. Like every secret file, it
+ * must not be readable by group or others. NULL with the reason logged. */
+static char *read_key_file(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        log_error("--engine-key-file %s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode) || (st.st_mode & 077) || st.st_size > 4096) {
+        log_error("--engine-key-file %s: %s", path,
+                  !S_ISREG(st.st_mode) ? "not a regular file"
+                  : st.st_size > 4096   ? "larger than a key can be"
+                                        : "readable by others: run chmod 600 on it");
+        close(fd);
+        return NULL;
+    }
+    char *key = sodium_malloc((size_t)st.st_size + 1);
+    ssize_t n = read(fd, key, (size_t)st.st_size);
+    close(fd);
+    if (n < 0)
+        n = 0;
+    while (n > 0 && (key[n - 1] == '\n' || key[n - 1] == '\r' ||
+                     key[n - 1] == ' ' || key[n - 1] == '\t'))
+        n--;
+    key[n] = '\0';
+    if (n == 0) {
+        log_error("--engine-key-file %s: empty", path);
+        sodium_free(key);
+        return NULL;
+    }
+    return key;
+}
+
+/* The rocketride executor: the vault that opens owners' credentials, the
+ * service credential, the engine. */
+static int start_engine(struct daemon *d)
+{
+    const struct runner_config *cfg = d->cfg;
+    struct err e = {0};
+    if (vault_open(cfg->secret_file, &d->vault, &e) != 0) {
+        log_error("cannot open the secret that seals credentials: %s", e.msg);
+        return RR_E_IO;
+    }
+    char *service = NULL;
+    if (cfg->engine_key_file && !(service = read_key_file(cfg->engine_key_file)))
+        return RR_E_INVAL;
+    struct rocketride_config rc;
+    rocketride_config_defaults(&rc);
+    rc.url = cfg->engine_url;
+    rc.vault = d->vault;
+    rc.service_key = service;
+    rc.max_runs = cfg->max_runs;
+    rc.timeout_s = cfg->run_timeout_s;
+    rc.output_max = cfg->output_max;
+    rc.wake = wake_loop;
+    rc.wake_ud = d;
+    d->exec = rocketride_new(&rc, &e);
+    if (service)
+        sodium_free(service);
+    if (!d->exec) {
+        log_error("cannot start the engine executor: %s", e.msg);
+        return RR_E_INVAL;
+    }
+    d->engine = true;
+    if (!cfg->engine_key_file)
+        log_info("no --engine-key-file: only clients signed in with a RocketRide "
+                 "key can add deployments");
+    return 0;
+}
+
+static int start_exec(struct daemon *d)
 {
     const struct runner_config *cfg = d->cfg;
     struct exec_config ec;
@@ -257,6 +367,19 @@ static int start_runs(struct daemon *d)
         log_error("cannot start the executor: %s", e.msg);
         return RR_E_INTERNAL;
     }
+    if (!cfg->exec_cmd)
+        log_warn("no --exec or --engine: runs will fail with 'no executor configured'");
+    return 0;
+}
+
+/* The executor and the scheduler; stale runs reclaimed, missed ticks
+ * recorded. */
+static int start_runs(struct daemon *d)
+{
+    const struct runner_config *cfg = d->cfg;
+    int rc = cfg->engine_url ? start_engine(d) : start_exec(d);
+    if (rc)
+        return rc;
     struct sched_config sc;
     sched_config_defaults(&sc);
     sc.default_zone = cfg->default_zone;
@@ -271,8 +394,6 @@ static int start_runs(struct daemon *d)
         log_error("cannot load deployments from the database");
         return RR_E_IO;
     }
-    if (!cfg->exec_cmd)
-        log_warn("no --exec command: runs will fail with 'no executor configured'");
     return 0;
 }
 
@@ -299,6 +420,11 @@ static int start_serving(struct daemon *d)
         .clock = &d->clock,
         .pass_done = on_pass_done,
         .runs_in_progress = runs_in_progress,
+        .executor = d->exec->ops->name,
+        .engine_state = d->engine ? engine_state : NULL,
+        .identify = d->engine ? identify : NULL,
+        .vault = d->vault,
+        .service_credential = d->cfg->engine_key_file != NULL,
         .ud = d,
     };
     int rc = dap_server_start(&d->cfg->dap, &d->env, &d->dap);
@@ -388,5 +514,6 @@ int runner_serve(const struct runner_config *cfg, struct store *st)
     if (uv_loop_close(&d.loop) != 0)
         log_warn("the event loop still had open handles at exit");
     sched_free(d.sched);
+    vault_free(d.vault);
     return rc;
 }

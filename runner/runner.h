@@ -19,6 +19,9 @@ struct runner_config {
     const char *port_file;     /* write the bound port here once listening */
     const char *default_zone;  /* schedules without CRON_TZ= ("UTC") */
     const char *exec_cmd;      /* --exec: shell command per run, or NULL */
+    const char *engine_url;    /* --engine: runs on a RocketRide engine, or NULL */
+    const char *engine_key_file; /* --engine-key-file: the service credential */
+    const char *secret_file;   /* --secret-file: seals owners' credentials */
     double run_timeout_s;      /* --run-timeout (3600) */
     int max_runs;              /* --max-runs (64) */
     int64_t keep_runs;         /* --keep-runs (100) */
