@@ -404,6 +404,36 @@ static int64_t run_request(struct rr *x, struct run *r, enum dap_engine_request 
     return dap_up_request(r->conn, command, args, n);
 }
 
+/* A request whose arguments are the run's task token. */
+static int64_t token_request(struct rr *x, struct run *r, enum dap_engine_request k,
+                             const char *command)
+{
+    struct buf args;
+    buf_init(&args, 0);
+    buf_puts(&args, "{\"token\":");
+    buf_json_cstr(&args, r->token);
+    buf_putc(&args, '}');
+    int64_t seq = run_request(x, r, k, command, buf_data(&args), args.len);
+    buf_free(&args);
+    return seq;
+}
+
+/* `auth` with key on c; the request text, which holds the key, is wiped. */
+static int64_t auth_request(struct rr *x, struct dap_up_conn *c, const char *key)
+{
+    struct buf args;
+    buf_init(&args, 0);
+    buf_puts(&args, "{\"auth\":");
+    buf_json_cstr(&args, key);
+    buf_puts(&args, ",\"clientName\":\"rrdeploy\",\"clientVersion\":\""
+                    RRDEPLOY_VERSION "\"}");
+    count_request(x, DAP_ENGINE_REQ_AUTH);
+    int64_t seq = dap_up_request(c, "auth", buf_data(&args), args.len);
+    sodium_memzero(buf_data(&args), args.len);
+    buf_free(&args);
+    return seq;
+}
+
 /* ---------------------------------------------------------------- the task record */
 
 static void put_number(struct buf *b, const char *key, json_t *v)
@@ -563,14 +593,7 @@ static void send_auth(struct rr *x, struct run *r)
         finish(x, r, STORE_RUN_FAILED, why, NULL);
         return;
     }
-    struct buf args;
-    buf_init(&args, 0);
-    buf_puts(&args, "{\"auth\":");
-    buf_json_cstr(&args, key);
-    buf_puts(&args, ",\"clientName\":\"rrdeploy\",\"clientVersion\":\"" RRDEPLOY_VERSION "\"}");
-    r->seq_auth = run_request(x, r, DAP_ENGINE_REQ_AUTH, "auth", buf_data(&args), args.len);
-    sodium_memzero(buf_data(&args), args.len);
-    buf_free(&args);
+    r->seq_auth = auth_request(x, r->conn, key);
     vault_text_free(key);
 }
 
@@ -599,13 +622,8 @@ static void look(struct rr *x, struct run *r)
     buf_json_cstr(&args, r->source);
     buf_puts(&args, ",\"types\":[\"summary\",\"task\",\"output\",\"detail\"]}");
     run_request(x, r, DAP_ENGINE_REQ_MONITOR, "rrext_monitor", buf_data(&args), args.len);
-    buf_reset(&args);
-    buf_puts(&args, "{\"token\":");
-    buf_json_cstr(&args, r->token);
-    buf_putc(&args, '}');
-    int64_t seq = run_request(x, r, DAP_ENGINE_REQ_STATUS, "rrext_get_task_status",
-                              buf_data(&args), args.len);
     buf_free(&args);
+    int64_t seq = token_request(x, r, DAP_ENGINE_REQ_STATUS, "rrext_get_task_status");
     if (r->exec_sent) {          /* back after a lost connection, or adopted */
         r->exec_answered = true; /* the status says what became of it */
         r->phase = PH_FOLLOWING;
@@ -654,13 +672,7 @@ static void send_terminate(struct rr *x, struct run *r)
         return; /* r->stop is set: look() sends it once the connection is back */
     r->phase = PH_STOPPING;
     r->deadline = ms_after(x->cfg.stop_timeout_s);
-    struct buf args;
-    buf_init(&args, 0);
-    buf_puts(&args, "{\"token\":");
-    buf_json_cstr(&args, r->token);
-    buf_putc(&args, '}');
-    r->seq_term = run_request(x, r, DAP_ENGINE_REQ_TERMINATE, "terminate", buf_data(&args), args.len);
-    buf_free(&args);
+    r->seq_term = token_request(x, r, DAP_ENGINE_REQ_TERMINATE, "terminate");
 }
 
 /* rrdeploy stops the task: a cancel, the timeout, the window's end. */
@@ -1084,14 +1096,7 @@ static void run_tick(struct rr *x, struct run *r, int64_t now)
     }
     if (r->phase == PH_FOLLOWING && r->conn && r->opened && !r->polling &&
         r->next_poll && now >= r->next_poll) {
-        struct buf args;
-        buf_init(&args, 0);
-        buf_puts(&args, "{\"token\":");
-        buf_json_cstr(&args, r->token);
-        buf_putc(&args, '}');
-        r->seq_poll = run_request(x, r, DAP_ENGINE_REQ_STATUS, "rrext_get_task_status",
-                                  buf_data(&args), args.len);
-        buf_free(&args);
+        r->seq_poll = token_request(x, r, DAP_ENGINE_REQ_STATUS, "rrext_get_task_status");
         r->polling = true; /* its answer re-arms next_poll */
     }
 }
@@ -1222,15 +1227,7 @@ static void ident_start(struct rr *x, struct ident *id)
     x->idents = id;
     id->deadline = time_now_mono_ms() + IDENTIFY_TIMEOUT_MS;
     id->conn = dap_up_connect(x->up, on_ident_conn, id);
-    struct buf args;
-    buf_init(&args, 0);
-    buf_puts(&args, "{\"auth\":");
-    buf_json_cstr(&args, id->key);
-    buf_puts(&args, ",\"clientName\":\"rrdeploy\",\"clientVersion\":\"" RRDEPLOY_VERSION "\"}");
-    count_request(x, DAP_ENGINE_REQ_AUTH);
-    id->seq = dap_up_request(id->conn, "auth", buf_data(&args), args.len);
-    sodium_memzero(buf_data(&args), args.len);
-    buf_free(&args);
+    id->seq = auth_request(x, id->conn, id->key);
     sodium_free(id->key);
     id->key = NULL;
 }
