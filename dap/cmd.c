@@ -280,6 +280,23 @@ static int engine_ok(struct dap_app *app, struct dap_session *ss,
                  e.msg[0] ? e.msg : "too long");
         return auth_fail(app, ss, res, msg, false);
     }
+    /* A name that has local keys here is that local user's: a RocketRide
+     * account that happens to bear it must not reach their deployments. */
+    int64_t local = 0;
+    if (store_user_key_count(app->store, k.user, &local) != 0) {
+        dap__secret_free(secret);
+        return auth_fail(app, ss, res, AUTH_DB_FAILED, false);
+    }
+    if (local > 0) {
+        dap__secret_free(secret);
+        log_warn("auth: the RocketRide engine's user %s is also a local user "
+                 "of this server: refused", k.user);
+        char msg[STORE_USER_MAX + 160];
+        snprintf(msg, sizeof msg, "The RocketRide user '%s' is also a local user "
+                 "of this rrdeploy server (it has rrk_ keys): sign in with one "
+                 "of those keys", k.user);
+        return auth_fail(app, ss, res, msg, false);
+    }
     snprintf(k.id, sizeof k.id, "%s", SCHED_ENGINE_KEY_ID);
     /* the team's task rights; org.admin is rrdeploy's own (its keys) */
     k.perms = id->perms & STORE_PERM_ALL;

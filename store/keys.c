@@ -438,6 +438,11 @@ fail:
     return rc;
 }
 
+int store_user_key_count(struct store *s, const char *user, int64_t *out)
+{
+    return store__query_int64(s, ST_USER_KEYS, user, out, NULL, "count a user's keys");
+}
+
 int store_key_count(struct store *s, int64_t *out)
 {
     return store__query_int64(s, ST_KEY_COUNT, NULL, out, NULL, "count keys");

@@ -182,6 +182,8 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_KEY_LIST] = KEY_COLS "ORDER BY k.created_at, k.rowid",
     [ST_KEY_REVOKE] = "UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
     [ST_KEY_COUNT] = "SELECT count(*) FROM api_keys",
+    [ST_USER_KEYS] = "SELECT count(*) FROM api_keys k JOIN users u ON u.id = k.user_id "
+                     "WHERE u.name = ?1",
     [ST_DEP_COUNT_USER] = "SELECT count(*) FROM deployments WHERE user = ?1",
     [ST_DEP_COUNT_ALL] = "SELECT count(*) FROM deployments",
     [ST_DEP_EXISTS] = "SELECT 1 FROM deployments WHERE user = ?1 AND project_id = ?2",

@@ -125,6 +125,9 @@ int store_key_revoke(struct store *s, const char *id_or_key, double now,
 
 /* Number of keys in the database (0 on a fresh database). */
 int store_key_count(struct store *s, int64_t *out);
+/* Number of keys of user, revoked and expired ones included: whether the
+ * name belongs to a local user of this server. */
+int store_user_key_count(struct store *s, const char *user, int64_t *out);
 
 /* Check a user name (1..STORE_USER_MAX bytes of [A-Za-z0-9._@-]) or a label
  * (NULL, or at most STORE_LABEL_MAX bytes without control characters) the way

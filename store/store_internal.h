@@ -39,6 +39,7 @@ enum stmt_id {
     ST_KEY_LIST,
     ST_KEY_REVOKE,
     ST_KEY_COUNT,
+    ST_USER_KEYS,
     ST_DEP_COUNT_USER,
     ST_DEP_COUNT_ALL,
     ST_DEP_EXISTS,

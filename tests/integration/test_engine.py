@@ -301,6 +301,19 @@ class EngineTest(RunsTest):
         self.assertEqual(self.executes(sd)[-1].credential, SERVICE_KEY)
 
     @async_test(timeout=60)
+    async def test_a_local_user_name_is_not_an_engine_users(self):
+        sd = await self.standin()
+        es = self.rrdeploy(sd.url)
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: es.server.create_key("alice"))
+        c = await self.client(es.server)
+        r = await c.auth(ALICE_KEY, check=False)
+        self.assertIs(r["success"], False, r)
+        self.assertIn("also a local user", r["message"])
+        bob = await self.owner(es, key=BOB_KEY)
+        self.assertEqual((await self.add(bob, "p", schedule="manual"))["userId"], "bob")
+
+    @async_test(timeout=60)
     async def test_credentials_are_unreadable_in_the_database(self):
         sd = await self.standin()
         es = self.rrdeploy(sd.url)
