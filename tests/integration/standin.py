@@ -168,10 +168,21 @@ def blank_status(project_id, source, status=""):
     }
 
 
+def _copy_json(value):
+    """A deep copy of JSON-shaped data (dicts, lists, scalars): what
+    copy.deepcopy gives for it, several times faster, which matters when a
+    thousand tasks start at once."""
+    if type(value) is dict:
+        return {k: _copy_json(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_copy_json(v) for v in value]
+    return value
+
+
 def _snapshot(status):
     # Status dicts are mutated as the task moves on; anything sent or handed
     # to a test is a copy of the moment.
-    return copy.deepcopy(status)
+    return _copy_json(status)
 
 
 # ---------------------------------------------------------------- settings
@@ -1062,9 +1073,11 @@ class Session:
             key = "%s.%s" % (key, pipe_id)
         if mask == 0:
             self.monitors.pop(key, None)
+            self.server._unwatch(self, key)
             return None
         before = self.monitors.get(key, 0)
         self.monitors[key] = mask       # replaces, never merges
+        self.server._watch(self, key)
         self._catch_up(mask & ~before, task, project_id, source)
         return None
 
@@ -1277,6 +1290,9 @@ class StandinServer:
         self.history = collections.deque(maxlen=history_limit)
         self.command_counts = collections.Counter()
         self.executes_by_user = collections.Counter()
+        # Unix time of receipt of every `execute`, oldest first (kept apart
+        # from `requests`, whose other commands could push them out).
+        self.execute_times = collections.deque(maxlen=history_limit)
         self.sessions = []
         self._tasks = {}             # token -> Task, in registration order
         self._ping = (ping_interval, ping_timeout)
@@ -1285,12 +1301,19 @@ class StandinServer:
         self._ws_server = None
         self._sweepers = []
         self._changed = None
+        # Subscription key -> the sessions that hold it (a dict used as an
+        # ordered set), so that an event visits only the sessions that may
+        # want it, not every connection.
+        self._watchers = {}
 
     # -- lifecycle
     async def start(self):
         self._changed = asyncio.Event()
+        # backlog: asyncio's default of 100 drops the SYNs of a burst of
+        # connections (each then waits a second for its retry); 2048 is
+        # what uvicorn listens with.
         self._ws_server = await websockets.serve(
-            self._accept, self.host, self.port,
+            self._accept, self.host, self.port, backlog=2048,
             process_request=self._check_path, compression=None,
             max_size=250 * 1024 * 1024, ping_interval=self._ping[0],
             ping_timeout=self._ping[1])
@@ -1431,9 +1454,12 @@ class StandinServer:
         return [r for r in self.requests if r.command == command]
 
     def report(self):
-        """Counts and tasks as plain data (for --report and benchmarks)."""
+        """Counts and tasks as plain data (for --report and benchmarks).
+        executeTimes: when each `execute` was received (Unix seconds, by
+        this host's clock), oldest first."""
         return {"commands": dict(self.command_counts),
                 "executes": self.execute_count,
+                "executeTimes": list(self.execute_times),
                 "executesByUser": dict(self.executes_by_user),
                 "tasksByUser": dict(collections.Counter(
                     t.user_id for t in self.history)),
@@ -1470,8 +1496,11 @@ class StandinServer:
 
     def _record(self, session, command, args):
         self.command_counts[command] += 1
-        if command == "execute" and session.account is not None:
-            self.executes_by_user[session.account.user_id] += 1
+        at = time.time()
+        if command == "execute":
+            self.execute_times.append(at)
+            if session.account is not None:
+                self.executes_by_user[session.account.user_id] += 1
         try:
             saved = copy.deepcopy(args)
         except Exception:
@@ -1479,7 +1508,7 @@ class StandinServer:
         self.requests.append(RequestRecord(
             conn_id=session.conn_id, command=command, arguments=saved,
             credential=session.credential, user_id=session.user_id,
-            at=time.time()))
+            at=at))
         if self._log:
             self._log("conn %d %s %s" % (session.conn_id, command,
                                          session.user_id or "-"))
@@ -1515,8 +1544,26 @@ class StandinServer:
         if self._tasks.get(task.token) is not task:
             return
         body["__id"] = task.id
-        for s in list(self.sessions):
+        # The subscription keys Session.deliver looks at; it still decides.
+        key = "p.%s.%s" % (task.project_id, task.source)
+        keys = [key, "p.%s.*" % (task.project_id,), "*"]
+        if body.get("pipe_id") is not None:
+            keys.append("%s.%s" % (key, body["pipe_id"]))
+        targets = {}
+        for k in keys:
+            targets.update(self._watchers.get(k, {}))
+        for s in sorted(targets, key=lambda s: s.conn_id):
             s.deliver(task, bit, event, body)
+
+    def _watch(self, session, key):
+        self._watchers.setdefault(key, {})[session] = None
+
+    def _unwatch(self, session, key):
+        held = self._watchers.get(key)
+        if held is not None:
+            held.pop(session, None)
+            if not held:
+                del self._watchers[key]
 
     async def _check_path(self, path, headers):
         if path.split("?", 1)[0] != WS_PATH:
@@ -1532,6 +1579,8 @@ class StandinServer:
             await session.serve()
         finally:
             self.sessions.remove(session)
+            for k in list(session.monitors):
+                self._unwatch(session, k)
             self._notify()
 
     async def _ttl_sweep(self):
@@ -1575,6 +1624,7 @@ class StandinServer:
                 if k == key or k.startswith(key + ".") or k == task.token \
                         or k.startswith(task.token + "."):
                     del s.monitors[k]
+                    self._unwatch(s, k)
         self._notify()
 
 

@@ -1210,6 +1210,7 @@ class RecordTest(StandinTest):
         rep = s.report()
         self.assertEqual((rep["executes"], rep["tasksByUser"]),
                          (3, {"alice": 1, "bob": 1}))
+        self.assertEqual(rep["executeTimes"], [r.at for r in recs])
 
 
 # ---------------------------------------------------------------- program
@@ -1223,6 +1224,7 @@ class ProgramTest(StandinTest):
         report = os.path.join(d, "report.json")
         err_path = os.path.join(d, "stderr")
         err = open(err_path, "wb")
+        began = time.time()
         proc = subprocess.Popen(
             [sys.executable, os.path.join(HERE, "standin.py"), "--port", "0",
              "--port-file", port_file, "--key", "K1=alice",
@@ -1267,6 +1269,10 @@ class ProgramTest(StandinTest):
                 rep = json.load(f)
             self.assertEqual(rep["executes"], 2)
             self.assertEqual(rep["executesByUser"], {"alice": 1, "bob": 1})
+            times = rep["executeTimes"]
+            self.assertEqual(len(times), 2)
+            self.assertTrue(began <= times[0] <= times[1] <= time.time(),
+                            (began, times))
             self.assertEqual([(t["userId"], t["credential"])
                               for t in rep["tasks"]], [("alice", "K1")])
         finally:
