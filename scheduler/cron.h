@@ -42,6 +42,7 @@
 #define CRONX_WARNING_MAX 8      /* warnings kept by a preview */
 #define CRONX_WARNING_LEN 160
 #define CRONX_TEXT_MAX 1024      /* longest schedule text accepted, bytes */
+#define CRONX_RESOLVED_MAX (3 * CRONX_TEXT_MAX + 1) /* H resolved + NUL */
 
 struct cronx;
 
@@ -57,8 +58,9 @@ int cronx_parse(const char *text, const char *default_zone,
  * field): each is replaced by a value, or a start-end/n, chosen by seed
  * (cronx_seed of the deployment's identity), the same on every call.
  * resolved (NULL, or resolved_cap bytes) receives the text with every H
- * replaced, e.g. "37 3 * * *" for "H H * * *"; "" on failure. Plain cronx_parse
- * rejects H. */
+ * replaced, e.g. "37 3 * * *" for "H H * * *"; "" on failure; it may be
+ * longer than the text ("H/2" -> "1-59/2"), never more than CRONX_RESOLVED_MAX
+ * bytes with the NUL. Plain cronx_parse rejects H. */
 int cronx_parse_seeded(const char *text, const char *default_zone,
                        uint32_t seed, char *resolved /* OUT, may be NULL */,
                        size_t resolved_cap,

@@ -7,8 +7,8 @@
  *   local<TAB>expr<TAB>zone<TAB>from<TAB>count ->  "OK iso1 iso2 ..." (local ISO)
  *   warn<TAB>expr<TAB>zone<TAB>from<TAB>count  ->  "OK w1|w2|..." (preview warnings)
  *   resolved<TAB>expr<TAB>zone<TAB>from<TAB>count -> "OK text" (H resolved)
- * An optional sixth field is the hash id for H (its bytes are hashed with
- * cronx_seed); without it H is rejected. zone "-" means the default (UTC).
+ * An optional sixth field is the hash id for H, in hex (its bytes are
+ * hashed with cronx_seed); without it H is rejected. zone "-" means the default (UTC).
  * Times are Unix seconds.
  * Thread: single-threaded. */
 #include <stdio.h>
@@ -40,9 +40,17 @@ static void answer(const char *cmd, const char *expr, const char *zone,
 {
     struct cronx *c = NULL;
     struct err e = {0};
-    char resolved[1100];
+    char resolved[CRONX_RESOLVED_MAX];
     const char *z = strcmp(zone, "-") == 0 ? NULL : zone;
-    int rc = id ? cronx_parse_seeded(expr, z, cronx_seed(id, strlen(id)),
+    unsigned char bytes[LINE_MAX_LEN / 2];
+    size_t n = 0;
+    for (const char *q = id; q && q[0] && q[1] && n < sizeof bytes; q += 2) {
+        unsigned v;
+        if (sscanf(q, "%2x", &v) != 1)
+            break;
+        bytes[n++] = (unsigned char)v;
+    }
+    int rc = id ? cronx_parse_seeded(expr, z, cronx_seed(bytes, n),
                                      resolved, sizeof resolved, &c, &e)
                 : cronx_parse(expr, z, &c, &e);
     if (rc != 0) {

@@ -133,7 +133,7 @@ static void run_vector_file(const char *name)
         struct cronx *c = NULL;
         struct err e = {0};
         /* "kind@id": parse with H allowed, hashing id */
-        char *id = strchr(kind, '@'), resolved[CRONX_TEXT_MAX + 1];
+        char *id = strchr(kind, '@'), resolved[CRONX_RESOLVED_MAX];
         if (id)
             *id++ = '\0';
         int rc = id ? cronx_parse_seeded(expr, z, cronx_seed(id, strlen(id)),
