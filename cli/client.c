@@ -114,7 +114,11 @@ static json_t *body_tree(const struct dap_msg *m)
         struct buf b;
         buf_init(&b, 0);
         cli__tame_numbers(&b, m->body.p, m->body.n);
-        v = json_loadb(buf_data(&b), b.len, flags, &jerr);
+        struct buf t; /* and "\ud800" in a pipeline string */
+        buf_init(&t, 0);
+        jraw_tame_surrogates(&t, buf_data(&b), b.len);
+        v = json_loadb(buf_data(&t), t.len, flags, &jerr);
+        buf_free(&t);
         buf_free(&b);
     }
     if (!v || !json_is_object(v)) {
