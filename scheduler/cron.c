@@ -7,7 +7,10 @@
  *
  * Design: fields are bitmasks (minutes uint64, hours uint32, months uint16,
  * and for days a precomputed 31-bit mask for each weekday of the 1st, with
- * the DOM/DOW OR rule already applied). The search runs on local wall-clock
+ * the DOM/DOW OR rule and n#k already applied; L and Ln also depend on the
+ * month's length, so those schedules finish the mask per month in
+ * month_days). H items are resolved into plain syntax while parsing, from a
+ * seed the caller derives from the deployment. The search runs on local wall-clock
  * seconds and jumps by month/day/hour/minute using count-trailing-zeros, so a
  * next-fire is a handful of steps. Time zones come from tz.c as "spans" of
  * constant offset:
