@@ -572,6 +572,15 @@ static inline uint32_t month_days(const struct cronx *c, int w1, int dim)
     return c->days_by_first[w1];
 }
 
+/* month_days for month m of year y, its length looked up only when needed. */
+static inline uint32_t month_days_ym(const struct cronx *c, int w1, int64_t y,
+                                     int m)
+{
+    if (__builtin_expect(c->by_dim, 0))
+        return month_days_slow(c, w1, cronx__days_in_month(y, m));
+    return c->days_by_first[w1];
+}
+
 /* Which calendars of month mo fire: bit w1 for a month whose 1st is weekday
  * w1, bit 7 + w1 for the same in a leap year (February differs). */
 static unsigned month_pattern(const struct cronx *c, int mo)
@@ -1091,8 +1100,7 @@ static bool day_matches(const struct cronx *c, int64_t day)
     int m, d;
     cronx__civil_from_days(day, &y, &m, &d);
     return ((c->months >> m) & 1) &&
-           ((month_days(c, cronx__weekday(day - d + 1),
-                        cronx__days_in_month(y, m)) >> d) & 1);
+           ((month_days_ym(c, cronx__weekday(day - d + 1), y, m) >> d) & 1);
 }
 
 /* Matching minutes of a matching day whose minute-of-day is in [a, b]. */
@@ -1125,8 +1133,8 @@ static int64_t days_by_month(const struct cronx *c, int64_t d0, int64_t d1)
         if ((c->months >> m) & 1) {
             int64_t first = cronx__days_from_civil(y, m, 1);
             int hi = end ? d1m : cronx__days_in_month(y, m);
-            n += popc64(month_days(c, cronx__weekday(first),
-                                   cronx__days_in_month(y, m)) & bits(d, hi));
+            n += popc64(month_days_ym(c, cronx__weekday(first), y, m) &
+                        bits(d, hi));
         }
         if (end)
             return n;
