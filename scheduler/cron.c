@@ -525,7 +525,8 @@ static int parse_field(struct parse *ps, int f, const char *s, size_t n,
     *mask = 0;
     if (n == 1 && *s == '?' && (f == F_DOM || f == F_DOW)) {
         res_put(ps, s, n);
-        return parse_item(ps, f, "*", "*" + 1, mask); /* Quartz: no specific value */
+        static const char star[] = "*"; /* Quartz: no specific value */
+        return parse_item(ps, f, star, star + 1, mask);
     }
     for (;;) {
         const char *comma = memchr(p, ',', (size_t)(end - p));
