@@ -34,10 +34,13 @@ and counted, never compared):
      compared, when the day-of-month list holds L and a day > 28 and our
      fires equal an independent day-by-day oracle.
   7. croniter 1.3.5 bug: with the OR rule and n#k or L<n> in day-of-week,
-     croniter searches the day-of-month half with the n#k filter still on,
-     so the day-of-month days are lost ('0 0 15 * 1#2' gives only second
-     Mondays). Ours is the OR of both halves (the 15th and the second
-     Monday). Such cases are skipped; tests/unit covers them with an oracle.
+     croniter searches the day-of-month half with the n#k filter still on
+     (the 15th that is also a second Monday), so it loses the day-of-month
+     days or, when the two never coincide, raises "failed to find next date"
+     ('0 0 15 * 1#2' from 2026-01-01). Ours is the OR of both halves (the
+     15th and the second Monday). Such cases are skipped; the oracle in
+     tests/unit/test_scheduler_cron.c and tests/data/cron/forms.tsv cover
+     them.
   8. H. croniter's H (with hash_id) and ours agree for H and H(a-b) in the
      minute, hour and month fields and H(a-b) in the day fields: the same
      (crc32(id) >> field) mod size. Plain H differs by design in day-of-month
