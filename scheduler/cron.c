@@ -466,9 +466,13 @@ static int parse_special(struct parse *ps, int f, const char *s,
         res_put(ps, s, n);
         return 0;
     }
-    if (f != F_DOW)
-        return 1;
     const char *hash = memchr(s, '#', n);
+    if (f != F_DOW)
+        return hash ? err_set(ps->e, RR_E_INVAL,
+                              "'#' (n#k, the k-th weekday n) is only for "
+                              "day-of-week, not %s: 0 0 * 2 5#5 is the 5th "
+                              "Friday of February", fd->name)
+                    : 1;
     int v;
     if (hash) {
         const char *p = s;
