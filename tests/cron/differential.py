@@ -47,7 +47,8 @@ and counted, never compared):
      (ours 1-28, every month has it; croniter 1-31) and day-of-week (ours 0-6;
      croniter 0-7, Sunday twice), and H/n, H(a-b)/n differ (croniter draws
      the start from n + 1 values, so 'H/15' may start at 15 and fire three
-     times an hour). Those are checked by properties instead (--hash-ids):
+     times an hour). Those are checked by properties instead (after the
+     fire comparison, in the same run):
      every value in range, stable, and spread over the range within 10% of
      uniform (total variation distance) for 10,000 ids.
   4. With the OR rule, a day-of-month that never occurs in the chosen months
