@@ -58,6 +58,7 @@ enum {
     O_LIMIT = 1u << 10,
     O_COUNT = 1u << 11,
     O_FROM = 1u << 12,
+    O_PROJECT = 1u << 13,
 };
 #define O_COMMON (O_URL | O_KEY | O_TIMEOUT | O_JSON)
 
@@ -89,6 +90,7 @@ struct ctx {
     const char *state;             /* "paused" | "active" | NULL */
     bool wait;
     const char *idem;
+    const char *project_id;        /* preview --project-id, borrowed */
     long limit;
     bool has_limit;
     long count;
@@ -114,7 +116,11 @@ static json_t *body_tree(const struct dap_msg *m)
         struct buf b;
         buf_init(&b, 0);
         cli__tame_numbers(&b, m->body.p, m->body.n);
-        v = json_loadb(buf_data(&b), b.len, flags, &jerr);
+        struct buf t; /* and "\ud800" in a pipeline string */
+        buf_init(&t, 0);
+        jraw_tame_surrogates(&t, buf_data(&b), b.len);
+        v = json_loadb(buf_data(&t), t.len, flags, &jerr);
+        buf_free(&t);
         buf_free(&b);
     }
     if (!v || !json_is_object(v)) {
@@ -764,6 +770,17 @@ static int show_preview(struct ctx *x, const struct dap_msg *m)
     char *sched = cli__clean(jstr(body, "schedule"));
     char *zname = cli__clean(zone ? zone : "UTC");
     printf("schedule %s (zone %s)\n", sched, zname);
+    json_t *from = json_object_get(body, "hashedFrom");
+    if (from) {
+        char *res = cli__clean(jstr(body, "resolved"));
+        char *u = cli__clean(jstr(from, "user"));
+        char *p = cli__clean(jstr(from, "projectId"));
+        printf("resolved %s (H drawn from user %s, project id '%s')\n", res, u,
+               p);
+        free(res);
+        free(u);
+        free(p);
+    }
     if (json_array_size(next) == 0) {
         puts("no fire times");
     } else {
@@ -808,6 +825,10 @@ static int cmd_preview(struct ctx *x)
         buf_printf(&args, ",\"count\":%ld", x->count);
     if (x->has_from)
         buf_printf(&args, ",\"from\":%.6f", x->from);
+    if (x->project_id) {
+        buf_puts(&args, ",\"projectId\":");
+        buf_json_cstr(&args, x->project_id);
+    }
     buf_putc(&args, '}');
     int rc = simple(x, "rrext_deploy_preview", buf_cstr(&args), show_preview);
     buf_free(&args);
@@ -1109,13 +1130,14 @@ static const struct command commands[] = {
      "Print one line per event (runs starting and finishing, state changes)\n"
      "of your deployments, or of one, until interrupted.",
      NULL, 0, 0, 1, cmd_watch},
-    {"preview", "SCHEDULE [--count N] [--from TIME]",
+    {"preview", "SCHEDULE [--count N] [--from TIME] [--project-id ID]",
      "Validate a schedule and show its next fire times (UTC and local) and\n"
      "any warnings about it.",
      "  --count N               how many fire times (default 5, at most 1000)\n"
      "  --from TIME             start after TIME: Unix seconds or ISO 8601\n"
-     "                          (2026-01-01T09:00:00Z; no zone = local time)\n",
-     O_COUNT | O_FROM, 1, 1, cmd_preview},
+     "                          (2026-01-01T09:00:00Z; no zone = local time)\n"
+     "  --project-id ID         resolve H as for your deployment ID\n",
+     O_COUNT | O_FROM | O_PROJECT, 1, 1, cmd_preview},
 };
 
 static const char common_help[] =
@@ -1162,7 +1184,7 @@ static const struct {
     {"--pause", O_PAUSE},       {"--resume", O_RESUME},
     {"--wait", O_WAIT},         {"--idempotency-key", O_IDEM},
     {"--limit", O_LIMIT},       {"--count", O_COUNT},
-    {"--from", O_FROM},
+    {"--from", O_FROM},         {"--project-id", O_PROJECT},
 };
 
 static const char *opt_name(unsigned bit)
@@ -1189,6 +1211,7 @@ int cli_run_client(int argc, char **argv)
         {"limit", required_argument, NULL, O_LIMIT},
         {"count", required_argument, NULL, O_COUNT},
         {"from", required_argument, NULL, O_FROM},
+        {"project-id", required_argument, NULL, O_PROJECT},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1263,6 +1286,7 @@ int cli_run_client(int argc, char **argv)
                 return CLI_EXIT_USAGE;
             x.has_from = true;
             break;
+        case O_PROJECT: x.project_id = optarg; break;
         }
     }
     int npos = argc - optind;

@@ -89,9 +89,12 @@ static int check_project_id(const json_t *v, const char *name,
     return 0;
 }
 
-/* The `schedule` argument when present: a string that parses. *cx receives
- * the parsed schedule (caller frees). */
+/* The `schedule` argument when present: a string that parses, H drawn from
+ * deployment (user, project_id). *cx receives the parsed schedule (caller
+ * frees); resolved (NULL or resolved_cap bytes) the text with H resolved. */
 static int parse_schedule(struct dap_app *app, const json_t *v,
+                          const char *user, const char *project_id,
+                          char *resolved, size_t resolved_cap,
                           struct dap_res *res, struct cronx **cx)
 {
     if (!json_is_string(v))
@@ -101,7 +104,8 @@ static int parse_schedule(struct dap_app *app, const json_t *v,
     if (strlen(s) != json_string_length(v))
         return dap__fail(res, DAP_BAD_REQUEST,
                          "Invalid schedule: contains a NUL character");
-    if (sched_parse(app->sched, s, cx, &e) != 0)
+    if (sched_parse(app->sched, s, user, project_id, resolved, resolved_cap, cx,
+                    &e) != 0)
         return dap__fail(res, DAP_BAD_REQUEST, "Invalid schedule '%s': %s", s,
                          e.msg);
     return 0;
@@ -780,7 +784,8 @@ static int cmd_add(struct dap_app *app, struct dap_session *ss,
     json_t *manual = NULL;
     if (!jsched)
         jsched = manual = json_string("manual");
-    int rc = parse_schedule(app, jsched, res, &cx);
+    int rc = parse_schedule(app, jsched, ss->key.user, project_id, NULL, 0,
+                            res, &cx);
     if (rc)
         goto out;
 
@@ -970,7 +975,8 @@ static int cmd_update(struct dap_app *app, struct dap_session *ss,
         ch.pipeline = buf_cstr(&forced);
     }
     if (jsched) {
-        if (parse_schedule(app, jsched, res, &ch.cx))
+        if (parse_schedule(app, jsched, ss->key.user, project_id, NULL, 0,
+                           res, &ch.cx))
             goto out;
         ch.schedule = json_string_value(jsched);
     }
@@ -1034,9 +1040,22 @@ static int cmd_preview(struct dap_app *app, struct dap_session *ss,
                              "from must be a number of Unix seconds");
         from = json_number_value(jfrom);
     }
+    /* H is drawn from the deployment it would belong to: the caller's user
+     * and projectId ("" when not given, said in the answer). */
+    const char *project_id = "";
+    json_t *jpid = json_object_get(req->args, "projectId");
+    if (jpid && !json_is_null(jpid)) {
+        if (check_project_id(jpid, "projectId", res))
+            return -1;
+        project_id = json_string_value(jpid);
+    }
     struct cronx *cx = NULL;
-    if (parse_schedule(app, jsched, res, &cx))
+    char *resolved = xmalloc(CRONX_RESOLVED_MAX);
+    if (parse_schedule(app, jsched, ss->key.user, project_id, resolved,
+                       CRONX_RESOLVED_MAX, res, &cx)) {
+        free(resolved);
         return -1;
+    }
 
     int64_t *at = xcalloc((size_t)count, sizeof *at);
     struct cronx_preview pv;
@@ -1044,6 +1063,20 @@ static int cmd_preview(struct dap_app *app, struct dap_session *ss,
     struct buf *b = &res->body;
     buf_puts(b, "{\"schedule\":");
     buf_json_cstr(b, json_string_value(jsched));
+    buf_puts(b, ",\"resolved\":");
+    buf_json_cstr(b, resolved);
+    struct cronx *plain = NULL;
+    struct err pe = {0};
+    if (cronx_parse(json_string_value(jsched), "UTC", &plain, &pe) != 0) {
+        /* only H makes a seeded parse succeed where a plain one fails: say
+         * what H was drawn from */
+        buf_puts(b, ",\"hashedFrom\":{\"user\":");
+        buf_json_cstr(b, ss->key.user);
+        buf_puts(b, ",\"projectId\":");
+        buf_json_cstr(b, project_id);
+        buf_putc(b, '}');
+    }
+    cronx_free(plain);
     buf_puts(b, ",\"timezone\":");
     buf_json_cstr(b, cronx_zone_name(cx));
     buf_puts(b, ",\"next\":[");
@@ -1063,6 +1096,7 @@ static int cmd_preview(struct dap_app *app, struct dap_session *ss,
     }
     buf_puts(b, "]}");
     free(at);
+    free(resolved);
     cronx_free(cx);
     return 0;
 }

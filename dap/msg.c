@@ -112,10 +112,11 @@ bool dap__session_wants(const struct dap_session *ss, const char *user,
 
 /* ---------------------------------------------------------------- decoding */
 
-/* jansson refuses reals that overflow a double (1e400) though they are valid
- * JSON. The tree is only used for typed arguments, never to echo values, so
- * such numbers are replaced by 0 in a private copy. Needs valid JSON (the
- * arguments object's text). */
+/* jansson refuses reals that overflow a double (1e400) and surrogate
+ * escapes without their pair ("\ud800") though both are valid JSON. The
+ * tree is only used for typed arguments, never to echo values, so such
+ * numbers are replaced by 0 and such escapes by \ufffd in a private copy.
+ * Needs valid JSON (the arguments object's text). */
 static json_t *load_tolerant(const char *s, size_t n)
 {
     json_error_t jerr;
@@ -157,7 +158,11 @@ static json_t *load_tolerant(const char *s, size_t n)
         }
         buf_putc(&copy, c);
     }
-    root = json_loadb(buf_data(&copy), copy.len, flags, &jerr);
+    struct buf tame;
+    buf_init(&tame, 0);
+    jraw_tame_surrogates(&tame, buf_data(&copy), copy.len);
+    root = json_loadb(buf_data(&tame), tame.len, flags, &jerr);
+    buf_free(&tame);
     buf_free(&copy);
     return root;
 }

@@ -310,6 +310,13 @@ void rocketride_task_token(const char *user, const char *project_id,
 static bool pipeline_source(const char *pipeline, char **source, char **provider)
 {
     json_t *root = json_loads(pipeline, JSON_DECODE_ANY, NULL);
+    if (!root) { /* "\ud800" in a string: jansson refuses what we keep */
+        struct buf tame;
+        buf_init(&tame, 0);
+        jraw_tame_surrogates(&tame, pipeline, strlen(pipeline));
+        root = json_loadb(buf_data(&tame), tame.len, JSON_DECODE_ANY, NULL);
+        buf_free(&tame);
+    }
     const char *src = json_string_value(json_object_get(root, "source"));
     json_t *comps = json_object_get(root, "components");
     json_t *found = NULL;

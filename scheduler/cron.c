@@ -7,7 +7,10 @@
  *
  * Design: fields are bitmasks (minutes uint64, hours uint32, months uint16,
  * and for days a precomputed 31-bit mask for each weekday of the 1st, with
- * the DOM/DOW OR rule already applied). The search runs on local wall-clock
+ * the DOM/DOW OR rule and n#k already applied; L and Ln also depend on the
+ * month's length, so those schedules finish the mask per month in
+ * month_days). H items are resolved into plain syntax while parsing, from a
+ * seed the caller derives from the deployment. The search runs on local wall-clock
  * seconds and jumps by month/day/hour/minute using count-trailing-zeros, so a
  * next-fire is a handful of steps. Time zones come from tz.c as "spans" of
  * constant offset:
@@ -68,14 +71,19 @@ struct cronx {
     bool manual;
     bool elapsed;               /* hour field starts with '*' */
     bool dom_or;                /* DOM and DOW both restricted */
+    bool fixed;                 /* zone has one offset */
+    bool by_dim;                /* L or Ln: the days depend on the month's length */
+    uint8_t dows;               /* bits 0..6 */
+    uint8_t dow_last;           /* Ln: bit n = the last weekday n of the month */
+    uint16_t months;            /* bits 1..12 */
     uint64_t minutes;           /* bits 0..59 */
     uint32_t hours;             /* bits 0..23 */
-    uint16_t months;            /* bits 1..12 */
-    uint32_t doms;              /* bits 1..31 */
-    uint8_t dows;               /* bits 0..6 */
-    uint32_t days_by_first[7];  /* matching days 1..31 when the 1st is that weekday */
+    uint32_t doms;              /* bits 1..31; bit 0 = L, the last day */
+    /* matching days 1..31 when the 1st is that weekday, the OR rule and n#k
+     * applied; when by_dim, the day-of-week days only (month_days adds the
+     * rest) */
+    uint32_t days_by_first[7];
     const struct cronx__zone *zone; /* borrowed from the zone cache (immortal) */
-    bool fixed;                 /* zone has one offset */
     int32_t fixed_off;
     int nstatic;
     /* owned, NULL or nstatic entries: most schedules have no warning, and a
@@ -88,7 +96,27 @@ struct cronx {
 struct parse {
     struct cronx *c;
     struct err *e;
+    bool seeded;      /* H allowed: seed is the deployment's hash */
+    uint32_t seed;
+    bool dom_last;    /* L in day-of-month */
+    uint8_t dow_last; /* Ln / nL: bit n */
+    uint8_t nth[7];   /* n#k: bit k of nth[n] */
+    char *res;        /* borrowed, NULL or res_cap bytes: the text, H resolved */
+    size_t res_cap, res_len;
 };
+
+/* Append s[0..n) to the resolved text (truncated to its buffer). */
+static void res_put(struct parse *ps, const char *s, size_t n)
+{
+    if (!ps->res)
+        return;
+    size_t room = ps->res_cap - 1 - ps->res_len;
+    if (n > room)
+        n = room;
+    memcpy(ps->res + ps->res_len, s, n);
+    ps->res_len += n;
+    ps->res[ps->res_len] = '\0';
+}
 
 static bool is_digit(char ch) { return ch >= '0' && ch <= '9'; }
 static bool is_alpha(char ch)
@@ -124,11 +152,32 @@ static void static_warn(struct cronx *c, const char *fmt, ...)
 /* Classify an unusable run of letters. */
 static int bad_letters(struct parse *ps, int f, const char *s, size_t n)
 {
-    static const char *const special[] = {"L", "LW", "W", "H", "R"};
-    for (size_t i = 0; i < sizeof special / sizeof *special; i++)
-        if (name_eq(s, n, special[i]))
-            return err_set(ps->e, RR_E_INVAL, "'%c' not supported in %s",
-                           special[i][0], fields[f].name);
+    if (name_eq(s, n, "L") && f == F_DOM)
+        return err_set(ps->e, RR_E_INVAL,
+                       "'L' (the last day) must stand alone in a day-of-month "
+                       "list item");
+    if (name_eq(s, n, "L") && f == F_DOW)
+        return err_set(ps->e, RR_E_INVAL,
+                       "'L' in day-of-week needs a weekday: 5L or L5 is the "
+                       "last Friday of the month");
+    if (name_eq(s, n, "L"))
+        return err_set(ps->e, RR_E_INVAL,
+                       "'L' (last) is only for day-of-month or day-of-week, "
+                       "not %s", fields[f].name);
+    if (name_eq(s, n, "W") || name_eq(s, n, "LW"))
+        return err_set(ps->e, RR_E_INVAL,
+                       "'W' (nearest weekday) not supported in %s: rrdeploy "
+                       "never moves a fire to another day; write the days, "
+                       "e.g. L for the last day or 1-5 in day-of-week for "
+                       "weekdays", fields[f].name);
+    if (name_eq(s, n, "H"))
+        return err_set(ps->e, RR_E_INVAL,
+                       "'H' must start its item in %s: H, H(a-b), H/n or "
+                       "H(a-b)/n", fields[f].name);
+    if (name_eq(s, n, "R"))
+        return err_set(ps->e, RR_E_INVAL,
+                       "'R' (random) not supported in %s: write H for a "
+                       "value chosen once per deployment", fields[f].name);
     if (f == F_MON)
         return err_set(ps->e, RR_E_INVAL, "unknown month name '%.*s'",
                        (int)(n > 32 ? 32 : n), s);
@@ -232,9 +281,6 @@ static int parse_item(struct parse *ps, int f, const char *s, const char *end,
     if (s == end)
         return err_set(ps->e, RR_E_INVAL, "empty list item in %s", fd->name);
     for (const char *q = s; q < end; q++) {
-        if (*q == '#' || *q == '?')
-            return err_set(ps->e, RR_E_INVAL, "'%c' not supported in %s", *q,
-                           fd->name);
         if (!is_digit(*q) && !is_alpha(*q) && *q != '*' && *q != '-' &&
             *q != '/') {
             if ((unsigned char)*q < 0x20 || (unsigned char)*q >= 0x7f)
@@ -311,15 +357,191 @@ static int parse_item(struct parse *ps, int f, const char *s, const char *end,
     return 0;
 }
 
+/* A number of digits only at *pp (for H(a-b)); -1 when there is none. */
+static long digits(const char **pp, const char *end)
+{
+    const char *p = *pp;
+    long v = 0;
+    if (p >= end || !is_digit(*p))
+        return -1;
+    while (p < end && is_digit(*p)) {
+        if (v < 100000)
+            v = v * 10 + (*p - '0');
+        p++;
+    }
+    *pp = p;
+    return v;
+}
+
+/* A hashed item "H", "H(a-b)", "H/n" or "H(a-b)/n" of field f, resolved
+ * into plain syntax in out: a value, or start-end/n, chosen by the seed.
+ * Plain H in day-of-month draws from 1-28, which every month has. */
+static int expand_h(struct parse *ps, int f, const char *s, const char *end,
+                    char *out, size_t cap)
+{
+    const struct field_def *fd = &fields[f];
+    const char *p = s + 1;
+    if (!ps->seeded)
+        return err_set(ps->e, RR_E_INVAL,
+                       "'H' in %s needs a deployment to hash (its user and "
+                       "project id)", fd->name);
+    int lo = fd->lo, hi = f == F_DOW ? 6 : fd->hi;
+    int plain_hi = f == F_DOM ? 28 : hi;
+    if (p < end && *p == '(') {
+        p++;
+        long a = digits(&p, end), b = -1;
+        if (a >= 0 && p < end && *p == '-') {
+            p++;
+            b = digits(&p, end);
+        }
+        if (a < 0 || b < 0 || p >= end || *p != ')')
+            return err_set(ps->e, RR_E_INVAL,
+                           "H( in %s needs a range and ')', as H(%d-%d)",
+                           fd->name, fd->lo, fd->lo + (fd->hi - fd->lo) / 2);
+        p++;
+        if (a < fd->lo || a > fd->hi || b < fd->lo || b > fd->hi)
+            return err_set(ps->e, RR_E_INVAL, "%s H(%ld-%ld) out of range %d-%d",
+                           fd->name, a, b, fd->lo, fd->hi);
+        if (a > b)
+            return err_set(ps->e, RR_E_INVAL, "reversed range H(%ld-%ld) in %s",
+                           a, b, fd->name);
+        lo = (int)a;
+        hi = plain_hi = (int)b;
+    }
+    long step = 0;
+    if (p < end && *p == '/') {
+        p++;
+        const char *st = p;
+        step = digits(&p, end);
+        if (step < 0)
+            return err_set(ps->e, RR_E_INVAL, "missing step after '/' in %s",
+                           fd->name);
+        if (step == 0)
+            return err_set(ps->e, RR_E_INVAL, "step 0 in %s", fd->name);
+        long maxstep = fd->hi - fd->lo + 1;
+        if (step > maxstep)
+            return err_set(ps->e, RR_E_INVAL, "step %.*s out of range 1-%ld in %s",
+                           (int)(p - st > 12 ? 12 : p - st), st, maxstep,
+                           fd->name);
+    }
+    if (p < end)
+        return err_set(ps->e, RR_E_INVAL,
+                       "unexpected '%c' after H in %s: H, H(a-b), H/n or "
+                       "H(a-b)/n", *p, fd->name);
+    uint32_t h = ps->seed >> f; /* croniter's choice for H and H(a-b) */
+    if (step == 0) {
+        snprintf(out, cap, "%d", (int)(h % (uint32_t)(plain_hi - lo + 1)) + lo);
+    } else {
+        uint32_t span = (uint32_t)(hi - lo + 1);
+        uint32_t off = h % ((uint32_t)step < span ? (uint32_t)step : span);
+        snprintf(out, cap, "%d-%d/%ld", lo + (int)off, hi, step);
+    }
+    return 0;
+}
+
+/* The forms beyond Vixie cron: H items in any field, L in day-of-month, Ln
+ * nL n#k in day-of-week. Returns 1 when the item is none of them. */
+static int parse_special(struct parse *ps, int f, const char *s,
+                         const char *end, uint64_t *mask)
+{
+    const struct field_def *fd = &fields[f];
+    size_t n = (size_t)(end - s);
+    if (memchr(s, '?', n))
+        return f == F_DOM || f == F_DOW
+                   ? err_set(ps->e, RR_E_INVAL,
+                             "'?' must be the whole %s field", fd->name)
+                   : err_set(ps->e, RR_E_INVAL,
+                             "'?' is only for day-of-month or day-of-week, "
+                             "not %s", fd->name);
+    if (n > 0 && upper(*s) == 'H') {
+        char buf[32];
+        int rc = expand_h(ps, f, s, end, buf, sizeof buf);
+        if (rc)
+            return rc;
+        res_put(ps, buf, strlen(buf));
+        return parse_item(ps, f, buf, buf + strlen(buf), mask);
+    }
+    if (f == F_DOM && name_eq(s, n, "L")) {
+        ps->dom_last = true;
+        res_put(ps, s, n);
+        return 0;
+    }
+    const char *hash = memchr(s, '#', n);
+    if (f != F_DOW)
+        return hash ? err_set(ps->e, RR_E_INVAL,
+                              "'#' (n#k, the k-th weekday n) is only for "
+                              "day-of-week, not %s: 0 0 * 2 5#5 is the 5th "
+                              "Friday of February", fd->name)
+                    : 1;
+    int v;
+    if (hash) {
+        const char *p = s;
+        if (hash == s)
+            return err_set(ps->e, RR_E_INVAL,
+                           "'#' needs one weekday before it in day-of-week, "
+                           "as 1#2 (the second Monday)");
+        int rc = parse_value(ps, f, &p, hash, &v);
+        if (rc)
+            return rc;
+        if (p != hash)
+            return err_set(ps->e, RR_E_INVAL,
+                           "'#' needs one weekday before it in day-of-week, "
+                           "as 1#2 (the second Monday)");
+        p = hash + 1;
+        const char *st = p;
+        long k = digits(&p, end);
+        if (k < 0 || p != end)
+            return err_set(ps->e, RR_E_INVAL,
+                           "'#' needs an occurrence 1-5 after it in "
+                           "day-of-week, as 1#2 (the second Monday)");
+        if (k < 1 || k > 5)
+            return err_set(ps->e, RR_E_INVAL,
+                           "occurrence #%.*s out of range 1-5 in day-of-week",
+                           (int)(p - st > 12 ? 12 : p - st), st);
+        ps->nth[v % 7] |= (uint8_t)(1u << k);
+        res_put(ps, s, n);
+        return 0;
+    }
+    if (n >= 2 && (upper(s[0]) == 'L' || upper(end[-1]) == 'L')) {
+        const char *a = upper(s[0]) == 'L' ? s + 1 : s;
+        const char *b = upper(s[0]) == 'L' ? end : end - 1;
+        const char *p = a;
+        if (a == b || !(is_digit(*a) || is_alpha(*a)))
+            return bad_letters(ps, f, "L", 1);
+        int rc = parse_value(ps, f, &p, b, &v);
+        if (rc)
+            return rc;
+        if (p != b)
+            return err_set(ps->e, RR_E_INVAL,
+                           "'L' in day-of-week takes one weekday: 5L or L5 is "
+                           "the last Friday of the month");
+        ps->dow_last |= (uint8_t)(1u << (v % 7));
+        res_put(ps, s, n);
+        return 0;
+    }
+    return 1;
+}
+
 static int parse_field(struct parse *ps, int f, const char *s, size_t n,
                        uint64_t *mask)
 {
     const char *end = s + n, *p = s;
     *mask = 0;
+    if (n == 1 && *s == '?' && (f == F_DOM || f == F_DOW)) {
+        res_put(ps, s, n);
+        static const char star[] = "*"; /* Quartz: no specific value */
+        return parse_item(ps, f, star, star + 1, mask);
+    }
     for (;;) {
         const char *comma = memchr(p, ',', (size_t)(end - p));
         const char *item_end = comma ? comma : end;
-        int rc = parse_item(ps, f, p, item_end, mask);
+        if (p != s)
+            res_put(ps, ",", 1);
+        int rc = parse_special(ps, f, p, item_end, mask);
+        if (rc == 1) {
+            res_put(ps, p, (size_t)(item_end - p));
+            rc = parse_item(ps, f, p, item_end, mask);
+        }
         if (rc)
             return rc;
         if (!comma)
@@ -329,6 +551,54 @@ static int parse_field(struct parse *ps, int f, const char *s, size_t n,
     if (f == F_DOW && (*mask & (1ULL << 7)))
         *mask = (*mask | 1) & 0x7f;
     return 0;
+}
+
+/* The days of a month whose 1st is weekday w1 and which has dim days that
+ * match the day fields (bits 1..31; bits above dim are meaningless). */
+static uint32_t month_days_slow(const struct cronx *c, int w1, int dim)
+{
+    uint32_t wset = c->days_by_first[w1];
+    uint32_t dset = c->doms & ~1u;
+    if (c->doms & 1)
+        dset |= 1u << dim;
+    if (c->dow_last) {
+        int wl = (w1 + dim - 1) % 7; /* weekday of the last day */
+        for (int n = 0; n < 7; n++)
+            if ((c->dow_last >> n) & 1)
+                wset |= 1u << (dim - (wl - n + 7) % 7);
+    }
+    return c->dom_or ? dset | wset : dset & wset;
+}
+
+static inline uint32_t month_days(const struct cronx *c, int w1, int dim)
+{
+    if (__builtin_expect(c->by_dim, 0))
+        return month_days_slow(c, w1, dim);
+    return c->days_by_first[w1];
+}
+
+/* month_days for month m of year y, its length looked up only when needed. */
+static inline uint32_t month_days_ym(const struct cronx *c, int w1, int64_t y,
+                                     int m)
+{
+    if (__builtin_expect(c->by_dim, 0))
+        return month_days_slow(c, w1, cronx__days_in_month(y, m));
+    return c->days_by_first[w1];
+}
+
+/* Which calendars of month mo fire: bit w1 for a month whose 1st is weekday
+ * w1, bit 7 + w1 for the same in a leap year (February differs). */
+static unsigned month_pattern(const struct cronx *c, int mo)
+{
+    unsigned pat = 0;
+    for (int leap = 0; leap < 2; leap++) {
+        int dim = mo == 2 ? 28 + leap : cronx__days_in_month(2001, mo);
+        uint32_t in = (uint32_t)(((2ULL << dim) - 1) & ~1ULL);
+        for (int w1 = 0; w1 < 7; w1++)
+            if (month_days(c, w1, dim) & in)
+                pat |= 1u << (leap * 7 + w1);
+    }
+    return pat;
 }
 
 /* "April, June or September" */
@@ -357,44 +627,55 @@ static int compile(struct parse *ps, const char *tok[NFIELDS],
     struct cronx *c = ps->c;
     uint64_t m[NFIELDS];
     for (int f = 0; f < NFIELDS; f++) {
+        if (f)
+            res_put(ps, " ", 1);
         int rc = parse_field(ps, f, tok[f], toklen[f], &m[f]);
         if (rc)
             return rc;
     }
-    bool dom_star = toklen[F_DOM] == 1 && tok[F_DOM][0] == '*';
-    bool dow_star = toklen[F_DOW] == 1 && tok[F_DOW][0] == '*';
     c->minutes = m[F_MIN];
     c->hours = (uint32_t)m[F_HOUR];
-    c->doms = (uint32_t)m[F_DOM];
     c->months = (uint16_t)m[F_MON];
-    c->dows = (uint8_t)m[F_DOW];
     c->elapsed = tok[F_HOUR][0] == '*';
-    c->dom_or = !dom_star && !dow_star;
+    /* A field matching every value of its range is unrestricted, however it
+     * is written (croniter's reading): the OR rule needs both restricted. */
+    bool dom_full = (m[F_DOM] & 0xfffffffeULL) == 0xfffffffeULL;
+    bool dow_full = (m[F_DOW] & 0x7f) == 0x7f;
+    c->dom_or = !dom_full && !dow_full;
+    c->doms = (uint32_t)m[F_DOM] | (ps->dom_last && !dom_full ? 1u : 0u);
+    c->dows = (uint8_t)m[F_DOW];
+    c->dow_last = dow_full ? 0 : ps->dow_last;
+    c->by_dim = (c->doms & 1) || c->dow_last;
     for (int w1 = 0; w1 < 7; w1++) {
         uint32_t dm = 0;
-        for (int d = 1; d <= 31; d++)
-            if ((c->dows >> ((w1 + d - 1) % 7)) & 1)
+        for (int d = 1; d <= 31; d++) {
+            int wd = (w1 + d - 1) % 7;
+            if (((c->dows >> wd) & 1) || ((ps->nth[wd] >> ((d + 6) / 7)) & 1))
                 dm |= 1u << d;
-        c->days_by_first[w1] = c->dom_or ? (c->doms | dm) : (c->doms & dm);
-    }
-    /* Never-firing check: only DOM and month can conflict (with the OR rule
-     * or an unrestricted DOM a weekday always comes round). */
-    if (dow_star) {
-        bool ok = false;
-        for (int mo = 1; mo <= 12 && !ok; mo++) {
-            if (!((c->months >> mo) & 1))
-                continue;
-            int dim = mo == 2 ? 29 : cronx__days_in_month(2001, mo);
-            if (c->doms & (((1ULL << (dim + 1)) - 1) & ~1ULL))
-                ok = true;
         }
-        if (!ok) {
-            char list[128];
-            month_list(c->months, list, sizeof list);
+        if (c->by_dim)
+            c->days_by_first[w1] = dm;
+        else
+            c->days_by_first[w1] = c->dom_or ? (c->doms | dm) : (c->doms & dm);
+    }
+    /* Never-firing check, exact: every month starts on every weekday, in
+     * leap and common years, somewhere in the 400-year cycle. */
+    bool ok = false;
+    for (int mo = 1; mo <= 12 && !ok; mo++)
+        if ((c->months >> mo) & 1)
+            ok = month_pattern(c, mo) != 0;
+    if (!ok) {
+        char list[128];
+        month_list(c->months, list, sizeof list);
+        if (dow_full)
             return err_set(ps->e, RR_E_INVAL, "day-of-month %.*s never occurs in %s",
                            (int)(toklen[F_DOM] > 40 ? 40 : toklen[F_DOM]),
                            tok[F_DOM], list);
-        }
+        return err_set(ps->e, RR_E_INVAL,
+                       "day-of-month %.*s and day-of-week %.*s never meet in %s",
+                       (int)(toklen[F_DOM] > 40 ? 40 : toklen[F_DOM]), tok[F_DOM],
+                       (int)(toklen[F_DOW] > 40 ? 40 : toklen[F_DOW]), tok[F_DOW],
+                       list);
     }
     if (c->dom_or)
         static_warn(c, "day-of-month and day-of-week are both restricted: "
@@ -479,6 +760,8 @@ static int parse_text(struct parse *ps, const char *text,
         zbuf[zl] = '\0';
         zone = zbuf;
         first = 1;
+        res_put(ps, tok[0], toklen[0]);
+        res_put(ps, " ", 1);
         if (ntok == 1)
             return err_set(ps->e, RR_E_INVAL,
                            "missing cron expression after %.*s",
@@ -498,6 +781,7 @@ static int parse_text(struct parse *ps, const char *text,
             return err_set(ps->e, RR_E_INVAL,
                            "a time zone prefix cannot be used with manual");
         c->manual = true;
+        res_put(ps, ft[0], fl[0]);
         c->zone = cronx__zone_get("UTC", ps->e);
         return c->zone ? 0 : RR_E_INTERNAL;
     }
@@ -517,9 +801,15 @@ static int parse_text(struct parse *ps, const char *text,
                 expr = presets[i].expr;
         if (!expr) {
             if (name_eq(ft[0], k, "@REBOOT"))
-                return err_set(ps->e, RR_E_INVAL, "@reboot not supported");
+                return err_set(ps->e, RR_E_INVAL,
+                               "@reboot not supported: rrdeploy schedules "
+                               "minutes of the clock, not server starts; run "
+                               "the deployment by hand or give it a schedule");
             if (k >= 6 && name_eq(ft[0], 6, "@EVERY"))
-                return err_set(ps->e, RR_E_INVAL, "@every not supported");
+                return err_set(ps->e, RR_E_INVAL,
+                               "@every not supported: rrdeploy schedules whole "
+                               "minutes of the clock; write a step, e.g. "
+                               "*/15 * * * * for every 15 minutes");
             return err_set(ps->e, RR_E_INVAL, "unknown preset '%.*s'",
                            (int)(k > 32 ? 32 : k), ft[0]);
         }
@@ -528,12 +818,19 @@ static int parse_text(struct parse *ps, const char *text,
                            (int)k, ft[0]);
         int np = split(expr, strlen(expr), pt, pl);
         (void)np;
-        return compile(ps, pt, pl);
+        res_put(ps, ft[0], k);
+        char *res = ps->res;
+        ps->res = NULL; /* the preset is its own resolved text */
+        int rc = compile(ps, pt, pl);
+        ps->res = res;
+        return rc;
     }
     if (nf != 5) {
         if (nf == 6)
             return err_set(ps->e, RR_E_INVAL,
-                           "seconds field not supported (expected 5 fields, got 6)");
+                           "seconds field not supported (expected 5 fields, "
+                           "got 6): rrdeploy schedules whole minutes; drop "
+                           "the seconds");
         if (nf == 7)
             return err_set(ps->e, RR_E_INVAL,
                            "year field not supported (expected 5 fields, got 7)");
@@ -542,15 +839,39 @@ static int parse_text(struct parse *ps, const char *text,
     return compile(ps, ft, fl);
 }
 
-int cronx_parse(const char *text, const char *default_zone, struct cronx **out,
-                struct err *e)
+uint32_t cronx_seed(const void *id, size_t n)
+{
+    const unsigned char *p = id;
+    uint32_t crc = 0xffffffffu; /* CRC-32 (IEEE), as zlib and binascii */
+    for (size_t i = 0; i < n; i++) {
+        crc ^= p[i];
+        for (int k = 0; k < 8; k++)
+            crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1)));
+    }
+    return ~crc;
+}
+
+static int parse_common(const char *text, const char *default_zone,
+                        const uint32_t *seed, char *resolved, size_t cap,
+                        struct cronx **out, struct err *e)
 {
     if (!text || !out)
         return err_set(e, RR_E_INVAL, "empty schedule");
     struct cronx *c = xcalloc(1, sizeof *c);
-    struct parse ps = {c, e};
+    struct parse ps = {.c = c, .e = e};
+    if (seed) {
+        ps.seeded = true;
+        ps.seed = *seed;
+    }
+    if (resolved && cap > 0) {
+        ps.res = resolved;
+        ps.res_cap = cap;
+        resolved[0] = '\0';
+    }
     int rc = parse_text(&ps, text, default_zone);
     if (rc) {
+        if (ps.res)
+            ps.res[0] = '\0';
         cronx_free(c);
         return rc < 0 ? rc : RR_E_INVAL;
     }
@@ -562,6 +883,20 @@ int cronx_parse(const char *text, const char *default_zone, struct cronx **out,
     }
     *out = c;
     return 0;
+}
+
+int cronx_parse(const char *text, const char *default_zone, struct cronx **out,
+                struct err *e)
+{
+    return parse_common(text, default_zone, NULL, NULL, 0, out, e);
+}
+
+int cronx_parse_seeded(const char *text, const char *default_zone,
+                       uint32_t seed, char *resolved, size_t resolved_cap,
+                       struct cronx **out, struct err *e)
+{
+    return parse_common(text, default_zone, &seed, resolved, resolved_cap, out,
+                        e);
 }
 
 void cronx_free(struct cronx *c)
@@ -633,7 +968,7 @@ static int64_t next_local(const struct cronx *c, int64_t L, int64_t limit)
         }
         int64_t first = cronx__days_from_civil(y, m, 1);
         int dim = cronx__days_in_month(y, m);
-        uint64_t dmask = (uint64_t)c->days_by_first[cronx__weekday(first)] &
+        uint64_t dmask = (uint64_t)month_days(c, cronx__weekday(first), dim) &
                          (((2ULL << dim) - 1) & ~1ULL);
         dmask = dmask >> d << d;
         if (!dmask) {
@@ -770,7 +1105,7 @@ static bool day_matches(const struct cronx *c, int64_t day)
     int m, d;
     cronx__civil_from_days(day, &y, &m, &d);
     return ((c->months >> m) & 1) &&
-           ((c->days_by_first[cronx__weekday(day - d + 1)] >> d) & 1);
+           ((month_days_ym(c, cronx__weekday(day - d + 1), y, m) >> d) & 1);
 }
 
 /* Matching minutes of a matching day whose minute-of-day is in [a, b]. */
@@ -803,7 +1138,8 @@ static int64_t days_by_month(const struct cronx *c, int64_t d0, int64_t d1)
         if ((c->months >> m) & 1) {
             int64_t first = cronx__days_from_civil(y, m, 1);
             int hi = end ? d1m : cronx__days_in_month(y, m);
-            n += popc64(c->days_by_first[cronx__weekday(first)] & bits(d, hi));
+            n += popc64(month_days_ym(c, cronx__weekday(first), y, m) &
+                        bits(d, hi));
         }
         if (end)
             return n;
@@ -868,7 +1204,7 @@ static int64_t prev_local(const struct cronx *c, int64_t L, int64_t lo)
             m = hibit64(mm), d = 31, h = 23, mi = 59;
         int64_t first = cronx__days_from_civil(y, m, 1);
         int dim = cronx__days_in_month(y, m);
-        uint64_t dmask = c->days_by_first[cronx__weekday(first)] &
+        uint64_t dmask = month_days(c, cronx__weekday(first), dim) &
                          bits(1, d < dim ? d : dim);
         if (!dmask) {
             if (--m == 0)
@@ -1113,12 +1449,78 @@ static void dst_warnings(const struct cronx *c, int64_t from, int64_t last,
     }
 }
 
+/* "Monday, Tuesday or Friday" for the weekday bits of w. */
+static void weekday_list(unsigned w, char *out, size_t cap)
+{
+    static const char *const full[7] = {"Sunday", "Monday", "Tuesday",
+                                        "Wednesday", "Thursday", "Friday",
+                                        "Saturday"};
+    int total = popc64(w), n = 0;
+    size_t len = 0;
+    out[0] = '\0';
+    for (int d = 0; d < 7 && len < cap; d++) {
+        if (!((w >> d) & 1))
+            continue;
+        const char *sep = n == 0 ? "" : (n == total - 1 ? " or " : ", ");
+        int k = snprintf(out + len, cap - len, "%s%s", sep, full[d]);
+        if (k < 0)
+            break;
+        len += (size_t)k;
+        n++;
+    }
+}
+
+/* Months of the schedule that have no fire in some years (day 31, the 5th
+ * weekday, February 29): computed here rather than kept per schedule. Months
+ * with the same calendars are named together. */
+static void calendar_warnings(const struct cronx *c, struct cronx_preview *out)
+{
+    unsigned pat[13];
+    uint16_t done = 0;
+    for (int mo = 1; mo <= 12; mo++)
+        if ((c->months >> mo) & 1)
+            pat[mo] = month_pattern(c, mo);
+    for (int mo = 1; mo <= 12; mo++) {
+        if (!((c->months >> mo) & 1) || ((done >> mo) & 1) ||
+            pat[mo] == 0x3fff)
+            continue;
+        uint16_t group = 0;
+        for (int k = mo; k <= 12; k++)
+            if (((c->months >> k) & 1) && pat[k] == pat[mo])
+                group |= (uint16_t)(1u << k);
+        done |= group;
+        char months[128], common[80], leap[80];
+        month_list(group, months, sizeof months);
+        unsigned pc = pat[mo] & 0x7f, pl = pat[mo] >> 7;
+        weekday_list(pc, common, sizeof common);
+        weekday_list(pl, leap, sizeof leap);
+        if (pat[mo] == 0)
+            add_warning(out, "no fire in %s: those months have no matching day", months);
+        else if (pc == pl)
+            add_warning(out, "fires in %s only when the 1st is a %s",
+                        months, common);
+        else if (pl == 0x7f && pc == 0)
+            add_warning(out, "fires in %s only in leap years", months);
+        else if (pc == 0)
+            add_warning(out, "fires in %s only in leap years when the 1st is a %s",
+                        months, leap);
+        else if (pl == 0x7f)
+            add_warning(out, "fires in %s in leap years, and in other years only "
+                        "when the 1st is a %s", months, common);
+        else
+            add_warning(out, "fires in %s only when the 1st is a %s (in leap "
+                        "years: %s)", months, common, leap);
+    }
+}
+
 void cronx_preview(const struct cronx *c, int64_t from, int count, int64_t *at,
                    struct cronx_preview *out)
 {
     memset(out, 0, sizeof *out);
     for (int i = 0; i < c->nstatic; i++)
         add_warning(out, "%s", c->static_warn[i]);
+    if (!c->manual)
+        calendar_warnings(c, out);
     int64_t t = from;
     for (int i = 0; i < count; i++) {
         t = cronx_next(c, t);

@@ -4,8 +4,11 @@
  * month day-of-week) with *, a, a-b, * /n, a-b/n, a/n, comma lists, JAN-DEC and
  * SUN-SAT names (case-insensitive, 0 and 7 are Sunday); presets @yearly
  * @annually @monthly @weekly @daily @midnight @hourly; an optional leading
- * "CRON_TZ=<zone> " or "TZ=<zone> ". Day-of-month and day-of-week both
- * restricted (neither field is exactly "*"): a day matches if either matches.
+ * "CRON_TZ=<zone> " or "TZ=<zone> ". Beyond Vixie cron: L in day-of-month
+ * (the last day), Ln / nL (the last weekday n) and n#k (the k-th weekday n,
+ * k 1-5) in day-of-week, ? for * in a day field, and H items (seeded parse
+ * only). Day-of-month and day-of-week both restricted (neither matches every
+ * value of its range, however written): a day matches if either matches.
  * In day-of-week, "a/n" runs to 7 (= Sunday), as "a-7/n". Steps run 1..field
  * size (e.g. 1-60 in minute). Schedules that can never fire are rejected.
  * Input is limited to CRONX_TEXT_MAX bytes; zone names to [A-Za-z0-9_+-/],
@@ -29,6 +32,7 @@
 #define RR_SCHEDULER_CRON_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "util/util.h"
@@ -38,6 +42,7 @@
 #define CRONX_WARNING_MAX 8      /* warnings kept by a preview */
 #define CRONX_WARNING_LEN 160
 #define CRONX_TEXT_MAX 1024      /* longest schedule text accepted, bytes */
+#define CRONX_RESOLVED_MAX (3 * CRONX_TEXT_MAX + 1) /* H resolved + NUL */
 
 struct cronx;
 
@@ -48,6 +53,25 @@ struct cronx;
 int cronx_parse(const char *text, const char *default_zone,
                 struct cronx **out /* OUT, free with cronx_free */,
                 struct err *e) MUST_CHECK;
+
+/* cronx_parse that also accepts H items (H, H(a-b), H/n, H(a-b)/n in any
+ * field): each is replaced by a value, or a start-end/n, chosen by seed
+ * (cronx_seed of the deployment's identity), the same on every call.
+ * resolved (NULL, or resolved_cap bytes) receives the text with every H
+ * replaced, e.g. "37 3 * * *" for "H H * * *"; "" on failure; it may be
+ * longer than the text ("H/2" -> "1-59/2"), never more than CRONX_RESOLVED_MAX
+ * bytes with the NUL. Plain cronx_parse rejects H. */
+int cronx_parse_seeded(const char *text, const char *default_zone,
+                       uint32_t seed, char *resolved /* OUT, may be NULL */,
+                       size_t resolved_cap,
+                       struct cronx **out /* OUT, free with cronx_free */,
+                       struct err *e) MUST_CHECK;
+
+/* The seed H draws from: CRC-32 (IEEE) of id[0..n), e.g. a deployment's
+ * user "\0" project id. H in field i (minute 0 .. day-of-week 4) takes
+ * (seed >> i) mod the range size, as croniter does with hash_id = id. */
+uint32_t cronx_seed(const void *id, size_t n);
+
 void cronx_free(struct cronx *c); /* NULL is fine */
 
 bool cronx_is_manual(const struct cronx *c);
@@ -81,7 +105,8 @@ struct cronx_preview {
 
 /* The next `count` fires strictly after `from` into at[] (room for count), and
  * warnings: DST gap/fold hits among those fires, the DOM/DOW OR rule in effect,
- * steps that do not divide their range evenly. */
+ * steps that do not divide their range evenly, months without a fire in some
+ * or all years (day 31, the 5th weekday, February 29). */
 void cronx_preview(const struct cronx *c, int64_t from, int count,
                    int64_t *at /* OUT */, struct cronx_preview *out /* OUT */);
 

@@ -631,10 +631,24 @@ int64_t sched_next_fire(const struct cronx *cx, enum store_state st,
     return cronx_next(cx, from > last_fire ? from : last_fire);
 }
 
-int sched_parse(const struct sched *s, const char *text, struct cronx **out,
-                struct err *e)
+uint32_t sched_seed(const char *user, const char *project_id)
 {
-    return cronx_parse(text, s->cfg.default_zone, out, e);
+    size_t nu = strlen(user), np = strlen(project_id);
+    char *id = xmalloc(nu + 1 + np);
+    memcpy(id, user, nu + 1); /* with its NUL: the separator */
+    memcpy(id + nu + 1, project_id, np);
+    uint32_t seed = cronx_seed(id, nu + 1 + np);
+    free(id);
+    return seed;
+}
+
+int sched_parse(const struct sched *s, const char *text, const char *user,
+                const char *project_id, char *resolved, size_t resolved_cap,
+                struct cronx **out, struct err *e)
+{
+    return cronx_parse_seeded(text, s->cfg.default_zone,
+                              sched_seed(user, project_id), resolved,
+                              resolved_cap, out, e);
 }
 
 void sched_config_defaults(struct sched_config *cfg)
@@ -696,7 +710,8 @@ static struct sched_dep *dep_apply(struct sched *s, const struct store_dep *row,
                                    struct cronx *cx)
 {
     struct err e = {0};
-    if (!cx && sched_parse(s, row->schedule, &cx, &e) != 0) {
+    if (!cx && sched_parse(s, row->schedule, row->user, row->project_id, NULL,
+                           0, &cx, &e) != 0) {
         log_error("deployment %s/%s: stored schedule '%s' no longer parses: %s",
                   row->user, row->project_id, row->schedule, e.msg);
         cx = NULL;

@@ -147,11 +147,18 @@ void sched_free(struct sched *s); /* NULL is fine */
  * late, and recorded missed otherwise. No scheduled time gets two rows. */
 int sched_load(struct sched *s, double now) MUST_CHECK;
 
-/* Parse a schedule as the engine reads it (cronx_parse with the engine's
- * default zone). */
-int sched_parse(const struct sched *s, const char *text,
+/* Parse a schedule as the engine reads it: cronx_parse_seeded with the
+ * engine's default zone and the seed of deployment (user, project_id) (both
+ * borrowed; see sched_seed), so H resolves the same on every restart and
+ * every node. resolved: as cronx_parse_seeded (NULL = not wanted). */
+int sched_parse(const struct sched *s, const char *text, const char *user,
+                const char *project_id, char *resolved /* OUT, may be NULL */,
+                size_t resolved_cap,
                 struct cronx **out /* OUT, free with cronx_free */,
                 struct err *e) MUST_CHECK;
+
+/* The H seed of a deployment: cronx_seed of user "\0" project_id. */
+uint32_t sched_seed(const char *user, const char *project_id);
 
 /* The next fire of a deployment in state st that last fired at last_fire:
  * strictly after both now and last_fire; CRONX_NEVER when it never fires. */

@@ -92,18 +92,11 @@ static int scan_string(struct scan *sc)
             long u = hex4(sc->s, sc->n, sc->i + 2);
             if (u < 0)
                 return fail(sc, "invalid \\u escape");
+            /* A surrogate escape without its pair ("\ud800", what JSON
+             * encoders write for a string cut inside an emoji) is valid JSON
+             * text: RFC 8259's grammar allows any \uXXXX, and only raw bytes
+             * must be UTF-8. Decoders here read it as U+FFFD. */
             sc->i += 6;
-            if (u >= 0xd800 && u <= 0xdbff) { /* needs a low surrogate */
-                long lo = (sc->i + 1 < sc->n && sc->s[sc->i] == '\\' &&
-                           sc->s[sc->i + 1] == 'u')
-                              ? hex4(sc->s, sc->n, sc->i + 2)
-                              : -1;
-                if (lo < 0xdc00 || lo > 0xdfff)
-                    return fail(sc, "unpaired surrogate in \\u escape");
-                sc->i += 6;
-            } else if (u >= 0xdc00 && u <= 0xdfff) {
-                return fail(sc, "unpaired surrogate in \\u escape");
-            }
             continue;
         }
         size_t len = utf8_seq_len((const unsigned char *)sc->s + sc->i, sc->n - sc->i);
@@ -315,6 +308,44 @@ static size_t skip_value(const char *s, size_t n, size_t i)
     return i;
 }
 
+/* The low surrogate of a "\\uDC00".."\\uDFFF" escape at s[i..end), or -1. */
+static long low_surrogate_at(const char *s, size_t end, size_t i)
+{
+    if (i + 6 > end || s[i] != '\\' || s[i + 1] != 'u')
+        return -1;
+    long lo = hex4(s, end, i + 2);
+    return lo >= 0xdc00 && lo <= 0xdfff ? lo : -1;
+}
+
+void jraw_tame_surrogates(struct buf *out, const char *s, size_t n)
+{
+    size_t i = 0, done = 0;
+    while (i < n) {
+        const char *bs = memchr(s + i, '\\', n - i);
+        if (!bs)
+            break;
+        i = (size_t)(bs - s);
+        if (i + 1 >= n) /* only on invalid text */
+            break;
+        if (s[i + 1] != 'u') {
+            i += 2; /* \" \\ \n ...: never the start of a \u */
+            continue;
+        }
+        long u = hex4(s, n, i + 2);
+        if (u >= 0xd800 && u <= 0xdbff && low_surrogate_at(s, n, i + 6) >= 0) {
+            i += 12; /* a pair */
+        } else if (u >= 0xd800 && u <= 0xdfff) {
+            buf_append(out, s + done, i - done);
+            buf_puts(out, "\\ufffd");
+            i += 6;
+            done = i;
+        } else {
+            i += 6;
+        }
+    }
+    buf_append(out, s + done, n - done);
+}
+
 /* Encode code point cp as UTF-8 into out; returns its length. */
 static size_t utf8_put(unsigned long cp, char out[4])
 {
@@ -360,10 +391,12 @@ static size_t next_char(const char *s, size_t *i, size_t end, char dec[4])
     case 'u': {
         unsigned long cp = (unsigned long)hex4(s, end, *i);
         *i += 4;
-        if (cp >= 0xd800 && cp <= 0xdbff) {
-            unsigned long lo = (unsigned long)hex4(s, end, *i + 2);
+        long lo = low_surrogate_at(s, end, *i);
+        if (cp >= 0xd800 && cp <= 0xdbff && lo >= 0) {
             *i += 6;
-            cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+            cp = 0x10000 + ((cp - 0xd800) << 10) + ((unsigned long)lo - 0xdc00);
+        } else if (cp >= 0xd800 && cp <= 0xdfff) {
+            cp = 0xfffd; /* a surrogate without its pair */
         }
         return utf8_put(cp, dec);
     }

@@ -22,7 +22,9 @@ struct jraw_span {
 /* Check that s[0..n) is exactly one JSON value (RFC 8259) with surrounding
  * white space allowed and containers nested at most max_depth deep. Returns 0,
  * or RR_E_INVAL with a reason such as "unexpected ']' at offset 12" or
- * "nesting deeper than 64 levels" in e. Strings must be valid UTF-8. */
+ * "nesting deeper than 64 levels" in e. Raw bytes in strings must be valid
+ * UTF-8; a \\u escape of a surrogate without its pair ("\\ud800") is valid
+ * JSON text and accepted (the decoders below read it as U+FFFD). */
 int jraw_check(const char *s, size_t n, int max_depth, struct err *e);
 
 /* Append a copy of the valid JSON s[0..n) with all insignificant white space
@@ -48,8 +50,14 @@ bool jraw_members(const char *s, size_t n, const char *const *keys, size_t nkeys
 bool jraw_str_eq(struct jraw_span v, const char *lit);
 
 /* Append the decoded value of v, a valid JSON string value (quotes
- * included), to out as UTF-8; \u0000 becomes a NUL byte. Returns false,
- * appending nothing, when v is not a string. */
+ * included), to out as UTF-8; \u0000 becomes a NUL byte and a surrogate
+ * escape without its pair U+FFFD. Returns false, appending nothing, when v is
+ * not a string. */
 bool jraw_str(struct buf *out, struct jraw_span v);
+
+/* Append a copy of the valid JSON s[0..n) to out with every surrogate escape
+ * that lacks its pair replaced by \\ufffd, for parsers that refuse them
+ * (jansson). The text kept for the user is never this copy. */
+void jraw_tame_surrogates(struct buf *out, const char *s, size_t n);
 
 #endif

@@ -150,7 +150,7 @@ static void add_all(struct sched *s, struct store *st, long n)
                               .schedule = "* * * * *", .created_by = "bench",
                               .owner_key_id = (char *)SCHED_DEV_KEY_ID};
         struct cronx *cx;
-        if ((rc = sched_parse(s, d.schedule, &cx, &e)) != 0)
+        if ((rc = sched_parse(s, d.schedule, d.user, d.project_id, NULL, 0, &cx, &e)) != 0)
             die("parse", rc, &e);
         if ((rc = sched_add(s, &d, cx, 0, T0, &e)) != 0)
             die("add", rc, &e);

@@ -9,7 +9,10 @@
  * instants, including DST-heavy dates, and basic invariants are checked
  * (next > after, preview agrees with next); cronx_count is checked against
  * walking cronx_next over windows of up to two days around the same dates and
- * the 1800 and 9000 ends, their lengths drawn from the input's hash.
+ * the 1800 and 9000 ends, their lengths drawn from the input's hash. The
+ * text is parsed seeded (H allowed, the seed drawn from the input) and the
+ * text with H resolved must parse unseeded into the same schedule; plain
+ * parsing must accept exactly the texts without H that the seeded one does.
  * Thread: single-threaded. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -61,13 +64,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         zone = buf;
         text = nl + 1;
     }
-    struct cronx *c = NULL;
-    struct err e = {0};
-    if (cronx_parse(text, zone, &c, &e) != 0) {
-        if (e.msg[0] == '\0')
+    struct cronx *c = NULL, *plain = NULL;
+    struct err e = {0}, e2 = {0};
+    char resolved[CRONX_RESOLVED_MAX];
+    uint32_t seed = (uint32_t)(hash(data, size) >> 13);
+    if (cronx_parse_seeded(text, zone, seed, resolved, sizeof resolved, &c,
+                           &e) != 0) {
+        if (e.msg[0] == '\0' || resolved[0] != '\0')
             abort(); /* every rejection says why */
+        if (cronx_parse(text, zone, &plain, &e2) == 0)
+            abort(); /* H is all a seed adds */
         return 0;
     }
+    /* The resolved text is the same schedule, without H. */
+    if (strlen(resolved) <= CRONX_TEXT_MAX &&
+        cronx_parse(resolved, zone, &plain, &e2) != 0)
+        abort();
+    for (int64_t t = 1772900000, k = 0; plain && k < 8; k++) {
+        int64_t a = cronx_next(c, t), b = cronx_next(plain, t);
+        if (a != b)
+            abort();
+        if (a == CRONX_NEVER)
+            break;
+        t = a;
+    }
+    cronx_free(plain);
     static const int64_t froms[] = {
         0, 1772900000, 1793500000, 1541300000, 4102444800, -1, INT64_MAX,
         INT64_MIN + 1, 7258118400,

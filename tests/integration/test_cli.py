@@ -351,6 +351,15 @@ class CliTest(CliBase):
                                   "2026-01-01T09:00:00", "--count", "1",
                                   "--json", env={"TZ": "Asia/Tokyo"}))
         self.assertEqual(body["next"][0]["at"], JAN1_2026 + 3600)
+        # H: the resolved schedule and what it was drawn from
+        out = self.ok("preview", "H H * * *", "--project-id", "etl",
+                      "--from", str(JAN1_2026), "--count", "1")
+        line = out.splitlines()[1]
+        self.assertRegex(line, r"^resolved \d+ \d+ \* \* \* \(H drawn from "
+                               r"user \S+, project id 'etl'\)$")
+        again = self.ok("preview", "H H * * *", "--project-id", "etl",
+                        "--from", str(JAN1_2026), "--count", "1")
+        self.assertEqual(again, out)
         # a schedule zone adds a column; warnings come after the times
         out = self.ok("preview", "CRON_TZ=America/New_York */7 9 * * *",
                       "--from", str(JAN1_2026), "--count", "2",

@@ -93,7 +93,8 @@ class DeployTest(ServerTest):
         c = await self.user_client()
         for s in ("not-a-cron", "* * * *", "* * * * * *", "*/0 * * * *",
                   "60 * * * *", "0 0 30 2 *", "@reboot", "@every 5m",
-                  "0 0 L * *", "", " ", "CRON_TZ=Not/AZone 0 9 * * *",
+                  "0 0 LW * *", "0 0 * * 1#6", "H(5-1) * * * *", "", " ",
+                  "CRON_TZ=Not/AZone 0 9 * * *",
                   "5-1 * * * *", "0 0 * * FOO"):
             r = await c.call("rrext_deploy_add", pipeline=pipeline("bad"),
                              schedule=s)
@@ -533,6 +534,38 @@ class DeployTest(ServerTest):
                 self.assertIn("\\ud83d\\ude80", got)
             else:
                 self.assertIn("\U0001F680", got)
+
+    @async_test()
+    async def test_pipeline_lone_surrogates_verbatim(self):
+        # A string cut inside an emoji: Python's json.dumps (and
+        # JSON.stringify) write the lone half as "\ud800". RocketRide stores
+        # such pipelines; so does rrdeploy, and gives them back as sent.
+        c = await self.user_client()
+        cut = "\U0001F600".encode("utf-16-le")[:2].decode("utf-16-le",
+                                                           "surrogatepass")
+        p = {"project_id": "lone", "name": "smile " + cut,
+             "parts": ["\ud800", "x\udc00y", "\ud83d\u0041", "\udfff\ud800"],
+             "ok": "\U0001F600"}
+        r = await c.call("rrext_deploy_add", pipeline=p, schedule="manual")
+        self.assertOk(r)
+        sent = compact_json(py_frame(p))
+        self.assertIn("\\ud800", sent)
+        got = raw_member(r["_raw"], "body", "pipeline")
+        self.assertEqual(got, sent)
+        self.assertEqual(json.loads(got), p)
+        st = await c.call("rrext_deploy_status", projectId="lone")
+        self.assertEqual(raw_member(st["_raw"], "body", "pipeline"), sent)
+        self.assertEqual(st["body"]["pipeline"], p)
+        lst = await c.call("rrext_deploy_list")
+        self.assertIn('"pipeline":' + sent, lst["_raw"])
+        # an update with one keeps it too
+        p["parts"].append("\udbff")
+        self.assertOk(await c.call("rrext_deploy_update", projectId="lone",
+                                   pipeline=p))
+        st = await c.call("rrext_deploy_status", projectId="lone")
+        self.assertEqual(raw_member(st["_raw"], "body", "pipeline"),
+                         compact_json(py_frame(p)))
+        self.assertEqual(st["body"]["pipeline"], p)
 
     @async_test()
     async def test_escaped_and_duplicate_project_id_keys(self):

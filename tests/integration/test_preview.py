@@ -2,7 +2,9 @@
 
 import unittest
 
-from harness import ServerTest, async_test
+import binascii
+
+from harness import ServerTest, async_test, pipeline
 
 JAN1_2026 = 1767225600.0  # 2026-01-01T00:00:00Z, a Thursday
 
@@ -130,6 +132,88 @@ class PreviewTest(ServerTest):
                          ["2028-02-29", "2032-02-29", "2036-02-29",
                           "2040-02-29", "2044-02-29"])
 
+    @async_test()
+    async def test_last_nth_and_full_range_fields(self):
+        c = await self.admin()
+        cases = {
+            "0 0 L * *": ["2026-01-31", "2026-02-28", "2026-03-31"],
+            "0 0 L 2 *": ["2026-02-28", "2027-02-28", "2028-02-29"],
+            "0 0 * * L5": ["2026-01-30", "2026-02-27", "2026-03-27"],
+            "0 0 * * 5L": ["2026-01-30", "2026-02-27", "2026-03-27"],
+            "0 9 * * 1#2": ["2026-01-12", "2026-02-09", "2026-03-09"],
+            "0 0 ? * MON": ["2026-01-05", "2026-01-12", "2026-01-19"],
+            # a field covering its whole range is unrestricted: no OR rule
+            "51 0 */1 * 0,1,6": ["2026-01-03", "2026-01-04", "2026-01-05"],
+            "8-8/1 0 14 * */1": ["2026-01-14", "2026-02-14", "2026-03-14"],
+        }
+        for sched, days in cases.items():
+            body = self.assertOk(await c.call("rrext_deploy_preview",
+                                              schedule=sched, count=3,
+                                              **{"from": JAN1_2026}))
+            self.assertEqual([n["local"][:10] for n in body["next"]], days,
+                             sched)
+            self.assertEqual(body["resolved"], sched)
+            self.assertNotIn("hashedFrom", body)
+            self.assertFalse(any("either matches" in w
+                                 for w in body["warnings"]), sched)
+        body = self.assertOk(await c.call("rrext_deploy_preview",
+                                          schedule="0 0 31 * *",
+                                          **{"from": JAN1_2026}))
+        self.assertIn("no fire in February, April, June, September or "
+                      "November: those months have no matching day",
+                      body["warnings"])
+        body = self.assertOk(await c.call("rrext_deploy_preview",
+                                          schedule="0 0 * 2 5#5", count=2,
+                                          **{"from": JAN1_2026}))
+        self.assertEqual([n["local"][:10] for n in body["next"]],
+                         ["2036-02-29", "2064-02-29"])
+        self.assertIn("fires in February only in leap years when the 1st is "
+                      "a Friday", body["warnings"])
+
+    @async_test(timeout=90)
+    async def test_hashed_schedule_stable(self):
+        srv = self.new_server()
+        c = await self.user_client(server=srv, user="hash_alice")
+        b1 = self.assertOk(await c.call("rrext_deploy_preview",
+                                        schedule="H H(1-5) * * *",
+                                        projectId="etl"))
+        # croniter's value with hash_id = user "\0" project id
+        crc = binascii.crc32(b"hash_alice\0etl")
+        self.assertEqual(b1["resolved"],
+                         "%d %d * * *" % (crc % 60, (crc >> 1) % 5 + 1))
+        self.assertEqual(b1["hashedFrom"],
+                         {"user": "hash_alice", "projectId": "etl"})
+        b2 = self.assertOk(await c.call("rrext_deploy_preview",
+                                        schedule="H H(1-5) * * *",
+                                        projectId="etl"))
+        self.assertEqual(b2["resolved"], b1["resolved"])
+        b3 = self.assertOk(await c.call("rrext_deploy_preview",
+                                        schedule="H/15 * * * *"))
+        self.assertEqual(b3["hashedFrom"],
+                         {"user": "hash_alice", "projectId": ""})
+        crc0 = binascii.crc32(b"hash_alice\0")
+        self.assertEqual(b3["resolved"], "%d-59/15 * * * *" % (crc0 % 15))
+        rec = self.assertOk(await c.call("rrext_deploy_add",
+                                         pipeline=pipeline("etl"),
+                                         schedule="H H(1-5) * * *"))
+        self.assertEqual(rec["schedule"], "H H(1-5) * * *")
+        b4 = self.assertOk(await c.call("rrext_deploy_preview",
+                                        schedule="H H(1-5) * * *",
+                                        projectId="etl", count=1,
+                                        **{"from": rec["created_at"]}))
+        self.assertEqual(rec["next_run_at"], b4["next"][0]["at"])
+        await c.close()
+        srv.restart()
+        c = await self.client(srv, key=c.key)
+        st = self.assertOk(await c.call("rrext_deploy_status",
+                                        projectId="etl"))
+        self.assertEqual(st["next_run_at"], rec["next_run_at"])
+        self.assertErr(await c.call("rrext_deploy_preview",
+                                    schedule="H(9-1) * * * *"),
+                       "bad_request",
+                       "Invalid schedule 'H(9-1) * * * *': reversed range "
+                       "H(9-1) in minute")
+
 
 class PreviewServerZoneTest(ServerTest):
     SERVER_ARGS = ("--timezone", "Europe/Paris")
@@ -148,6 +232,7 @@ class PreviewServerZoneTest(ServerTest):
             **{"from": JAN1_2026}))
         self.assertEqual(body["timezone"], "UTC")
         self.assertEqual(body["next"][0]["at"], JAN1_2026 + 9 * 3600)
+
 
 
 if __name__ == "__main__":

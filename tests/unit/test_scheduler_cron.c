@@ -132,7 +132,13 @@ static void run_vector_file(const char *name)
         const char *z = strcmp(zone, "-") == 0 ? NULL : zone;
         struct cronx *c = NULL;
         struct err e = {0};
-        int rc = cronx_parse(expr, z, &c, &e);
+        /* "kind@id": parse with H allowed, hashing id */
+        char *id = strchr(kind, '@'), resolved[CRONX_RESOLVED_MAX];
+        if (id)
+            *id++ = '\0';
+        int rc = id ? cronx_parse_seeded(expr, z, cronx_seed(id, strlen(id)),
+                                         resolved, sizeof resolved, &c, &e)
+                    : cronx_parse(expr, z, &c, &e);
         nvectors++;
         if (strcmp(kind, "error") == 0) {
             char *want = next_tab(&p);
@@ -152,6 +158,16 @@ static void run_vector_file(const char *name)
             print_error("%s:%d: '%s' failed to parse: %s\n", name, lineno,
                         expr, e.msg);
             failures++;
+            continue;
+        }
+        if (strcmp(kind, "resolved") == 0) {
+            char *want = next_tab(&p);
+            if (!id || !want || strcmp(resolved, want) != 0) {
+                print_error("%s:%d: '%s': resolved '%s', wanted '%s'\n", name,
+                            lineno, expr, resolved, want ? want : "");
+                failures++;
+            }
+            cronx_free(c);
             continue;
         }
         char *from_s = next_tab(&p);
@@ -251,6 +267,12 @@ static void test_vectors_warnings(void **state)
     run_vector_file("warnings.tsv");
 }
 
+static void test_vectors_forms(void **state)
+{
+    (void)state;
+    run_vector_file("forms.tsv");
+}
+
 static void test_vector_count(void **state)
 {
     (void)state;
@@ -266,6 +288,8 @@ struct gen {
     char text[160];
     bool minute[60], hour[24], dom[32], mon[13], dow[7];
     bool dom_star, dow_star, hour_star_first;
+    bool dom_last, dow_last[7]; /* L, and Ln for weekday n */
+    uint8_t nth[7];             /* n#k: bit k */
 };
 
 static void set_all(bool *v, int lo, int hi, int step)
@@ -388,13 +412,78 @@ static void gen_expr(struct gen *g, bool loose_days)
         size_t L = strlen(g->text);
         g->dow_star = g->text[L - 1] == '*' && g->text[L - 2] == ' ';
     }
-    /* A day-of-month list that can never occur is rejected at parse: the
-     * month field is '*', so day 1..29 always exists; fine. */
+    /* The forms beyond Vixie cron, now and then: L in day-of-month, Ln /
+     * nL / n#k in day-of-week (appended to the list, or alone). */
+    char *dow_text = strrchr(g->text, ' ') + 1;
+    if (rnd() % 5 == 0) {
+        char *dom_text = dow_text - 3; /* "<dom> * <dow>": back over " * " */
+        while (dom_text > g->text && dom_text[-1] != ' ')
+            dom_text--;
+        char rest[160];
+        snprintf(rest, sizeof rest, "%s", dom_text);
+        char *sp = strchr(rest, ' ');
+        *sp = '\0';
+        bool alone = rnd() % 2;
+        snprintf(dom_text, sizeof g->text - (size_t)(dom_text - g->text),
+                 "%s%sL %s", alone ? "" : rest, alone ? "" : ",", sp + 1);
+        if (alone)
+            memset(g->dom, 0, sizeof g->dom);
+        g->dom_last = true;
+        dow_text = strrchr(g->text, ' ') + 1;
+    }
+    if (rnd() % 4 == 0) {
+        static const char *const names[] = {"SUN", "mon", "Tue", "WED",
+                                            "thu", "Fri", "sat"};
+        bool alone = rnd() % 2;
+        if (alone) {
+            *dow_text = '\0';
+            memset(g->dow, 0, sizeof g->dow);
+        }
+        int n = rnd_in(1, 2);
+        for (int i = 0; i < n; i++) {
+            int wd = rnd_in(0, 7), k = rnd_in(1, 5);
+            size_t len = strlen(g->text);
+            const char *sep = *dow_text ? "," : "";
+            switch (rnd() % 3) {
+            case 0:
+                snprintf(g->text + len, sizeof g->text - len, "%s%dL", sep, wd);
+                g->dow_last[wd % 7] = true;
+                break;
+            case 1:
+                snprintf(g->text + len, sizeof g->text - len, "%sL%s", sep,
+                         names[wd % 7]);
+                g->dow_last[wd % 7] = true;
+                break;
+            default:
+                snprintf(g->text + len, sizeof g->text - len, "%s%d#%d", sep,
+                         wd, k);
+                g->nth[wd % 7] |= (uint8_t)(1u << k);
+                break;
+            }
+        }
+    }
+    /* Unrestricted is a set matching every value, however written. */
+    g->dom_star = g->dow_star = true;
+    for (int d = 1; d <= 31; d++)
+        g->dom_star = g->dom_star && g->dom[d];
+    for (int d = 0; d < 7; d++)
+        g->dow_star = g->dow_star && g->dow[d];
+}
+
+static int gen_dim(const struct tm *tm)
+{
+    static const int dim[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int y = tm->tm_year + 1900;
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    return dim[tm->tm_mon] + (tm->tm_mon == 1 && leap);
 }
 
 static bool gen_day_match(const struct gen *g, const struct tm *tm)
 {
-    bool dm = g->dom[tm->tm_mday], wm = g->dow[tm->tm_wday];
+    int dim = gen_dim(tm), d = tm->tm_mday, wd = tm->tm_wday;
+    bool dm = g->dom[d] || (g->dom_last && d == dim);
+    bool wm = g->dow[wd] || (g->dow_last[wd] && d + 7 > dim) ||
+              ((g->nth[wd] >> ((d + 6) / 7)) & 1);
     if (!g->dom_star && !g->dow_star)
         return dm || wm;
     return dm && wm;
@@ -1325,6 +1414,7 @@ int main(void)
         cmocka_unit_test(test_vectors_next),
         cmocka_unit_test(test_vectors_dst),
         cmocka_unit_test(test_vectors_warnings),
+        cmocka_unit_test(test_vectors_forms),
         cmocka_unit_test(test_vector_count),
         cmocka_unit_test(test_manual),
         cmocka_unit_test(test_bounds),

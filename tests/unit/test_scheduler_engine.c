@@ -172,7 +172,7 @@ static void add(struct fx *fx, const char *pid, const char *schedule, double now
 {
     struct cronx *cx;
     struct err e = {0};
-    assert_int_equal(sched_parse(fx->s, schedule, &cx, &e), 0);
+    assert_int_equal(sched_parse(fx->s, schedule, "alice", pid, NULL, 0, &cx, &e), 0);
     char pipe[128];
     snprintf(pipe, sizeof pipe, "{\"project_id\":\"%s\"}", pid);
     struct store_dep d = {0};
@@ -622,7 +622,7 @@ static void test_credential_reaches_the_job(void **state)
     static const unsigned char a[] = {'s', 0, 'A', 0xff}, b[] = "sealed B";
     struct cronx *cx;
     struct err e = {0};
-    assert_int_equal(sched_parse(fx->s, "* * * * *", &cx, &e), 0);
+    assert_int_equal(sched_parse(fx->s, "* * * * *", "u", "p", NULL, 0, &cx, &e), 0);
     struct store_dep d = {0};
     d.user = "alice";
     d.project_id = "c";

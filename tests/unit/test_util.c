@@ -26,6 +26,9 @@ static void test_jraw_valid(void **state)
         " { \"a\" : [ 1 , 2 , { } ] } ", "\"\\u00e9\\ud83d\\ude00\"",
         "\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"", "\"h\xc3\xa9\xf0\x9f\x98\x80\"",
         "[[[[]]]]", "{\"a\":{\"b\":{\"c\":null}}}", "\"\\u0000\"",
+        /* surrogate escapes without their pair: valid JSON text */
+        "\"\\ud800\"", "\"\\udc00\"", "\"\\ud800\\u0041\"", "\"\\udfff\\ud800\"",
+        "{\"\\ud83d\":[\"x\\udbff\"]}", "\"\\ud800\\\\u0041\"",
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         if (check(ok[i], 64) != 0)
@@ -39,7 +42,7 @@ static void test_jraw_invalid(void **state)
     static const char *const bad[] = {
         "", " ", "{", "}", "[1,]", "{\"a\":1,}", "{a:1}", "01", "1.", ".5",
         "1e", "+1", "-", "tru", "nul", "\"abc", "\"\\x\"", "\"\\u12\"",
-        "\"\\ud800\"", "\"\\udc00\"", "\"\\ud800\\u0041\"", "\"\t\"",
+        "\"\t\"",
         "[1 2]", "{\"a\" 1}", "{} {}", "\"\xff\"", "\"\xc0\xaf\"",
         "\"\xed\xa0\x80\"", "\"\xf4\x90\x80\x80\"", "NaN", "Infinity",
         "[1]x", "\"\xe2\x82\"",
@@ -48,6 +51,47 @@ static void test_jraw_invalid(void **state)
         if (check(bad[i], 64) == 0)
             fail_msg("accepted invalid JSON: %s", bad[i]);
     }
+}
+
+/* Lone surrogate escapes: decoded as U+FFFD, tamed for jansson, pairs kept. */
+static void test_jraw_lone_surrogates(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *json, *decoded, *tamed;
+    } cases[] = {
+        {"\"\\ud800\"", "\xef\xbf\xbd", "\"\\ufffd\""},
+        {"\"a\\udc00b\"", "a\xef\xbf\xbd" "b", "\"a\\ufffdb\""},
+        {"\"\\ud83d\\ude00\"", "\xf0\x9f\x98\x80", "\"\\ud83d\\ude00\""},
+        {"\"\\ud83d\\u0041\"", "\xef\xbf\xbd" "A", "\"\\ufffd\\u0041\""},
+        {"\"\\udfff\\ud800\"", "\xef\xbf\xbd\xef\xbf\xbd", "\"\\ufffd\\ufffd\""},
+        {"\"\\ud800\\\\u0041\"", "\xef\xbf\xbd\\u0041", "\"\\ufffd\\\\u0041\""},
+        {"\"\\\\ud800\"", "\\ud800", "\"\\\\ud800\""},
+        {"\"\\ud800\\ud800\\udc00\"", "\xef\xbf\xbd\xf0\x90\x80\x80",
+         "\"\\ufffd\\ud800\\udc00\""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        const char *j = cases[i].json;
+        assert_int_equal(check(j, 8), 0);
+        struct buf b;
+        buf_init(&b, 0);
+        assert_true(jraw_str(&b, (struct jraw_span){j, strlen(j)}));
+        assert_string_equal(buf_cstr(&b), cases[i].decoded);
+        buf_free(&b);
+        buf_init(&b, 0);
+        jraw_tame_surrogates(&b, j, strlen(j));
+        assert_string_equal(buf_cstr(&b), cases[i].tamed);
+        buf_free(&b);
+        /* the text is kept as it is */
+        buf_init(&b, 0);
+        jraw_compact(&b, j, strlen(j));
+        assert_string_equal(buf_cstr(&b), j);
+        buf_free(&b);
+    }
+    /* a key spelled with a lone surrogate matches U+FFFD */
+    const char *o = "{\"k\\ud800\":1}";
+    struct jraw_span sp;
+    assert_true(jraw_member(o, strlen(o), "k\xef\xbf\xbd", &sp, NULL));
 }
 
 static void test_jraw_depth(void **state)
@@ -294,6 +338,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jraw_valid),
         cmocka_unit_test(test_jraw_invalid),
+        cmocka_unit_test(test_jraw_lone_surrogates),
         cmocka_unit_test(test_jraw_depth),
         cmocka_unit_test(test_jraw_error_message),
         cmocka_unit_test(test_jraw_compact),
