@@ -301,6 +301,24 @@ void rocketride_task_token(const char *user, const char *project_id,
     sodium_bin2hex(out + 3, 33, h, 16);
 }
 
+/* ---------------------------------------------------------------- JSON */
+
+/* A tree of the valid JSON text p[0..n), for reading values. Text may hold
+ * lone surrogate escapes ("\ud800"), which pipelines and engine texts keep
+ * and jansson refuses: those read as U+FFFD. NULL when it is not JSON. */
+static json_t *load_json(const char *p, size_t n)
+{
+    json_t *root = json_loadb(p, n, JSON_DECODE_ANY, NULL);
+    if (root)
+        return root;
+    struct buf tame;
+    buf_init(&tame, 0);
+    jraw_tame_surrogates(&tame, p, n);
+    root = json_loadb(buf_data(&tame), tame.len, JSON_DECODE_ANY, NULL);
+    buf_free(&tame);
+    return root;
+}
+
 /* ---------------------------------------------------------------- pipelines */
 
 /* The source component the engine will run, as it picks it: the pipeline's
@@ -309,14 +327,7 @@ void rocketride_task_token(const char *user, const char *project_id,
  * engine will refuse it, with its own words). */
 static bool pipeline_source(const char *pipeline, char **source, char **provider)
 {
-    json_t *root = json_loads(pipeline, JSON_DECODE_ANY, NULL);
-    if (!root) { /* "\ud800" in a string: jansson refuses what we keep */
-        struct buf tame;
-        buf_init(&tame, 0);
-        jraw_tame_surrogates(&tame, pipeline, strlen(pipeline));
-        root = json_loadb(buf_data(&tame), tame.len, JSON_DECODE_ANY, NULL);
-        buf_free(&tame);
-    }
+    json_t *root = load_json(pipeline, strlen(pipeline));
     const char *src = json_string_value(json_object_get(root, "source"));
     json_t *comps = json_object_get(root, "components");
     json_t *found = NULL;
@@ -476,7 +487,7 @@ static char *task_record(const struct run *r)
         buf_puts(&b, ",\"executeAt\":");
         buf_json_time(&b, r->t0);
     }
-    json_t *st = r->final ? json_loads(r->final, 0, NULL) : NULL;
+    json_t *st = r->final ? load_json(r->final, strlen(r->final)) : NULL;
     if (st) {
         static const char *const nums[] = {"state", "exitCode", "startTime", "endTime"};
         for (size_t i = 0; i < sizeof nums / sizeof *nums; i++)
@@ -516,7 +527,7 @@ static char *task_record(const struct run *r)
 /* How a terminal status of a task rrdeploy did not stop reads. */
 static enum store_outcome classify(const char *status_json, char *why, size_t whysz)
 {
-    json_t *st = json_loads(status_json, 0, NULL);
+    json_t *st = load_json(status_json, strlen(status_json));
     json_t *errs = json_object_get(st, "errors");
     const char *msg = json_string_value(json_object_get(st, "exitMessage"));
     int state = (int)json_integer_value(json_object_get(st, "state"));
@@ -722,9 +733,6 @@ static void on_auth(struct rr *x, struct run *r, const struct dap_msg *m)
     if (!m->success) {
         const char *msg = m->message && *m->message ? m->message : "authentication refused";
         char why[512];
-        pthread_mutex_lock(&x->mu);
-        x->stats.owner_refusals++;
-        pthread_mutex_unlock(&x->mu);
         if (!r->cred) {   /* the operator's credential, not the owner's */
             snprintf(why, sizeof why, "the engine refused the server's service "
                      "credential: %s", msg);
@@ -732,6 +740,9 @@ static void on_auth(struct rr *x, struct run *r, const struct dap_msg *m)
                    why, NULL);
             return;
         }
+        pthread_mutex_lock(&x->mu);
+        x->stats.owner_refusals++;
+        pthread_mutex_unlock(&x->mu);
         snprintf(why, sizeof why, "the engine refused the owner's credential: %s", msg);
         finish(x, r, r->exec_sent ? STORE_RUN_INTERRUPTED : STORE_RUN_FAILED, why, why);
         return;
@@ -758,7 +769,7 @@ static void on_auth(struct rr *x, struct run *r, const struct dap_msg *m)
 /* A status body: its state, and whether it is this run's end. */
 static int status_state(const struct dap_msg *m, double *start)
 {
-    json_t *st = json_loadb(m->body.p, m->body.n, 0, NULL);
+    json_t *st = load_json(m->body.p, m->body.n);
     int state = (int)json_integer_value(json_object_get(st, "state"));
     *start = json_number_value(json_object_get(st, "startTime"));
     json_decref(st);
@@ -837,6 +848,9 @@ static void on_exec(struct rr *x, struct run *r, const struct dap_msg *m)
     }
     if (perm_refusal(msg) && r->cred) {
         char why[512];
+        pthread_mutex_lock(&x->mu);
+        x->stats.owner_refusals++;
+        pthread_mutex_unlock(&x->mu);
         snprintf(why, sizeof why, "the engine refused the owner's credential: %s", msg);
         finish(x, r, STORE_RUN_FAILED, why, why);
         return;
@@ -1191,7 +1205,7 @@ static void on_ident_answer(struct rr *x, struct ident *id, const struct dap_msg
                                                           : "Authentication failed");
         return;
     }
-    json_t *cr = m->body.p ? json_loadb(m->body.p, m->body.n, 0, NULL) : NULL;
+    json_t *cr = m->body.p ? load_json(m->body.p, m->body.n) : NULL;
     const char *user = json_string_value(json_object_get(cr, "userId"));
     struct verdict *v = xcalloc(1, sizeof *v);
     if (!user || !*user || strlen(user) >= sizeof v->id.user) {
@@ -1439,7 +1453,7 @@ static bool rr_reclaim(struct executor *base, const struct sched_job *job,
     struct rr *x = rr_of(base);
     if (r->outcome != STORE_RUN_RUNNING || !r->task || !job)
         return false;
-    json_t *t = json_loads(r->task, 0, NULL);
+    json_t *t = load_json(r->task, strlen(r->task));
     const char *token = json_string_value(json_object_get(t, "token"));
     const char *source = json_string_value(json_object_get(t, "source"));
     bool ok = token && source && strlen(token) < 36;
