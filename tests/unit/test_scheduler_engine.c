@@ -182,8 +182,8 @@ static void add(struct fx *fx, const char *pid, const char *schedule, double now
     d.schedule = (char *)schedule;
     d.created_by = "alice";
     d.owner_key_id = fx->key_id;
-    assert_int_equal(sched_add(fx->s, &d, cx, 0, now, &e), 0);
     int64_t next = sched_next_fire(cx, STORE_ACTIVE, 0, now);
+    assert_int_equal(sched_add(fx->s, &d, cx, 0, now, &e), 0); /* takes cx */
     assert_true(d.next_run_at == (next == CRONX_NEVER ? 0 : (double)next));
 }
 
@@ -717,6 +717,55 @@ static void test_decides_ahead(void **state)
     assert_int_equal(fx->njobs, 0);
 }
 
+/* A burst too large for the lead is decided as far ahead as it needs (here:
+ * 100 deployments at an assumed 20 ms each, 0.25 + 1.5 * 2 s = 3.25 s), its
+ * runs held until their second; and never more than SCHED_TICK_LEAD_MAX
+ * ahead. */
+static void test_burst_decided_further_ahead(void **state)
+{
+    struct fx *fx = *state;
+    sched_free(fx->s);
+    struct sched_config cfg;
+    sched_config_defaults(&cfg);
+    cfg.decision_cost_s = 0.02;
+    struct sched_exec ex = {fake_submit, fake_cancel, fake_reclaim, fx};
+    fx->s = sched_new(fx->st, &cfg, &ex);
+    assert_int_equal(sched_load(fx->s, T0), 0);
+    char pid[16];
+    for (int i = 0; i < 100; i++) {
+        snprintf(pid, sizeof pid, "b%03d", i);
+        add(fx, pid, "* * * * *", T0);
+    }
+    add(fx, "lone", "30 * * * *", T0);
+    /* 00:01: 100 due; a 1 s lead is not enough */
+    assert_true(sched_next_wake(fx->s, T0 + 10, 1.0) == T0 + 60 - 3.25);
+    assert_int_equal(sched_tick(fx->s, T0 + 50, 1.0, 0), 0);
+    assert_int_equal(sched_tick(fx->s, T0 + 56.75, 1.0, 0), 100);
+    assert_int_equal(fx->njobs, 0);
+    assert_int_equal(ledger(fx, "b000").n[STORE_RUN_QUEUED], 1);
+    /* decided: nothing more until the runs' second */
+    assert_true(sched_next_wake(fx->s, T0 + 56.8, 1.0) == T0 + 60);
+    assert_int_equal(sched_tick(fx->s, T0 + 57, 1.0, 0), 0);
+    assert_int_equal(sched_release(fx->s, T0 + 59.99), 0);
+    assert_int_equal(sched_release(fx->s, T0 + 60), 100);
+    assert_int_equal(fx->njobs, 100);
+    for (int i = 0; i < fx->njobs; i++)
+        finish(fx, fx->jobs[i], STORE_RUN_SUCCEEDED, T0 + 61);
+    fx->njobs = 0;
+    /* 00:02: the same 100 again */
+    assert_true(sched_next_wake(fx->s, T0 + 61, 1.0) == T0 + 120 - 3.25);
+    /* a cost so high that the lead is bounded */
+    sched_free(fx->s);
+    cfg.decision_cost_s = 10;
+    fx->s = sched_new(fx->st, &cfg, &ex);
+    assert_int_equal(sched_load(fx->s, T0 + 61), 0);
+    assert_true(sched_next_wake(fx->s, T0 + 61, 1.0) ==
+                T0 + 120 - SCHED_TICK_LEAD_MAX);
+    assert_true(sched_next_wake(fx->s, T0 + 100, 1.0) == T0 + 100);
+    assert_int_equal(sched_tick(fx->s, T0 + 100, 1.0, 0), 100);
+    assert_int_equal(sched_release(fx->s, T0 + 120), 100);
+}
+
 /* A run decided ahead and never started survives a crash: after a restart
  * before its second it is held again and starts on time, as one row. */
 static void test_restart_holds_decided_run(void **state)
@@ -912,6 +961,7 @@ int main(void)
         T(test_failed_tick_sends_nothing),
 #endif
         T(test_decides_ahead),
+        T(test_burst_decided_further_ahead),
         T(test_restart_holds_decided_run),
         T(test_restart_misses_decided_run_past_deadline),
         T(test_crash_between_tick_commits_counts_once),
