@@ -81,6 +81,7 @@ struct sched_dep {
     char *owner_key_id;       /* into user's allocation */
     struct sched_cx *sc;      /* a reference (cx_put); NULL: not parsed */
     enum store_state state;
+    bool prune;               /* in the prune queue */
     int64_t next_at;          /* CRONX_NEVER when not in the heap */
     uint64_t seq;             /* heap tie-break */
     size_t heap_pos;          /* HEAP_NONE when not in the heap */
@@ -131,6 +132,10 @@ struct sched {
     size_t npending, cap_pending;
     struct sched_dep **touched;   /* owned array: deps decided in this tick */
     size_t ntouched, cap_touched;
+    /* Deployments whose ledgers grew since they were last pruned
+     * (sched_prune works through them between ticks). */
+    struct sched_dep **prune_q;   /* owned array of borrowed pointers */
+    size_t nprune, cap_prune;
     /* Deployments added, updated or removed while deferring, as "user\0id"
      * (owned): if the batch fails they are read back from the store. */
     char **changed;
@@ -572,6 +577,12 @@ static struct sched_dep *dep_new(struct sched *s, const char *user,
 static void dep_delete(struct sched *s, struct sched_dep *d)
 {
     heap_remove(s, d);
+    for (size_t i = 0; d->prune && i < s->nprune; i++) {
+        if (s->prune_q[i] == d) {
+            s->prune_q[i] = s->prune_q[--s->nprune];
+            break;
+        }
+    }
     struct sched_dep **pp = &s->buckets[d->hash & (s->nbuckets - 1)];
     while (*pp != d)
         pp = &(*pp)->hnext;
@@ -986,6 +997,7 @@ void sched_free(struct sched *s)
     free(s->held);
     free(s->pending);
     free(s->touched);
+    free(s->prune_q);
     for (size_t i = 0; i < s->nchanged; i++)
         free(s->changed[i]);
     free(s->changed);
@@ -1501,10 +1513,25 @@ double sched_next_release(const struct sched *s)
     return s->nheld ? (double)s->held_min : 0;
 }
 
+/* Queue d for sched_prune. */
+static void prune_later(struct sched *s, struct sched_dep *d)
+{
+    if (d->prune)
+        return;
+    if (s->nprune == s->cap_prune) {
+        s->cap_prune = s->cap_prune ? s->cap_prune * 2 : 64;
+        s->prune_q = xrealloc(s->prune_q, s->cap_prune * sizeof *s->prune_q);
+    }
+    s->prune_q[s->nprune++] = d;
+    d->prune = true;
+}
+
 /* The decisions of a tick are committed: send its events, hand over the
  * runs due now (or, inside the caller's batch, after its commit), hold those
- * decided ahead, and record each deployment's progress and prune its ledger
- * -- off the latency-critical path, in a second transaction. */
+ * decided ahead, and record each deployment's progress -- off the
+ * latency-critical path, in a second transaction. Ledgers are pruned later,
+ * between ticks (sched_prune): with full ledgers a prune deletes a row from
+ * three b-trees, more than the decision itself costs. */
 static void tick_committed(struct sched *s, int64_t t, double now, int fired)
 {
     if (!s->deferring) /* else they wait for the caller's commit */
@@ -1523,11 +1550,8 @@ static void tick_committed(struct sched *s, int64_t t, double now, int fired)
      * deployment decided, again in one transaction. */
     bool batch = store_batch_begin(s->store) == 0;
     for (size_t i = 0; i < s->ntouched; i++) {
-        struct sched_dep *d = s->touched[i];
-        persist_progress(s, d);
-        if (store_run_prune(s->store, d->user, d->project_id, s->cfg.keep_runs) != 0)
-            log_error("deployment %s/%s: cannot prune its ledger", d->user,
-                      d->project_id);
+        persist_progress(s, s->touched[i]);
+        prune_later(s, s->touched[i]);
     }
     s->ntouched = 0;
     if (batch && store_batch_commit(s->store) != 0)
@@ -1606,6 +1630,32 @@ int sched_tick(struct sched *s, double now, double lead, int max)
         s->decided_to = ahead;
     cost_sample(s, fired, mono_now() - started);
     return fired;
+}
+
+size_t sched_prune(struct sched *s, double now, int max)
+{
+    /* Never in the way of a burst: not while one is worked through, nor
+     * when a tick is due within the lead. */
+    if (!s->nprune || s->more || s->in_tick || s->deferring ||
+        sched_next_wake(s, now, SCHED_TICK_LEAD) < now + SCHED_TICK_LEAD)
+        return s->nprune;
+    bool batch = store_batch_begin(s->store) == 0;
+    for (int n = 0; s->nprune && (max <= 0 || n < max); n++) {
+        struct sched_dep *d = s->prune_q[--s->nprune];
+        d->prune = false;
+        if (store_run_prune(s->store, d->user, d->project_id, s->cfg.keep_runs) != 0)
+            log_error("deployment %s/%s: cannot prune its ledger", d->user,
+                      d->project_id);
+    }
+    if (batch && store_batch_commit(s->store) != 0)
+        log_error("scheduler: could not prune the ledgers of a batch of "
+                  "deployments");
+    return s->nprune;
+}
+
+size_t sched_prune_waiting(const struct sched *s)
+{
+    return s->nprune;
 }
 
 void sched_defer_begin(struct sched *s)

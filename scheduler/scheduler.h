@@ -229,6 +229,14 @@ int sched_tick(struct sched *s, double now, double lead, int max);
  * ahead), or earlier for a burst that needs more than the lead (see
  * sched_tick), or the earliest held run. */
 double sched_next_wake(const struct sched *s, double now, double lead);
+/* Prune the ledgers of deployments decided since (to cfg.keep_runs rows
+ * each), at most max of them (<= 0: all), in one transaction -- work a tick
+ * leaves for later. Does nothing while a tick is being worked through in
+ * chunks or is due within SCHED_TICK_LEAD. Returns how many deployments are
+ * still waiting. */
+size_t sched_prune(struct sched *s, double now, int max);
+/* How many deployments' ledgers wait for sched_prune. */
+size_t sched_prune_waiting(const struct sched *s);
 /* Start the held runs whose time has come (one whose deployment was paused
  * or errored meanwhile does not start; its row says so). Returns how many. */
 int sched_release(struct sched *s, double now);

@@ -739,7 +739,8 @@ struct burst {
 };
 
 /* Step the simulated clock through every deadline before `until`, completing
- * the runs at once (no-op executor). */
+ * the runs at once (no-op executor) and pruning the ledgers the ticks grew,
+ * all outside any measurement. */
 static void advance_to(struct sched *s, struct store *st, struct bexec *x,
                        int64_t until)
 {
@@ -747,6 +748,7 @@ static void advance_to(struct sched *s, struct store *st, struct bexec *x,
     while ((t = sched_next_deadline(s)) != CRONX_NEVER && t < until) {
         sched_tick(s, (double)t, 0, 0);
         bexec_complete(x, s, st);
+        sched_prune(s, (double)t, 0); /* as the daemon does between ticks */
     }
 }
 

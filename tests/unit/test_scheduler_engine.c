@@ -766,6 +766,40 @@ static void test_burst_decided_further_ahead(void **state)
     assert_int_equal(sched_release(fx->s, T0 + 120), 100);
 }
 
+/* Ticks leave pruning for later: the ledger grows past keep_runs until
+ * sched_prune, which keeps the newest rows, and waits while a tick is due
+ * within the lead. */
+static void test_prune_between_ticks(void **state)
+{
+    struct fx *fx = *state;
+    sched_free(fx->s);
+    struct sched_config cfg;
+    sched_config_defaults(&cfg);
+    cfg.keep_runs = 2;
+    struct sched_exec ex = {fake_submit, fake_cancel, fake_reclaim, fx};
+    fx->s = sched_new(fx->st, &cfg, &ex);
+    assert_int_equal(sched_load(fx->s, T0), 0);
+    add(fx, "p", "* * * * *", T0);
+    add(fx, "q", "0 * * * *", T0);
+    for (int m = 1; m <= 5; m++) {
+        assert_int_equal(sched_tick(fx->s, T0 + 60.0 * m, 0, 0), 1);
+        finish(fx, fx->jobs[--fx->njobs], STORE_RUN_SUCCEEDED, T0 + 60.0 * m + 1);
+    }
+    struct count_ctx c = ledger(fx, "p");
+    assert_int_equal(c.n[STORE_RUN_SUCCEEDED], 5);
+    /* 00:05:59.5: the next tick is due within the lead */
+    assert_int_equal(sched_prune(fx->s, T0 + 359.5, 0), 1);
+    assert_int_equal(ledger(fx, "p").n[STORE_RUN_SUCCEEDED], 5);
+    assert_int_equal(sched_prune(fx->s, T0 + 310, 0), 0);
+    assert_int_equal(ledger(fx, "p").n[STORE_RUN_SUCCEEDED], 2);
+    assert_int_equal(sched_prune(fx->s, T0 + 310, 0), 0);
+    /* a deployment removed while queued leaves nothing behind */
+    assert_int_equal(sched_tick(fx->s, T0 + 360, 0, 0), 1);
+    finish(fx, fx->jobs[--fx->njobs], STORE_RUN_SUCCEEDED, T0 + 361);
+    remove_dep(fx, "p", T0 + 362);
+    assert_int_equal(sched_prune(fx->s, T0 + 370, 0), 0);
+}
+
 /* A run decided ahead and never started survives a crash: after a restart
  * before its second it is held again and starts on time, as one row. */
 static void test_restart_holds_decided_run(void **state)
@@ -962,6 +996,7 @@ int main(void)
 #endif
         T(test_decides_ahead),
         T(test_burst_decided_further_ahead),
+        T(test_prune_between_ticks),
         T(test_restart_holds_decided_run),
         T(test_restart_misses_decided_run_past_deadline),
         T(test_crash_between_tick_commits_counts_once),
