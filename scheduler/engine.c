@@ -550,6 +550,23 @@ static void index_grow(struct sched *s)
     s->nbuckets = n;
 }
 
+/* Before a load: size the index for every deployment of the store at once,
+ * rather than rehashing it a dozen times on the way to a million. */
+static void index_reserve(struct sched *s)
+{
+    int64_t n = 0;
+    if (s->ndeps || store_dep_count(s->store, NULL, &n) != 0)
+        return;
+    size_t want = s->nbuckets;
+    while ((int64_t)want < n)
+        want *= 2;
+    if (want == s->nbuckets)
+        return;
+    free(s->buckets);
+    s->buckets = xcalloc(want, sizeof *s->buckets);
+    s->nbuckets = want;
+}
+
 static struct sched_dep *dep_new(struct sched *s, const char *user,
                                  const char *project_id, const char *owner)
 {
@@ -1020,8 +1037,8 @@ static struct sched_dep *dep_apply(struct sched *s, const struct store_dep *row,
         log_error("deployment %s/%s: stored schedule '%s' no longer parses: %s",
                   row->user, row->project_id, row->schedule, e.msg);
     /* The owner never changes: update keeps it, remove and add make a new
-     * deployment. */
-    struct sched_dep *d = dep_find(s, row->user, row->project_id);
+     * deployment. A load sees each (user, project_id) once: no lookup. */
+    struct sched_dep *d = s->loading ? NULL : dep_find(s, row->user, row->project_id);
     if (!d)
         d = dep_new(s, row->user, row->project_id, row->owner_key_id);
     cx_put(s, d->sc);
@@ -1400,6 +1417,7 @@ int sched_load(struct sched *s, double now)
     struct load_ctx lc = {s, now, 0, 0};
     if (rc == 0) {
         bool batch = store_batch_begin(s->store) == 0;
+        index_reserve(s);
         s->loading = true;
         rc = store_dep_scan(s->store, load_one, &lc);
         s->loading = false;
