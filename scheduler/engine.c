@@ -120,7 +120,8 @@ struct sched {
     uint64_t seq;
     struct sched_stats stats;
     bool in_tick;                 /* decisions are batched; runs wait in pending */
-    bool loading;                 /* sched_load: the heap is built once, at the end */
+    bool loading;                 /* sched_load into an empty index: no lookups,
+                                   * and the heap is built once, at the end */
     bool more;                    /* the last tick stopped at its max: work is due */
     bool deferring;               /* the caller's batch is open: runs wait too */
     /* Within one tick a key cannot change: the last owner key looked up and
@@ -1418,7 +1419,7 @@ int sched_load(struct sched *s, double now)
     if (rc == 0) {
         bool batch = store_batch_begin(s->store) == 0;
         index_reserve(s);
-        s->loading = true;
+        s->loading = s->ndeps == 0; /* an empty index: each row is new */
         rc = store_dep_scan(s->store, load_one, &lc);
         s->loading = false;
         heap_build(s);
