@@ -9,6 +9,9 @@
  *     deadline (the engine decides that far ahead and holds those runs), or
  *     at the earliest held run, and at least once a minute so that a stepped
  *     wall clock is noticed;
+ *   - prune: a timer that, while ticks have left ledgers to prune, prunes
+ *     SCHED_PRUNE_CHUNK deployments' ledgers every PRUNE_EVERY_MS, between
+ *     ticks (sched_prune stays out of the way of a burst);
  *   - wake: an async handle the executor's threads signal when runs start or
  *     end; its callback records every pending report in one transaction;
  *   - keys: a timer polling the database's data_version, so a key revoked by
@@ -42,6 +45,8 @@
 #define KEYS_POLL_MS 250
 #define TICK_MAX_SLEEP_S 60.0            /* re-read the wall clock at least this often */
 #define SCHED_TICK_CHUNK 500             /* decisions per turn of the loop */
+#define SCHED_PRUNE_CHUNK 500            /* ledgers pruned per turn of the loop */
+#define PRUNE_EVERY_MS 5
 #define REPORTS_CHUNK 1000               /* run reports recorded per turn */
 #define HEAP_KEEP (64 * 1024 * 1024)     /* free heap kept rather than trimmed */
 #define HEAP_PAD (1024 * 1024)           /* extra asked of the kernel per growth */
@@ -51,7 +56,7 @@ struct daemon {
     struct store *store;             /* borrowed */
     struct clock clock;
     uv_loop_t loop;
-    uv_timer_t tick, keys, grace;
+    uv_timer_t tick, keys, grace, prune;
     uv_async_t wake;
     uv_signal_t sig_term, sig_int;
     bool handles_open;
@@ -68,6 +73,7 @@ struct daemon {
 /* ---------------------------------------------------------------- ticks */
 
 static void on_tick(uv_timer_t *h);
+static void on_prune(uv_timer_t *h);
 
 /* Arm the tick timer for when the scheduler next needs it
  * (sched_next_wake: SCHED_TICK_LEAD before the earliest deadline, the
@@ -80,6 +86,8 @@ static void arm_tick(struct daemon *d)
 {
     if (d->stopping)
         return;
+    if (!uv_is_active((uv_handle_t *)&d->prune) && sched_prune_waiting(d->sched) > 0)
+        uv_timer_start(&d->prune, on_prune, PRUNE_EVERY_MS, PRUNE_EVERY_MS);
     double now = clock_now(&d->clock);
     double at = sched_next_wake(d->sched, now, SCHED_TICK_LEAD);
     if (at == 0 || (d->clock.fixed && at > now)) {
@@ -96,6 +104,19 @@ static void arm_tick(struct daemon *d)
     uint64_t ms = delay <= 0 ? 1 : (uint64_t)ceil(delay * 1e3) + 1;
     uv_update_time(&d->loop);
     uv_timer_start(&d->tick, on_tick, ms, 0);
+}
+
+/* Ledgers ticks left to prune, a chunk a turn, between ticks. When a tick
+ * is near, the timer stops; the next arm_tick starts it again. */
+static void on_prune(uv_timer_t *h)
+{
+    struct daemon *d = h->data;
+    size_t before = sched_prune_waiting(d->sched);
+    size_t after = d->stopping ? 0
+                               : sched_prune(d->sched, clock_now(&d->clock),
+                                             SCHED_PRUNE_CHUNK);
+    if (after == 0 || after == before)
+        uv_timer_stop(&d->prune);
 }
 
 /* At most SCHED_TICK_CHUNK decisions a turn: a clock stepped days ahead, or
@@ -215,6 +236,7 @@ static void begin_shutdown(struct daemon *d)
     d->stopping = true;
     dap_server_stop_accepting(d->dap);
     uv_timer_stop(&d->tick);
+    uv_timer_stop(&d->prune);
     int active = executor_active(d->exec);
     if (active == 0 || d->exec->ops->detaches) {
         uv_stop(&d->loop);
@@ -446,11 +468,13 @@ static void handles_init(struct daemon *d)
     uv_timer_init(&d->loop, &d->tick);
     uv_timer_init(&d->loop, &d->keys);
     uv_timer_init(&d->loop, &d->grace);
+    uv_timer_init(&d->loop, &d->prune);
     uv_async_init(&d->loop, &d->wake, on_wake);
     uv_signal_init(&d->loop, &d->sig_term);
     uv_signal_init(&d->loop, &d->sig_int);
     uv_handle_t *all[] = {(uv_handle_t *)&d->tick, (uv_handle_t *)&d->keys,
-                          (uv_handle_t *)&d->grace, (uv_handle_t *)&d->wake,
+                          (uv_handle_t *)&d->grace, (uv_handle_t *)&d->prune,
+                          (uv_handle_t *)&d->wake,
                           (uv_handle_t *)&d->sig_term, (uv_handle_t *)&d->sig_int};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         all[i]->data = d;
@@ -464,6 +488,7 @@ static void handles_close(struct daemon *d)
     uv_close((uv_handle_t *)&d->tick, NULL);
     uv_close((uv_handle_t *)&d->keys, NULL);
     uv_close((uv_handle_t *)&d->grace, NULL);
+    uv_close((uv_handle_t *)&d->prune, NULL);
     uv_close((uv_handle_t *)&d->wake, NULL);
     uv_close((uv_handle_t *)&d->sig_term, NULL);
     uv_close((uv_handle_t *)&d->sig_int, NULL);

@@ -20,9 +20,18 @@
  * the server was down the same way, and runs that were in progress become
  * `interrupted` (docs/runs.md).
  *
- * Memory: per deployment one struct sched_dep (names in one allocation) and
- * its parsed schedule; pipelines and sealed credentials stay in the database
- * until a run needs them.
+ * Bursts: a table counts the deployments of the heap due at each second, and
+ * the engine keeps a running estimate of what one decision costs (commits
+ * included). A second whose deployments -- with all those due before it --
+ * would take longer to decide than the lead is decided that much earlier
+ * (bounded by SCHED_TICK_LEAD_MAX), so the runs of 100,000 deployments due
+ * together are held, committed, when their second comes.
+ *
+ * Memory: per deployment one struct sched_dep (names in one allocation); a
+ * parsed schedule is shared by every deployment with the same text (a
+ * million deployments hold a few thousand distinct schedules), so start-up
+ * parses each text once; pipelines and sealed credentials stay in the
+ * database until a run needs them.
  * Thread: the service thread only; no sockets, no locks. */
 #include "scheduler/scheduler.h"
 
@@ -33,6 +42,36 @@
 #include <time.h>
 
 #define HEAP_NONE SIZE_MAX
+#define DUE_EMPTY INT64_MIN       /* a free slot of the due table */
+/* The least a decision is believed to cost, commits included: a 100,000
+ * burst with full ledgers (100 rows each) took 98 us a decision on a 2-core
+ * machine, with fresh ledgers 25 us. The estimate starts there and only
+ * rises with what ticks measure (a slower disk or machine): ledgers fill
+ * over days, and a burst must not be late the first time they are full. The
+ * smallest tick that teaches it anything (a tick of a few decisions is
+ * mostly its commit), and how many decisions make one sample. */
+#define DECISION_COST_S 100e-6
+#define COST_SAMPLE_TICK 100
+#define COST_SAMPLE_N 1000
+/* Headroom on the estimate: chunks, requests served between them, noise. */
+#define BURST_SAFETY 1.5
+#define BURST_SLACK_S 0.25
+
+/* A parsed schedule, shared by every deployment whose schedule has the same
+ * text (the engine's default zone is fixed, so the text decides the parse). */
+struct sched_cx {
+    struct sched_cx *next;        /* hash chain */
+    uint64_t hash;
+    uint32_t refs;                /* deployments holding it */
+    bool shared;                  /* in the table; else one deployment's own */
+    struct cronx *cx;             /* owned */
+    char text[];                  /* the schedule as written */
+};
+
+struct due_slot {
+    int64_t at;                   /* DUE_EMPTY: free */
+    uint32_t n;                   /* deployments due at that second */
+};
 
 struct sched_dep {
     struct sched_dep *hnext;  /* hash chain */
@@ -40,8 +79,9 @@ struct sched_dep {
     char *user;               /* owned: "user\0project_id\0owner\0" */
     char *project_id;         /* into user's allocation */
     char *owner_key_id;       /* into user's allocation */
-    struct cronx *cx;         /* owned */
+    struct sched_cx *sc;      /* a reference (cx_put); NULL: not parsed */
     enum store_state state;
+    bool prune;               /* in the prune queue */
     int64_t next_at;          /* CRONX_NEVER when not in the heap */
     uint64_t seq;             /* heap tie-break */
     size_t heap_pos;          /* HEAP_NONE when not in the heap */
@@ -80,6 +120,8 @@ struct sched {
     uint64_t seq;
     struct sched_stats stats;
     bool in_tick;                 /* decisions are batched; runs wait in pending */
+    bool loading;                 /* sched_load into an empty index: no lookups,
+                                   * and the heap is built once, at the end */
     bool more;                    /* the last tick stopped at its max: work is due */
     bool deferring;               /* the caller's batch is open: runs wait too */
     /* Within one tick a key cannot change: the last owner key looked up and
@@ -91,6 +133,10 @@ struct sched {
     size_t npending, cap_pending;
     struct sched_dep **touched;   /* owned array: deps decided in this tick */
     size_t ntouched, cap_touched;
+    /* Deployments whose ledgers grew since they were last pruned
+     * (sched_prune works through them between ticks). */
+    struct sched_dep **prune_q;   /* owned array of borrowed pointers */
+    size_t nprune, cap_prune;
     /* Deployments added, updated or removed while deferring, as "user\0id"
      * (owned): if the batch fails they are read back from the store. */
     char **changed;
@@ -104,6 +150,20 @@ struct sched {
      * committed and waiting for it. Few: at most one per deployment. */
     struct pending *held;         /* owned array */
     size_t nheld, cap_held;
+    int64_t held_min;             /* no held run is due before this */
+    /* Bursts: deployments of the heap due at each second (open addressing,
+     * linear probing; few slots: one per distinct second). */
+    struct due_slot *due;         /* owned array of due_cap slots */
+    size_t due_cap, due_used;
+    double cost;                  /* seconds one decision takes, estimated */
+    double cost_min;              /* ... never less than this */
+    double cost_time;             /* measured since the estimate last moved */
+    uint64_t cost_n;
+    int64_t decided_to;           /* the last full tick decided all it could
+                                   * of the seconds up to this one */
+    int64_t chunk_to;             /* a tick cut into chunks works up to here */
+    struct sched_cx **cx_buckets; /* owned array; entries owned through it */
+    size_t cx_nbuckets, cx_n;
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -128,6 +188,251 @@ static void iso_utc(int64_t t, char out[32])
         return;
     }
     strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* ---------------------------------------------------------------- schedules */
+
+static uint64_t hash_text(const char *text)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (const char *p = text; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    return h;
+}
+
+static const struct cronx *dep_cx(const struct sched_dep *d)
+{
+    return d->sc ? d->sc->cx : NULL;
+}
+
+static void cx_grow(struct sched *s)
+{
+    size_t n = s->cx_nbuckets ? s->cx_nbuckets * 2 : 64;
+    struct sched_cx **b = xcalloc(n, sizeof *b);
+    for (size_t i = 0; i < s->cx_nbuckets; i++) {
+        struct sched_cx *c = s->cx_buckets[i];
+        while (c) {
+            struct sched_cx *next = c->next;
+            c->next = b[c->hash & (n - 1)];
+            b[c->hash & (n - 1)] = c;
+            c = next;
+        }
+    }
+    free(s->cx_buckets);
+    s->cx_buckets = b;
+    s->cx_nbuckets = n;
+}
+
+/* A reference to the parsed form of schedule `text` for deployment (user,
+ * project_id): the shared one when another deployment has the same text
+ * (cx, when given, is then freed), else cx or -- cx NULL -- text parsed
+ * now. Only a text without H items is shared: H is drawn from each
+ * deployment's identity, so such a parse is the deployment's own. A text
+ * is parsed plainly first (which refuses H), so each shared text is parsed
+ * once. cx is taken in every case. NULL when the text does not parse (e
+ * holds why). */
+static struct sched_cx *cx_get(struct sched *s, const char *text, const char *user,
+                               const char *project_id, struct cronx *cx, struct err *e)
+{
+    uint64_t h = hash_text(text);
+    if (s->cx_nbuckets) {
+        for (struct sched_cx *c = s->cx_buckets[h & (s->cx_nbuckets - 1)]; c;
+             c = c->next) {
+            if (c->hash == h && strcmp(c->text, text) == 0) {
+                cronx_free(cx);
+                c->refs++;
+                return c;
+            }
+        }
+    }
+    struct cronx *plain = NULL;
+    bool shared = cronx_parse(text, s->cfg.default_zone, &plain, NULL) == 0;
+    if (shared) {
+        cronx_free(cx);
+        cx = plain;
+    } else if (!cx && sched_parse(s, text, user, project_id, NULL, 0, &cx, e) != 0) {
+        return NULL;
+    }
+    size_t len = shared ? strlen(text) : 0;
+    struct sched_cx *c = xcalloc(1, sizeof *c + len + 1);
+    c->hash = h;
+    c->refs = 1;
+    c->cx = cx;
+    if (!shared)
+        return c;
+    memcpy(c->text, text, len + 1);
+    c->shared = true;
+    if (s->cx_n >= s->cx_nbuckets)
+        cx_grow(s);
+    c->next = s->cx_buckets[h & (s->cx_nbuckets - 1)];
+    s->cx_buckets[h & (s->cx_nbuckets - 1)] = c;
+    s->cx_n++;
+    return c;
+}
+
+/* Drop a reference; the last one frees the parsed schedule. NULL is fine. */
+static void cx_put(struct sched *s, struct sched_cx *c)
+{
+    if (!c || --c->refs > 0)
+        return;
+    if (c->shared) {
+        struct sched_cx **pp = &s->cx_buckets[c->hash & (s->cx_nbuckets - 1)];
+        while (*pp != c)
+            pp = &(*pp)->next;
+        *pp = c->next;
+        s->cx_n--;
+    }
+    cronx_free(c->cx);
+    free(c);
+}
+
+/* ---------------------------------------------------------------- bursts */
+
+static size_t due_slot_of(const struct sched *s, int64_t at)
+{
+    uint64_t h = (uint64_t)at * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 20) & (s->due_cap - 1);
+}
+
+/* How many deployments of the heap are due at second `at`. */
+static uint32_t due_count(const struct sched *s, int64_t at)
+{
+    if (!s->due_used)
+        return 0;
+    for (size_t i = due_slot_of(s, at);; i = (i + 1) & (s->due_cap - 1)) {
+        if (s->due[i].at == at)
+            return s->due[i].n;
+        if (s->due[i].at == DUE_EMPTY)
+            return 0;
+    }
+}
+
+static void due_grow(struct sched *s)
+{
+    struct due_slot *old = s->due;
+    size_t ocap = s->due_cap;
+    s->due_cap = ocap ? ocap * 2 : 256;
+    s->due = xmalloc(s->due_cap * sizeof *s->due);
+    for (size_t i = 0; i < s->due_cap; i++)
+        s->due[i].at = DUE_EMPTY;
+    for (size_t i = 0; i < ocap; i++) {
+        if (old[i].at == DUE_EMPTY)
+            continue;
+        size_t j = due_slot_of(s, old[i].at);
+        while (s->due[j].at != DUE_EMPTY)
+            j = (j + 1) & (s->due_cap - 1);
+        s->due[j] = old[i];
+    }
+    free(old);
+}
+
+/* Free slot i, moving later slots of its probe run back so that no lookup
+ * stops early (deletion without tombstones). */
+static void due_free_slot(struct sched *s, size_t i)
+{
+    size_t mask = s->due_cap - 1;
+    for (size_t j = (i + 1) & mask; s->due[j].at != DUE_EMPTY; j = (j + 1) & mask) {
+        size_t home = due_slot_of(s, s->due[j].at);
+        /* j's entry may move to i if its home is not within (i, j]. */
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            s->due[i] = s->due[j];
+            i = j;
+        }
+    }
+    s->due[i].at = DUE_EMPTY;
+    s->due_used--;
+}
+
+/* One more (delta 1) or one fewer (-1) deployment due at `at`. */
+static void due_add(struct sched *s, int64_t at, int delta)
+{
+    if (delta > 0 && 2 * (s->due_used + 1) > s->due_cap)
+        due_grow(s);
+    if (!s->due_cap)
+        return;
+    size_t i = due_slot_of(s, at);
+    while (s->due[i].at != at && s->due[i].at != DUE_EMPTY)
+        i = (i + 1) & (s->due_cap - 1);
+    if (s->due[i].at == DUE_EMPTY) {
+        if (delta < 0)
+            return; /* not counted: cannot happen */
+        s->due[i] = (struct due_slot){at, 0};
+        s->due_used++;
+    }
+    if (delta > 0) {
+        s->due[i].n++;
+    } else if (--s->due[i].n == 0) {
+        due_free_slot(s, i);
+    }
+}
+
+/* Seconds it takes to decide n deployments, with headroom, at most
+ * SCHED_TICK_LEAD_MAX. */
+static double burst_lead(const struct sched *s, uint64_t n)
+{
+    double lead = BURST_SLACK_S + BURST_SAFETY * (double)n * s->cost;
+    return lead < SCHED_TICK_LEAD_MAX ? lead : SCHED_TICK_LEAD_MAX;
+}
+
+/* The latest second a tick at `now` decides: those within `lead`, and any
+ * later second (up to SCHED_TICK_LEAD_MAX ahead) that the deployments due up
+ * to it would not be decided in time for if the tick waited. */
+static int64_t tick_horizon(const struct sched *s, double now, double lead)
+{
+    int64_t ahead = (int64_t)floor(now + lead);
+    if (lead <= 0 || !s->heap_n)
+        return ahead;
+    int64_t t0 = (int64_t)floor(now);
+    int64_t from = s->heap[0]->next_at > t0 - 60 ? s->heap[0]->next_at : t0 - 60;
+    int64_t until = (int64_t)floor(now + SCHED_TICK_LEAD_MAX);
+    uint64_t cum = 0;
+    for (int64_t t = from; t <= until; t++) {
+        cum += due_count(s, t);
+        if (t > ahead && cum && (double)t - burst_lead(s, cum) <= now)
+            ahead = t;
+    }
+    return ahead;
+}
+
+/* The earliest time a burst not yet decided needs its tick: `now` when that
+ * is late already, 0 when no second near `top` needs more than `lead`. */
+static double burst_wake(const struct sched *s, int64_t top, double now, double lead)
+{
+    int64_t from = top > s->decided_to ? top : s->decided_to + 1;
+    double wake = 0;
+    uint64_t cum = 0;
+    for (int64_t t = from; t <= top + (int64_t)SCHED_TICK_LEAD_MAX; t++) {
+        cum += due_count(s, t);
+        double need = cum ? burst_lead(s, cum) : 0;
+        if (need <= lead)
+            continue;
+        double w = (double)t - need > now ? (double)t - need : now;
+        if (wake == 0 || w < wake)
+            wake = w;
+    }
+    return wake;
+}
+
+/* Learn what a decision costs from ticks large enough to tell. */
+static void cost_sample(struct sched *s, int fired, double seconds)
+{
+    if (fired < COST_SAMPLE_TICK)
+        return;
+    s->cost_time += seconds;
+    s->cost_n += (uint64_t)fired;
+    if (s->cost_n < COST_SAMPLE_N)
+        return;
+    double c = 0.5 * s->cost + 0.5 * s->cost_time / (double)s->cost_n;
+    s->cost = c > s->cost_min ? c : s->cost_min;
+    s->cost_time = 0;
+    s->cost_n = 0;
+}
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 /* ---------------------------------------------------------------- heap */
@@ -179,6 +484,7 @@ static void heap_remove(struct sched *s, struct sched_dep *d)
     size_t i = d->heap_pos;
     if (i == HEAP_NONE)
         return;
+    due_add(s, d->next_at, -1);
     d->heap_pos = HEAP_NONE;
     d->next_at = CRONX_NEVER;
     struct sched_dep *last = s->heap[--s->heap_n];
@@ -196,6 +502,9 @@ static void heap_set(struct sched *s, struct sched_dep *d, int64_t at)
         heap_remove(s, d);
         return;
     }
+    if (d->heap_pos != HEAP_NONE)
+        due_add(s, d->next_at, -1);
+    due_add(s, at, 1);
     d->next_at = at;
     d->seq = ++s->seq;
     if (d->heap_pos == HEAP_NONE) {
@@ -204,11 +513,20 @@ static void heap_set(struct sched *s, struct sched_dep *d, int64_t at)
             s->heap = xrealloc(s->heap, s->heap_cap * sizeof *s->heap);
         }
         heap_place(s, s->heap_n++, d);
-        heap_up(s, d->heap_pos);
-    } else {
+        if (!s->loading)
+            heap_up(s, d->heap_pos);
+    } else if (!s->loading) {
         heap_down(s, d->heap_pos);
         heap_up(s, d->heap_pos);
     }
+}
+
+/* Make the array a heap in one pass (Floyd): O(n), where n inserts cost
+ * O(n log n). */
+static void heap_build(struct sched *s)
+{
+    for (size_t i = s->heap_n / 2; i-- > 0;)
+        heap_down(s, i);
 }
 
 /* ---------------------------------------------------------------- index */
@@ -242,6 +560,23 @@ static void index_grow(struct sched *s)
     s->nbuckets = n;
 }
 
+/* Before a load: size the index for every deployment of the store at once,
+ * rather than rehashing it a dozen times on the way to a million. */
+static void index_reserve(struct sched *s)
+{
+    int64_t n = 0;
+    if (s->ndeps || store_dep_count(s->store, NULL, &n) != 0)
+        return;
+    size_t want = s->nbuckets;
+    while ((int64_t)want < n)
+        want *= 2;
+    if (want == s->nbuckets)
+        return;
+    free(s->buckets);
+    s->buckets = xcalloc(want, sizeof *s->buckets);
+    s->nbuckets = want;
+}
+
 static struct sched_dep *dep_new(struct sched *s, const char *user,
                                  const char *project_id, const char *owner)
 {
@@ -269,12 +604,18 @@ static struct sched_dep *dep_new(struct sched *s, const char *user,
 static void dep_delete(struct sched *s, struct sched_dep *d)
 {
     heap_remove(s, d);
+    for (size_t i = 0; d->prune && i < s->nprune; i++) {
+        if (s->prune_q[i] == d) {
+            s->prune_q[i] = s->prune_q[--s->nprune];
+            break;
+        }
+    }
     struct sched_dep **pp = &s->buckets[d->hash & (s->nbuckets - 1)];
     while (*pp != d)
         pp = &(*pp)->hnext;
     *pp = d->hnext;
     s->ndeps--;
-    cronx_free(d->cx);
+    cx_put(s, d->sc);
     free(d->user);
     free(d);
 }
@@ -564,7 +905,7 @@ static void advance(struct sched *s, struct sched_dep *d, int64_t fired,
 {
     if (fired > d->last_fire)
         d->last_fire = fired;
-    heap_set(s, d, sched_next_fire(d->cx, d->state, d->last_fire, (double)now));
+    heap_set(s, d, sched_next_fire(dep_cx(d), d->state, d->last_fire, (double)now));
     if (!s->in_tick) {
         persist_progress(s, d);
         return;
@@ -591,7 +932,7 @@ static void fire(struct sched *s, struct sched_dep *d, int64_t now, double now_f
 {
     /* Counted, not walked: a clock 30 days ahead costs what a minute does. */
     int64_t due = d->next_at, last, before_last;
-    int64_t n = 1 + cronx_count(d->cx, due + 1, now, &last, &before_last);
+    int64_t n = 1 + cronx_count(dep_cx(d), due + 1, now, &last, &before_last);
     int64_t latest = n > 1 ? last : due; /* due may be ahead (the lead) */
     int64_t prev = n > 2 ? before_last : due;
     if (n > 1) {
@@ -669,6 +1010,8 @@ struct sched *sched_new(struct store *st, const struct sched_config *cfg,
         s->exec = *exec;
     s->nbuckets = 1024;
     s->buckets = xcalloc(s->nbuckets, sizeof *s->buckets);
+    s->cost_min = cfg->decision_cost_s > 0 ? cfg->decision_cost_s : DECISION_COST_S;
+    s->cost = s->cost_min;
     return s;
 }
 
@@ -680,19 +1023,22 @@ void sched_free(struct sched *s)
         struct sched_dep *d = s->buckets[i];
         while (d) {
             struct sched_dep *next = d->hnext;
-            cronx_free(d->cx);
+            cx_put(s, d->sc);
             free(d->user);
             free(d);
             d = next;
         }
     }
     free(s->buckets);
+    free(s->cx_buckets); /* empty: every deployment dropped its reference */
     free(s->heap);
+    free(s->due);
     for (size_t i = 0; i < s->nheld; i++)
         pending_clear(&s->held[i]);
     free(s->held);
     free(s->pending);
     free(s->touched);
+    free(s->prune_q);
     for (size_t i = 0; i < s->nchanged; i++)
         free(s->changed[i]);
     free(s->changed);
@@ -710,19 +1056,17 @@ static struct sched_dep *dep_apply(struct sched *s, const struct store_dep *row,
                                    struct cronx *cx)
 {
     struct err e = {0};
-    if (!cx && sched_parse(s, row->schedule, row->user, row->project_id, NULL,
-                           0, &cx, &e) != 0) {
+    struct sched_cx *sc = cx_get(s, row->schedule, row->user, row->project_id, cx, &e);
+    if (!sc)
         log_error("deployment %s/%s: stored schedule '%s' no longer parses: %s",
                   row->user, row->project_id, row->schedule, e.msg);
-        cx = NULL;
-    }
     /* The owner never changes: update keeps it, remove and add make a new
-     * deployment. */
-    struct sched_dep *d = dep_find(s, row->user, row->project_id);
+     * deployment. A load sees each (user, project_id) once: no lookup. */
+    struct sched_dep *d = s->loading ? NULL : dep_find(s, row->user, row->project_id);
     if (!d)
         d = dep_new(s, row->user, row->project_id, row->owner_key_id);
-    cronx_free(d->cx);
-    d->cx = cx;
+    cx_put(s, d->sc);
+    d->sc = sc;
     d->state = row->state;
     d->last_fire = (int64_t)row->last_fire_at;
     return d;
@@ -753,7 +1097,7 @@ static void index_put(struct sched *s, const struct store_dep *row,
     struct sched_dep *d = dep_find(s, row->user, row->project_id);
     bool changed = d && d->state != row->state;
     d = dep_apply(s, row, cx);
-    heap_set(s, d, d->cx && row->next_run_at > 0 ? (int64_t)row->next_run_at
+    heap_set(s, d, d->sc && row->next_run_at > 0 ? (int64_t)row->next_run_at
                                                  : CRONX_NEVER);
     if (changed)
         emit_state(s, d, row->state, row->error, row->updated_at);
@@ -857,7 +1201,7 @@ int sched_update(struct sched *s, const char *user, const char *project_id,
         .schedule = ch->schedule,
         .state = st,
         .updated_at = now,
-        .next_run_at = (double)next_or_zero(cx ? cx : d->cx, st, d->last_fire, now),
+        .next_run_at = (double)next_or_zero(cx ? cx : dep_cx(d), st, d->last_fire, now),
         .set_credential = ch->set_credential,
         .credential = ch->credential,
         .credential_len = ch->credential_len,
@@ -871,8 +1215,8 @@ int sched_update(struct sched *s, const char *user, const char *project_id,
     }
     note_changed(s, user, project_id);
     if (cx) {
-        cronx_free(d->cx);
-        d->cx = cx;
+        cx_put(s, d->sc);
+        d->sc = cx_get(s, ch->schedule, user, project_id, cx, NULL);
     }
     heap_set(s, d, c.next_run_at > 0 ? (int64_t)c.next_run_at : CRONX_NEVER);
     if (st != d->state) {
@@ -912,7 +1256,7 @@ static int64_t after_ledger(struct sched *s, struct sched_dep *d, int64_t next)
         (int64_t)decided < next)
         return next;
     d->last_fire = (int64_t)decided;
-    return cronx_next(d->cx, d->last_fire);
+    return cronx_next(dep_cx(d), d->last_fire);
 }
 
 static int load_one(const struct store_dep *row, void *ud)
@@ -923,17 +1267,17 @@ static int load_one(const struct store_dep *row, void *ud)
     lc->loaded++;
     int64_t now = (int64_t)floor(lc->now);
     int64_t next = row->next_run_at > 0 ? (int64_t)row->next_run_at
-                                        : sched_next_fire(d->cx, d->state,
+                                        : sched_next_fire(dep_cx(d), d->state,
                                                           d->last_fire, lc->now);
-    if (d->state != STORE_ACTIVE || !d->cx || cronx_is_manual(d->cx))
+    if (d->state != STORE_ACTIVE || !d->sc || cronx_is_manual(dep_cx(d)))
         next = CRONX_NEVER;
     if (next != CRONX_NEVER && next <= d->last_fire)
-        next = sched_next_fire(d->cx, d->state, d->last_fire, lc->now);
+        next = sched_next_fire(dep_cx(d), d->state, d->last_fire, lc->now);
     if (next != CRONX_NEVER && next <= now)
         next = after_ledger(s, d, next);
     if (next != CRONX_NEVER && next <= now) {
         int64_t latest;
-        int64_t n = 1 + cronx_count(d->cx, next + 1, now, &latest, NULL);
+        int64_t n = 1 + cronx_count(dep_cx(d), next + 1, now, &latest, NULL);
         int64_t last = n > 1 ? latest : next;
         record_skip(s, d, last, STORE_RUN_MISSED, "server was not running", n,
                     next, lc->now);
@@ -952,6 +1296,8 @@ static int load_one(const struct store_dep *row, void *ud)
 
 static void hold(struct sched *s, const struct pending *p)
 {
+    if (!s->nheld || p->release_at < s->held_min)
+        s->held_min = p->release_at;
     if (s->nheld == s->cap_held) {
         s->cap_held = s->cap_held ? s->cap_held * 2 : 64;
         s->held = xrealloc(s->held, s->cap_held * sizeof *s->held);
@@ -1052,7 +1398,7 @@ static void resume_undone(struct sched *s, const struct undone *u, double now)
         return; /* the ledger goes with its deployment: cannot happen */
     if (!u->manual && (int64_t)u->due > d->last_fire) {
         d->last_fire = (int64_t)u->due;
-        heap_set(s, d, sched_next_fire(d->cx, d->state, d->last_fire, now));
+        heap_set(s, d, sched_next_fire(dep_cx(d), d->state, d->last_fire, now));
         persist_progress(s, d);
     }
     double late = now - u->due;
@@ -1095,7 +1441,11 @@ int sched_load(struct sched *s, double now)
     struct load_ctx lc = {s, now, 0, 0};
     if (rc == 0) {
         bool batch = store_batch_begin(s->store) == 0;
-        rc = store_dep_list(s->store, NULL, load_one, &lc);
+        index_reserve(s);
+        s->loading = s->ndeps == 0; /* an empty index: each row is new */
+        rc = store_dep_scan(s->store, load_one, &lc);
+        s->loading = false;
+        heap_build(s);
         for (size_t i = 0; rc == 0 && i < live.nrunning; i++)
             reclaim_running(&live, &live.running[i]);
         for (size_t i = 0; rc == 0 && i < live.n; i++)
@@ -1153,9 +1503,14 @@ int sched_release(struct sched *s, double now)
     int64_t t = (int64_t)floor(now);
     int released = 0;
     size_t keep = 0;
+    if (!s->nheld || s->held_min > t) /* a burst's runs are held for seconds */
+        return 0;
+    int64_t next_min = CRONX_NEVER;
     for (size_t i = 0; i < s->nheld; i++) {
         struct pending *p = &s->held[i];
         if (p->release_at > t) {
+            if (next_min == CRONX_NEVER || p->release_at < next_min)
+                next_min = p->release_at;
             s->held[keep++] = *p;
             continue;
         }
@@ -1170,6 +1525,7 @@ int sched_release(struct sched *s, double now)
         }
     }
     s->nheld = keep;
+    s->held_min = next_min;
     return released;
 }
 
@@ -1181,6 +1537,10 @@ double sched_next_wake(const struct sched *s, double now, double lead)
     if (s->heap_n) {
         double top = (double)s->heap[0]->next_at;
         wake = top - lead > now ? top - lead : top;
+        double burst = lead > 0 && wake > now
+                           ? burst_wake(s, s->heap[0]->next_at, now, lead) : 0;
+        if (burst > 0 && burst < wake)
+            wake = burst;
     }
     double release = sched_next_release(s);
     if (release > 0 && (wake == 0 || release < wake))
@@ -1190,17 +1550,30 @@ double sched_next_wake(const struct sched *s, double now, double lead)
 
 double sched_next_release(const struct sched *s)
 {
-    int64_t first = CRONX_NEVER;
-    for (size_t i = 0; i < s->nheld; i++)
-        if (first == CRONX_NEVER || s->held[i].release_at < first)
-            first = s->held[i].release_at;
-    return first == CRONX_NEVER ? 0 : (double)first;
+    /* held_min may be early (a held run dropped with its deployment): that
+     * costs one release that finds nothing, and sets it right. */
+    return s->nheld ? (double)s->held_min : 0;
+}
+
+/* Queue d for sched_prune. */
+static void prune_later(struct sched *s, struct sched_dep *d)
+{
+    if (d->prune)
+        return;
+    if (s->nprune == s->cap_prune) {
+        s->cap_prune = s->cap_prune ? s->cap_prune * 2 : 64;
+        s->prune_q = xrealloc(s->prune_q, s->cap_prune * sizeof *s->prune_q);
+    }
+    s->prune_q[s->nprune++] = d;
+    d->prune = true;
 }
 
 /* The decisions of a tick are committed: send its events, hand over the
  * runs due now (or, inside the caller's batch, after its commit), hold those
- * decided ahead, and record each deployment's progress and prune its ledger
- * -- off the latency-critical path, in a second transaction. */
+ * decided ahead, and record each deployment's progress -- off the
+ * latency-critical path, in a second transaction. Ledgers are pruned later,
+ * between ticks (sched_prune): with full ledgers a prune deletes a row from
+ * three b-trees, more than the decision itself costs. */
 static void tick_committed(struct sched *s, int64_t t, double now, int fired)
 {
     if (!s->deferring) /* else they wait for the caller's commit */
@@ -1219,11 +1592,8 @@ static void tick_committed(struct sched *s, int64_t t, double now, int fired)
      * deployment decided, again in one transaction. */
     bool batch = store_batch_begin(s->store) == 0;
     for (size_t i = 0; i < s->ntouched; i++) {
-        struct sched_dep *d = s->touched[i];
-        persist_progress(s, d);
-        if (store_run_prune(s->store, d->user, d->project_id, s->cfg.keep_runs) != 0)
-            log_error("deployment %s/%s: cannot prune its ledger", d->user,
-                      d->project_id);
+        persist_progress(s, s->touched[i]);
+        prune_later(s, s->touched[i]);
     }
     s->ntouched = 0;
     if (batch && store_batch_commit(s->store) != 0)
@@ -1233,10 +1603,18 @@ static void tick_committed(struct sched *s, int64_t t, double now, int fired)
 int sched_tick(struct sched *s, double now, double lead, int max)
 {
     int64_t t = (int64_t)floor(now);
-    int64_t ahead = (int64_t)floor(now + (lead > 0 ? lead : 0));
+    int64_t ahead = tick_horizon(s, now, lead > 0 ? lead : 0);
+    /* A burst cut into chunks is worked through to the second it was begun
+     * for, though what is left of it alone would need less lead. */
+    if (s->more && s->chunk_to > ahead)
+        ahead = s->chunk_to;
     s->more = false;
-    if (!s->heap_n || s->heap[0]->next_at > ahead)
+    if (!s->heap_n || s->heap[0]->next_at > ahead) {
+        if (ahead > s->decided_to)
+            s->decided_to = ahead;
         return 0;
+    }
+    double started = mono_now();
     /* One transaction for every decision of this wake-up: 10,000 ticks due
      * in the same second cost one fsync, not 40,000. */
     bool batch = store_batch_begin(s->store) == 0;
@@ -1264,6 +1642,7 @@ int sched_tick(struct sched *s, double now, double lead, int max)
         }
         if (max > 0 && fired == max) {
             s->more = true; /* the rest in the next turn */
+            s->chunk_to = ahead;
             break;
         }
         fire(s, d, t, now);
@@ -1289,7 +1668,36 @@ int sched_tick(struct sched *s, double now, double lead, int max)
         return fired;
     }
     tick_committed(s, t, now, fired);
+    if (!s->more && ahead > s->decided_to)
+        s->decided_to = ahead;
+    cost_sample(s, fired, mono_now() - started);
     return fired;
+}
+
+size_t sched_prune(struct sched *s, double now, int max)
+{
+    /* Never in the way of a burst: not while one is worked through, nor
+     * when a tick is due within the lead. */
+    if (!s->nprune || s->more || s->in_tick || s->deferring ||
+        sched_next_wake(s, now, SCHED_TICK_LEAD) < now + SCHED_TICK_LEAD)
+        return s->nprune;
+    bool batch = store_batch_begin(s->store) == 0;
+    for (int n = 0; s->nprune && (max <= 0 || n < max); n++) {
+        struct sched_dep *d = s->prune_q[--s->nprune];
+        d->prune = false;
+        if (store_run_prune(s->store, d->user, d->project_id, s->cfg.keep_runs) != 0)
+            log_error("deployment %s/%s: cannot prune its ledger", d->user,
+                      d->project_id);
+    }
+    if (batch && store_batch_commit(s->store) != 0)
+        log_error("scheduler: could not prune the ledgers of a batch of "
+                  "deployments");
+    return s->nprune;
+}
+
+size_t sched_prune_waiting(const struct sched *s)
+{
+    return s->nprune;
 }
 
 void sched_defer_begin(struct sched *s)

@@ -24,6 +24,9 @@
  * credential again at every run, and its refusal errors the deployment. */
 #define SCHED_ENGINE_KEY_ID "engine"
 #define SCHED_TICK_LEAD 1.0    /* seconds ahead the server decides due ticks */
+/* A burst too large to decide within SCHED_TICK_LEAD is decided as far ahead
+ * as its size needs, but never more than this many seconds. */
+#define SCHED_TICK_LEAD_MAX 30.0
 
 struct sched;
 
@@ -110,6 +113,10 @@ struct sched_config {
      * it if at most this many seconds late; else it is recorded missed. */
     double starting_deadline_s;
     bool dev_key_present;      /* ROCKETRIDE_APIKEY is configured */
+    /* The least one decision is assumed to cost (seconds, commits
+     * included), to size the lead of a burst before ticks have measured
+     * it; 0: the engine's default (100 us). */
+    double decision_cost_s;
     /* Event sink, on the service thread. Events raised inside a batch are
      * sent once it commits and dropped if it fails. */
     void (*emit)(void *ud, const struct sched_event *ev);
@@ -214,7 +221,10 @@ int64_t sched_next_deadline(const struct sched *s);
  * within `lead` seconds of deployments that have nothing running (those
  * cannot overlap): their ledger rows are committed now and their runs held
  * until their time (sched_release), so a burst of thousands due in the same
- * second starts on time. With max > 0, stop after max decisions (the rest
+ * second starts on time. With lead > 0 a burst whose decisions would not fit
+ * in `lead` (the engine counts the deployments due at each second and
+ * measures what a decision costs) is decided as far ahead as it needs, at
+ * most SCHED_TICK_LEAD_MAX seconds. With max > 0, stop after max decisions (the rest
  * stay due; sched_next_wake says so), so that a very large amount of work --
  * a clock stepped days ahead -- is cut into short turns of the event loop.
  * Returns how many deployments were decided. */
@@ -223,8 +233,17 @@ int sched_tick(struct sched *s, double now, double lead, int max);
  * (`now` when work is due already), or 0 when nothing is scheduled: lead
  * seconds before the earliest fire, or that fire's own time when it is
  * within the lead (a deployment still running is decided at its time, not
- * ahead), or the earliest held run. */
+ * ahead), or earlier for a burst that needs more than the lead (see
+ * sched_tick), or the earliest held run. */
 double sched_next_wake(const struct sched *s, double now, double lead);
+/* Prune the ledgers of deployments decided since (to cfg.keep_runs rows
+ * each), at most max of them (<= 0: all), in one transaction -- work a tick
+ * leaves for later. Does nothing while a tick is being worked through in
+ * chunks or is due within SCHED_TICK_LEAD. Returns how many deployments are
+ * still waiting. */
+size_t sched_prune(struct sched *s, double now, int max);
+/* How many deployments' ledgers wait for sched_prune. */
+size_t sched_prune_waiting(const struct sched *s);
 /* Start the held runs whose time has come (one whose deployment was paused
  * or errored meanwhile does not start; its row says so). Returns how many. */
 int sched_release(struct sched *s, double now);

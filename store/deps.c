@@ -335,6 +335,11 @@ int store_dep_list(struct store *s, const char *user, store_dep_cb cb, void *ud)
                 : dep_walk(s, ST_DEP_LIST_ALL, NULL, cb, ud);
 }
 
+int store_dep_scan(struct store *s, store_dep_cb cb, void *ud)
+{
+    return dep_walk(s, ST_DEP_SCAN, NULL, cb, ud);
+}
+
 int store_dep_list_by_key(struct store *s, const char *key_id, store_dep_cb cb, void *ud)
 {
     if (!key_id)

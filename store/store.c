@@ -275,6 +275,13 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_RUN_LAST_SCHEDULED] =
         "SELECT max(scheduled_for) FROM runs "
         "WHERE user = ?1 AND project_id = ?2 AND trigger = 'schedule'",
+    /* Start-up reads every row: in rowid order, a sequential read of the
+     * table, where ORDER BY user, project_id would walk the primary-key
+     * index and look each row up (a random read per deployment); the
+     * columns DEP_COLS has, but the ones the scheduler never keeps. */
+    [ST_DEP_SCAN] =
+        "SELECT user, project_id, '', schedule, state, NULL, NULL, owner_key_id, "
+        "created_at, updated_at, next_run_at, last_fire_at FROM deployments",
 };
 
 static void checkpointer_stop(struct checkpointer *c);

@@ -191,6 +191,10 @@ int store_dep_count(struct store *s, const char *user, int64_t *out);
  * only. cb returning non-zero stops the walk and that value is returned. */
 typedef int (*store_dep_cb)(const struct store_dep *d, void *ud);
 int store_dep_list(struct store *s, const char *user, store_dep_cb cb, void *ud);
+/* Every deployment for the scheduler's start-up: in storage order (no sort,
+ * no index walk), pipeline "" (not read), error and created_by NULL,
+ * credential NULL. Same callback rules. */
+int store_dep_scan(struct store *s, store_dep_cb cb, void *ud);
 /* Deployments whose owner_key_id is key_id (e.g. to mark them errored when
  * that key is revoked), ordered by user then project_id, credential NULL.
  * Same callback rules. */

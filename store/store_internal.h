@@ -69,6 +69,7 @@ enum stmt_id {
     ST_RUN_MISS,
     ST_DEP_ERROR_BY_KEY,
     ST_RUN_LAST_SCHEDULED,
+    ST_DEP_SCAN,
     ST__COUNT
 };
 

@@ -182,8 +182,8 @@ static void add(struct fx *fx, const char *pid, const char *schedule, double now
     d.schedule = (char *)schedule;
     d.created_by = "alice";
     d.owner_key_id = fx->key_id;
-    assert_int_equal(sched_add(fx->s, &d, cx, 0, now, &e), 0);
     int64_t next = sched_next_fire(cx, STORE_ACTIVE, 0, now);
+    assert_int_equal(sched_add(fx->s, &d, cx, 0, now, &e), 0); /* takes cx */
     assert_true(d.next_run_at == (next == CRONX_NEVER ? 0 : (double)next));
 }
 
@@ -717,6 +717,89 @@ static void test_decides_ahead(void **state)
     assert_int_equal(fx->njobs, 0);
 }
 
+/* A burst too large for the lead is decided as far ahead as it needs (here:
+ * 100 deployments at an assumed 20 ms each, 0.25 + 1.5 * 2 s = 3.25 s), its
+ * runs held until their second; and never more than SCHED_TICK_LEAD_MAX
+ * ahead. */
+static void test_burst_decided_further_ahead(void **state)
+{
+    struct fx *fx = *state;
+    sched_free(fx->s);
+    struct sched_config cfg;
+    sched_config_defaults(&cfg);
+    cfg.decision_cost_s = 0.02;
+    struct sched_exec ex = {fake_submit, fake_cancel, fake_reclaim, fx};
+    fx->s = sched_new(fx->st, &cfg, &ex);
+    assert_int_equal(sched_load(fx->s, T0), 0);
+    char pid[16];
+    for (int i = 0; i < 100; i++) {
+        snprintf(pid, sizeof pid, "b%03d", i);
+        add(fx, pid, "* * * * *", T0);
+    }
+    add(fx, "lone", "30 * * * *", T0);
+    /* 00:01: 100 due; a 1 s lead is not enough */
+    assert_true(sched_next_wake(fx->s, T0 + 10, 1.0) == T0 + 60 - 3.25);
+    assert_int_equal(sched_tick(fx->s, T0 + 50, 1.0, 0), 0);
+    assert_int_equal(sched_tick(fx->s, T0 + 56.75, 1.0, 0), 100);
+    assert_int_equal(fx->njobs, 0);
+    assert_int_equal(ledger(fx, "b000").n[STORE_RUN_QUEUED], 1);
+    /* decided: nothing more until the runs' second */
+    assert_true(sched_next_wake(fx->s, T0 + 56.8, 1.0) == T0 + 60);
+    assert_int_equal(sched_tick(fx->s, T0 + 57, 1.0, 0), 0);
+    assert_int_equal(sched_release(fx->s, T0 + 59.99), 0);
+    assert_int_equal(sched_release(fx->s, T0 + 60), 100);
+    assert_int_equal(fx->njobs, 100);
+    for (int i = 0; i < fx->njobs; i++)
+        finish(fx, fx->jobs[i], STORE_RUN_SUCCEEDED, T0 + 61);
+    fx->njobs = 0;
+    /* 00:02: the same 100 again */
+    assert_true(sched_next_wake(fx->s, T0 + 61, 1.0) == T0 + 120 - 3.25);
+    /* a cost so high that the lead is bounded */
+    sched_free(fx->s);
+    cfg.decision_cost_s = 10;
+    fx->s = sched_new(fx->st, &cfg, &ex);
+    assert_int_equal(sched_load(fx->s, T0 + 61), 0);
+    assert_true(sched_next_wake(fx->s, T0 + 61, 1.0) ==
+                T0 + 120 - SCHED_TICK_LEAD_MAX);
+    assert_true(sched_next_wake(fx->s, T0 + 100, 1.0) == T0 + 100);
+    assert_int_equal(sched_tick(fx->s, T0 + 100, 1.0, 0), 100);
+    assert_int_equal(sched_release(fx->s, T0 + 120), 100);
+}
+
+/* Ticks leave pruning for later: the ledger grows past keep_runs until
+ * sched_prune, which keeps the newest rows, and waits while a tick is due
+ * within the lead. */
+static void test_prune_between_ticks(void **state)
+{
+    struct fx *fx = *state;
+    sched_free(fx->s);
+    struct sched_config cfg;
+    sched_config_defaults(&cfg);
+    cfg.keep_runs = 2;
+    struct sched_exec ex = {fake_submit, fake_cancel, fake_reclaim, fx};
+    fx->s = sched_new(fx->st, &cfg, &ex);
+    assert_int_equal(sched_load(fx->s, T0), 0);
+    add(fx, "p", "* * * * *", T0);
+    add(fx, "q", "0 * * * *", T0);
+    for (int m = 1; m <= 5; m++) {
+        assert_int_equal(sched_tick(fx->s, T0 + 60.0 * m, 0, 0), 1);
+        finish(fx, fx->jobs[--fx->njobs], STORE_RUN_SUCCEEDED, T0 + 60.0 * m + 1);
+    }
+    struct count_ctx c = ledger(fx, "p");
+    assert_int_equal(c.n[STORE_RUN_SUCCEEDED], 5);
+    /* 00:05:59.5: the next tick is due within the lead */
+    assert_int_equal(sched_prune(fx->s, T0 + 359.5, 0), 1);
+    assert_int_equal(ledger(fx, "p").n[STORE_RUN_SUCCEEDED], 5);
+    assert_int_equal(sched_prune(fx->s, T0 + 310, 0), 0);
+    assert_int_equal(ledger(fx, "p").n[STORE_RUN_SUCCEEDED], 2);
+    assert_int_equal(sched_prune(fx->s, T0 + 310, 0), 0);
+    /* a deployment removed while queued leaves nothing behind */
+    assert_int_equal(sched_tick(fx->s, T0 + 360, 0, 0), 1);
+    finish(fx, fx->jobs[--fx->njobs], STORE_RUN_SUCCEEDED, T0 + 361);
+    remove_dep(fx, "p", T0 + 362);
+    assert_int_equal(sched_prune(fx->s, T0 + 370, 0), 0);
+}
+
 /* A run decided ahead and never started survives a crash: after a restart
  * before its second it is held again and starts on time, as one row. */
 static void test_restart_holds_decided_run(void **state)
@@ -891,6 +974,45 @@ static void test_engine_refusal_errors_the_deployment(void **state)
     assert_int_equal(fx->njobs, 1);
 }
 
+/* Parsed schedules are shared between deployments with the same text, but
+ * not those with H: each draws its values from its own identity, and keeps
+ * them through a restart (which loads from the shared table). */
+static void test_hashed_schedules_are_not_shared(void **state)
+{
+    struct fx *fx = *state;
+    static const char *const pids[] = {"h1", "h2", "h3", "h4", "h5", "h6"};
+    int64_t want[6];
+    for (int i = 0; i < 6; i++) {
+        struct cronx *cx;
+        struct err e = {0};
+        assert_int_equal(sched_parse(fx->s, "H * * * *", "alice", pids[i], NULL, 0,
+                                     &cx, &e), 0);
+        want[i] = sched_next_fire(cx, STORE_ACTIVE, 0, T0);
+        cronx_free(cx);
+        add(fx, pids[i], "H * * * *", T0);
+    }
+    bool differ = false;
+    for (int i = 1; i < 6; i++)
+        differ |= want[i] != want[0];
+    assert_true(differ); /* six ids, one minute each: not all the same */
+    sched_free(fx->s);
+    engine_start(fx, T0);
+    for (int i = 0; i < 6; i++) {
+        struct store_dep d;
+        assert_int_equal(store_dep_get(fx->st, "alice", pids[i], &d), 0);
+        assert_true(d.next_run_at == (double)want[i]);
+        store_dep_clear(&d);
+    }
+    int64_t first = want[0];
+    for (int i = 1; i < 6; i++)
+        first = want[i] < first ? want[i] : first;
+    sched_tick(fx->s, (double)first, 0, 0);
+    int due = 0;
+    for (int i = 0; i < 6; i++)
+        due += want[i] == first;
+    assert_int_equal(fx->njobs, due); /* only those H put at that minute */
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -912,6 +1034,8 @@ int main(void)
         T(test_failed_tick_sends_nothing),
 #endif
         T(test_decides_ahead),
+        T(test_burst_decided_further_ahead),
+        T(test_prune_between_ticks),
         T(test_restart_holds_decided_run),
         T(test_restart_misses_decided_run_past_deadline),
         T(test_crash_between_tick_commits_counts_once),
@@ -919,6 +1043,7 @@ int main(void)
         T(test_credential_reaches_the_job),
         T(test_restart_adopts_running_run),
         T(test_engine_refusal_errors_the_deployment),
+        T(test_hashed_schedules_are_not_shared),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
