@@ -45,9 +45,10 @@
 #define DUE_EMPTY INT64_MIN       /* a free slot of the due table */
 /* The least a decision is believed to cost, commits included: a 100,000
  * burst with full ledgers (100 rows each) took 98 us a decision on a 2-core
- * machine, with fresh ledgers 25 us. The estimate starts there and only
- * rises with what ticks measure (a slower disk or machine): ledgers fill
- * over days, and a burst must not be late the first time they are full. The
+ * machine, with fresh ledgers 25 us. The estimate starts there, follows
+ * what large ticks measure (a slower disk or machine), and never goes below
+ * it: ledgers fill over days, and a burst must not be late the first time
+ * they are full. The
  * smallest tick that teaches it anything (a tick of a few decisions is
  * mostly its commit), and how many decisions make one sample. */
 #define DECISION_COST_S 100e-6
