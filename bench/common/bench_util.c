@@ -2,10 +2,13 @@
 #include "bench/common/bench_util.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 int bench_cmp_double(const void *a, const void *b)
 {
@@ -51,4 +54,32 @@ void bench_cpu_model(char *out, size_t n)
         break;
     }
     fclose(ci);
+}
+
+static pthread_mutex_t wake_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wake_cv = PTHREAD_COND_INITIALIZER;
+static bool woken;
+
+void bench_wake(void *ud)
+{
+    (void)ud;
+    pthread_mutex_lock(&wake_mu);
+    woken = true;
+    pthread_cond_signal(&wake_cv);
+    pthread_mutex_unlock(&wake_mu);
+}
+
+void bench_wait_wake(int ms)
+{
+    pthread_mutex_lock(&wake_mu);
+    if (!woken) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += (long)ms * 1000000;
+        ts.tv_sec += ts.tv_nsec / 1000000000;
+        ts.tv_nsec %= 1000000000;
+        pthread_cond_timedwait(&wake_cv, &wake_mu, &ts);
+    }
+    woken = false;
+    pthread_mutex_unlock(&wake_mu);
 }

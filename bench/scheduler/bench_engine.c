@@ -411,36 +411,6 @@ static void view_to_result(const struct engine_view *v, double r, struct result 
 
 /* ================================================================ rrdeploy */
 
-static pthread_mutex_t wake_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t wake_cv = PTHREAD_COND_INITIALIZER;
-static bool woken;
-
-/* The executor's wake (any thread). */
-static void wake_cb(void *ud)
-{
-    (void)ud;
-    pthread_mutex_lock(&wake_mu);
-    woken = true;
-    pthread_cond_signal(&wake_cv);
-    pthread_mutex_unlock(&wake_mu);
-}
-
-/* Wait for a wake, at most ms. */
-static void wait_wake(int ms)
-{
-    pthread_mutex_lock(&wake_mu);
-    if (!woken) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += (long)ms * 1000000;
-        ts.tv_sec += ts.tv_nsec / 1000000000;
-        ts.tv_nsec %= 1000000000;
-        pthread_cond_timedwait(&wake_cv, &wake_mu, &ts);
-    }
-    woken = false;
-    pthread_mutex_unlock(&wake_mu);
-}
-
 /* One job as the bench saw it. */
 struct seen {
     int64_t run_id;
@@ -643,7 +613,7 @@ static void phase_rrdeploy(const struct opts *o, const char *dir, int round,
     rc.url = sd.url;
     rc.vault = v;
     rc.max_runs = o->max_runs > 0 ? o->max_runs : (int)o->n;
-    rc.wake = wake_cb;
+    rc.wake = bench_wake;
     struct wexec w = {.base.ops = &wexec_ops};
     w.inner = rocketride_new(&rc, &e);
     if (!w.inner)
@@ -685,7 +655,7 @@ static void phase_rrdeploy(const struct opts *o, const char *dir, int round,
         if (real_now() > deadline)
             die("rrdeploy: %zu of %zu runs finished after %.0f s", w.finished, o->n,
                 PHASE_TIMEOUT_S);
-        wait_wake(100);
+        bench_wait_wake(100);
         double a = real_now();
         if (executor_record(&w.base, s, st, real_now() + offset, 0) > 0)
             res->records++;

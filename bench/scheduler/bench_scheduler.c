@@ -42,7 +42,7 @@
  *    transaction).
  *
  * Thread: single-threaded, except the executor's supervisor thread (which only
- * calls wake_cb). */
+ * calls bench_wake). */
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -812,19 +812,6 @@ static void prof_reset(void)
 
 /* ================================================================ real runs */
 
-static pthread_mutex_t wake_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t wake_cv = PTHREAD_COND_INITIALIZER;
-static bool woken;
-
-static void wake_cb(void *ud)
-{
-    (void)ud;
-    pthread_mutex_lock(&wake_mu);
-    woken = true;
-    pthread_cond_signal(&wake_cv);
-    pthread_mutex_unlock(&wake_mu);
-}
-
 /* ================================================================ main */
 
 static void usage(void)
@@ -1076,7 +1063,7 @@ int main(int argc, char **argv)
     exec_config_defaults(&ecfg);
     ecfg.cmd = "/bin/true";
     ecfg.max_runs = 64;
-    ecfg.wake = wake_cb;
+    ecfg.wake = bench_wake;
     struct err e = {0};
     x.inner = exec_new(&ecfg, &e);
     if (!x.inner)
@@ -1091,16 +1078,7 @@ int main(int argc, char **argv)
     double r_real = rb.r;
     double deadline = mono_now() + REAL_TIMEOUT_S;
     while (dr.finished < (size_t)rb.fired && mono_now() < deadline) {
-        pthread_mutex_lock(&wake_mu);
-        while (!woken) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += 1;
-            if (pthread_cond_timedwait(&wake_cv, &wake_mu, &ts) == ETIMEDOUT)
-                break;
-        }
-        woken = false;
-        pthread_mutex_unlock(&wake_mu);
+        bench_wait_wake(1000);
         executor_record(&x.base, s, su.st, 0, 0); /* as the daemon's wake-up */
     }
     double recorded = real_now();
