@@ -78,9 +78,6 @@ void cli__fmt_dur(double s, char *out, size_t n);
  * escapes show exactly as they came. */
 void cli__pretty_json(struct buf *out, const char *s, size_t n, int indent);
 
-/* Append JSON text s (n bytes) to out with every number too large for a
- * double (1e400, which jansson refuses) replaced by 0: for display only. */
-void cli__tame_numbers(struct buf *out, const char *s, size_t n);
 
 /* Rows of cells printed with aligned columns; row 0 is the header. */
 struct cli_table {

@@ -113,15 +113,11 @@ static json_t *body_tree(const struct dap_msg *m)
     json_error_t jerr;
     json_t *v = json_loadb(m->body.p, m->body.n, flags, &jerr);
     if (!v) {
-        struct buf b;
-        buf_init(&b, 0);
-        cli__tame_numbers(&b, m->body.p, m->body.n);
-        struct buf t; /* and "\ud800" in a pipeline string */
+        struct buf t; /* 1e400, or "\ud800" in a pipeline string */
         buf_init(&t, 0);
-        jraw_tame_surrogates(&t, buf_data(&b), b.len);
+        jraw_tame(&t, m->body.p, m->body.n);
         v = json_loadb(buf_data(&t), t.len, flags, &jerr);
         buf_free(&t);
-        buf_free(&b);
     }
     if (!v || !json_is_object(v)) {
         json_decref(v);

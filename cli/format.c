@@ -170,32 +170,6 @@ void cli__pretty_json(struct buf *out, const char *s, size_t n, int indent)
 #undef NEWLINE
 }
 
-/* A copy of JSON text in which numbers too large for a double (1e400, which
- * jansson refuses) read as 0: display only, --json prints the raw text. */
-void cli__tame_numbers(struct buf *out, const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (ch == '"') {
-            i = copy_string(out, s, n, i);
-        } else if (ch == '-' || (ch >= '0' && ch <= '9')) {
-            size_t j = i;
-            while (j < n && strchr("+-.eE0123456789", s[j]))
-                j++;
-            char *num = xstrndup(s + i, j - i);
-            bool huge = isinf(strtod(num, NULL));
-            free(num);
-            if (huge)
-                buf_putc(out, '0');
-            else
-                buf_append(out, s + i, j - i);
-            i = j - 1;
-        } else {
-            buf_putc(out, ch);
-        }
-    }
-}
-
 /* ---------------------------------------------------------------- tables */
 
 void cli__table_init(struct cli_table *t, size_t ncols)

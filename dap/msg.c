@@ -125,45 +125,11 @@ static json_t *load_tolerant(const char *s, size_t n)
     if (root)
         return root;
 
-    struct buf copy;
-    buf_init(&copy, 0);
-    bool in_str = false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (in_str) {
-            buf_putc(&copy, c);
-            if (c == '\\' && i + 1 < n)
-                buf_putc(&copy, s[++i]);
-            else if (c == '"')
-                in_str = false;
-            continue;
-        }
-        if (c == '"') {
-            in_str = true;
-        } else if (c == '-' || (c >= '0' && c <= '9')) {
-            size_t j = i;
-            while (j < n && strchr("+-.eE0123456789", s[j]))
-                j++;
-            char *tok = xstrndup(s + i, j - i);
-            errno = 0;
-            double v = strtod(tok, NULL);
-            bool overflow = errno == ERANGE && isinf(v);
-            if (overflow)
-                buf_putc(&copy, '0');
-            else
-                buf_append(&copy, s + i, j - i);
-            free(tok);
-            i = j - 1;
-            continue;
-        }
-        buf_putc(&copy, c);
-    }
     struct buf tame;
     buf_init(&tame, 0);
-    jraw_tame_surrogates(&tame, buf_data(&copy), copy.len);
+    jraw_tame(&tame, s, n);
     root = json_loadb(buf_data(&tame), tame.len, flags, &jerr);
     buf_free(&tame);
-    buf_free(&copy);
     return root;
 }
 

@@ -7,6 +7,8 @@
  * pure functions. */
 #include "util/jraw.h"
 
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---------------------------------------------------------------- validator */
@@ -344,6 +346,50 @@ void jraw_tame_surrogates(struct buf *out, const char *s, size_t n)
         }
     }
     buf_append(out, s + done, n - done);
+}
+
+/* Numbers a double cannot hold (1e400) become 0, strings copied as they
+ * are: jansson refuses such numbers though they are valid JSON. */
+static void tame_numbers(struct buf *out, const char *s, size_t n)
+{
+    bool in_str = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (in_str) {
+            buf_putc(out, c);
+            if (c == '\\' && i + 1 < n)
+                buf_putc(out, s[++i]);
+            else if (c == '"')
+                in_str = false;
+            continue;
+        }
+        if (c == '"') {
+            in_str = true;
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            size_t j = i;
+            while (j < n && strchr("+-.eE0123456789", s[j]))
+                j++;
+            char *tok = xstrndup(s + i, j - i);
+            bool huge = isinf(strtod(tok, NULL));
+            free(tok);
+            if (huge)
+                buf_putc(out, '0');
+            else
+                buf_append(out, s + i, j - i);
+            i = j - 1;
+            continue;
+        }
+        buf_putc(out, c);
+    }
+}
+
+void jraw_tame(struct buf *out, const char *s, size_t n)
+{
+    struct buf nums;
+    buf_init(&nums, 0);
+    tame_numbers(&nums, s, n);
+    jraw_tame_surrogates(out, buf_data(&nums), nums.len);
+    buf_free(&nums);
 }
 
 /* Encode code point cp as UTF-8 into out; returns its length. */

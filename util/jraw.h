@@ -60,4 +60,9 @@ bool jraw_str(struct buf *out, struct jraw_span v);
  * (jansson). The text kept for the user is never this copy. */
 void jraw_tame_surrogates(struct buf *out, const char *s, size_t n);
 
+/* A copy of the valid JSON s[0..n) that jansson reads: lone surrogate
+ * escapes as jraw_tame_surrogates, and numbers a double cannot hold (1e400)
+ * as 0. For reading values out of text kept as it is; never shown. */
+void jraw_tame(struct buf *out, const char *s, size_t n);
+
 #endif

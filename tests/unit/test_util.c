@@ -333,10 +333,34 @@ static void test_err_set(void **state)
     assert_string_equal(err_str(RR_E_EXISTS), "already exists");
 }
 
+/* jraw_tame: numbers a double cannot hold read as 0 (strings untouched),
+ * lone surrogate escapes as U+FFFD. */
+static void test_jraw_tame(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *want;
+    } cases[] = {
+        {"{\"n\":1e400,\"s\":\"1e400\",\"m\":-2.5}",
+         "{\"n\":0,\"s\":\"1e400\",\"m\":-2.5}"},
+        {"[-1e999,\"\\\"1e999\"]", "[0,\"\\\"1e999\"]"},
+        {"\"open \\", "\"open \\"}, /* ends inside a string: copied as is */
+        {"[1e400,\"\\ud800\"]", "[0,\"\\ufffd\"]"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct buf b;
+        buf_init(&b, 0);
+        jraw_tame(&b, cases[i].in, strlen(cases[i].in));
+        assert_string_equal(buf_cstr(&b), cases[i].want);
+        buf_free(&b);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jraw_valid),
+        cmocka_unit_test(test_jraw_tame),
         cmocka_unit_test(test_jraw_invalid),
         cmocka_unit_test(test_jraw_lone_surrogates),
         cmocka_unit_test(test_jraw_depth),
