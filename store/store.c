@@ -395,6 +395,8 @@ int store__tx_begin(struct store *s, struct err *e)
 
 void store__tx_rollback(struct store *s)
 {
+    s->rollbacks++; /* even one SQLite did itself: store_snapshot must move */
+    s->snap_known = false;
     /* Some errors (SQLITE_FULL, SQLITE_IOERR) already rolled back. */
     if (sqlite3_get_autocommit(s->db))
         return;
@@ -423,6 +425,7 @@ int store_batch_begin(struct store *s)
     int rc = exec_cached(s, ST_BEGIN, NULL, "begin batch");
     if (rc == 0)
         s->batch = true;
+    s->snap_known = false;
     return rc;
 }
 
@@ -433,6 +436,7 @@ int store_batch_begin_read(struct store *s)
     int rc = exec_cached(s, ST_BEGIN_READ, NULL, "begin batch");
     if (rc == 0)
         s->batch = s->batch_read = true;
+    s->snap_known = false;
     return rc;
 }
 
@@ -441,6 +445,7 @@ int store_batch_write(struct store *s)
     if (!s->batch || !s->batch_read)
         return 0;
     s->batch_read = false;
+    s->snap_known = false; /* the write transaction reads a newer snapshot */
     /* Nothing written yet: ending the read transaction costs no sync, and
      * starting the write one with the lock (IMMEDIATE) means its first write
      * cannot fail on a snapshot another connection has moved past. */
@@ -455,7 +460,9 @@ int store_batch_commit(struct store *s)
     if (!s->batch)
         return RR_E_INVAL;
     s->batch = s->batch_read = false;
+    s->snap_known = false;
     if (sqlite3_get_autocommit(s->db)) {
+        s->rollbacks++;
         log_error("store: the batch was rolled back by an earlier error");
         return RR_E_IO;
     }
@@ -965,4 +972,27 @@ int store_health(struct store *s, struct err *e)
 int store_data_version(struct store *s, int64_t *out)
 {
     return store__query_int64(s, ST_DATA_VERSION, NULL, out, NULL, "read data_version");
+}
+
+int store_snapshot(struct store *s, struct store_snapshot *out)
+{
+    /* Within a transaction the snapshot of other connections' commits is
+     * fixed once its read begins (the pragma begins it), so a batch asks
+     * once; this connection's own writes move total_changes at once. */
+    if (!(s->batch && s->snap_known)) {
+        int rc = store_data_version(s, &s->snap_other);
+        if (rc)
+            return rc;
+        s->snap_known = s->batch;
+    }
+    out->other = s->snap_other;
+    out->changes = (int64_t)sqlite3_total_changes64(s->db);
+    out->rollbacks = s->rollbacks;
+    return 0;
+}
+
+bool store_snapshot_eq(const struct store_snapshot *a, const struct store_snapshot *b)
+{
+    return a->other == b->other && a->changes == b->changes &&
+           a->rollbacks == b->rollbacks;
 }

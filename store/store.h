@@ -94,6 +94,22 @@ int store_health(struct store *s, struct err *e);
  * `rrdeploy keys` CLI) commits. Cheap; used to poll for revocations. */
 int store_data_version(struct store *s, int64_t *out);
 
+/* What this connection reads now, named: two snapshots compare equal only
+ * if nothing any connection could have changed lies between them -- no
+ * commit by another connection or process, no row written by this one
+ * (committed or not), no rollback. For keeping what was computed from the
+ * store (rendered replies) exactly as long as it is still true. Take it
+ * before the reads it names. Inside a batch the first call of the batch
+ * steps one statement (PRAGMA data_version, which also opens the batch's
+ * read snapshot), later ones cost no statement. */
+struct store_snapshot {
+    int64_t other;     /* PRAGMA data_version */
+    int64_t changes;   /* sqlite3_total_changes64 of this connection */
+    uint64_t rollbacks;
+};
+int store_snapshot(struct store *s, struct store_snapshot *out /* OUT */) MUST_CHECK;
+bool store_snapshot_eq(const struct store_snapshot *a, const struct store_snapshot *b);
+
 /* ---------------------------------------------------------------- keys */
 
 /* Create a key for user (the user row is created if missing). key_text

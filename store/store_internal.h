@@ -82,6 +82,9 @@ struct store {
     bool batch;                         /* inside store_batch_begin/commit */
     bool batch_read;                    /* ... begun by store_batch_begin_read and
                                            not yet made a write batch */
+    bool snap_known;                    /* snap_other holds this batch's snapshot */
+    int64_t snap_other;                 /* its data_version (others' commits) */
+    uint64_t rollbacks;                 /* rollbacks by this connection */
 #ifdef RRDEPLOY_TEST_HOOKS
     int fail_commits;                   /* batch commits still to fail */
 #endif

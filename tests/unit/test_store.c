@@ -181,6 +181,38 @@ static void test_two_connections(void **state)
     assert_int_equal(store_key_auth(f->s, text2, T0, &a), 0);
     assert_string_equal(a.user, "bob");
 
+    /* A snapshot moves with anything either connection changes, and with
+     * nothing else; inside a batch it also moves with the batch's own
+     * uncommitted writes, and with their rollback. */
+    struct store_snapshot s0, s1, s2;
+    assert_int_equal(store_snapshot(f->s, &s0), 0);
+    assert_int_equal(store_snapshot(f->s, &s1), 0);
+    assert_true(store_snapshot_eq(&s0, &s1));
+    assert_int_equal(store_dep_set_errored(b, "alice", "q", "why", T0), 0);
+    assert_int_equal(store_snapshot(f->s, &s1), 0);
+    assert_false(store_snapshot_eq(&s0, &s1));
+    assert_int_equal(store_dep_set_errored(f->s, "alice", "q", "why", T0), 0);
+    assert_int_equal(store_snapshot(f->s, &s2), 0);
+    assert_false(store_snapshot_eq(&s1, &s2));
+
+    assert_int_equal(store_batch_begin_read(f->s), 0);
+    assert_int_equal(store_snapshot(f->s, &s0), 0);
+    assert_true(store_snapshot_eq(&s0, &s2));
+    assert_int_equal(store_dep_delete(f->s, "alice", "q"), 0);
+    assert_int_equal(store_snapshot(f->s, &s1), 0);
+    assert_false(store_snapshot_eq(&s0, &s1));
+#ifdef RRDEPLOY_TEST_HOOKS
+    store_test_fail_commits(f->s, 1);
+    assert_int_not_equal(store_batch_commit(f->s), 0);
+    assert_int_equal(store_snapshot(f->s, &s2), 0);
+    assert_false(store_snapshot_eq(&s1, &s2)); /* rolled back */
+    assert_false(store_snapshot_eq(&s0, &s2));
+    assert_int_equal(store_dep_get(f->s, "alice", "q", &g), 0);
+    store_dep_clear(&g);
+#else
+    assert_int_equal(store_batch_commit(f->s), 0);
+#endif
+
     store_close(b);
 }
 
