@@ -50,20 +50,51 @@ static bool truthy(const json_t *v)
     return false;
 }
 
-/* The `projectId` argument: required, a string without NUL. */
+/* Python truthiness of a raw JSON value ({NULL, 0} when absent), as
+ * truthy() of its tree: false for null, false, 0, "", [] and {}. */
+static bool raw_truthy(struct jraw_span v)
+{
+    if (!v.p || v.n == 0)
+        return false;
+    switch (v.p[0]) {
+    case 'n':
+    case 'f': return false;
+    case 't': return true;
+    case '"': return v.n > 2;
+    case '[':
+    case '{':
+        for (size_t i = 1; i + 1 < v.n; i++)
+            if (v.p[i] != ' ' && v.p[i] != '\t' && v.p[i] != '\n' && v.p[i] != '\r')
+                return true;
+        return false;
+    default: /* a number: any digit other than 0 before the exponent */
+        for (size_t i = 0; i < v.n && v.p[i] != 'e' && v.p[i] != 'E'; i++)
+            if (v.p[i] >= '1' && v.p[i] <= '9')
+                return true;
+        return false;
+    }
+}
+
+/* The `projectId` argument: required, a string without NUL. Read from the
+ * raw arguments, so commands that take nothing else build no tree; *out is
+ * borrowed from req until the request is answered. */
 static int arg_project_id(struct dap_req *req, struct dap_res *res,
                           const char **out)
 {
-    json_t *v = json_object_get(req->args, "projectId");
-    if (!truthy(v))
+    struct jraw_span v = {NULL, 0};
+    if (req->raw_args.p)
+        (void)jraw_member(req->raw_args.p, req->raw_args.n, "projectId", &v, NULL);
+    if (!raw_truthy(v))
         return dap__fail(res, DAP_BAD_REQUEST, "projectId is required");
-    if (!json_is_string(v))
+    buf_reset(&req->text);
+    if (!jraw_str(&req->text, v))
         return dap__fail(res, DAP_BAD_REQUEST, "projectId must be a string");
     /* A C string would stop at the NUL and name another deployment. */
-    if (strlen(json_string_value(v)) != json_string_length(v))
+    const char *id = buf_cstr(&req->text);
+    if (strlen(id) != req->text.len)
         return dap__fail(res, DAP_BAD_REQUEST,
                          "projectId must not contain a NUL character");
-    *out = json_string_value(v);
+    *out = id;
     return 0;
 }
 
@@ -836,19 +867,35 @@ static int cmd_remove(struct dap_app *app, struct dap_session *ss,
     return 0;
 }
 
+/* The snapshot a read reply is rendered at, when replies are kept (false:
+ * render it, keep nothing). */
+static bool reply_snapshot(struct dap_app *app, struct store_snapshot *snap)
+{
+    return app->replies && store_snapshot(app->store, snap) == 0;
+}
+
 static int cmd_status(struct dap_app *app, struct dap_session *ss,
                       struct dap_req *req, struct dap_res *res)
 {
     const char *project_id = NULL;
     if (arg_project_id(req, res, &project_id))
         return -1;
+    struct store_snapshot snap;
+    bool keep = reply_snapshot(app, &snap);
+    if (keep && dap__replies_get(app->replies, &snap, DAP_REPLY_STATUS,
+                                 ss->key.user, project_id, &res->body))
+        return 0;
     struct store_dep d;
     int rc = store_dep_get(app->store, ss->key.user, project_id, &d);
     if (rc)
         return fail_store(res, rc, project_id);
     struct store_run last;
     bool has_last = store_run_last(app->store, d.user, d.project_id, &last) == 0;
+    size_t at = res->body.len;
     dap__write_record(&res->body, &d, has_last ? &last : NULL);
+    if (keep)
+        dap__replies_put(app->replies, &snap, DAP_REPLY_STATUS, ss->key.user,
+                         project_id, buf_data(&res->body) + at, res->body.len - at);
     if (has_last)
         store_run_clear(&last);
     store_dep_clear(&d);
@@ -903,6 +950,11 @@ static int list_one(const struct store_dep *d, void *ud)
 static int cmd_list(struct dap_app *app, struct dap_session *ss,
                     struct dap_req *req, struct dap_res *res)
 {
+    struct store_snapshot snap;
+    bool keep = reply_snapshot(app, &snap);
+    if (keep && dap__replies_get(app->replies, &snap, DAP_REPLY_LIST, ss->key.user,
+                                 NULL, &res->body))
+        return 0;
     struct list_ctx lc = {&res->body, true, NULL, 0, 0, 0};
     buf_puts(&res->body, "{\"deployments\":[");
     int rc = store_run_last_each(app->store, ss->key.user, collect_last, &lc);
@@ -916,6 +968,9 @@ static int cmd_list(struct dap_app *app, struct dap_session *ss,
         return fail_store(res, rc, "");
     }
     buf_puts(&res->body, "]}");
+    if (keep)
+        dap__replies_put(app->replies, &snap, DAP_REPLY_LIST, ss->key.user, NULL,
+                         buf_data(&res->body), res->body.len);
     return 0;
 }
 
@@ -1300,26 +1355,26 @@ static int cmd_test_engine(struct dap_app *app, struct dap_session *ss,
 /* ---------------------------------------------------------------- table */
 
 static const struct dap_cmd commands[] = {
-    /* name                    handler        public  permission       writes */
-    {"auth",                   cmd_auth,      true,   0,                  false},
-    {"deauth",                 cmd_deauth,    false,  0,                  false},
-    {"rrext_ping",             cmd_ping,      false,  0,                  false},
-    {"rrext_public_probe",     cmd_probe,     true,   0,                  false},
-    {"rrext_monitor",          cmd_monitor,   false,  0,                  false},
-    {"rrext_deploy_add",       cmd_add,       false,  STORE_PERM_CONTROL, true},
-    {"rrext_deploy_remove",    cmd_remove,    false,  STORE_PERM_CONTROL, true},
-    {"rrext_deploy_update",    cmd_update,    false,  STORE_PERM_CONTROL, true},
-    {"rrext_deploy_list",      cmd_list,      false,  STORE_PERM_MONITOR, false},
-    {"rrext_deploy_status",    cmd_status,    false,  STORE_PERM_MONITOR, false},
-    {"rrext_deploy_preview",   cmd_preview,   false,  STORE_PERM_MONITOR, false},
-    {"rrext_deploy_run",       cmd_run,       false,  STORE_PERM_CONTROL, true},
-    {"rrext_deploy_cancel",    cmd_cancel,    false,  STORE_PERM_CONTROL, true},
-    {"rrext_deploy_runs",      cmd_runs,      false,  STORE_PERM_MONITOR, false},
-    {"rrext_deploy_watch",     cmd_watch,     false,  STORE_PERM_MONITOR, false},
+    /* name                    handler        public  permission       writes  raw */
+    {"auth",                   cmd_auth,      true,   0,                  false, false},
+    {"deauth",                 cmd_deauth,    false,  0,                  false, true},
+    {"rrext_ping",             cmd_ping,      false,  0,                  false, true},
+    {"rrext_public_probe",     cmd_probe,     true,   0,                  false, false},
+    {"rrext_monitor",          cmd_monitor,   false,  0,                  false, false},
+    {"rrext_deploy_add",       cmd_add,       false,  STORE_PERM_CONTROL, true,  false},
+    {"rrext_deploy_remove",    cmd_remove,    false,  STORE_PERM_CONTROL, true,  true},
+    {"rrext_deploy_update",    cmd_update,    false,  STORE_PERM_CONTROL, true,  false},
+    {"rrext_deploy_list",      cmd_list,      false,  STORE_PERM_MONITOR, false, true},
+    {"rrext_deploy_status",    cmd_status,    false,  STORE_PERM_MONITOR, false, true},
+    {"rrext_deploy_preview",   cmd_preview,   false,  STORE_PERM_MONITOR, false, false},
+    {"rrext_deploy_run",       cmd_run,       false,  STORE_PERM_CONTROL, true,  false},
+    {"rrext_deploy_cancel",    cmd_cancel,    false,  STORE_PERM_CONTROL, true,  true},
+    {"rrext_deploy_runs",      cmd_runs,      false,  STORE_PERM_MONITOR, false, false},
+    {"rrext_deploy_watch",     cmd_watch,     false,  STORE_PERM_MONITOR, false, false},
 #ifdef RRDEPLOY_TEST_HOOKS
-    {"rrtest_clock",           cmd_test_clock, false, 0,                  true},
-    {"rrtest_fail_commit",     cmd_test_fail_commit, false, 0,            true},
-    {"rrtest_engine",          cmd_test_engine, false, 0,                 false},
+    {"rrtest_clock",           cmd_test_clock, false, 0,                  true,  false},
+    {"rrtest_fail_commit",     cmd_test_fail_commit, false, 0,            true,  false},
+    {"rrtest_engine",          cmd_test_engine, false, 0,                 false, false},
 #endif
 };
 

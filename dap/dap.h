@@ -35,6 +35,8 @@ struct dap_config {
     size_t max_pipeline;       /* bytes of one pipeline */
     int max_depth;             /* JSON nesting */
     int64_t max_deployments;   /* per user */
+    size_t reply_cache;        /* bytes of read replies kept while the store
+                                  is unchanged (64 MiB); 0 = none */
     const char *tls_cert;      /* --tls-cert/--tls-key: serve wss:// and https:// */
     const char *tls_key;
 };

@@ -17,6 +17,9 @@
 /* Headroom reserved in front of every outgoing frame (LWS_PRE for lws; the
  * message layer does not include lws, so the server checks it is enough). */
 #define DAP_FRAME_HEAD 32
+/* ... and in front of a response body, for the envelope written there once
+ * the command has run (dap__response_frame), so the body is not copied. */
+#define DAP_ENVELOPE_ROOM 192
 
 /* Request counters for /metrics. Commands are counted by their slot in the
  * command table; anything else shares the last slot, so a client cannot grow
@@ -70,7 +73,30 @@ struct dap_app {
     /* With an engine (env->vault, NULL without): seals owners' keys. */
     const struct vault *vault;
     bool service_credential;       /* env->service_credential */
+    struct dap_replies *replies;   /* owned by whoever made the app; NULL:
+                                      every read reply is rendered afresh */
 };
+
+/* replies.c: bodies of read replies (status, list), kept while the store
+ * is unchanged (see store_snapshot). */
+enum dap_reply_kind { DAP_REPLY_STATUS = 1, DAP_REPLY_LIST };
+struct dap_replies;
+/* At most max_bytes of keys and bodies. */
+struct dap_replies *dap__replies_new(size_t max_bytes);
+void dap__replies_free(struct dap_replies *r);
+/* Append the body kept for (kind, user, project_id) at snapshot snap to out
+ * and return true; false when there is none. project_id may be NULL. */
+bool dap__replies_get(struct dap_replies *r, const struct store_snapshot *snap,
+                      enum dap_reply_kind kind, const char *user,
+                      const char *project_id, struct buf *out);
+/* Keep a copy of body, rendered from reads made at snapshot snap (taken
+ * before them). */
+void dap__replies_put(struct dap_replies *r, const struct store_snapshot *snap,
+                      enum dap_reply_kind kind, const char *user,
+                      const char *project_id, const char *body, size_t body_len);
+/* Lookups answered and not, since start (0 for NULL). */
+void dap__replies_counts(const struct dap_replies *r, uint64_t *hits,
+                         uint64_t *misses /* OUT */);
 
 /* The wall clock, float Unix seconds. */
 static inline double dap__now(const struct dap_app *app)
@@ -351,10 +377,12 @@ enum dap_wait dap__session_wait(const struct dap_session *ss,
 
 /* A decoded request. */
 struct dap_req {
-    json_t *args;           /* owned: the arguments (an empty object if absent) */
+    json_t *args;           /* owned: the arguments (an empty object if
+                               absent); NULL for commands marked raw */
     const char *command;    /* borrowed: the decoded command name */
     int64_t seq;
     struct jraw_span raw_args; /* raw text of "arguments" (p NULL if absent) */
+    struct buf text;        /* owned: an argument decoded from raw_args */
 };
 
 /* What a handler produces. */
@@ -443,6 +471,8 @@ struct dap_cmd {
     bool public_;      /* allowed before auth */
     unsigned perm;     /* STORE_PERM_* needed, 0 = any authenticated */
     bool writes;       /* may write to the store (see store_batch_write) */
+    bool raw;          /* reads only req->raw_args: no tree is parsed
+                          (req->args stays NULL) */
 };
 const struct dap_cmd *dap__cmd_find(const char *name);
 /* The command table, for metrics: entry i (NULL past the end). */

@@ -215,7 +215,8 @@ struct envelope {
     int64_t seq;               /* request_seq of the answer (0 = unknown) */
     const char *cmd;           /* the decoded command, "" when absent */
     size_t cmd_len;            /* its bytes (it may hold a NUL) */
-    struct buf cmd_text;       /* owned: cmd's storage */
+    struct buf cmd_text;       /* owned: cmd's storage, when not inline */
+    char cmd_inline[48];       /* cmd's storage when short and unescaped */
     struct jraw_span args;     /* raw "arguments"; p NULL if absent or null */
     const struct dap_cmd *dc;  /* the command; NULL if unknown */
 };
@@ -270,8 +271,16 @@ static enum step decode_envelope(struct dap_app *app, const char *text,
                   "Malformed request: seq must be an integer");
         return STEP_ANSWER;
     }
-    if (f[ENV_COMMAND].p) {
-        if (!jraw_str(&env->cmd_text, f[ENV_COMMAND])) {
+    struct jraw_span c = f[ENV_COMMAND];
+    if (c.p && c.n >= 2 && c.n - 2 < sizeof env->cmd_inline && c.p[0] == '"' &&
+        !memchr(c.p + 1, '\\', c.n - 2)) {
+        /* the usual command name: no escape to decode, no allocation */
+        memcpy(env->cmd_inline, c.p + 1, c.n - 2);
+        env->cmd_inline[c.n - 2] = '\0';
+        env->cmd = env->cmd_inline;
+        env->cmd_len = c.n - 2;
+    } else if (c.p) {
+        if (!jraw_str(&env->cmd_text, c)) {
             dap__fail(res, DAP_BAD_REQUEST,
                       "Malformed request: command must be a string");
             return STEP_ANSWER;
@@ -318,11 +327,13 @@ static enum step parse_args(const struct dap_session *ss,
 {
     req->command = env->cmd;
     req->seq = env->seq;
+    req->raw_args = env->args;
+    if (env->dc && env->dc->raw)
+        return STEP_GO;
     if (!env->args.p || (!env->dc && !ss->authed)) {
         req->args = json_object();
         return STEP_GO;
     }
-    req->raw_args = env->args;
     req->args = load_tolerant(env->args.p, env->args.n);
     if (!req->args) {
         dap__fail(res, DAP_BAD_REQUEST, "Malformed request: not valid JSON");
@@ -365,12 +376,15 @@ void dap__handle_message(struct dap_app *app, struct dap_session *ss,
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     struct dap_res res = {.code = NULL, .close = false};
-    buf_init(&res.body, 0);
+    /* The body is written after room for its envelope, and becomes the
+     * frame (dap__response_frame). */
+    buf_init(&res.body, DAP_FRAME_HEAD + DAP_ENVELOPE_ROOM);
     buf_reserve(&res.body, 1024); /* a status record without growing */
     buf_init(&res.msg, 0);
     struct envelope env = {.cmd = ""};
     buf_init(&env.cmd_text, 0);
     struct dap_req req = {0};
+    buf_init(&req.text, 0);
 
     enum step st = admit(app, ss, text, len, &env, &res);
     if (st == STEP_GO)
@@ -391,6 +405,7 @@ void dap__handle_message(struct dap_app *app, struct dap_session *ss,
             ss->closing = true;
     }
     json_decref(req.args);
+    buf_free(&req.text);
     buf_free(&env.cmd_text);
     buf_free(&res.body);
     buf_free(&res.msg);

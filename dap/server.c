@@ -962,6 +962,7 @@ void dap_config_defaults(struct dap_config *cfg)
     cfg->max_pipeline = 1024u * 1024;
     cfg->max_depth = 64;
     cfg->max_deployments = 10000;
+    cfg->reply_cache = 64u * 1024 * 1024;
 }
 
 int dap_server_start(const struct dap_config *cfg, const struct dap_env *env,
@@ -995,6 +996,8 @@ int dap_server_start(const struct dap_config *cfg, const struct dap_env *env,
         free(srv);
         return RR_E_INTERNAL;
     }
+    if (cfg->reply_cache)
+        srv->app.replies = dap__replies_new(cfg->reply_cache);
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
 
     struct lws_context_creation_info info;
@@ -1090,6 +1093,7 @@ void dap_server_free(struct dap_server *srv)
         lws_context_destroy(srv->ctx);
     dap__guard_free(srv->app.guard);
     dap__ids_free(srv->app.ids);
+    dap__replies_free(srv->app.replies);
 #ifdef RRDEPLOY_TEST_HOOKS
     test_checks_free(srv);
 #endif

@@ -203,6 +203,16 @@ void buf_reserve(struct buf *b, size_t extra)
     b->cap = cap;
 }
 
+void buf_prepend(struct buf *b, const void *p, size_t n)
+{
+    ASSERT(n <= b->head);
+    buf_reserve(b, 0);
+    b->head -= n;
+    b->cap += n;
+    b->len += n;
+    memcpy(b->mem + b->head, p, n);
+}
+
 char *buf_data(struct buf *b)
 {
     buf_reserve(b, 0);

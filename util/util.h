@@ -104,6 +104,8 @@ void buf_i64(struct buf *b, int64_t v);  /* decimal digits */
 /* Make room for extra more bytes, so appends up to that size do not
  * reallocate. */
 void buf_reserve(struct buf *b, size_t extra);
+/* Put n bytes in front of the data, into the headroom: n <= b->head. */
+void buf_prepend(struct buf *b, const void *p, size_t n);
 /* Append s (n bytes) as a JSON string literal with quotes. Control characters,
  * quote, backslash are escaped; other bytes are copied as they are (callers pass
  * valid UTF-8). */

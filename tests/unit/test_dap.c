@@ -69,6 +69,7 @@ static int setup(void **state)
     dap__guard_config_defaults(&gc);
     fx->app.guard = dap__guard_new(&gc);
     assert_non_null(fx->app.guard);
+    fx->app.replies = dap__replies_new(fx->cfg.reply_cache); /* as served */
     fixture_key(fx->st, "alice", STORE_PERM_ALL, 0, FAKE_NOW, fx->key, NULL);
     fixture_key(fx->st, "mona", STORE_PERM_MONITOR, 0, FAKE_NOW, fx->monitor, NULL);
     *state = fx;
@@ -81,6 +82,7 @@ static int teardown(void **state)
     frames_clear(fx);
     dap__session_clear(&fx->ss);
     dap__guard_free(fx->app.guard);
+    dap__replies_free(fx->app.replies);
     sched_free(fx->sched);
     fixture_free(fx->f);
     free(fx);
@@ -331,10 +333,16 @@ static void test_gate_before_arguments(void **state)
     }
     session_reset(fx);
     auth(fx, fx->key);
-    expect_error(fx, "{\"seq\":4,\"command\":\"rrext_deploy_list\","
+    expect_error(fx, "{\"seq\":4,\"command\":\"rrext_deploy_preview\","
                      "\"arguments\":{\"a\\u0000\":1}}",
                  "bad_request", "Malformed request: not valid JSON");
     assert_false(fx->ss.closing);
+    /* list reads its arguments from the text and builds no tree: a key
+     * jansson cannot hold is no reason to refuse it */
+    json_t *r = ask(fx, "{\"seq\":5,\"command\":\"rrext_deploy_list\","
+                        "\"arguments\":{\"a\\u0000\":1}}");
+    assert_true(json_is_true(json_object_get(r, "success")));
+    json_decref(r);
 }
 
 static void test_auth_and_connect_result(void **state)
@@ -657,6 +665,28 @@ static void test_argument_errors(void **state)
                  "bad_request", "projectId must be a string");
     expect_error(fx, "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_deploy_remove\"}",
                  "bad_request", "projectId is required");
+    /* projectId is read from the text: Python's truthiness, as before */
+    static const char *const falsy[] = {"null", "false", "0", "-0.0", "0e5", "\"\"",
+                                        "[]", "[ ]", "{}", "{ \n}"};
+    for (size_t i = 0; i < sizeof falsy / sizeof falsy[0]; i++) {
+        char req[256];
+        snprintf(req, sizeof req,
+                 "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_deploy_status\","
+                 "\"arguments\":{\"projectId\":%s}}", falsy[i]);
+        expect_error(fx, req, "bad_request", "projectId is required");
+    }
+    static const char *const not_strings[] = {"true", "0.5", "-3", "[0]", "{\"a\":1}"};
+    for (size_t i = 0; i < sizeof not_strings / sizeof not_strings[0]; i++) {
+        char req[256];
+        snprintf(req, sizeof req,
+                 "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_deploy_status\","
+                 "\"arguments\":{\"projectId\":%s}}", not_strings[i]);
+        expect_error(fx, req, "bad_request", "projectId must be a string");
+    }
+    /* the last of duplicate keys counts, as jansson has it; escapes decode */
+    expect_error(fx, "{\"type\":\"request\",\"seq\":3,\"command\":\"rrext_deploy_status\","
+                     "\"arguments\":{\"projectId\":\"x\",\"projectId\":\"\\u0071\"}}",
+                 "not_found", "Deployment not found: q");
     /* "p\0x" must not name "p" */
     json_decref(ask(fx, "{\"type\":\"request\",\"seq\":4,\"command\":"
                          "\"rrext_deploy_add\",\"arguments\":{\"pipeline\":"
@@ -664,6 +694,92 @@ static void test_argument_errors(void **state)
     expect_error(fx, "{\"type\":\"request\",\"seq\":5,\"command\":\"rrext_deploy_status\","
                      "\"arguments\":{\"projectId\":\"p\\u0000x\"}}",
                  "bad_request", "projectId must not contain a NUL character");
+}
+
+/* The body of a status or list answer to text, as a string (owned). */
+static char *body_of(struct fx *fx, const char *text)
+{
+    json_t *r = ask(fx, text);
+    assert_true(json_is_true(json_object_get(r, "success")));
+    char *b = json_dumps(json_object_get(r, "body"), JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(r);
+    return b;
+}
+
+#define STATUS_P "{\"type\":\"request\",\"seq\":9,\"command\":" \
+                 "\"rrext_deploy_status\",\"arguments\":{\"projectId\":\"p\"}}"
+#define LIST "{\"type\":\"request\",\"seq\":9,\"command\":\"rrext_deploy_list\"}"
+
+/* Kept replies are answered only while the store is unchanged: after a
+ * write through the message layer, a write by another connection (the CLI,
+ * another process), a run recorded by the scheduler, and a rolled-back
+ * batch, status and list show what the store holds. */
+static void test_kept_replies_follow_the_store(void **state)
+{
+    struct fx *fx = *state;
+    auth(fx, fx->key);
+    json_decref(ask(fx, "{\"type\":\"request\",\"seq\":1,\"command\":"
+                        "\"rrext_deploy_add\",\"arguments\":{\"pipeline\":"
+                        "{\"project_id\":\"p\"},\"schedule\":\"manual\"}}"));
+    char *s1 = body_of(fx, STATUS_P), *l1 = body_of(fx, LIST);
+    uint64_t hits0, misses0, hits, misses;
+    dap__replies_counts(fx->app.replies, &hits0, &misses0);
+    char *s2 = body_of(fx, STATUS_P), *l2 = body_of(fx, LIST);
+    dap__replies_counts(fx->app.replies, &hits, &misses);
+    assert_int_equal(hits, hits0 + 2); /* both kept, the same text */
+    assert_string_equal(s1, s2);
+    assert_string_equal(l1, l2);
+    assert_non_null(strstr(s1, "\"state\":\"active\""));
+
+    /* a write through the message layer */
+    json_decref(ask(fx, "{\"type\":\"request\",\"seq\":2,\"command\":"
+                        "\"rrext_deploy_update\",\"arguments\":{\"projectId\":\"p\","
+                        "\"state\":\"paused\"}}"));
+    char *s3 = body_of(fx, STATUS_P), *l3 = body_of(fx, LIST);
+    assert_non_null(strstr(s3, "\"state\":\"paused\""));
+    assert_non_null(strstr(l3, "\"state\":\"paused\""));
+
+    /* another connection commits */
+    struct store *other;
+    assert_int_equal(store_open(fx->f->path, &other, NULL), 0);
+    assert_int_equal(store_dep_set_errored(other, "alice", "p", "from elsewhere",
+                                           FAKE_NOW), 0);
+    store_close(other);
+    char *s4 = body_of(fx, STATUS_P), *l4 = body_of(fx, LIST);
+    assert_non_null(strstr(s4, "from elsewhere"));
+    assert_non_null(strstr(l4, "from elsewhere"));
+
+    /* a run recorded on this connection */
+    struct store_run r = fixture_run("alice", "p", "manual", 0, STORE_RUN_SUCCEEDED);
+    fixture_add_run(fx->st, &r, 100);
+    char *s5 = body_of(fx, STATUS_P), *l5 = body_of(fx, LIST);
+    assert_null(strstr(s4, "\"outcome\":\"succeeded\""));
+    assert_non_null(strstr(s5, "\"outcome\":\"succeeded\""));
+    assert_non_null(strstr(l5, "\"outcome\":\"succeeded\""));
+
+#ifdef RRDEPLOY_TEST_HOOKS
+    /* inside a batch: a write, a read that sees it, then the batch rolled
+     * back -- the kept read must not outlive the write */
+    assert_int_equal(store_batch_begin_read(fx->st), 0);
+    json_decref(ask(fx, "{\"type\":\"request\",\"seq\":3,\"command\":"
+                        "\"rrext_deploy_remove\",\"arguments\":{\"projectId\":\"p\"}}"));
+    json_t *gone = ask(fx, STATUS_P);
+    assert_string_equal(str(gone, "code"), "not_found");
+    json_decref(gone);
+    char *l6 = body_of(fx, LIST);
+    assert_string_equal(l6, "{\"deployments\":[]}");
+    store_test_fail_commits(fx->st, 1);
+    assert_int_not_equal(store_batch_commit(fx->st), 0);
+    char *s7 = body_of(fx, STATUS_P), *l7 = body_of(fx, LIST);
+    assert_string_equal(s7, s5);
+    assert_string_equal(l7, l5);
+    free(s7);
+    free(l6);
+    free(l7);
+#endif
+    char *all[] = {s1, s2, s3, s4, s5, l1, l2, l3, l4, l5};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        free(all[i]);
 }
 
 static void test_limits(void **state)
@@ -1028,6 +1144,7 @@ int main(void)
         T(test_unauthenticated_flood_is_cut_off),
         T(test_gate_and_unknown),
         T(test_gate_before_arguments),
+        T(test_kept_replies_follow_the_store),
         T(test_auth_and_connect_result),
         T(test_auth_failures),
         T(test_auth_throttled),
