@@ -147,6 +147,16 @@ void dap__metrics_render(struct buf *b, const struct dap_app *app,
     histogram(b, "rrdeploy_request_duration_seconds", lat_bounds,
               DAP_LATENCY_NBUCKETS, m->latency_bucket, m->latency_sum);
 
+    uint64_t hits, misses;
+    dap__replies_counts(app->replies, &hits, &misses);
+    help(b, "rrdeploy_reply_cache_lookups_total", "counter",
+         "status and list requests, by whether a kept reply answered them "
+         "(hit) or the reply was rendered (miss).");
+    buf_printf(b, "rrdeploy_reply_cache_lookups_total{result=\"hit\"} %llu\n",
+               (unsigned long long)hits);
+    buf_printf(b, "rrdeploy_reply_cache_lookups_total{result=\"miss\"} %llu\n",
+               (unsigned long long)misses);
+
     help(b, "rrdeploy_deployments", "gauge", "Deployments by state.");
     for (int st = 0; st < 3; st++)
         buf_printf(b, "rrdeploy_deployments{state=\"%s\"} %llu\n",

@@ -114,6 +114,9 @@ class HealthAndMetrics(ServerTest):
         self.assertEqual(value(m, "rrdeploy_request_duration_seconds_count"), 13)
         self.assertEqual(value(m, "rrdeploy_request_duration_seconds_bucket",
                                le="+Inf"), 13)
+        # the status and the two lists looked for a kept reply
+        lookups = "rrdeploy_reply_cache_lookups_total"
+        self.assertEqual(value(m, lookups, result="hit") + value(m, lookups, result="miss"), 3)
         self.assertEqual(value(m, "rrdeploy_connections_total"), 2)
         self.assertEqual(value(m, "rrdeploy_connections"), 1)
         self.assertEqual(value(m, "rrdeploy_deployments", state="active"), 2)
