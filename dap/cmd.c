@@ -867,6 +867,21 @@ static int cmd_remove(struct dap_app *app, struct dap_session *ss,
     return 0;
 }
 
+/* status and list: records written straight from the store's rows. */
+struct records {
+    struct buf *b;
+    size_t n;      /* records written */
+};
+
+static int write_record(const struct store_dep *d, const struct store_run *last, void *ud)
+{
+    struct records *w = ud;
+    if (w->n++)
+        buf_putc(w->b, ',');
+    dap__write_record(w->b, d, last);
+    return 0;
+}
+
 /* The snapshot a read reply is rendered at, when replies are kept (false:
  * render it, keep nothing). */
 static bool reply_snapshot(struct dap_app *app, struct store_snapshot *snap)
@@ -885,65 +900,16 @@ static int cmd_status(struct dap_app *app, struct dap_session *ss,
     if (keep && dap__replies_get(app->replies, &snap, DAP_REPLY_STATUS,
                                  ss->key.user, project_id, &res->body))
         return 0;
-    struct store_dep d;
-    int rc = store_dep_get(app->store, ss->key.user, project_id, &d);
-    if (rc)
-        return fail_store(res, rc, project_id);
-    struct store_run last;
-    bool has_last = store_run_last(app->store, d.user, d.project_id, &last) == 0;
     size_t at = res->body.len;
-    dap__write_record(&res->body, &d, has_last ? &last : NULL);
+    struct records w = {&res->body, 0};
+    int rc = store_dep_view(app->store, ss->key.user, project_id, write_record, &w);
+    if (rc) {
+        buf_reset(&res->body);
+        return fail_store(res, rc, project_id);
+    }
     if (keep)
         dap__replies_put(app->replies, &snap, DAP_REPLY_STATUS, ss->key.user,
                          project_id, buf_data(&res->body) + at, res->body.len - at);
-    if (has_last)
-        store_run_clear(&last);
-    store_dep_clear(&d);
-    return 0;
-}
-
-/* list: the deployments and the last run of each, from two ordered walks
- * (one query each, not one per record). */
-struct list_ctx {
-    struct buf *b;
-    bool first;
-    struct store_run *last; /* owned array, by project_id */
-    size_t nlast, cap, at;
-};
-
-static int collect_last(const struct store_run *r, void *ud)
-{
-    struct list_ctx *lc = ud;
-    if (lc->nlast == lc->cap) {
-        lc->cap = lc->cap ? lc->cap * 2 : 32;
-        lc->last = xrealloc(lc->last, lc->cap * sizeof *lc->last);
-    }
-    struct store_run *c = &lc->last[lc->nlast++];
-    *c = *r; /* r is a copy the walk frees after us: take its strings */
-    c->user = xstrdup(r->user);
-    c->project_id = xstrdup(r->project_id);
-    c->trigger = xstrdup(r->trigger);
-    c->reason = r->reason ? xstrdup(r->reason) : NULL;
-    c->idempotency_key = r->idempotency_key ? xstrdup(r->idempotency_key) : NULL;
-    c->output = NULL;
-    c->output_len = 0;
-    return 0;
-}
-
-static int list_one(const struct store_dep *d, void *ud)
-{
-    struct list_ctx *lc = ud;
-    while (lc->at < lc->nlast &&
-           strcmp(lc->last[lc->at].project_id, d->project_id) < 0)
-        lc->at++;
-    const struct store_run *last =
-        lc->at < lc->nlast && strcmp(lc->last[lc->at].project_id, d->project_id) == 0
-            ? &lc->last[lc->at]
-            : NULL;
-    if (!lc->first)
-        buf_putc(lc->b, ',');
-    lc->first = false;
-    dap__write_record(lc->b, d, last);
     return 0;
 }
 
@@ -955,14 +921,9 @@ static int cmd_list(struct dap_app *app, struct dap_session *ss,
     if (keep && dap__replies_get(app->replies, &snap, DAP_REPLY_LIST, ss->key.user,
                                  NULL, &res->body))
         return 0;
-    struct list_ctx lc = {&res->body, true, NULL, 0, 0, 0};
     buf_puts(&res->body, "{\"deployments\":[");
-    int rc = store_run_last_each(app->store, ss->key.user, collect_last, &lc);
-    if (rc == 0)
-        rc = store_dep_list(app->store, ss->key.user, list_one, &lc);
-    for (size_t i = 0; i < lc.nlast; i++)
-        store_run_clear(&lc.last[i]);
-    free(lc.last);
+    struct records w = {&res->body, 0};
+    int rc = store_dep_list_view(app->store, ss->key.user, write_record, &w);
     if (rc) {
         buf_reset(&res->body);
         return fail_store(res, rc, "");

@@ -111,9 +111,7 @@ static int bind_credential(sqlite3_stmt *st, int i, const unsigned char *c, size
     return sqlite3_bind_blob64(st, i, c, (sqlite3_uint64)n, SQLITE_STATIC);
 }
 
-/* Fill d with pointers borrowed from the current row (valid until the next
- * step or reset). */
-static int dep_from_row(sqlite3_stmt *st, struct store_dep *d /* OUT */)
+int store__dep_from_row(sqlite3_stmt *st, struct store_dep *d /* OUT */)
 {
     memset(d, 0, sizeof *d);
     d->user = (char *)sqlite3_column_text(st, 0);
@@ -222,7 +220,7 @@ int store_dep_get(struct store *s, const char *user, const char *project_id,
         rc = store__db_fail(s, NULL, rc, "get deployment");
     } else {
         struct store_dep b;
-        if ((rc = dep_from_row(st, &b)) == 0) {
+        if ((rc = store__dep_from_row(st, &b)) == 0) {
             struct store_dep d = b;
             d.user = xstrdup(b.user);
             d.project_id = xstrdup(b.project_id);
@@ -321,7 +319,7 @@ static int dep_walk(struct store *s, enum stmt_id id, const char *arg, store_dep
             break;
         }
         struct store_dep d;
-        if ((rc = dep_from_row(st, &d)) != 0 || (rc = cb(&d, ud)) != 0)
+        if ((rc = store__dep_from_row(st, &d)) != 0 || (rc = cb(&d, ud)) != 0)
             break;
     }
 out:

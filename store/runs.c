@@ -168,7 +168,9 @@ static int run_bind(sqlite3_stmt *st, const struct store_run *r)
 
 /* Copy the current row (RUN_COLS) into *r, owned: free with store_run_clear.
  * The output gets a NUL after its output_len bytes for convenience. */
-static int run_from_row(sqlite3_stmt *st, struct store_run *r /* OUT */)
+/* Fill r with the current row, its strings borrowed from the statement
+ * (valid until its next step or reset) and its output left out (NULL). */
+static int run_view(sqlite3_stmt *st, struct store_run *r /* OUT */)
 {
     const char *user = (const char *)sqlite3_column_text(st, 1);
     const char *project_id = (const char *)sqlite3_column_text(st, 2);
@@ -188,6 +190,30 @@ static int run_from_row(sqlite3_stmt *st, struct store_run *r /* OUT */)
     x.outcome = o;
     x.exit_code = sqlite3_column_type(st, 10) == SQLITE_NULL ? -1 : sqlite3_column_int(st, 10);
     x.signal = sqlite3_column_type(st, 11) == SQLITE_NULL ? 0 : sqlite3_column_int(st, 11);
+    x.missed_count = sqlite3_column_int64(st, 14);
+    x.window_start = store__col_time(st, 15);
+    x.window_end = store__col_time(st, 16);
+    x.pid = sqlite3_column_int(st, 17);
+    x.pid_start = (uint64_t)sqlite3_column_int64(st, 18);
+    /* Reading other columns leaves these pointers valid (only a step, a reset
+     * or a type conversion of the same column moves them). */
+    x.user = (char *)user;
+    x.project_id = (char *)project_id;
+    x.trigger = (char *)trigger;
+    x.reason = (char *)sqlite3_column_text(st, 9);
+    x.idempotency_key = (char *)sqlite3_column_text(st, 13);
+    x.task = (char *)sqlite3_column_text(st, 19);
+    *r = x;
+    return 0;
+}
+
+/* Fill r with an owned copy of the current row, output included. */
+static int run_from_row(sqlite3_stmt *st, struct store_run *r /* OUT */)
+{
+    struct store_run x;
+    int rc = run_view(st, &x);
+    if (rc)
+        return rc;
     if (sqlite3_column_type(st, 12) != SQLITE_NULL) {
         /* blob before bytes (SQLite's rule); an empty blob's pointer is NULL. */
         const void *b = sqlite3_column_blob(st, 12);
@@ -202,19 +228,12 @@ static int run_from_row(sqlite3_stmt *st, struct store_run *r /* OUT */)
         x.output[n] = '\0';
         x.output_len = (size_t)n;
     }
-    x.missed_count = sqlite3_column_int64(st, 14);
-    x.window_start = store__col_time(st, 15);
-    x.window_end = store__col_time(st, 16);
-    x.pid = sqlite3_column_int(st, 17);
-    x.pid_start = (uint64_t)sqlite3_column_int64(st, 18);
-    /* Reading other columns leaves these pointers valid (only a step, a reset
-     * or a type conversion of the same column moves them). */
-    x.user = xstrdup(user);
-    x.project_id = xstrdup(project_id);
-    x.trigger = xstrdup(trigger);
-    x.reason = store__dup_opt((const char *)sqlite3_column_text(st, 9));
-    x.idempotency_key = store__dup_opt((const char *)sqlite3_column_text(st, 13));
-    x.task = store__dup_opt((const char *)sqlite3_column_text(st, 19));
+    x.user = xstrdup(x.user);
+    x.project_id = xstrdup(x.project_id);
+    x.trigger = xstrdup(x.trigger);
+    x.reason = store__dup_opt(x.reason);
+    x.idempotency_key = store__dup_opt(x.idempotency_key);
+    x.task = store__dup_opt(x.task);
     *r = x;
     return 0;
 }
@@ -514,6 +533,24 @@ int store_run_list(struct store *s, const char *user, const char *project_id, in
     return rc;
 }
 
+/* Step a bound run query, handing each row to cb borrowed (run_view). */
+static int run_walk_view(struct store *s, sqlite3_stmt *st, store_run_cb cb, void *ud)
+{
+    for (;;) {
+        int src = sqlite3_step(st);
+        if (src == SQLITE_DONE)
+            return 0;
+        if (src != SQLITE_ROW)
+            return store__db_fail(s, NULL, src, "list runs");
+        struct store_run r;
+        int rc = run_view(st, &r);
+        if (rc == 0)
+            rc = cb(&r, ud);
+        if (rc)
+            return rc;
+    }
+}
+
 int store_run_last_each(struct store *s, const char *user, store_run_cb cb, void *ud)
 {
     if (!user)
@@ -525,8 +562,111 @@ int store_run_last_each(struct store *s, const char *user, store_run_cb cb, void
     if ((rc = store__bind_str(st, 1, user)) != SQLITE_OK)
         rc = store__db_fail(s, NULL, rc, "bind");
     else
-        rc = run_walk(s, st, cb, ud);
+        rc = run_walk_view(s, st, cb, ud);
     store__stmt_release(s, ST_RUN_LAST_EACH, st);
+    return rc;
+}
+
+/* ================================================================ records
+ *
+ * A deployment with its newest run, as status and list show them: both
+ * rows borrowed from their statements while the callback runs, nothing
+ * copied. list steps the deployments and the newest runs (both ordered by
+ * project_id) side by side. */
+
+int store_dep_view(struct store *s, const char *user, const char *project_id,
+                   store_view_cb cb, void *ud)
+{
+    if (!user || !project_id)
+        return RR_E_NOTFOUND;
+    sqlite3_stmt *dst = NULL, *rst = NULL;
+    int rc = store__stmt_acquire(s, ST_DEP_GET, &dst, NULL);
+    if (rc == 0)
+        rc = store__stmt_acquire(s, ST_RUN_LAST_VIEW, &rst, NULL);
+    if (rc)
+        goto out;
+    if ((rc = store__bind_str(dst, 1, user)) != SQLITE_OK ||
+        (rc = store__bind_str(dst, 2, project_id)) != SQLITE_OK ||
+        (rc = store__bind_str(rst, 1, user)) != SQLITE_OK ||
+        (rc = store__bind_str(rst, 2, project_id)) != SQLITE_OK) {
+        rc = store__db_fail(s, NULL, rc, "bind");
+        goto out;
+    }
+    rc = sqlite3_step(dst);
+    if (rc != SQLITE_ROW) {
+        rc = rc == SQLITE_DONE ? RR_E_NOTFOUND : store__db_fail(s, NULL, rc, "get deployment");
+        goto out;
+    }
+    struct store_dep d;
+    struct store_run r;
+    if ((rc = store__dep_from_row(dst, &d)) != 0)
+        goto out;
+    int src = sqlite3_step(rst);
+    if (src != SQLITE_ROW && src != SQLITE_DONE) {
+        rc = store__db_fail(s, NULL, src, "get newest run");
+        goto out;
+    }
+    if (src == SQLITE_ROW && (rc = run_view(rst, &r)) != 0)
+        goto out;
+    rc = cb(&d, src == SQLITE_ROW ? &r : NULL, ud);
+out:
+    store__stmt_release(s, ST_RUN_LAST_VIEW, rst);
+    store__stmt_release(s, ST_DEP_GET, dst);
+    return rc;
+}
+
+int store_dep_list_view(struct store *s, const char *user, store_view_cb cb, void *ud)
+{
+    if (!user)
+        return 0;
+    sqlite3_stmt *dst = NULL, *rst = NULL;
+    int rc = store__stmt_acquire(s, ST_DEP_LIST_USER, &dst, NULL);
+    if (rc == 0)
+        rc = store__stmt_acquire(s, ST_RUN_LAST_EACH, &rst, NULL);
+    if (rc)
+        goto out;
+    if ((rc = store__bind_str(dst, 1, user)) != SQLITE_OK ||
+        (rc = store__bind_str(rst, 1, user)) != SQLITE_OK) {
+        rc = store__db_fail(s, NULL, rc, "bind");
+        goto out;
+    }
+    struct store_run r;
+    int src = SQLITE_ROW; /* the run statement's last step */
+    bool have_run = false;
+    for (;;) {
+        int dsrc = sqlite3_step(dst);
+        if (dsrc == SQLITE_DONE)
+            break;
+        if (dsrc != SQLITE_ROW) {
+            rc = store__db_fail(s, NULL, dsrc, "list deployments");
+            goto out;
+        }
+        struct store_dep d;
+        if ((rc = store__dep_from_row(dst, &d)) != 0)
+            goto out;
+        /* Runs of deployments gone meanwhile (none: one snapshot) or
+         * ordered before this one are passed over. */
+        while (src == SQLITE_ROW && (!have_run || strcmp(r.project_id, d.project_id) < 0)) {
+            src = sqlite3_step(rst);
+            if (src == SQLITE_ROW) {
+                if ((rc = run_view(rst, &r)) != 0)
+                    goto out;
+                have_run = true;
+            } else if (src != SQLITE_DONE) {
+                rc = store__db_fail(s, NULL, src, "list newest runs");
+                goto out;
+            } else {
+                have_run = false;
+            }
+        }
+        bool match = have_run && strcmp(r.project_id, d.project_id) == 0;
+        if ((rc = cb(&d, match ? &r : NULL, ud)) != 0)
+            goto out;
+    }
+    rc = 0;
+out:
+    store__stmt_release(s, ST_RUN_LAST_EACH, rst);
+    store__stmt_release(s, ST_DEP_LIST_USER, dst);
     return rc;
 }
 

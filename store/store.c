@@ -249,6 +249,12 @@ static const char *const stmt_sql[ST__COUNT] = {
         "missed_count, window_start, window_end, pid, pid_start, task FROM runs "
         "WHERE id IN (SELECT max(id) FROM runs WHERE user = ?1 GROUP BY project_id) "
         "ORDER BY project_id",
+    /* The newest run of one deployment, output left out, as status shows it. */
+    [ST_RUN_LAST_VIEW] =
+        "SELECT id, user, project_id, trigger, scheduled_for, created_at, started_at, "
+        "finished_at, outcome, reason, exit_code, signal, NULL, idempotency_key, "
+        "missed_count, window_start, window_end, pid, pid_start, task FROM runs "
+        "WHERE user = ?1 AND project_id = ?2 ORDER BY id DESC LIMIT 1",
     [ST_RUN_LIVE] = RUN_COLS "WHERE outcome IN ('queued', 'running') ORDER BY id",
     [ST_RUN_INTERRUPT] =
         "UPDATE runs SET outcome = 'interrupted', reason = ?1, finished_at = ?2 "

@@ -381,9 +381,21 @@ typedef int (*store_run_cb)(const struct store_run *r, void *ud);
 int store_run_list(struct store *s, const char *user, const char *project_id,
                    int64_t limit, store_run_cb cb, void *ud);
 /* The newest row of each of user's deployments that has any, ordered by
- * project_id, without output (output NULL; the task is there). Same callback
- * rules. */
+ * project_id, without output (output NULL; the task is there). The rows are
+ * borrowed from the statement until cb returns; cb must not write. */
 int store_run_last_each(struct store *s, const char *user, store_run_cb cb, void *ud);
+/* A deployment and its newest run (NULL when it has none), as status and
+ * list show them: both borrowed from their statements until cb returns,
+ * the run without its output (NULL). cb must not write. */
+typedef int (*store_view_cb)(const struct store_dep *d, const struct store_run *last,
+                             void *ud);
+/* Deployment (user, project_id): RR_E_NOTFOUND without calling cb, or cb's
+ * result. */
+int store_dep_view(struct store *s, const char *user, const char *project_id,
+                   store_view_cb cb, void *ud);
+/* Every deployment of user, ordered by project_id; a non-zero result of cb
+ * stops the walk and is returned. */
+int store_dep_list_view(struct store *s, const char *user, store_view_cb cb, void *ud);
 /* Every row still queued or running, oldest first. Same callback rules. */
 int store_run_list_live(struct store *s, store_run_cb cb, void *ud);
 /* Every row still running becomes interrupted with `reason` and

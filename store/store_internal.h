@@ -62,6 +62,7 @@ enum stmt_id {
     ST_RUN_LIST,
     ST_RUN_LIVE,
     ST_RUN_LAST_EACH,
+    ST_RUN_LAST_VIEW,
     ST_DEP_PIPELINE,
     ST_RUN_INTERRUPT,
     ST_RUN_START,
@@ -115,6 +116,11 @@ void store__stmt_release(struct store *s, enum stmt_id id, sqlite3_stmt *st);
  * released; a time where 0 means "none" (SQL NULL). SQLite result codes. */
 int store__bind_str(sqlite3_stmt *st, int i, const char *v);
 int store__bind_time_opt(sqlite3_stmt *st, int i, double t);
+
+/* Fill d with pointers borrowed from the current row of a statement
+ * selecting DEP_COLS (valid until its next step or reset); RR_E_IO for a
+ * malformed row. Defined in deps.c. */
+int store__dep_from_row(sqlite3_stmt *st, struct store_dep *d /* OUT */);
 
 /* Step a statement that returns no row: 0 or a mapped error. */
 int store__step_done(struct store *s, sqlite3_stmt *st, struct err *e, const char *what);

@@ -1144,6 +1144,74 @@ static void test_run_start_finish_rolled_back(void **state)
 }
 #endif
 
+/* Views: each deployment with its newest run (or none), borrowed. */
+struct view_walk {
+    char seen[8][40]; /* "project:run id" */
+    int n;
+    int stop_at;
+};
+
+static int view_cb(const struct store_dep *d, const struct store_run *last, void *ud)
+{
+    struct view_walk *w = ud;
+    assert_true(w->n < 8);
+    assert_string_equal(d->user, "alice");
+    if (last) {
+        assert_string_equal(last->project_id, d->project_id);
+        assert_null(last->output); /* left out */
+    }
+    snprintf(w->seen[w->n++], sizeof w->seen[0], "%s:%lld", d->project_id,
+             last ? (long long)last->id : 0LL);
+    return w->n == w->stop_at ? -99 : 0;
+}
+
+static void test_dep_views(void **state)
+{
+    struct fixture *f = *state;
+    /* runs for a (two), none for b, one for d; bob's do not mix in */
+    static const char *const ids[] = {"a", "b", "c", "d"};
+    for (size_t i = 0; i < 4; i++)
+        fixture_add_dep(f->s, "alice", ids[i]);
+    fixture_add_dep(f->s, "bob", "a");
+    fixture_add_dep(f->s, "bob", "c");
+    struct store_run r = fixture_run("alice", "a", "manual", 0, STORE_RUN_SUCCEEDED);
+    r.output = (char *)"out";
+    r.output_len = 3;
+    fixture_add_run(f->s, &r, 100);
+    int64_t a2 = fixture_add_run(f->s, &r, 100);
+    r = fixture_run("bob", "c", "manual", 0, STORE_RUN_FAILED);
+    fixture_add_run(f->s, &r, 100);
+    r = fixture_run("alice", "d", "manual", 0, STORE_RUN_FAILED);
+    int64_t d1 = fixture_add_run(f->s, &r, 100);
+
+    struct view_walk w = {0};
+    assert_int_equal(store_dep_list_view(f->s, "alice", view_cb, &w), 0);
+    assert_int_equal(w.n, 4);
+    char want[4][40];
+    snprintf(want[0], sizeof want[0], "a:%lld", (long long)a2);
+    snprintf(want[1], sizeof want[1], "b:0");
+    snprintf(want[2], sizeof want[2], "c:0");
+    snprintf(want[3], sizeof want[3], "d:%lld", (long long)d1);
+    for (int i = 0; i < 4; i++)
+        assert_string_equal(w.seen[i], want[i]);
+
+    struct view_walk stop = {.stop_at = 2};
+    assert_int_equal(store_dep_list_view(f->s, "alice", view_cb, &stop), -99);
+    assert_int_equal(stop.n, 2);
+
+    for (int i = 0; i < 4; i++) {
+        struct view_walk one = {0};
+        assert_int_equal(store_dep_view(f->s, "alice", ids[i], view_cb, &one), 0);
+        assert_int_equal(one.n, 1);
+        assert_string_equal(one.seen[0], want[i]);
+    }
+    struct view_walk none = {0};
+    assert_int_equal(store_dep_view(f->s, "alice", "zz", view_cb, &none), RR_E_NOTFOUND);
+    assert_int_equal(none.n, 0);
+    assert_int_equal(store_dep_list_view(f->s, "carol", view_cb, &none), 0);
+    assert_int_equal(none.n, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1165,6 +1233,7 @@ int main(void)
         FIXTURE_TEST(test_run_start_finish_batch),
         FIXTURE_TEST(test_run_start_finish_read_batch),
         FIXTURE_TEST(test_run_task),
+        FIXTURE_TEST(test_dep_views),
 #ifdef RRDEPLOY_TEST_HOOKS
         FIXTURE_TEST(test_run_start_finish_rolled_back),
 #endif
