@@ -100,36 +100,52 @@ void dap__write_run(struct buf *b, const struct store_run *r, bool with_output)
     buf_putc(b, '}');
 }
 
+/* Literal text: its length is known at compile time. */
+#define PUT_LIT(b, lit) buf_append((b), (lit), sizeof(lit) - 1)
+
+/* Append again the n bytes written at offset at. */
+static void repeat(struct buf *b, size_t at, size_t n)
+{
+    buf_reserve(b, n); /* may move the data: take the pointer after */
+    buf_append(b, buf_data(b) + at, n);
+}
+
 void dap__write_record(struct buf *b, const struct store_dep *d,
                        const struct store_run *last)
 {
-    buf_puts(b, "{\"pipeline\":");
+    /* list writes thousands of these: no strlen of literals, and each time
+     * formatted once though two names carry it */
+    PUT_LIT(b, "{\"pipeline\":");
     buf_puts(b, d->pipeline);
-    buf_puts(b, ",\"schedule\":");
+    PUT_LIT(b, ",\"schedule\":");
     buf_json_cstr(b, d->schedule);
-    buf_puts(b, ",\"state\":");
+    PUT_LIT(b, ",\"state\":");
     buf_json_cstr(b, store_state_name(d->state));
-    buf_puts(b, ",\"created_by\":");
+    PUT_LIT(b, ",\"created_by\":");
     buf_json_cstr(b, d->created_by);
-    buf_puts(b, ",\"created_at\":");
+    PUT_LIT(b, ",\"created_at\":");
+    size_t created = b->len;
     buf_json_time(b, d->created_at);
-    buf_puts(b, ",\"updated_at\":");
+    size_t created_n = b->len - created;
+    PUT_LIT(b, ",\"updated_at\":");
+    size_t updated = b->len;
     buf_json_time(b, d->updated_at);
-    buf_puts(b, ",\"userId\":");
+    size_t updated_n = b->len - updated;
+    PUT_LIT(b, ",\"userId\":");
     buf_json_cstr(b, d->user);
-    buf_puts(b, ",\"createdAt\":");
-    buf_json_time(b, d->created_at);
-    buf_puts(b, ",\"updatedAt\":");
-    buf_json_time(b, d->updated_at);
+    PUT_LIT(b, ",\"createdAt\":");
+    repeat(b, created, created_n);
+    PUT_LIT(b, ",\"updatedAt\":");
+    repeat(b, updated, updated_n);
     time_field(b, "next_run_at", d->next_run_at > 0 ? d->next_run_at : 0);
-    buf_puts(b, ",\"last_run\":");
+    PUT_LIT(b, ",\"last_run\":");
     if (last)
         dap__write_run(b, last, false);
     else
-        buf_puts(b, "null");
-    buf_puts(b, ",\"error\":");
+        PUT_LIT(b, "null");
+    PUT_LIT(b, ",\"error\":");
     buf_json_cstr(b, d->error);
-    buf_puts(b, ",\"owner_key_id\":");
+    PUT_LIT(b, ",\"owner_key_id\":");
     buf_json_cstr(b, d->owner_key_id);
     buf_putc(b, '}');
 }
