@@ -52,6 +52,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -152,16 +153,6 @@ static uint64_t pct_sorted(const uint64_t *v, size_t n, double p)
         return 0;
     size_t k = (size_t)ceil(p * (double)n);
     return v[k ? k - 1 : 0];
-}
-
-static uint64_t rng = 0x2545F4914F6CDD1Dull;
-
-static uint32_t rnd32(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng >> 16);
 }
 
 /* ================================================================ /proc */
@@ -360,6 +351,7 @@ struct conn {
     int64_t seq;                /* last request seq sent */
     int inflight;
     uint64_t sent_ns[RING];     /* by seq & (RING-1); 0 = nothing pending */
+    uint64_t rng;               /* xorshift state for this connection's masks */
     int id;
 };
 
@@ -382,8 +374,41 @@ static void tx_reserve(struct conn *c, size_t more)
     }
 }
 
-/* Append one masked frame (FIN set) with opcode op to the write buffer. */
-static void ws_frame(struct conn *c, int op, const void *payload, size_t len)
+/* A fresh masking key: xorshift64 per connection (never zero). */
+static inline uint32_t conn_mask(struct conn *c)
+{
+    uint64_t x = c->rng;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    c->rng = x;
+    uint32_t m = (uint32_t)(x >> 16);
+    return m ? m : 0x9e3779b9u;
+}
+
+/* XOR p[0..len) with the 4-byte key mk (in memory order), 8 bytes at a time. */
+static inline void ws_mask(unsigned char *p, size_t len, uint32_t mk)
+{
+    unsigned char mb[8];
+    memcpy(mb, &mk, 4);
+    memcpy(mb + 4, &mk, 4);
+    uint64_t m64;
+    memcpy(&m64, mb, 8);
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        w ^= m64;
+        memcpy(p + i, &w, 8);
+    }
+    for (; i < len; i++)
+        p[i] ^= mb[i & 3];
+}
+
+/* Reserve and write the header of one masked frame (FIN set) with opcode op
+ * and a payload of len bytes; returns where the payload goes (to be written,
+ * then masked with *mk). */
+static inline unsigned char *ws_head(struct conn *c, int op, size_t len, uint32_t *mk)
 {
     tx_reserve(c, len + 14);
     unsigned char *h = c->tx + c->tx_len;
@@ -402,16 +427,20 @@ static void ws_frame(struct conn *c, int op, const void *payload, size_t len)
             h[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
         hl = 10;
     }
-    uint32_t mk = rnd32();
-    unsigned char mask[4] = {(unsigned char)mk, (unsigned char)(mk >> 8),
-                             (unsigned char)(mk >> 16), (unsigned char)(mk >> 24)};
-    memcpy(h + hl, mask, 4);
+    *mk = conn_mask(c);
+    memcpy(h + hl, mk, 4);
     hl += 4;
-    const unsigned char *src = payload;
-    unsigned char *dst = h + hl;
-    for (size_t i = 0; i < len; i++)
-        dst[i] = src[i] ^ mask[i & 3];
     c->tx_len += hl + len;
+    return h + hl;
+}
+
+/* Append one masked frame (FIN set) with opcode op to the write buffer. */
+static void ws_frame(struct conn *c, int op, const void *payload, size_t len)
+{
+    uint32_t mk;
+    unsigned char *p = ws_head(c, op, len, &mk);
+    memcpy(p, payload, len);
+    ws_mask(p, len, mk);
 }
 
 static void set_events(struct conn *c, bool out)
@@ -477,7 +506,7 @@ static void conn_read(struct conn *c)
 /* The next complete data message in rx (valid until the next conn_read).
  * Returns 1 with *m and *n set, 0 when more bytes are needed. Pings are answered
  * (queued in tx); a close frame is fatal. */
-static int conn_next(struct conn *c, const unsigned char **m, size_t *n)
+static inline int conn_next(struct conn *c, const unsigned char **m, size_t *n)
 {
     for (;;) {
         size_t avail = c->rx_len - c->rx_off;
@@ -572,6 +601,42 @@ static bool reply_ok(const unsigned char *m, size_t n)
     return false;
 }
 
+/* request_seq of a reply (-1: not a response, e.g. an event) and whether it
+ * says "success":true. Fast path for the layout both servers write,
+ *   {"type":"response","seq":S,"request_seq":R,"command":"C","success":true
+ * anything else goes through the general scans above. */
+static inline int64_t parse_reply(const unsigned char *m, size_t n, bool *ok)
+{
+    static const char h1[] = "{\"type\":\"response\",\"seq\":";
+    static const char h2[] = ",\"request_seq\":";
+    static const char h3[] = ",\"command\":\"";
+    static const char h4[] = ",\"success\":true";
+    enum { L1 = sizeof h1 - 1, L2 = sizeof h2 - 1, L3 = sizeof h3 - 1, L4 = sizeof h4 - 1 };
+    if (n > L1 + L2 + L3 + L4 + 3 && memcmp(m, h1, L1) == 0) {
+        size_t i = L1;
+        while (i < n && (unsigned)(m[i] - '0') < 10u)
+            i++;
+        if (i + L2 < n && memcmp(m + i, h2, L2) == 0) {
+            size_t j = i + L2, d = j;
+            int64_t v = 0;
+            while (j < n && (unsigned)(m[j] - '0') < 10u)
+                v = v * 10 + (m[j++] - '0');
+            if (j > d && j + L3 < n && memcmp(m + j, h3, L3) == 0) {
+                const unsigned char *e = memchr(m + j + L3, '"', n - j - L3);
+                if (e && (size_t)(e + 1 - m) + L4 <= n && memcmp(e + 1, h4, L4) == 0) {
+                    *ok = true;
+                    return v;
+                }
+                *ok = reply_ok(m, n);
+                return v;
+            }
+        }
+    }
+    int64_t v = reply_seq(m, n);
+    *ok = v >= 0 && reply_ok(m, n);
+    return v;
+}
+
 static struct conn *conn_open(int port, int id)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -597,6 +662,7 @@ static struct conn *conn_open(int port, int id)
     memset(c, 0, sizeof *c);
     c->fd = fd;
     c->id = id;
+    c->rng = 0x2545F4914F6CDD1Dull ^ ((uint64_t)(id + 2) * 0x9E3779B97F4A7C15ull);
     c->rx_cap = READ_CHUNK * 2;
     c->rx = xrealloc(NULL, c->rx_cap);
     /* Read the 101 response; what follows it stays in rx. */
@@ -694,40 +760,90 @@ enum req_kind { REQ_STATUS, REQ_LIST, REQ_ADD };
     "\"input\":[{\"lane\":\"text\",\"from\":\"webhook_1\"}]}],\"source\":"           \
     "\"webhook_1\"}"
 
-static long long add_counter;
+static _Atomic long long add_counter;
 static int run_id; /* distinguishes project ids of this run's adds */
 
-static size_t build_request(char *out, size_t cap, enum req_kind kind, int64_t seq)
+/* Requests are prebuilt per kind: REQ_PREFIX, the seq's digits, then a; for
+ * adds also a counter's digits and b (the project id is add-RUN-COUNTER). */
+#define REQ_PREFIX "{\"type\":\"request\",\"seq\":"
+struct req_tmpl {
+    char *a, *b;
+    size_t alen, blen;
+    bool counter;
+};
+static struct req_tmpl tmpl[3];
+
+static void build_templates(void)
 {
-    int n;
-    switch (kind) {
-    case REQ_STATUS:
-        n = snprintf(out, cap,
-                     "{\"type\":\"request\",\"seq\":%lld,\"command\":"
-                     "\"rrext_deploy_status\",\"arguments\":{\"projectId\":\"bench-000\"}}",
-                     (long long)seq);
-        break;
-    case REQ_LIST:
-        n = snprintf(out, cap,
-                     "{\"type\":\"request\",\"seq\":%lld,\"command\":"
-                     "\"rrext_deploy_list\",\"arguments\":{}}",
-                     (long long)seq);
-        break;
-    case REQ_ADD:
-    default: {
-        char pid[64];
-        snprintf(pid, sizeof pid, "add-%d-%lld", run_id, ++add_counter);
-        n = snprintf(out, cap,
-                     "{\"type\":\"request\",\"seq\":%lld,\"command\":"
-                     "\"rrext_deploy_add\",\"arguments\":{\"pipeline\":" PIPELINE_FMT
-                     ",\"schedule\":\"manual\"}}",
-                     (long long)seq, pid);
-        break;
+    static const char *const a[2] = {
+        ",\"command\":\"rrext_deploy_status\",\"arguments\":{\"projectId\":\"bench-000\"}}",
+        ",\"command\":\"rrext_deploy_list\",\"arguments\":{}}",
+    };
+    for (int k = 0; k < 2; k++) {
+        tmpl[k].alen = strlen(a[k]);
+        tmpl[k].a = xrealloc(NULL, tmpl[k].alen + 1);
+        memcpy(tmpl[k].a, a[k], tmpl[k].alen + 1);
     }
+    char pid[32], add[2048];
+    snprintf(pid, sizeof pid, "add-%d-\x01", run_id);
+    int n = snprintf(add, sizeof add,
+                     ",\"command\":\"rrext_deploy_add\",\"arguments\":{\"pipeline\":"
+                     PIPELINE_FMT ",\"schedule\":\"manual\"}}", pid);
+    if (n < 0 || (size_t)n >= sizeof add)
+        die("add request too long");
+    char *cut = strchr(add, '\x01');
+    struct req_tmpl *t = &tmpl[REQ_ADD];
+    t->counter = true;
+    t->alen = (size_t)(cut - add);
+    t->a = xrealloc(NULL, t->alen + 1);
+    memcpy(t->a, add, t->alen);
+    t->blen = strlen(cut + 1);
+    t->b = xrealloc(NULL, t->blen + 1);
+    memcpy(t->b, cut + 1, t->blen + 1);
+}
+
+static inline size_t u64_digits(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 10) {
+        v /= 10;
+        n++;
     }
-    if (n < 0 || (size_t)n >= cap)
-        die("request too long");
-    return (size_t)n;
+    return n;
+}
+
+static inline void u64_put(unsigned char *d, uint64_t v, size_t n)
+{
+    while (n) {
+        d[--n] = (unsigned char)('0' + v % 10);
+        v /= 10;
+    }
+}
+
+/* Append the masked frame of a request of this kind with this seq. */
+static inline void put_request(struct conn *c, enum req_kind kind, int64_t seq)
+{
+    const struct req_tmpl *t = &tmpl[kind];
+    size_t sd = u64_digits((uint64_t)seq), cd = 0;
+    uint64_t ctr = 0;
+    if (t->counter) {
+        ctr = (uint64_t)(atomic_fetch_add(&add_counter, 1) + 1);
+        cd = u64_digits(ctr);
+    }
+    size_t pl = sizeof REQ_PREFIX - 1, len = pl + sd + t->alen + cd + t->blen;
+    uint32_t mk;
+    unsigned char *p = ws_head(c, 0x1, len, &mk), *q = p;
+    memcpy(q, REQ_PREFIX, pl);
+    q += pl;
+    u64_put(q, (uint64_t)seq, sd);
+    q += sd;
+    memcpy(q, t->a, t->alen);
+    q += t->alen;
+    if (cd) {
+        u64_put(q, ctr, cd);
+        memcpy(q + cd, t->b, t->blen);
+    }
+    ws_mask(p, len, mk);
 }
 
 /* ================================================================ load phases */
@@ -789,16 +905,15 @@ static void flush_dirty(void)
     nflush = 0;
 }
 
-static void send_one(struct conn *c, enum req_kind kind, uint64_t t)
+static inline void send_one(struct conn *c, enum req_kind kind, uint64_t t)
 {
-    char body[2048];
     int64_t seq = ++c->seq;
-    size_t n = build_request(body, sizeof body, kind, seq);
-    if (c->sent_ns[seq & (RING - 1)] != 0)
+    uint64_t *slot = &c->sent_ns[seq & (RING - 1)];
+    if (*slot != 0)
         die("connection %d: more than %d requests in flight", c->id, RING);
-    c->sent_ns[seq & (RING - 1)] = t;
+    *slot = t;
     c->inflight++;
-    ws_frame(c, 0x1, body, n);
+    put_request(c, kind, seq);
     mark_dirty(c);
 }
 
@@ -946,7 +1061,8 @@ static void run_phase(const struct phase *ph, struct result *res)
             const unsigned char *m;
             size_t mn;
             while (conn_next(c, &m, &mn)) {
-                int64_t rs = reply_seq(m, mn);
+                bool ok;
+                int64_t rs = parse_reply(m, mn, &ok);
                 if (rs < 0)
                     continue; /* an event: not ours */
                 uint64_t *slot = &c->sent_ns[rs & (RING - 1)];
@@ -958,7 +1074,7 @@ static void run_phase(const struct phase *ph, struct result *res)
                 c->inflight--;
                 pending--;
                 res->reply_bytes = mn;
-                if (!reply_ok(m, mn)) {
+                if (!ok) {
                     if (!res->errors++)
                         snprintf(res->first_error, sizeof res->first_error, "%.*s",
                                  (int)(mn < 190 ? mn : 190), (const char *)m);
@@ -1220,6 +1336,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     unsetenv("ROCKETRIDE_APIKEY");
     run_id = (int)getpid();
+    build_templates();
 
     snprintf(tmpdir, sizeof tmpdir, "%s/bench_dap.XXXXXX", base);
     if (!mkdtemp(tmpdir))
