@@ -49,6 +49,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
@@ -81,6 +82,7 @@ extern char **environ;
 #define DRAIN_TIMEOUT_S 30.0
 #define LIST_DEPLOYMENTS 100
 #define MAX_REPS 16
+#define MAX_GEN 16               /* generator threads */
 #define FSYNC_SAMPLES 100
 
 /* ================================================================ helpers */
@@ -119,8 +121,13 @@ static void cleanup(void)
     }
 }
 
+static atomic_flag dying = ATOMIC_FLAG_INIT;
+
 static void die(const char *fmt, ...)
 {
+    if (atomic_flag_test_and_set(&dying))
+        for (;;)
+            pause(); /* another thread is already on its way out */
     va_list ap;
     va_start(ap, fmt);
     fputs("bench_dap: ", stderr);
@@ -346,7 +353,8 @@ struct conn {
     bool in_frag;
     unsigned char *tx;          /* owned: bytes to write */
     size_t tx_len, tx_off, tx_cap;
-    bool want_out;              /* EPOLLOUT registered */
+    bool want_out;              /* EPOLLOUT wanted (registered when in an epoll) */
+    int ep;                     /* the phase's epoll it is in, or -1 */
     bool dirty;                 /* on the flush list */
     int64_t seq;                /* last request seq sent */
     int inflight;
@@ -354,8 +362,6 @@ struct conn {
     uint64_t rng;               /* xorshift state for this connection's masks */
     int id;
 };
-
-static int epfd = -1;
 
 static void tx_reserve(struct conn *c, size_t more)
 {
@@ -447,10 +453,12 @@ static void set_events(struct conn *c, bool out)
 {
     if (c->want_out == out)
         return;
-    struct epoll_event ev = {.events = EPOLLIN | (out ? EPOLLOUT : 0), .data.ptr = c};
-    if (epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev) != 0)
-        die("epoll_ctl: %s", strerror(errno));
     c->want_out = out;
+    if (c->ep < 0)
+        return;
+    struct epoll_event ev = {.events = EPOLLIN | (out ? EPOLLOUT : 0), .data.ptr = c};
+    if (epoll_ctl(c->ep, EPOLL_CTL_MOD, c->fd, &ev) != 0)
+        die("epoll_ctl: %s", strerror(errno));
 }
 
 /* Write what can be written now; the rest waits for EPOLLOUT. */
@@ -681,9 +689,7 @@ static struct conn *conn_open(int port, int id)
         break;
     }
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-    if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
-        die("epoll_ctl: %s", strerror(errno));
+    c->ep = -1;
     return c;
 }
 
@@ -691,7 +697,6 @@ static void conn_close(struct conn *c)
 {
     if (!c)
         return;
-    epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     free(c->rx);
     free(c->msg);
@@ -853,6 +858,7 @@ struct phase {
     const char *perf_out;  /* non-NULL: `perf record` the server's window here */
     struct conn **conns;
     int nconns;
+    int threads;           /* generator threads (at most nconns are used) */
     enum req_kind kind;
     int inflight;          /* closed loop: K per connection; 0 = paced */
     double rate;           /* paced: requests/s in total */
@@ -864,6 +870,7 @@ struct result {
     double rps;
     double p50_ms, p99_ms, max_ms;
     double srv_cpu_us, gen_cpu_us; /* per request */
+    double srv_pct, gen_pct;       /* CPU seconds per window second, x100 */
     double srv_vcsw, srv_ivcsw;    /* per request */
     double lag_p99_ms;             /* paced: sender behind schedule */
     uint64_t n, errors, dropped;
@@ -876,7 +883,7 @@ struct lat {
     size_t n, cap;
 };
 
-static void lat_add(struct lat *l, uint64_t x)
+static inline void lat_add(struct lat *l, uint64_t x)
 {
     if (l->n == l->cap) {
         l->cap = l->cap ? l->cap * 2 : 65536;
@@ -885,27 +892,56 @@ static void lat_add(struct lat *l, uint64_t x)
     l->v[l->n++] = x;
 }
 
-static struct conn **flush_list;
-static int nflush;
+static void lat_merge(struct lat *into, struct lat *from)
+{
+    if (into->n + from->n > into->cap) {
+        into->cap = into->n + from->n;
+        into->v = xrealloc(into->v, into->cap * sizeof *into->v);
+    }
+    if (from->n)
+        memcpy(into->v + into->n, from->v, from->n * sizeof *from->v);
+    into->n += from->n;
+    free(from->v);
+    memset(from, 0, sizeof *from);
+}
 
-static void mark_dirty(struct conn *c)
+/* One generator thread's share of a phase: its connections, its epoll, its
+ * flush list, and what it measured. */
+struct gen {
+    const struct phase *ph;
+    struct conn **conns;
+    int nconns;
+    struct conn **flush;
+    int nflush;
+    int epfd;
+    uint64_t t0, t_warm, t_end;
+    uint64_t first_due, interval; /* paced: this thread's schedule */
+    FILE *trace;
+    struct lat lat, lag;
+    uint64_t errors, dropped;
+    size_t reply_bytes;
+    char first_error[200];
+    pthread_t th;
+};
+
+static inline void mark_dirty(struct gen *g, struct conn *c)
 {
     if (!c->dirty) {
         c->dirty = true;
-        flush_list[nflush++] = c;
+        g->flush[g->nflush++] = c;
     }
 }
 
-static void flush_dirty(void)
+static void flush_dirty(struct gen *g)
 {
-    for (int i = 0; i < nflush; i++) {
-        flush_list[i]->dirty = false;
-        conn_flush(flush_list[i]);
+    for (int i = 0; i < g->nflush; i++) {
+        g->flush[i]->dirty = false;
+        conn_flush(g->flush[i]);
     }
-    nflush = 0;
+    g->nflush = 0;
 }
 
-static inline void send_one(struct conn *c, enum req_kind kind, uint64_t t)
+static inline void send_one(struct gen *g, struct conn *c, enum req_kind kind, uint64_t t)
 {
     int64_t seq = ++c->seq;
     uint64_t *slot = &c->sent_ns[seq & (RING - 1)];
@@ -914,7 +950,7 @@ static inline void send_one(struct conn *c, enum req_kind kind, uint64_t t)
     *slot = t;
     c->inflight++;
     put_request(c, kind, seq);
-    mark_dirty(c);
+    mark_dirty(g, c);
 }
 
 /* `perf record` (software cpu-clock: this VM has no hardware counters) of
@@ -951,63 +987,49 @@ static void perf_stop(pid_t p)
     waitpid(p, NULL, 0);
 }
 
-static void run_phase(const struct phase *ph, struct result *res)
+/* One generator thread: sends and reads until t_end, then drains. Replies
+ * read in [t_warm, t_end] are counted. */
+static void *gen_main(void *arg)
 {
-    memset(res, 0, sizeof *res);
-    struct lat lat = {0}, lag = {0};
+    struct gen *g = arg;
+    const struct phase *ph = g->ph;
     bool paced = ph->inflight == 0;
-    uint64_t t0 = now_ns();
-    uint64_t t_warm = t0 + (uint64_t)(ph->warm_s * 1e9);
-    uint64_t t_end = t_warm + (uint64_t)(ph->measure_s * 1e9);
-    bool in_window = false, sending = true;
-    struct proc_sample ps0 = {0}, ps1 = {0};
-    double gen0 = 0, gen1 = 0;
-    pid_t perf_pid = 0;
-    /* BENCH_DAP_TRACE=FILE: append "send-time latency-ms connection" for every
-     * measured reply of paced phases (a diagnostic for stalls). */
-    FILE *trace = NULL;
-    if (paced && getenv("BENCH_DAP_TRACE")) {
-        trace = fopen(getenv("BENCH_DAP_TRACE"), "a");
-        if (trace)
-            fprintf(trace, "# %s\n", ph->name);
+    g->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (g->epfd < 0)
+        die("epoll_create1: %s", strerror(errno));
+    for (int i = 0; i < g->nconns; i++) {
+        struct conn *c = g->conns[i];
+        struct epoll_event ev = {.events = EPOLLIN | (c->want_out ? EPOLLOUT : 0),
+                                 .data.ptr = c};
+        if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, c->fd, &ev) != 0)
+            die("epoll_ctl: %s", strerror(errno));
+        c->ep = g->epfd;
     }
-
     int tfd = -1;
-    uint64_t interval = 0, sched_i = 0, next_due = 0;
+    uint64_t sched_i = 0, next_due = g->first_due;
     if (paced) {
         tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
         if (tfd < 0)
             die("timerfd_create: %s", strerror(errno));
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
-        epoll_ctl(epfd, EPOLL_CTL_ADD, tfd, &ev);
-        interval = (uint64_t)(1e9 / ph->rate);
-        next_due = t0;
+        epoll_ctl(g->epfd, EPOLL_CTL_ADD, tfd, &ev);
     } else {
-        for (int i = 0; i < ph->nconns; i++)
+        uint64_t t = now_ns();
+        for (int i = 0; i < g->nconns; i++)
             for (int k = 0; k < ph->inflight; k++)
-                send_one(ph->conns[i], ph->kind, t0);
-        flush_dirty();
+                send_one(g, g->conns[i], ph->kind, t);
+        flush_dirty(g);
     }
 
-    int pending = paced ? 0 : ph->nconns * ph->inflight;
+    const uint64_t t_warm = g->t_warm, t_end = g->t_end;
+    int pending = paced ? 0 : g->nconns * ph->inflight;
     struct epoll_event evs[256];
+    bool sending = true;
     uint64_t drain_deadline = 0;
     for (;;) {
         uint64_t now = now_ns();
-        if (!in_window && now >= t_warm && sending) {
-            in_window = true;
-            if (ph->perf_out)
-                perf_pid = perf_start(ph->pid, ph->perf_out);
-            sample_pid(ph->pid, &ps0);
-            gen0 = self_cpu_s();
-        }
         if (sending && now >= t_end) {
             sending = false;
-            in_window = false;
-            sample_pid(ph->pid, &ps1);
-            gen1 = self_cpu_s();
-            perf_stop(perf_pid);
-            perf_pid = 0;
             drain_deadline = now + (uint64_t)(DRAIN_TIMEOUT_S * 1e9);
         }
         if (!sending && pending == 0)
@@ -1016,20 +1038,21 @@ static void run_phase(const struct phase *ph, struct result *res)
             die("%s: %d replies still missing %.0f s after the phase", ph->name,
                 pending, DRAIN_TIMEOUT_S);
         if (paced && sending) {
+            bool in_window = now >= t_warm;
             while (next_due <= now) {
-                struct conn *c = ph->conns[sched_i % (uint64_t)ph->nconns];
+                struct conn *c = g->conns[sched_i % (uint64_t)g->nconns];
                 if (c->inflight >= PACED_CAP) {
-                    res->dropped++;
+                    g->dropped++;
                 } else {
-                    send_one(c, ph->kind, now);
+                    send_one(g, c, ph->kind, now);
                     pending++;
                     if (in_window)
-                        lat_add(&lag, now - next_due);
+                        lat_add(&g->lag, now - next_due);
                 }
                 sched_i++;
-                next_due = t0 + sched_i * interval;
+                next_due = g->first_due + sched_i * g->interval;
             }
-            flush_dirty();
+            flush_dirty(g);
             /* At most one timer wake-up per PACED_TICK_NS: the generator's
              * CPU is the server's competitor. Requests leave in the first
              * wake-up at or after their due time; latency counts from then. */
@@ -1039,12 +1062,14 @@ static void run_phase(const struct phase *ph, struct result *res)
             its.it_value.tv_nsec = (long)(wake % 1000000000u);
             timerfd_settime(tfd, TFD_TIMER_ABSTIME, &its, NULL);
         }
-        uint64_t until = sending ? (in_window ? t_end : t_warm) : drain_deadline;
+        uint64_t until = sending ? t_end : drain_deadline;
         int timeout_ms = until > now ? (int)((until - now) / 1000000u) + 1 : 0;
-        int n = epoll_wait(epfd, evs, 256, timeout_ms);
+        int n = epoll_wait(g->epfd, evs, 256, timeout_ms);
         if (n < 0 && errno != EINTR)
             die("epoll_wait: %s", strerror(errno));
         uint64_t tr = now_ns();
+        bool count = tr >= t_warm && tr <= t_end;
+        bool resend = !paced && sending && tr < t_end;
         for (int i = 0; i < n; i++) {
             struct conn *c = evs[i].data.ptr;
             if (!c) { /* the timer */
@@ -1073,35 +1098,119 @@ static void run_phase(const struct phase *ph, struct result *res)
                 *slot = 0;
                 c->inflight--;
                 pending--;
-                res->reply_bytes = mn;
-                if (!ok) {
-                    if (!res->errors++)
-                        snprintf(res->first_error, sizeof res->first_error, "%.*s",
-                                 (int)(mn < 190 ? mn : 190), (const char *)m);
-                }
-                if (in_window && tr <= t_end) {
-                    lat_add(&lat, tr - sent);
-                    if (trace)
-                        fprintf(trace, "%.6f %.3f %d\n", (double)(sent - t0) / 1e9,
+                g->reply_bytes = mn;
+                if (!ok && !g->errors++)
+                    snprintf(g->first_error, sizeof g->first_error, "%.*s",
+                             (int)(mn < 190 ? mn : 190), (const char *)m);
+                if (count) {
+                    lat_add(&g->lat, tr - sent);
+                    if (g->trace)
+                        fprintf(g->trace, "%.6f %.3f %d\n", (double)(sent - g->t0) / 1e9,
                                 (double)(tr - sent) / 1e6, c->id);
                 }
-                if (!paced && sending) {
-                    send_one(c, ph->kind, tr);
+                if (resend) {
+                    send_one(g, c, ph->kind, tr);
                     pending++;
                 }
             }
             if (c->tx_len > c->tx_off)
-                mark_dirty(c);
+                mark_dirty(g, c);
         }
-        flush_dirty();
+        flush_dirty(g);
+    }
+    if (tfd >= 0)
+        close(tfd);
+    close(g->epfd);
+    for (int i = 0; i < g->nconns; i++)
+        g->conns[i]->ep = -1;
+    return NULL;
+}
+
+static void sleep_until(uint64_t t)
+{
+    struct timespec ts = {.tv_sec = (time_t)(t / 1000000000u),
+                          .tv_nsec = (long)(t % 1000000000u)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+        ;
+}
+
+/* Run one phase: the connections dealt round-robin to the generator threads
+ * (each with its share of the closed loop, or of the paced rate); this
+ * thread only samples the CPU counters at the window's edges. */
+static void run_phase(const struct phase *ph, struct result *res)
+{
+    memset(res, 0, sizeof *res);
+    bool paced = ph->inflight == 0;
+    int ng = ph->threads < 1 ? 1 : ph->threads;
+    if (ng > ph->nconns)
+        ng = ph->nconns;
+    if (ng > MAX_GEN)
+        ng = MAX_GEN;
+    struct gen gens[MAX_GEN];
+    memset(gens, 0, sizeof gens);
+    /* BENCH_DAP_TRACE=FILE: append "send-time latency-ms connection" for every
+     * measured reply of paced phases (a diagnostic for stalls). */
+    FILE *trace = NULL;
+    if (paced && getenv("BENCH_DAP_TRACE")) {
+        trace = fopen(getenv("BENCH_DAP_TRACE"), "a");
+        if (trace)
+            fprintf(trace, "# %s\n", ph->name);
+    }
+    uint64_t t0 = now_ns();
+    uint64_t t_warm = t0 + (uint64_t)(ph->warm_s * 1e9);
+    uint64_t t_end = t_warm + (uint64_t)(ph->measure_s * 1e9);
+    uint64_t interval = paced ? (uint64_t)(1e9 * ng / ph->rate) : 0;
+    for (int t = 0; t < ng; t++) {
+        struct gen *g = &gens[t];
+        g->ph = ph;
+        g->conns = xrealloc(NULL, sizeof *g->conns * (size_t)ph->nconns);
+        g->flush = xrealloc(NULL, sizeof *g->flush * (size_t)ph->nconns);
+        for (int i = t; i < ph->nconns; i += ng)
+            g->conns[g->nconns++] = ph->conns[i];
+        g->t0 = t0;
+        g->t_warm = t_warm;
+        g->t_end = t_end;
+        g->interval = interval;
+        g->first_due = t0 + interval * (uint64_t)t / (uint64_t)ng; /* staggered */
+        g->trace = trace;
+        int rc = pthread_create(&g->th, NULL, gen_main, g);
+        if (rc != 0)
+            die("pthread_create: %s", strerror(rc));
+    }
+
+    struct proc_sample ps0, ps1;
+    sleep_until(t_warm);
+    pid_t perf_pid = ph->perf_out ? perf_start(ph->pid, ph->perf_out) : 0;
+    sample_pid(ph->pid, &ps0);
+    double gen0 = self_cpu_s();
+    uint64_t w0 = now_ns();
+    sleep_until(t_end);
+    sample_pid(ph->pid, &ps1);
+    double gen1 = self_cpu_s();
+    uint64_t w1 = now_ns();
+    perf_stop(perf_pid);
+
+    struct lat lat = {0}, lag = {0};
+    for (int t = 0; t < ng; t++) {
+        struct gen *g = &gens[t];
+        pthread_join(g->th, NULL);
+        lat_merge(&lat, &g->lat);
+        lat_merge(&lag, &g->lag);
+        if (g->errors && !res->errors)
+            memcpy(res->first_error, g->first_error, sizeof res->first_error);
+        res->errors += g->errors;
+        res->dropped += g->dropped;
+        if (g->reply_bytes)
+            res->reply_bytes = g->reply_bytes;
+        free(g->conns);
+        free(g->flush);
     }
     if (trace)
         fclose(trace);
-    if (tfd >= 0) {
-        epoll_ctl(epfd, EPOLL_CTL_DEL, tfd, NULL);
-        close(tfd);
-    }
 
+    double win = (double)(w1 - w0) / 1e9;
+    res->srv_pct = win > 0 ? (ps1.cpu_s - ps0.cpu_s) / win * 100 : 0;
+    res->gen_pct = win > 0 ? (gen1 - gen0) / win * 100 : 0;
     res->n = lat.n;
     res->rps = (double)lat.n / ph->measure_s;
     if (lat.n) {
@@ -1187,9 +1296,9 @@ static const char *verdict(bool ok)
 
 static void print_row(const char *name, const struct result *r)
 {
-    printf("  %-26s %9.0f %8.2f %8.2f %8.1f %9.1f %9.1f %6.2f %6.2f%s\n", name, r->rps,
-           r->p50_ms, r->p99_ms, r->max_ms, r->srv_cpu_us, r->gen_cpu_us, r->srv_vcsw,
-           r->srv_ivcsw, r->errors ? "  ERRORS" : "");
+    printf("  %-34s %8.0f %7.3f %7.3f %7.1f %6.1f %6.1f %5.0f %5.0f %5.2f %5.2f%s\n", name,
+           r->rps, r->p50_ms, r->p99_ms, r->max_ms, r->srv_cpu_us, r->gen_cpu_us,
+           r->srv_pct, r->gen_pct, r->srv_vcsw, r->srv_ivcsw, r->errors ? "  ERRORS" : "");
     if (r->errors)
         printf("    %llu failed replies; first: %s\n", (unsigned long long)r->errors,
                r->first_error);
@@ -1197,8 +1306,10 @@ static void print_row(const char *name, const struct result *r)
 
 static void print_header(void)
 {
-    printf("  %-26s %9s %8s %8s %8s %9s %9s %6s %6s\n", "phase", "req/s", "p50 ms",
-           "p99 ms", "max ms", "srv us/rq", "gen us/rq", "vcsw", "ivcsw");
+    printf("  %-34s %8s %7s %7s %7s %6s %6s %5s %5s %5s %5s\n", "", "", "p50", "p99",
+           "max", "srv", "gen", "srv", "gen", "", "");
+    printf("  %-34s %8s %7s %7s %7s %6s %6s %5s %5s %5s %5s\n", "phase", "req/s", "ms",
+           "ms", "ms", "us/rq", "us/rq", "%cpu", "%cpu", "vcsw", "ivcsw");
 }
 
 /* Median of each column over reps. */
@@ -1218,6 +1329,8 @@ static void median_result(const struct result *rs, int n, struct result *out)
     MED(max_ms);
     MED(srv_cpu_us);
     MED(gen_cpu_us);
+    MED(srv_pct);
+    MED(gen_pct);
     MED(srv_vcsw);
     MED(srv_ivcsw);
     MED(lag_p99_ms);
@@ -1277,7 +1390,7 @@ static void machine_line(void)
 
 int main(int argc, char **argv)
 {
-    int nconns = 64, inflight = 8, reps = 3;
+    int nconns = 64, inflight = 8, reps = 3, threads = 1;
     double measure_s = 4, warm_s = 1, paced_s = 5;
     const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     char rr_bin[600] = "", echo_bin[600] = "";
@@ -1290,6 +1403,8 @@ int main(int argc, char **argv)
             pin = true;
         else if (i + 1 < argc && strcmp(argv[i], "-n") == 0)
             nconns = atoi(argv[++i]);
+        else if (i + 1 < argc && strcmp(argv[i], "-g") == 0)
+            threads = atoi(argv[++i]);
         else if (i + 1 < argc && strcmp(argv[i], "-k") == 0)
             inflight = atoi(argv[++i]);
         else if (i + 1 < argc && strcmp(argv[i], "-t") == 0)
@@ -1316,7 +1431,7 @@ int main(int argc, char **argv)
             usage();
     }
     if (nconns < 1 || inflight < 1 || inflight > RING / 2 || reps < 1 ||
-        reps > MAX_REPS || measure_s <= 0 || warm_s < 0 || paced_s <= 0)
+        reps > MAX_REPS || threads < 1 || threads > MAX_GEN || measure_s <= 0 || warm_s < 0 || paced_s <= 0)
         usage();
     if (!rr_bin[0] || !echo_bin[0]) {
         char self[512];
@@ -1341,10 +1456,6 @@ int main(int argc, char **argv)
     snprintf(tmpdir, sizeof tmpdir, "%s/bench_dap.XXXXXX", base);
     if (!mkdtemp(tmpdir))
         die("mkdtemp %s: %s", tmpdir, strerror(errno));
-    epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (epfd < 0)
-        die("epoll_create1: %s", strerror(errno));
-    flush_list = xrealloc(NULL, sizeof *flush_list * (size_t)(nconns * 3 + 8));
 
     printf("bench_dap: rrdeploy serve over WebSocket vs a bare lws echo server\n");
     machine_line();
@@ -1475,6 +1586,7 @@ int main(int argc, char **argv)
             struct phase ph = {
                 .name = pname[p],
                 .nconns = nconns,
+                .threads = threads,
                 .inflight = inflight,
                 .warm_s = warm_s,
                 .measure_s = measure_s,
@@ -1509,6 +1621,7 @@ int main(int argc, char **argv)
         .name = "paced status",
         .conns = rd,
         .nconns = nconns,
+        .threads = threads,
         .kind = REQ_STATUS,
         .rate = paced_rate,
         .warm_s = warm_s,
@@ -1563,6 +1676,7 @@ int main(int argc, char **argv)
             .name = pname[P_ADD],
             .conns = wr,
             .nconns = nconns,
+            .threads = threads,
             .kind = REQ_ADD,
             .inflight = inflight,
             .warm_s = warm_s,
