@@ -4,9 +4,11 @@
  * Purpose: print, in one run, requests/s and latency p50/p99/max for
  * rrext_deploy_status (one deployment), rrext_deploy_list (a user with 100
  * deployments) and durable rrext_deploy_add, the same generator against
- * bench_dap_echo (the limit of lws + loopback TCP on this machine), a paced
- * phase at half the measured status peak, and an fsync baseline, with
- * PASS/MISS for the request path's targets. Numbers only; not a test.
+ * bench_dap_echo (the limit of lws + loopback TCP on this machine), a check
+ * that the generator is not the limit, one connection with one request in
+ * flight (machine idle and kept awake), a paced phase at half the measured
+ * status peak, and an fsync baseline, with PASS/MISS for the request path's
+ * targets. Numbers only; not a test.
  *
  * Design:
  *  - Driver: starts a fresh `rrdeploy serve --listen 127.0.0.1:0 --db
@@ -18,30 +20,40 @@
  *    deployments-per-user limit is never near). Then it starts
  *    bench_dap_echo with replies as large as the server's real status and
  *    list replies, runs the phases, stops both servers and removes TMP.
- *  - Generator: one thread, epoll, non-blocking sockets and a hand-written
- *    RFC 6455 client (masked text frames out; unmasked, possibly fragmented
- *    frames in; pings answered). N connections, each authenticated once.
- *    Closed loop: K requests in flight per connection, a new one sent as each
- *    reply arrives (all requests made ready by one read leave in one write).
- *    Replies are matched by request_seq (a per-connection ring of send
- *    times), so out-of-order replies would be fine. Paced: an open-loop
- *    schedule at a fixed total rate, round-robin over the connections,
- *    driven by a timerfd; latency is from the moment the request is written,
- *    and the sender's own lag behind the schedule is reported separately.
+ *  - Generator: G threads (-g, default 1), each with its own epoll and a
+ *    round-robin share of the connections; non-blocking sockets and a
+ *    hand-written RFC 6455 client (masked text frames out; unmasked, possibly
+ *    fragmented frames in; pings answered). Requests are prebuilt per kind
+ *    (only the seq's digits, and an add's counter, are written per request)
+ *    and masked 8 bytes at a time with a fresh key per frame; replies take a
+ *    short path for the layout both servers write. N connections, each
+ *    authenticated once. Closed loop: K requests in flight per connection, a
+ *    new one sent as each reply arrives (all requests made ready by one read
+ *    leave in one write). Replies are matched by request_seq (a
+ *    per-connection ring of send times), so out-of-order replies would be
+ *    fine. Paced: an open-loop schedule at a fixed total rate (each thread
+ *    its share, staggered), round-robin over the connections, driven by a
+ *    timerfd; latency is from the moment the request is written, and the
+ *    sender's own lag behind the schedule is reported separately.
  *  - Measurement: each phase has a warm-up (not counted), then a window;
  *    requests/s = replies received in the window / window; latency over
  *    those replies. In-flight requests are drained between phases. Every
- *    reply must say "success":true. CPU per request of the server and of the
- *    generator come from /proc/PID/stat and getrusage over the window;
- *    context switches from /proc/PID/status.
- *  - Repetition: the closed-loop phases run R times (default 3),
- *    interleaved (echo, status, echo-list, list, add), and the medians are
- *    reported. The machine is small and shared: the generator and the
- *    server compete for the same cores, which the output says.
+ *    reply must say "success":true. CPU of the server and of the generator
+ *    (all its threads) come from /proc/PID/stat and getrusage(RUSAGE_SELF)
+ *    over the window, per request and as a share of one core; context
+ *    switches from /proc/PID/status.
+ *  - Repetition: the closed-loop phases run R times (default 5),
+ *    interleaved (the echo with 1 and 2 generator threads in alternating
+ *    order, status, echo-list, list, then one connection with one request in
+ *    flight for the echo and status, idle and with the machine kept awake by
+ *    SCHED_IDLE spinners), then paced (echo, status) and adds, and the
+ *    medians are reported. The machine is small and shared: the generator
+ *    and the server compete for the same cores, which the output says.
  *  - fsync baseline: the median time of one tiny committed transaction in a
  *    WAL database with synchronous=FULL, in the same directory.
  *
- * Thread: single-threaded; child processes for the servers and the CLI. */
+ * Thread: the main thread drives and samples; generator threads run each
+ * phase; child processes for the servers, the CLI and the spinners. */
 #include <errno.h>
 #include <sched.h>
 #include <fcntl.h>
