@@ -1184,6 +1184,27 @@ static void *gen_main(void *arg)
     return NULL;
 }
 
+/* Every benchmark connection, for keep_alive. */
+static struct conn **all_conns;
+static int n_all_conns;
+
+/* Between phases a connection is in no epoll, and the server pings one idle
+ * for 30 s and hangs up on one without valid traffic for 90 s: before each
+ * phase, answer the pings that have come on every connection. Anything else
+ * that came (an event) is dropped. */
+static void keep_alive(void)
+{
+    for (int i = 0; i < n_all_conns; i++) {
+        struct conn *c = all_conns[i];
+        conn_read(c);
+        const unsigned char *m;
+        size_t mn;
+        while (conn_next(c, &m, &mn))
+            ;
+        conn_flush(c);
+    }
+}
+
 static void sleep_until(uint64_t t)
 {
     struct timespec ts = {.tv_sec = (time_t)(t / 1000000000u),
@@ -1198,6 +1219,7 @@ static void sleep_until(uint64_t t)
 static void run_phase(const struct phase *ph, struct result *res)
 {
     memset(res, 0, sizeof *res);
+    keep_alive();
     bool paced = ph->inflight == 0;
     int ng = ph->threads < 1 ? 1 : ph->threads;
     if (ng > ph->nconns)
@@ -1406,6 +1428,7 @@ static void median_result(const struct result *rs, int n, struct result *out)
 /* Close every connection and stop both servers; did rrdeploy exit cleanly? */
 static bool stop_all(struct conn **rd, struct conn **wr, struct conn **ec, int nconns)
 {
+    n_all_conns = 0;
     for (int i = 0; i < nconns; i++) {
         conn_close(rd[i]);
         conn_close(wr[i]);
@@ -1618,6 +1641,12 @@ int main(int argc, char **argv)
     for (int i = 0; i < nconns; i++) {
         ec[i] = conn_open(eport, 2 * nconns + i);
         conn_auth(ec[i], "bench");
+    }
+    all_conns = xrealloc(NULL, sizeof *all_conns * (size_t)(3 * nconns));
+    for (int i = 0; i < nconns; i++) {
+        all_conns[n_all_conns++] = rd[i];
+        all_conns[n_all_conns++] = wr[i];
+        all_conns[n_all_conns++] = ec[i];
     }
     printf("setup: %d deployments of user admin, %d add users, %d+%d+%d connections in "
            "%.1f s\n",
