@@ -17,6 +17,10 @@
  * until it drains: a client that never reads cannot make the server buffer
  * without bound.
  *
+ * The request path allocates nothing of its own in the steady state:
+ * message buffers come from a bounded spare list on the server. What is
+ * left per request is the message layer's own (the reply's buffer).
+ *
  * An auth that waits for the RocketRide engine's verdict (msg.c/cmd.c)
  * holds its session: the connection is not read (rx_flow_apply) and its
  * messages after the auth stay queued. dap_server_identified, or the wait
@@ -48,13 +52,17 @@ _Static_assert(DAP_FRAME_HEAD >= LWS_PRE, "frame headroom too small for lws");
 #define COALESCE_FRAME_MAX (16 * 1024)   /* replies shorter than this may share a send */
 #define QUEUE_HIGH (4u * 1024 * 1024)    /* stop reading above this */
 #define QUEUE_LOW (1u * 1024 * 1024)     /* resume reading below this */
+#define SPARE_MSG_BYTES (1024 * 1024)    /* message buffers kept for reuse */
+#define SPARE_MSG_BUF_MAX (64 * 1024)    /* ... each no larger than this */
 
 struct frame {
     struct frame *next;
     struct buf b; /* owned; DAP_FRAME_HEAD headroom */
 };
 
-/* A complete client message waiting for the end of the service pass. */
+/* A client message: being received (pss.rx), complete and waiting for the
+ * end of the service pass (pss.in_head), or spare (dap_server.spare_msgs),
+ * its buffer's memory kept for the next message. */
 struct inmsg {
     struct inmsg *next;
     struct buf text; /* owned */
@@ -67,8 +75,8 @@ struct pss {
     struct dap_server *srv;    /* borrowed: the server it belongs to */
     struct lws *wsi;           /* valid until LWS_CALLBACK_CLOSED */
     struct pss *prev, *next;   /* in server.sessions */
-    struct buf rx;             /* message being assembled */
-    bool rx_binary;
+    struct inmsg *rx;          /* owned: the message being assembled, or
+                                  NULL between messages */
     struct frame *q_head, *q_tail;
     size_t q_bytes;            /* memory queued (frame_cost), for flow control */
     size_t sent;               /* bytes of q_head already written */
@@ -110,6 +118,10 @@ struct dap_server {
     struct lws_context *ctx;
     struct pss *sessions;      /* live WebSocket sessions */
     struct pss *ready;         /* sessions with messages waiting */
+    /* Reused from one request to the next, so that the request path does
+     * not call malloc (bounded). */
+    struct inmsg *spare_msgs;
+    size_t spare_msg_bytes;    /* what they hold (msg_cost) */
     int port;                  /* the port it listens on */
 #ifdef RRDEPLOY_TEST_HOOKS
     struct test_check {        /* rrtest_engine: the checks it was asked */
@@ -121,6 +133,64 @@ struct dap_server {
     bool test_engine_down;     /* identify fails */
 #endif
 };
+
+/* ---------------------------------------------------------------- spares
+ *
+ * Every request takes a message buffer; a busy server would otherwise
+ * malloc and free them by the thousand per second. Spares are kept on the
+ * server (the loop's thread only), LIFO so the next request gets memory
+ * still in cache, and bounded: what is over the bound, and any message
+ * buffer grown past SPARE_MSG_BUF_MAX by a big request, is freed, so a
+ * burst leaves no lasting memory behind. */
+
+/* What a spare message holds on to, for the bound. */
+static size_t msg_cost(const struct inmsg *m)
+{
+    return sizeof *m + m->text.cap;
+}
+
+/* An empty message to receive into, with a spare's buffer if any. */
+static struct inmsg *msg_get(struct dap_server *srv)
+{
+    struct inmsg *m = srv->spare_msgs;
+    if (m) {
+        srv->spare_msgs = m->next;
+        srv->spare_msg_bytes -= msg_cost(m);
+        buf_reset(&m->text);
+    } else {
+        m = xmalloc(sizeof *m);
+        buf_init(&m->text, 0);
+    }
+    m->next = NULL;
+    m->binary = false;
+    return m;
+}
+
+/* m is handled (or its session gone): keep it and its buffer for the next
+ * message, unless that would hold on to more than the bound. */
+static void msg_put(struct dap_server *srv, struct inmsg *m)
+{
+    if (m->text.cap > SPARE_MSG_BUF_MAX ||
+        srv->spare_msg_bytes + msg_cost(m) > SPARE_MSG_BYTES) {
+        buf_free(&m->text);
+        free(m);
+        return;
+    }
+    srv->spare_msg_bytes += msg_cost(m);
+    m->next = srv->spare_msgs;
+    srv->spare_msgs = m;
+}
+
+static void spares_free(struct dap_server *srv)
+{
+    while (srv->spare_msgs) {
+        struct inmsg *m = srv->spare_msgs;
+        srv->spare_msgs = m->next;
+        buf_free(&m->text);
+        free(m);
+    }
+    srv->spare_msg_bytes = 0;
+}
 
 /* ---------------------------------------------------------------- queue */
 
@@ -333,11 +403,8 @@ static void unauth_count_update(struct pss *p)
 /* A whole message arrived: keep it for the end of this service pass. */
 static void on_message(struct pss *p)
 {
-    struct inmsg *m = xmalloc(sizeof *m);
-    m->next = NULL;
-    m->text = p->rx; /* take the buffer */
-    m->binary = p->rx_binary;
-    buf_init(&p->rx, 0);
+    struct inmsg *m = p->rx;
+    p->rx = NULL; /* the next message takes another (msg_get) */
     if (p->in_tail)
         p->in_tail->next = m;
     else
@@ -351,8 +418,7 @@ static void inbox_free(struct pss *p)
     while (p->in_head) {
         struct inmsg *m = p->in_head;
         p->in_head = m->next;
-        buf_free(&m->text);
-        free(m);
+        msg_put(p->srv, m);
     }
     p->in_tail = NULL;
     if (p->ready) { /* unlink from the ready list */
@@ -503,8 +569,7 @@ static void process_ready(struct dap_server *srv)
             struct inmsg *m = p->in_head;
             p->in_head = m->next;
             handle(p, m);
-            buf_free(&m->text);
-            free(m);
+            msg_put(srv, m);
         }
         if (!p->in_head)
             p->in_tail = NULL;
@@ -782,7 +847,7 @@ static bool rx_over_limit(struct pss *p, struct lws *wsi, size_t len)
                   dap__session_wait(&p->ss, NULL) == DAP_WAIT_NONE;
     size_t limit = unauth ? cfg->max_message_unauth : cfg->max_message;
     size_t incoming = len + lws_remaining_packet_payload(wsi);
-    if (p->rx.len + incoming <= limit)
+    if (p->rx->text.len + incoming <= limit)
         return false;
     lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
                      (unsigned char *)"message too large", 17);
@@ -837,7 +902,6 @@ static void session_open(struct dap_server *srv, struct lws *wsi, struct pss *p)
     p->wsi = wsi;
     p->live = true;
     peer_address(wsi, &p->ss.peer);
-    buf_init(&p->rx, 0);
     srv->app.metrics.connections_total++;
     p->next = srv->sessions;
     if (srv->sessions)
@@ -858,7 +922,10 @@ static void session_close(struct dap_server *srv, struct pss *p)
         p->next->prev = p->prev;
     inbox_free(p);
     queue_free(p);
-    buf_free(&p->rx);
+    if (p->rx) {
+        msg_put(srv, p->rx);
+        p->rx = NULL;
+    }
     dap__session_clear(&p->ss);
     dap__guard_conn_close(srv->app.guard, &p->unauth);
     p->live = false;
@@ -890,13 +957,15 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
     case LWS_CALLBACK_RECEIVE:
         if (p->ss.closing)
             break; /* its last reply is on its way: read, never kept */
-        if (lws_is_first_fragment(wsi)) {
-            buf_reset(&p->rx);
-            p->rx_binary = lws_frame_is_binary(wsi);
+        if (!p->rx || lws_is_first_fragment(wsi)) {
+            if (!p->rx)
+                p->rx = msg_get(srv);
+            buf_reset(&p->rx->text);
+            p->rx->binary = lws_frame_is_binary(wsi);
         }
         if (rx_over_limit(p, wsi, len))
             return -1;
-        buf_append(&p->rx, in, len);
+        buf_append(&p->rx->text, in, len);
         if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi))
             on_message(p);
         break;
@@ -1093,5 +1162,6 @@ void dap_server_free(struct dap_server *srv)
 #ifdef RRDEPLOY_TEST_HOOKS
     test_checks_free(srv);
 #endif
+    spares_free(srv); /* last: closing the sessions above returns theirs */
     free(srv);
 }
