@@ -18,8 +18,9 @@
  * without bound.
  *
  * The request path allocates nothing of its own in the steady state:
- * message buffers come from a bounded spare list on the server. What is
- * left per request is the message layer's own (the reply's buffer).
+ * message buffers and frame structs come from bounded spare lists on the
+ * server. What is left per request is the message layer's own (the
+ * reply's buffer).
  *
  * An auth that waits for the RocketRide engine's verdict (msg.c/cmd.c)
  * holds its session: the connection is not read (rx_flow_apply) and its
@@ -52,12 +53,13 @@ _Static_assert(DAP_FRAME_HEAD >= LWS_PRE, "frame headroom too small for lws");
 #define COALESCE_FRAME_MAX (16 * 1024)   /* replies shorter than this may share a send */
 #define QUEUE_HIGH (4u * 1024 * 1024)    /* stop reading above this */
 #define QUEUE_LOW (1u * 1024 * 1024)     /* resume reading below this */
+#define SPARE_FRAMES_MAX 4096            /* frame structs kept for reuse */
 #define SPARE_MSG_BYTES (1024 * 1024)    /* message buffers kept for reuse */
 #define SPARE_MSG_BUF_MAX (64 * 1024)    /* ... each no larger than this */
 
 struct frame {
     struct frame *next;
-    struct buf b; /* owned; DAP_FRAME_HEAD headroom */
+    struct buf b; /* owned; DAP_FRAME_HEAD headroom; empty while spare */
 };
 
 /* A client message: being received (pss.rx), complete and waiting for the
@@ -119,9 +121,11 @@ struct dap_server {
     struct pss *sessions;      /* live WebSocket sessions */
     struct pss *ready;         /* sessions with messages waiting */
     /* Reused from one request to the next, so that the request path does
-     * not call malloc (bounded). */
+     * not call malloc: message buffers and frame structs (both bounded). */
     struct inmsg *spare_msgs;
     size_t spare_msg_bytes;    /* what they hold (msg_cost) */
+    struct frame *spare_frames;
+    size_t nspare_frames;
     int port;                  /* the port it listens on */
 #ifdef RRDEPLOY_TEST_HOOKS
     struct test_check {        /* rrtest_engine: the checks it was asked */
@@ -136,12 +140,36 @@ struct dap_server {
 
 /* ---------------------------------------------------------------- spares
  *
- * Every request takes a message buffer; a busy server would otherwise
- * malloc and free them by the thousand per second. Spares are kept on the
- * server (the loop's thread only), LIFO so the next request gets memory
- * still in cache, and bounded: what is over the bound, and any message
- * buffer grown past SPARE_MSG_BUF_MAX by a big request, is freed, so a
- * burst leaves no lasting memory behind. */
+ * Every request takes a message buffer and every reply a frame struct; a
+ * busy server would otherwise malloc and free them by the thousand per
+ * second. Spares are kept on the server (the loop's thread only), LIFO so
+ * the next request gets memory still in cache, and bounded: what is over
+ * the bound, and any message buffer grown past SPARE_MSG_BUF_MAX by a big
+ * request, is freed, so a burst leaves no lasting memory behind. */
+
+static struct frame *frame_get(struct dap_server *srv)
+{
+    struct frame *f = srv->spare_frames;
+    if (!f)
+        return xmalloc(sizeof *f);
+    srv->spare_frames = f->next;
+    srv->nspare_frames--;
+    return f;
+}
+
+/* f's reply is done with (sent or dropped): its memory is freed, the struct
+ * kept for another reply. */
+static void frame_put(struct dap_server *srv, struct frame *f)
+{
+    buf_free(&f->b);
+    if (srv->nspare_frames >= SPARE_FRAMES_MAX) {
+        free(f);
+        return;
+    }
+    f->next = srv->spare_frames;
+    srv->spare_frames = f;
+    srv->nspare_frames++;
+}
 
 /* What a spare message holds on to, for the bound. */
 static size_t msg_cost(const struct inmsg *m)
@@ -183,6 +211,12 @@ static void msg_put(struct dap_server *srv, struct inmsg *m)
 
 static void spares_free(struct dap_server *srv)
 {
+    while (srv->spare_frames) {
+        struct frame *f = srv->spare_frames;
+        srv->spare_frames = f->next;
+        free(f);
+    }
+    srv->nspare_frames = 0;
     while (srv->spare_msgs) {
         struct inmsg *m = srv->spare_msgs;
         srv->spare_msgs = m->next;
@@ -195,7 +229,9 @@ static void spares_free(struct dap_server *srv)
 /* ---------------------------------------------------------------- queue */
 
 /* What a queued frame costs in memory: its bytes and the allocations around
- * them, so a flood of tiny replies is throttled as early as a few big ones. */
+ * them, so a flood of tiny replies is throttled as early as a few big ones.
+ * A spare frame struct (frame_put) counts for no session: spares are
+ * bounded by the server. */
 static size_t frame_cost(const struct frame *f)
 {
     return f->b.len + sizeof *f + DAP_FRAME_HEAD + 64;
@@ -227,9 +263,10 @@ static void mark_ready(struct pss *p)
 static void enqueue(void *ud, struct buf *frame)
 {
     struct pss *p = ud;
-    struct frame *f = xmalloc(sizeof *f);
+    struct frame *f = frame_get(p->srv);
     f->next = NULL;
-    f->b = *frame; /* take the buffer's memory */
+    f->b = *frame; /* take the buffer's memory; the struct is the caller's
+                      allocation, ours to free */
     free(frame);
     if (p->q_tail)
         p->q_tail->next = f;
@@ -250,8 +287,7 @@ static void queue_free(struct pss *p)
     struct frame *f = p->q_head;
     while (f) {
         struct frame *next = f->next;
-        buf_free(&f->b);
-        free(f);
+        frame_put(p->srv, f);
         f = next;
     }
     p->q_head = p->q_tail = NULL;
@@ -267,8 +303,7 @@ static void pop_frame(struct pss *p)
         p->q_tail = NULL;
     p->q_bytes -= frame_cost(f);
     p->sent = 0;
-    buf_free(&f->b);
-    free(f);
+    frame_put(p->srv, f);
 }
 
 /* Several small replies queued (pipelined requests): frame them ourselves,
@@ -456,8 +491,7 @@ static void drop_since_mark(struct pss *p)
     while (f) {
         struct frame *next = f->next;
         p->q_bytes -= frame_cost(f);
-        buf_free(&f->b);
-        free(f);
+        frame_put(p->srv, f);
         f = next;
     }
     p->ss.closing = true;
