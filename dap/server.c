@@ -19,8 +19,9 @@
  *
  * The request path allocates nothing of its own in the steady state:
  * message buffers and frame structs come from bounded spare lists on the
- * server. What is left per request is the message layer's own (the
- * reply's buffer).
+ * server, and pipelined replies are framed into one send buffer the server
+ * keeps (write_coalesced). What is left per request is the message layer's
+ * own (the reply's buffer).
  *
  * An auth that waits for the RocketRide engine's verdict (msg.c/cmd.c)
  * holds its session: the connection is not read (rx_flow_apply) and its
@@ -121,11 +122,13 @@ struct dap_server {
     struct pss *sessions;      /* live WebSocket sessions */
     struct pss *ready;         /* sessions with messages waiting */
     /* Reused from one request to the next, so that the request path does
-     * not call malloc: message buffers and frame structs (both bounded). */
+     * not call malloc: message buffers, frame structs (both bounded), and
+     * the buffer coalesced replies are framed into. */
     struct inmsg *spare_msgs;
     size_t spare_msg_bytes;    /* what they hold (msg_cost) */
     struct frame *spare_frames;
     size_t nspare_frames;
+    struct buf send;           /* write_coalesced's; LWS_PRE headroom */
     int port;                  /* the port it listens on */
 #ifdef RRDEPLOY_TEST_HOOKS
     struct test_check {        /* rrtest_engine: the checks it was asked */
@@ -224,6 +227,7 @@ static void spares_free(struct dap_server *srv)
         free(m);
     }
     srv->spare_msg_bytes = 0;
+    buf_free(&srv->send);
 }
 
 /* ---------------------------------------------------------------- queue */
@@ -309,13 +313,16 @@ static void pop_frame(struct pss *p)
 /* Several small replies queued (pipelined requests): frame them ourselves,
  * back to back in one buffer, and hand it to lws as raw bytes -- one send
  * instead of one per reply. Server frames are unmasked, so a frame is a 2 or
- * 4 byte header and the payload. */
+ * 4 byte header and the payload. The buffer is the server's, kept from one
+ * send to the next (at most WRITE_CHUNK, rounded up to a power of two): lws
+ * copies whatever the kernel does not take at once, so it is free again as
+ * soon as lws_write returns. */
 static int write_coalesced(struct pss *p)
 {
-    struct buf out;
-    buf_init(&out, LWS_PRE);
+    struct buf *out = &p->srv->send;
+    buf_reset(out);
     for (struct frame *f = p->q_head; f && f->b.len < COALESCE_FRAME_MAX &&
-                                      out.len + f->b.len + 4 <= WRITE_CHUNK;
+                                      out->len + f->b.len + 4 <= WRITE_CHUNK;
          f = p->q_head) {
         unsigned char hdr[4] = {0x81}; /* FIN, text */
         size_t hlen = 2;
@@ -327,12 +334,11 @@ static int write_coalesced(struct pss *p)
             hdr[3] = (unsigned char)(f->b.len & 0xff);
             hlen = 4;
         }
-        buf_append(&out, hdr, hlen);
-        buf_append(&out, buf_data(&f->b), f->b.len);
+        buf_append(out, hdr, hlen);
+        buf_append(out, buf_data(&f->b), f->b.len);
         pop_frame(p);
     }
-    int rc = lws_write(p->wsi, (unsigned char *)buf_data(&out), out.len, LWS_WRITE_RAW);
-    buf_free(&out);
+    int rc = lws_write(p->wsi, (unsigned char *)buf_data(out), out->len, LWS_WRITE_RAW);
     return rc < 0 ? -1 : 0;
 }
 
@@ -1081,6 +1087,7 @@ int dap_server_start(const struct dap_config *cfg, const struct dap_env *env,
     srv->app.vault = env->vault;
     srv->app.service_credential = env->service_credential;
     srv->app.started_at = time_now_real();
+    buf_init(&srv->send, LWS_PRE);
     struct dap_guard_config gc;
     dap__guard_config_defaults(&gc);
     gc.max_unauth = cfg->max_unauth_per_address;
