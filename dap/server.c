@@ -314,7 +314,7 @@ static void pop_frame(struct pss *p)
  * back to back in one buffer, and hand it to lws as raw bytes -- one send
  * instead of one per reply. Server frames are unmasked, so a frame is a 2 or
  * 4 byte header and the payload. The buffer is the server's, kept from one
- * send to the next (at most WRITE_CHUNK, rounded up to a power of two): lws
+ * send to the next (it never grows past twice WRITE_CHUNK): lws
  * copies whatever the kernel does not take at once, so it is free again as
  * soon as lws_write returns. */
 static int write_coalesced(struct pss *p)
