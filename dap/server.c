@@ -17,6 +17,12 @@
  * until it drains: a client that never reads cannot make the server buffer
  * without bound.
  *
+ * The request path allocates nothing of its own in the steady state:
+ * message buffers and frame structs come from bounded spare lists on the
+ * server, and pipelined replies are framed into one send buffer the server
+ * keeps (write_coalesced). What is left per request is the message layer's
+ * own (the reply's buffer).
+ *
  * An auth that waits for the RocketRide engine's verdict (msg.c/cmd.c)
  * holds its session: the connection is not read (rx_flow_apply) and its
  * messages after the auth stay queued. dap_server_identified, or the wait
@@ -48,13 +54,18 @@ _Static_assert(DAP_FRAME_HEAD >= LWS_PRE, "frame headroom too small for lws");
 #define COALESCE_FRAME_MAX (16 * 1024)   /* replies shorter than this may share a send */
 #define QUEUE_HIGH (4u * 1024 * 1024)    /* stop reading above this */
 #define QUEUE_LOW (1u * 1024 * 1024)     /* resume reading below this */
+#define SPARE_FRAMES_MAX 4096            /* frame structs kept for reuse */
+#define SPARE_MSG_BYTES (1024 * 1024)    /* message buffers kept for reuse */
+#define SPARE_MSG_BUF_MAX (64 * 1024)    /* ... each no larger than this */
 
 struct frame {
     struct frame *next;
-    struct buf b; /* owned; DAP_FRAME_HEAD headroom */
+    struct buf b; /* owned; DAP_FRAME_HEAD headroom; empty while spare */
 };
 
-/* A complete client message waiting for the end of the service pass. */
+/* A client message: being received (pss.rx), complete and waiting for the
+ * end of the service pass (pss.in_head), or spare (dap_server.spare_msgs),
+ * its buffer's memory kept for the next message. */
 struct inmsg {
     struct inmsg *next;
     struct buf text; /* owned */
@@ -67,8 +78,8 @@ struct pss {
     struct dap_server *srv;    /* borrowed: the server it belongs to */
     struct lws *wsi;           /* valid until LWS_CALLBACK_CLOSED */
     struct pss *prev, *next;   /* in server.sessions */
-    struct buf rx;             /* message being assembled */
-    bool rx_binary;
+    struct inmsg *rx;          /* owned: the message being assembled, or
+                                  NULL between messages */
     struct frame *q_head, *q_tail;
     size_t q_bytes;            /* memory queued (frame_cost), for flow control */
     size_t sent;               /* bytes of q_head already written */
@@ -110,6 +121,14 @@ struct dap_server {
     struct lws_context *ctx;
     struct pss *sessions;      /* live WebSocket sessions */
     struct pss *ready;         /* sessions with messages waiting */
+    /* Reused from one request to the next, so that the request path does
+     * not call malloc: message buffers, frame structs (both bounded), and
+     * the buffer coalesced replies are framed into. */
+    struct inmsg *spare_msgs;
+    size_t spare_msg_bytes;    /* what they hold (msg_cost) */
+    struct frame *spare_frames;
+    size_t nspare_frames;
+    struct buf send;           /* write_coalesced's; LWS_PRE headroom */
     int port;                  /* the port it listens on */
 #ifdef RRDEPLOY_TEST_HOOKS
     struct test_check {        /* rrtest_engine: the checks it was asked */
@@ -122,10 +141,101 @@ struct dap_server {
 #endif
 };
 
+/* ---------------------------------------------------------------- spares
+ *
+ * Every request takes a message buffer and every reply a frame struct; a
+ * busy server would otherwise malloc and free them by the thousand per
+ * second. Spares are kept on the server (the loop's thread only), LIFO so
+ * the next request gets memory still in cache, and bounded: what is over
+ * the bound, and any message buffer grown past SPARE_MSG_BUF_MAX by a big
+ * request, is freed, so a burst leaves no lasting memory behind. */
+
+static struct frame *frame_get(struct dap_server *srv)
+{
+    struct frame *f = srv->spare_frames;
+    if (!f)
+        return xmalloc(sizeof *f);
+    srv->spare_frames = f->next;
+    srv->nspare_frames--;
+    return f;
+}
+
+/* f's reply is done with (sent or dropped): its memory is freed, the struct
+ * kept for another reply. */
+static void frame_put(struct dap_server *srv, struct frame *f)
+{
+    buf_free(&f->b);
+    if (srv->nspare_frames >= SPARE_FRAMES_MAX) {
+        free(f);
+        return;
+    }
+    f->next = srv->spare_frames;
+    srv->spare_frames = f;
+    srv->nspare_frames++;
+}
+
+/* What a spare message holds on to, for the bound. */
+static size_t msg_cost(const struct inmsg *m)
+{
+    return sizeof *m + m->text.cap;
+}
+
+/* An empty message to receive into, with a spare's buffer if any. */
+static struct inmsg *msg_get(struct dap_server *srv)
+{
+    struct inmsg *m = srv->spare_msgs;
+    if (m) {
+        srv->spare_msgs = m->next;
+        srv->spare_msg_bytes -= msg_cost(m);
+        buf_reset(&m->text);
+    } else {
+        m = xmalloc(sizeof *m);
+        buf_init(&m->text, 0);
+    }
+    m->next = NULL;
+    m->binary = false;
+    return m;
+}
+
+/* m is handled (or its session gone): keep it and its buffer for the next
+ * message, unless that would hold on to more than the bound. */
+static void msg_put(struct dap_server *srv, struct inmsg *m)
+{
+    if (m->text.cap > SPARE_MSG_BUF_MAX ||
+        srv->spare_msg_bytes + msg_cost(m) > SPARE_MSG_BYTES) {
+        buf_free(&m->text);
+        free(m);
+        return;
+    }
+    srv->spare_msg_bytes += msg_cost(m);
+    m->next = srv->spare_msgs;
+    srv->spare_msgs = m;
+}
+
+static void spares_free(struct dap_server *srv)
+{
+    while (srv->spare_frames) {
+        struct frame *f = srv->spare_frames;
+        srv->spare_frames = f->next;
+        free(f);
+    }
+    srv->nspare_frames = 0;
+    while (srv->spare_msgs) {
+        struct inmsg *m = srv->spare_msgs;
+        srv->spare_msgs = m->next;
+        buf_free(&m->text);
+        free(m);
+    }
+    srv->spare_msg_bytes = 0;
+    buf_free(&srv->send);
+}
+
 /* ---------------------------------------------------------------- queue */
 
 /* What a queued frame costs in memory: its bytes and the allocations around
- * them, so a flood of tiny replies is throttled as early as a few big ones. */
+ * them, so a flood of tiny replies is throttled as early as a few big ones.
+ * A spare frame struct (frame_put) counts for no session: spares are
+ * bounded by the server. */
 static size_t frame_cost(const struct frame *f)
 {
     return f->b.len + sizeof *f + DAP_FRAME_HEAD + 64;
@@ -157,9 +267,10 @@ static void mark_ready(struct pss *p)
 static void enqueue(void *ud, struct buf *frame)
 {
     struct pss *p = ud;
-    struct frame *f = xmalloc(sizeof *f);
+    struct frame *f = frame_get(p->srv);
     f->next = NULL;
-    f->b = *frame; /* take the buffer's memory */
+    f->b = *frame; /* take the buffer's memory; the struct is the caller's
+                      allocation, ours to free */
     free(frame);
     if (p->q_tail)
         p->q_tail->next = f;
@@ -180,8 +291,7 @@ static void queue_free(struct pss *p)
     struct frame *f = p->q_head;
     while (f) {
         struct frame *next = f->next;
-        buf_free(&f->b);
-        free(f);
+        frame_put(p->srv, f);
         f = next;
     }
     p->q_head = p->q_tail = NULL;
@@ -197,20 +307,22 @@ static void pop_frame(struct pss *p)
         p->q_tail = NULL;
     p->q_bytes -= frame_cost(f);
     p->sent = 0;
-    buf_free(&f->b);
-    free(f);
+    frame_put(p->srv, f);
 }
 
 /* Several small replies queued (pipelined requests): frame them ourselves,
  * back to back in one buffer, and hand it to lws as raw bytes -- one send
  * instead of one per reply. Server frames are unmasked, so a frame is a 2 or
- * 4 byte header and the payload. */
+ * 4 byte header and the payload. The buffer is the server's, kept from one
+ * send to the next (it never grows past twice WRITE_CHUNK): lws
+ * copies whatever the kernel does not take at once, so it is free again as
+ * soon as lws_write returns. */
 static int write_coalesced(struct pss *p)
 {
-    struct buf out;
-    buf_init(&out, LWS_PRE);
+    struct buf *out = &p->srv->send;
+    buf_reset(out);
     for (struct frame *f = p->q_head; f && f->b.len < COALESCE_FRAME_MAX &&
-                                      out.len + f->b.len + 4 <= WRITE_CHUNK;
+                                      out->len + f->b.len + 4 <= WRITE_CHUNK;
          f = p->q_head) {
         unsigned char hdr[4] = {0x81}; /* FIN, text */
         size_t hlen = 2;
@@ -222,12 +334,11 @@ static int write_coalesced(struct pss *p)
             hdr[3] = (unsigned char)(f->b.len & 0xff);
             hlen = 4;
         }
-        buf_append(&out, hdr, hlen);
-        buf_append(&out, buf_data(&f->b), f->b.len);
+        buf_append(out, hdr, hlen);
+        buf_append(out, buf_data(&f->b), f->b.len);
         pop_frame(p);
     }
-    int rc = lws_write(p->wsi, (unsigned char *)buf_data(&out), out.len, LWS_WRITE_RAW);
-    buf_free(&out);
+    int rc = lws_write(p->wsi, (unsigned char *)buf_data(out), out->len, LWS_WRITE_RAW);
     return rc < 0 ? -1 : 0;
 }
 
@@ -333,11 +444,8 @@ static void unauth_count_update(struct pss *p)
 /* A whole message arrived: keep it for the end of this service pass. */
 static void on_message(struct pss *p)
 {
-    struct inmsg *m = xmalloc(sizeof *m);
-    m->next = NULL;
-    m->text = p->rx; /* take the buffer */
-    m->binary = p->rx_binary;
-    buf_init(&p->rx, 0);
+    struct inmsg *m = p->rx;
+    p->rx = NULL; /* the next message takes another (msg_get) */
     if (p->in_tail)
         p->in_tail->next = m;
     else
@@ -351,8 +459,7 @@ static void inbox_free(struct pss *p)
     while (p->in_head) {
         struct inmsg *m = p->in_head;
         p->in_head = m->next;
-        buf_free(&m->text);
-        free(m);
+        msg_put(p->srv, m);
     }
     p->in_tail = NULL;
     if (p->ready) { /* unlink from the ready list */
@@ -390,8 +497,7 @@ static void drop_since_mark(struct pss *p)
     while (f) {
         struct frame *next = f->next;
         p->q_bytes -= frame_cost(f);
-        buf_free(&f->b);
-        free(f);
+        frame_put(p->srv, f);
         f = next;
     }
     p->ss.closing = true;
@@ -503,8 +609,7 @@ static void process_ready(struct dap_server *srv)
             struct inmsg *m = p->in_head;
             p->in_head = m->next;
             handle(p, m);
-            buf_free(&m->text);
-            free(m);
+            msg_put(srv, m);
         }
         if (!p->in_head)
             p->in_tail = NULL;
@@ -782,7 +887,7 @@ static bool rx_over_limit(struct pss *p, struct lws *wsi, size_t len)
                   dap__session_wait(&p->ss, NULL) == DAP_WAIT_NONE;
     size_t limit = unauth ? cfg->max_message_unauth : cfg->max_message;
     size_t incoming = len + lws_remaining_packet_payload(wsi);
-    if (p->rx.len + incoming <= limit)
+    if (p->rx->text.len + incoming <= limit)
         return false;
     lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
                      (unsigned char *)"message too large", 17);
@@ -837,7 +942,6 @@ static void session_open(struct dap_server *srv, struct lws *wsi, struct pss *p)
     p->wsi = wsi;
     p->live = true;
     peer_address(wsi, &p->ss.peer);
-    buf_init(&p->rx, 0);
     srv->app.metrics.connections_total++;
     p->next = srv->sessions;
     if (srv->sessions)
@@ -858,7 +962,10 @@ static void session_close(struct dap_server *srv, struct pss *p)
         p->next->prev = p->prev;
     inbox_free(p);
     queue_free(p);
-    buf_free(&p->rx);
+    if (p->rx) {
+        msg_put(srv, p->rx);
+        p->rx = NULL;
+    }
     dap__session_clear(&p->ss);
     dap__guard_conn_close(srv->app.guard, &p->unauth);
     p->live = false;
@@ -890,13 +997,15 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
     case LWS_CALLBACK_RECEIVE:
         if (p->ss.closing)
             break; /* its last reply is on its way: read, never kept */
-        if (lws_is_first_fragment(wsi)) {
-            buf_reset(&p->rx);
-            p->rx_binary = lws_frame_is_binary(wsi);
+        if (!p->rx || lws_is_first_fragment(wsi)) {
+            if (!p->rx)
+                p->rx = msg_get(srv);
+            buf_reset(&p->rx->text);
+            p->rx->binary = lws_frame_is_binary(wsi);
         }
         if (rx_over_limit(p, wsi, len))
             return -1;
-        buf_append(&p->rx, in, len);
+        buf_append(&p->rx->text, in, len);
         if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi))
             on_message(p);
         break;
@@ -979,6 +1088,7 @@ int dap_server_start(const struct dap_config *cfg, const struct dap_env *env,
     srv->app.vault = env->vault;
     srv->app.service_credential = env->service_credential;
     srv->app.started_at = time_now_real();
+    buf_init(&srv->send, LWS_PRE);
     struct dap_guard_config gc;
     dap__guard_config_defaults(&gc);
     gc.max_unauth = cfg->max_unauth_per_address;
@@ -1097,5 +1207,6 @@ void dap_server_free(struct dap_server *srv)
 #ifdef RRDEPLOY_TEST_HOOKS
     test_checks_free(srv);
 #endif
+    spares_free(srv); /* last: closing the sessions above returns theirs */
     free(srv);
 }
