@@ -45,8 +45,8 @@
  *  - Repetition: the closed-loop phases run R times (default 5),
  *    interleaved (the echo with 1 and 2 generator threads in alternating
  *    order, status, echo-list, list, then one connection with one request in
- *    flight for the echo and status, idle and with the machine kept awake by
- *    SCHED_IDLE spinners), then paced (echo, status) and adds, and the
+ *    flight for the echo and status, idle and with the machine kept awake:
+ *    servers and generator sharing CPU 0, the other CPUs spinning), then paced (echo, status) and adds, and the
  *    medians are reported. The machine is small and shared: the generator
  *    and the server compete for the same cores, which the output says.
  *  - fsync baseline: the median time of one tiny committed transaction in a
@@ -54,6 +54,7 @@
  *
  * Thread: the main thread drives and samples; generator threads run each
  * phase; child processes for the servers, the CLI and the spinners. */
+#include <dirent.h>
 #include <errno.h>
 #include <sched.h>
 #include <fcntl.h>
@@ -267,28 +268,52 @@ static void pin_to(pid_t pid, int cpu)
         die("sched_setaffinity(%d, cpu %d): %s", (int)pid, cpu, strerror(errno));
 }
 
-/* "Machine kept awake": one process per CPU, pinned to it, spinning at
- * SCHED_IDLE, so that no core ever goes idle (no idle-state exit or
- * virtual-CPU halt on a wake-up) while anything that wants a core gets it
- * first. Separate processes, so their CPU time is nobody's in the columns. */
+/* Every thread of pid (0: this process) allowed on the CPUs of set only.
+ * Threads started later inherit their creator's. Best effort: a thread may
+ * end meanwhile. */
+static void affinity_all(pid_t pid, const cpu_set_t *set)
+{
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/task", pid ? (int)pid : (int)getpid());
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.')
+            (void)sched_setaffinity((pid_t)atoi(e->d_name), sizeof *set, set);
+    closedir(d);
+}
+
+/* "Machine kept awake", as for a latency measurement on a VM: the two
+ * servers and the generator share CPU 0, so a request and its reply hand
+ * the core back and forth without ever leaving it idle or waking another
+ * CPU, and every other CPU is kept busy by a spinning process (normal
+ * priority, pinned), so no virtual CPU halts and the machine's other jobs
+ * stay off CPU 0 as far as the scheduler allows. A cross-CPU wake-up costs
+ * tens of microseconds in this kind of guest, far more than the request
+ * itself: with the pair spread over two CPUs the p50 measures the
+ * hypervisor. The spinners are separate processes, so their CPU time is
+ * nobody's in the columns. */
 static void spin_start(void)
 {
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    struct sched_param sp = {0};
-    for (int i = 0; i < ncpu && nspin < (int)(sizeof spin_pids / sizeof *spin_pids); i++) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(0, &one);
+    affinity_all(server_pid, &one);
+    affinity_all(echo_pid, &one);
+    affinity_all(0, &one);
+    for (int i = 1; i < ncpu && nspin < (int)(sizeof spin_pids / sizeof *spin_pids); i++) {
         pid_t p = fork();
         if (p < 0)
             die("fork: %s", strerror(errno));
         if (p == 0) {
             prctl(PR_SET_PDEATHSIG, SIGKILL);
-            if (sched_setscheduler(0, SCHED_IDLE, &sp) != 0)
-                _exit(3);
             for (;;)
                 __asm__ volatile("" ::: "memory");
         }
         spin_pids[nspin++] = p;
-        if (sched_setscheduler(p, SCHED_IDLE, &sp) != 0)
-            die("sched_setscheduler(SCHED_IDLE): %s", strerror(errno));
         cpu_set_t set;
         CPU_ZERO(&set);
         CPU_SET(i, &set);
@@ -303,6 +328,20 @@ static void spin_stop(void)
     for (int i = 0; i < nspin; i++)
         waitpid(spin_pids[i], NULL, 0);
     nspin = 0;
+    cpu_set_t all, srv, gen;
+    CPU_ZERO(&all);
+    for (long i = 0; i < sysconf(_SC_NPROCESSORS_ONLN) && i < CPU_SETSIZE; i++)
+        CPU_SET(i, &all);
+    srv = gen = all;
+    if (pin) { /* back to --pin's layout */
+        CPU_ZERO(&srv);
+        CPU_SET(0, &srv);
+        CPU_ZERO(&gen);
+        CPU_SET(1, &gen);
+    }
+    affinity_all(server_pid, &srv);
+    affinity_all(echo_pid, &srv);
+    affinity_all(0, &gen);
 }
 
 /* Wait for a port file written by pid; returns the port. */
