@@ -1473,6 +1473,11 @@ static bool stop_all(struct conn **rd, struct conn **wr, struct conn **ec, int n
         conn_close(wr[i]);
         conn_close(ec[i]);
     }
+    free(rd);
+    free(wr);
+    free(ec);
+    free(all_conns);
+    all_conns = NULL;
     int sst = stop_child(&server_pid);
     stop_child(&echo_pid);
     return WIFEXITED(sst) && WEXITSTATUS(sst) == 0;
