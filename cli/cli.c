@@ -73,6 +73,8 @@ void cli_print_usage(FILE *f)
           "  --starting-deadline DUR  after a restart, start runs decided before it\n"
           "                        up to this late; later ones are missed (60s)\n"
           "  --output-max SIZE     output kept per run, bytes or K/M, 0-16M (default 64K)\n"
+          "  --reply-cache SIZE    status and list replies kept while nothing changes,\n"
+          "                        bytes or K/M (default 64M; 0 renders every reply)\n"
           "  --run-env NAME=VALUE  set NAME in every run's environment (repeatable)\n"
           "  --pass-env NAME       give runs NAME from the server's environment\n"
           "                        (repeatable; runs get no other variable of it\n"

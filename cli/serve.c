@@ -220,6 +220,7 @@ enum {
     OPT_ENGINE,
     OPT_ENGINE_KEY_FILE,
     OPT_SECRET_FILE,
+    OPT_REPLY_CACHE,
 };
 
 /* A size in bytes: digits, then optionally K (KiB) or M (MiB). 0 and *out
@@ -241,7 +242,7 @@ static int parse_size(const char *s, size_t max, size_t *out /* OUT */)
     return 0;
 }
 
-/* --run-env, --pass-env, --output-max and --admin-key-file. 0, or
+/* --run-env, --pass-env, --output-max, --reply-cache and --admin-key-file. 0, or
  * CLI_EXIT_FAILED with the reason printed. */
 static int parse_run_option(int c, const char *arg, struct serve_args *a)
 {
@@ -263,6 +264,11 @@ static int parse_run_option(int c, const char *arg, struct serve_args *a)
             return cli__fail(CLI_EXIT_FAILED,
                              "--output-max: expected bytes from 0 to 16M "
                              "(e.g. 65536, 64K, 1M), got '%s'",
+                             arg);
+    } else if (c == OPT_REPLY_CACHE) {
+        if (parse_size(arg, (size_t)1 << 40, &cfg->dap.reply_cache))
+            return cli__fail(CLI_EXIT_FAILED,
+                             "--reply-cache: expected bytes (e.g. 0, 16M, 64M), got '%s'",
                              arg);
     } else if (c == OPT_ADMIN_KEY_FILE) {
         if (!*arg)
@@ -306,6 +312,7 @@ static int parse_serve_args(int argc, char **argv, struct serve_args *a)
         {"run-env", required_argument, NULL, OPT_RUN_ENV},
         {"pass-env", required_argument, NULL, OPT_PASS_ENV},
         {"output-max", required_argument, NULL, OPT_OUTPUT_MAX},
+        {"reply-cache", required_argument, NULL, OPT_REPLY_CACHE},
         {"admin-key-file", required_argument, NULL, OPT_ADMIN_KEY_FILE},
         {"engine", required_argument, NULL, OPT_ENGINE},
         {"engine-key-file", required_argument, NULL, OPT_ENGINE_KEY_FILE},
@@ -399,6 +406,7 @@ static int parse_serve_args(int argc, char **argv, struct serve_args *a)
         case OPT_RUN_ENV:
         case OPT_PASS_ENV:
         case OPT_OUTPUT_MAX:
+        case OPT_REPLY_CACHE:
         case OPT_ADMIN_KEY_FILE:
         case OPT_ENGINE:
         case OPT_ENGINE_KEY_FILE:

@@ -1798,7 +1798,14 @@ int main(int argc, char **argv)
     eph.pid = echo_pid;
     struct result pres[MAX_REPS], pmed, eres[MAX_REPS], emed;
     for (int rep = 0; rep < reps; rep++) {
+        char eperf_out[700];
+        eph.perf_out = NULL;
+        if (perf_dir && rep == 0) { /* the echo too: to compare where time goes */
+            snprintf(eperf_out, sizeof eperf_out, "%s/perf.paced-echo.data", perf_dir);
+            eph.perf_out = eperf_out;
+        }
         run_phase(&eph, &eres[rep]);
+        eph.perf_out = NULL;
         char elabel[64];
         snprintf(elabel, sizeof elabel, "%d paced echo @%.0f/s", rep + 1, paced_rate);
         print_row(elabel, &eres[rep]);

@@ -131,6 +131,33 @@ class HealthAndMetrics(ServerTest):
         self.assertEqual(value(m, "rrdeploy_build_info", version="0.1.0"), 1)
 
     @async_test(timeout=60)
+    async def test_reply_cache_off(self):
+        # --reply-cache 0: every status and list is rendered from the store,
+        # and answers the same
+        on = self.new_server([])
+        off = self.new_server(["--reply-cache", "0"])
+        bodies = []
+        for srv in (on, off):
+            c = await self.admin(srv)
+            self.assertOk(await c.call("rrext_deploy_add", pipeline=pipeline("k1"),
+                                       schedule="manual"))
+            for _ in range(3):
+                r = await c.call("rrext_deploy_status", projectId="k1")
+                self.assertOk(r)
+                bodies.append({k: v for k, v in r["body"].items()
+                               if k not in ("created_at", "updated_at",
+                                            "createdAt", "updatedAt", "owner_key_id")})
+            m = samples(http_get("http://127.0.0.1:%d/metrics" % srv.port)[1])
+            lookups = "rrdeploy_reply_cache_lookups_total"
+            hits = value(m, lookups, result="hit")
+            misses = value(m, lookups, result="miss")
+            if srv is on:
+                self.assertEqual((hits, misses), (2, 1))
+            else:
+                self.assertEqual((hits, misses), (0, 0))
+        self.assertTrue(all(b == bodies[0] for b in bodies), bodies)
+
+    @async_test(timeout=60)
     async def test_logs_hold_no_secrets(self):
         secret = "s3cr3t-pipeline-value-7f1c"
         srv = self.new_server(["--log-level", "debug", "--exec", "cat >/dev/null"])

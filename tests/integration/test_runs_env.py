@@ -179,6 +179,9 @@ class RefusedAtStartTest(unittest.TestCase):
         for size in ("17M", "16777217", "1G", "-1", "1.5K", "K", ""):
             self.assertIn("--output-max: expected bytes from 0 to 16M",
                           self.start_refused("--output-max", size))
+        for size in ("-1", "1G", "x", ""):
+            self.assertIn("--reply-cache: expected bytes",
+                          self.start_refused("--reply-cache", size))
 
 
 if __name__ == "__main__":
