@@ -782,6 +782,68 @@ static void test_kept_replies_follow_the_store(void **state)
         free(all[i]);
 }
 
+/* The table itself: keys apart, bodies byte for byte, another snapshot
+ * empties it, and its bounds (bytes, entries, one body's size) hold. */
+static void test_replies_table(void **state)
+{
+    (void)state;
+    struct dap_replies *r = dap__replies_new(64 * 1024);
+    struct store_snapshot s1 = {1, 10, 0}, s2 = {1, 11, 0};
+    struct buf out;
+    buf_init(&out, 0);
+    assert_false(dap__replies_get(r, &s1, DAP_REPLY_STATUS, "u", "p", &out));
+    dap__replies_put(r, &s1, DAP_REPLY_STATUS, "u", "p", "{\"a\":1}", 7);
+    dap__replies_put(r, &s1, DAP_REPLY_LIST, "u", NULL, "[\0x]", 4); /* any bytes */
+    assert_true(dap__replies_get(r, &s1, DAP_REPLY_STATUS, "u", "p", &out));
+    assert_int_equal(out.len, 7);
+    assert_memory_equal(buf_data(&out), "{\"a\":1}", 7);
+    buf_reset(&out);
+    assert_true(dap__replies_get(r, &s1, DAP_REPLY_LIST, "u", NULL, &out));
+    assert_int_equal(out.len, 4);
+    assert_memory_equal(buf_data(&out), "[\0x]", 4);
+    buf_reset(&out);
+    /* (user, project) is not (user + project): "u","p" is not "up","" */
+    assert_false(dap__replies_get(r, &s1, DAP_REPLY_STATUS, "up", "", &out));
+    assert_false(dap__replies_get(r, &s1, DAP_REPLY_LIST, "u", "p", &out));
+    assert_false(dap__replies_get(r, &s1, DAP_REPLY_STATUS, "v", "p", &out));
+    /* another snapshot: all gone, even back at the first */
+    assert_false(dap__replies_get(r, &s2, DAP_REPLY_STATUS, "u", "p", &out));
+    assert_false(dap__replies_get(r, &s1, DAP_REPLY_STATUS, "u", "p", &out));
+
+    /* a body over a quarter of the bytes is not kept */
+    char big[16 * 1024 + 1];
+    memset(big, 'x', sizeof big);
+    dap__replies_put(r, &s1, DAP_REPLY_LIST, "u", NULL, big, sizeof big);
+    assert_false(dap__replies_get(r, &s1, DAP_REPLY_LIST, "u", NULL, &out));
+    /* the bytes bound: five bodies of 15 KiB do not fit in 64 KiB with their
+     * keys; the fifth empties the table and stays */
+    char id[32];
+    for (int i = 0; i < 5; i++) {
+        snprintf(id, sizeof id, "p%d", i);
+        dap__replies_put(r, &s1, DAP_REPLY_STATUS, "u", id, big, 15 * 1024);
+    }
+    assert_false(dap__replies_get(r, &s1, DAP_REPLY_STATUS, "u", "p0", &out));
+    assert_true(dap__replies_get(r, &s1, DAP_REPLY_STATUS, "u", "p4", &out));
+    buf_reset(&out);
+    /* the entries bound: half the slots (2,048) */
+    for (int i = 0; i < 2048; i++) {
+        snprintf(id, sizeof id, "q%d", i);
+        dap__replies_put(r, &s2, DAP_REPLY_STATUS, "u", id, "{}", 2);
+    }
+    assert_true(dap__replies_get(r, &s2, DAP_REPLY_STATUS, "u", "q0", &out));
+    assert_true(dap__replies_get(r, &s2, DAP_REPLY_STATUS, "u", "q2047", &out));
+    dap__replies_put(r, &s2, DAP_REPLY_STATUS, "u", "one-more", "{}", 2);
+    assert_false(dap__replies_get(r, &s2, DAP_REPLY_STATUS, "u", "q0", &out));
+    assert_true(dap__replies_get(r, &s2, DAP_REPLY_STATUS, "u", "one-more", &out));
+    uint64_t hits, misses;
+    dap__replies_counts(r, &hits, &misses);
+    assert_int_equal(hits, 6);
+    assert_int_equal(misses, 9);
+    buf_free(&out);
+    dap__replies_free(r);
+    dap__replies_free(NULL);
+}
+
 static void test_limits(void **state)
 {
     struct fx *fx = *state;
@@ -1145,6 +1207,7 @@ int main(void)
         T(test_gate_and_unknown),
         T(test_gate_before_arguments),
         T(test_kept_replies_follow_the_store),
+        T(test_replies_table),
         T(test_auth_and_connect_result),
         T(test_auth_failures),
         T(test_auth_throttled),
