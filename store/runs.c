@@ -533,40 +533,6 @@ int store_run_list(struct store *s, const char *user, const char *project_id, in
     return rc;
 }
 
-/* Step a bound run query, handing each row to cb borrowed (run_view). */
-static int run_walk_view(struct store *s, sqlite3_stmt *st, store_run_cb cb, void *ud)
-{
-    for (;;) {
-        int src = sqlite3_step(st);
-        if (src == SQLITE_DONE)
-            return 0;
-        if (src != SQLITE_ROW)
-            return store__db_fail(s, NULL, src, "list runs");
-        struct store_run r;
-        int rc = run_view(st, &r);
-        if (rc == 0)
-            rc = cb(&r, ud);
-        if (rc)
-            return rc;
-    }
-}
-
-int store_run_last_each(struct store *s, const char *user, store_run_cb cb, void *ud)
-{
-    if (!user)
-        return 0;
-    sqlite3_stmt *st = NULL;
-    int rc = store__stmt_acquire(s, ST_RUN_LAST_EACH, &st, NULL);
-    if (rc)
-        return rc;
-    if ((rc = store__bind_str(st, 1, user)) != SQLITE_OK)
-        rc = store__db_fail(s, NULL, rc, "bind");
-    else
-        rc = run_walk_view(s, st, cb, ud);
-    store__stmt_release(s, ST_RUN_LAST_EACH, st);
-    return rc;
-}
-
 /* ================================================================ records
  *
  * A deployment with its newest run, as status and list show them: both

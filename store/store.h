@@ -380,10 +380,6 @@ int store_run_last(struct store *s, const char *user, const char *project_id,
 typedef int (*store_run_cb)(const struct store_run *r, void *ud);
 int store_run_list(struct store *s, const char *user, const char *project_id,
                    int64_t limit, store_run_cb cb, void *ud);
-/* The newest row of each of user's deployments that has any, ordered by
- * project_id, without output (output NULL; the task is there). The rows are
- * borrowed from the statement until cb returns; cb must not write. */
-int store_run_last_each(struct store *s, const char *user, store_run_cb cb, void *ud);
 /* A deployment and its newest run (NULL when it has none), as status and
  * list show them: both borrowed from their statements until cb returns,
  * the run without its output (NULL). cb must not write. */
