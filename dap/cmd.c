@@ -884,9 +884,10 @@ static int write_record(const struct store_dep *d, const struct store_run *last,
 
 /* The snapshot a read reply is rendered at, when replies are kept (false:
  * render it, keep nothing). */
-static bool reply_snapshot(struct dap_app *app, struct store_snapshot *snap)
+static bool reply_snapshot(struct dap_app *app, const char *user,
+                           struct store_snapshot *snap)
 {
-    return app->replies && store_snapshot(app->store, snap) == 0;
+    return app->replies && store_snapshot(app->store, user, snap) == 0;
 }
 
 static int cmd_status(struct dap_app *app, struct dap_session *ss,
@@ -896,7 +897,7 @@ static int cmd_status(struct dap_app *app, struct dap_session *ss,
     if (arg_project_id(req, res, &project_id))
         return -1;
     struct store_snapshot snap;
-    bool keep = reply_snapshot(app, &snap);
+    bool keep = reply_snapshot(app, ss->key.user, &snap);
     if (keep && dap__replies_get(app->replies, &snap, DAP_REPLY_STATUS,
                                  ss->key.user, project_id, &res->body))
         return 0;
@@ -917,7 +918,7 @@ static int cmd_list(struct dap_app *app, struct dap_session *ss,
                     struct dap_req *req, struct dap_res *res)
 {
     struct store_snapshot snap;
-    bool keep = reply_snapshot(app, &snap);
+    bool keep = reply_snapshot(app, ss->key.user, &snap);
     if (keep && dap__replies_get(app->replies, &snap, DAP_REPLY_LIST, ss->key.user,
                                  NULL, &res->body))
         return 0;

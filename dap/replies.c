@@ -7,19 +7,23 @@
  * store is provably unchanged, so a repeated poll costs a lookup and a copy.
  *
  * Design:
- *  - Correctness comes from the store, not from the writers: every entry was
- *    rendered at one store snapshot (store_snapshot: other connections'
- *    commits, this connection's written rows, rollbacks), and the first
- *    lookup or insert at a different snapshot empties the whole table. No
- *    code path that writes has to remember to invalidate anything, and a
- *    write by the CLI or another process is seen like our own.
- *  - The price of that rule: any change anywhere drops every entry. Under a
- *    steady stream of runs the table is mostly empty and a miss costs one
- *    hash; between changes every repeated poll hits.
+ *  - Correctness comes from the store, not from the writers: every entry
+ *    keeps the store snapshot it was rendered at (store_snapshot: other
+ *    connections' commits, rollbacks, and the rows of the entry's user that
+ *    this connection changed, counted by SQLite's pre-update hook), and is
+ *    answered only at an equal one. No code path that writes has to
+ *    remember to invalidate anything, and a write by the CLI or another
+ *    process is seen like our own.
+ *  - A change that is not one user's own (another connection's commit, a
+ *    rollback) may touch anything, and the first lookup after it empties
+ *    the whole table. A user's own change (a run recorded, a deployment
+ *    updated) makes only that user's entries stale: other users' polls go
+ *    on hitting while the scheduler works.
  *  - Keys are (kind, user, project id), hashed with SipHash under a random
  *    key (libsodium's crypto_shorthash), so a client choosing project ids
- *    cannot pile them onto one slot. Open addressing, linear probing; no
- *    deletions but the whole-table reset, so no tombstones.
+ *    cannot pile them onto one slot. Open addressing, linear probing; a
+ *    stale entry is replaced in place; no deletions but the whole-table
+ *    reset, so no tombstones.
  *  - Bounded: at most REPLIES_SLOTS/2 entries and max_bytes of bodies; an
  *    insert that would go past either empties the table first (the simplest
  *    eviction; the hot entries come back at their next poll). A body larger
@@ -36,6 +40,7 @@
 
 struct entry {
     uint64_t hash;      /* 0 = empty slot */
+    struct store_snapshot snap; /* what the body was rendered at */
     char *key;          /* owned: kind byte, user, NUL, project id */
     size_t key_len;
     char *body;         /* owned: the body text */
@@ -48,7 +53,7 @@ struct dap_replies {
     size_t bytes;                /* keys and bodies */
     size_t max_bytes;
     bool have_snap;
-    struct store_snapshot snap;  /* what every entry was rendered at */
+    struct store_snapshot base;  /* every entry's snapshot but its user part */
     unsigned char hkey[crypto_shorthash_KEYBYTES];
     uint64_t hits, misses;       /* for /metrics */
 };
@@ -84,13 +89,16 @@ void dap__replies_free(struct dap_replies *r)
     free(r);
 }
 
-/* Entries rendered at another snapshot are of no use: drop them all. */
+/* A change that is not one user's own (another connection's commit, a
+ * rollback, a row no user was read for) may have touched anything: drop
+ * every entry. A user's own changes leave the other users' entries; the
+ * user's are found stale one by one (their snapshot's user part). */
 static void align(struct dap_replies *r, const struct store_snapshot *snap)
 {
-    if (r->have_snap && store_snapshot_eq(&r->snap, snap))
+    if (r->have_snap && store_snapshot_same_base(&r->base, snap))
         return;
     clear(r);
-    r->snap = *snap;
+    r->base = *snap;
     r->have_snap = true;
 }
 
@@ -150,7 +158,7 @@ bool dap__replies_get(struct dap_replies *r, const struct store_snapshot *snap,
         e = find(r, k.hash, k.p, k.n);
         key_done(&k);
     }
-    if (!e || !e->hash) {
+    if (!e || !e->hash || !store_snapshot_eq(&e->snap, snap)) {
         r->misses++;
         return false;
     }
@@ -172,17 +180,21 @@ void dap__replies_put(struct dap_replies *r, const struct store_snapshot *snap,
     if (r->used + 1 > REPLIES_SLOTS / 2 || r->bytes + cost > r->max_bytes)
         clear(r);
     struct entry *e = find(r, k.hash, k.p, k.n);
-    if (!e->hash) { /* else rendered twice at one snapshot: keep the first */
+    if (e->hash) { /* a stale body of the same key: replaced */
+        r->bytes -= e->key_len + e->body_len;
+        free(e->body);
+    } else {
         e->hash = k.hash;
         e->key = xmalloc(k.n);
         memcpy(e->key, k.p, k.n);
         e->key_len = k.n;
-        e->body = xmalloc(body_len ? body_len : 1);
-        memcpy(e->body, body, body_len);
-        e->body_len = body_len;
         r->used++;
-        r->bytes += cost;
     }
+    e->snap = *snap;
+    e->body = xmalloc(body_len ? body_len : 1);
+    memcpy(e->body, body, body_len);
+    e->body_len = body_len;
+    r->bytes += cost;
     key_done(&k);
 }
 

@@ -704,6 +704,10 @@ static int precreate(const char *path, struct err *e)
     return 0;
 }
 
+static void on_preupdate(void *ud, sqlite3 *db, int op, const char *zdb, const char *table,
+                         sqlite3_int64 k1, sqlite3_int64 k2);
+static int user_column(struct store *s, const char *table);
+
 int store_open(const char *path, struct store **out, struct err *e)
 {
     if (!path || !out)
@@ -748,6 +752,9 @@ int store_open(const char *path, struct store **out, struct err *e)
         s->ino = sb.st_ino;
     }
     s->path = xstrdup(path);
+    s->dep_user_col = user_column(s, "deployments");
+    s->run_user_col = user_column(s, "runs");
+    sqlite3_preupdate_hook(s->db, on_preupdate, s);
     for (int i = 0; i < ST__COUNT; i++) {
         int prc = sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
                                      &s->st[i], NULL);
@@ -980,11 +987,71 @@ int store_data_version(struct store *s, int64_t *out)
     return store__query_int64(s, ST_DATA_VERSION, NULL, out, NULL, "read data_version");
 }
 
-int store_snapshot(struct store *s, struct store_snapshot *out)
+/* FNV-1a of a user's name, for its change slot. */
+static size_t user_slot(const unsigned char *name, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ name[i]) * 0x100000001b3ull;
+    return (size_t)(h % STORE_USER_SLOTS);
+}
+
+/* The pre-update hook: before each row this connection inserts, updates or
+ * deletes -- directly, by a trigger or by a foreign key's cascade -- count
+ * the change for the user the row belongs to (old and new row: a user
+ * column is never updated, but if it were, both would count). */
+static void on_preupdate(void *ud, sqlite3 *db, int op, const char *zdb, const char *table,
+                         sqlite3_int64 k1, sqlite3_int64 k2)
+{
+    (void)k1;
+    (void)k2;
+    struct store *s = ud;
+    int col;
+    if (strcmp(zdb, "main") != 0)
+        return;
+    if (strcmp(table, "deployments") == 0)
+        col = s->dep_user_col;
+    else if (strcmp(table, "runs") == 0)
+        col = s->run_user_col;
+    else
+        return; /* keys, users, meta: no reply shows them */
+    if (col < 0) {
+        s->any_changes++;
+        return;
+    }
+    for (int side = 0; side < 2; side++) {
+        if ((side == 0 && op == SQLITE_INSERT) || (side == 1 && op == SQLITE_DELETE))
+            continue;
+        sqlite3_value *v = NULL;
+        int rc = side == 0 ? sqlite3_preupdate_old(db, col, &v)
+                           : sqlite3_preupdate_new(db, col, &v);
+        const unsigned char *name = rc == SQLITE_OK && v ? sqlite3_value_text(v) : NULL;
+        if (!name)
+            s->any_changes++;
+        else
+            s->user_changes[user_slot(name, (size_t)sqlite3_value_bytes(v))]++;
+    }
+}
+
+/* The index of table's column `user`, or -1. */
+static int user_column(struct store *s, const char *table)
+{
+    sqlite3_stmt *st = NULL;
+    int col = -1;
+    if (sqlite3_prepare_v2(s->db, "SELECT cid FROM pragma_table_info(?1) WHERE name = 'user'",
+                           -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        col = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return col;
+}
+
+int store_snapshot(struct store *s, const char *user, struct store_snapshot *out)
 {
     /* Within a transaction the snapshot of other connections' commits is
      * fixed once its read begins (the pragma begins it), so a batch asks
-     * once; this connection's own writes move total_changes at once. */
+     * once; this connection's own writes count at once (on_preupdate). */
     if (!(s->batch && s->snap_known)) {
         int rc = store_data_version(s, &s->snap_other);
         if (rc)
@@ -992,13 +1059,20 @@ int store_snapshot(struct store *s, struct store_snapshot *out)
         s->snap_known = s->batch;
     }
     out->other = s->snap_other;
-    out->changes = (int64_t)sqlite3_total_changes64(s->db);
     out->rollbacks = s->rollbacks;
+    out->any = s->any_changes;
+    out->user = user ? s->user_changes[user_slot((const unsigned char *)user, strlen(user))]
+                     : s->any_changes;
     return 0;
+}
+
+bool store_snapshot_same_base(const struct store_snapshot *a,
+                              const struct store_snapshot *b)
+{
+    return a->other == b->other && a->rollbacks == b->rollbacks && a->any == b->any;
 }
 
 bool store_snapshot_eq(const struct store_snapshot *a, const struct store_snapshot *b)
 {
-    return a->other == b->other && a->changes == b->changes &&
-           a->rollbacks == b->rollbacks;
+    return store_snapshot_same_base(a, b) && a->user == b->user;
 }

@@ -94,21 +94,31 @@ int store_health(struct store *s, struct err *e);
  * `rrdeploy keys` CLI) commits. Cheap; used to poll for revocations. */
 int store_data_version(struct store *s, int64_t *out);
 
-/* What this connection reads now, named: two snapshots compare equal only
- * if nothing any connection could have changed lies between them -- no
- * commit by another connection or process, no row written by this one
- * (committed or not), no rollback. For keeping what was computed from the
- * store (rendered replies) exactly as long as it is still true. Take it
- * before the reads it names. Inside a batch the first call of the batch
- * steps one statement (PRAGMA data_version, which also opens the batch's
- * read snapshot), later ones cost no statement. */
+/* What this connection reads of one user's deployments and runs, named:
+ * two snapshots of the same user compare equal only if nothing could have
+ * changed that user's rows between them -- no commit by another connection
+ * or process, no row of the user's written by this one (committed or not),
+ * no rollback. Writes to other users' rows, or to keys, leave it as it is.
+ * For keeping what was computed from the store (rendered replies) exactly
+ * as long as it is still true. Take it before the reads it names. Inside a
+ * batch the first call of the batch steps one statement (PRAGMA
+ * data_version, which also opens the batch's read snapshot); later ones
+ * cost no statement. */
 struct store_snapshot {
-    int64_t other;     /* PRAGMA data_version */
-    int64_t changes;   /* sqlite3_total_changes64 of this connection */
-    uint64_t rollbacks;
+    int64_t other;       /* PRAGMA data_version: other connections' commits */
+    uint64_t rollbacks;  /* this connection's rollbacks */
+    uint64_t any;        /* its changed rows no user could be read for */
+    uint64_t user;       /* its changed rows of the user (or of a user whose
+                            name shares the user's slot) */
 };
-int store_snapshot(struct store *s, struct store_snapshot *out /* OUT */) MUST_CHECK;
+int store_snapshot(struct store *s, const char *user,
+                   struct store_snapshot *out /* OUT */) MUST_CHECK;
+/* Equal snapshots of one user. */
 bool store_snapshot_eq(const struct store_snapshot *a, const struct store_snapshot *b);
+/* Whether a and b differ only in their user part: the changes since are
+ * some user's own, so what was kept for other users still holds. */
+bool store_snapshot_same_base(const struct store_snapshot *a,
+                              const struct store_snapshot *b);
 
 /* ---------------------------------------------------------------- keys */
 

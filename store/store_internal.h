@@ -9,6 +9,9 @@
 #ifndef RR_STORE_INTERNAL_H
 #define RR_STORE_INTERNAL_H
 
+/* sqlite3.h declares the pre-update hook only when told the library has it
+ * (CMakeLists.txt checks it does). */
+#define SQLITE_ENABLE_PREUPDATE_HOOK 1
 #include <sqlite3.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -76,6 +79,8 @@ enum stmt_id {
 
 struct checkpointer; /* store.c */
 
+#define STORE_USER_SLOTS 1024
+
 struct store {
     sqlite3 *db;                        /* owned; sqlite3_close_v2 */
     sqlite3_stmt *st[ST__COUNT];        /* owned; sqlite3_finalize */
@@ -86,6 +91,13 @@ struct store {
     bool snap_known;                    /* snap_other holds this batch's snapshot */
     int64_t snap_other;                 /* its data_version (others' commits) */
     uint64_t rollbacks;                 /* rollbacks by this connection */
+    /* Rows of deployments and runs this connection changed, counted by the
+     * pre-update hook: per user, in STORE_USER_SLOTS slots by a hash of the
+     * name (users sharing a slot only see each other's changes as theirs),
+     * and those no user could be read for. */
+    uint64_t user_changes[STORE_USER_SLOTS];
+    uint64_t any_changes;
+    int dep_user_col, run_user_col;     /* the user column of each table */
 #ifdef RRDEPLOY_TEST_HOOKS
     int fail_commits;                   /* batch commits still to fail */
 #endif

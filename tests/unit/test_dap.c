@@ -749,6 +749,18 @@ static void test_kept_replies_follow_the_store(void **state)
     assert_non_null(strstr(s4, "from elsewhere"));
     assert_non_null(strstr(l4, "from elsewhere"));
 
+    /* another user's writes leave alice's kept replies answering */
+    uint64_t h1, m1;
+    dap__replies_counts(fx->app.replies, &h1, &m1);
+    fixture_add_dep(fx->st, "bob", "b");
+    struct store_run rb = fixture_run("bob", "b", "manual", 0, STORE_RUN_SUCCEEDED);
+    fixture_add_run(fx->st, &rb, 100);
+    char *s4b = body_of(fx, STATUS_P);
+    dap__replies_counts(fx->app.replies, &hits, &misses);
+    assert_int_equal(hits, h1 + 1);
+    assert_string_equal(s4b, s4);
+    free(s4b);
+
     /* a run recorded on this connection */
     struct store_run r = fixture_run("alice", "p", "manual", 0, STORE_RUN_SUCCEEDED);
     fixture_add_run(fx->st, &r, 100);
@@ -788,7 +800,8 @@ static void test_replies_table(void **state)
 {
     (void)state;
     struct dap_replies *r = dap__replies_new(64 * 1024);
-    struct store_snapshot s1 = {1, 10, 0}, s2 = {1, 11, 0};
+    /* {other, rollbacks, any, user} */
+    struct store_snapshot s1 = {1, 0, 10, 5}, s2 = {1, 0, 11, 5};
     struct buf out;
     buf_init(&out, 0);
     assert_false(dap__replies_get(r, &s1, DAP_REPLY_STATUS, "u", "p", &out));
@@ -806,9 +819,22 @@ static void test_replies_table(void **state)
     assert_false(dap__replies_get(r, &s1, DAP_REPLY_STATUS, "up", "", &out));
     assert_false(dap__replies_get(r, &s1, DAP_REPLY_LIST, "u", "p", &out));
     assert_false(dap__replies_get(r, &s1, DAP_REPLY_STATUS, "v", "p", &out));
-    /* another snapshot: all gone, even back at the first */
-    assert_false(dap__replies_get(r, &s2, DAP_REPLY_STATUS, "u", "p", &out));
-    assert_false(dap__replies_get(r, &s1, DAP_REPLY_STATUS, "u", "p", &out));
+    /* the user's own change: that user's entries are stale, the others'
+     * still answer */
+    struct store_snapshot s1u = s1;
+    s1u.user = 6;
+    dap__replies_put(r, &s1, DAP_REPLY_STATUS, "w", "p", "{}", 2);
+    assert_false(dap__replies_get(r, &s1u, DAP_REPLY_STATUS, "u", "p", &out));
+    assert_true(dap__replies_get(r, &s1, DAP_REPLY_STATUS, "w", "p", &out));
+    buf_reset(&out);
+    dap__replies_put(r, &s1u, DAP_REPLY_STATUS, "u", "p", "{\"a\":2}", 7);
+    assert_true(dap__replies_get(r, &s1u, DAP_REPLY_STATUS, "u", "p", &out));
+    assert_memory_equal(buf_data(&out), "{\"a\":2}", 7);
+    buf_reset(&out);
+    /* another base (a commit elsewhere, a rollback): all gone, even back at
+     * the first */
+    assert_false(dap__replies_get(r, &s2, DAP_REPLY_STATUS, "w", "p", &out));
+    assert_false(dap__replies_get(r, &s1, DAP_REPLY_STATUS, "w", "p", &out));
 
     /* a body over a quarter of the bytes is not kept */
     char big[16 * 1024 + 1];
@@ -837,8 +863,8 @@ static void test_replies_table(void **state)
     assert_true(dap__replies_get(r, &s2, DAP_REPLY_STATUS, "u", "one-more", &out));
     uint64_t hits, misses;
     dap__replies_counts(r, &hits, &misses);
-    assert_int_equal(hits, 6);
-    assert_int_equal(misses, 9);
+    assert_int_equal(hits, 8);
+    assert_int_equal(misses, 10);
     buf_free(&out);
     dap__replies_free(r);
     dap__replies_free(NULL);

@@ -181,32 +181,50 @@ static void test_two_connections(void **state)
     assert_int_equal(store_key_auth(f->s, text2, T0, &a), 0);
     assert_string_equal(a.user, "bob");
 
-    /* A snapshot moves with anything either connection changes, and with
-     * nothing else; inside a batch it also moves with the batch's own
-     * uncommitted writes, and with their rollback. */
+    /* A user's snapshot moves with the user's rows changed by either
+     * connection, and with nothing else of this one's; inside a batch also
+     * with the batch's own uncommitted writes, and with their rollback. */
     struct store_snapshot s0, s1, s2;
-    assert_int_equal(store_snapshot(f->s, &s0), 0);
-    assert_int_equal(store_snapshot(f->s, &s1), 0);
+    assert_int_equal(store_snapshot(f->s, "alice", &s0), 0);
+    assert_int_equal(store_snapshot(f->s, "alice", &s1), 0);
     assert_true(store_snapshot_eq(&s0, &s1));
     assert_int_equal(store_dep_set_errored(b, "alice", "q", "why", T0), 0);
-    assert_int_equal(store_snapshot(f->s, &s1), 0);
-    assert_false(store_snapshot_eq(&s0, &s1));
+    assert_int_equal(store_snapshot(f->s, "alice", &s1), 0);
+    assert_false(store_snapshot_eq(&s0, &s1)); /* another connection's commit */
+    assert_false(store_snapshot_same_base(&s0, &s1));
     assert_int_equal(store_dep_set_errored(f->s, "alice", "q", "why", T0), 0);
-    assert_int_equal(store_snapshot(f->s, &s2), 0);
-    assert_false(store_snapshot_eq(&s1, &s2));
+    assert_int_equal(store_snapshot(f->s, "alice", &s2), 0);
+    assert_false(store_snapshot_eq(&s1, &s2)); /* this one's, alice's row */
+    assert_true(store_snapshot_same_base(&s1, &s2));
+
+    /* other users' rows and keys leave alice's snapshot as it is */
+    struct store_snapshot b0, b1;
+    assert_int_equal(store_snapshot(f->s, "bob", &b0), 0);
+    fixture_add_dep(f->s, "bob", "x");
+    char text3[STORE_KEY_TEXT_MAX];
+    fixture_key(f->s, "carol", STORE_PERM_ALL, 0, T0, text3, NULL);
+    assert_int_equal(store_snapshot(f->s, "alice", &s1), 0);
+    assert_true(store_snapshot_eq(&s1, &s2));
+    assert_int_equal(store_snapshot(f->s, "bob", &b1), 0);
+    assert_false(store_snapshot_eq(&b0, &b1));
+    /* runs count for their user, deleted ones too (the cascade) */
+    struct store_run r = fixture_run("alice", "q", "manual", 0, STORE_RUN_SUCCEEDED);
+    fixture_add_run(f->s, &r, 100);
+    assert_int_equal(store_snapshot(f->s, "alice", &s0), 0);
+    assert_false(store_snapshot_eq(&s0, &s2));
 
     assert_int_equal(store_batch_begin_read(f->s), 0);
-    assert_int_equal(store_snapshot(f->s, &s0), 0);
-    assert_true(store_snapshot_eq(&s0, &s2));
+    assert_int_equal(store_snapshot(f->s, "alice", &s1), 0);
+    assert_true(store_snapshot_eq(&s0, &s1));
     assert_int_equal(store_dep_delete(f->s, "alice", "q"), 0);
-    assert_int_equal(store_snapshot(f->s, &s1), 0);
-    assert_false(store_snapshot_eq(&s0, &s1));
+    assert_int_equal(store_snapshot(f->s, "alice", &s2), 0);
+    assert_false(store_snapshot_eq(&s1, &s2));
 #ifdef RRDEPLOY_TEST_HOOKS
     store_test_fail_commits(f->s, 1);
     assert_int_not_equal(store_batch_commit(f->s), 0);
-    assert_int_equal(store_snapshot(f->s, &s2), 0);
-    assert_false(store_snapshot_eq(&s1, &s2)); /* rolled back */
-    assert_false(store_snapshot_eq(&s0, &s2));
+    assert_int_equal(store_snapshot(f->s, "alice", &s0), 0);
+    assert_false(store_snapshot_eq(&s2, &s0)); /* rolled back */
+    assert_false(store_snapshot_same_base(&s1, &s0));
     assert_int_equal(store_dep_get(f->s, "alice", "q", &g), 0);
     store_dep_clear(&g);
 #else
