@@ -41,6 +41,8 @@
 
 #include <libwebsockets.h>
 #include <math.h>
+#include <stddef.h>
+#include <sanitizer/asan_interface.h> /* no-ops without AddressSanitizer */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,6 +152,30 @@ struct dap_server {
  * the bound, and any message buffer grown past SPARE_MSG_BUF_MAX by a big
  * request, is freed, so a burst leaves no lasting memory behind. */
 
+/* Under AddressSanitizer a spare is poisoned but for its link, so a use of
+ * a frame or message after it was handed back is still reported, as a use
+ * after free would be without the spare lists. */
+static void frame_poison(struct frame *f, bool spare)
+{
+    if (spare)
+        ASAN_POISON_MEMORY_REGION(&f->b, sizeof f->b);
+    else
+        ASAN_UNPOISON_MEMORY_REGION(&f->b, sizeof f->b);
+}
+
+static void msg_poison(struct inmsg *m, bool spare)
+{
+    if (spare) {
+        if (m->text.mem)
+            ASAN_POISON_MEMORY_REGION(m->text.mem, m->text.head + m->text.cap);
+        ASAN_POISON_MEMORY_REGION(&m->text, sizeof *m - offsetof(struct inmsg, text));
+    } else {
+        ASAN_UNPOISON_MEMORY_REGION(&m->text, sizeof *m - offsetof(struct inmsg, text));
+        if (m->text.mem)
+            ASAN_UNPOISON_MEMORY_REGION(m->text.mem, m->text.head + m->text.cap);
+    }
+}
+
 static struct frame *frame_get(struct dap_server *srv)
 {
     struct frame *f = srv->spare_frames;
@@ -157,6 +183,7 @@ static struct frame *frame_get(struct dap_server *srv)
         return xmalloc(sizeof *f);
     srv->spare_frames = f->next;
     srv->nspare_frames--;
+    frame_poison(f, false);
     return f;
 }
 
@@ -172,6 +199,7 @@ static void frame_put(struct dap_server *srv, struct frame *f)
     f->next = srv->spare_frames;
     srv->spare_frames = f;
     srv->nspare_frames++;
+    frame_poison(f, true);
 }
 
 /* What a spare message holds on to, for the bound. */
@@ -185,6 +213,7 @@ static struct inmsg *msg_get(struct dap_server *srv)
 {
     struct inmsg *m = srv->spare_msgs;
     if (m) {
+        msg_poison(m, false);
         srv->spare_msgs = m->next;
         srv->spare_msg_bytes -= msg_cost(m);
         buf_reset(&m->text);
@@ -210,6 +239,7 @@ static void msg_put(struct dap_server *srv, struct inmsg *m)
     srv->spare_msg_bytes += msg_cost(m);
     m->next = srv->spare_msgs;
     srv->spare_msgs = m;
+    msg_poison(m, true);
 }
 
 static void spares_free(struct dap_server *srv)
@@ -217,11 +247,13 @@ static void spares_free(struct dap_server *srv)
     while (srv->spare_frames) {
         struct frame *f = srv->spare_frames;
         srv->spare_frames = f->next;
+        frame_poison(f, false);
         free(f);
     }
     srv->nspare_frames = 0;
     while (srv->spare_msgs) {
         struct inmsg *m = srv->spare_msgs;
+        msg_poison(m, false);
         srv->spare_msgs = m->next;
         buf_free(&m->text);
         free(m);
