@@ -140,6 +140,48 @@ static struct result measure(struct dap_app *app, struct dap_session *ss,
     };
 }
 
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Kept replies while the store changes: before each request, a write
+ * (the scheduler's progress columns, committed) to a deployment of `writer`.
+ * Returns the share of requests answered from a kept reply and, in *ns, the
+ * median CPU ns of a request alone: this thread's, the write not counted
+ * (each commit wakes the checkpointer's thread, whose work is not the
+ * request's). */
+static double kept_under_writes(struct dap_app *app, struct dap_session *ss,
+                                const char *req, const char *writer,
+                                const char *writer_pid, int n, double *ns)
+{
+    uint64_t h0, m0, h1, m1;
+    struct sink sk = {.ok = true};
+    uint64_t *each = xmalloc(sizeof *each * (size_t)n);
+    dap__replies_counts(app->replies, &h0, &m0);
+    for (int i = 0; i < n; i++) {
+        if (store_dep_set_progress(app->store, writer, writer_pid, BENCH_NOW + i,
+                                   BENCH_NOW + i + 60) != 0)
+            die("store_dep_set_progress");
+        uint64_t t0 = thread_cpu_ns();
+        if (store_batch_begin_read(app->store) != 0)
+            die("batch begin");
+        send_one(app, ss, req, &sk);
+        if (store_batch_commit(app->store) != 0)
+            die("batch commit");
+        each[i] = thread_cpu_ns() - t0;
+    }
+    if (!sk.ok)
+        die("a request failed");
+    dap__replies_counts(app->replies, &h1, &m1);
+    qsort(each, (size_t)n, sizeof *each, bench_cmp_u64);
+    *ns = (double)each[n / 2];
+    free(each);
+    return (double)(h1 - h0) / (double)((h1 - h0) + (m1 - m0));
+}
+
 int main(int argc, char **argv)
 {
     int n = 20000, reps = 9, batch = 8;
@@ -244,6 +286,27 @@ int main(int argc, char **argv)
             printf("  %-30s %10.0f %12.1f %12zu\n", name, r.ns_per_req,
                    r.allocs_per_req, r.reply_bytes);
         }
+    }
+    /* While the scheduler records progress for some deployment before every
+     * request: another user's (the reply stays kept) or the same user's (it
+     * is rendered again each time). */
+    if (!only || strstr("rrext_deploy_status", only)) {
+        app.replies = kept;
+        struct store_dep other = {
+            .user = "other", .project_id = "o", .pipeline = "{\"project_id\":\"o\"}",
+            .schedule = "manual", .state = STORE_ACTIVE, .created_by = "other",
+            .owner_key_id = "k", .created_at = BENCH_NOW, .updated_at = BENCH_NOW};
+        if (store_dep_insert(st, &other, 0) != 0)
+            die("store_dep_insert");
+        const char *status = cases[1].req;
+        int wn = n / 10 > 0 ? n / 10 : 1;
+        printf("\n  status with a committed write before each request (%d requests):\n", wn);
+        printf("  %-30s %10s %12s\n", "the write is to", "ns/req", "kept");
+        double ns;
+        double share = kept_under_writes(&app, &ss, status, "other", "o", wn, &ns);
+        printf("  %-30s %10.0f %11.0f%%\n", "another user's deployment", ns, share * 100);
+        share = kept_under_writes(&app, &ss, status, "admin", "bench-050", wn, &ns);
+        printf("  %-30s %10.0f %11.0f%%\n", "the same user's deployment", ns, share * 100);
     }
     app.replies = NULL;
     dap__replies_free(kept);
