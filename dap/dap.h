@@ -66,8 +66,8 @@ struct dap_env {
     struct store *store;       /* the service thread's connection */
     struct sched *sched;       /* deployments, runs, tick decisions */
     struct clock *clock;       /* the wall clock (a test clock may move it) */
-    /* After every service pass (deployments may have changed: re-arm the
-     * tick timer). */
+    /* After every service pass that wrote (deployments may have changed:
+     * re-arm the tick timer); a pass of reads changes nothing. */
     void (*pass_done)(void *ud);
     /* Runs queued or running, for /healthz and /metrics. */
     int (*runs_in_progress)(void *ud);

@@ -33,7 +33,7 @@
  * resumes. The unauthenticated timeout is stopped meanwhile.
  *
  * The daemon (runner/) owns the loop, the timers and the scheduler; it hears
- * of the end of every pass through env->pass_done, and tells the server of
+ * of the end of every pass that wrote through env->pass_done, and tells the server of
  * key changes and scheduler events (dap_server_keys_changed,
  * dap_server_event).
  * Thread: everything runs on the loop's thread. */
@@ -646,6 +646,9 @@ static void process_ready(struct dap_server *srv)
         if (!p->in_head)
             p->in_tail = NULL;
     }
+    /* Only a command that writes changes deployments or their runs, and it
+     * made the batch a write batch (dispatch calls store_batch_write). */
+    bool wrote = !batch || !store_batch_read_only(srv->app.store);
     bool ok = !batch || store_batch_commit(srv->app.store) == 0;
     sched_defer_end(srv->app.sched, dap__now(&srv->app), ok);
     for (struct pss *p = list, *next; p; p = next) {
@@ -671,7 +674,8 @@ static void process_ready(struct dap_server *srv)
         log_error("could not commit the requests of this pass; their "
                   "connections are closed unanswered");
     guard_tick(srv);
-    srv->env->pass_done(srv->env->ud); /* deployments may have changed */
+    if (wrote) /* deployments may have changed: the daemon re-arms its tick */
+        srv->env->pass_done(srv->env->ud);
 }
 
 /* ---------------------------------------------------------------- daemon calls */

@@ -461,6 +461,11 @@ int store_batch_write(struct store *s)
     return rc; /* on failure store_batch_commit reports the batch lost */
 }
 
+bool store_batch_read_only(const struct store *s)
+{
+    return s->batch && s->batch_read;
+}
+
 int store_batch_commit(struct store *s)
 {
     if (!s->batch)

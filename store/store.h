@@ -66,6 +66,9 @@ int store_batch_commit(struct store *s) MUST_CHECK;
  * store_batch_write does nothing. */
 int store_batch_begin_read(struct store *s) MUST_CHECK;
 int store_batch_write(struct store *s) MUST_CHECK;
+/* Inside a batch begun by store_batch_begin_read that store_batch_write has
+ * not made a write batch: nothing was written in it. */
+bool store_batch_read_only(const struct store *s);
 
 #ifdef RRDEPLOY_TEST_HOOKS
 /* Test builds only: the next n batch commits fail as a full or broken disk

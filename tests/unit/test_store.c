@@ -213,9 +213,13 @@ static void test_two_connections(void **state)
     assert_int_equal(store_snapshot(f->s, "alice", &s0), 0);
     assert_false(store_snapshot_eq(&s0, &s2));
 
+    assert_false(store_batch_read_only(f->s)); /* no batch */
     assert_int_equal(store_batch_begin_read(f->s), 0);
+    assert_true(store_batch_read_only(f->s));
     assert_int_equal(store_snapshot(f->s, "alice", &s1), 0);
     assert_true(store_snapshot_eq(&s0, &s1));
+    assert_int_equal(store_batch_write(f->s), 0);
+    assert_false(store_batch_read_only(f->s));
     assert_int_equal(store_dep_delete(f->s, "alice", "q"), 0);
     assert_int_equal(store_snapshot(f->s, "alice", &s2), 0);
     assert_false(store_snapshot_eq(&s1, &s2));
