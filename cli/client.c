@@ -111,14 +111,8 @@ static json_t *body_tree(const struct dap_msg *m)
         return json_object();
     const size_t flags = JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL;
     json_error_t jerr;
-    json_t *v = json_loadb(m->body.p, m->body.n, flags, &jerr);
-    if (!v) {
-        struct buf t; /* 1e400, or "\ud800" in a pipeline string */
-        buf_init(&t, 0);
-        jraw_tame(&t, m->body.p, m->body.n);
-        v = json_loadb(buf_data(&t), t.len, flags, &jerr);
-        buf_free(&t);
-    }
+    /* tamed when it holds 1e400, or "\ud800" in a pipeline string */
+    json_t *v = jraw_load(m->body.p, m->body.n, flags, &jerr);
     if (!v || !json_is_object(v)) {
         json_decref(v);
         cli__fail(CLI_EXIT_FAILED, "cannot read the server's answer: %s",

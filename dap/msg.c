@@ -112,27 +112,6 @@ bool dap__session_wants(const struct dap_session *ss, const char *user,
 
 /* ---------------------------------------------------------------- decoding */
 
-/* jansson refuses reals that overflow a double (1e400) and surrogate
- * escapes without their pair ("\ud800") though both are valid JSON. The
- * tree is only used for typed arguments, never to echo values, so such
- * numbers are replaced by 0 and such escapes by \ufffd in a private copy.
- * Needs valid JSON (the arguments object's text). */
-static json_t *load_tolerant(const char *s, size_t n)
-{
-    json_error_t jerr;
-    const size_t flags = JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL;
-    json_t *root = json_loadb(s, n, flags, &jerr);
-    if (root)
-        return root;
-
-    struct buf tame;
-    buf_init(&tame, 0);
-    jraw_tame(&tame, s, n);
-    root = json_loadb(buf_data(&tame), tame.len, flags, &jerr);
-    buf_free(&tame);
-    return root;
-}
-
 /* Is v a JSON number (raw text) holding an integer a double represents
  * exactly? 1.0 and 1e2 count, as they do for the SDKs' JSON parsers. */
 static bool raw_int(struct jraw_span v, int64_t *out)
@@ -334,7 +313,11 @@ static enum step parse_args(const struct dap_session *ss,
         req->args = json_object();
         return STEP_GO;
     }
-    req->args = load_tolerant(env->args.p, env->args.n);
+    /* jansson refuses 1e400 and "\ud800" though both are valid JSON: the
+     * tree is only used for typed arguments, never to echo values, so
+     * jraw_load reads them as 0 and U+FFFD */
+    req->args = jraw_load(env->args.p, env->args.n,
+                          JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, NULL);
     if (!req->args) {
         dap__fail(res, DAP_BAD_REQUEST, "Malformed request: not valid JSON");
         return STEP_ANSWER;

@@ -305,18 +305,10 @@ void rocketride_task_token(const char *user, const char *project_id,
 
 /* A tree of the valid JSON text p[0..n), for reading values. Text may hold
  * what jansson refuses (lone surrogate escapes, 1e400), which pipelines and
- * engine texts keep: read through jraw_tame. NULL when it is not JSON. */
+ * engine texts keep: jraw_load reads it tamed. NULL when it is not JSON. */
 static json_t *load_json(const char *p, size_t n)
 {
-    json_t *root = json_loadb(p, n, JSON_DECODE_ANY, NULL);
-    if (root)
-        return root;
-    struct buf tame;
-    buf_init(&tame, 0);
-    jraw_tame(&tame, p, n);
-    root = json_loadb(buf_data(&tame), tame.len, JSON_DECODE_ANY, NULL);
-    buf_free(&tame);
-    return root;
+    return jraw_load(p, n, JSON_DECODE_ANY, NULL);
 }
 
 /* ---------------------------------------------------------------- pipelines */

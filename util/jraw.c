@@ -541,3 +541,16 @@ bool jraw_str(struct buf *out, struct jraw_span v)
     }
     return true;
 }
+
+json_t *jraw_load(const char *s, size_t n, size_t flags, json_error_t *err)
+{
+    json_t *root = json_loadb(s, n, flags, err);
+    if (root)
+        return root;
+    struct buf tame;
+    buf_init(&tame, 0);
+    jraw_tame(&tame, s, n);
+    root = json_loadb(buf_data(&tame), tame.len, flags, err);
+    buf_free(&tame);
+    return root;
+}

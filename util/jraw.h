@@ -8,6 +8,7 @@
 #ifndef RR_JRAW_H
 #define RR_JRAW_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -64,5 +65,10 @@ void jraw_tame_surrogates(struct buf *out, const char *s, size_t n);
  * escapes as jraw_tame_surrogates, and numbers a double cannot hold (1e400)
  * as 0. For reading values out of text kept as it is; never shown. */
 void jraw_tame(struct buf *out, const char *s, size_t n);
+
+/* jansson's tree of the JSON text s[0..n) (json_loadb with flags), read
+ * through jraw_tame when jansson refuses it as it is (owned: json_decref).
+ * NULL, with jansson's reason in err (may be NULL), when it is not JSON. */
+json_t *jraw_load(const char *s, size_t n, size_t flags, json_error_t *err);
 
 #endif

@@ -356,11 +356,34 @@ static void test_jraw_tame(void **state)
     }
 }
 
+/* jraw_load: jansson's tree, tamed only when jansson refuses the text. */
+static void test_jraw_load(void **state)
+{
+    (void)state;
+    const size_t flags = JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL;
+    const char *plain = "{\"n\":1.5,\"s\":\"a\\u0000b\"}";
+    json_t *v = jraw_load(plain, strlen(plain), flags, NULL);
+    assert_non_null(v);
+    assert_true(json_real_value(json_object_get(v, "n")) == 1.5);
+    assert_int_equal(json_string_length(json_object_get(v, "s")), 3);
+    json_decref(v);
+    const char *wild = "[1e400,\"\\ud800x\"]";
+    v = jraw_load(wild, strlen(wild), flags, NULL);
+    assert_non_null(v);
+    assert_true(json_real_value(json_array_get(v, 0)) == 0);
+    assert_string_equal(json_string_value(json_array_get(v, 1)), "\xef\xbf\xbdx");
+    json_decref(v);
+    json_error_t err;
+    assert_null(jraw_load("{\"a\":", 5, flags, &err));
+    assert_true(err.text[0] != '\0');
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jraw_valid),
         cmocka_unit_test(test_jraw_tame),
+        cmocka_unit_test(test_jraw_load),
         cmocka_unit_test(test_jraw_invalid),
         cmocka_unit_test(test_jraw_lone_surrogates),
         cmocka_unit_test(test_jraw_depth),
