@@ -46,6 +46,19 @@ static void raw_exec(sqlite3 *db, const char *sql)
         fail_msg("%s: %s", sql, msg ? msg : "?");
 }
 
+/* Close the fixture's store and start its file again as an empty WAL
+ * database written with raw SQL (an older release's, say). */
+static sqlite3 *raw_fresh(struct fixture *f)
+{
+    store_close(f->s);
+    f->s = NULL;
+    unlink(f->path);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    raw_exec(db, "PRAGMA journal_mode = WAL");
+    return db;
+}
+
 /* ================================================================ open */
 
 static void test_open_migrate_reopen(void **state)
@@ -489,12 +502,7 @@ static void test_migrate_v1_to_v2(void **state)
 
     /* A database as release 1 left it: its migration, its hash key, a key and
      * a deployment, written with raw SQL. */
-    store_close(f->s);
-    f->s = NULL;
-    unlink(f->path);
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    raw_exec(db, "PRAGMA journal_mode = WAL");
+    sqlite3 *db = raw_fresh(f);
     raw_exec(db, store__migration_sql(1));
     raw_exec(db, "PRAGMA user_version = 1");
     unsigned char hk[32], h[crypto_generichash_BYTES];
@@ -566,12 +574,7 @@ static void test_migrate_v1_to_v2(void **state)
 static void test_migrate_v3_to_v4(void **state)
 {
     struct fixture *f = *state;
-    store_close(f->s);
-    f->s = NULL;
-    unlink(f->path);
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    raw_exec(db, "PRAGMA journal_mode = WAL");
+    sqlite3 *db = raw_fresh(f);
     for (int v = 1; v <= 3; v++)
         raw_exec(db, store__migration_sql(v));
     raw_exec(db, "PRAGMA user_version = 3");
