@@ -17,7 +17,7 @@
  * stand for a refused connection and a hung one.
  *
  * The test thread drives the upstream only through its API: work that must
- * run on the upstream thread is handed to cfg.service (run_on_up: a todo
+ * run on the upstream thread is handed to cfg.service (run_on_up: a call
  * under a lock, then dap_up_wake), and every callback is recorded under the
  * same lock, with whether it ran on the upstream thread and whether it came
  * from inside a dap_up_* call. Tests wait for recorded conditions with a
@@ -307,7 +307,7 @@ struct slot {
     struct h *h;
     int i;
 };
-typedef void (*todo_fn)(struct h *h);
+typedef void (*up_fn)(struct h *h);
 
 /* A check on the upstream thread, where cmocka cannot fail the test: the
  * teardown does. */
@@ -327,8 +327,8 @@ struct h {
     int nrecs;
     int services;            /* cfg.service calls */
     int services_off_thread; /* ... not on the upstream thread */
-    todo_fn todo;
-    bool todo_done;
+    up_fn up_call;
+    bool up_done;
     atomic_int up_failures;  /* UP_CHECKs that failed */
     /* the upstream thread's */
     pthread_t up_thread;
@@ -485,30 +485,30 @@ static void service_cb(void *ud)
     struct h *h = ud;
     note_thread(h);
     h_lock(h);
-    todo_fn fn = h->todo;
-    h->todo = NULL;
+    up_fn fn = h->up_call;
+    h->up_call = NULL;
     h_unlock(h);
     if (!fn)
         return;
     fn(h);
     h_lock(h);
-    h->todo_done = true;
+    h->up_done = true;
     h_unlock(h);
 }
 
 /* Run fn on the upstream thread and wait for it to have run. */
-static void run_on_up(struct h *h, todo_fn fn)
+static void run_on_up(struct h *h, up_fn fn)
 {
     h_lock(h);
-    h->todo = fn;
-    h->todo_done = false;
+    h->up_call = fn;
+    h->up_done = false;
     h_unlock(h);
     dap_up_wake(h->u);
     int64_t until = mono_ms() + DEADLINE_MS;
     h_lock(h);
-    while (!h->todo_done && h_wait(h, until))
+    while (!h->up_done && h_wait(h, until))
         ;
-    bool done = h->todo_done;
+    bool done = h->up_done;
     h_unlock(h);
     assert_true(done);
 }
@@ -664,7 +664,7 @@ static int fresh_port(struct h *h, bool listening)
 
 /* Requests queued before OPENED go out once it opens; responses that come
  * out of order are matched by request_seq; an event comes with its name. */
-static void todo_four_requests(struct h *h)
+static void on_up_four_requests(struct h *h)
 {
     up_connect(h, 0);
     UP_CHECK(h, up_request(h, 0, "hold") == 1);
@@ -678,7 +678,7 @@ static void test_requests_out_of_order_and_events(void **state)
     struct h *h = *state;
     set_port(h, h->srv.port);
     start_up(h);
-    run_on_up(h, todo_four_requests);
+    run_on_up(h, on_up_four_requests);
     assert_true(wait_for(h, 0, DAP_UP_MESSAGE, 5));
 
     /* OPENED first, then the event and the responses as the server sent
@@ -706,7 +706,7 @@ static void test_requests_out_of_order_and_events(void **state)
 
 /* Nothing listens: one CLOSED with the reason, from the loop, not from
  * inside dap_up_connect. */
-static void todo_connect(struct h *h)
+static void on_up_connect(struct h *h)
 {
     up_connect(h, 0);
 }
@@ -716,7 +716,7 @@ static void test_connection_refused(void **state)
     struct h *h = *state;
     set_port(h, fresh_port(h, false));
     start_up(h);
-    run_on_up(h, todo_connect);
+    run_on_up(h, on_up_connect);
     assert_true(wait_for(h, 0, DAP_UP_CLOSED, 1));
     struct rec r = nth(h, 0, DAP_UP_CLOSED, 0);
     assert_non_null(strstr(r.why, "refused"));
@@ -737,7 +737,7 @@ static void test_connect_timeout(void **state)
     h->cfg.connect_timeout_s = 0.5;
     start_up(h);
     int64_t t0 = mono_ms();
-    run_on_up(h, todo_connect);
+    run_on_up(h, on_up_connect);
     assert_true(wait_for(h, 0, DAP_UP_CLOSED, 1));
     int64_t took = mono_ms() - t0;
     struct rec r = nth(h, 0, DAP_UP_CLOSED, 0);
@@ -750,7 +750,7 @@ static void test_connect_timeout(void **state)
 
 /* The server closes: CLOSED with its code and reason; a new user pointer
  * is the one told. */
-static void todo_bye(struct h *h)
+static void on_up_bye(struct h *h)
 {
     up_connect(h, 0);
     dap_up_set_ud(h->conns[0], &h->slots[9]);
@@ -763,7 +763,7 @@ static void test_server_closes(void **state)
     struct h *h = *state;
     set_port(h, h->srv.port);
     start_up(h);
-    run_on_up(h, todo_bye);
+    run_on_up(h, on_up_bye);
     assert_true(wait_for(h, 9, DAP_UP_CLOSED, 1));
     struct rec r = nth(h, 9, DAP_UP_CLOSED, 0);
     assert_string_equal(r.why, "the server closed the connection (1000: bye)");
@@ -775,7 +775,7 @@ static void test_server_closes(void **state)
 /* dap_up_close at the first of many events already on their way: CLOSED
  * "closed by us" and no MESSAGE after it; requests after the close give 0.
  * A connection closed while still connecting: CLOSED without OPENED. */
-static void todo_flood_and_close(struct h *h)
+static void on_up_flood_and_close(struct h *h)
 {
     h->close_on_event = 0;
     h->after_close_seq = -1;
@@ -792,7 +792,7 @@ static void test_close_by_us(void **state)
     struct h *h = *state;
     set_port(h, h->srv.port);
     start_up(h);
-    run_on_up(h, todo_flood_and_close);
+    run_on_up(h, on_up_flood_and_close);
     assert_true(wait_for(h, 0, DAP_UP_CLOSED, 1));
     assert_true(wait_for(h, 1, DAP_UP_CLOSED, 1));
     assert_string_equal(nth(h, 0, DAP_UP_CLOSED, 0).why, "closed by us");
@@ -818,7 +818,7 @@ static void test_close_by_us(void **state)
 /* Stop with open connections, one with a request outstanding: each gets
  * CLOSED "stopping" on the upstream thread, so does one opened from such a
  * callback, the server gets close frames, and nothing leaks. */
-static void todo_three(struct h *h)
+static void on_up_three(struct h *h)
 {
     h->reconnect_slot = 5;
     for (int i = 0; i < 3; i++)
@@ -831,7 +831,7 @@ static void test_stop_with_live_connections(void **state)
     struct h *h = *state;
     set_port(h, h->srv.port);
     start_up(h);
-    run_on_up(h, todo_three);
+    run_on_up(h, on_up_three);
     for (int i = 0; i < 3; i++)
         assert_true(wait_for(h, i, DAP_UP_OPENED, 1));
     dap_up_stop(h->u);
@@ -899,7 +899,7 @@ static void test_ticks(void **state)
 
 /* A message over max_message, and a frame that is not JSON: CLOSED, and
  * neither is told as a MESSAGE. */
-static void todo_big_and_junk(struct h *h)
+static void on_up_big_and_junk(struct h *h)
 {
     up_connect(h, 0);
     up_request(h, 0, "echo");
@@ -914,7 +914,7 @@ static void test_bad_messages(void **state)
     set_port(h, h->srv.port);
     h->cfg.max_message = 4096;
     start_up(h);
-    run_on_up(h, todo_big_and_junk);
+    run_on_up(h, on_up_big_and_junk);
     assert_true(wait_for(h, 0, DAP_UP_CLOSED, 1));
     assert_true(wait_for(h, 1, DAP_UP_CLOSED, 1));
     assert_string_equal(nth(h, 0, DAP_UP_CLOSED, 0).why,
