@@ -798,8 +798,11 @@ int dap__test_engine(struct dap_server *srv, const json_t *args,
             free(c.key);
         }
     }
-    buf_printf(body, "{\"asked\":%llu,\"pending\":[",
-               (unsigned long long)srv->test_asked);
+    int waiting = 0; /* sessions whose auth waits for a verdict */
+    for (struct pss *p = srv->sessions; p; p = p->next)
+        waiting += dap__session_wait(&p->ss, NULL) == DAP_WAIT_PENDING;
+    buf_printf(body, "{\"asked\":%llu,\"waiting\":%d,\"pending\":[",
+               (unsigned long long)srv->test_asked, waiting);
     for (size_t i = 0; i < srv->ntest_checks; i++) {
         if (i)
             buf_putc(body, ',');

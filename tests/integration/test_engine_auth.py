@@ -44,6 +44,17 @@ class EngineAuthTest(ServerTest):
                 raise AssertionError("the engine was never asked: %r" % st)
             await asyncio.sleep(0.05)
 
+    async def waiting(self, n, timeout=10.0):
+        """Wait until n sessions hold an auth waiting for the engine."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st = await self.engine()
+            if st["waiting"] == n:
+                return st
+            if time.monotonic() > deadline:
+                raise AssertionError("not %d sessions waiting: %r" % (n, st))
+            await asyncio.sleep(0.05)
+
     def cred(self, what):
         return "rr-%s-%s" % (self._testMethodName, what)
 
@@ -158,8 +169,7 @@ class EngineAuthTest(ServerTest):
         await self.asked(cred)
         fb, send = b.start("auth", {"auth": "Bearer " + cred})
         await send
-        await asyncio.sleep(0.3)
-        st = await self.engine()
+        st = await self.waiting(2)  # both held, b's auth handled
         self.assertEqual(st["asked"] - asked0, 1, st)  # one check for both
         await self.engine(answer=cred, user="shared_user", perms=2)
         for f in (fa, fb):
@@ -184,7 +194,7 @@ class EngineAuthTest(ServerTest):
         await send
         await self.asked(cred)
         await c.close()
-        await asyncio.sleep(0.3)
+        await self.waiting(0)  # the server has let the session go
         await self.engine(answer=cred, user="gone_user", perms=BOTH)
         # the server is fine, and the verdict is cached for the next one
         d = await self.client()
