@@ -275,19 +275,6 @@ static char *put_lit(char *p, const char *lit)
     return p + n;
 }
 
-static char *put_int(char *p, int64_t v)
-{
-    char tmp[24], *q = tmp + sizeof tmp;
-    uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
-    do
-        *--q = (char)('0' + u % 10);
-    while (u /= 10);
-    if (v < 0)
-        *--q = '-';
-    memcpy(p, q, (size_t)(tmp + sizeof tmp - q));
-    return p + (tmp + sizeof tmp - q);
-}
-
 /* A success whose body was written with DAP_ENVELOPE_ROOM in front of it
  * (dap__handle_message does) and whose command name needs no escaping:
  * the envelope goes into that room and the body becomes the frame, with no
@@ -306,9 +293,9 @@ static struct buf *frame_around_body(struct dap_session *ss, int64_t request_seq
     }
     char env[DAP_ENVELOPE_ROOM], *p = env;
     p = put_lit(p, "{\"type\":\"response\",\"seq\":");
-    p = put_int(p, ss->seq + 1);
+    p += fmt_i64(p, ss->seq + 1);
     p = put_lit(p, ",\"request_seq\":");
-    p = put_int(p, request_seq);
+    p += fmt_i64(p, request_seq);
     p = put_lit(p, ",\"command\":\"");
     memcpy(p, command, command_len);
     p += command_len;

@@ -365,14 +365,22 @@ static char *put_digits(char *end, unsigned long long u)
     return end;
 }
 
-void buf_i64(struct buf *b, int64_t v)
+size_t fmt_i64(char out[20], int64_t v)
 {
     char tmp[24], *p = tmp + sizeof tmp;
     unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
     p = put_digits(p, u);
     if (v < 0)
         *--p = '-';
-    buf_append(b, p, (size_t)(tmp + sizeof tmp - p));
+    size_t n = (size_t)(tmp + sizeof tmp - p);
+    memcpy(out, p, n);
+    return n;
+}
+
+void buf_i64(struct buf *b, int64_t v)
+{
+    char tmp[20];
+    buf_append(b, tmp, fmt_i64(tmp, v));
 }
 
 void buf_json_time(struct buf *b, double t)

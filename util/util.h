@@ -101,6 +101,8 @@ void buf_putc(struct buf *b, char c);
 void buf_printf(struct buf *b, const char *fmt, ...) RR_PRINTF(2, 3);
 void buf_vprintf(struct buf *b, const char *fmt, va_list ap) RR_PRINTF(2, 0);
 void buf_i64(struct buf *b, int64_t v);  /* decimal digits */
+/* v in decimal digits into out (no NUL); their count, at most 20. */
+size_t fmt_i64(char out[20], int64_t v);
 /* Make room for extra more bytes, so appends up to that size do not
  * reallocate. */
 void buf_reserve(struct buf *b, size_t extra);
